@@ -1,0 +1,89 @@
+/**
+ * Typed access to the native addon (native/muser.c). Only kernel primitives
+ * live there; everything with policy lives in TypeScript.
+ */
+import { createRequire } from 'node:module';
+
+/** Kinds of poller events, as numbered by the addon. */
+export const enum PollEvent {
+  Data = 0,
+  Eof = 1,
+  Error = 2,
+  Writable = 3,
+  Count = 4,
+  Readable = 5,
+}
+
+/** How a poller reads its fd. */
+export const enum PollMode {
+  /** recvmsg into Buffers, with SCM_RIGHTS fds. */
+  Stream = 0,
+  /** read the 8-byte eventfd counter. */
+  EventFd = 1,
+  /** only report readability. */
+  Readable = 2,
+}
+
+/** Opaque poller handle. */
+export type PollHandle = { readonly __poll: unique symbol };
+/** Opaque mapping handle. */
+export type MapHandle = { readonly __map: unique symbol };
+
+export type PollCallback = (kind: PollEvent, a: unknown, b: unknown) => void;
+
+export interface NativeAddon {
+  listen(path: string, backlog: number, mode: number): number;
+  accept(fd: number): number;
+  connect(path: string): number;
+  socketpair(): [number, number];
+  sendmsg(fd: number, data: Buffer | Buffer[], fds?: readonly number[]): number;
+  pollStart(fd: number, mode: PollMode, cb: PollCallback): PollHandle;
+  pollWritable(h: PollHandle, on: boolean): void;
+  pollPause(h: PollHandle, paused: boolean): void;
+  pollStop(h: PollHandle): void;
+  mmap(fd: number, offset: number, length: number, writable: boolean): [ArrayBuffer, MapHandle] | number;
+  munmap(h: MapHandle, ab: ArrayBuffer): number;
+  eventfd(initval: number): number;
+  eventfdWrite(fd: number, value: number): number;
+  eventfdRead(fd: number): number;
+  memfd(name: string, size: number): number;
+  ftruncate(fd: number, size: number): number;
+  close(fd: number): number;
+  dup(fd: number): number;
+  fdSize(fd: number): number;
+}
+
+const require = createRequire(import.meta.url);
+
+function load(): NativeAddon {
+  const candidates = ['../../../build/Release/muser.node', '../../../build/Debug/muser.node'];
+  let last: unknown;
+  for (const c of candidates) {
+    try {
+      return require(c) as NativeAddon;
+    } catch (e) {
+      last = e;
+    }
+  }
+  throw new Error(`muser native addon not built (run npm install): ${String(last)}`);
+}
+
+/** The loaded addon. */
+export const native: NativeAddon = load();
+
+/** An Error carrying a positive errno, thrown when a native call returned -errno. */
+export class SystemError extends Error {
+  constructor(
+    readonly op: string,
+    readonly errno: number,
+  ) {
+    super(`${op} failed: errno ${errno}`);
+    this.name = 'SystemError';
+  }
+}
+
+/** Throws SystemError for a negative return; returns the value otherwise. */
+export function check(op: string, rc: number): number {
+  if (rc < 0) throw new SystemError(op, -rc);
+  return rc;
+}
