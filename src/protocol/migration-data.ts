@@ -1,0 +1,93 @@
+/**
+ * VFIO_USER_MIG_DATA_READ (17) and VFIO_USER_MIG_DATA_WRITE (18).
+ *
+ * READ request (8 bytes): u32 argsz, u32 size. Reply: u32 argsz, u32 size,
+ * then `size` data bytes (less than requested means the stream is done).
+ * WRITE request: u32 argsz, u32 size, then `size` data bytes. Reply: empty.
+ * argsz below 8 is EINVAL (whether argsz leaves room for `size` bytes is
+ * for the server to judge); payloads carrying data must be exactly
+ * 8 + size bytes. Decoded `data` is a zero-copy subarray of the payload.
+ */
+import { EMPTY, alloc, checkArgsz, decodeEmpty, exact, need } from './wire.js';
+
+const HEAD_SIZE = 8;
+
+/** MIG_DATA_READ request. */
+export interface MigDataRead {
+  argsz: number;
+  size: number;
+}
+
+/** MIG_DATA_READ reply and MIG_DATA_WRITE request. */
+export interface MigData {
+  argsz: number;
+  size: number;
+  /** Exactly `size` bytes; decoded data is a subarray of the payload. */
+  data: Uint8Array;
+}
+
+/** Encodes a MIG_DATA_READ request payload. */
+export function encodeMigDataReadRequest(m: MigDataRead): Buffer {
+  const b = alloc(HEAD_SIZE);
+  b.writeUInt32LE(m.argsz, 0);
+  b.writeUInt32LE(m.size, 4);
+  return b;
+}
+
+/** Decodes a MIG_DATA_READ request payload. */
+export function decodeMigDataReadRequest(payload: Buffer): MigDataRead {
+  exact(payload, HEAD_SIZE, 'MIG_DATA_READ');
+  const m = { argsz: payload.readUInt32LE(0), size: payload.readUInt32LE(4) };
+  checkArgsz(m.argsz, HEAD_SIZE, 'MIG_DATA_READ');
+  return m;
+}
+
+/** Encodes a MIG_DATA_READ reply payload. */
+export function encodeMigDataReadReply(m: MigData): Buffer {
+  return encodeWithData(m);
+}
+
+/** Decodes a MIG_DATA_READ reply payload. */
+export function decodeMigDataReadReply(payload: Buffer): MigData {
+  return decodeWithData(payload, 'MIG_DATA_READ reply');
+}
+
+/** Encodes a MIG_DATA_WRITE request payload. */
+export function encodeMigDataWriteRequest(m: MigData): Buffer {
+  return encodeWithData(m);
+}
+
+/** Decodes a MIG_DATA_WRITE request payload. */
+export function decodeMigDataWriteRequest(payload: Buffer): MigData {
+  return decodeWithData(payload, 'MIG_DATA_WRITE');
+}
+
+/** Encodes the (empty) MIG_DATA_WRITE reply payload. */
+export function encodeMigDataWriteReply(): Buffer {
+  return EMPTY;
+}
+
+/** Decodes the MIG_DATA_WRITE reply payload: must be empty. */
+export function decodeMigDataWriteReply(payload: Buffer): void {
+  decodeEmpty(payload, 'MIG_DATA_WRITE reply');
+}
+
+function encodeWithData(m: MigData): Buffer {
+  if (m.data.length !== m.size) {
+    throw new RangeError(`data length ${m.data.length} differs from size ${m.size}`);
+  }
+  const b = alloc(HEAD_SIZE + m.size);
+  b.writeUInt32LE(m.argsz, 0);
+  b.writeUInt32LE(m.size, 4);
+  b.set(m.data, HEAD_SIZE);
+  return b;
+}
+
+function decodeWithData(payload: Buffer, what: string): MigData {
+  need(payload, HEAD_SIZE, what);
+  const argsz = payload.readUInt32LE(0);
+  const size = payload.readUInt32LE(4);
+  checkArgsz(argsz, HEAD_SIZE, what);
+  exact(payload, HEAD_SIZE + size, what);
+  return { argsz, size, data: payload.subarray(HEAD_SIZE) };
+}
