@@ -148,6 +148,15 @@ export class ConfigSpace {
     this.img.setU16(PciHeader.STATUS, status | (pending ? PciStatus.INTERRUPT : 0));
   }
 
+  /**
+   * Sets error bits of the status register (only PciStatus.RW1C bits, e.g.
+   * REC_MASTER_ABORT); software clears them by writing one.
+   */
+  setStatusError(bits: number): void {
+    const status = this.img.u16(PciHeader.STATUS);
+    this.img.setU16(PciHeader.STATUS, status | (bits & PciStatus.RW1C));
+  }
+
   /** Whether MSI-X is enabled (false without an MSI-X capability). */
   get msixEnabled(): boolean {
     return this.msixControl().enabled;
@@ -232,9 +241,9 @@ export class ConfigSpace {
   /** Validates a snapshot's framing and compatibility; returns its config bytes. */
   private checkSnapshot(snap: Buffer): Buffer {
     const fixed = SNAPSHOT_HEADER + this.size + 4;
-    check(snap.length >= fixed, `snapshot too short (${snap.length} bytes)`);
-    check(snap.readUInt32BE(0) === SNAPSHOT_MAGIC && snap[4] === SNAPSHOT_VERSION, 'not a config space snapshot of a known version');
+    check(snap.length >= SNAPSHOT_HEADER && snap.readUInt32BE(0) === SNAPSHOT_MAGIC && snap[4] === SNAPSHOT_VERSION, 'not a config space snapshot of a known version');
     check(snap.readUInt16LE(6) === this.size, `snapshot is of a ${snap.readUInt16LE(6)}-byte config space, this one is ${this.size}`);
+    check(snap.length >= fixed, `snapshot too short (${snap.length} bytes)`);
     check(snap.length === fixed + snap.readUInt32LE(SNAPSHOT_HEADER + this.size), 'snapshot length does not match its MSI-X part');
     const config = snap.subarray(SNAPSHOT_HEADER, SNAPSHOT_HEADER + this.size);
     const bad = this.firstIncompatibleByte(config);
