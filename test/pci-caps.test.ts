@@ -319,3 +319,30 @@ describe('pci capability layout limits', () => {
     assert.throws(() => new ConfigSpace({ identity, capabilities: [over] }), PciConfigError);
   });
 });
+
+describe('pci config robustness', () => {
+  it('survives random writes without losing read-only structure', () => {
+    const c = new ConfigSpace(full);
+    const fresh = new ConfigSpace(full);
+    let seed = 0x2545f491;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    c.onChange(() => undefined);
+    for (let i = 0; i < 5000; i++) {
+      const len = 1 + rand(8);
+      const off = rand(4096 - len + 1);
+      const data = Buffer.from(Array.from({ length: len }, () => rand(256)));
+      c.write(off, data);
+      c.msix!.trigger(rand(16));
+      if (c.msiState()!.enabled) c.triggerMsi(rand(8));
+    }
+    for (const off of [0, 1, 2, 3, 8, 9, 10, 11, 0x0e, 0x2c, 0x2d, 0x2e, 0x2f, 0x34, 0x3d]) {
+      assert.equal(u8(c, off), u8(fresh, off), `header byte 0x${off.toString(16)}`);
+    }
+    assert.deepEqual(walk(c), walk(fresh));
+    assert.deepEqual(walkExtended(c), walkExtended(fresh));
+    assert.deepEqual(c.read(0x100, 0x20), fresh.read(0x100, 0x20));
+  });
+});

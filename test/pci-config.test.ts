@@ -270,7 +270,7 @@ describe('pci reset and snapshot', () => {
     assert.deepEqual(events, [
       { type: 'command', value: 0, previous: 0x0406 },
       { type: 'bar', index: 0, address: 0n },
-      { type: 'msi', enabled: false, vectors: 1 },
+      { type: 'msi', enabled: false, vectors: 0 },
     ]);
   });
 

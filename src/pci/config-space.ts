@@ -295,7 +295,7 @@ export class ConfigSpace {
       command: this.command,
       bars: this.bars.map((_, i) => this.barAddress(i)),
       msiEnabled: this.msi?.enabled ?? false,
-      msiVectors: this.msi?.vectors ?? 0,
+      msiVectors: this.msi?.enabled ? this.msi.vectors : 0,
       msiBlocked: this.msi?.blocked() ?? [],
       msixEnabled: msix.enabled,
       msixMask: msix.functionMask,

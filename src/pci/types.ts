@@ -179,13 +179,21 @@ export interface MsiState {
 
 /** A change the server may need to act on, reported synchronously. */
 export type ConfigEvent =
+  /** The command register changed. */
   | { type: 'command'; value: number; previous: number }
+  /** BAR `index` now holds `address` (also during sizing: all-ones masks). */
   | { type: 'bar'; index: number; address: bigint }
+  /** MSI enable or enabled vector count changed; `vectors` is 0 while disabled. */
   | { type: 'msi'; enabled: boolean; vectors: number }
+  /** A pending MSI vector was unmasked: the server must send it now. */
   | { type: 'msi-fire'; vector: number }
+  /** MSI-X enable or function mask changed. */
   | { type: 'msix'; enabled: boolean; functionMask: boolean }
+  /** A pending MSI-X vector became deliverable: the server must send it now. */
   | { type: 'msix-fire'; vector: number }
+  /** PM power state changed (0 = D0, 3 = D3hot). */
   | { type: 'power'; state: number }
+  /** Function Level Reset: config space was reset; the device must reset too. */
   | { type: 'flr' };
 
 /** Receives config space events. */
