@@ -440,17 +440,19 @@ static void mapping_release(mapping_t *m) {
 static void mapping_buffer_finalize(napi_env env, void *data, void *hint) { mapping_release(hint); }
 static void mapping_handle_finalize(napi_env env, void *data, void *hint) { mapping_release(data); }
 
-/* mmap(fd, offset, length, writable) -> [ArrayBuffer, handle] or -errno.
- * MAP_SHARED so writes reach the peer. */
+/* mmap(fd, offset, length, shared) -> [ArrayBuffer, handle] or -errno.
+ * shared: MAP_SHARED, writes reach the peer. Otherwise MAP_PRIVATE
+ * copy-on-write, for memory the peer granted read-only: a stray write
+ * through a view then lands in a private copy instead of faulting. */
 static napi_value js_mmap(napi_env env, napi_callback_info info) {
     napi_value argv[4], ab, handle, arr;
-    bool writable = false;
+    bool shared = false;
     if (get_args(env, info, 4, argv) < 0) return NULL;
     int fd = arg_i32(env, argv[0]);
     int64_t off = arg_i64(env, argv[1]), len = arg_i64(env, argv[2]);
-    napi_get_value_bool(env, argv[3], &writable);
+    napi_get_value_bool(env, argv[3], &shared);
     if (off < 0 || len <= 0) return make_int(env, -EINVAL);
-    void *addr = mmap(NULL, (size_t)len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, (off_t)off);
+    void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, (off_t)off);
     if (addr == MAP_FAILED) return make_int(env, -errno);
     mapping_t *m = calloc(1, sizeof *m);
     if (!m) {

@@ -41,7 +41,7 @@ export interface NativeAddon {
   pollWritable(h: PollHandle, on: boolean): void;
   pollPause(h: PollHandle, paused: boolean): void;
   pollStop(h: PollHandle): void;
-  mmap(fd: number, offset: number, length: number, writable: boolean): [ArrayBuffer, MapHandle] | number;
+  mmap(fd: number, offset: number, length: number, shared: boolean): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;
   eventfd(initval: number): number;
   eventfdWrite(fd: number, value: number): number;

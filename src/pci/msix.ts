@@ -38,6 +38,12 @@ export class MsixTable {
   private readonly pba: Buffer;
   private enabled = false;
   private functionMask = false;
+  /**
+   * True once the client wrote the table. QEMU keeps its own copy of the
+   * table and never writes ours, so until then the entry mask bits (all set
+   * at reset) say nothing about what the client wants.
+   */
+  touched = false;
   private readonly listeners = new Set<MsixFireListener>();
 
   /** Creates a table of `vectors` (1..2048) entries, all masked. */
@@ -66,6 +72,7 @@ export class MsixTable {
   /** Writes table bytes at `offset`; read-only bits are ignored. */
   write(offset: number, data: Uint8Array): void {
     checkAccess(offset, data.length, this.tableSize, 'MSI-X table');
+    this.touched = true;
     const first = Math.floor(offset / MsixEntry.SIZE);
     const last = Math.floor((offset + Math.max(data.length, 1) - 1) / MsixEntry.SIZE);
     const blocked = this.blockedRange(first, last);
@@ -154,6 +161,7 @@ export class MsixTable {
     for (let v = 0; v < this.vectors; v++) this.table[v * MsixEntry.SIZE + MsixEntry.VECTOR_CTRL] = MsixEntry.CTRL_MASKBIT;
     this.enabled = false;
     this.functionMask = false;
+    this.touched = false;
   }
 
   /** Serializes table, PBA and control bits. */

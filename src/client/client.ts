@@ -1,0 +1,358 @@
+/**
+ * The client end of vfio-user: connect, negotiate, and every command as a
+ * typed method. It lends the device memory for DMA (serving the device's
+ * DMA_READ / DMA_WRITE for memory without an fd) and receives IRQ eventfds.
+ */
+import { Channel, closeAll } from '../transport/channel.js';
+import { connectSocket } from '../transport/listener.js';
+import type { Frame } from '../transport/framer.js';
+import { Command, DeviceFeatureFlag, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag } from '../protocol/constants.js';
+import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
+import { decodeVersion, encodeVersion, type VersionCapabilities } from '../protocol/version.js';
+import { decodeDeviceInfoReply, encodeDeviceInfoRequest, type DeviceInfo } from '../protocol/device-info.js';
+import { decodeRegionInfoReply, encodeRegionInfoRequest, type RegionInfoReply } from '../protocol/region-info.js';
+import { decodeRegionIoFdsReply, encodeRegionIoFdsRequest, type RegionIoFdsReply } from '../protocol/region-io-fds.js';
+import { decodeIrqInfoReply, encodeIrqInfoRequest, encodeSetIrqsRequest, type IrqInfo } from '../protocol/irq.js';
+import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../protocol/region-access.js';
+import { encodeRegionWriteMultiRequest, type RegionWriteOne } from '../protocol/region-write-multi.js';
+import { encodeDmaMapRequest, encodeDmaUnmapRequest } from '../protocol/dma.js';
+import { decodeDmaReadRequest, decodeDmaWriteRequest, encodeDmaReadReply, encodeDmaWriteReply } from '../protocol/dma-access.js';
+import { decodeDeviceFeatureReply, encodeDeviceFeatureRequest, type DeviceFeature, type FeatureData } from '../protocol/device-feature.js';
+import { decodeMigDataReadReply, encodeMigDataReadRequest, encodeMigDataWriteRequest } from '../protocol/migration-data.js';
+import type { GuestMemory } from './guest-memory.js';
+
+/** An error reply from the server. */
+export class ClientError extends Error {
+  constructor(
+    readonly command: number,
+    readonly errno: number,
+  ) {
+    super(`server refused command ${command}: errno ${errno}`);
+    this.name = 'ClientError';
+  }
+}
+
+/** Options for {@link Client.connect}. */
+export interface ClientOptions {
+  /** Capabilities offered in VERSION. */
+  capabilities?: VersionCapabilities;
+  /** Milliseconds to wait for each reply (default 5000). */
+  timeoutMs?: number;
+}
+
+/** A received reply. */
+export interface ReplyFrame {
+  header: Header;
+  payload: Buffer;
+  fds: number[];
+}
+
+interface Pending {
+  command: number;
+  resolve(r: ReplyFrame): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+interface LentMemory {
+  address: number;
+  memory: GuestMemory;
+}
+
+const DEFAULT_CAPS: VersionCapabilities = {
+  maxMsgFds: 16,
+  maxDataXferSize: 1024 * 1024,
+  pgsizes: 4096,
+  maxDmaMaps: 65535,
+  writeMultiple: true,
+};
+
+/** A connection to a vfio-user server. */
+export class Client {
+  /** What the server answered to VERSION. */
+  server: VersionCapabilities = {};
+  /** DMA_READ / DMA_WRITE requests served, for tests. */
+  dmaRequestsServed = 0;
+  private readonly channel: Channel;
+  private readonly pending = new Map<number, Pending>();
+  private readonly lent: LentMemory[] = [];
+  private nextId = 0;
+  private closed: Promise<void>;
+  private markClosed!: () => void;
+
+  private constructor(
+    fd: number,
+    private readonly timeoutMs: number,
+  ) {
+    this.closed = new Promise((r) => (this.markClosed = r));
+    this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) });
+  }
+
+  /** Connects to `path` and negotiates the protocol version. */
+  static async connect(path: string, options: ClientOptions = {}): Promise<Client> {
+    const client = new Client(connectSocket(path), options.timeoutMs ?? 5000);
+    try {
+      await client.negotiate({ ...DEFAULT_CAPS, ...options.capabilities });
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+    return client;
+  }
+
+  /** Resolves when the connection has ended. */
+  get whenClosed(): Promise<void> {
+    return this.closed;
+  }
+
+  /** True once the connection ended. */
+  get isClosed(): boolean {
+    return this.channel.isClosed;
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    this.channel.close();
+  }
+
+  /**
+   * Sends a raw command and waits for the reply. Rejects with ClientError on
+   * an error reply. The reply's fds belong to the caller.
+   */
+  request(command: number, payload: Buffer, fds?: readonly number[]): Promise<ReplyFrame> {
+    return new Promise((resolve, reject) => {
+      if (this.channel.isClosed) return reject(new Error('connection closed'));
+      const msgId = this.allocId();
+      const timer = setTimeout(() => {
+        this.pending.delete(msgId);
+        reject(new Error(`no reply to command ${command} in ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.pending.set(msgId, { command, resolve, reject, timer });
+      this.channel.send(encodeMessage({ msgId, command }, payload), fds);
+    });
+  }
+
+  /** Sends raw bytes as they are (for tests of malformed input). */
+  sendRaw(bytes: Buffer, fds?: readonly number[]): void {
+    this.channel.send(bytes, fds);
+  }
+
+  /** Sends a command with the no-reply flag. */
+  post(command: number, payload: Buffer, fds?: readonly number[]): void {
+    this.channel.send(encodeMessage({ msgId: this.allocId(), command, flags: HeaderFlag.NO_REPLY }, payload), fds);
+  }
+
+  private async negotiate(caps: VersionCapabilities): Promise<void> {
+    const r = await this.request(Command.VERSION, encodeVersion({ major: 0, minor: 1, capabilities: caps }));
+    this.server = decodeVersion(r.payload).capabilities;
+  }
+
+  /** DEVICE_GET_INFO. */
+  async deviceInfo(): Promise<DeviceInfo> {
+    const r = await this.request(Command.DEVICE_GET_INFO, encodeDeviceInfoRequest({ argsz: 16 }));
+    return decodeDeviceInfoReply(r.payload);
+  }
+
+  /** DEVICE_GET_REGION_INFO, retried with a larger argsz when the caps do not fit. The fd, if any, is the caller's. */
+  async regionInfo(index: number): Promise<RegionInfoReply & { fd: number | undefined }> {
+    let argsz = 32;
+    for (;;) {
+      const r = await this.request(Command.DEVICE_GET_REGION_INFO, encodeRegionInfoRequest({ argsz, flags: 0, index, capOffset: 0, size: 0, offset: 0 }));
+      const reply = decodeRegionInfoReply(r.payload);
+      if (reply.info.argsz > argsz) {
+        closeAll(r.fds);
+        argsz = reply.info.argsz;
+        continue;
+      }
+      closeAll(r.fds.slice(1));
+      return { ...reply, fd: r.fds[0] };
+    }
+  }
+
+  /** DEVICE_GET_REGION_IO_FDS. The fds are the caller's. */
+  async regionIoFds(index: number): Promise<RegionIoFdsReply & { fds: number[] }> {
+    let argsz = 16;
+    for (;;) {
+      const r = await this.request(Command.DEVICE_GET_REGION_IO_FDS, encodeRegionIoFdsRequest({ argsz, flags: 0, index, count: 0 }));
+      const reply = decodeRegionIoFdsReply(r.payload);
+      if (reply.argsz > argsz) {
+        closeAll(r.fds);
+        argsz = reply.argsz;
+        continue;
+      }
+      return { ...reply, fds: r.fds };
+    }
+  }
+
+  /** DEVICE_GET_IRQ_INFO. */
+  async irqInfo(index: number): Promise<IrqInfo> {
+    const r = await this.request(Command.DEVICE_GET_IRQ_INFO, encodeIrqInfoRequest({ argsz: 16, flags: 0, index, count: 0 }));
+    return decodeIrqInfoReply(r.payload);
+  }
+
+  /** DEVICE_SET_IRQS with any flags; `fds` travel as SCM_RIGHTS (borrowed). */
+  async setIrqs(index: number, flags: number, start: number, count: number, data?: Uint8Array, fds?: readonly number[]): Promise<void> {
+    const payload = encodeSetIrqsRequest({ argsz: 20 + (data?.length ?? 0), flags, index, start, count, data });
+    await this.request(Command.DEVICE_SET_IRQS, payload, fds);
+  }
+
+  /** Routes vectors [start, start+fds.length) of `index` to eventfds. */
+  setIrqEventfds(index: number, start: number, fds: readonly number[]): Promise<void> {
+    return this.setIrqs(index, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, start, fds.length, undefined, fds);
+  }
+
+  /** Disables every vector of `index`. */
+  disableIrqs(index: number): Promise<void> {
+    return this.setIrqs(index, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, 0, 0);
+  }
+
+  /** Masks or unmasks vectors of `index`. */
+  maskIrqs(index: number, start: number, count: number, mask: boolean): Promise<void> {
+    return this.setIrqs(index, IrqSetFlag.DATA_NONE | (mask ? IrqSetFlag.ACTION_MASK : IrqSetFlag.ACTION_UNMASK), start, count);
+  }
+
+  /** REGION_READ. */
+  async regionRead(region: number, offset: number, count: number): Promise<Buffer> {
+    const r = await this.request(Command.REGION_READ, encodeRegionReadRequest({ offset, region, count }));
+    const m = decodeRegionReadReply(r.payload);
+    return Buffer.from(m.data.buffer, m.data.byteOffset, m.data.length);
+  }
+
+  /** REGION_WRITE. */
+  async regionWrite(region: number, offset: number, data: Uint8Array): Promise<void> {
+    await this.request(Command.REGION_WRITE, encodeRegionWriteRequest({ offset, region, count: data.length, data }));
+  }
+
+  /** REGION_WRITE posted (no reply). */
+  postRegionWrite(region: number, offset: number, data: Uint8Array): void {
+    this.post(Command.REGION_WRITE, encodeRegionWriteRequest({ offset, region, count: data.length, data }));
+  }
+
+  /** REGION_WRITE_MULTI; waits for the reply unless `posted`. */
+  async regionWriteMulti(writes: RegionWriteOne[], posted = false): Promise<void> {
+    const payload = encodeRegionWriteMultiRequest({ writes });
+    if (posted) this.post(Command.REGION_WRITE_MULTI, payload);
+    else await this.request(Command.REGION_WRITE_MULTI, payload);
+  }
+
+  /**
+   * DMA_MAP of `memory` at `address`. With an fd the device maps it
+   * directly; without, this client serves its DMA_READ / DMA_WRITE.
+   */
+  async dmaMap(address: number, memory: GuestMemory, flags = DmaMapFlag.READ | DmaMapFlag.WRITE, offset = 0): Promise<void> {
+    const size = memory.bytes.length;
+    await this.request(Command.DMA_MAP, encodeDmaMapRequest({ argsz: 32, flags, offset, address, size }), memory.fd === undefined ? undefined : [memory.fd]);
+    this.lent.push({ address, memory });
+  }
+
+  /** DMA_MAP with explicit fields (for tests of bad input). The fd is borrowed. */
+  async dmaMapRaw(address: number, size: number, flags: number, offset: number, fd?: number): Promise<void> {
+    await this.request(Command.DMA_MAP, encodeDmaMapRequest({ argsz: 32, flags, offset, address, size }), fd === undefined ? undefined : [fd]);
+  }
+
+  /** DMA_UNMAP of [address, address+size), or everything with `all`. */
+  async dmaUnmap(address: number, size: number, all = false): Promise<void> {
+    await this.request(Command.DMA_UNMAP, encodeDmaUnmapRequest({ argsz: 24, flags: all ? 2 : 0, address, size }));
+    const i = this.lent.findIndex((l) => l.address === address && l.memory.bytes.length === size);
+    if (all) this.lent.length = 0;
+    else if (i >= 0) this.lent.splice(i, 1);
+  }
+
+  /** DEVICE_RESET. */
+  async reset(): Promise<void> {
+    await this.request(Command.DEVICE_RESET, Buffer.alloc(0));
+  }
+
+  /** DEVICE_FEATURE with GET, SET or PROBE in `flags`. */
+  async deviceFeature(flags: number, data: FeatureData = { kind: 'none' }, argsz = 4096): Promise<DeviceFeature> {
+    const r = await this.request(Command.DEVICE_FEATURE, encodeDeviceFeatureRequest({ argsz, flags, data }));
+    return decodeDeviceFeatureReply(r.payload);
+  }
+
+  /** Probes whether the server supports a feature. */
+  async probeFeature(feature: number, op: number = DeviceFeatureFlag.GET): Promise<boolean> {
+    try {
+      await this.deviceFeature(feature | op | DeviceFeatureFlag.PROBE, { kind: 'none' }, 8);
+      return true;
+    } catch (e) {
+      if (e instanceof ClientError) return false;
+      throw e;
+    }
+  }
+
+  /** MIG_DATA_READ of up to `size` bytes. */
+  async migDataRead(size: number): Promise<Buffer> {
+    const r = await this.request(Command.MIG_DATA_READ, encodeMigDataReadRequest({ argsz: 8 + size, size }));
+    const m = decodeMigDataReadReply(r.payload);
+    return Buffer.from(m.data);
+  }
+
+  /** MIG_DATA_WRITE of `data`. */
+  async migDataWrite(data: Uint8Array): Promise<void> {
+    await this.request(Command.MIG_DATA_WRITE, encodeMigDataWriteRequest({ argsz: 8 + data.length, size: data.length, data }));
+  }
+
+  private allocId(): number {
+    do this.nextId = (this.nextId + 1) & 0xffff;
+    while (this.pending.has(this.nextId));
+    return this.nextId;
+  }
+
+  private onFrame(frame: Frame): void {
+    const header = decodeHeader(frame.bytes);
+    const payload = frame.bytes.subarray(HEADER_SIZE, header.size);
+    if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) {
+      const p = this.pending.get(header.msgId);
+      if (!p) return closeAll(frame.fds);
+      this.pending.delete(header.msgId);
+      clearTimeout(p.timer);
+      if (header.flags & HeaderFlag.ERROR) {
+        closeAll(frame.fds);
+        p.reject(new ClientError(p.command, header.errno));
+      } else {
+        p.resolve({ header, payload, fds: frame.fds });
+      }
+      return;
+    }
+    closeAll(frame.fds);
+    this.serveDeviceRequest(header, payload);
+  }
+
+  /** Answers the device's DMA_READ / DMA_WRITE from lent memory. */
+  private serveDeviceRequest(header: Header, payload: Buffer): void {
+    try {
+      if (header.command === Command.DMA_READ) {
+        const m = decodeDmaReadRequest(payload);
+        const data = this.lentRange(m.address, m.count);
+        this.channel.send(encodeDmaReadReply({ address: m.address, count: m.count, data }, { msgId: header.msgId, command: header.command, flags: HeaderFlag.REPLY }));
+      } else if (header.command === Command.DMA_WRITE) {
+        const m = decodeDmaWriteRequest(payload);
+        this.lentRange(m.address, m.count).set(m.data);
+        this.channel.send(encodeReply(header.msgId, header.command, encodeDmaWriteReply({ address: m.address, count: m.count })));
+      } else {
+        throw Object.assign(new Error('unexpected command'), { errno: 22 });
+      }
+      this.dmaRequestsServed++;
+    } catch (e) {
+      const errno = (e as { errno?: number }).errno ?? 14;
+      this.channel.send(encodeErrorReply(header.msgId, header.command, errno > 0 ? errno : 14));
+    }
+  }
+
+  private lentRange(address: number, count: number): Uint8Array {
+    for (const l of this.lent) {
+      const start = address - l.address;
+      if (start >= 0 && start + count <= l.memory.bytes.length) return l.memory.bytes.subarray(start, start + count);
+    }
+    throw Object.assign(new Error(`DMA to unmapped 0x${address.toString(16)}`), { errno: 14 });
+  }
+
+  private onClose(_e?: Error): void {
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new Error('connection closed'));
+    }
+    this.pending.clear();
+    this.markClosed();
+  }
+}

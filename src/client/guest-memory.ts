@@ -1,0 +1,41 @@
+/**
+ * Memory a client lends the device for DMA: a memfd mapped into the client
+ * (passed with DMA_MAP so the device maps it too), or plain memory that the
+ * device can only reach through DMA_READ / DMA_WRITE messages.
+ */
+import { native } from '../native/index.js';
+
+/** A piece of client memory. */
+export interface GuestMemory {
+  readonly bytes: Uint8Array;
+  /** memfd backing it; undefined for fd-less memory. */
+  readonly fd: number | undefined;
+  /** Releases it (closes the memfd). */
+  close(): void;
+}
+
+/** Allocates `size` bytes of shareable memory (memfd). */
+export function sharedMemory(size: number, name = 'muser-guest'): GuestMemory {
+  const fd = native.memfd(name, size);
+  const m = native.mmap(fd, 0, size, true);
+  if (typeof m === 'number') {
+    native.close(fd);
+    throw new Error(`mmap of guest memory failed: errno ${-m}`);
+  }
+  let open = true;
+  return {
+    bytes: new Uint8Array(m[0]),
+    fd,
+    close() {
+      if (!open) return;
+      open = false;
+      native.munmap(m[1], m[0]);
+      native.close(fd);
+    },
+  };
+}
+
+/** Allocates `size` bytes of private memory the device cannot map. */
+export function privateMemory(size: number): GuestMemory {
+  return { bytes: new Uint8Array(size), fd: undefined, close() {} };
+}

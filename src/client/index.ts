@@ -1,0 +1,4 @@
+/** The muser vfio-user client library. */
+export { Client, ClientError, type ClientOptions, type ReplyFrame } from './client.js';
+export { EventFd } from './eventfd.js';
+export { sharedMemory, privateMemory, type GuestMemory } from './guest-memory.js';

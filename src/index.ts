@@ -1,0 +1,35 @@
+/**
+ * muser: userspace PCI devices in TypeScript, served over vfio-user.
+ *
+ * @example
+ * ```ts
+ * import { serve } from 'muser';
+ * serve({ identity: { vendorId: 0x1234, deviceId: 0x5678 }, bars: { 0: { size: 4096, memory: true } } }, '/tmp/dev.sock');
+ * ```
+ */
+export { Device, type MsixPlacement } from './server/device.js';
+export { Server, serve, type ServeOptions } from './server/server.js';
+export { DeviceError, Errno } from './server/errors.js';
+export { IrqIndex, type TriggerResult } from './server/irqs.js';
+export type { DmaAccess } from './server/dma-access.js';
+export type { DmaSegment } from './server/dma.js';
+export type { Logger, LogLevel } from './server/logger.js';
+export { consoleLogger, silentLogger } from './server/logger.js';
+export type {
+  BarSpec,
+  DeviceSpec,
+  ExtraRegionSpec,
+  InterruptSpec,
+  IoEventFdSpec,
+  MaybePromise,
+  ReadResult,
+  RegionSpec,
+  ResetReason,
+} from './server/spec.js';
+export { MigrationState, type MigrationSpec } from './server/migration-spec.js';
+export type {
+  CapabilityDescription,
+  ConfigHooks,
+  ExtendedCapabilityDescription,
+  PciIdentity,
+} from './pci/index.js';

@@ -1,0 +1,14 @@
+/** The sample devices `muser run` knows, by name. */
+import type { DeviceSpec } from '../server/spec.js';
+import { benchDevice } from './bench.js';
+
+/** A runnable sample. */
+export interface Sample {
+  description: string;
+  create(options: { verbose: boolean }): DeviceSpec;
+}
+
+/** Every sample, by name. */
+export const SAMPLES: Record<string, Sample> = {
+  bench: { description: '4 KiB RAM BAR, a doorbell BAR, MSI-X and INTx (benchmark target)', create: () => benchDevice() },
+};

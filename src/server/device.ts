@@ -1,0 +1,251 @@
+/**
+ * A servable PCI device: config space, regions, interrupts and DMA access,
+ * built from a {@link DeviceSpec}. One client at a time drives it; the
+ * per-connection parts (DMA maps, IRQ eventfds) are dropped on disconnect.
+ */
+import { ConfigSpace, type MsixTable, type BarDescription, type CapabilityDescription } from '../pci/index.js';
+import { native } from '../native/index.js';
+import { DeviceError, Errno } from './errors.js';
+import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
+import { CONFIG_REGION, makeRegion, plainRegion, REGION_MMAP, type Region } from './regions.js';
+import type { DmaAccess } from './dma-access.js';
+import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
+
+/** Where the MSI-X table and PBA live in a BAR. */
+export interface MsixPlacement {
+  vectors: number;
+  bar: number;
+  tableOffset: number;
+  tableSize: number;
+  pbaOffset: number;
+  pbaSize: number;
+}
+
+/** What a connected client lends the device: DMA and a way to stay quiet. */
+export interface DeviceLink {
+  readonly dma: DmaAccess;
+  /** True while migration requires the device to be quiesced. */
+  readonly quiesced: boolean;
+}
+
+const MAX_BARS = 6;
+
+/** A PCI device built from a spec, ready to be served. */
+export class Device {
+  readonly name: string;
+  readonly config: ConfigSpace;
+  readonly irqs: IrqState;
+  readonly msix: MsixTable | undefined;
+  readonly msixPlacement: MsixPlacement | undefined;
+  /** Regions by index; holes are undefined. */
+  readonly regions: (Region | undefined)[];
+  /** Plain-data device state, migrated as JSON when no custom migration is given. */
+  state: Record<string, unknown>;
+  /** Set while a client is connected. */
+  link: DeviceLink | undefined;
+  /** Triggers that arrived while quiesced; replayed when running again. */
+  private deferred: { index: number; vector: number }[] = [];
+
+  constructor(readonly spec: DeviceSpec) {
+    this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
+    this.state = spec.state ?? {};
+    const interrupts = spec.interrupts ?? {};
+    this.msixPlacement = placeMsix(spec, interrupts);
+    const bars = barDescriptions(spec, this.msixPlacement);
+    this.config = new ConfigSpace({
+      identity: spec.identity,
+      bars,
+      capabilities: capabilityList(spec, interrupts, this.msixPlacement),
+      extendedCapabilities: spec.extendedCapabilities ?? [],
+      interruptPin: interrupts.intx ? 1 : 0,
+      hooks: spec.config,
+    });
+    this.msix = this.config.msix;
+    this.irqs = new IrqState({
+      intx: interrupts.intx ? 1 : 0,
+      msi: interrupts.msi ?? 0,
+      msix: this.msixPlacement?.vectors ?? 0,
+      err: interrupts.err ? 1 : 0,
+      req: interrupts.req ? 1 : 0,
+    });
+    this.irqs.externalMask = (index, vector) => this.configMasks(index, vector);
+    // Mirror MSI-X pending bits into the PBA the client can read.
+    this.irqs.onPending = (index, vector, pending) => {
+      if (index === IrqIndex.MSIX) this.msix?.setPending(vector, pending);
+    };
+    this.regions = buildRegions(spec, bars, this.config.size);
+    this.config.onChange((ev) => {
+      if (ev.type === 'msix' || ev.type === 'command' || ev.type === 'msi') this.refirePending();
+      else if (ev.type === 'msix-fire') this.irqs.firePending(IrqIndex.MSIX, ev.vector);
+      else if (ev.type === 'msi-fire') this.irqs.firePending(IrqIndex.MSI, ev.vector);
+    });
+  }
+
+  /** True while a client is connected. */
+  get connected(): boolean {
+    return this.link !== undefined;
+  }
+
+  /**
+   * Raises interrupt `vector` in the active mode (MSI-X, MSI or INTx, as the
+   * client configured), honouring masks: a masked vector is left pending
+   * and fires when unmasked. While quiesced (migration) it is deferred.
+   */
+  trigger(vector = 0): TriggerResult {
+    const index = this.irqs.activeIndex;
+    if (index < 0) {
+      return this.irqs.count(IrqIndex.INTX) > 0 && vector === 0 ? this.triggerIrq(IrqIndex.INTX, 0) : 'no-eventfd';
+    }
+    return this.triggerIrq(index, vector);
+  }
+
+  /** Raises a vector of a specific IRQ index (e.g. ERR or REQ). */
+  triggerIrq(index: number, vector: number): TriggerResult {
+    if (this.link?.quiesced) {
+      this.irqs.checkRange(index, vector, 1);
+      this.deferred.push({ index, vector });
+      return 'pending';
+    }
+    return this.irqs.trigger(index, vector);
+  }
+
+  /** Replays interrupts deferred while quiesced. */
+  resumeInterrupts(): void {
+    const list = this.deferred;
+    this.deferred = [];
+    for (const t of list) this.irqs.trigger(t.index, t.vector);
+  }
+
+  /** Interrupts deferred while quiesced (for migration). */
+  takeDeferredInterrupts(): { index: number; vector: number }[] {
+    const list = this.deferred;
+    this.deferred = [];
+    return list;
+  }
+
+  /** DMA into client memory. Throws ENOTCONN without a client. */
+  get dma(): DmaAccess {
+    if (!this.link) throw new DeviceError(Errno.ENOTCONN, `${this.name}: no client, no DMA`);
+    return this.link.dma;
+  }
+
+  /** The shared memory of a memory-backed region. */
+  regionMemory(index: number): Uint8Array {
+    const m = this.regions[index]?.memory;
+    if (!m) throw new DeviceError(Errno.EINVAL, `${this.name}: region ${index} has no memory`);
+    return m.bytes;
+  }
+
+  /** Back to power-on state: config space, MSI-X, interrupts, the device's own hook. */
+  async reset(reason: ResetReason): Promise<void> {
+    this.config.reset();
+    this.deferred = [];
+    if (reason !== 'disconnect') this.irqs.reset();
+    await this.spec.onReset?.(reason, this);
+  }
+
+  private configMasks(index: number, vector: number): boolean {
+    if (index === IrqIndex.INTX) return this.config.intxDisabled;
+    if (index === IrqIndex.MSIX && this.config.msixEnabled) {
+      // QEMU keeps the MSI-X table itself and never writes ours: only a
+      // table the client wrote to carries meaningful mask bits.
+      return this.config.msixFunctionMasked || (this.msix!.touched && this.msix!.isVectorMasked(vector));
+    }
+    if (index === IrqIndex.MSI) {
+      const msi = this.config.msiState();
+      return msi !== undefined && msi.perVectorMask && (msi.mask & (1 << vector)) !== 0;
+    }
+    return false;
+  }
+
+  private refirePending(): void {
+    for (const index of [IrqIndex.INTX, IrqIndex.MSI, IrqIndex.MSIX]) {
+      for (let v = 0; v < this.irqs.count(index); v++) this.irqs.firePending(index, v);
+    }
+  }
+
+  /** Releases the device's own resources (region memfds). */
+  dispose(): void {
+    for (const r of this.regions) if (r?.memory) closeMemory(r);
+  }
+}
+
+function closeMemory(r: Region): void {
+  // The mapping itself goes with the ArrayBuffer; the fd is ours to close.
+  native.close(r.memory!.fd);
+}
+
+function placeMsix(spec: DeviceSpec, irq: InterruptSpec): MsixPlacement | undefined {
+  if (irq.msix === undefined) return undefined;
+  const o = typeof irq.msix === 'number' ? { vectors: irq.msix } : irq.msix;
+  if (!Number.isInteger(o.vectors) || o.vectors < 1 || o.vectors > 2048) {
+    throw new RangeError(`MSI-X vectors must be 1..2048, got ${o.vectors}`);
+  }
+  const tableSize = 16 * o.vectors;
+  const pbaSize = 8 * Math.ceil(o.vectors / 64);
+  const tableOffset = o.tableOffset ?? 0;
+  const pbaOffset = o.pbaOffset ?? align(tableOffset + tableSize, 8);
+  const bar = o.bar ?? firstFreeBar(spec);
+  return { vectors: o.vectors, bar, tableOffset, tableSize, pbaOffset, pbaSize };
+}
+
+function firstFreeBar(spec: DeviceSpec): number {
+  const bars = spec.bars ?? {};
+  for (let i = 0; i < MAX_BARS; i++) {
+    const used = bars[i as 0] !== undefined || (i > 0 && bars[(i - 1) as 0]?.is64 === true);
+    if (!used) return i;
+  }
+  throw new RangeError('no free BAR for the MSI-X table');
+}
+
+function barDescriptions(spec: DeviceSpec, msix: MsixPlacement | undefined): (BarDescription | undefined)[] {
+  const out: (BarDescription | undefined)[] = [];
+  for (let i = 0; i < MAX_BARS; i++) {
+    const b: BarSpec | undefined = spec.bars?.[i as 0];
+    out.push(b ? { size: b.size, kind: b.kind ?? 'memory', is64: b.is64, prefetchable: b.prefetchable } : undefined);
+  }
+  if (msix && !out[msix.bar]) {
+    out[msix.bar] = { size: pow2AtLeast(Math.max(4096, msix.pbaOffset + msix.pbaSize)), kind: 'memory' };
+  }
+  return out;
+}
+
+function capabilityList(spec: DeviceSpec, irq: InterruptSpec, msix: MsixPlacement | undefined): CapabilityDescription[] {
+  const caps: CapabilityDescription[] = [...(spec.capabilities ?? [])];
+  if (irq.msi) caps.push({ id: 'msi', vectors: irq.msi as 1, is64: true, perVectorMask: true });
+  if (msix) {
+    caps.push({ id: 'msix', vectors: msix.vectors, tableBar: msix.bar, tableOffset: msix.tableOffset, pbaBar: msix.bar, pbaOffset: msix.pbaOffset });
+  }
+  return caps;
+}
+
+function buildRegions(spec: DeviceSpec, bars: (BarDescription | undefined)[], configSize: number): (Region | undefined)[] {
+  const regions: (Region | undefined)[] = [];
+  for (let i = 0; i < MAX_BARS; i++) {
+    const s = spec.bars?.[i as 0];
+    const b = bars[i];
+    regions[i] = s ? makeRegion(i, s) : b ? plainRegion(i, b.size) : undefined;
+  }
+  regions[CONFIG_REGION] = plainRegion(CONFIG_REGION, configSize);
+  for (const [key, r] of Object.entries(spec.regions ?? {})) {
+    const index = Number(key);
+    if (!Number.isInteger(index) || index < 9) throw new RangeError(`device-specific regions start at index 9, got ${key}`);
+    regions[index] = makeRegion(index, r, r.type);
+  }
+  return regions;
+}
+
+/** True when the region can be mmapped by the client. */
+export function isMappable(r: Region): boolean {
+  return (r.flags & REGION_MMAP) !== 0;
+}
+
+function align(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+function pow2AtLeast(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}

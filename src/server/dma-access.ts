@@ -1,0 +1,108 @@
+/**
+ * What a device uses to reach client memory: zero-copy views where the
+ * client shared an fd, DMA_READ / DMA_WRITE messages where it did not.
+ */
+import type { DmaSegment, DmaTable } from './dma.js';
+import { DeviceError, Errno } from './errors.js';
+
+/** Sends DMA_READ / DMA_WRITE requests to the client. */
+export interface DmaMessenger {
+  /** Largest data payload per message (the client's max_data_xfer_size). */
+  readonly maxChunk: number;
+  read(iova: number, length: number): Promise<Buffer>;
+  write(iova: number, data: Uint8Array): Promise<void>;
+}
+
+/** DMA into the memory of the connected client. */
+export class DmaAccess {
+  constructor(
+    private readonly table: DmaTable,
+    private readonly messenger: DmaMessenger,
+  ) {}
+
+  /**
+   * Splits a range into segments, one per DMA region it touches. Throws
+   * EFAULT for unmapped bytes, EPERM for a missing right.
+   */
+  sgl(iova: number, length: number, write = false): DmaSegment[] {
+    return this.table.translate(iova, length, write);
+  }
+
+  /**
+   * Zero-copy views of [iova, iova+length), one per region. Views of
+   * writable memory mark it dirty while dirty logging is on. After the client
+   * unmaps the region, every view reads length 0. Throws EFAULT when part of
+   * the range has no fd (use read/write for that memory).
+   */
+  views(iova: number, length: number, write = false): Uint8Array[] {
+    return this.sgl(iova, length, write).map((s) => this.viewOf(s, write));
+  }
+
+  /** One zero-copy view; throws EFAULT when the range spans regions. */
+  view(iova: number, length: number, write = false): Uint8Array {
+    const segs = this.sgl(iova, length, write);
+    if (segs.length !== 1) throw new DeviceError(Errno.EFAULT, `DMA range 0x${iova.toString(16)}+${length} spans ${segs.length} regions`);
+    return this.viewOf(segs[0], write);
+  }
+
+  /** True when the whole range is mapped with fds (views() will succeed). */
+  isDirect(iova: number, length: number): boolean {
+    try {
+      return this.table.translate(iova, length, false).every((s) => s.region.memory !== undefined);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Copies client memory out; uses DMA_READ messages where there is no fd. */
+  async read(iova: number, length: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(length);
+    let at = 0;
+    for (const s of this.sgl(iova, length, false)) {
+      const mem = s.region.memory;
+      if (mem) out.set(mem.subarray(s.regionOffset, s.regionOffset + s.length), at);
+      else await this.readByMessage(s.iova, s.length, out, at);
+      at += s.length;
+    }
+    return out;
+  }
+
+  /** Copies into client memory; uses DMA_WRITE messages where there is no fd. */
+  async write(iova: number, data: Uint8Array): Promise<void> {
+    let at = 0;
+    for (const s of this.sgl(iova, data.length, true)) {
+      const piece = data.subarray(at, at + s.length);
+      if (s.region.memory) {
+        s.region.memory.set(piece, s.regionOffset);
+        this.table.markDirty(s.region, s.regionOffset, s.length);
+      } else {
+        await this.writeByMessage(s.iova, piece);
+      }
+      at += s.length;
+    }
+  }
+
+  private viewOf(s: DmaSegment, write: boolean): Uint8Array {
+    const mem = s.region.memory;
+    if (!mem) throw new DeviceError(Errno.EFAULT, `DMA region at 0x${s.region.iova.toString(16)} has no fd: use read()/write()`);
+    if (write) this.table.markDirty(s.region, s.regionOffset, s.length);
+    return mem.subarray(s.regionOffset, s.regionOffset + s.length);
+  }
+
+  private async readByMessage(iova: number, length: number, out: Buffer, at: number): Promise<void> {
+    const chunk = this.messenger.maxChunk;
+    for (let done = 0; done < length; done += chunk) {
+      const n = Math.min(chunk, length - done);
+      const data = await this.messenger.read(iova + done, n);
+      if (data.length !== n) throw new DeviceError(Errno.EIO, `DMA_READ returned ${data.length} bytes, wanted ${n}`);
+      out.set(data, at + done);
+    }
+  }
+
+  private async writeByMessage(iova: number, data: Uint8Array): Promise<void> {
+    const chunk = this.messenger.maxChunk;
+    for (let done = 0; done < data.length; done += chunk) {
+      await this.messenger.write(iova + done, data.subarray(done, done + chunk));
+    }
+  }
+}

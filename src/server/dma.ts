@@ -1,0 +1,225 @@
+/**
+ * The client's DMA regions as seen by one connection: a sorted, non-overlapping
+ * table of IOVA ranges, the fd-backed ones mapped zero-copy into this process.
+ */
+import { check, native, type MapHandle } from '../native/index.js';
+import { DeviceError, Errno } from './errors.js';
+
+/** DMA_MAP protection flags. */
+export const DMA_READ = 1;
+export const DMA_WRITE = 2;
+
+/** One region of client memory. */
+export interface DmaRegion {
+  readonly iova: number;
+  readonly size: number;
+  /** Offset of the region in the client's fd (0 when fd-less). */
+  readonly offset: number;
+  /** DMA_READ | DMA_WRITE as granted by the client. */
+  readonly prot: number;
+  /** Whole-region view when the client sent an fd; undefined otherwise. */
+  readonly memory: Uint8Array | undefined;
+  /** Dirty bitmap (one bit per page of `dirtyPageSize`) while logging. */
+  dirty: Uint8Array | undefined;
+  readonly mapping: { buffer: ArrayBuffer; handle: MapHandle } | undefined;
+}
+
+/** A contiguous piece of a translated range. */
+export interface DmaSegment {
+  readonly iova: number;
+  readonly length: number;
+  readonly region: DmaRegion;
+  /** Offset of the piece inside its region. */
+  readonly regionOffset: number;
+}
+
+/** Limits negotiated with the client. */
+export interface DmaLimits {
+  /** Page size DMA regions must be aligned to. */
+  pageSize: number;
+  /** Most regions the client may have mapped at once. */
+  maxMaps: number;
+}
+
+const MAX_IOVA = Number.MAX_SAFE_INTEGER;
+
+/** The DMA map table of one connection. */
+export class DmaTable {
+  private regions: DmaRegion[] = [];
+  /** Page size for dirty bitmaps while logging is on; 0 when off. */
+  dirtyPageSize = 0;
+
+  constructor(private readonly limits: DmaLimits) {}
+
+  /** Sets the page size regions must be aligned to (after negotiation). */
+  setPageSize(pageSize: number): void {
+    this.limits.pageSize = pageSize;
+  }
+
+  /** Number of mapped regions. */
+  get count(): number {
+    return this.regions.length;
+  }
+
+  /** All regions in IOVA order (read-only use). */
+  list(): readonly DmaRegion[] {
+    return this.regions;
+  }
+
+  /**
+   * Adds a region. Takes ownership of `fd` (closed after mapping, and also
+   * when the request is refused). Throws DeviceError with the errno to reply.
+   */
+  add(iova: number, size: number, offset: number, prot: number, fd: number | undefined): DmaRegion {
+    try {
+      this.validate(iova, size, offset, prot, fd);
+      const region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize);
+      this.regions.splice(this.insertionIndex(iova), 0, region);
+      return region;
+    } finally {
+      if (fd !== undefined) native.close(fd);
+    }
+  }
+
+  /**
+   * Removes the region that exactly matches [iova, iova+size). Returns it;
+   * its memory is unmapped (every view of it reads length 0 afterwards).
+   */
+  remove(iova: number, size: number): DmaRegion {
+    const i = this.indexOf(iova);
+    const r = i >= 0 ? this.regions[i] : undefined;
+    if (!r || r.size !== size) throw new DeviceError(Errno.ENOENT, `no DMA region at 0x${iova.toString(16)}+0x${size.toString(16)}`);
+    this.regions.splice(i, 1);
+    unmapRegion(r);
+    return r;
+  }
+
+  /** Removes every region. */
+  clear(): void {
+    for (const r of this.regions) unmapRegion(r);
+    this.regions = [];
+  }
+
+  /**
+   * Splits [iova, iova+length) into per-region segments. Throws EFAULT when
+   * any byte is not mapped, EPERM when the access needs a right not granted.
+   */
+  translate(iova: number, length: number, write: boolean): DmaSegment[] {
+    if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(length) || length < 0 || iova + length > MAX_IOVA) {
+      throw new DeviceError(Errno.EINVAL, `bad DMA range 0x${iova.toString(16)}+${length}`);
+    }
+    const out: DmaSegment[] = [];
+    let at = iova;
+    const end = iova + length;
+    while (at < end) {
+      const r = this.regionAt(at);
+      if (!r) throw new DeviceError(Errno.EFAULT, `DMA address 0x${at.toString(16)} is not mapped`);
+      if (!(r.prot & (write ? DMA_WRITE : DMA_READ))) {
+        throw new DeviceError(Errno.EPERM, `DMA region at 0x${r.iova.toString(16)} is not ${write ? 'writable' : 'readable'}`);
+      }
+      const take = Math.min(end, r.iova + r.size) - at;
+      out.push({ iova: at, length: take, region: r, regionOffset: at - r.iova });
+      at += take;
+    }
+    return out;
+  }
+
+  /** Records a device write to [regionOffset, +length) of `r` while logging. */
+  markDirty(r: DmaRegion, regionOffset: number, length: number): void {
+    if (!r.dirty || length === 0) return;
+    const first = Math.floor(regionOffset / this.dirtyPageSize);
+    const last = Math.floor((regionOffset + length - 1) / this.dirtyPageSize);
+    for (let p = first; p <= last; p++) r.dirty[p >> 3] |= 1 << (p & 7);
+  }
+
+  /** Starts dirty logging with `pageSize` on every current and future region. */
+  startLogging(pageSize: number): void {
+    this.dirtyPageSize = pageSize;
+    for (const r of this.regions) r.dirty = new Uint8Array(Math.ceil(Math.ceil(r.size / pageSize) / 8));
+  }
+
+  /** Stops dirty logging. */
+  stopLogging(): void {
+    this.dirtyPageSize = 0;
+    for (const r of this.regions) r.dirty = undefined;
+  }
+
+  /** Region containing `iova`, if any. */
+  regionAt(iova: number): DmaRegion | undefined {
+    const rs = this.regions;
+    let lo = 0;
+    let hi = rs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = rs[mid];
+      if (iova < r.iova) hi = mid - 1;
+      else if (iova >= r.iova + r.size) lo = mid + 1;
+      else return r;
+    }
+    return undefined;
+  }
+
+  private validate(iova: number, size: number, offset: number, prot: number, fd: number | undefined): void {
+    const page = this.limits.pageSize;
+    if (size === 0) throw new DeviceError(Errno.EINVAL, 'DMA region of size 0');
+    if (iova % page !== 0 || size % page !== 0 || (fd !== undefined && offset % page !== 0)) {
+      throw new DeviceError(Errno.EINVAL, `DMA region 0x${iova.toString(16)}+0x${size.toString(16)} is not aligned to ${page}`);
+    }
+    if (iova + size > MAX_IOVA || offset + size > MAX_IOVA) throw new DeviceError(Errno.EINVAL, 'DMA region wraps the address space');
+    if ((prot & ~(DMA_READ | DMA_WRITE)) !== 0) throw new DeviceError(Errno.EINVAL, `bad DMA_MAP flags 0x${prot.toString(16)}`);
+    if (this.regions.length >= this.limits.maxMaps) throw new DeviceError(Errno.ENOSPC, `at most ${this.limits.maxMaps} DMA regions`);
+    if (this.overlaps(iova, size)) throw new DeviceError(Errno.EEXIST, `DMA region 0x${iova.toString(16)}+0x${size.toString(16)} overlaps a mapped region`);
+    if (fd !== undefined) {
+      const fileSize = native.fdSize(fd);
+      // A regular file or memfd shorter than the range would SIGBUS on access.
+      if (fileSize >= 0 && fileSize > 0 && fileSize < offset + size) {
+        throw new DeviceError(Errno.EINVAL, `DMA fd is ${fileSize} bytes, region needs ${offset + size}`);
+      }
+    }
+  }
+
+  private overlaps(iova: number, size: number): boolean {
+    const i = this.insertionIndex(iova);
+    const prev = this.regions[i - 1];
+    const next = this.regions[i];
+    return (prev !== undefined && prev.iova + prev.size > iova) || (next !== undefined && next.iova < iova + size);
+  }
+
+  private insertionIndex(iova: number): number {
+    let lo = 0;
+    let hi = this.regions.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.regions[mid].iova < iova) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private indexOf(iova: number): number {
+    const i = this.insertionIndex(iova);
+    return this.regions[i]?.iova === iova ? i : -1;
+  }
+}
+
+function makeRegion(iova: number, size: number, offset: number, prot: number, fd: number | undefined, dirtyPage: number): DmaRegion {
+  let mapping: DmaRegion['mapping'];
+  if (fd !== undefined) {
+    const m = native.mmap(fd, offset, size, (prot & DMA_WRITE) !== 0);
+    if (typeof m === 'number') throw new DeviceError(-m, `cannot map DMA region: errno ${-m}`);
+    mapping = { buffer: m[0], handle: m[1] };
+  }
+  return {
+    iova,
+    size,
+    offset,
+    prot,
+    memory: mapping ? new Uint8Array(mapping.buffer) : undefined,
+    dirty: dirtyPage > 0 ? new Uint8Array(Math.ceil(Math.ceil(size / dirtyPage) / 8)) : undefined,
+    mapping,
+  };
+}
+
+function unmapRegion(r: DmaRegion): void {
+  if (r.mapping) check('munmap', native.munmap(r.mapping.handle, r.mapping.buffer));
+}

@@ -1,0 +1,47 @@
+/**
+ * Errors a device callback may throw to choose the errno of the error reply.
+ * Any other exception becomes EIO.
+ */
+export class DeviceError extends Error {
+  /**
+   * @param errno positive errno for the reply (e.g. 22 for EINVAL)
+   * @param message what went wrong, for logs
+   */
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DeviceError';
+  }
+}
+
+/** Errno values the server uses (Linux numbering). */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  EIO: 5,
+  E2BIG: 7,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  EINVAL: 22,
+  ENOSPC: 28,
+  ERANGE: 34,
+  ENOSYS: 38,
+  ENOTCONN: 107,
+  ENOTSUP: 95,
+  ETIMEDOUT: 110,
+} as const;
+
+/** The errno to reply with for an exception thrown while serving a request. */
+export function errnoOf(e: unknown): number {
+  if (e && typeof e === 'object' && 'errno' in e) {
+    const n = (e as { errno: unknown }).errno;
+    if (typeof n === 'number' && Number.isInteger(n) && n > 0 && n < 4096) return n;
+  }
+  return Errno.EIO;
+}

@@ -1,0 +1,180 @@
+/**
+ * Interrupt state of one device: per IRQ index, the client's eventfds and the
+ * mask and pending bits of each vector. Follows VFIO semantics: the index
+ * that last received trigger eventfds among INTx, MSI and MSI-X is the
+ * active interrupt mode; INTx is automasked after each trigger.
+ */
+import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
+import { DeviceError, Errno } from './errors.js';
+
+/** VFIO PCI IRQ indexes. */
+export const IrqIndex = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
+export const IRQ_INDEX_COUNT = 5;
+
+/** Counts of each index's vectors, as the device declares them. */
+export interface IrqCounts {
+  intx: number;
+  msi: number;
+  msix: number;
+  err: number;
+  req: number;
+}
+
+class IrqLine {
+  fds: number[];
+  masked: boolean[];
+  pending: boolean[];
+  /** INTx only: fd that unmasks when signalled (resample). */
+  unmaskFd = -1;
+  unmaskPoll: PollHandle | undefined;
+
+  constructor(readonly count: number) {
+    this.fds = new Array<number>(count).fill(-1);
+    this.masked = new Array<boolean>(count).fill(false);
+    this.pending = new Array<boolean>(count).fill(false);
+  }
+}
+
+/** Outcome of a trigger, for logs and tests. */
+export type TriggerResult = 'sent' | 'pending' | 'no-eventfd';
+
+/** The interrupt state of one device. */
+export class IrqState {
+  private readonly lines: IrqLine[];
+  /** Active mode among INTx/MSI/MSI-X; -1 when none has eventfds. */
+  private active = -1;
+  /** Extra masking from config space (MSI-X table/function mask, INTx disable). */
+  externalMask: (index: number, vector: number) => boolean = () => false;
+  /** Told when a vector's pending bit changes. */
+  onPending: (index: number, vector: number, pending: boolean) => void = () => {};
+  /** Number of eventfd signals sent, for statistics. */
+  signals = 0;
+
+  constructor(readonly counts: IrqCounts) {
+    this.lines = [counts.intx, counts.msi, counts.msix, counts.err, counts.req].map((c) => new IrqLine(c));
+  }
+
+  /** Vectors of `index`. */
+  count(index: number): number {
+    return this.lines[index]?.count ?? 0;
+  }
+
+  /** The active interrupt mode (IrqIndex), or -1. */
+  get activeIndex(): number {
+    return this.active;
+  }
+
+  /** Eventfd of a vector, or -1. */
+  eventfd(index: number, vector: number): number {
+    return this.lines[index]?.fds[vector] ?? -1;
+  }
+
+  /** Checks that [start, start+count) lies within `index`. */
+  checkRange(index: number, start: number, count: number): void {
+    const line = this.lines[index];
+    if (!line) throw new DeviceError(Errno.EINVAL, `no IRQ index ${index}`);
+    if (start > line.count || count > line.count - start) {
+      throw new DeviceError(Errno.EINVAL, `IRQ range ${start}+${count} exceeds ${line.count} vectors of index ${index}`);
+    }
+  }
+
+  /**
+   * Installs eventfds for [start, start+fds.length). Takes ownership of the
+   * fds; -1 entries unassign. Replaced fds are closed.
+   */
+  setEventfds(index: number, start: number, fds: readonly number[]): void {
+    const line = this.lines[index];
+    fds.forEach((fd, i) => {
+      const old = line.fds[start + i];
+      if (old >= 0) native.close(old);
+      line.fds[start + i] = fd;
+    });
+    if (index <= IrqIndex.MSIX) this.active = line.fds.some((fd) => fd >= 0) ? index : this.active === index ? -1 : this.active;
+  }
+
+  /** Closes every eventfd of `index` (DATA_NONE trigger with count 0). */
+  disable(index: number): void {
+    const line = this.lines[index];
+    this.setEventfds(index, 0, new Array<number>(line.count).fill(-1));
+    line.masked.fill(false);
+    line.pending.fill(false);
+    if (index === IrqIndex.INTX) this.setUnmaskFd(-1);
+  }
+
+  /** Sets per-vector mask bits; unmasking fires a pending vector. */
+  setMasked(index: number, start: number, count: number, masked: boolean, which?: Uint8Array): void {
+    const line = this.lines[index];
+    for (let i = 0; i < count; i++) {
+      if (which && !which[i]) continue;
+      line.masked[start + i] = masked;
+      if (!masked) this.firePending(index, start + i);
+    }
+  }
+
+  /** Re-evaluates a vector whose external (config space) mask changed. */
+  firePending(index: number, vector: number): void {
+    const line = this.lines[index];
+    if (line?.pending[vector] && !this.isMasked(index, vector)) {
+      line.pending[vector] = false;
+      this.onPending(index, vector, false);
+      this.trigger(index, vector);
+    }
+  }
+
+  /** True when the vector is masked by the client or by config space. */
+  isMasked(index: number, vector: number): boolean {
+    return this.lines[index].masked[vector] || this.externalMask(index, vector);
+  }
+
+  /** Pending bit of a vector. */
+  isPending(index: number, vector: number): boolean {
+    return this.lines[index]?.pending[vector] ?? false;
+  }
+
+  /**
+   * Raises a vector: signals its eventfd unless masked (then it is left
+   * pending and fires on unmask). INTx masks itself after firing.
+   */
+  trigger(index: number, vector: number): TriggerResult {
+    const line = this.lines[index];
+    if (!line || vector < 0 || vector >= line.count) {
+      throw new DeviceError(Errno.EINVAL, `no vector ${vector} in IRQ index ${index}`);
+    }
+    if (this.isMasked(index, vector)) {
+      if (!line.pending[vector]) this.onPending(index, vector, true);
+      line.pending[vector] = true;
+      return 'pending';
+    }
+    const fd = line.fds[vector];
+    if (fd < 0) return 'no-eventfd';
+    native.eventfdWrite(fd, 1);
+    this.signals++;
+    if (index === IrqIndex.INTX) line.masked[vector] = true;
+    return 'sent';
+  }
+
+  /** Installs (or removes, with -1) the INTx unmask eventfd. Takes ownership. */
+  setUnmaskFd(fd: number): void {
+    const line = this.lines[IrqIndex.INTX];
+    if (line.unmaskPoll) native.pollStop(line.unmaskPoll);
+    if (line.unmaskFd >= 0) native.close(line.unmaskFd);
+    line.unmaskPoll = undefined;
+    line.unmaskFd = fd;
+    if (fd >= 0) {
+      line.unmaskPoll = native.pollStart(fd, PollMode.EventFd, (kind) => {
+        if (kind === PollEvent.Count) this.setMasked(IrqIndex.INTX, 0, 1, false);
+      });
+    }
+  }
+
+  /** Drops every eventfd and resets masks: the client went away or reset. */
+  reset(): void {
+    for (let i = 0; i < this.lines.length; i++) if (this.lines[i].count > 0) this.disable(i);
+    this.active = -1;
+  }
+
+  /** Open eventfds, for leak checks. */
+  openFdCount(): number {
+    return this.lines.reduce((n, l) => n + l.fds.filter((fd) => fd >= 0).length + (l.unmaskFd >= 0 ? 1 : 0), 0);
+  }
+}

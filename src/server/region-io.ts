@@ -1,0 +1,85 @@
+/**
+ * Serving region accesses: config space, the MSI-X table and PBA, then the
+ * device's callbacks or shared memory. Ranges are checked before any of it.
+ */
+import type { Device } from './device.js';
+import { DeviceError, Errno } from './errors.js';
+import { CONFIG_REGION, REGION_READ, REGION_WRITE, type Region } from './regions.js';
+import type { MaybePromise, ReadResult } from './spec.js';
+
+/** Finds the region and checks that [offset, offset+count) lies inside it. */
+export function checkAccess(device: Device, index: number, offset: number, count: number, write: boolean): Region {
+  const r = device.regions[index];
+  if (!r || r.size === 0) throw new DeviceError(Errno.EINVAL, `no region ${index}`);
+  if (count === 0 || offset >= r.size || count > r.size - offset) {
+    throw new DeviceError(Errno.EINVAL, `region ${index}: access ${offset}+${count} outside its ${r.size} bytes`);
+  }
+  if (!(r.flags & (write ? REGION_WRITE : REGION_READ))) {
+    throw new DeviceError(Errno.EPERM, `region ${index} is not ${write ? 'writable' : 'readable'}`);
+  }
+  return r;
+}
+
+/** Reads `count` bytes of a checked range. */
+export function readRegion(device: Device, r: Region, offset: number, count: number): MaybePromise<Uint8Array> {
+  if (r.index === CONFIG_REGION) return device.config.read(offset, count);
+  const msix = msixPart(device, r.index, offset, count);
+  if (msix === 'table') return device.msix!.read(offset - device.msixPlacement!.tableOffset, count);
+  if (msix === 'pba') return device.msix!.readPba(offset - device.msixPlacement!.pbaOffset, count);
+  const spec = r.spec;
+  if (spec?.read) {
+    const v = spec.read(offset, count, device);
+    return v instanceof Promise ? v.then((x) => toBytes(x, count)) : toBytes(v, count);
+  }
+  if (r.memory) return r.memory.bytes.subarray(offset, offset + count);
+  return new Uint8Array(count);
+}
+
+/** Writes a checked range. `data` is only valid during the call. */
+export function writeRegion(device: Device, r: Region, offset: number, data: Buffer): MaybePromise<void> {
+  if (r.index === CONFIG_REGION) return device.config.write(offset, data);
+  const msix = msixPart(device, r.index, offset, data.length);
+  if (msix === 'table') return device.msix!.write(offset - device.msixPlacement!.tableOffset, data);
+  if (msix === 'pba') return; // read-only
+  const spec = r.spec;
+  if (spec?.write) return spec.write(offset, data, device);
+  if (r.memory) r.memory.bytes.set(data, offset);
+}
+
+/** Which part of the MSI-X structures an access hits, if any. */
+function msixPart(device: Device, index: number, offset: number, count: number): 'table' | 'pba' | undefined {
+  const p = device.msixPlacement;
+  if (!p || p.bar !== index) return undefined;
+  const hit = (start: number, size: number): boolean => offset < start + size && offset + count > start;
+  const inside = (start: number, size: number): boolean => offset >= start && offset + count <= start + size;
+  if (hit(p.tableOffset, p.tableSize)) {
+    if (!inside(p.tableOffset, p.tableSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X table');
+    return 'table';
+  }
+  if (hit(p.pbaOffset, p.pbaSize)) {
+    if (!inside(p.pbaOffset, p.pbaSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X PBA');
+    return 'pba';
+  }
+  return undefined;
+}
+
+/** Converts what a read callback returned into exactly `count` bytes. */
+export function toBytes(v: ReadResult, count: number): Uint8Array {
+  if (v instanceof Uint8Array) {
+    if (v.length !== count) throw new DeviceError(Errno.EIO, `read callback returned ${v.length} bytes, ${count} wanted`);
+    return v;
+  }
+  const out = Buffer.alloc(count);
+  if (typeof v === 'bigint') {
+    let x = BigInt.asUintN(64, v);
+    for (let i = 0; i < count && i < 8; i++, x >>= 8n) out[i] = Number(x & 0xffn);
+    return out;
+  }
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new DeviceError(Errno.EIO, `read callback returned ${typeof v}`);
+  let x = v >= 0 ? v : v + 2 ** 32;
+  for (let i = 0; i < count && i < 6; i++) {
+    out[i] = x % 256;
+    x = Math.floor(x / 256);
+  }
+  return out;
+}

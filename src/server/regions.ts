@@ -1,0 +1,83 @@
+/**
+ * The regions of a device as the protocol sees them (VFIO PCI indexes:
+ * 0-5 BARs, 6 ROM, 7 config, 8 VGA, 9+ device specific), resolved from the
+ * spec: sizes, flags, shared memory, mmappable areas, doorbells.
+ */
+import { native } from '../native/index.js';
+import type { IoEventFdSpec, RegionSpec } from './spec.js';
+
+/** VFIO region info flags. */
+export const REGION_READ = 1;
+export const REGION_WRITE = 2;
+export const REGION_MMAP = 4;
+export const REGION_CAPS = 8;
+
+export const CONFIG_REGION = 7;
+export const PCI_REGION_COUNT = 9;
+
+/** An area of a region the client may mmap. */
+export interface MmapArea {
+  offset: number;
+  size: number;
+}
+
+/** Shared memory behind a region: a memfd mapped into this process. */
+export interface RegionMemory {
+  readonly fd: number;
+  readonly bytes: Uint8Array;
+}
+
+/** One region, resolved. */
+export interface Region {
+  readonly index: number;
+  readonly size: number;
+  readonly flags: number;
+  readonly spec: RegionSpec | undefined;
+  readonly memory: RegionMemory | undefined;
+  /** Mappable areas; empty when the region cannot be mmapped. */
+  readonly mmapAreas: readonly MmapArea[];
+  /** True when the areas do not cover the whole region (sparse mmap cap). */
+  readonly sparse: boolean;
+  readonly type: { type: number; subtype: number } | undefined;
+  readonly ioeventfds: readonly IoEventFdSpec[];
+}
+
+/** Builds a region from its spec; allocates its memfd when asked. */
+export function makeRegion(index: number, spec: RegionSpec, type?: { type: number; subtype: number }): Region {
+  const memory = spec.memory ? allocateMemory(`muser-region${index}`, spec.size) : undefined;
+  const areas = memory ? mmapAreasOf(spec, index) : [];
+  const flags =
+    (spec.readable === false ? 0 : REGION_READ) |
+    (spec.writable === false ? 0 : REGION_WRITE) |
+    (areas.length > 0 ? REGION_MMAP : 0);
+  const sparse = areas.length > 0 && !(areas.length === 1 && areas[0].offset === 0 && areas[0].size === spec.size);
+  return { index, size: spec.size, flags, spec, memory, mmapAreas: areas, sparse, type, ioeventfds: spec.ioeventfds ?? [] };
+}
+
+/** A region with only a size and flags (config space, MSI-X BAR). */
+export function plainRegion(index: number, size: number, flags = REGION_READ | REGION_WRITE): Region {
+  return { index, size, flags, spec: undefined, memory: undefined, mmapAreas: [], sparse: false, type: undefined, ioeventfds: [] };
+}
+
+function mmapAreasOf(spec: RegionSpec, index: number): MmapArea[] {
+  // Regions smaller than a page cannot be mapped on their own.
+  const whole = spec.size % 4096 === 0 ? [{ offset: 0, size: spec.size }] : [];
+  const requested = typeof spec.memory === 'object' && spec.memory.mmap ? spec.memory.mmap : whole;
+  for (const a of requested) {
+    if (a.offset % 4096 !== 0 || a.size % 4096 !== 0 || a.size === 0 || a.offset + a.size > spec.size) {
+      throw new RangeError(`region ${index}: mmap area ${a.offset}+${a.size} must be page aligned and inside the region`);
+    }
+  }
+  return requested.map((a) => ({ offset: a.offset, size: a.size }));
+}
+
+/** Creates a memfd of `size` bytes and maps it shared. */
+export function allocateMemory(name: string, size: number): RegionMemory {
+  const fd = native.memfd(name, size);
+  const m = native.mmap(fd, 0, size, true);
+  if (typeof m === 'number') {
+    native.close(fd);
+    throw new Error(`cannot map ${name}: errno ${-m}`);
+  }
+  return { fd, bytes: new Uint8Array(m[0]) };
+}

@@ -1,0 +1,274 @@
+/**
+ * One client connection to one device: negotiation, in-order dispatch of
+ * commands, replies, and the server's own requests (DMA_READ / DMA_WRITE).
+ *
+ * Commands are handled strictly in order. A handler that returns a Promise
+ * delays its reply and the commands behind it, never the event loop, and
+ * never the replies the client sends to the server's own requests.
+ */
+import { Channel, closeAll } from '../transport/channel.js';
+import type { Frame } from '../transport/framer.js';
+import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
+import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
+import { decodeDmaReadReply, encodeDmaReadRequest, encodeDmaWriteRequest } from '../protocol/dma-access.js';
+import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
+import { DmaAccess, type DmaMessenger } from './dma-access.js';
+import { DmaTable } from './dma.js';
+import type { Device } from './device.js';
+import { DeviceError, Errno, errnoOf } from './errors.js';
+import { dispatch, type Reply } from './dispatch.js';
+import type { Logger } from './logger.js';
+
+/** Limits the server offers in VERSION negotiation. */
+export interface ServerLimits {
+  maxMsgFds: number;
+  maxDataXferSize: number;
+  maxDmaMaps: number;
+  pgsizes: number;
+  /** Milliseconds to wait for the client's reply to DMA_READ/WRITE. */
+  requestTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  maxMsgFds: 16,
+  maxDataXferSize: 1024 * 1024,
+  maxDmaMaps: 65535,
+  pgsizes: 4096,
+  requestTimeoutMs: 5000,
+};
+
+/** What the client offered in VERSION, merged with our limits. */
+export interface Negotiated {
+  maxMsgFds: number;
+  /** Largest data payload we may send the client. */
+  clientMaxDataXferSize: number;
+  pageSize: number;
+  writeMultiple: boolean;
+}
+
+/** A received command with its fds; handlers take fds by nulling them. */
+export interface Request {
+  readonly header: Header;
+  readonly payload: Buffer;
+  /** Fds that came with the command. A handler that keeps one sets its slot to -1. */
+  readonly fds: number[];
+}
+
+interface Outstanding {
+  resolve(frame: { header: Header; payload: Buffer }): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+const PRE_VERSION_MAX_MESSAGE = HEADER_SIZE + 64 * 1024;
+
+/** A live connection between a client and a device. */
+export class Session implements DmaMessenger {
+  readonly channel: Channel;
+  readonly dmaTable: DmaTable;
+  readonly dma: DmaAccess;
+  negotiated: Negotiated | undefined;
+  /** Unsolicited replies and other dropped messages, for tests and logs. */
+  dropped = 0;
+  private queue: Request[] = [];
+  private busy = false;
+  private nextMsgId = 1;
+  private outstanding = new Map<number, Outstanding>();
+
+  constructor(
+    readonly device: Device,
+    fd: number,
+    readonly limits: ServerLimits,
+    readonly log: Logger,
+    private readonly onEnd: (session: Session) => void,
+  ) {
+    this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
+    this.dma = new DmaAccess(this.dmaTable, this);
+    this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE);
+  }
+
+  /** Largest DMA_READ/WRITE payload the client accepts. */
+  get maxChunk(): number {
+    return this.negotiated?.clientMaxDataXferSize ?? 1024 * 1024;
+  }
+
+  /** Largest message the client may send once negotiated. */
+  get maxMessageSize(): number {
+    return HEADER_SIZE + Math.max(this.limits.maxDataXferSize + 64, 64 * 1024);
+  }
+
+  /** Ends the connection (the device then drops per-connection state). */
+  close(reason?: Error): void {
+    this.channel.close(reason);
+  }
+
+  /** Sends DMA_READ and resolves with the data. */
+  async read(iova: number, length: number): Promise<Buffer> {
+    const reply = await this.request(Command.DMA_READ, encodeDmaReadRequest({ address: iova, count: length }));
+    const m = decodeDmaReadReply(reply.payload);
+    if (m.address !== iova || m.data.length !== length) throw new DeviceError(Errno.EIO, 'DMA_READ reply does not match the request');
+    return Buffer.from(m.data);
+  }
+
+  /** Sends DMA_WRITE and resolves when the client confirms. */
+  async write(iova: number, data: Uint8Array): Promise<void> {
+    await this.request(Command.DMA_WRITE, encodeDmaWriteRequest({ address: iova, count: data.length, data }));
+  }
+
+  /** Sends a command to the client and waits for its reply. */
+  request(command: number, payload: Buffer): Promise<{ header: Header; payload: Buffer }> {
+    return new Promise((resolve, reject) => {
+      if (this.channel.isClosed) return reject(new DeviceError(Errno.ENOTCONN, 'client disconnected'));
+      const msgId = this.allocMsgId();
+      const timer = setTimeout(() => {
+        this.outstanding.delete(msgId);
+        reject(new DeviceError(Errno.ETIMEDOUT, `client did not answer command ${command} in ${this.limits.requestTimeoutMs} ms`));
+      }, this.limits.requestTimeoutMs);
+      this.outstanding.set(msgId, { resolve, reject, timer });
+      this.channel.send(encodeMessage({ msgId, command }, payload));
+    });
+  }
+
+  /** Called once VERSION succeeded and its reply went out. */
+  onNegotiated(): void {
+    this.channel.setMaxMessageSize(this.maxMessageSize);
+    this.device.link = this;
+    this.device.spec.onConnect?.(this.device);
+  }
+
+  /** True while migration keeps the device quiet (see the migration module). */
+  quiesced = false;
+
+  /**
+   * The ioeventfds of a region, created on first request and kept for the
+   * connection; each one calls its doorbell's onSignal.
+   */
+  ioEventFds(index: number): number[] {
+    let entry = this.ioFds.get(index);
+    if (!entry) {
+      const specs = this.device.regions[index]?.ioeventfds ?? [];
+      entry = specs.map((spec) => {
+        const fd = native.eventfd(0);
+        const poll = native.pollStart(fd, PollMode.EventFd, (kind, count) => {
+          if (kind === PollEvent.Count) spec.onSignal(count as number, this.device);
+        });
+        return { fd, poll };
+      });
+      this.ioFds.set(index, entry);
+    }
+    return entry.map((e) => e.fd);
+  }
+
+  private ioFds = new Map<number, { fd: number; poll: PollHandle }[]>();
+
+  private allocMsgId(): number {
+    do this.nextMsgId = (this.nextMsgId + 1) & 0xffff;
+    while (this.outstanding.has(this.nextMsgId));
+    return this.nextMsgId;
+  }
+
+  private onFrame(frame: Frame): void {
+    const header = decodeHeader(frame.bytes);
+    const payload = frame.bytes.subarray(HEADER_SIZE, header.size);
+    if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) return this.onReply(header, payload, frame.fds);
+    if ((header.flags & HeaderFlag.TYPE_MASK) !== HeaderFlag.COMMAND) {
+      closeAll(frame.fds);
+      return this.replyError(header, Errno.EINVAL);
+    }
+    this.queue.push({ header, payload, fds: frame.fds });
+    if (!this.busy) this.drain();
+  }
+
+  private onReply(header: Header, payload: Buffer, fds: number[]): void {
+    closeAll(fds);
+    const o = this.outstanding.get(header.msgId);
+    if (!o) {
+      this.dropped++;
+      this.log.warn(`dropped a reply nobody asked for (msg ${header.msgId}, command ${header.command})`);
+      return;
+    }
+    this.outstanding.delete(header.msgId);
+    clearTimeout(o.timer);
+    if (header.flags & HeaderFlag.ERROR) o.reject(new DeviceError(header.errno || Errno.EIO, `client failed command ${header.command}: errno ${header.errno}`));
+    else o.resolve({ header, payload });
+  }
+
+  /** Handles queued commands in order until one goes async. */
+  private drain(): void {
+    while (this.queue.length > 0 && !this.channel.isClosed) {
+      const req = this.queue.shift()!;
+      let result: Reply | Promise<Reply>;
+      try {
+        result = dispatch(this, req);
+      } catch (e) {
+        this.finish(req, e);
+        continue;
+      }
+      if (result instanceof Promise) {
+        this.busy = true;
+        result.then(
+          (r) => this.finish(req, undefined, r),
+          (e) => this.finish(req, e),
+        ).finally(() => {
+          this.busy = false;
+          this.drain();
+        });
+        return;
+      }
+      this.finish(req, undefined, result);
+    }
+  }
+
+  private finish(req: Request, error: unknown, reply?: Reply): void {
+    closeAll(req.fds);
+    if (error !== undefined) {
+      this.logFailure(req.header, error);
+      this.replyError(req.header, errnoOf(error));
+      return;
+    }
+    if (req.header.flags & HeaderFlag.NO_REPLY) {
+      if (reply && !Buffer.isBuffer(reply)) (reply as Exclude<Reply, Buffer | undefined>).after?.();
+      return;
+    }
+    if (reply === undefined) {
+      this.channel.send(encodeReply(req.header.msgId, req.header.command));
+    } else if (Buffer.isBuffer(reply)) {
+      this.channel.send(reply);
+    } else {
+      const r = reply as Exclude<Reply, Buffer | undefined>;
+      this.channel.send(encodeReply(req.header.msgId, req.header.command, r.payload), r.fds);
+      r.after?.();
+    }
+  }
+
+  private replyError(header: Header, errno: number): void {
+    if (header.flags & HeaderFlag.NO_REPLY) return;
+    this.channel.send(encodeErrorReply(header.msgId, header.command, errno));
+  }
+
+  private logFailure(header: Header, e: unknown): void {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (e instanceof DeviceError || (e && typeof e === 'object' && 'errno' in e)) this.log.debug(`command ${header.command} refused: ${msg}`);
+    else this.log.error(`command ${header.command} failed in a device callback: ${msg}`);
+  }
+
+  private onClose(error?: Error): void {
+    if (error) this.log.warn(`connection closed: ${error.message}`);
+    for (const req of this.queue) closeAll(req.fds);
+    this.queue = [];
+    for (const o of this.outstanding.values()) {
+      clearTimeout(o.timer);
+      o.reject(new DeviceError(Errno.ENOTCONN, 'client disconnected'));
+    }
+    this.outstanding.clear();
+    this.dmaTable.clear();
+    for (const list of this.ioFds.values()) {
+      for (const e of list) {
+        native.pollStop(e.poll);
+        native.close(e.fd);
+      }
+    }
+    this.ioFds.clear();
+    this.onEnd(this);
+  }
+}

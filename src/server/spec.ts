@@ -1,0 +1,114 @@
+/**
+ * What a device author writes: a declarative description of a PCI device
+ * plus callbacks. `new Device(spec)` turns it into a servable device.
+ */
+import type {
+  CapabilityDescription,
+  ConfigHooks,
+  ExtendedCapabilityDescription,
+  PciIdentity,
+} from '../pci/index.js';
+import type { Device } from './device.js';
+import type { MigrationSpec } from './migration-spec.js';
+
+/** A value a read callback may return: bytes, or a little-endian integer. */
+export type ReadResult = Uint8Array | number | bigint;
+
+/** Something sync or async. */
+export type MaybePromise<T> = T | Promise<T>;
+
+/** A doorbell served by an ioeventfd: writes never reach the socket. */
+export interface IoEventFdSpec {
+  /** Offset of the doorbell in its region. */
+  offset: number;
+  /** Access width the client must use: 1, 2, 4 or 8. */
+  size: 1 | 2 | 4 | 8;
+  /** Only writes of this value signal the eventfd (any value when omitted). */
+  datamatch?: number;
+  /** Called with how many writes arrived since the last call. */
+  onSignal(count: number, device: Device): void;
+}
+
+/** Behaviour shared by BARs and device-specific regions. */
+export interface RegionSpec {
+  /** Size in bytes. For BARs, a power of two. */
+  size: number;
+  /**
+   * Back the region with shared memory (a memfd) that the device reads
+   * through `device.regionMemory(index)`. Message accesses read and write
+   * it unless `read`/`write` are given. `mmap` lists the areas the client
+   * may map (default: the whole region); [] makes none mappable.
+   */
+  memory?: boolean | { mmap?: readonly { offset: number; size: number }[] };
+  /** Serves a read of `length` bytes at `offset` (already range-checked). */
+  read?(offset: number, length: number, device: Device): MaybePromise<ReadResult>;
+  /** Serves a write (already range-checked). `data` is only valid during the call. */
+  write?(offset: number, data: Buffer, device: Device): MaybePromise<void>;
+  /** Doorbells the client may bind to eventfds (DEVICE_GET_REGION_IO_FDS). */
+  ioeventfds?: readonly IoEventFdSpec[];
+  /** Reads allowed (default true). */
+  readable?: boolean;
+  /** Writes allowed (default true). */
+  writable?: boolean;
+}
+
+/** A Base Address Register and what serves it. */
+export interface BarSpec extends RegionSpec {
+  /** Memory (default) or I/O space. */
+  kind?: 'memory' | 'io';
+  /** 64-bit memory BAR (takes the next BAR slot too). */
+  is64?: boolean;
+  prefetchable?: boolean;
+}
+
+/** A device-specific region (index 9 and up). */
+export interface ExtraRegionSpec extends RegionSpec {
+  /** VFIO region type/subtype capability, when the region has one. */
+  type?: { type: number; subtype: number };
+}
+
+/** Interrupts the device raises. */
+export interface InterruptSpec {
+  /** Legacy INTx (pin INTA). */
+  intx?: boolean;
+  /** MSI vectors (1, 2, 4, 8, 16 or 32); adds an MSI capability. */
+  msi?: number;
+  /** MSI-X: vector count and where table and PBA live (default: a new BAR). */
+  msix?: number | { vectors: number; bar?: number; tableOffset?: number; pbaOffset?: number };
+  /** Error IRQ (index 3). */
+  err?: boolean;
+  /** Request IRQ (index 4). */
+  req?: boolean;
+}
+
+/** Why the device is being reset. */
+export type ResetReason = 'client' | 'disconnect' | 'migration';
+
+/** A complete device description. */
+export interface DeviceSpec {
+  /** Name for logs. */
+  name?: string;
+  identity: PciIdentity;
+  /** BARs by index 0-5. */
+  bars?: Partial<Record<0 | 1 | 2 | 3 | 4 | 5, BarSpec>>;
+  /** Device-specific regions by index (9 and up). */
+  regions?: Record<number, ExtraRegionSpec>;
+  /** Standard capabilities besides MSI/MSI-X (which `interrupts` adds). */
+  capabilities?: CapabilityDescription[];
+  extendedCapabilities?: ExtendedCapabilityDescription[];
+  interrupts?: InterruptSpec;
+  /** Custom config-space behaviour. */
+  config?: ConfigHooks;
+  /** Accept DMA_MAP from the client (default true). */
+  dma?: boolean;
+  /** Live migration; omitted means migration of region memory plus `state`. */
+  migration?: MigrationSpec;
+  /** Device state object migrated as JSON when no custom migration is given. */
+  state?: Record<string, unknown>;
+  /** Back to power-on state (client request, disconnect). */
+  onReset?(reason: ResetReason, device: Device): MaybePromise<void>;
+  /** A client connected (after VERSION negotiation). */
+  onConnect?(device: Device): void;
+  /** The client went away; per-connection state is already dropped. */
+  onDisconnect?(device: Device): void;
+}

@@ -1,0 +1,64 @@
+/**
+ * A listening UNIX socket. Accepted connections are handed over as raw fds;
+ * the receiver wraps them in a Channel.
+ */
+import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
+
+/** Options for {@link Listener}. */
+export interface ListenOptions {
+  /** File mode of the socket; owner-only (0o600) unless asked otherwise. */
+  mode?: number;
+  /** Replace a stale socket file left at the path. Default true. */
+  replaceStale?: boolean;
+  backlog?: number;
+}
+
+/** Accepts connections on a UNIX socket path. */
+export class Listener {
+  private readonly fd: number;
+  private readonly poll: PollHandle;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    onConnection: (fd: number) => void,
+    options: ListenOptions = {},
+  ) {
+    if (options.replaceStale !== false) removeStaleSocket(path);
+    this.fd = native.listen(path, options.backlog ?? 16, options.mode ?? 0o600);
+    this.poll = native.pollStart(this.fd, PollMode.Readable, (kind) => {
+      if (kind !== PollEvent.Readable) return;
+      for (;;) {
+        const fd = native.accept(this.fd);
+        if (fd < 0) return;
+        onConnection(fd);
+      }
+    });
+  }
+
+  /** Stops accepting and removes the socket file. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    native.pollStop(this.poll);
+    native.close(this.fd);
+    try {
+      unlinkSync(this.path);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Removes a socket file left by a dead process; refuses to remove anything else. */
+function removeStaleSocket(path: string): void {
+  if (!existsSync(path)) return;
+  if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket`);
+  unlinkSync(path);
+}
+
+/** Connects to a UNIX socket path; returns a non-blocking fd. */
+export function connectSocket(path: string): number {
+  return native.connect(path);
+}
