@@ -103,7 +103,7 @@ export function encodeRegionInfoReply(
   const b = alloc(fits ? full : REGION_INFO_SIZE);
   writeInfo(b, {
     argsz: full,
-    flags: withCaps ? desc.flags | RegionInfoFlag.CAPS : desc.flags & ~RegionInfoFlag.CAPS,
+    flags: (withCaps ? desc.flags | RegionInfoFlag.CAPS : desc.flags & ~RegionInfoFlag.CAPS) >>> 0,
     index: desc.index,
     capOffset: withCaps ? REGION_INFO_SIZE : 0,
     size: desc.size,
