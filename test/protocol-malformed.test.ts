@@ -39,6 +39,8 @@ describe('header', () => {
     ['unknown type', '0100 0100 10000000 02000000 00000000', EINVAL],
   ]);
   rejects((b) => P.decodeHeader(b, 4), [['offset past the data', '0100 0100 10000000 00000000 00000000', EINVAL]]);
+  rejects((b) => P.decodeHeader(b, -1), [['negative offset', '0100 0100 10000000 00000000 00000000 00', EINVAL]]);
+  rejects((b) => P.decodeHeader(b, 0.5), [['fractional offset', '0100 0100 10000000 00000000 00000000 00', EINVAL]]);
 });
 
 describe('VERSION', () => {

@@ -6,7 +6,6 @@
  */
 import { HEADER_SIZE, HeaderFlag } from './constants.js';
 import { invalid } from './errors.js';
-import { need } from './wire.js';
 
 /** A decoded message header. */
 export interface Header {
@@ -48,8 +47,8 @@ export function encodeHeader(h: Header, target: Buffer, offset = 0): void {
  * connection should end. Unknown commands are returned as-is.
  */
 export function decodeHeader(buf: Buffer, offset = 0): Header {
-  if (offset < 0 || buf.length - offset < HEADER_SIZE) {
-    need(buf, offset + HEADER_SIZE, 'header');
+  if (!Number.isInteger(offset) || offset < 0 || buf.length - offset < HEADER_SIZE) {
+    invalid(`header: need ${HEADER_SIZE} bytes at offset ${offset}, buffer has ${buf.length}`);
   }
   const h: Header = {
     msgId: buf.readUInt16LE(offset),
