@@ -1,4 +1,42 @@
-/** `muser lspci`: placeholder until the decoder lands. */
-export async function lspci(path: string): Promise<string> {
-  throw new Error(`lspci for ${path} is not implemented yet`);
+/**
+ * `muser lspci <socket>`: connects to a vfio-user device and prints its
+ * config space decoded like `lspci -vv`, or as data.
+ */
+import { Client } from '../client/client.js';
+import { collectSnapshot } from './lspci-collect.js';
+import { decodeLspci } from './lspci-decode.js';
+import { formatLspci, formatLspciJson } from './lspci-format.js';
+import type { LspciData, LspciSnapshot } from './lspci-types.js';
+
+export type { LspciBar, LspciCapability, LspciData, LspciSnapshot } from './lspci-types.js';
+export { collectSnapshot, probeBars } from './lspci-collect.js';
+export { decodeLspci } from './lspci-decode.js';
+export { formatLspci, formatLspciJson } from './lspci-format.js';
+export { walkExtended, walkStandard, MAX_CAPS } from './lspci-chain.js';
+
+/** Options for {@link lspci}. */
+export interface LspciOptions {
+  /** Print {@link LspciData} as JSON instead of text. */
+  json?: boolean;
+}
+
+/** Connects to `path`, collects a snapshot, and disconnects. */
+export async function lspciSnapshot(path: string): Promise<LspciSnapshot> {
+  const client = await Client.connect(path);
+  try {
+    return await collectSnapshot(client);
+  } finally {
+    client.close();
+  }
+}
+
+/** The decoded device at `path` in machine-readable form. */
+export async function lspciData(path: string): Promise<LspciData> {
+  return decodeLspci(await lspciSnapshot(path));
+}
+
+/** The `lspci -vv`-like text (or JSON with `json`) for the device at `path`. */
+export async function lspci(path: string, options: LspciOptions = {}): Promise<string> {
+  const snapshot = await lspciSnapshot(path);
+  return options.json ? formatLspciJson(decodeLspci(snapshot)) : formatLspci(snapshot);
 }
