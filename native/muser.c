@@ -217,6 +217,11 @@ typedef struct {
     int mode;
     int events;
     bool closing;
+    /* Optional caller-owned receive buffer: data events then carry only a
+     * length, sparing an allocation per message. */
+    napi_ref user_buf_ref;
+    uint8_t *user_buf;
+    size_t user_buf_len;
 } poller_t;
 
 static uint8_t *recv_buf;
@@ -244,9 +249,9 @@ static void close_fds(int *fds, int n) {
 }
 
 /* One recvmsg into the shared buffer; returns bytes, 0 on EOF, -errno. */
-static ssize_t recv_chunk(int fd, int *fds, int *nfds) {
+static ssize_t recv_chunk(int fd, uint8_t *buf, size_t len, int *fds, int *nfds) {
     char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
-    struct iovec iov = {.iov_base = recv_buf, .iov_len = RECV_BUF_SIZE};
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
     ssize_t n;
     *nfds = 0;
@@ -277,8 +282,10 @@ static void poller_read_stream(poller_t *p) {
     int fds[MAX_FDS_PER_MSG], nfds;
     /* Level-triggered: a short read means the queue is empty for now, so
      * stop without paying for an EAGAIN; otherwise loop a bounded number of times. */
+    uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
+    size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
     for (int round = 0; round < 16 && !p->closing; round++) {
-        ssize_t n = recv_chunk(p->fd, fds, &nfds);
+        ssize_t n = recv_chunk(p->fd, buf, len, fds, &nfds);
         if (n == -EAGAIN || n == -EWOULDBLOCK) return;
         napi_handle_scope scope;
         napi_open_handle_scope(p->env, &scope);
@@ -287,17 +294,18 @@ static void poller_read_stream(poller_t *p) {
         } else if (n == 0) {
             poller_emit(p, EV_EOF, NULL, NULL);
         } else {
-            napi_value buf, fdarr = NULL;
+            napi_value data_arg, fdarr = NULL;
             void *data;
-            napi_create_buffer_copy(p->env, n, recv_buf, &data, &buf);
+            if (p->user_buf) data_arg = make_int(p->env, n);
+            else napi_create_buffer_copy(p->env, n, recv_buf, &data, &data_arg);
             if (nfds > 0) {
                 napi_create_array_with_length(p->env, nfds, &fdarr);
                 for (int i = 0; i < nfds; i++) napi_set_element(p->env, fdarr, i, make_int(p->env, fds[i]));
             }
-            poller_emit(p, EV_DATA, buf, fdarr);
+            poller_emit(p, EV_DATA, data_arg, fdarr);
         }
         napi_close_handle_scope(p->env, scope);
-        if (n <= 0 || n < RECV_BUF_SIZE) return;
+        if (n <= 0 || (size_t)n < len) return;
     }
 }
 
@@ -345,6 +353,7 @@ static void poller_closed(uv_handle_t *h) {
     poller_t *p = (poller_t *)h->data;
     napi_delete_reference(p->env, p->callback);
     napi_delete_reference(p->env, p->self);
+    if (p->user_buf_ref) napi_delete_reference(p->env, p->user_buf_ref);
     free(p);
 }
 
@@ -354,12 +363,13 @@ static poller_t *get_poller(napi_env env, napi_value v) {
     return p;
 }
 
-/* pollStart(fd, mode, callback) -> handle. The callback receives
- * (kind, a, b): DATA(buffer, fds?), EOF, ERROR(errno), WRITABLE,
- * COUNT(n) for eventfds, READABLE for raw fds. The fd is not owned. */
+/* pollStart(fd, mode, callback, recvBuffer?) -> handle. The callback receives
+ * (kind, a, b): DATA(buffer, fds?) - or DATA(length, fds?) when the data
+ * landed in recvBuffer - EOF, ERROR(errno), WRITABLE, COUNT(n) for eventfds,
+ * READABLE for raw fds. The fd is not owned. */
 static napi_value js_poll_start(napi_env env, napi_callback_info info) {
-    napi_value argv[3], ext;
-    if (get_args(env, info, 3, argv) < 0) return NULL;
+    napi_value argv[4], ext;
+    if (get_args(env, info, 4, argv) < 0) return NULL;
     uv_loop_t *loop;
     CALL(env, napi_get_uv_event_loop(env, &loop));
     poller_t *p = calloc(1, sizeof *p);
@@ -373,6 +383,18 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
         return throw_errno(env, "uv_poll_init", -rc);
     }
     p->handle.data = p;
+    bool is_buf = false;
+    napi_is_buffer(env, argv[3], &is_buf);
+    if (is_buf) {
+        void *data;
+        size_t len;
+        napi_get_buffer_info(env, argv[3], &data, &len);
+        if (len > 0) {
+            p->user_buf = data;
+            p->user_buf_len = len;
+            napi_create_reference(env, argv[3], 1, &p->user_buf_ref);
+        }
+    }
     napi_create_reference(env, argv[2], 1, &p->callback);
     napi_create_external(env, p, NULL, NULL, &ext);
     napi_create_reference(env, ext, 1, &p->self);

@@ -37,7 +37,8 @@ export interface NativeAddon {
   connect(path: string): number;
   socketpair(): [number, number];
   sendmsg(fd: number, data: Buffer | Buffer[], fds?: readonly number[]): number;
-  pollStart(fd: number, mode: PollMode, cb: PollCallback): PollHandle;
+  /** With `recvBuffer`, Stream data lands there and events carry its length. */
+  pollStart(fd: number, mode: PollMode, cb: PollCallback, recvBuffer?: Buffer): PollHandle;
   pollWritable(h: PollHandle, on: boolean): void;
   pollPause(h: PollHandle, paused: boolean): void;
   pollStop(h: PollHandle): void;

@@ -84,7 +84,7 @@ export class Session implements DmaMessenger {
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
     this.dma = new DmaAccess(this.dmaTable, this);
-    this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE);
+    this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE, true);
   }
 
   /** Largest DMA_READ/WRITE payload the client accepts. */
@@ -169,7 +169,11 @@ export class Session implements DmaMessenger {
 
   private onFrame(frame: Frame): void {
     const header = decodeHeader(frame.bytes);
-    const payload = frame.bytes.subarray(HEADER_SIZE, header.size);
+    // Frames are views of a shared receive buffer. Region accesses are
+    // served before it is reused; anything that may wait is copied.
+    const hot = header.command === Command.REGION_READ || header.command === Command.REGION_WRITE;
+    const bytes = hot && !this.busy ? frame.bytes : Buffer.from(frame.bytes);
+    const payload = bytes.subarray(HEADER_SIZE, header.size);
     if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) return this.onReply(header, payload, frame.fds);
     if ((header.flags & HeaderFlag.TYPE_MASK) !== HeaderFlag.COMMAND) {
       closeAll(frame.fds);

@@ -21,6 +21,12 @@ interface QueuedWrite {
 
 const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024;
 
+/**
+ * One receive buffer shared by every channel that opts in: JS runs one
+ * callback at a time, and the framer copies whatever outlives it.
+ */
+const SHARED_RECV_BUFFER = Buffer.alloc(256 * 1024);
+
 /** A framed, fd-passing stream over a UNIX socket fd. */
 export class Channel {
   private readonly framer: Framer;
@@ -28,13 +34,20 @@ export class Channel {
   private queue: QueuedWrite[] = [];
   private closed = false;
 
+  /**
+   * @param sharedRecv when true, frames handed to `onFrame` may be views of a
+   *   shared receive buffer, valid only until `onFrame` returns: the receiver
+   *   copies what it keeps. Spares an allocation per message on the hot path.
+   */
   constructor(
     private readonly fd: number,
     private readonly handlers: ChannelHandlers,
     maxMessageSize = DEFAULT_MAX_MESSAGE,
+    sharedRecv = false,
   ) {
     this.framer = new Framer(maxMessageSize);
-    this.poll = native.pollStart(fd, PollMode.Stream, (kind, a, b) => this.onEvent(kind, a, b));
+    const cb = (kind: PollEvent, a: unknown, b: unknown): void => this.onEvent(kind, a, b);
+    this.poll = sharedRecv ? native.pollStart(fd, PollMode.Stream, cb, SHARED_RECV_BUFFER) : native.pollStart(fd, PollMode.Stream, cb);
   }
 
   /** True once closed by either side. */
@@ -94,7 +107,7 @@ export class Channel {
     }
     switch (kind) {
       case PollEvent.Data:
-        this.onData(a as Buffer, b as number[] | undefined);
+        this.onData(typeof a === 'number' ? SHARED_RECV_BUFFER.subarray(0, a) : (a as Buffer), b as number[] | undefined);
         break;
       case PollEvent.Writable:
         this.flush();
