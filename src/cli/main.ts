@@ -4,19 +4,25 @@ import { parseArgs } from 'node:util';
 import { runSample } from './run.js';
 import { UsageError, usage } from './usage.js';
 
-type Command = (positionals: string[], verbose: boolean) => Promise<void>;
+/** Flags every command may read. */
+interface Flags {
+  verbose: boolean;
+  json: boolean;
+}
+
+type Command = (positionals: string[], flags: Flags) => Promise<void>;
 
 const COMMANDS: Record<string, Command> = {
-  run: (p, v) => runSample(p[0], p[1], v),
-  lspci: async (p) => {
+  run: (p, f) => runSample(p[0], p[1], f.verbose),
+  lspci: async (p, f) => {
     if (!p[0]) throw new UsageError('lspci needs a socket path');
     const { lspci } = await import('./lspci.js');
-    process.stdout.write(await lspci(p[0]));
+    process.stdout.write(await lspci(p[0], { json: f.json }));
   },
-  'sample-client': async (p, v) => {
+  'sample-client': async (p, f) => {
     if (!p[0]) throw new UsageError('sample-client needs a socket path');
     const { runSampleClient } = await import('../samples/sample-client.js');
-    await runSampleClient(p[0], { verbose: v });
+    await runSampleClient(p[0], { verbose: f.verbose });
   },
   help: async () => {
     process.stdout.write(usage());
@@ -26,7 +32,12 @@ const COMMANDS: Record<string, Command> = {
 async function main(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { verbose: { type: 'boolean', short: 'v' }, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: {
+        verbose: { type: 'boolean', short: 'v' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
   } catch (e) {
     return fail(new UsageError((e as Error).message));
   }
@@ -38,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
   const cmd = COMMANDS[name];
   if (!cmd) return fail(new UsageError(`unknown command '${name}'`));
   try {
-    await cmd(rest, parsed.values.verbose ?? false);
+    await cmd(rest, { verbose: parsed.values.verbose ?? false, json: parsed.values.json ?? false });
     return 0;
   } catch (e) {
     return fail(e);

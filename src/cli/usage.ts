@@ -16,7 +16,7 @@ export function usage(): string {
     .join('\n');
   return `usage:
   muser run [-v] <sample> <socket-path>   serve a sample device (Ctrl-C stops it)
-  muser lspci <socket-path>               connect and decode the device's config space
+  muser lspci [--json] <socket-path>      connect and decode the device's config space
   muser sample-client <socket-path>       exercise a timer device and live-migrate it
   muser help
 
