@@ -168,17 +168,20 @@ export class Session implements DmaMessenger {
   }
 
   private onFrame(frame: Frame): void {
-    const header = decodeHeader(frame.bytes);
+    let header: Header;
+    try {
+      header = decodeHeader(frame.bytes);
+    } catch {
+      // Framing is intact (the framer checked the size): refuse just this message.
+      closeAll(frame.fds);
+      return this.replyError(rawHeader(frame.bytes), Errno.EINVAL);
+    }
     // Frames are views of a shared receive buffer. Region accesses are
     // served before it is reused; anything that may wait is copied.
     const hot = header.command === Command.REGION_READ || header.command === Command.REGION_WRITE;
     const bytes = hot && !this.busy ? frame.bytes : Buffer.from(frame.bytes);
     const payload = bytes.subarray(HEADER_SIZE, header.size);
     if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) return this.onReply(header, payload, frame.fds);
-    if ((header.flags & HeaderFlag.TYPE_MASK) !== HeaderFlag.COMMAND) {
-      closeAll(frame.fds);
-      return this.replyError(header, Errno.EINVAL);
-    }
     this.queue.push({ header, payload, fds: frame.fds });
     if (!this.busy) this.drain();
   }
@@ -275,4 +278,9 @@ export class Session implements DmaMessenger {
     this.ioFds.clear();
     this.onEnd(this);
   }
+}
+
+/** Header fields read without validation, to address an error reply. */
+function rawHeader(bytes: Buffer): Header {
+  return { msgId: bytes.readUInt16LE(0), command: bytes.readUInt16LE(2), size: bytes.readUInt32LE(4), flags: bytes.readUInt32LE(8), errno: 0 };
 }

@@ -128,11 +128,10 @@ export class Channel {
         else this.handlers.onFrame(frame);
       });
     } catch (e) {
-      if (e instanceof FramingError) {
-        this.fail(e); // close() drains and closes the fds the framer still holds
-      } else {
-        throw e;
-      }
+      // A framing error, or a bug in a handler: either way this connection
+      // cannot be trusted any more, but the process must live on.
+      // close() drains and closes the fds the framer still holds.
+      this.fail(e instanceof FramingError ? e : new Error(`message handler failed: ${String(e)}`));
     }
   }
 
