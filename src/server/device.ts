@@ -140,7 +140,8 @@ export class Device {
   async reset(reason: ResetReason): Promise<void> {
     this.config.reset();
     this.deferred = [];
-    if (reason !== 'disconnect') this.irqs.reset();
+    // The client owns its IRQ configuration and re-sends it after a reset.
+    this.irqs.clearState();
     await this.spec.onReset?.(reason, this);
   }
 

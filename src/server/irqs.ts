@@ -167,7 +167,15 @@ export class IrqState {
     }
   }
 
-  /** Drops every eventfd and resets masks: the client went away or reset. */
+  /** Clears mask and pending bits but keeps the client's eventfds (device reset). */
+  clearState(): void {
+    for (const line of this.lines) {
+      line.masked.fill(false);
+      line.pending.fill(false);
+    }
+  }
+
+  /** Drops every eventfd and resets masks: the client went away. */
   reset(): void {
     for (let i = 0; i < this.lines.length; i++) if (this.lines[i].count > 0) this.disable(i);
     this.active = -1;

@@ -55,7 +55,15 @@ export class Listener {
 function removeStaleSocket(path: string): void {
   if (!existsSync(path)) return;
   if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket`);
-  unlinkSync(path);
+  let live = -1;
+  try {
+    live = native.connect(path);
+  } catch {
+    unlinkSync(path); // nobody listens: a leftover of a dead process
+    return;
+  }
+  native.close(live);
+  throw Object.assign(new Error(`${path}: another server is listening there`), { code: 'EADDRINUSE' });
 }
 
 /** Connects to a UNIX socket path; returns a non-blocking fd. */
