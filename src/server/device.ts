@@ -8,7 +8,8 @@ import { native } from '../native/index.js';
 import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
 import { CONFIG_REGION, makeRegion, plainRegion, REGION_MMAP, type Region } from './regions.js';
-import type { DmaAccess } from './dma-access.js';
+import type { GatedDmaAccess } from './migration-dma.js';
+import { Migration } from './migration.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
@@ -23,7 +24,7 @@ export interface MsixPlacement {
 
 /** What a connected client lends the device: DMA and a way to stay quiet. */
 export interface DeviceLink {
-  readonly dma: DmaAccess;
+  readonly dma: GatedDmaAccess;
   /** True while migration requires the device to be quiesced. */
   readonly quiesced: boolean;
 }
@@ -43,6 +44,8 @@ export class Device {
   state: Record<string, unknown>;
   /** Set while a client is connected. */
   link: DeviceLink | undefined;
+  /** Live migration (undefined when the spec says `migration: false`). */
+  readonly migration: Migration | undefined;
   /** Triggers that arrived while quiesced; replayed when running again. */
   private deferred: { index: number; vector: number }[] = [];
 
@@ -74,6 +77,7 @@ export class Device {
       if (index === IrqIndex.MSIX) this.msix?.setPending(vector, pending);
     };
     this.regions = buildRegions(spec, bars, this.config.size);
+    this.migration = spec.migration === false ? undefined : new Migration(this, spec.migration);
     this.config.onChange((ev) => {
       if (ev.type === 'msix' || ev.type === 'command' || ev.type === 'msi') this.refirePending();
       else if (ev.type === 'msix-fire') this.irqs.firePending(IrqIndex.MSIX, ev.vector);
@@ -116,6 +120,11 @@ export class Device {
     for (const t of list) this.irqs.trigger(t.index, t.vector);
   }
 
+  /** Interrupts deferred while quiesced, oldest first (read only). */
+  deferredInterrupts(): readonly { index: number; vector: number }[] {
+    return this.deferred;
+  }
+
   /** Interrupts deferred while quiesced (for migration). */
   takeDeferredInterrupts(): { index: number; vector: number }[] {
     const list = this.deferred;
@@ -124,7 +133,7 @@ export class Device {
   }
 
   /** DMA into client memory. Throws ENOTCONN without a client. */
-  get dma(): DmaAccess {
+  get dma(): GatedDmaAccess {
     if (!this.link) throw new DeviceError(Errno.ENOTCONN, `${this.name}: no client, no DMA`);
     return this.link.dma;
   }
@@ -140,6 +149,7 @@ export class Device {
   async reset(reason: ResetReason): Promise<void> {
     this.config.reset();
     this.deferred = [];
+    this.migration?.reset();
     // The client owns its IRQ configuration and re-sends it after a reset.
     this.irqs.clearState();
     await this.spec.onReset?.(reason, this);

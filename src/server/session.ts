@@ -12,7 +12,8 @@ import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
 import { decodeDmaReadReply, encodeDmaReadRequest, encodeDmaWriteRequest } from '../protocol/dma-access.js';
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
-import { DmaAccess, type DmaMessenger } from './dma-access.js';
+import type { DmaMessenger } from './dma-access.js';
+import { GatedDmaAccess } from './migration-dma.js';
 import { DmaTable } from './dma.js';
 import type { Device } from './device.js';
 import { DeviceError, Errno, errnoOf } from './errors.js';
@@ -66,7 +67,8 @@ const PRE_VERSION_MAX_MESSAGE = HEADER_SIZE + 64 * 1024;
 export class Session implements DmaMessenger {
   readonly channel: Channel;
   readonly dmaTable: DmaTable;
-  readonly dma: DmaAccess;
+  /** Device DMA; migration holds it while the device is stopped. */
+  readonly dma: GatedDmaAccess;
   negotiated: Negotiated | undefined;
   /** Unsolicited replies and other dropped messages, for tests and logs. */
   dropped = 0;
@@ -83,7 +85,7 @@ export class Session implements DmaMessenger {
     private readonly onEnd: (session: Session) => void,
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
-    this.dma = new DmaAccess(this.dmaTable, this);
+    this.dma = new GatedDmaAccess(this.dmaTable, this);
     this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE, true);
   }
 

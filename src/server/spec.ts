@@ -101,8 +101,12 @@ export interface DeviceSpec {
   config?: ConfigHooks;
   /** Accept DMA_MAP from the client (default true). */
   dma?: boolean;
-  /** Live migration; omitted means migration of region memory plus `state`. */
-  migration?: MigrationSpec;
+  /**
+   * Live migration. Omitted (or without save/load): region memory, `state`,
+   * config space and pending interrupts migrate by themselves. `false`
+   * refuses migration.
+   */
+  migration?: MigrationSpec | false;
   /** Device state object migrated as JSON when no custom migration is given. */
   state?: Record<string, unknown>;
   /** Back to power-on state (client request, disconnect). */
