@@ -179,6 +179,7 @@ struct opts {
     const char *path, *op;
     long long iters, warmup, size, count, entries, reply_every, cpu;
     long long region, offset;
+    long long duration_ms, start_at_ns;   /* read/write: timed window mode */
 };
 
 struct result {
@@ -186,12 +187,28 @@ struct result {
     struct samples lat;
 };
 
-static void print_common(const struct opts *o, struct result *r, double ops)
+static void print_iters(const struct opts *o, struct result *r, double ops,
+                        long long iters)
 {
     printf("{\"op\":\"%s\",\"ops_per_s\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
            "\"iters\":%lld",
            o->op, ops * 1e9 / (double)r->elapsed_ns,
-           samples_pct_us(&r->lat, 50), samples_pct_us(&r->lat, 99), o->iters);
+           samples_pct_us(&r->lat, 50), samples_pct_us(&r->lat, 99), iters);
+}
+
+static void print_common(const struct opts *o, struct result *r, double ops)
+{
+    print_iters(o, r, ops, o->iters);
+}
+
+/* Sleep until CLOCK_MONOTONIC reaches t (ns). */
+static void sleep_until(uint64_t t)
+{
+    struct timespec ts = { .tv_sec = (time_t)(t / 1000000000ull),
+                           .tv_nsec = (long)(t % 1000000000ull) };
+
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
 }
 
 /* ---- read / write ------------------------------------------------------ */
@@ -217,6 +234,49 @@ static void one_rw(struct conn *c, int write, uint32_t region, uint64_t off,
             get32(c->rep + 28), count);
 }
 
+/*
+ * Timed window mode (--duration-ms, optionally --start-at-ns): operations
+ * run from the start time (CLOCK_MONOTONIC, the clock of Node's
+ * process.hrtime) until start + duration, so several clients started at
+ * different moments measure the same window. late_us > 0 says the warmup
+ * ended after the window opened.
+ */
+static void run_rw_window(struct conn *c, const struct opts *o, int write,
+                          uint32_t n)
+{
+    struct result r;
+    uint64_t start, end, t, late = 0;
+    long long done = 0;
+
+    samples_init(&r.lat, (size_t)(o->duration_ms * 400 + 1));
+    t = now_ns();
+    if (o->start_at_ns > 0) {
+        if ((uint64_t)o->start_at_ns > t)
+            sleep_until((uint64_t)o->start_at_ns);
+        else
+            late = t - (uint64_t)o->start_at_ns;
+        start = (uint64_t)o->start_at_ns;
+    } else {
+        start = t;
+    }
+    end = start + (uint64_t)o->duration_ms * 1000000ull;
+    t = now_ns();
+    if (t > start)
+        start = t;
+    while (t < end) {
+        uint64_t t0 = t;
+
+        one_rw(c, write, (uint32_t)o->region, (uint64_t)o->offset, n);
+        t = now_ns();
+        samples_add(&r.lat, t - t0);
+        done++;
+    }
+    r.elapsed_ns = t > start ? t - start : 1;
+    print_iters(o, &r, (double)done, done);
+    printf(",\"size\":%u,\"window_ns\":%llu,\"late_us\":%.1f}\n", n,
+           (unsigned long long)r.elapsed_ns, (double)late / 1000.0);
+}
+
 static void run_rw(struct conn *c, const struct opts *o, int write)
 {
     struct result r;
@@ -227,6 +287,10 @@ static void run_rw(struct conn *c, const struct opts *o, int write)
         memset(c->req + RW_HDR_SIZE, 0xa5, n);
     for (i = 0; i < o->warmup; i++)
         one_rw(c, write, (uint32_t)o->region, (uint64_t)o->offset, n);
+    if (o->duration_ms > 0) {
+        run_rw_window(c, o, write, n);
+        return;
+    }
     samples_init(&r.lat, (size_t)o->iters);
     uint64_t start = now_ns();
     for (i = 0; i < o->iters; i++) {
@@ -548,7 +612,11 @@ static void usage(void)
         "  --count C        irq-burst doorbell value (default 1000)\n"
         "  --entries E      write-multi entries per message, 1..%u (default %u)\n"
         "  --reply-every K  write-multi: every K'th message asks for a reply (default 8)\n"
-        "  --cpu C          pin to CPU C (default 0; -1 = no pinning)\n",
+        "  --cpu C          pin to CPU C (default 0; -1 = no pinning)\n"
+        "  --duration-ms D  read/write: run for D ms instead of --iters\n"
+        "  --start-at-ns T  read/write with --duration-ms: after warmup, wait until\n"
+        "                   CLOCK_MONOTONIC T (ns) to start the window, so several\n"
+        "                   clients measure the same window\n",
         MULTI_MAX, MULTI_MAX);
     exit(2);
 }
@@ -590,6 +658,10 @@ int main(int argc, char **argv)
             o.reply_every = parse_num(a, argv[++i], 1, 1000000);
         else if (!strcmp(a, "--cpu"))
             o.cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
+        else if (!strcmp(a, "--duration-ms"))
+            o.duration_ms = parse_num(a, argv[++i], 1, 3600000);
+        else if (!strcmp(a, "--start-at-ns"))
+            o.start_at_ns = parse_num(a, argv[++i], 1, INT64_MAX);
         else
             usage();
     }

@@ -10,10 +10,22 @@
  * which the server receives and closes, modelling DMA_MAP (defaults then
  * become request 16+32, reply 16).
  *
+ * With --irqs K the server also writes 1 to an eventfd K times before each
+ * reply, modelling a doorbell that raises K interrupts (defaults request 36,
+ * reply 32: a 4-byte REGION_WRITE). As loadgen does: for K = 1 the latency
+ * is request sent until the eventfd is readable (irq-latency); for K > 1 it
+ * is request sent until the reply and all K increments are in (irq-burst).
+ *
+ * With --reply-every K the client sends K requests back to back and the
+ * server answers only the K'th (REGION_WRITE_MULTI with NO_REPLY on all but
+ * every K'th message); ops_per_s counts requests, latency is per group.
+ *
  * Output: one JSON line on stdout.
  */
 #include "bench.h"
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 
@@ -28,6 +40,10 @@ static void usage(void)
         "  processes pinned to CPU C (default 0; -1 = no pinning).\n"
         "  --fd       each request carries one memfd via SCM_RIGHTS\n"
         "             (defaults A=48, B=16: DMA_MAP)\n"
+        "  --irqs K   the server writes an eventfd K times before each reply\n"
+        "             (defaults A=36, B=32: a doorbell REGION_WRITE)\n"
+        "  --reply-every K  only every K'th request is answered (iters and\n"
+        "             warmup are rounded up to multiples of K)\n"
         "  --iters    timed round trips (default 100000)\n"
         "  --warmup   untimed round trips first (default iters/10, max 10000)\n"
         "Common vfio-user sizes:\n"
@@ -38,8 +54,28 @@ static void usage(void)
     exit(2);
 }
 
-static void serve(int sock, size_t req, size_t rep, int expect_fd)
+/* Wait until the eventfd is readable, then drain it; returns the counter. */
+static uint64_t wait_efd(int efd)
 {
+    struct pollfd pfd = { .fd = efd, .events = POLLIN };
+    uint64_t v;
+    int n;
+
+    do
+        n = poll(&pfd, 1, 5000);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        die("eventfd: %s", n == 0 ? "no increment within 5 s" : strerror(errno));
+    if (read(efd, &v, sizeof(v)) != sizeof(v))
+        die("eventfd read: %s", strerror(errno));
+    return v;
+}
+
+static void serve(int sock, size_t req, size_t rep, int expect_fd, int efd,
+                  long long irqs, long long every)
+{
+    long long seen = 0;
+
     char *in = malloc(req), *out = calloc(1, rep);
 
     if (!in || !out)
@@ -56,7 +92,14 @@ static void serve(int sock, size_t req, size_t rep, int expect_fd)
         } else if (fd >= 0) {
             die("server: unexpected fd");
         }
-        send_all(sock, out, rep, -1);
+        for (long long k = 0; k < irqs; k++) {
+            uint64_t one = 1;
+
+            if (write(efd, &one, sizeof(one)) != sizeof(one))
+                die("server: eventfd write: %s", strerror(errno));
+        }
+        if (++seen % every == 0)
+            send_all(sock, out, rep, -1);
     }
     free(in);
     free(out);
@@ -65,10 +108,11 @@ static void serve(int sock, size_t req, size_t rep, int expect_fd)
 int main(int argc, char **argv)
 {
     long long req = -1, rep = -1, iters = 100000, warmup = -1, cpu = 0;
-    int use_fd = 0, sv[2], memfd = -1, status;
+    long long irqs = 0, every = 1;
+    int use_fd = 0, sv[2], memfd = -1, efd = -1, status;
     struct samples lat;
     char *in, *out;
-    uint64_t t_start, t_end;
+    uint64_t t_start = 0, t_end;
     pid_t child;
     long long i;
 
@@ -94,6 +138,10 @@ int main(int argc, char **argv)
             warmup = parse_num(a, argv[++i], 0, 100000000);
         else if (!strcmp(a, "--cpu"))
             cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
+        else if (!strcmp(a, "--reply-every"))
+            every = parse_num(a, argv[++i], 1, 1000000);
+        else if (!strcmp(a, "--irqs"))
+            irqs = parse_num(a, argv[++i], 1, 100000000);
         else
             usage();
     }
@@ -103,10 +151,20 @@ int main(int argc, char **argv)
         if (rep < 0)
             rep = 16;
     }
+    if (irqs > 0) {
+        if (req < 0)
+            req = 36;
+        if (rep < 0)
+            rep = 32;
+    }
     if (req < 0 || rep < 0)
         usage();
     if (warmup < 0)
         warmup = iters / 10 < 10000 ? iters / 10 : 10000;
+    iters = (iters + every - 1) / every * every;
+    warmup = (warmup + every - 1) / every * every;
+    if (every > 1 && irqs > 0)
+        die("--reply-every and --irqs do not combine");
 
     /* Before the fork, so the server inherits the same CPU. */
     pin_cpu((int)cpu);
@@ -117,6 +175,11 @@ int main(int argc, char **argv)
         if (memfd < 0 || ftruncate(memfd, 1 << 20) != 0)
             die("memfd: %s", strerror(errno));
     }
+    if (irqs > 0) {
+        efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (efd < 0)
+            die("eventfd: %s", strerror(errno));
+    }
 
     child = fork();
     if (child < 0)
@@ -126,7 +189,7 @@ int main(int argc, char **argv)
         close(sv[0]);
         if (memfd >= 0)
             close(memfd);
-        serve(sv[1], (size_t)req, (size_t)rep, use_fd);
+        serve(sv[1], (size_t)req, (size_t)rep, use_fd, efd, irqs, every);
         _exit(0);
     }
     close(sv[1]);
@@ -137,19 +200,45 @@ int main(int argc, char **argv)
         die("out of memory");
     samples_init(&lat, (size_t)iters);
 
-    for (i = 0; i < warmup; i++) {
-        send_all(sv[0], out, (size_t)req, memfd);
-        if (recv_some(sv[0], in, (size_t)rep, (size_t)rep, NULL) == 0)
-            die("server closed the socket");
-    }
-    t_start = now_ns();
-    for (i = 0; i < iters; i++) {
-        uint64_t t0 = now_ns();
+    uint64_t t_group = 0;
+    for (i = -warmup; i < iters; i++) {
+        uint64_t t0, t1 = 0;
 
+        if (i == 0)
+            t_start = t_group = now_ns();
+        t0 = now_ns();
         send_all(sv[0], out, (size_t)req, memfd);
+        if (every > 1) {
+            if ((i + warmup + 1) % every == 0) {
+                if (recv_some(sv[0], in, (size_t)rep, (size_t)rep, NULL) == 0)
+                    die("server closed the socket");
+                if (i >= 0) {
+                    uint64_t t = now_ns();
+
+                    samples_add(&lat, t - t_group);
+                    t_group = t;
+                }
+            }
+            continue;
+        }
+        if (irqs == 1) {
+            if (wait_efd(efd) != 1)
+                die("eventfd: unexpected count");
+            t1 = now_ns();
+        }
         if (recv_some(sv[0], in, (size_t)rep, (size_t)rep, NULL) == 0)
             die("server closed the socket");
-        samples_add(&lat, now_ns() - t0);
+        if (irqs > 1) {
+            uint64_t got = 0;
+
+            while (got < (uint64_t)irqs)
+                got += wait_efd(efd);
+            if (got != (uint64_t)irqs)
+                die("eventfd: %llu increments, expected %lld",
+                    (unsigned long long)got, irqs);
+        }
+        if (i >= 0)
+            samples_add(&lat, (irqs == 1 ? t1 : now_ns()) - t0);
     }
     t_end = now_ns();
 
@@ -159,9 +248,12 @@ int main(int argc, char **argv)
         die("server process failed");
 
     printf("{\"ops_per_s\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
-           "\"iters\":%lld,\"size_req\":%lld,\"size_rep\":%lld,\"fd\":%s}\n",
+           "\"iters\":%lld,\"size_req\":%lld,\"size_rep\":%lld,\"fd\":%s,"
+           "\"irqs\":%lld,\"irqs_per_s\":%.1f,\"reply_every\":%lld}\n",
            (double)iters * 1e9 / (double)(t_end - t_start),
            samples_pct_us(&lat, 50), samples_pct_us(&lat, 99),
-           iters, req, rep, use_fd ? "true" : "false");
+           iters, req, rep, use_fd ? "true" : "false",
+           irqs, (double)(iters * irqs) * 1e9 / (double)(t_end - t_start),
+           every);
     return 0;
 }

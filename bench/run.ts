@@ -1,0 +1,341 @@
+/**
+ * `npm run bench`: muser against its floors, in one run.
+ *
+ * Builds the C programs (bench/c), serves the bench sample with the CLI
+ * pinned to CPU 0, and measures each figure beside its floor: a raw AF_UNIX
+ * ping-pong of the same message sizes (bench/bin/pingpong), memcpy for guest
+ * memory reads, one device for N devices. Floor and muser runs alternate
+ * (floor, muser, floor, muser, ...) for ROUNDS rounds; each ratio is the
+ * median of the per-round ratios, so it compares runs made under the same
+ * conditions. Prints a table and writes bench/results/latest.json.
+ *
+ * A missed target is a result, not a failure: the exit status is non-zero
+ * only when something broke (a program failed, a protocol error, ...).
+ *
+ * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
+ * default 1), BENCH_ONLY (comma list of: single, views, devices).
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { devicesRun, type DevicesRun } from './devices.js';
+import { BenchError, buildC, CliServer, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
+import { measureViews, type ViewsResult } from './views.js';
+
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
+const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? 1));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices').split(','));
+const VIEW_BYTES = 256 << 20;
+const DEVICE_COUNTS = [1, 16, 64];
+const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
+
+const it = (n: number): string => String(Math.max(1, Math.round(n * SCALE)));
+
+/** One measured figure: a rate and its latency percentiles. */
+interface Fig {
+  ops: number;
+  p50: number;
+  p99: number;
+}
+
+interface Target {
+  /** Minimum ratio to the floor, or minimum absolute rate. */
+  kind: 'ratio' | 'abs';
+  min: number;
+  text: string;
+}
+
+interface Case {
+  key: string;
+  label: string;
+  unit: string;
+  floorNote: string;
+  floor(): Promise<Fig>;
+  muser(s: CliServer): Promise<Fig>;
+  target?: Target;
+}
+
+const fig = (j: Json, rate = 'ops_per_s'): Fig => ({ ops: num(j, rate), p50: num(j, 'p50_us'), p99: num(j, 'p99_us') });
+
+function rwCase(key: string, label: string, op: 'read' | 'write', size: number, req: number, rep: number, iters: number, target?: Target): Case {
+  return {
+    key,
+    label,
+    unit: 'ops/s',
+    floorNote: `pingpong ${req}/${rep}`,
+    floor: async () => fig(await pingpong(['--size-req', String(req), '--size-rep', String(rep), '--iters', it(iters)])),
+    muser: async (s) => fig(await s.loadgen(op, ['--size', String(size), '--iters', it(iters)])),
+    target,
+  };
+}
+
+const CASES: Case[] = [
+  rwCase('read_4', 'REGION_READ 4 B', 'read', 4, 32, 36, 40_000, { kind: 'ratio', min: 0.9, text: '>= 0.90 of floor' }),
+  rwCase('read_4k', 'REGION_READ 4 KiB', 'read', 4096, 32, 4128, 30_000),
+  rwCase('write_4', 'REGION_WRITE 4 B', 'write', 4, 36, 32, 40_000),
+  rwCase('write_4k', 'REGION_WRITE 4 KiB', 'write', 4096, 4128, 32, 30_000),
+  {
+    key: 'dma_map_unmap',
+    label: 'DMA_MAP+UNMAP 1 MiB memfd',
+    unit: 'pairs/s',
+    floorNote: 'pingpong --fd 48/16 + 40/40',
+    // Two round trips: 1 / (t_map + t_unmap); latencies add.
+    floor: async () => {
+      const map = fig(await pingpong(['--fd', '--iters', it(10_000)]));
+      const unmap = fig(await pingpong(['--size-req', '40', '--size-rep', '40', '--iters', it(10_000)]));
+      return { ops: 1 / (1 / map.ops + 1 / unmap.ops), p50: map.p50 + unmap.p50, p99: map.p99 + unmap.p99 };
+    },
+    muser: async (s) => fig(await s.loadgen('dma', ['--iters', it(8_000)])),
+    target: { kind: 'ratio', min: 0.65, text: '>= 0.65 of floor' },
+  },
+  {
+    key: 'irq_latency',
+    label: 'doorbell -> IRQ eventfd',
+    unit: 'irqs/s',
+    floorNote: 'pingpong --irqs 1 36/32',
+    floor: async () => fig(await pingpong(['--irqs', '1', '--iters', it(20_000)])),
+    muser: async (s) => fig(await s.loadgen('irq-latency', ['--iters', it(20_000)])),
+  },
+  {
+    key: 'irq_burst',
+    label: 'IRQ burst (1000 per doorbell)',
+    unit: 'irqs/s',
+    floorNote: 'pingpong --irqs 1000',
+    floor: async () => fig(await pingpong(['--irqs', '1000', '--iters', it(400)]), 'irqs_per_s'),
+    muser: async (s) => fig(await s.loadgen('irq-burst', ['--count', '1000', '--iters', it(400)]), 'irqs_per_s'),
+    target: { kind: 'abs', min: 1e6, text: '>= 1 M irqs/s' },
+  },
+  {
+    key: 'write_multi',
+    label: 'REGION_WRITE_MULTI 200 x 4 B',
+    unit: 'writes/s',
+    floorNote: 'pingpong 4824/24 reply 1 in 8, x200',
+    floor: async () => {
+      const j = await pingpong(['--size-req', '4824', '--size-rep', '24', '--reply-every', '8', '--iters', it(8_000)]);
+      return { ops: num(j, 'ops_per_s') * 200, p50: num(j, 'p50_us'), p99: num(j, 'p99_us') };
+    },
+    muser: async (s) => fig(await s.loadgen('write-multi', ['--entries', '200', '--reply-every', '8', '--iters', it(8_000)]), 'writes_per_s'),
+  },
+];
+
+interface Row {
+  key: string;
+  label: string;
+  unit: string;
+  floorNote: string;
+  muser: Fig;
+  floor: Fig;
+  ratio: number;
+  runs: { muser: Fig; floor: Fig; ratio: number }[];
+  target?: Target & { value: number; pass: boolean };
+}
+
+const medFig = (fs: Fig[]): Fig => ({ ops: median(fs.map((f) => f.ops)), p50: median(fs.map((f) => f.p50)), p99: median(fs.map((f) => f.p99)) });
+
+function judge(t: Target | undefined, ratio: number, ops: number): Row['target'] {
+  if (!t) return undefined;
+  const value = t.kind === 'ratio' ? ratio : ops;
+  return { ...t, value, pass: value >= t.min };
+}
+
+async function single(dir: string, log: (s: string) => void): Promise<Row[]> {
+  const server = await CliServer.start(join(dir, 'bench.sock'));
+  try {
+    // Untimed warm-up: let the server's JIT settle before round 1.
+    await server.loadgen('read', ['--size', '4', '--iters', it(20_000)]);
+    const runs = new Map<string, { muser: Fig; floor: Fig; ratio: number }[]>(CASES.map((c) => [c.key, []]));
+    for (let r = 0; r < ROUNDS; r++) {
+      log(`round ${r + 1}/${ROUNDS}: single device`);
+      for (const c of CASES) {
+        const floor = await c.floor();
+        const muser = await c.muser(server);
+        runs.get(c.key)!.push({ floor, muser, ratio: muser.ops / floor.ops });
+      }
+    }
+    return CASES.map((c) => {
+      const rs = runs.get(c.key)!;
+      const muser = medFig(rs.map((x) => x.muser));
+      const ratio = median(rs.map((x) => x.ratio));
+      return { key: c.key, label: c.label, unit: c.unit, floorNote: c.floorNote, muser, floor: medFig(rs.map((x) => x.floor)), ratio, runs: rs, target: judge(c.target, ratio, muser.ops) };
+    });
+  } finally {
+    await server.stop();
+  }
+}
+
+interface DevicesSummary {
+  windowMs: number;
+  /** The 4 B REGION_READ pingpong floor, run before each round. */
+  floor: Fig[];
+  runs: DevicesRun[][];
+  byN: {
+    n: number;
+    aggregateOpsPerS: number;
+    vsFloor: number;
+    vsOne: number;
+    minClientOpsPerS: number;
+    maxClientOpsPerS: number;
+    p50Us: number;
+    p99Us: number;
+    loadedKbPerDevice: number;
+    idleKbPerDevice: number;
+    baselineRssKb: number;
+    maxLateUs: number;
+  }[];
+  target: Target & { value: number; pass: boolean };
+}
+
+async function devices(log: (s: string) => void): Promise<DevicesSummary> {
+  const floor: Fig[] = [];
+  const runs: DevicesRun[][] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    log(`round ${r + 1}/${ROUNDS}: devices ${DEVICE_COUNTS.join(', ')}`);
+    floor.push(fig(await pingpong(['--size-req', '32', '--size-rep', '36', '--iters', it(30_000)])));
+    const round: DevicesRun[] = [];
+    for (const n of DEVICE_COUNTS) round.push(await devicesRun(n, DEVICE_WINDOW_MS));
+    runs.push(round);
+  }
+  const byN = DEVICE_COUNTS.map((n, i) => {
+    const rs = runs.map((round) => round[i]);
+    const m = (f: (x: DevicesRun) => number): number => median(rs.map(f));
+    return {
+      n,
+      aggregateOpsPerS: m((x) => x.aggregateOpsPerS),
+      vsFloor: median(rs.map((x, r) => x.aggregateOpsPerS / floor[r].ops)),
+      vsOne: median(rs.map((x, r) => x.aggregateOpsPerS / runs[r][0].aggregateOpsPerS)),
+      minClientOpsPerS: m((x) => x.minClientOpsPerS),
+      maxClientOpsPerS: m((x) => x.maxClientOpsPerS),
+      p50Us: m((x) => x.p50Us),
+      p99Us: m((x) => x.p99Us),
+      loadedKbPerDevice: m((x) => x.loadedKbPerDevice),
+      idleKbPerDevice: m((x) => x.idleKbPerDevice),
+      baselineRssKb: m((x) => x.baselineRssKb),
+      maxLateUs: Math.max(...rs.map((x) => x.maxLateUs)),
+    };
+  });
+  const last = byN[byN.length - 1];
+  const t: Target = { kind: 'ratio', min: 0.9, text: `>= 0.90 of 1 device` };
+  return { windowMs: DEVICE_WINDOW_MS, floor, runs, byN, target: { ...t, value: last.vsOne, pass: last.vsOne >= t.min } };
+}
+
+// ---- formatting -----------------------------------------------------------
+
+function si(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  const [d, s] = x >= 1e9 ? [1e9, 'G'] : x >= 1e6 ? [1e6, 'M'] : x >= 1e3 ? [1e3, 'k'] : [1, ''];
+  const v = x / d;
+  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)}${s ? ' ' + s : ''}`;
+}
+const us = (x: number): string => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+const lat = (f: Fig): string => `${us(f.p50)} / ${us(f.p99)}`;
+const mib = (kb: number): string => `${(kb / 1024).toFixed(2)} MiB`;
+
+function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd();
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
+}
+
+const verdict = (t?: { text: string; pass: boolean }): string => (t ? `${t.text}  ${t.pass ? 'PASS' : 'MISS'}` : '');
+
+// ---- main -------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const log = (s: string): void => void process.stderr.write(`bench: ${s} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
+  buildC();
+  const m = machine();
+  const date = new Date().toISOString();
+  const dir = mkdtempSync(join(tmpdir(), 'muser-bench-'));
+  let rows: Row[] = [];
+  let views: (ViewsResult & { ratio: number; viewsMedian: number; memcpyMedian: number; target: Target & { value: number; pass: boolean } }) | undefined;
+  let devs: DevicesSummary | undefined;
+  try {
+    if (ONLY.has('single')) rows = await single(dir, log);
+    if (ONLY.has('views')) {
+      log(`guest memory reads through views (${VIEW_BYTES >> 20} MiB)`);
+      const v = await measureViews(VIEW_BYTES, ROUNDS, 5);
+      const ratio = median(v.ratios);
+      const t: Target = { kind: 'ratio', min: 0.9, text: '>= 0.90 of memcpy' };
+      views = { ...v, ratio, viewsMedian: median(v.viewsGBps), memcpyMedian: median(v.memcpyGBps), target: { ...t, value: ratio, pass: ratio >= t.min } };
+    }
+    if (ONLY.has('devices')) devs = await devices(log);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const elapsedS = (Date.now() - t0) / 1000;
+
+  const out: string[] = [];
+  out.push(`muser bench  ${date}  commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}`);
+  out.push(`machine: ${m.cpu}, ${m.nproc} CPUs, ${(m.memTotalMiB / 1024).toFixed(1)} GiB, ${m.kernel}, node ${m.node}`);
+  out.push(`server and clients pinned to CPU 0; each figure is the median of ${ROUNDS} interleaved runs (floor, muser, ...);`);
+  out.push(`ratio = median of per-round muser/floor ratios; latencies p50 / p99 in us`);
+  out.push('');
+  const tableRows: string[][] = rows.map((r) => [r.label, `${si(r.muser.ops)} ${r.unit}`, lat(r.muser), `${si(r.floor.ops)} ${r.unit}`, lat(r.floor), r.ratio.toFixed(2), verdict(r.target)]);
+  if (views) {
+    tableRows.push(['guest memory reads via views', `${views.viewsMedian.toFixed(2)} GB/s`, '', `${views.memcpyMedian.toFixed(2)} GB/s`, '', views.ratio.toFixed(2), verdict(views.target)]);
+  }
+  if (tableRows.length) {
+    out.push(table(['measurement', 'muser', 'p50 / p99', 'floor', 'p50 / p99', 'ratio', 'target'], tableRows));
+    out.push('');
+    out.push('floors (measured in this run, pinned like muser):');
+    const w = Math.max(...rows.map((r) => r.label.length));
+    for (const r of rows) out.push(`  ${r.label.padEnd(w)}  ${r.floorNote}`);
+    if (views) {
+      out.push(`  ${'guest memory reads'.padEnd(w)}  TypedArray.set between two plain ${VIEW_BYTES >> 20} MiB buffers in this process (fastest of source offsets 0..64 B)`);
+      out.push(`views: ${VIEW_BYTES >> 20} MiB memfd DMA-mapped by an in-process client, device copies it out through ${views.viewCount} view(s); first pass (server page faults) ${views.firstPassGBps.toFixed(2)} GB/s`);
+    }
+    out.push('');
+  }
+  if (devs) {
+    out.push(`N devices in one process: N concurrent C loadgens, 4 B REGION_READ, ${devs.windowMs} ms window, host and clients on CPU 0`);
+    out.push(
+      table(
+        ['N', 'aggregate', 'per client min..max', 'p50 / p99', 'vs floor', 'vs N=1', 'RSS/device loaded', 'RSS/device idle', 'target'],
+        devs.byN.map((d) => [
+          String(d.n),
+          `${si(d.aggregateOpsPerS)} ops/s`,
+          `${si(d.minClientOpsPerS)} .. ${si(d.maxClientOpsPerS)}`,
+          `${us(d.p50Us)} / ${us(d.p99Us)}`,
+          d.vsFloor.toFixed(2),
+          d.vsOne.toFixed(2),
+          mib(d.loadedKbPerDevice),
+          mib(d.idleKbPerDevice),
+          d.n === DEVICE_COUNTS[DEVICE_COUNTS.length - 1] ? verdict(devs!.target) : '',
+        ]),
+      ),
+    );
+    out.push(`floor: pingpong 32/36 ${si(median(devs.floor.map((f) => f.ops)))} ops/s; RSS/device = (VmRSS with N devices - VmRSS of the host with 0 devices, ${mib(devs.byN[0].baselineRssKb)}) / N, loaded = mid-window, idle = before any client`);
+    const late = Math.max(...devs.byN.map((d) => d.maxLateUs));
+    if (late > devs.windowMs * 50) out.push(`warning: a client's warmup overran the window start by ${(late / 1000).toFixed(0)} ms`);
+    out.push('');
+  }
+  out.push(`total ${elapsedS.toFixed(0)} s`);
+
+  const targets = [
+    ...rows.filter((r) => r.target).map((r) => ({ name: r.key, ...r.target! })),
+    ...(views ? [{ name: 'views_vs_memcpy', ...views.target }] : []),
+    ...(devs ? [{ name: `devices_${DEVICE_COUNTS[DEVICE_COUNTS.length - 1]}_vs_1`, ...devs.target }] : []),
+  ];
+  const json = {
+    date,
+    machine: m,
+    config: { rounds: ROUNDS, scale: SCALE, pinnedCpu: 0, viewBytes: VIEW_BYTES, deviceCounts: DEVICE_COUNTS, deviceWindowMs: DEVICE_WINDOW_MS },
+    elapsedS,
+    single: rows,
+    views,
+    devices: devs,
+    targets,
+  };
+  const resultsDir = join(ROOT, 'bench', 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, 'latest.json');
+  writeFileSync(file, JSON.stringify(json, null, 2) + '\n');
+  out.push(`results: ${file}`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench: ${e instanceof BenchError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
