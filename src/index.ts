@@ -26,7 +26,9 @@ export type {
   RegionSpec,
   ResetReason,
 } from './server/spec.js';
-export { MigrationState, type MigrationSpec } from './server/migration-spec.js';
+export { MigrationState, type MigrationData, type MigrationLoader, type MigrationSpec } from './server/migration-spec.js';
+export type { Migration, MigrationStats } from './server/migration.js';
+export type { GatedDmaAccess, DmaRegionInfo } from './server/migration-dma.js';
 export type {
   CapabilityDescription,
   ConfigHooks,

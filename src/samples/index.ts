@@ -1,6 +1,7 @@
 /** The sample devices `muser run` knows, by name. */
 import type { DeviceSpec } from '../server/spec.js';
 import { benchDevice } from './bench.js';
+import { timerDevice } from './timer.js';
 
 /** A runnable sample. */
 export interface Sample {
@@ -11,4 +12,5 @@ export interface Sample {
 /** Every sample, by name. */
 export const SAMPLES: Record<string, Sample> = {
   bench: { description: '4 KiB RAM BAR, a doorbell BAR, MSI-X and INTx (benchmark target)', create: () => benchDevice() },
+  timer: { description: 'the original sample server: BAR0 timer firing INTx and DMA, 16 KiB sparse BAR1, live migration', create: (o) => timerDevice(o) },
 };
