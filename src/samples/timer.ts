@@ -17,7 +17,8 @@
  *   streams BAR1's contents, then BAR0's 8 bytes. A destination takes the
  *   last 16 KiB + 8 bytes of what it receives (a client may send the
  *   PRE_COPY data first) and, once running, re-arms the timer from BAR0: a
- *   time already past fires at once. While stopped the timer is off.
+ *   time already past fires at once. While stopped the timer is off; a
+ *   deadline that has not fired yet is re-armed when the device runs again.
  */
 import { crc32 } from 'node:zlib';
 import type { Device } from '../server/device.js';
@@ -57,6 +58,8 @@ export function timerDevice(options: TimerOptions = {}): DeviceSpec {
   const bar0 = Buffer.alloc(BAR0_SIZE);
   let handle: NodeJS.Timeout | undefined;
   let running = true;
+  /** A deadline was set and has not fired yet (on this side of a migration). */
+  let pending = false;
   const status: TimerStatus = { fired: 0, dma: {} };
 
   const deadline = (): bigint => bar0.readBigInt64LE(0);
@@ -69,7 +72,7 @@ export function timerDevice(options: TimerOptions = {}): DeviceSpec {
   const arm = (device: Device): void => {
     disarm();
     const t = deadline();
-    if (t === 0n) return;
+    if (t === 0n || !pending) return;
     const schedule = (): void => {
       const ms = Number(t) * 1000 - Date.now();
       if (ms > MAX_DELAY) handle = setTimeout(schedule, MAX_DELAY);
@@ -81,6 +84,7 @@ export function timerDevice(options: TimerOptions = {}): DeviceSpec {
 
   const fire = (device: Device): void => {
     handle = undefined;
+    pending = false;
     status.fired++;
     const result = device.trigger(0);
     log(`fired at ${Math.floor(Date.now() / 1000)}: INTx ${result}`);
@@ -148,6 +152,8 @@ export function timerDevice(options: TimerOptions = {}): DeviceSpec {
         }
         device.regionMemory(1).set(tail.subarray(0, BAR1_SIZE));
         tail.copy(bar0, 0, BAR1_SIZE);
+        // Whether it fired on the source is unknown here: re-arm from BAR0.
+        pending = deadline() !== 0n;
         log(`loaded: BAR0 = ${deadline()}`);
       },
     };
@@ -169,6 +175,7 @@ export function timerDevice(options: TimerOptions = {}): DeviceSpec {
         },
         write(offset, data, device) {
           data.copy(bar0, offset);
+          pending = deadline() !== 0n;
           log(`BAR0 <- ${deadline()}`);
           if (running) arm(device);
         },
@@ -200,6 +207,7 @@ export function timerDevice(options: TimerOptions = {}): DeviceSpec {
       bar0.fill(0);
       device.regionMemory(1).fill(0);
       running = true;
+      pending = false;
       status.fired = 0;
       status.dma = {};
       log(`reset (${reason})`);
