@@ -133,6 +133,9 @@ export class Channel {
       // close() drains and closes the fds the framer still holds.
       this.fail(e instanceof FramingError ? e : new Error(`message handler failed: ${String(e)}`));
     }
+    // A handler that closed the channel mid-chunk leaves the framer holding
+    // fds of messages after the one it handled: they are ours to close.
+    if (this.closed) closeAll(this.framer.drain());
   }
 
   private flush(): void {
