@@ -12,7 +12,11 @@
  *          3 device.state JSON, 4 pending interrupts JSON [[index, vector], ...]
  *
  * A stream may hold several images back to back (a PRE_COPY image, then the
- * STOP_COPY one); they are checked first, then applied in order.
+ * STOP_COPY one). Loading streams: region bytes go straight into region
+ * memory as they arrive (the device is RESUMING: its old state is being
+ * replaced anyway), the small sections are kept and applied at the end,
+ * the last of each kind winning. A malformed stream fails the load and the
+ * device enters ERROR.
  */
 import type { Device } from './device.js';
 import { DeviceError, Errno } from './errors.js';
@@ -23,20 +27,14 @@ const MAGIC = Buffer.from('MUSERMIG', 'latin1');
 const VERSION = 1;
 const HEAD = 16;
 const SECTION_HEAD = 16;
-/** Bytes copied per chunk when streaming region memory. */
-const PIECE = 256 * 1024;
+/** Largest small (config, state, interrupts) section accepted. */
+const MAX_SMALL_SECTION = 16 * 1024 * 1024;
 
 const enum Kind {
   REGION = 1,
   CONFIG = 2,
   STATE = 3,
   IRQS = 4,
-}
-
-interface Section {
-  kind: number;
-  id: number;
-  data: Uint8Array;
 }
 
 function sectionHead(kind: number, id: number, length: number): Buffer {
@@ -71,8 +69,10 @@ export function* saveDefault(device: Device): Generator<Uint8Array> {
   for (const r of regions) {
     const mem = r!.memory!.bytes;
     yield sectionHead(Kind.REGION, r!.index, mem.length);
-    // Copies, taken as the client reads: the device is stopped in STOP_COPY.
-    for (let off = 0; off < mem.length; off += PIECE) yield Buffer.from(mem.subarray(off, off + PIECE));
+    // The memory itself, no copy: each MIG_DATA_READ reply copies its piece
+    // as it is sent (the device is stopped in STOP_COPY; PRE_COPY data is
+    // a best-effort early copy by definition).
+    yield mem;
   }
   yield sectionHead(Kind.CONFIG, 0, config.length);
   yield config;
@@ -86,31 +86,6 @@ function bad(message: string): never {
   throw new DeviceError(Errno.EINVAL, `migration data: ${message}`);
 }
 
-/** Splits a stream into sections, checking the framing of every image. */
-function parse(data: Buffer): Section[] {
-  if (data.length === 0) bad('empty');
-  const out: Section[] = [];
-  let at = 0;
-  while (at < data.length) {
-    if (data.length - at < HEAD || !data.subarray(at, at + 8).equals(MAGIC)) bad(`no image header at byte ${at}`);
-    const version = data.readUInt32LE(at + 8);
-    if (version !== VERSION) bad(`image version ${version} unknown`);
-    const count = data.readUInt32LE(at + 12);
-    at += HEAD;
-    for (let i = 0; i < count; i++) {
-      if (data.length - at < SECTION_HEAD) bad('truncated section header');
-      const kind = data.readUInt16LE(at);
-      const id = data.readUInt32LE(at + 4);
-      const length = data.readUInt32LE(at + 8) + data.readUInt32LE(at + 12) * 0x1_0000_0000;
-      at += SECTION_HEAD;
-      if (length > data.length - at) bad(`section ${i} overruns the data`);
-      out.push({ kind, id, data: data.subarray(at, at + length) });
-      at += length;
-    }
-  }
-  return out;
-}
-
 function parseJson(data: Uint8Array, what: string): unknown {
   try {
     return JSON.parse(Buffer.from(data.buffer, data.byteOffset, data.length).toString('utf8'));
@@ -119,64 +94,134 @@ function parseJson(data: Uint8Array, what: string): unknown {
   }
 }
 
-/** Checks every section against this device; returns the apply steps in order. */
-function plan(device: Device, sections: Section[]): (() => void)[] {
-  const steps: (() => void)[] = [];
-  for (const s of sections) {
-    switch (s.kind) {
-      case Kind.REGION: {
-        const mem = device.regions[s.id]?.memory;
-        if (!mem) bad(`region ${s.id} has no memory on this device`);
-        if (mem.bytes.length !== s.data.length) bad(`region ${s.id} is ${s.data.length} bytes, here ${mem.bytes.length}`);
-        steps.push(() => mem.bytes.set(s.data));
-        break;
-      }
-      case Kind.CONFIG:
-        steps.push(() => {
-          try {
-            device.config.restore(s.data);
-          } catch (e) {
-            bad(`config space: ${(e as Error).message}`);
-          }
-        });
-        break;
-      case Kind.STATE: {
-        const v = parseJson(s.data, 'device state');
-        if (v === null || typeof v !== 'object' || Array.isArray(v)) bad('device state is not an object');
-        steps.push(() => {
-          // Keep the object's identity: device code may hold it.
-          const state = device.state;
-          for (const k of Object.keys(state)) delete state[k];
-          Object.assign(state, v);
-        });
-        break;
-      }
-      case Kind.IRQS: {
-        const v = parseJson(s.data, 'interrupts');
-        if (!Array.isArray(v)) bad('interrupts are not a list');
-        const list = v.map((e: unknown) => {
-          if (!Array.isArray(e) || e.length !== 2 || !Number.isInteger(e[0]) || !Number.isInteger(e[1])) bad('bad interrupt entry');
-          const [index, vector] = e as [number, number];
-          if (index < 0 || index > IrqIndex.REQ || vector < 0 || vector >= device.irqs.count(index)) bad(`no interrupt ${index}/${vector} here`);
-          return [index, vector] as const;
-        });
-        // The device is stopped while loading: these are deferred and fire when it runs.
-        steps.push(() => {
-          for (const [index, vector] of list) device.triggerIrq(index, vector);
-        });
-        break;
-      }
-      default:
-        bad(`unknown section kind ${s.kind}`);
+/** Checks a small section now; returns how to apply it at the end. */
+function smallSection(device: Device, kind: number, data: Uint8Array): () => void {
+  switch (kind) {
+    case Kind.CONFIG:
+      return () => {
+        try {
+          device.config.restore(data);
+        } catch (e) {
+          bad(`config space: ${(e as Error).message}`);
+        }
+      };
+    case Kind.STATE: {
+      const v = parseJson(data, 'device state');
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) bad('device state is not an object');
+      return () => {
+        // Keep the object's identity: device code may hold it.
+        const state = device.state;
+        for (const k of Object.keys(state)) delete state[k];
+        Object.assign(state, v);
+      };
     }
+    case Kind.IRQS: {
+      const v = parseJson(data, 'interrupts');
+      if (!Array.isArray(v)) bad('interrupts are not a list');
+      const list = v.map((e: unknown) => {
+        if (!Array.isArray(e) || e.length !== 2 || !Number.isInteger(e[0]) || !Number.isInteger(e[1])) bad('bad interrupt entry');
+        const [index, vector] = e as [number, number];
+        if (index < 0 || index > IrqIndex.REQ || vector < 0 || vector >= device.irqs.count(index)) bad(`no interrupt ${index}/${vector} here`);
+        return [index, vector] as const;
+      });
+      // The device is stopped while loading: these are deferred and fire when it runs.
+      return () => {
+        for (const [index, vector] of list) device.triggerIrq(index, vector);
+      };
+    }
+    default:
+      return bad(`unknown section kind ${kind}`);
   }
-  return steps;
 }
 
-/** The default load: checks everything, then applies it. */
-export function loadDefault(data: Uint8Array, device: Device): void {
-  const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
-  for (const step of plan(device, parse(buf))) step();
+/**
+ * The default loader: parses the stream as it comes, region bytes straight
+ * into region memory, the rest applied at the end.
+ */
+export function defaultLoader(device: Device): MigrationLoader {
+  let head = Buffer.alloc(0);
+  /** Sections left in the current image; -1 between images. */
+  let sections = -1;
+  let images = 0;
+  let target: Uint8Array | undefined;
+  let small: { kind: number; data: Buffer } | undefined;
+  let filled = 0;
+  let left = 0;
+  const last = new Map<number, () => void>();
+
+  /** Consumes header bytes into `head` until it holds `n`; returns the bytes used. */
+  const gather = (chunk: Uint8Array, at: number, n: number): number => {
+    const take = Math.min(n - head.length, chunk.length - at);
+    head = Buffer.concat([head, chunk.subarray(at, at + take)]);
+    return take;
+  };
+
+  const sectionDone = (): void => {
+    if (small) last.set(small.kind, smallSection(device, small.kind, small.data));
+    small = undefined;
+    target = undefined;
+    if (--sections === 0) sections = -1;
+  };
+
+  return {
+    write(chunk) {
+      let at = 0;
+      while (at < chunk.length) {
+        if (left > 0) {
+          const take = Math.min(left, chunk.length - at);
+          (target ?? small!.data).set(chunk.subarray(at, at + take), filled);
+          filled += take;
+          left -= take;
+          at += take;
+          if (left === 0) sectionDone();
+          continue;
+        }
+        if (sections < 0) {
+          at += gather(chunk, at, HEAD);
+          if (head.length < HEAD) break;
+          if (!head.subarray(0, 8).equals(MAGIC)) bad(`no image header after ${images} image(s)`);
+          const version = head.readUInt32LE(8);
+          if (version !== VERSION) bad(`image version ${version} unknown`);
+          sections = head.readUInt32LE(12);
+          head = Buffer.alloc(0);
+          images++;
+          if (sections === 0) sections = -1;
+          continue;
+        }
+        at += gather(chunk, at, SECTION_HEAD);
+        if (head.length < SECTION_HEAD) break;
+        const kind = head.readUInt16LE(0);
+        const id = head.readUInt32LE(4);
+        const length = head.readUInt32LE(8) + head.readUInt32LE(12) * 0x1_0000_0000;
+        head = Buffer.alloc(0);
+        if (kind === Kind.REGION) {
+          const mem = device.regions[id]?.memory;
+          if (!mem) bad(`region ${id} has no memory on this device`);
+          if (mem.bytes.length !== length) bad(`region ${id} is ${length} bytes, here ${mem.bytes.length}`);
+          target = mem.bytes;
+        } else {
+          if (kind !== Kind.CONFIG && kind !== Kind.STATE && kind !== Kind.IRQS) bad(`unknown section kind ${kind}`);
+          if (length > MAX_SMALL_SECTION) bad(`a ${length}-byte section of kind ${kind}`);
+          small = { kind, data: Buffer.alloc(length) };
+        }
+        filled = 0;
+        left = length;
+        if (left === 0) sectionDone();
+      }
+    },
+    end() {
+      if (images === 0) bad('empty');
+      if (sections >= 0 || head.length > 0 || left > 0) bad('the stream ends inside an image');
+      for (const kind of [Kind.CONFIG, Kind.STATE, Kind.IRQS]) last.get(kind)?.();
+    },
+  };
+}
+
+/** The default load of a whole stream at once. */
+export async function loadDefault(data: Uint8Array, device: Device): Promise<void> {
+  const loader = defaultLoader(device);
+  await loader.write(data);
+  await loader.end();
 }
 
 /** Collects a RESUMING stream, at most `limit` bytes, and hands it to `load` at the end. */

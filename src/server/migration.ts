@@ -11,7 +11,7 @@ import type { Device } from './device.js';
 import { DeviceError, Errno, errnoOf } from './errors.js';
 import * as fsm from './migration-fsm.js';
 import type { GatedDmaAccess } from './migration-dma.js';
-import { bufferingLoader, defaultLimit, loadDefault, saveDefault } from './migration-default.js';
+import { bufferingLoader, defaultLimit, defaultLoader, saveDefault } from './migration-default.js';
 import type { MigrationData, MigrationLoader, MigrationSpec } from './migration-spec.js';
 import type { MaybePromise } from './spec.js';
 
@@ -255,6 +255,6 @@ export class Migration {
     if (this.spec.loader) return this.spec.loader(device);
     const load = this.spec.load;
     if (load) return bufferingLoader(Math.max(MAX_CUSTOM_LOAD, defaultLimit(device)), (d) => load(d, device));
-    return bufferingLoader(defaultLimit(device), (d) => loadDefault(d, device));
+    return defaultLoader(device);
   }
 }
