@@ -89,7 +89,7 @@ describe('live migration between two timer servers', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('migrates a pending timer: the destination fires it, state is equal byte for byte', async () => {
+  it('migrates a pending timer: the destination fires it, state is equal byte for byte', async (tc) => {
     // 1 KiB chunks, like the C sample client: 16 KiB + 8 bytes needs 17 of them.
     const caps = { maxDataXferSize: 1024 };
     const a = await Client.connect(src.path, { capabilities: caps });
@@ -119,6 +119,7 @@ describe('live migration between two timer servers', () => {
       assert.equal(result.preCopyBytes, BAR1);
       assert.equal(result.stopCopyBytes, BAR1 + 8);
       assert.equal(result.chunks, 16 + 17);
+      tc.diagnostic(`timer, 1 KiB chunks: ${result.preCopyBytes} + ${result.stopCopyBytes} bytes in ${result.chunks} chunks, ${result.totalMs.toFixed(1)} ms total, ${result.downtimeMs.toFixed(1)} ms downtime`);
       assert.deepEqual(reports.map((r) => r.phase), ['pre-copy', 'stop-copy']);
       assert.equal(await getMigrationState(a), MigrationState.STOP);
       assert.equal(await getMigrationState(b), MigrationState.RUNNING);
