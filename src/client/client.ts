@@ -71,6 +71,8 @@ const DEFAULT_CAPS: VersionCapabilities = {
 export class Client {
   /** What the server answered to VERSION. */
   server: VersionCapabilities = {};
+  /** What this client offered in VERSION. */
+  offered: VersionCapabilities = {};
   /** DMA_READ / DMA_WRITE requests served, for tests. */
   dmaRequestsServed = 0;
   private readonly channel: Channel;
@@ -143,6 +145,7 @@ export class Client {
   }
 
   private async negotiate(caps: VersionCapabilities): Promise<void> {
+    this.offered = caps;
     const r = await this.request(Command.VERSION, encodeVersion({ major: 0, minor: 1, capabilities: caps }));
     this.server = decodeVersion(r.payload).capabilities;
   }

@@ -111,7 +111,7 @@ export interface DirtyReport {
 export interface MigrateOptions {
   /** Go through PRE_COPY when the source offers it (default true). */
   preCopy?: boolean;
-  /** Bytes per MIG_DATA_READ / MIG_DATA_WRITE (default: the smaller max_data_xfer_size of the two servers, at most 1 MiB). */
+  /** Bytes per MIG_DATA_READ / MIG_DATA_WRITE (default: the smallest max_data_xfer_size either side offered, at most 1 MiB). */
   chunkSize?: number;
   /** Leave the destination RUNNING at the end (default true); false leaves it in STOP. */
   resume?: boolean;
@@ -163,7 +163,8 @@ async function pump(source: Client, destination: Client, chunkSize: number, coun
 export async function migrate(source: Client, destination: Client, options: MigrateOptions = {}): Promise<MigrationResult> {
   const step = options.onStep ?? (() => {});
   const started = performance.now();
-  const chunkSize = options.chunkSize ?? Math.min(source.server.maxDataXferSize ?? DEFAULT_CHUNK, destination.server.maxDataXferSize ?? DEFAULT_CHUNK, DEFAULT_CHUNK);
+  const limits = [source.server, destination.server, source.offered, destination.offered].map((c) => c.maxDataXferSize ?? DEFAULT_CHUNK);
+  const chunkSize = options.chunkSize ?? Math.min(...limits, DEFAULT_CHUNK);
   const result: MigrationResult = { preCopyBytes: 0, stopCopyBytes: 0, chunks: 0, chunkSize, totalMs: 0, downtimeMs: 0, dirtyPages: 0 };
   const count = (): void => {
     result.chunks++;

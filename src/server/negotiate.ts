@@ -19,9 +19,10 @@ export function negotiate(s: Session, req: Request): Reply {
   const c = v.capabilities;
   const pageSize = c.pgsizes === undefined ? s.limits.pgsizes : lowestPage(c.pgsizes & s.limits.pgsizes);
   if (pageSize === 0) throw new DeviceError(Errno.EINVAL, `no common page size in 0x${(c.pgsizes ?? 0).toString(16)}`);
+  if (c.maxDataXferSize !== undefined && c.maxDataXferSize < 1) throw new DeviceError(Errno.EINVAL, 'max_data_xfer_size must be at least 1');
   s.negotiated = {
     maxMsgFds: Math.min(c.maxMsgFds ?? 1, s.limits.maxMsgFds),
-    clientMaxDataXferSize: Math.max(4096, Math.min(c.maxDataXferSize ?? 1024 * 1024, 64 * 1024 * 1024)),
+    clientMaxDataXferSize: Math.min(c.maxDataXferSize ?? 1024 * 1024, 64 * 1024 * 1024),
     pageSize,
     writeMultiple: c.writeMultiple === true,
   };
