@@ -66,7 +66,7 @@ function le64(n: number): Buffer {
 }
 
 /** Reads the whole STOP_COPY stream of a device (from RUNNING or STOP), then leaves it in STOP. */
-async function saveState(c: Client, chunk = 4096): Promise<Buffer> {
+async function saveState(c: Client, chunk = 1024): Promise<Buffer> {
   await setMigrationState(c, MigrationState.STOP_COPY);
   const parts: Buffer[] = [];
   await readMigrationData(c, chunk, (d) => parts.push(Buffer.from(d)));
