@@ -72,7 +72,12 @@ export class Server extends EventEmitter {
       .reset('disconnect')
       .catch((e: unknown) => this.log.error(`reset after disconnect failed: ${String(e)}`))
       .finally(() => {
-        if (session.negotiated) device.spec.onDisconnect?.(device);
+        try {
+          if (session.negotiated) device.spec.onDisconnect?.(device);
+        } catch (e) {
+          // A throwing device hook must not become an unhandled rejection.
+          this.log.error(`onDisconnect failed: ${String(e)}`);
+        }
         this.emit('disconnect', session);
       });
   }
