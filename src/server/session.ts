@@ -152,7 +152,15 @@ export class Session implements DmaMessenger {
       entry = specs.map((spec) => {
         const fd = native.eventfd(0);
         const poll = native.pollStart(fd, PollMode.EventFd, (kind, count) => {
-          if (kind === PollEvent.Count) spec.onSignal(count as number, this.device);
+          if (kind !== PollEvent.Count) return;
+          // A device callback that throws (or rejects) must not take the process down.
+          const fail = (e: unknown): void => this.log.error(`doorbell handler of region ${index} at 0x${spec.offset.toString(16)} failed: ${String(e)}`);
+          try {
+            const r: unknown = spec.onSignal(count as number, this.device);
+            if (r instanceof Promise) r.catch(fail);
+          } catch (e) {
+            fail(e);
+          }
         });
         return { fd, poll };
       });
