@@ -495,6 +495,47 @@ describe('robustness: a server in a child process against hostile input', () => 
     n.close();
   });
 
+  test('ioeventfd doorbells: a handler that throws does not crash the server; their fds go with the client', async () => {
+    const c = await open();
+    const fdsBefore = (await server.stats()).fds;
+    const head = Buffer.alloc(16);
+    head.writeUInt32LE(16, 0);
+    head.writeUInt32LE(3, 8); // region 3
+    let r = await c.call(Command.DEVICE_GET_REGION_IO_FDS, head);
+    assert.ok(r !== 'closed' && !(r.header.flags & HeaderFlag.ERROR));
+    const argsz = r.payload.readUInt32LE(0);
+    closeAll(r.fds);
+    head.writeUInt32LE(argsz, 0);
+    r = await c.call(Command.DEVICE_GET_REGION_IO_FDS, head);
+    assert.ok(r !== 'closed' && !(r.header.flags & HeaderFlag.ERROR));
+    const [throwing, counting] = r.fds;
+    assert.equal(r.fds.length, 2);
+    try {
+      const doorbells = async (): Promise<number> => {
+        const f = await c.call(Command.REGION_READ, read(3, 0x200, 4));
+        assert.ok(f !== 'closed');
+        return f.payload.readUInt32LE(16);
+      };
+      native.eventfdWrite(counting, 1);
+      native.eventfdWrite(counting, 2);
+      for (let i = 0; i < 100 && (await doorbells()) < 3; i++) await sleep(5);
+      assert.equal(await doorbells(), 3);
+      native.eventfdWrite(throwing, 1);
+      await sleep(50);
+      assert.ok(server.alive, `server alive after a throwing doorbell handler: ${server.stderr}`);
+      await serving(c);
+      native.eventfdWrite(counting, 1);
+      for (let i = 0; i < 100 && (await doorbells()) < 4; i++) await sleep(5);
+      assert.equal(await doorbells(), 4, 'doorbells still served');
+      assert.equal(await c.errnoOf(Command.DEVICE_GET_REGION_IO_FDS, (head.writeUInt32LE(9, 8), head)), E.EINVAL, 'no region 9');
+      assert.equal((await server.stats()).fds, fdsBefore + 2, 'one pair of ioeventfds, created once');
+    } finally {
+      closeAll(r.fds);
+      c.close();
+    }
+    assert.equal((await server.idle()).fds, idleFds, 'ioeventfds closed with the connection');
+  });
+
   test('device DMA against a client that answers badly or not at all: errors, no crash', async () => {
     const c = await open();
     const engine = (src: number, dst: number, len: number): Buffer => {

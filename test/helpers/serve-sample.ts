@@ -23,17 +23,38 @@ function testDevice(): DeviceSpec {
   const base = benchDevice();
   // With MUSER_TEST_HOOKS_THROW=1 every lifecycle hook throws.
   const hookFailures = process.env.MUSER_TEST_HOOKS_THROW === '1';
+  let doorbells = 0;
   return {
     ...base,
     name: 'testdev',
     bars: {
       ...base.bars,
-      // BAR3: callbacks that fail. Offset selects the failure.
+      // BAR3: callbacks that fail. Offset selects the failure. Two
+      // ioeventfd doorbells: 0x100 whose handler throws, 0x104 (datamatch 5)
+      // counting its signals, readable at 0x200.
       3: {
         size: 4096,
         read(offset) {
+          if (offset === 0x200) return doorbells;
           return failure(offset) ?? 0x11223344;
         },
+        ioeventfds: [
+          {
+            offset: 0x100,
+            size: 4,
+            onSignal() {
+              throw new Error('doorbell handler fails');
+            },
+          },
+          {
+            offset: 0x104,
+            size: 4,
+            datamatch: 5,
+            onSignal(count) {
+              doorbells += count;
+            },
+          },
+        ],
         write(offset) {
           const f = failure(offset);
           if (f instanceof Promise) return f.then(() => undefined);
