@@ -210,6 +210,7 @@ function frameState(bytes: Buffer): { state: 'aligned' | 'incomplete' | 'untrust
 describe('fuzz: mutated valid messages against a server in a child process', () => {
   let server: ServerProcess;
   let idle: { fds: number; maps: number };
+  let idleMemfdMaps: number;
 
   before(async () => {
     server = await ServerProcess.start({ device: 'bench' });
@@ -217,6 +218,7 @@ describe('fuzz: mutated valid messages against a server in a child process', () 
     assert.equal(await c.errnoOf(Command.DEVICE_GET_INFO, encodeDeviceInfoRequest({ argsz: 16 })), 'ok');
     c.close();
     idle = await server.idle();
+    idleMemfdMaps = server.memfdMappings();
   });
 
   after(async () => {
@@ -319,7 +321,9 @@ describe('fuzz: mutated valid messages against a server in a child process', () 
     // No leak on either side.
     const s = await server.idle();
     assert.equal(s.fds, idle.fds, `server fds back to baseline (seed 0x${SEED.toString(16)})`);
-    assert.ok(Math.abs(s.maps - idle.maps) < 40, `server mappings near baseline: ${s.maps} vs ${idle.maps}`);
+    assert.equal(server.memfdMappings('fuzz'), 0, 'no DMA memory left mapped');
+    assert.equal(server.memfdMappings(), idleMemfdMaps);
+    assert.ok(s.maps < idle.maps + 200, `server mappings near baseline: ${s.maps} vs ${idle.maps}`);
     assert.equal(selfFdCount(), ourFds - 2, 'test process fds back (pool closed)');
     // A fresh client negotiates and reads.
     const c = await RawConn.negotiated(server.path);

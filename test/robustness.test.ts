@@ -95,6 +95,8 @@ describe('robustness: a server in a child process against hostile input', () => 
   /** Server fd count with no client. */
   let idleFds: number;
   let idleMaps: number;
+  /** memfd mappings of the idle server (its own region memory). */
+  let idleMemfdMaps: number;
   /** Server fd count with one negotiated client and nothing else. */
   let connectedFds: number;
 
@@ -137,6 +139,7 @@ describe('robustness: a server in a child process against hostile input', () => 
     const idle = await server.idle();
     idleFds = idle.fds;
     idleMaps = idle.maps;
+    idleMemfdMaps = server.memfdMappings();
   });
 
   after(async () => {
@@ -314,7 +317,8 @@ describe('robustness: a server in a child process against hostile input', () => 
       const s = await server.stats();
       assert.equal(s.dmaMaps, 0);
       assert.equal(s.fds, base.fds, 'every DMA fd, accepted or refused, was closed by the server');
-      assert.ok(s.maps <= base.maps + 2, `mappings released: ${s.maps} vs ${base.maps}`);
+      assert.equal(server.memfdMappings('dma'), 0, 'DMA mappings released');
+      assert.equal(server.memfdMappings('small'), 0);
       await serving(c);
     } finally {
       native.close(mfd);
@@ -602,7 +606,8 @@ describe('robustness: a server in a child process against hostile input', () => 
     const s = await server.idle();
     assert.ok(server.alive);
     assert.equal(s.fds, idleFds, `fds back to baseline ${idleFds}`);
-    assert.ok(Math.abs(s.maps - idleMaps) < 40, `mappings near baseline: ${s.maps} vs ${idleMaps}`);
+    assert.equal(server.memfdMappings(), idleMemfdMaps, 'no client memory left mapped');
+    assert.ok(s.maps < idleMaps + 200, `mappings near baseline: ${s.maps} vs ${idleMaps}`);
     const c = await open();
     await serving(c);
     c.close();

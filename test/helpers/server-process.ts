@@ -117,6 +117,18 @@ export class ServerProcess {
   }
 
   /**
+   * Counts mappings of memfds (lines with `/memfd:` plus `name`) from
+   * outside: the server's own region memory and any client memory it has
+   * mapped for DMA. Unlike the total line count this does not move with
+   * the JS heap.
+   */
+  memfdMappings(name = ''): number {
+    return readFileSync(`/proc/${this.pid}/maps`, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`/memfd:${name}`)).length;
+  }
+
+  /**
    * Polls stats until `pred` holds; returns the last stats. Throws with
    * the last stats when it does not hold within `timeoutMs`.
    */
