@@ -123,8 +123,9 @@ function failure(offset: number): undefined | number | Uint8Array | Promise<numb
 
 const [, , name, path, optionsJson] = process.argv;
 if (!name || !path) {
-  process.stderr.write('usage: serve-sample <bench|testdev> <socket> [options-json]\n');
-  process.exit(2);
+  // `node --test dist/test/` also loads this file, without arguments: nothing to serve.
+  if (process.env.NODE_TEST_CONTEXT === undefined) process.stderr.write('usage: serve-sample <bench|testdev> <socket> [options-json]\n');
+  process.exit(process.env.NODE_TEST_CONTEXT === undefined ? 2 : 0);
 }
 const options = (optionsJson ? JSON.parse(optionsJson) : {}) as ServeOptions;
 const spec = name === 'bench' ? benchDevice() : name === 'testdev' ? testDevice() : undefined;

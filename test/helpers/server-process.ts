@@ -77,7 +77,7 @@ export class ServerProcess {
     const child = spawn(
       process.execPath,
       [SCRIPT, options.device ?? 'bench', path, JSON.stringify({ limits: options.limits, log: options.log ?? 'silent' })],
-      { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
+      { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: undefined, ...options.env } },
     );
     const sp = new ServerProcess(child, path, dir);
     const first = await sp.nextLine(10_000);
