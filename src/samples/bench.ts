@@ -5,7 +5,11 @@
  *   before the write is answered;
  * - one MSI-X vector and INTx; DMA enabled.
  */
+import { DeviceError, Errno } from '../server/errors.js';
 import type { DeviceSpec } from '../server/spec.js';
+
+/** Most interrupts one doorbell write may ask for, so a client cannot stall the device. */
+const MAX_BURST = 1 << 20;
 
 /** Builds the bench device description. */
 export function benchDevice(): DeviceSpec {
@@ -20,6 +24,7 @@ export function benchDevice(): DeviceSpec {
         write(offset, data, device) {
           if (offset !== 0 || data.length !== 4) return;
           const n = data.readUInt32LE(0);
+          if (n > MAX_BURST) throw new DeviceError(Errno.EINVAL, `doorbell: at most ${MAX_BURST} interrupts per write`);
           for (let i = 0; i < n; i++) device.trigger(0);
         },
       },

@@ -11,6 +11,9 @@ import { consoleLogger, type Logger, type LogLevel } from './logger.js';
 import { DEFAULT_LIMITS, Session, type ServerLimits } from './session.js';
 import type { DeviceSpec } from './spec.js';
 
+/** Clients that may wait while another one is connected. */
+const MAX_WAITING = 4;
+
 /** Options for {@link Server}. */
 export interface ServeOptions extends ListenOptions {
   /** Limits offered at VERSION negotiation. */
@@ -26,6 +29,10 @@ export class Server extends EventEmitter {
   private readonly listener: Listener;
   private readonly limits: ServerLimits;
   private current: Session | undefined;
+  /** A client is connected, or the device is still resetting after one. */
+  private occupied = false;
+  /** Accepted connections waiting for the device. */
+  private waiting: number[] = [];
   private closing = false;
 
   constructor(device: Device | DeviceSpec, readonly path: string, options: ServeOptions = {}) {
@@ -46,19 +53,40 @@ export class Server extends EventEmitter {
     if (this.closing) return;
     this.closing = true;
     this.listener.close();
+    for (const fd of this.waiting.splice(0)) native.close(fd);
     this.current?.close();
     this.device.dispose();
   }
 
   private onConnection(fd: number): void {
-    if (this.current || this.closing) {
-      this.log.warn('refusing a second client: one is connected');
+    if (this.closing) {
       native.close(fd);
-      return;
+    } else if (this.occupied) {
+      // One client at a time, as with the C library: later ones wait their turn.
+      if (this.waiting.length >= MAX_WAITING) {
+        this.log.warn(`refusing a client: ${MAX_WAITING} already wait for the device`);
+        native.close(fd);
+      } else {
+        this.log.info('client waits: another one is connected');
+        this.waiting.push(fd);
+      }
+    } else {
+      this.start(fd);
     }
+  }
+
+  private start(fd: number): void {
+    this.occupied = true;
     this.log.info('client connected');
     this.current = new Session(this.device, fd, this.limits, this.log, (s) => this.onSessionEnd(s));
     this.emit('connect', this.current);
+  }
+
+  /** The device is free again: serve the next waiting client, if any. */
+  private release(): void {
+    this.occupied = false;
+    const next = this.waiting.shift();
+    if (next !== undefined && !this.closing) this.start(next);
   }
 
   private onSessionEnd(session: Session): void {
@@ -79,6 +107,7 @@ export class Server extends EventEmitter {
           this.log.error(`onDisconnect failed: ${String(e)}`);
         }
         this.emit('disconnect', session);
+        this.release();
       });
   }
 }

@@ -135,7 +135,11 @@ export class Session implements DmaMessenger {
   onNegotiated(): void {
     this.channel.setMaxMessageSize(this.maxMessageSize);
     this.device.link = this;
-    this.device.spec.onConnect?.(this.device);
+    try {
+      this.device.spec.onConnect?.(this.device);
+    } catch (e) {
+      this.log.error(`onConnect failed: ${String(e)}`);
+    }
   }
 
   /** True while migration keeps the device quiet (see the migration module). */
