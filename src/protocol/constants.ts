@@ -204,6 +204,8 @@ export const Errno = {
   EPROTO: 71,
   EMSGSIZE: 90,
   ENOTSUP: 95,
+  ENOTCONN: 107,
+  ETIMEDOUT: 110,
 } as const;
 
 /** Maximum length accepted for the VERSION JSON (NUL excluded). */

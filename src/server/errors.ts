@@ -1,3 +1,5 @@
+import { Errno } from '../protocol/constants.js';
+
 /**
  * Errors a device callback may throw to choose the errno of the error reply.
  * Any other exception becomes EIO.
@@ -16,26 +18,8 @@ export class DeviceError extends Error {
   }
 }
 
-/** Errno values the server uses (Linux numbering). */
-export const Errno = {
-  EPERM: 1,
-  ENOENT: 2,
-  EIO: 5,
-  E2BIG: 7,
-  EBADF: 9,
-  EAGAIN: 11,
-  ENOMEM: 12,
-  EFAULT: 14,
-  EBUSY: 16,
-  EEXIST: 17,
-  EINVAL: 22,
-  ENOSPC: 28,
-  ERANGE: 34,
-  ENOSYS: 38,
-  ENOTCONN: 107,
-  ENOTSUP: 95,
-  ETIMEDOUT: 110,
-} as const;
+/** Errno values the server uses (Linux numbering): the protocol layer's table. */
+export { Errno };
 
 /** The errno to reply with for an exception thrown while serving a request. */
 export function errnoOf(e: unknown): number {
