@@ -42,8 +42,17 @@ export function writeRegion(device: Device, r: Region, offset: number, data: Buf
   if (msix === 'table') return device.msix!.write(offset - device.msixPlacement!.tableOffset, data);
   if (msix === 'pba') return; // read-only
   const spec = r.spec;
-  if (spec?.write) return spec.write(offset, data, device);
+  if (spec?.write) return spec.write(offset, isAsyncFunction(spec.write) ? Buffer.from(data) : data, device);
   if (r.memory) r.memory.bytes.set(data, offset);
+}
+
+/**
+ * `data` may be a view of the shared receive buffer. An async function may
+ * read it after an await, when the buffer holds the next message: such
+ * callbacks get their own copy.
+ */
+function isAsyncFunction(fn: unknown): boolean {
+  return (fn as { constructor?: { name?: string } }).constructor?.name === 'AsyncFunction';
 }
 
 /** Which part of the MSI-X structures an access hits, if any. */

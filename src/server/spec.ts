@@ -42,7 +42,11 @@ export interface RegionSpec {
   memory?: boolean | { mmap?: readonly { offset: number; size: number }[] };
   /** Serves a read of `length` bytes at `offset` (already range-checked). */
   read?(offset: number, length: number, device: Device): MaybePromise<ReadResult>;
-  /** Serves a write (already range-checked). `data` is only valid during the call. */
+  /**
+   * Serves a write (already range-checked). For a plain function, `data` is
+   * only valid until it returns: copy what you keep. An `async` function gets
+   * its own copy.
+   */
   write?(offset: number, data: Buffer, device: Device): MaybePromise<void>;
   /** Doorbells the client may bind to eventfds (DEVICE_GET_REGION_IO_FDS). */
   ioeventfds?: readonly IoEventFdSpec[];
