@@ -37,7 +37,11 @@ test('async write callbacks keep their data across awaits and complete in order'
   );
   const client = await Client.connect(server.path);
   try {
-    for (let i = 1; i <= 5; i++) client.postRegionWrite(0, 0, u32(i * 11));
+    for (let i = 1; i <= 5; i++) {
+      client.postRegionWrite(0, 0, u32(i * 11));
+      // Separate arrivals: the next message lands while the callback still awaits.
+      await new Promise((r) => setTimeout(r, 2));
+    }
     const count = await client.regionRead(0, 0, 4);
     assert.equal(count.readUInt32LE(0), 5, 'the read waited for the posted writes before it');
     assert.deepEqual(seen, [11, 22, 33, 44, 55], 'each write saw its own bytes, in order');
