@@ -3,6 +3,7 @@ import type { DeviceSpec } from '../server/spec.js';
 import { benchDevice } from './bench.js';
 import { timerDevice } from './timer.js';
 import { counterDevice } from './counter.js';
+import { gpioSample } from './gpio.js';
 
 /** A runnable sample. */
 export interface Sample {
@@ -15,4 +16,5 @@ export const SAMPLES: Record<string, Sample> = {
   counter: { description: "the README's example: a counter register, MSI-X, DMA", create: () => counterDevice() },
   bench: { description: '4 KiB RAM BAR, a doorbell BAR, MSI-X and INTx (benchmark target)', create: () => benchDevice() },
   timer: { description: 'the original sample server: BAR0 timer firing INTx and DMA, 16 KiB sparse BAR1, live migration', create: (o) => timerDevice(o) },
+  gpio: gpioSample,
 };

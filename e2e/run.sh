@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# e2e/run.sh [SCENARIO...] - the end-to-end tests (`npm run test:e2e`):
+# a real QEMU (vfio-user-pci) boots a real Linux guest under TCG against
+# muser sample devices, and the guest's own drivers drive them.
+#
+#   1. e2e/setup-qemu.sh    installs QEMU + guest kernel (idempotent, outside the repo)
+#   2. e2e/build-guest.sh   builds the busybox initramfs (cached)
+#   3. e2e/scenario.mjs     one run per scenario: device + QEMU + assertions
+#
+# Scenarios (default: all): gpio, gpio-unshared, bench.
+# Environment: E2E_CACHE (default /var/cache/muser-e2e), E2E_LOGS (default
+# /tmp/muser-e2e-logs), E2E_NO_BUILD=1 (skip `tsc`), E2E_BOOT_TIMEOUT (s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export E2E_CACHE=${E2E_CACHE:-/var/cache/muser-e2e}
+export E2E_LOGS=${E2E_LOGS:-/tmp/muser-e2e-logs}
+t0=$SECONDS
+
+if [ -z "${E2E_NO_BUILD:-}" ]; then
+    echo "[e2e] building (tsc)"
+    npx --no-install tsc -p tsconfig.json
+fi
+[ -f dist/src/cli/main.js ] || { echo "[e2e] dist/ missing: run npm run build" >&2; exit 1; }
+
+bash e2e/setup-qemu.sh
+INITRD=$(bash e2e/build-guest.sh)
+export E2E_INITRD=$INITRD
+echo "[e2e] setup done after $((SECONDS - t0)) s; initramfs $INITRD"
+
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench)
+failed=()
+for s in "${scenarios[@]}"; do
+    node e2e/scenario.mjs "$s" || failed+=("$s")
+done
+
+echo
+if [ ${#failed[@]} -eq 0 ]; then
+    echo "[e2e] PASS: ${#scenarios[@]} scenarios (${scenarios[*]}) in $((SECONDS - t0)) s"
+else
+    echo "[e2e] FAIL: ${failed[*]} (of ${scenarios[*]}) after $((SECONDS - t0)) s; logs in $E2E_LOGS"
+    exit 1
+fi
