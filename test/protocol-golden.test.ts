@@ -233,21 +233,19 @@ describe('REGION_READ / REGION_WRITE', () => {
   });
 });
 
-describe('DMA_READ / DMA_WRITE (QEMU layout: u32 count, data at 12, 4 trailing bytes)', () => {
-  golden('DMA_READ request', '00000c0000000000 | 08000000 | 00000000', { address: 0xc0000, count: 8 },
+describe('DMA_READ / DMA_WRITE (spec layout, as QEMU 11.1 sends it: u64 count, data at 16)', () => {
+  golden('DMA_READ request', '00000c0000000000 | 0800000000000000', { address: 0xc0000, count: 8 },
     (m) => P.encodeDmaReadRequest(m), P.decodeDmaReadRequest);
-  golden('DMA_READ reply', '00000c0000000000 | 08000000 | 0102030405060708 | 00000000',
+  golden('DMA_READ reply', '00000c0000000000 | 0800000000000000 | 0102030405060708',
     { address: 0xc0000, count: 8, data: hex('0102030405060708') }, (m) => P.encodeDmaReadReply(m), P.decodeDmaReadReply);
-  decodes('DMA_READ reply without trailing pad', '00000c0000000000 | 02000000 | abcd', { address: 0xc0000, count: 2, data: hex('abcd') },
-    P.decodeDmaReadReply);
-  golden('DMA_WRITE request', '0010000000000000 | 03000000 | aabbcc | 00000000', { address: 0x1000, count: 3, data: hex('aabbcc') },
+  golden('DMA_WRITE request', '0010000000000000 | 0300000000000000 | aabbcc', { address: 0x1000, count: 3, data: hex('aabbcc') },
     (m) => P.encodeDmaWriteRequest(m), P.decodeDmaWriteRequest);
-  golden('DMA_WRITE reply', '0010000000000000 | 03000000 | 00000000', { address: 0x1000, count: 3 },
+  golden('DMA_WRITE reply', '0010000000000000 | 0300000000000000', { address: 0x1000, count: 3 },
     (m) => P.encodeDmaWriteReply(m), (p) => P.decodeDmaWriteReply(p) as P.DmaAccess);
   decodes('DMA_WRITE reply, QEMU empty form', '', null, P.decodeDmaWriteReply);
   test('DMA_READ request as a whole message', () => {
     const msg = P.encodeDmaReadRequest({ address: 0x2000, count: 1 }, { msgId: 3, command: Command.DMA_READ });
-    assert.equal(msg.toString('hex'), hex('0300 0b00 20000000 00000000 00000000 | 0020000000000000 01000000 00000000').toString('hex'));
+    assert.equal(msg.toString('hex'), hex('0300 0b00 20000000 00000000 00000000 | 0020000000000000 0100000000000000').toString('hex'));
   });
 });
 

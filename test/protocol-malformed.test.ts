@@ -197,15 +197,17 @@ describe('REGION_READ / REGION_WRITE', () => {
 
 describe('DMA_READ / DMA_WRITE', () => {
   rejects(P.decodeDmaReadRequest, [
-    ['truncated (no pad)', '00000c0000000000 08000000', EINVAL],
-    ['count above 32 bits (spec u64 layout)', '00000c0000000000 08000000 01000000', EINVAL],
-    ['address above 2^53', '00000c0000002000 08000000 00000000', EINVAL],
+    ['truncated (u32 count)', '00000c0000000000 08000000', EINVAL],
+    ['count above 2^53', '00000c0000000000 0800000000002000', EINVAL],
+    ['address above 2^53', '00000c0000002000 0800000000000000', EINVAL],
+    ['bytes after the request', '00000c0000000000 0800000000000000 00', EINVAL],
   ]);
   const withData: Case[] = [
-    ['truncated head', '00000c0000000000 0800', EINVAL],
-    ['data overruns', '00000c0000000000 08000000 01020304', EINVAL],
-    ['count overruns 32 bits', '00000c0000000000 ffffffff 01', EINVAL],
-    ['more than 4 trailing bytes', '00000c0000000000 01000000 aa 0000000000', EINVAL],
+    ['truncated head', '00000c0000000000 08000000', EINVAL],
+    ['data overruns', '00000c0000000000 0800000000000000 01020304', EINVAL],
+    ['count above 2^53', '00000c0000000000 ffffffffffffffff 01', EINVAL],
+    ['bytes after data', '00000c0000000000 0100000000000000 aa 00', EINVAL],
+    ['old QEMU layout (u32 count, data at 12)', '00000c0000000000 04000000 01020304', EINVAL],
   ];
   rejects(P.decodeDmaReadReply, withData);
   rejects(P.decodeDmaWriteRequest, withData);
