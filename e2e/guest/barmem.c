@@ -7,7 +7,7 @@
  *   barmem FILE write OFF HEX         write the bytes of HEX at OFF
  *   barmem FILE fill SEED             byte i = (i * 31 + SEED) & 0xff, whole BAR
  *   barmem FILE check SEED            verify what fill wrote; exit 1 on mismatch
- *   barmem FILE flood OFF COUNT VAL   COUNT 32-bit stores of VAL at OFF
+ *   barmem FILE flood OFF COUNT START COUNT 32-bit stores at OFF: START, START+1, ...
  *
  * Accesses are 32-bit where offset and length allow, else 8-bit.
  */
@@ -56,7 +56,7 @@ static void read_bytes(size_t off, uint8_t *dst, size_t n) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: barmem FILE read OFF LEN | write OFF HEX | fill SEED | check SEED | flood OFF COUNT VAL\n");
+    fprintf(stderr, "usage: barmem FILE read OFF LEN | write OFF HEX | fill SEED | check SEED | flood OFF COUNT START\n");
     return 2;
 }
 
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
         unsigned long count = strtoul(argv[4], NULL, 0);
         uint32_t v = (uint32_t)strtoul(argv[5], NULL, 0);
         if (off + 4 > bar_size || (off & 3)) return usage();
-        for (unsigned long i = 0; i < count; i++) *(volatile uint32_t *)(bar + off) = v;
+        for (unsigned long i = 0; i < count; i++) *(volatile uint32_t *)(bar + off) = v + (uint32_t)i;
         return 0;
     }
     return usage();
