@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { Client } from '../src/client/client.js';
 import { serve, type DeviceSpec, type Server } from '../src/index.js';
@@ -17,8 +16,8 @@ import {
   walkExtended,
   walkStandard,
 } from '../src/cli/lspci.js';
+import { MAIN, runCli } from './helpers/timer-process.js';
 
-const MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
 const dir = mkdtempSync(join(tmpdir(), 'muser-lspci-'));
 let seq = 0;
 const sockPath = (): string => join(dir, `dev${seq++}.sock`);
@@ -246,7 +245,7 @@ describe('muser lspci (CLI)', () => {
       });
       child!.once('exit', (code) => fail(new Error(`muser run exited ${code}: ${err}`)));
     });
-    const result = await run([MAIN, 'lspci', path]);
+    const result = await runCli(['lspci', path]);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /^00:00\.0 .*Device 4d55:0001 \(rev 00\)\n/);
     assert.match(result.stdout, /\tCapabilities: \[[0-9a-f]{2}\] MSI-X: Enable- Count=1 Masked-\n/);
@@ -255,14 +254,3 @@ describe('muser lspci (CLI)', () => {
     await exited;
   });
 });
-
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((ok) => {
-    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.once('close', (code) => ok({ code, stdout, stderr }));
-  });
-}

@@ -5,51 +5,23 @@
  * every request between the states follows the state machine's paths.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { Client, ClientError, EventFd } from '../src/client/index.js';
 import { abortMigration, getMigrationState, migrationFlags, MigrationState as S, readMigrationData, setMigrationState } from '../src/client/migrate.js';
 import { Command, DeviceFeatureFlag, FeatureId, IrqSetFlag, MigrationFlag } from '../src/protocol/constants.js';
 import { encodeMigDataReadRequest } from '../src/protocol/migration-data.js';
 import { path as fsmPath } from '../src/server/migration-fsm.js';
+import { le64 } from './helpers/bytes.js';
+import { startTimer, type ChildServer } from './helpers/timer-process.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const BAR1 = 16 * 1024;
 const EINVAL = 22;
 const ENOTSUP = 95;
-
-async function startTimer(path: string): Promise<{ child: ChildProcess; stderr: () => string; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [MAIN, 'run', 'timer', path], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!err.includes('serving timer')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`timer server did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return {
-    child,
-    stderr: () => err,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
-}
-
-function le64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64LE(BigInt(n));
-  return b;
-}
 
 async function rejects(p: Promise<unknown>, errno: number): Promise<void> {
   await assert.rejects(p, (e: unknown) => e instanceof ClientError && e.errno === errno);
@@ -72,7 +44,7 @@ async function goTo(c: Client, s: S): Promise<void> {
 
 describe('migration: abort and invalid requests (timer process)', () => {
   let dir: string;
-  let server: Awaited<ReturnType<typeof startTimer>>;
+  let server: ChildServer;
   let c: Client;
 
   before(async () => {

@@ -7,7 +7,6 @@
  * <kind> <socket> <bytes>`: then it serves a device instead of testing.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { Client, ClientError, EventFd } from '../src/client/index.js';
 import { getMigrationState, migrate, MigrationState as S, setMigrationState } from '../src/client/migrate.js';
 import { IrqSetFlag } from '../src/protocol/constants.js';
 import type { DeviceSpec } from '../src/server/spec.js';
+import { startServer, type ChildServer } from './helpers/timer-process.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const serveAt = process.argv.indexOf('--serve');
@@ -55,31 +55,9 @@ async function serve(): Promise<void> {
   process.once('SIGTERM', () => server.close());
 }
 
-interface Proc {
-  child: ChildProcess;
-  path: string;
-  stop(): Promise<void>;
-}
-
-async function start(kind: string, path: string, bytes: number): Promise<Proc> {
-  const child = spawn(process.execPath, [SELF, '--serve', kind, path, String(bytes)], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!err.includes('ready')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`server did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return {
-    child,
-    path,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
+/** Runs this file as a server of `kind` on `path` and waits until it is ready. */
+function start(kind: string, path: string, bytes: number): Promise<ChildServer> {
+  return startServer([SELF, '--serve', kind, path, String(bytes)], path, 'ready');
 }
 
 function fill(c: Client, size: number, seed: number): Promise<void[]> {
@@ -104,7 +82,7 @@ if (serveAt >= 0) {
 } else {
   describe('default migration of a plain-data device (two processes)', () => {
     let dir: string;
-    const procs: Proc[] = [];
+    const procs: ChildServer[] = [];
 
     before(() => {
       dir = mkdtempSync(join(tmpdir(), 'muser-plain-'));

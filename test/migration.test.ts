@@ -5,13 +5,11 @@
  * and state equal byte for byte on both sides.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { Client, EventFd, sharedMemory, type GuestMemory } from '../src/client/index.js';
 import {
@@ -23,47 +21,10 @@ import {
   type DirtyReport,
 } from '../src/client/migrate.js';
 import { IrqSetFlag } from '../src/protocol/constants.js';
+import { le64 } from './helpers/bytes.js';
+import { startTimer, type ChildServer } from './helpers/timer-process.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const BAR1 = 16 * 1024;
-
-interface Proc {
-  child: ChildProcess;
-  path: string;
-  stderr: string;
-  stop(): Promise<void>;
-}
-
-/** Runs `muser run timer <sock>` and waits until it listens. */
-async function startTimer(path: string): Promise<Proc> {
-  const child = spawn(process.execPath, [MAIN, 'run', 'timer', path, '-v'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const proc: Proc = {
-    child,
-    path,
-    stderr: '',
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
-  child.stderr!.on('data', (d: Buffer) => (proc.stderr += d.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!proc.stderr.includes('serving timer')) {
-    if (child.exitCode !== null) throw new Error(`timer server exited: ${proc.stderr}`);
-    if (Date.now() > deadline) throw new Error(`timer server did not start: ${proc.stderr}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.ok(existsSync(path));
-  return proc;
-}
-
-function le64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64LE(BigInt(n));
-  return b;
-}
 
 /** Reads the whole STOP_COPY stream of a device (from RUNNING or STOP), then leaves it in STOP. */
 async function saveState(c: Client, chunk = 1024): Promise<Buffer> {
@@ -76,12 +37,16 @@ async function saveState(c: Client, chunk = 1024): Promise<Buffer> {
 
 describe('live migration between two timer servers', () => {
   let dir: string;
-  let src: Proc;
-  let dst: Proc;
+  let src: ChildServer;
+  let dst: ChildServer;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'muser-mig-'));
-    [src, dst] = await Promise.all([startTimer(join(dir, 'src.sock')), startTimer(join(dir, 'dst.sock'))]);
+    [src, dst] = await Promise.all([
+      startTimer(join(dir, 'src.sock'), { verbose: true }),
+      startTimer(join(dir, 'dst.sock'), { verbose: true }),
+    ]);
+    for (const p of [src, dst]) assert.ok(existsSync(p.path));
   });
 
   after(async () => {

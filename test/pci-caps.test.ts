@@ -1,30 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { ConfigSpace, PciConfigError, PciHeader, PciStatus, type ConfigEvent, type ConfigSpaceDescription } from '../src/pci/index.js';
+import { ConfigSpace, PciConfigError, PciHeader, PciStatus, type ConfigSpaceDescription } from '../src/pci/index.js';
+import { record, u16, u32, u8, w16, w32 } from './helpers/config-access.js';
 
 const identity = { vendorId: 0x4e58, deviceId: 0x0001 };
-
-const u8 = (c: ConfigSpace, off: number): number => c.read(off, 1)[0]!;
-const u16 = (c: ConfigSpace, off: number): number => c.read(off, 2).readUInt16LE(0);
-const u32 = (c: ConfigSpace, off: number): number => c.read(off, 4).readUInt32LE(0);
-const w16 = (c: ConfigSpace, off: number, v: number): void => {
-  const b = Buffer.alloc(2);
-  b.writeUInt16LE(v);
-  c.write(off, b);
-};
-const w32 = (c: ConfigSpace, off: number, v: number): void => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0);
-  c.write(off, b);
-};
-
-/** Collects events emitted by `c`. */
-function record(c: ConfigSpace): ConfigEvent[] {
-  const events: ConfigEvent[] = [];
-  c.onChange((e) => events.push(e));
-  return events;
-}
 
 /** Walks the standard list from 0x34 as an OS does: [offset, id] pairs. */
 function walk(c: ConfigSpace): [number, number][] {

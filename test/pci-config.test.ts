@@ -7,9 +7,9 @@ import {
   PciConfigError,
   PciHeader,
   PciStatus,
-  type ConfigEvent,
   type ConfigSpaceDescription,
 } from '../src/pci/index.js';
+import { record, u16, u32, u8, w16, w32 } from './helpers/config-access.js';
 
 const identity = { vendorId: 0x1af4, deviceId: 0x1234, subsystemVendorId: 0x1b36, subsystemId: 0x0042, classCode: 0x020000, revision: 0x05 };
 
@@ -27,27 +27,6 @@ function device(extra: Partial<ConfigSpaceDescription> = {}): ConfigSpace {
     interruptPin: 1,
     ...extra,
   });
-}
-
-const u8 = (c: ConfigSpace, off: number): number => c.read(off, 1)[0]!;
-const u16 = (c: ConfigSpace, off: number): number => c.read(off, 2).readUInt16LE(0);
-const u32 = (c: ConfigSpace, off: number): number => c.read(off, 4).readUInt32LE(0);
-const w16 = (c: ConfigSpace, off: number, v: number): void => {
-  const b = Buffer.alloc(2);
-  b.writeUInt16LE(v);
-  c.write(off, b);
-};
-const w32 = (c: ConfigSpace, off: number, v: number): void => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0);
-  c.write(off, b);
-};
-
-/** Collects events emitted by `c`. */
-function record(c: ConfigSpace): ConfigEvent[] {
-  const events: ConfigEvent[] = [];
-  c.onChange((e) => events.push(e));
-  return events;
 }
 
 /** Asserts `fn` throws a PciConfigError with errno 22 whose message matches. */

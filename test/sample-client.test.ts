@@ -5,39 +5,20 @@
  * exit 0.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { runCli as run, startTimer, type ChildServer } from './helpers/timer-process.js';
 
 describe('muser sample-client', () => {
   it('exercises a timer device, migrates it, and the destination delivers the interrupt', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'muser-sc-'));
     const sock = join(dir, 'timer.sock');
-    const server = spawn(process.execPath, [MAIN, 'run', 'timer', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let serverErr = '';
-    server.stderr!.on('data', (d: Buffer) => (serverErr += d.toString()));
+    let server: ChildServer | undefined;
     try {
-      const deadline = Date.now() + 10_000;
-      while (!serverErr.includes('serving timer')) {
-        assert.ok(Date.now() < deadline && server.exitCode === null, `timer server did not start: ${serverErr}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      server = await startTimer(sock);
       const r = await run(['sample-client', sock]);
       assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
       for (const want of [
@@ -70,8 +51,7 @@ describe('muser sample-client', () => {
       // The destination server it started is gone, its socket removed.
       assert.equal(existsSync(`${sock}_migrated`), false);
     } finally {
-      server.kill('SIGTERM');
-      await new Promise((r) => server.once('exit', r));
+      await server?.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });

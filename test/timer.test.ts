@@ -10,13 +10,11 @@
  * already past fires at once on resume, without failing it.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { crc32 } from 'node:zlib';
 
 import { Client, ClientError, EventFd, sharedMemory, type GuestMemory } from '../src/client/index.js';
@@ -26,38 +24,13 @@ import { Command, DeviceFeatureFlag, FeatureId, IrqSetFlag, RegionCapId } from '
 import { decodeDeviceInfoReply, encodeDeviceInfoRequest } from '../src/protocol/device-info.js';
 import { decodeIrqInfoReply, encodeIrqInfoRequest } from '../src/protocol/irq.js';
 import { decodeRegionInfoReply, encodeRegionInfoRequest } from '../src/protocol/region-info.js';
+import { le64 } from './helpers/bytes.js';
+import { startTimer, type ChildServer } from './helpers/timer-process.js';
 
-const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PAGE = 4096;
 const BAR1 = 16 * 1024;
 /** What samples/client.c offers in VERSION: no pgsizes, 1 KiB transfers. */
 const C_CAPS = { maxMsgFds: 32, maxDataXferSize: 1024, pgsizes: undefined, maxDmaMaps: undefined, writeMultiple: undefined };
-
-async function startTimer(path: string): Promise<{ child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [MAIN, 'run', 'timer', path], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!err.includes('serving timer')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`timer server did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return {
-    child,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
-}
-
-function le64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64LE(BigInt(n));
-  return b;
-}
 
 /** DEVICE_FEATURE exactly as client.c builds it; returns the raw reply payload. */
 async function feature(c: Client, flags: number, data: Buffer, argsz: number): Promise<Buffer> {
@@ -96,8 +69,8 @@ function page(backing: GuestMemory, i: number): GuestMemory {
 
 describe('timer sample with the C sample client sequence', () => {
   let dir: string;
-  let src: Awaited<ReturnType<typeof startTimer>>;
-  let dst: Awaited<ReturnType<typeof startTimer>>;
+  let src: ChildServer;
+  let dst: ChildServer;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'muser-timer-'));
