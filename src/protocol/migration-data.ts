@@ -42,14 +42,20 @@ export function decodeMigDataReadRequest(payload: Buffer): MigDataRead {
   return m;
 }
 
-/** Encodes a MIG_DATA_READ reply payload. */
-export function encodeMigDataReadReply(m: MigData): Buffer {
-  return encodeWithData(m);
+/**
+ * Encodes a MIG_DATA_READ reply payload, zero-padded to `padTo` data bytes
+ * when given: libvfio-user's client transport refuses a reply shorter than
+ * the size it asked for, so its server pads the last, short chunk; `argsz`
+ * and `size` still say how much is data.
+ */
+export function encodeMigDataReadReply(m: MigData, padTo = 0): Buffer {
+  const b = encodeWithData(m);
+  return padTo > m.size ? Buffer.concat([b, Buffer.alloc(padTo - m.size)]) : b;
 }
 
-/** Decodes a MIG_DATA_READ reply payload. */
+/** Decodes a MIG_DATA_READ reply payload; padding after `size` bytes is ignored. */
 export function decodeMigDataReadReply(payload: Buffer): MigData {
-  return decodeWithData(payload, 'MIG_DATA_READ reply');
+  return decodeWithData(payload, 'MIG_DATA_READ reply', true);
 }
 
 /** Encodes a MIG_DATA_WRITE request payload. */
@@ -83,11 +89,12 @@ function encodeWithData(m: MigData): Buffer {
   return b;
 }
 
-function decodeWithData(payload: Buffer, what: string): MigData {
+function decodeWithData(payload: Buffer, what: string, padded = false): MigData {
   need(payload, HEAD_SIZE, what);
   const argsz = payload.readUInt32LE(0);
   const size = payload.readUInt32LE(4);
   checkArgsz(argsz, HEAD_SIZE, what);
-  exact(payload, HEAD_SIZE + size, what);
-  return { argsz, size, data: payload.subarray(HEAD_SIZE) };
+  if (padded) need(payload, HEAD_SIZE + size, what);
+  else exact(payload, HEAD_SIZE + size, what);
+  return { argsz, size, data: payload.subarray(HEAD_SIZE, HEAD_SIZE + size) };
 }

@@ -132,8 +132,9 @@ export function handleMigDataRead(s: Session, req: Request): Promise<Reply> {
   const migration = migrationOf(s);
   if (m.size > s.maxChunk) throw new DeviceError(Errno.EINVAL, `MIG_DATA_READ of ${m.size} bytes exceeds the client's max_data_xfer_size ${s.maxChunk}`);
   if (m.argsz < HEAD + m.size) throw new DeviceError(Errno.EINVAL, `MIG_DATA_READ: argsz ${m.argsz} cannot hold ${m.size} bytes`);
+  // Padded to the requested size: libvfio-user's client refuses shorter replies.
   return migration.read(m.size).then((data) => ({
-    payload: encodeMigDataReadReply({ argsz: HEAD + data.length, size: data.length, data }),
+    payload: encodeMigDataReadReply({ argsz: HEAD + data.length, size: data.length, data }, m.size),
   }));
 }
 
