@@ -107,7 +107,7 @@ function regionIoFds(s: Session, req: Request): Reply {
   const m = decodeRegionIoFdsRequest(req.payload);
   const r = s.device.regions[m.index];
   if (!r) throw new DeviceError(Errno.EINVAL, `no region ${m.index}`);
-  const fds = s.ioEventFds(r.index);
+  const fds = s.ioEventFds.fds(r.index);
   const subs: SubRegionIoFd[] = r.ioeventfds.map((io, i) => ({
     offset: io.offset,
     size: io.size,

@@ -11,9 +11,9 @@ import type { Frame } from '../transport/framer.js';
 import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
 import { decodeDmaReadReply, encodeDmaReadRequest, encodeDmaWriteRequest } from '../protocol/dma-access.js';
-import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
 import type { DmaMessenger } from './dma-access.js';
 import { GatedDmaAccess } from './migration-dma.js';
+import { IoEventFds } from './ioeventfds.js';
 import { DmaTable } from './dma.js';
 import type { Device } from './device.js';
 import { DeviceError, Errno, errnoOf } from './errors.js';
@@ -69,6 +69,8 @@ export class Session implements DmaMessenger {
   readonly dmaTable: DmaTable;
   /** Device DMA; migration holds it while the device is stopped. */
   readonly dma: GatedDmaAccess;
+  /** Doorbell eventfds handed to the client (GET_REGION_IO_FDS). */
+  readonly ioEventFds: IoEventFds;
   negotiated: Negotiated | undefined;
   /** Unsolicited replies and other dropped messages, for tests and logs. */
   dropped = 0;
@@ -86,6 +88,7 @@ export class Session implements DmaMessenger {
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
     this.dma = new GatedDmaAccess(this.dmaTable, this);
+    this.ioEventFds = new IoEventFds(device, log);
     this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE, true);
   }
 
@@ -145,35 +148,6 @@ export class Session implements DmaMessenger {
   /** True while migration keeps the device quiet (see the migration module). */
   quiesced = false;
 
-  /**
-   * The ioeventfds of a region, created on first request and kept for the
-   * connection; each one calls its doorbell's onSignal.
-   */
-  ioEventFds(index: number): number[] {
-    let entry = this.ioFds.get(index);
-    if (!entry) {
-      const specs = this.device.regions[index]?.ioeventfds ?? [];
-      entry = specs.map((spec) => {
-        const fd = native.eventfd(0);
-        const poll = native.pollStart(fd, PollMode.EventFd, (kind, count) => {
-          if (kind !== PollEvent.Count) return;
-          // A device callback that throws (or rejects) must not take the process down.
-          const fail = (e: unknown): void => this.log.error(`doorbell handler of region ${index} at 0x${spec.offset.toString(16)} failed: ${String(e)}`);
-          try {
-            const r: unknown = spec.onSignal(count as number, this.device);
-            if (r instanceof Promise) r.catch(fail);
-          } catch (e) {
-            fail(e);
-          }
-        });
-        return { fd, poll };
-      });
-      this.ioFds.set(index, entry);
-    }
-    return entry.map((e) => e.fd);
-  }
-
-  private ioFds = new Map<number, { fd: number; poll: PollHandle }[]>();
 
   private allocMsgId(): number {
     do this.nextMsgId = (this.nextMsgId + 1) & 0xffff;
@@ -283,13 +257,7 @@ export class Session implements DmaMessenger {
     }
     this.outstanding.clear();
     this.dmaTable.clear();
-    for (const list of this.ioFds.values()) {
-      for (const e of list) {
-        native.pollStop(e.poll);
-        native.close(e.fd);
-      }
-    }
-    this.ioFds.clear();
+    this.ioEventFds.close();
     this.onEnd(this);
   }
 }

@@ -1,0 +1,61 @@
+/**
+ * Doorbells bound to eventfds (DEVICE_GET_REGION_IO_FDS): the client writes
+ * the eventfd instead of sending REGION_WRITE, and the device's onSignal
+ * runs with the count of writes. Per connection; created on first request.
+ */
+import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
+import type { Device } from './device.js';
+import type { Logger } from './logger.js';
+import type { IoEventFdSpec } from './spec.js';
+
+interface Doorbell {
+  fd: number;
+  poll: PollHandle;
+}
+
+/** The ioeventfds of one connection, by region. */
+export class IoEventFds {
+  private readonly byRegion = new Map<number, Doorbell[]>();
+
+  constructor(
+    private readonly device: Device,
+    private readonly log: Logger,
+  ) {}
+
+  /** The eventfds of a region's doorbells, in spec order (borrowed: they stay ours). */
+  fds(index: number): number[] {
+    let list = this.byRegion.get(index);
+    if (!list) {
+      list = (this.device.regions[index]?.ioeventfds ?? []).map((spec) => this.open(index, spec));
+      this.byRegion.set(index, list);
+    }
+    return list.map((d) => d.fd);
+  }
+
+  /** Stops watching and closes every eventfd. */
+  close(): void {
+    for (const list of this.byRegion.values()) {
+      for (const d of list) {
+        native.pollStop(d.poll);
+        native.close(d.fd);
+      }
+    }
+    this.byRegion.clear();
+  }
+
+  private open(index: number, spec: IoEventFdSpec): Doorbell {
+    const fd = native.eventfd(0);
+    // A device callback that throws (or rejects) must not take the process down.
+    const fail = (e: unknown): void => this.log.error(`doorbell handler of region ${index} at 0x${spec.offset.toString(16)} failed: ${String(e)}`);
+    const poll = native.pollStart(fd, PollMode.EventFd, (kind, count) => {
+      if (kind !== PollEvent.Count) return;
+      try {
+        const r: unknown = spec.onSignal(count as number, this.device);
+        if (r instanceof Promise) r.catch(fail);
+      } catch (e) {
+        fail(e);
+      }
+    });
+    return { fd, poll };
+  }
+}
