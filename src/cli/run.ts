@@ -12,8 +12,7 @@ export function runSample(name: string | undefined, socketPath: string | undefin
   const sample = SAMPLES[name];
   if (!sample) throw new UsageError(`unknown sample '${name}' (known: ${Object.keys(SAMPLES).join(', ')})`);
   const server = new Server(sample.create({ verbose }), socketPath, { log: verbose ? 'debug' : 'info' });
-  process.stderr.write(`muser: serving ${name} on ${socketPath}\n`);
-  return new Promise((resolve) => {
+  const stopped = new Promise<void>((resolve) => {
     const stop = (): void => {
       server.close();
       resolve();
@@ -21,4 +20,7 @@ export function runSample(name: string | undefined, socketPath: string | undefin
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  // Only now say we serve: whoever waits for this line may signal us at once.
+  process.stderr.write(`muser: serving ${name} on ${socketPath}\n`);
+  return stopped;
 }
