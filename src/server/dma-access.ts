@@ -16,8 +16,8 @@ export interface DmaMessenger {
 /** DMA into the memory of the connected client. */
 export class DmaAccess {
   constructor(
-    private readonly table: DmaTable,
-    private readonly messenger: DmaMessenger,
+    protected readonly table: DmaTable,
+    protected readonly messenger: DmaMessenger,
   ) {}
 
   /**
@@ -89,7 +89,8 @@ export class DmaAccess {
     return mem.subarray(s.regionOffset, s.regionOffset + s.length);
   }
 
-  private async readByMessage(iova: number, length: number, out: Buffer, at: number): Promise<void> {
+  /** Reads [iova, iova+length) into `out` at `at` with DMA_READ messages of at most maxChunk bytes. */
+  protected async readByMessage(iova: number, length: number, out: Buffer, at: number): Promise<void> {
     const chunk = this.messenger.maxChunk;
     for (let done = 0; done < length; done += chunk) {
       const n = Math.min(chunk, length - done);
@@ -99,7 +100,8 @@ export class DmaAccess {
     }
   }
 
-  private async writeByMessage(iova: number, data: Uint8Array): Promise<void> {
+  /** Writes `data` at `iova` with DMA_WRITE messages of at most maxChunk bytes. */
+  protected async writeByMessage(iova: number, data: Uint8Array): Promise<void> {
     const chunk = this.messenger.maxChunk;
     for (let done = 0; done < data.length; done += chunk) {
       await this.messenger.write(iova + done, data.subarray(done, done + chunk));

@@ -8,8 +8,8 @@
  * where the client shared an fd, for devices (and tests) that want the
  * message path.
  */
-import { DmaAccess, type DmaMessenger } from './dma-access.js';
-import type { DmaSegment, DmaTable } from './dma.js';
+import { DmaAccess } from './dma-access.js';
+import type { DmaSegment } from './dma.js';
 import { DeviceError, Errno } from './errors.js';
 
 /** One mapped DMA region, as a device sees it. */
@@ -92,16 +92,9 @@ export class DmaGate {
 export class GatedDmaAccess extends DmaAccess {
   readonly gate = new DmaGate();
 
-  constructor(
-    private readonly dmaTable: DmaTable,
-    private readonly dmaMessenger: DmaMessenger,
-  ) {
-    super(dmaTable, dmaMessenger);
-  }
-
   /** The client's DMA regions in IOVA order. */
   regions(): DmaRegionInfo[] {
-    return this.dmaTable.list().map((r) => ({ iova: r.iova, size: r.size, prot: r.prot, direct: r.memory !== undefined }));
+    return this.table.list().map((r) => ({ iova: r.iova, size: r.size, prot: r.prot, direct: r.memory !== undefined }));
   }
 
   override sgl(iova: number, length: number, write = false): DmaSegment[] {
@@ -125,13 +118,7 @@ export class GatedDmaAccess extends DmaAccess {
     return this.gate.run(async () => {
       super.sgl(iova, length, false);
       const out = Buffer.allocUnsafe(length);
-      const chunk = this.dmaMessenger.maxChunk;
-      for (let done = 0; done < length; done += chunk) {
-        const n = Math.min(chunk, length - done);
-        const data = await this.dmaMessenger.read(iova + done, n);
-        if (data.length !== n) throw new DeviceError(Errno.EIO, `DMA_READ returned ${data.length} bytes, wanted ${n}`);
-        out.set(data, done);
-      }
+      await this.readByMessage(iova, length, out, 0);
       return out;
     });
   }
@@ -140,10 +127,7 @@ export class GatedDmaAccess extends DmaAccess {
   messageWrite(iova: number, data: Uint8Array): Promise<void> {
     return this.gate.run(async () => {
       super.sgl(iova, data.length, true);
-      const chunk = this.dmaMessenger.maxChunk;
-      for (let done = 0; done < data.length; done += chunk) {
-        await this.dmaMessenger.write(iova + done, data.subarray(done, done + chunk));
-      }
+      await this.writeByMessage(iova, data);
     });
   }
 }
