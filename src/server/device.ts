@@ -7,7 +7,7 @@ import { ConfigSpace, type MsixTable, type BarDescription, type CapabilityDescri
 import { native } from '../native/index.js';
 import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
-import { CONFIG_REGION, makeRegion, plainRegion, REGION_MMAP, type Region } from './regions.js';
+import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, REGION_MMAP, type Region } from './regions.js';
 import type { GatedDmaAccess } from './migration-dma.js';
 import { Migration } from './migration.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
@@ -240,7 +240,7 @@ function buildRegions(spec: DeviceSpec, bars: (BarDescription | undefined)[], co
   regions[CONFIG_REGION] = plainRegion(CONFIG_REGION, configSize);
   for (const [key, r] of Object.entries(spec.regions ?? {})) {
     const index = Number(key);
-    if (!Number.isInteger(index) || index < 9) throw new RangeError(`device-specific regions start at index 9, got ${key}`);
+    if (!Number.isInteger(index) || index < PCI_REGION_COUNT) throw new RangeError(`device-specific regions start at index ${PCI_REGION_COUNT}, got ${key}`);
     regions[index] = makeRegion(index, r, r.type);
   }
   return regions;

@@ -23,7 +23,8 @@ import { decodeRegionInfoRequest, encodeRegionInfoReply, type RegionCap } from '
 import { decodeRegionIoFdsRequest, encodeRegionIoFdsReply, type SubRegionIoFd } from '../protocol/region-io-fds.js';
 import { decodeRegionWriteMultiRequest, encodeRegionWriteMultiReply } from '../protocol/region-write-multi.js';
 import { decodeEmpty } from '../protocol/wire.js';
-import { IrqIndex } from './irqs.js';
+import { IRQ_INDEX_COUNT, IrqIndex } from './irqs.js';
+import { PCI_REGION_COUNT } from './regions.js';
 import { DeviceError, Errno } from './errors.js';
 import { checkAccess, readRegion, writeRegion } from './region-io.js';
 import { negotiate } from './negotiate.js';
@@ -82,15 +83,15 @@ function deviceInfo(s: Session, req: Request): Reply {
     payload: encodeDeviceInfoReply({
       argsz: 16,
       flags: DeviceInfoFlag.RESET | DeviceInfoFlag.PCI,
-      numRegions: Math.max(9, s.device.regions.length),
-      numIrqs: IrqIndex.REQ + 1,
+      numRegions: Math.max(PCI_REGION_COUNT, s.device.regions.length),
+      numIrqs: IRQ_INDEX_COUNT,
     }),
   };
 }
 
 function regionInfo(s: Session, req: Request): Reply {
   const m = decodeRegionInfoRequest(req.payload);
-  if (m.index >= Math.max(9, s.device.regions.length)) throw new DeviceError(Errno.EINVAL, `no region ${m.index}`);
+  if (m.index >= Math.max(PCI_REGION_COUNT, s.device.regions.length)) throw new DeviceError(Errno.EINVAL, `no region ${m.index}`);
   const r = s.device.regions[m.index];
   if (!r) return { payload: encodeRegionInfoReply({ flags: 0, index: m.index, size: 0, offset: 0 }, [], m.argsz) };
   const caps: RegionCap[] = [];

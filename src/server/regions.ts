@@ -10,7 +10,6 @@ import type { IoEventFdSpec, RegionSpec } from './spec.js';
 export const REGION_READ = 1;
 export const REGION_WRITE = 2;
 export const REGION_MMAP = 4;
-export const REGION_CAPS = 8;
 
 export const CONFIG_REGION = 7;
 export const PCI_REGION_COUNT = 9;
