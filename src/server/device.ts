@@ -7,7 +7,7 @@ import { ConfigSpace, type MsixTable, type BarDescription, type CapabilityDescri
 import { native } from '../native/index.js';
 import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
-import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, REGION_MMAP, type Region } from './regions.js';
+import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region } from './regions.js';
 import type { GatedDmaAccess } from './migration-dma.js';
 import { Migration } from './migration.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
@@ -125,13 +125,6 @@ export class Device {
     return this.deferred;
   }
 
-  /** Interrupts deferred while quiesced (for migration). */
-  takeDeferredInterrupts(): { index: number; vector: number }[] {
-    const list = this.deferred;
-    this.deferred = [];
-    return list;
-  }
-
   /** DMA into client memory. Throws ENOTCONN without a client. */
   get dma(): GatedDmaAccess {
     if (!this.link) throw new DeviceError(Errno.ENOTCONN, `${this.name}: no client, no DMA`);
@@ -244,11 +237,6 @@ function buildRegions(spec: DeviceSpec, bars: (BarDescription | undefined)[], co
     regions[index] = makeRegion(index, r, r.type);
   }
   return regions;
-}
-
-/** True when the region can be mmapped by the client. */
-export function isMappable(r: Region): boolean {
-  return (r.flags & REGION_MMAP) !== 0;
 }
 
 function align(n: number, a: number): number {

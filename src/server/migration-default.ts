@@ -217,13 +217,6 @@ export function defaultLoader(device: Device): MigrationLoader {
   };
 }
 
-/** The default load of a whole stream at once. */
-export async function loadDefault(data: Uint8Array, device: Device): Promise<void> {
-  const loader = defaultLoader(device);
-  await loader.write(data);
-  await loader.end();
-}
-
 /** Collects a RESUMING stream, at most `limit` bytes, and hands it to `load` at the end. */
 export function bufferingLoader(limit: number, load: (data: Uint8Array) => unknown): MigrationLoader {
   const chunks: Buffer[] = [];
