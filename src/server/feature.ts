@@ -27,18 +27,6 @@ const HEAD = 8;
 /** data_fd in MIG_DEVICE_STATE replies: unused in vfio-user, -1 as in VFIO. */
 const NO_FD = 0xffffffff;
 
-const logs = new WeakMap<Session, DirtyLog>();
-
-/** The dirty log of a connection. */
-export function dirtyLogOf(s: Session): DirtyLog {
-  let log = logs.get(s);
-  if (!log) {
-    log = new DirtyLog(s.dmaTable);
-    logs.set(s, log);
-  }
-  return log;
-}
-
 interface FeatureOps {
   get: boolean;
   set: boolean;
@@ -102,13 +90,13 @@ export function handleDeviceFeature(s: Session, req: Request): Reply | Promise<R
     case FeatureId.DMA_LOGGING_START: {
       if (m.data.kind !== 'dma-logging-start') throw new DeviceError(Errno.EINVAL, 'DMA_LOGGING_START: no control data');
       needArgsz(m, req.payload.length, 'DMA_LOGGING_START');
-      const page = dirtyLogOf(s).start(m.data.pageSize, m.data.ranges);
+      const page = s.dirtyLog.start(m.data.pageSize, m.data.ranges);
       const reply = Buffer.from(req.payload);
       writeU64(reply, HEAD, page);
       return { payload: reply };
     }
     case FeatureId.DMA_LOGGING_STOP:
-      dirtyLogOf(s).stop();
+      s.dirtyLog.stop();
       return echo();
     case FeatureId.DMA_LOGGING_REPORT: {
       if (m.data.kind !== 'dma-logging-report') throw new DeviceError(Errno.EINVAL, 'DMA_LOGGING_REPORT: no range');
@@ -118,7 +106,7 @@ export function handleDeviceFeature(s: Session, req: Request): Reply | Promise<R
       const size = HEAD + 24 + bytes;
       needArgsz(m, size, 'DMA_LOGGING_REPORT');
       if (bytes > s.limits.maxDataXferSize) throw new DeviceError(Errno.E2BIG, `DMA_LOGGING_REPORT: a ${bytes}-byte bitmap exceeds max_data_xfer_size`);
-      const bitmap = dirtyLogOf(s).report(iova, length, pageSize);
+      const bitmap = s.dirtyLog.report(iova, length, pageSize);
       return { payload: encodeDeviceFeatureReply({ argsz: size, flags: m.flags, data: { kind: 'dma-logging-bitmap', iova, length, pageSize, bitmap } }) };
     }
     default:

@@ -15,6 +15,7 @@ import type { DmaMessenger } from './dma-access.js';
 import { GatedDmaAccess } from './migration-dma.js';
 import { IoEventFds } from './ioeventfds.js';
 import { DmaTable } from './dma.js';
+import { DirtyLog } from './dirty-log.js';
 import type { Device } from './device.js';
 import { DeviceError, Errno, errnoOf } from './errors.js';
 import { dispatch, type Reply } from './dispatch.js';
@@ -69,6 +70,8 @@ export class Session implements DmaMessenger {
   readonly dmaTable: DmaTable;
   /** Device DMA; migration holds it while the device is stopped. */
   readonly dma: GatedDmaAccess;
+  /** DMA dirty-page logging (DEVICE_FEATURE DMA_LOGGING_*). */
+  readonly dirtyLog: DirtyLog;
   /** Doorbell eventfds handed to the client (GET_REGION_IO_FDS). */
   readonly ioEventFds: IoEventFds;
   negotiated: Negotiated | undefined;
@@ -88,6 +91,7 @@ export class Session implements DmaMessenger {
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
     this.dma = new GatedDmaAccess(this.dmaTable, this);
+    this.dirtyLog = new DirtyLog(this.dmaTable);
     this.ioEventFds = new IoEventFds(device, log);
     this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE, true);
   }
