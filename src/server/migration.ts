@@ -165,9 +165,7 @@ export class Migration {
 
   /** Back to RUNNING with no data session (device reset or disconnect). */
   reset(): void {
-    void this.out?.close().catch(() => undefined);
-    this.out = undefined;
-    this.sink = undefined;
+    this.dropSession();
     this.state = S.RUNNING;
     const link = this.link;
     this.link = undefined;
@@ -178,14 +176,19 @@ export class Migration {
   }
 
   private fail(): void {
-    void this.out?.close().catch(() => undefined);
-    this.out = undefined;
-    this.sink = undefined;
+    this.dropSession();
     this.state = S.ERROR;
     if (this.link) {
       this.link.quiesced = true;
       void this.link.dma.gate.hold(0);
     }
+  }
+
+  /** Ends the saving or resuming session, if any, without waiting. */
+  private dropSession(): void {
+    void this.out?.close().catch(() => undefined);
+    this.out = undefined;
+    this.sink = undefined;
   }
 
   private async arc(from: S, to: S, link: MigrationLink): Promise<void> {
