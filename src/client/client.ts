@@ -6,7 +6,7 @@
 import { Channel, closeAll } from '../transport/channel.js';
 import { connectSocket } from '../transport/listener.js';
 import type { Frame } from '../transport/framer.js';
-import { Command, DeviceFeatureFlag, DmaMapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag } from '../protocol/constants.js';
+import { Command, DeviceFeatureFlag, DmaMapFlag, DmaUnmapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
 import { decodeVersion, encodeVersion, type VersionCapabilities } from '../protocol/version.js';
 import { decodeDeviceInfoReply, encodeDeviceInfoRequest, type DeviceInfo } from '../protocol/device-info.js';
@@ -243,8 +243,7 @@ export class Client {
    * directly; without, this client serves its DMA_READ / DMA_WRITE.
    */
   async dmaMap(address: number, memory: GuestMemory, flags = DmaMapFlag.READ | DmaMapFlag.WRITE, offset = 0): Promise<void> {
-    const size = memory.bytes.length;
-    await this.request(Command.DMA_MAP, encodeDmaMapRequest({ argsz: 32, flags, offset, address, size }), memory.fd === undefined ? undefined : [memory.fd]);
+    await this.dmaMapRaw(address, memory.bytes.length, flags, offset, memory.fd);
     this.lent.push({ address, memory });
   }
 
@@ -255,7 +254,7 @@ export class Client {
 
   /** DMA_UNMAP of [address, address+size), or everything with `all`. */
   async dmaUnmap(address: number, size: number, all = false): Promise<void> {
-    await this.request(Command.DMA_UNMAP, encodeDmaUnmapRequest({ argsz: 24, flags: all ? 2 : 0, address, size }));
+    await this.request(Command.DMA_UNMAP, encodeDmaUnmapRequest({ argsz: 24, flags: all ? DmaUnmapFlag.ALL : 0, address, size }));
     const i = this.lent.findIndex((l) => l.address === address && l.memory.bytes.length === size);
     if (all) this.lent.length = 0;
     else if (i >= 0) this.lent.splice(i, 1);
