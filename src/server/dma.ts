@@ -135,7 +135,7 @@ export class DmaTable {
   /** Starts dirty logging with `pageSize` on every current and future region. */
   startLogging(pageSize: number): void {
     this.dirtyPageSize = pageSize;
-    for (const r of this.regions) r.dirty = new Uint8Array(Math.ceil(Math.ceil(r.size / pageSize) / 8));
+    for (const r of this.regions) r.dirty = dirtyBitmap(r.size, pageSize);
   }
 
   /** Stops dirty logging. */
@@ -172,7 +172,7 @@ export class DmaTable {
     if (fd !== undefined) {
       const fileSize = native.fdSize(fd);
       // A regular file or memfd shorter than the range would SIGBUS on access.
-      if (fileSize >= 0 && fileSize > 0 && fileSize < offset + size) {
+      if (fileSize > 0 && fileSize < offset + size) {
         throw new DeviceError(Errno.EINVAL, `DMA fd is ${fileSize} bytes, region needs ${offset + size}`);
       }
     }
@@ -215,9 +215,14 @@ function makeRegion(iova: number, size: number, offset: number, prot: number, fd
     offset,
     prot,
     memory: mapping ? new Uint8Array(mapping.buffer) : undefined,
-    dirty: dirtyPage > 0 ? new Uint8Array(Math.ceil(Math.ceil(size / dirtyPage) / 8)) : undefined,
+    dirty: dirtyPage > 0 ? dirtyBitmap(size, dirtyPage) : undefined,
     mapping,
   };
+}
+
+/** A cleared dirty bitmap: one bit per `pageSize` page of `size` bytes. */
+function dirtyBitmap(size: number, pageSize: number): Uint8Array {
+  return new Uint8Array(Math.ceil(Math.ceil(size / pageSize) / 8));
 }
 
 function unmapRegion(r: DmaRegion): void {
