@@ -77,6 +77,8 @@ export class Session implements DmaMessenger {
   negotiated: Negotiated | undefined;
   /** Unsolicited replies and other dropped messages, for tests and logs. */
   dropped = 0;
+  /** True while migration keeps the device quiet (see the migration module). */
+  quiesced = false;
   private queue: Request[] = [];
   private busy = false;
   private nextMsgId = 1;
@@ -148,10 +150,6 @@ export class Session implements DmaMessenger {
       this.log.error(`onConnect failed: ${String(e)}`);
     }
   }
-
-  /** True while migration keeps the device quiet (see the migration module). */
-  quiesced = false;
-
 
   private allocMsgId(): number {
     do this.nextMsgId = (this.nextMsgId + 1) & 0xffff;
@@ -226,7 +224,7 @@ export class Session implements DmaMessenger {
       return;
     }
     if (req.header.flags & HeaderFlag.NO_REPLY) {
-      if (reply && !Buffer.isBuffer(reply)) (reply as Exclude<Reply, Buffer | undefined>).after?.();
+      if (reply && !Buffer.isBuffer(reply)) reply.after?.();
       return;
     }
     if (reply === undefined) {
@@ -234,9 +232,8 @@ export class Session implements DmaMessenger {
     } else if (Buffer.isBuffer(reply)) {
       this.channel.send(reply);
     } else {
-      const r = reply as Exclude<Reply, Buffer | undefined>;
-      this.channel.send(encodeReply(req.header.msgId, req.header.command, r.payload), r.fds);
-      r.after?.();
+      this.channel.send(encodeReply(req.header.msgId, req.header.command, reply.payload), reply.fds);
+      reply.after?.();
     }
   }
 
