@@ -3,11 +3,8 @@
  * table of IOVA ranges, the fd-backed ones mapped zero-copy into this process.
  */
 import { check, native, type MapHandle } from '../native/index.js';
+import { DmaMapFlag } from '../protocol/constants.js';
 import { DeviceError, Errno } from './errors.js';
-
-/** DMA_MAP protection flags. */
-export const DMA_READ = 1;
-export const DMA_WRITE = 2;
 
 /** One region of client memory. */
 export interface DmaRegion {
@@ -15,7 +12,7 @@ export interface DmaRegion {
   readonly size: number;
   /** Offset of the region in the client's fd (0 when fd-less). */
   readonly offset: number;
-  /** DMA_READ | DMA_WRITE as granted by the client. */
+  /** DmaMapFlag.READ | WRITE as granted by the client. */
   readonly prot: number;
   /** Whole-region view when the client sent an fd; undefined otherwise. */
   readonly memory: Uint8Array | undefined;
@@ -114,7 +111,7 @@ export class DmaTable {
     while (at < end) {
       const r = this.regionAt(at);
       if (!r) throw new DeviceError(Errno.EFAULT, `DMA address 0x${at.toString(16)} is not mapped`);
-      if (!(r.prot & (write ? DMA_WRITE : DMA_READ))) {
+      if (!(r.prot & (write ? DmaMapFlag.WRITE : DmaMapFlag.READ))) {
         throw new DeviceError(Errno.EPERM, `DMA region at 0x${r.iova.toString(16)} is not ${write ? 'writable' : 'readable'}`);
       }
       const take = Math.min(end, r.iova + r.size) - at;
@@ -166,7 +163,7 @@ export class DmaTable {
       throw new DeviceError(Errno.EINVAL, `DMA region 0x${iova.toString(16)}+0x${size.toString(16)} is not aligned to ${page}`);
     }
     if (iova + size > MAX_IOVA || offset + size > MAX_IOVA) throw new DeviceError(Errno.EINVAL, 'DMA region wraps the address space');
-    if ((prot & ~(DMA_READ | DMA_WRITE)) !== 0) throw new DeviceError(Errno.EINVAL, `bad DMA_MAP flags 0x${prot.toString(16)}`);
+    if ((prot & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) !== 0) throw new DeviceError(Errno.EINVAL, `bad DMA_MAP flags 0x${prot.toString(16)}`);
     if (this.regions.length >= this.limits.maxMaps) throw new DeviceError(Errno.ENOSPC, `at most ${this.limits.maxMaps} DMA regions`);
     if (this.overlaps(iova, size)) throw new DeviceError(Errno.EEXIST, `DMA region 0x${iova.toString(16)}+0x${size.toString(16)} overlaps a mapped region`);
     if (fd !== undefined) {
@@ -205,7 +202,7 @@ export class DmaTable {
 function makeRegion(iova: number, size: number, offset: number, prot: number, fd: number | undefined, dirtyPage: number): DmaRegion {
   let mapping: DmaRegion['mapping'];
   if (fd !== undefined) {
-    const m = native.mmap(fd, offset, size, (prot & DMA_WRITE) !== 0);
+    const m = native.mmap(fd, offset, size, (prot & DmaMapFlag.WRITE) !== 0);
     if (typeof m === 'number') throw new DeviceError(-m, `cannot map DMA region: errno ${-m}`);
     mapping = { buffer: m[0], handle: m[1] };
   }

@@ -4,7 +4,8 @@
  */
 import type { Device } from './device.js';
 import { DeviceError, Errno } from './errors.js';
-import { CONFIG_REGION, REGION_READ, REGION_WRITE, type Region } from './regions.js';
+import { RegionInfoFlag } from '../protocol/constants.js';
+import { CONFIG_REGION, type Region } from './regions.js';
 import type { MaybePromise, ReadResult } from './spec.js';
 
 /** Finds the region and checks that [offset, offset+count) lies inside it. */
@@ -14,7 +15,7 @@ export function checkAccess(device: Device, index: number, offset: number, count
   if (count === 0 || offset >= r.size || count > r.size - offset) {
     throw new DeviceError(Errno.EINVAL, `region ${index}: access ${offset}+${count} outside its ${r.size} bytes`);
   }
-  if (!(r.flags & (write ? REGION_WRITE : REGION_READ))) {
+  if (!(r.flags & (write ? RegionInfoFlag.WRITE : RegionInfoFlag.READ))) {
     throw new DeviceError(Errno.EPERM, `region ${index} is not ${write ? 'writable' : 'readable'}`);
   }
   return r;

@@ -4,12 +4,8 @@
  * spec: sizes, flags, shared memory, mmappable areas, doorbells.
  */
 import { native } from '../native/index.js';
+import { RegionInfoFlag } from '../protocol/constants.js';
 import type { IoEventFdSpec, RegionSpec } from './spec.js';
-
-/** VFIO region info flags. */
-export const REGION_READ = 1;
-export const REGION_WRITE = 2;
-export const REGION_MMAP = 4;
 
 export const CONFIG_REGION = 7;
 export const PCI_REGION_COUNT = 9;
@@ -46,15 +42,15 @@ export function makeRegion(index: number, spec: RegionSpec, type?: { type: numbe
   const memory = spec.memory ? allocateMemory(`muser-region${index}`, spec.size) : undefined;
   const areas = memory ? mmapAreasOf(spec, index) : [];
   const flags =
-    (spec.readable === false ? 0 : REGION_READ) |
-    (spec.writable === false ? 0 : REGION_WRITE) |
-    (areas.length > 0 ? REGION_MMAP : 0);
+    (spec.readable === false ? 0 : RegionInfoFlag.READ) |
+    (spec.writable === false ? 0 : RegionInfoFlag.WRITE) |
+    (areas.length > 0 ? RegionInfoFlag.MMAP : 0);
   const sparse = areas.length > 0 && !(areas.length === 1 && areas[0].offset === 0 && areas[0].size === spec.size);
   return { index, size: spec.size, flags, spec, memory, mmapAreas: areas, sparse, type, ioeventfds: spec.ioeventfds ?? [] };
 }
 
 /** A region with only a size and flags (config space, MSI-X BAR). */
-export function plainRegion(index: number, size: number, flags = REGION_READ | REGION_WRITE): Region {
+export function plainRegion(index: number, size: number, flags = RegionInfoFlag.READ | RegionInfoFlag.WRITE): Region {
   return { index, size, flags, spec: undefined, memory: undefined, mmapAreas: [], sparse: false, type: undefined, ioeventfds: [] };
 }
 
