@@ -1,6 +1,6 @@
 /**
- * Minimal leveled logger. Devices log through `device.log`; the CLI's -v
- * turns on debug output.
+ * Minimal leveled logger for the server (`serve(..., { log })`); the CLI's
+ * -v turns on debug output.
  */
 
 /** Log sink used by the server. */
