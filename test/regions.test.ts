@@ -59,3 +59,34 @@ test('sparse BAR and a typed device-specific region', async () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('GET_REGION_IO_FDS: doorbells fire their callback; more fds than the client takes is E2BIG', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'muser-iofds-'));
+  const rung: number[] = [];
+  const doorbell = (n: number) => ({ offset: n * 4, size: 4 as const, onSignal: () => void rung.push(n) });
+  const server = serve(
+    { identity: { vendorId: 0x1234, deviceId: 0x0004 }, bars: { 0: { size: 4096, ioeventfds: [doorbell(0), doorbell(1), doorbell(2)] } } },
+    join(dir, 'io.sock'),
+    { log: 'silent' },
+  );
+  const narrow = await Client.connect(server.path, { capabilities: { maxMsgFds: 2 } });
+  try {
+    await assert.rejects(narrow.regionIoFds(0), /errno 7/);
+    assert.equal((await narrow.deviceInfo()).numRegions, 9, 'the connection keeps serving');
+    narrow.close();
+    await new Promise((r) => setTimeout(r, 50));
+    const wide = await Client.connect(server.path);
+    const io = await wide.regionIoFds(0);
+    assert.equal(io.fds.length, 3);
+    assert.deepEqual(io.subRegions.map((r) => r.offset), [0, 4, 8]);
+    native.eventfdWrite(io.fds[2], 1);
+    for (let i = 0; i < 100 && rung.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(rung, [2]);
+    io.fds.forEach((fd) => native.close(fd));
+    wide.close();
+  } finally {
+    narrow.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -108,6 +108,8 @@ function regionIoFds(s: Session, req: Request): Reply {
   const m = decodeRegionIoFdsRequest(req.payload);
   const r = s.device.regions[m.index];
   if (!r) throw new DeviceError(Errno.EINVAL, `no region ${m.index}`);
+  const limit = s.negotiated!.maxMsgFds;
+  if (r.ioeventfds.length > limit) throw new DeviceError(Errno.E2BIG, `region ${m.index} has ${r.ioeventfds.length} doorbells; the client takes ${limit} fds per message`);
   const fds = s.ioEventFds.fds(r.index);
   const subs: SubRegionIoFd[] = r.ioeventfds.map((io, i) => ({
     offset: io.offset,
