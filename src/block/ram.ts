@@ -1,0 +1,132 @@
+/**
+ * A RAM disk. Sparse: storage is allocated in chunks on first write, so a
+ * large disk costs nothing until written, and discard frees whole chunks.
+ */
+import type { BlockBackend, BlockCapabilities } from './backend.js';
+import { byteLength, checkCapacity, checkRange, checkWritable } from './checks.js';
+import { InFlight } from './inflight.js';
+
+/** Options of {@link ramBackend}. */
+export interface RamBackendOptions {
+  /** Refuse writes, discards and write-zeroes (EROFS). */
+  readonly readOnly?: boolean;
+}
+
+/** A RAM backend, with a view of how much memory it holds. */
+export interface RamBackend extends BlockBackend {
+  /** Bytes of memory currently allocated for data (whole chunks). */
+  readonly allocatedBytes: number;
+}
+
+/** Allocation granule: large enough to keep the map small, small enough that a few scattered writes stay cheap. */
+const CHUNK = 64 * 1024;
+
+/**
+ * Creates a RAM disk of `size` bytes (a positive multiple of 512), reading
+ * as zeros until written. Requests complete immediately (in call order).
+ *
+ * @example
+ * ```ts
+ * const disk = ramBackend(1 << 30); // 1 GiB, no memory used yet
+ * await disk.write(4096, [Buffer.from('hello')]);
+ * ```
+ */
+export function ramBackend(size: number, options: RamBackendOptions = {}): RamBackend {
+  checkCapacity(size);
+  return new Ram(size, options.readOnly === true);
+}
+
+class Ram implements RamBackend {
+  readonly capabilities: BlockCapabilities = { flush: true, discard: true, writeZeroes: true };
+  private readonly chunks = new Map<number, Uint8Array>();
+  private readonly inflight = new InFlight();
+
+  constructor(
+    readonly size: number,
+    readonly readOnly: boolean,
+  ) {}
+
+  get allocatedBytes(): number {
+    return this.chunks.size * CHUNK;
+  }
+
+  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    return this.inflight.run(async () => {
+      checkRange(this.size, offset, byteLength(buffers));
+      let pos = offset;
+      for (const buf of buffers) {
+        this.forEachPiece(pos, buf.byteLength, (chunk, at, len, done) => {
+          const dst = buf.subarray(done, done + len);
+          if (chunk) dst.set(chunk.subarray(at, at + len));
+          else dst.fill(0);
+        });
+        pos += buf.byteLength;
+      }
+    });
+  }
+
+  write(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    return this.inflight.run(async () => {
+      checkWritable(this.readOnly, 'write');
+      checkRange(this.size, offset, byteLength(buffers));
+      let pos = offset;
+      for (const buf of buffers) {
+        this.forEachPiece(pos, buf.byteLength, (chunk, at, len, done, index) => {
+          if (!chunk) {
+            chunk = new Uint8Array(CHUNK);
+            this.chunks.set(index, chunk);
+          }
+          chunk.set(buf.subarray(done, done + len), at);
+        });
+        pos += buf.byteLength;
+      }
+    });
+  }
+
+  /** Memory is as durable as it gets; nothing to do. */
+  flush(): Promise<void> {
+    return this.inflight.run(async () => {});
+  }
+
+  discard(offset: number, length: number): Promise<void> {
+    return this.zero('discard', offset, length);
+  }
+
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.zero('write-zeroes', offset, length);
+  }
+
+  close(): Promise<void> {
+    return this.inflight.drain().then(() => this.chunks.clear());
+  }
+
+  /** Zeroes a range: whole chunks are freed, partial ones cleared in place. */
+  private zero(what: string, offset: number, length: number): Promise<void> {
+    return this.inflight.run(async () => {
+      checkWritable(this.readOnly, what);
+      checkRange(this.size, offset, length);
+      this.forEachPiece(offset, length, (chunk, at, len, _done, index) => {
+        if (!chunk) return;
+        if (len === CHUNK) this.chunks.delete(index);
+        else chunk.fill(0, at, at + len);
+      });
+    });
+  }
+
+  /** Calls `fn` for each chunk-sized piece of [offset, offset + length). */
+  private forEachPiece(
+    offset: number,
+    length: number,
+    fn: (chunk: Uint8Array | undefined, at: number, len: number, done: number, index: number) => void,
+  ): void {
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const index = Math.floor(pos / CHUNK);
+      const at = pos - index * CHUNK;
+      const len = Math.min(CHUNK - at, length - done);
+      fn(this.chunks.get(index), at, len, done, index);
+      done += len;
+    }
+  }
+}
