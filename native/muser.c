@@ -4,19 +4,22 @@
  *  - AF_UNIX stream sockets: listen, accept, connect, socketpair;
  *  - sendmsg / recvmsg with SCM_RIGHTS, reads driven by uv_poll;
  *  - mmap of an fd as an ArrayBuffer that is detached before munmap;
- *  - eventfd, memfd_create, ftruncate, close, dup.
+ *  - eventfd, memfd_create, ftruncate, close, dup;
+ *  - fallocate on the thread pool (block backends), a block device's size.
  *
  * Every policy (framing, validation, fd ownership) lives in TypeScript.
  * Functions that can fail with an expected errno return -errno instead of
  * throwing, so the hot path never builds exception objects.
  */
 #include <errno.h>
+#include <linux/fs.h>
 #include <fcntl.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -588,6 +591,74 @@ static napi_value js_fd_size(napi_env env, napi_callback_info info) {
     return make_int(env, (int64_t)st.st_size);
 }
 
+/* fallocate(fd, mode, offset, length) -> Promise<0 | -errno>. Runs on the
+ * libuv thread pool: punching or zeroing a large range can take a while.
+ * Each call owns its state; the caller keeps fd open until it settles. */
+typedef struct {
+    napi_async_work work;
+    napi_deferred deferred;
+    int fd;
+    int mode;
+    int64_t offset;
+    int64_t length;
+    int result;
+} fallocate_req;
+
+static void fallocate_execute(napi_env env, void *data) {
+    fallocate_req *r = data;
+    int rc;
+    do rc = fallocate(r->fd, r->mode, (off_t)r->offset, (off_t)r->length);
+    while (rc < 0 && errno == EINTR);
+    r->result = rc < 0 ? -errno : 0;
+}
+
+static void fallocate_complete(napi_env env, napi_status status, void *data) {
+    fallocate_req *r = data;
+    int rc = status == napi_ok ? r->result : -ECANCELED;
+    napi_resolve_deferred(env, r->deferred, make_int(env, rc));
+    napi_delete_async_work(env, r->work);
+    free(r);
+}
+
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+    napi_value argv[4], promise, name;
+    if (get_args(env, info, 4, argv) < 0) return NULL;
+    fallocate_req *r = calloc(1, sizeof *r);
+    if (!r) return throw_errno(env, "fallocate", ENOMEM);
+    r->fd = arg_i32(env, argv[0]);
+    r->mode = arg_i32(env, argv[1]);
+    r->offset = arg_i64(env, argv[2]);
+    r->length = arg_i64(env, argv[3]);
+    if (napi_create_promise(env, &r->deferred, &promise) != napi_ok) {
+        free(r);
+        napi_throw_error(env, NULL, "N-API call failed: napi_create_promise");
+        return NULL;
+    }
+    if (r->fd < 0 || r->mode < 0 || r->offset < 0 || r->length <= 0) {
+        /* fallocate would say EBADF/EINVAL too; answer without a thread hop */
+        napi_resolve_deferred(env, r->deferred, make_int(env, r->fd < 0 ? -EBADF : -EINVAL));
+        free(r);
+        return promise;
+    }
+    napi_create_string_utf8(env, "muser.fallocate", NAPI_AUTO_LENGTH, &name);
+    if (napi_create_async_work(env, NULL, name, fallocate_execute, fallocate_complete, r, &r->work) != napi_ok ||
+        napi_queue_async_work(env, r->work) != napi_ok) {
+        napi_resolve_deferred(env, r->deferred, make_int(env, -ENOMEM));
+        if (r->work) napi_delete_async_work(env, r->work);
+        free(r);
+    }
+    return promise;
+}
+
+/* blockDeviceSize(fd) -> bytes or -errno (BLKGETSIZE64; st_size is 0 for block devices). */
+static napi_value js_block_device_size(napi_env env, napi_callback_info info) {
+    napi_value argv[1];
+    uint64_t size = 0;
+    if (get_args(env, info, 1, argv) < 0) return NULL;
+    if (ioctl(arg_i32(env, argv[0]), BLKGETSIZE64, &size) < 0) return make_int(env, -errno);
+    return make_int(env, (int64_t)size);
+}
+
 #define EXPORT(name, fn)                                                       \
     do {                                                                       \
         napi_value f;                                                          \
@@ -617,6 +688,8 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("close", js_close);
     EXPORT("dup", js_dup);
     EXPORT("fdSize", js_fd_size);
+    EXPORT("fallocate", js_fallocate);
+    EXPORT("blockDeviceSize", js_block_device_size);
     return exports;
 }
 

@@ -35,3 +35,18 @@ export type {
   ExtendedCapabilityDescription,
   PciIdentity,
 } from './pci/index.js';
+export {
+  BlockDevice,
+  BlockError,
+  openFileBackend,
+  ramBackend,
+  SECTOR_SIZE,
+  type BlockBackend,
+  type BlockCapabilities,
+  type BlockDeviceOptions,
+  type BlockErrorCode,
+  type FileBackend,
+  type FileBackendOptions,
+  type RamBackend,
+  type RamBackendOptions,
+} from './block/index.js';

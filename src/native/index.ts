@@ -52,6 +52,17 @@ export interface NativeAddon {
   close(fd: number): number;
   dup(fd: number): number;
   fdSize(fd: number): number;
+  /** fallocate(2) on the thread pool; resolves to 0 or -errno. */
+  fallocate(fd: number, mode: number, offset: number, length: number): Promise<number>;
+  /** A block device's size in bytes (BLKGETSIZE64), or -errno. */
+  blockDeviceSize(fd: number): number;
+}
+
+/** fallocate(2) mode bits (linux/falloc.h). */
+export const enum FallocMode {
+  KeepSize = 0x01,
+  PunchHole = 0x02,
+  ZeroRange = 0x10,
 }
 
 const require = createRequire(import.meta.url);
