@@ -7,7 +7,10 @@
 #   2. e2e/build-guest.sh   builds the busybox initramfs (cached)
 #   3. e2e/scenario.mjs     one run per scenario: device + QEMU + assertions
 #
-# Scenarios (default: all): gpio, gpio-unshared, bench.
+# Scenarios (default: all): gpio, gpio-unshared, bench; virtio-blk,
+# virtio-blk-mq, virtio-rng (muser devices; skipped while the samples do not
+# exist) and qemu-virtio-blk, qemu-virtio-blk-mq, qemu-virtio-rng (the same
+# checks against QEMU's built-in devices: the guest side's reference).
 # Environment: E2E_CACHE (default /var/cache/muser-e2e), E2E_LOGS (default
 # /tmp/muser-e2e-logs), E2E_NO_BUILD=1 (skip `tsc`), E2E_BOOT_TIMEOUT (s).
 set -euo pipefail
@@ -28,17 +31,17 @@ export E2E_INITRD=$INITRD
 echo "[e2e] setup done after $((SECONDS - t0)) s; initramfs $INITRD"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-rng qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng)
 failed=()
-npass=0; nfail=0
+npass=0; nfail=0; nskip=0
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for s in "${scenarios[@]}"; do
     ok=1
     node e2e/scenario.mjs "$s" | tee "$out" || { ok=0; failed+=("$s"); }
-    p=$(grep -c '^PASS ' "$out" || true); f=$(grep -c '^FAIL ' "$out" || true)
+    p=$(grep -c '^PASS ' "$out" || true); f=$(grep -c '^FAIL ' "$out" || true); k=$(grep -c '^SKIP ' "$out" || true)
     [ $ok = 0 ] && [ "$f" = 0 ] && f=1      # a scenario that died before asserting
-    npass=$((npass + p)); nfail=$((nfail + f))
+    npass=$((npass + p)); nfail=$((nfail + f)); nskip=$((nskip + k))
 done
 
 echo
@@ -47,5 +50,5 @@ if [ ${#failed[@]} -eq 0 ]; then
 else
     echo "[e2e] FAIL: ${failed[*]} (of ${scenarios[*]}) after $((SECONDS - t0)) s; logs in $E2E_LOGS"
 fi
-echo "e2e: $npass passed, $nfail failed"
+echo "e2e: $npass passed, $nfail failed, $nskip skipped"
 [ ${#failed[@]} -eq 0 ]

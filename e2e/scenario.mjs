@@ -17,6 +17,7 @@ import { createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from 
 import { createInterface } from 'node:readline';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { virtioScenarios } from './virtio.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -25,7 +26,9 @@ const CLI = join(REPO, 'dist/src/cli/main.js');
 /**
  * @typedef {{ sample: string, tests: string, sharedRam: boolean, what: string,
  *   check: (r: Run) => void | Promise<void>, whileRunning?: (r: Run) => Promise<void>,
- *   extraDevices?: string[] }} Scenario
+ *   extraDevices?: string[], flow?: (r: Run, h: Harness) => Promise<void> }} Scenario
+ * A scenario with a `flow` runs that instead of the one-device, one-boot
+ * sequence of main(): it starts its own devices and boots as often as it needs.
  */
 
 /** @type {Record<string, Scenario>} */
@@ -61,6 +64,7 @@ const SCENARIOS = {
     whileRunning: benchMemoryAfter,
     extraDevices: ['posted'],
   },
+  ...virtioScenarios(),
 };
 
 const HEX = (/** @type {number} */ v, d = 4) => `0x${v.toString(16).padStart(d, '0')}`;
@@ -328,10 +332,18 @@ async function stopProcess(p) {
 }
 
 /**
+ * @typedef {{ tests?: string, qemuArgs?: string[], smp?: number, label?: string }} BootOptions
+ * tests: guest scripts (default: the scenario's); qemuArgs: extra QEMU
+ * arguments (e.g. QEMU's own devices); smp: vCPUs; label: suffix of the log
+ * files, for scenarios that boot more than once.
+ */
+
+/**
  * Boots the guest against every device; answers its E2E-REQ lines.
  * @param {Run} r @param {Map<string, { proc: import('node:child_process').ChildProcessWithoutNullStreams, sock: string }>} devs
+ * @param {BootOptions} [o]
  */
-function bootGuest(r, devs) {
+function bootGuest(r, devs, o = {}) {
   const initrd = process.env.E2E_INITRD;
   if (!initrd) throw new Error('E2E_INITRD is not set (run through e2e/run.sh)');
   const kernel = join(process.env.E2E_CACHE ?? '/var/cache/muser-e2e', 'kernel/vmlinuz');
@@ -339,19 +351,21 @@ function bootGuest(r, devs) {
     ? ['-machine', 'q35,memory-backend=mem', '-object', 'memory-backend-memfd,id=mem,size=512M,share=on']
     : ['-machine', 'q35'];
   const args = [
-    '-accel', 'tcg', '-cpu', 'max', '-m', '512M', ...mem,
+    '-accel', 'tcg', '-cpu', 'max', '-m', '512M', ...(o.smp ? ['-smp', String(o.smp)] : []), ...mem,
     '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', kernel, '-initrd', initrd,
-    '-append', `console=ttyS0 panic=-1 loglevel=4 e2e.test=${r.sc.tests}`,
+    '-append', `console=ttyS0 panic=-1 loglevel=4 e2e.test=${o.tests ?? r.sc.tests}`,
     '-trace', 'vfio_user*',
+    ...(o.qemuArgs ?? []),
   ];
   for (const d of devs.values()) args.push('-device', JSON.stringify({ driver: 'vfio-user-pci', socket: { path: d.sock, type: 'unix' } }));
-  writeFileSync(join(r.dir, 'qemu-args.txt'), args.map((a) => `'${a}'`).join(' ') + '\n');
+  const label = o.label ? `-${o.label}` : '';
+  writeFileSync(join(r.dir, `qemu-args${label}.txt`), args.map((a) => `'${a}'`).join(' ') + '\n');
   const script = `. "${join(HERE, 'lib.sh')}"; qemu_run "$@"`;
   const q = spawn('bash', ['-c', script, 'qemu', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
-  const serialLog = createWriteStream(join(r.dir, 'serial.log'));
-  const qemuLog = createWriteStream(join(r.dir, 'qemu.log'));
-  const primary = /** @type {import('node:child_process').ChildProcessWithoutNullStreams} */ (devs.get(r.sc.sample)?.proc);
+  const serialLog = createWriteStream(join(r.dir, `serial${label}.log`));
+  const qemuLog = createWriteStream(join(r.dir, `qemu${label}.log`));
+  const primary = devs.get(r.sc.sample)?.proc;
   createInterface({ input: q.stdout }).on('line', (raw) => {
     const l = raw.replace(/\r$/, '');
     r.serial.push(l);
@@ -359,7 +373,7 @@ function bootGuest(r, devs) {
     const m = /^E2E-REQ: (\S+)(?: (\S+))?/.exec(l);
     if (!m) return;
     const target = devs.get(m[2] ?? '')?.proc;
-    if (m[1] === 'input') primary.stdin.write(`input ${m[2]}\n`);
+    if (m[1] === 'input' && primary) primary.stdin.write(`input ${m[2]}\n`);
     else if (m[1] === 'stop' && target) target.kill('SIGSTOP');
     else if (m[1] === 'continue' && target) target.kill('SIGCONT');
     else r.qemuErrors.push(`harness: unknown request '${l}'`);
@@ -394,6 +408,7 @@ async function main() {
   const r = new Run(name, sc);
   const t0 = Date.now();
   console.log(`---- scenario ${name}: ${sc.what} (logs: ${r.dir})`);
+  if (sc.flow) return runFlow(r, sc.flow, t0);
   /** @type {Map<string, { proc: import('node:child_process').ChildProcessWithoutNullStreams, sock: string }>} */
   const devs = new Map();
   try {
@@ -434,6 +449,23 @@ async function main() {
     for (const d of devs.values()) await stopProcess(d.proc);
   }
   console.log(`---- scenario ${name}: ${r.passed} passed, ${r.failed} failed (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  process.exit(r.failed > 0 ? 1 : 0);
+}
+
+/**
+ * What a scenario's flow gets to drive devices and the guest.
+ * @typedef {{ bootGuest: typeof bootGuest, startProcess: typeof startProcess, stopProcess: typeof stopProcess,
+ *   kv: typeof kv, cli: string }} Harness
+ */
+
+/** Runs a scenario's own flow; exits like main(). @param {Run} r @param {(r: Run, h: Harness) => Promise<void>} flow @param {number} t0 */
+async function runFlow(r, flow, t0) {
+  try {
+    await flow(r, { bootGuest, startProcess, stopProcess, kv, cli: CLI });
+  } catch (e) {
+    r.assert(false, 'scenario ran to the end', /** @type {Error} */ (e).stack ?? String(e));
+  }
+  console.log(`---- scenario ${r.name}: ${r.passed} passed, ${r.failed} failed (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   process.exit(r.failed > 0 ? 1 : 0);
 }
 

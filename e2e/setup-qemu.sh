@@ -16,7 +16,8 @@
 #   E2E_MIRROR=URL                   Debian mirror (default: the host's)
 #   E2E_SUITE=trixie                 base suite; packages come from $E2E_SUITE-backports
 #   E2E_FORCE=1                      start from scratch
-# Needs root for apt-get on a fresh machine (host tools: cpio, xz, zstd).
+# Needs root for apt-get on a fresh machine (host tools: cpio, xz, zstd,
+# e2fsprogs for checking the virtio-blk images).
 set -euo pipefail
 
 C=${E2E_CACHE:-/var/cache/muser-e2e}
@@ -29,17 +30,12 @@ STAMP=$C/.setup-ok
 t0=$SECONDS
 say() { echo "[e2e-setup +$((SECONDS - t0))s] $*"; }
 
-if [ -n "${E2E_FORCE:-}" ]; then rm -rf "$ROOT" "$KDIR" "$A" "$STAMP"; fi
-if [ -f "$STAMP" ] && [ -x "$ROOT/usr/bin/qemu-system-x86_64" ] && [ -e "$KDIR/vmlinuz" ]; then
-    say "already installed in $C ($(cat "$STAMP"))"
-    exit 0
-fi
-mkdir -p "$C"
-
-# --- host tools (a fresh bookworm CI machine may lack some)
+# --- host tools (a fresh bookworm CI machine may lack some); checked even
+# when the rest is installed, so a new tool reaches machines set up before it
 need=()
-for tool in cpio:cpio xz:xz-utils zstd:zstd gzip:gzip dpkg-deb:dpkg; do
-    command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
+for tool in cpio:cpio xz:xz-utils zstd:zstd gzip:gzip dpkg-deb:dpkg e2fsck:e2fsprogs debugfs:e2fsprogs; do
+    t=${tool%%:*}   # e2fsck and debugfs live in sbin, which a user's PATH may lack
+    command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || [ -x "/sbin/$t" ] || need+=("${tool#*:}")
 done
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 if [ ${#need[@]} -gt 0 ]; then
@@ -48,6 +44,13 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${need[@]}" \
         || { apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"; }
 fi
+
+if [ -n "${E2E_FORCE:-}" ]; then rm -rf "$ROOT" "$KDIR" "$A" "$STAMP"; fi
+if [ -f "$STAMP" ] && [ -x "$ROOT/usr/bin/qemu-system-x86_64" ] && [ -e "$KDIR/vmlinuz" ]; then
+    say "already installed in $C ($(cat "$STAMP"))"
+    exit 0
+fi
+mkdir -p "$C"
 
 # --- mirror: the host's Debian archive
 if [ -z "${E2E_MIRROR:-}" ]; then
