@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,5 +140,27 @@ test('native fallocate: bad arguments resolve to -errno, a real punch resolves t
     assert.ok(native.blockDeviceSize(fd) < 0, 'a regular file is not a block device');
   } finally {
     closeSync(fd);
+  }
+});
+
+const shm = '/dev/shm';
+test('where the filesystem refuses ZERO_RANGE (tmpfs), write-zeroes still zeroes, and keeps doing so', { skip: !existsSync(shm) && 'no /dev/shm' }, async () => {
+  const sub = mkdtempSync(join(shm, 'muser-block-'));
+  try {
+    const path = join(sub, 'zr.img');
+    writeFileSync(path, Buffer.from(pattern(MiB, 6)));
+    const disk = await openFileBackend(path);
+    for (const [off, len] of [[4096, 8192], [100, 3000], [MiB - 512, 512]]) {
+      await disk.writeZeroes(off, len);
+      const b = new Uint8Array(len).fill(1);
+      await disk.read(off, [b]);
+      assert.ok(b.every((v) => v === 0), `${off}+${len} reads as zeros`);
+    }
+    const keep = new Uint8Array(512);
+    await disk.read(20000, [keep]);
+    assert.deepEqual(keep, pattern(MiB, 6).subarray(20000, 20512), 'bytes outside the ranges are untouched');
+    await disk.close();
+  } finally {
+    rmSync(sub, { recursive: true, force: true });
   }
 });

@@ -4,6 +4,7 @@
  * and requests complete in whatever order they finish.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:os';
 import { FallocMode, native } from '../native/index.js';
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from './backend.js';
 import { byteLength, checkCapacity, checkRange, checkWritable, SECTOR_SIZE } from './checks.js';
@@ -23,10 +24,7 @@ export interface FileBackend extends BlockBackend {
 
 /** Zeros written when the filesystem cannot punch or zero a range. */
 const ZERO_CHUNK = 1 << 20;
-const EINTR = 4;
-const EOPNOTSUPP = 95;
-const ENOSYS = 38;
-const EINVAL = 22;
+const { EINTR, EOPNOTSUPP, ENOSYS, EINVAL, ENOSPC, EDQUOT, EROFS } = constants.errno;
 
 /**
  * Opens a raw image file or block device. The capacity is the file's size
@@ -223,6 +221,6 @@ function toBlockError(e: unknown, what: string): BlockError {
 
 function errnoError(rc: number, what: string): BlockError {
   const errno = -rc;
-  const code: BlockErrorCode = errno === 28 || errno === 122 ? 'ENOSPC' : errno === 30 ? 'EROFS' : 'EIO';
+  const code: BlockErrorCode = errno === ENOSPC || errno === EDQUOT ? 'ENOSPC' : errno === EROFS ? 'EROFS' : 'EIO';
   return new BlockError(code, `${what} failed: errno ${errno}`);
 }
