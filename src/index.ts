@@ -26,6 +26,19 @@ export type {
   RegionSpec,
   ResetReason,
 } from './server/spec.js';
+export {
+  defineRegisters,
+  RegisterMap,
+  type Register,
+  type Register64,
+  type RegisterAccess,
+  type RegisterBarOptions,
+  type RegisterBase,
+  type RegisterBlock,
+  type RegisterEntry,
+  type RegisterMapOptions,
+  type RegisterWidth,
+} from './server/registers.js';
 export { MigrationState, type MigrationData, type MigrationLoader, type MigrationSpec } from './server/migration-spec.js';
 export type { Migration, MigrationStats } from './server/migration.js';
 export type { GatedDmaAccess, DmaRegionInfo } from './server/migration-dma.js';
