@@ -12,7 +12,6 @@ export { Server, serve, type ServeOptions } from './server/server.js';
 export { DeviceError, Errno } from './server/errors.js';
 export { IrqIndex, type TriggerResult } from './server/irqs.js';
 export type { DmaAccess } from './server/dma-access.js';
-export type { DmaSegment } from './server/dma.js';
 export type { Logger, LogLevel } from './server/logger.js';
 export { consoleLogger, silentLogger } from './server/logger.js';
 export type {
@@ -45,6 +44,15 @@ export type { GatedDmaAccess, DmaRegionInfo } from './server/migration-dma.js';
 export type {
   CapabilityDescription,
   ConfigHooks,
+  DsnCapabilityDescription,
   ExtendedCapabilityDescription,
+  MsiCapabilityDescription,
+  MsixCapabilityDescription,
   PciIdentity,
+  PcieCapabilityDescription,
+  PmCapabilityDescription,
+  VendorCapabilityDescription,
+  VsecCapabilityDescription,
 } from './pci/index.js';
+export type { ServerLimits } from './server/session.js';
+export type { DmaRegion, DmaSegment } from './server/dma.js';
