@@ -5,18 +5,7 @@
  * memory, through zero-copy views where the client shared an fd and through
  * DMA_READ / DMA_WRITE messages where it did not.
  *
- *   off   size  register
- *   0x80  4     address, low 32 bits
- *   0x84  4     address, high 32 bits
- *   0x88  4     length (1..4096)
- *   0x8c  1     command (write): 1 read memory into the buffer,
- *                 2 write the buffer to memory, 3 self test (write a
- *                 pattern, read it back, compare)
- *   0x90  1     status: 0 idle, 1 busy, 2 done, 3 failed
- *   0x94  4     sum of the buffer's first `length` bytes (u32)
- *   0x98  4     errno of the last failure
- *   0x9c  4     completed commands
- *   0xc0  64    window onto the first 64 bytes of the buffer
+ * The registers are the table in {@link GpioDma.registers}.
  *
  * The command runs after the write is answered (the client may need to
  * serve our DMA messages before it can serve more region accesses): poll
@@ -63,17 +52,21 @@ export class GpioDma {
   /** The engine's registers, for the gpio board's register map. */
   registers(): RegisterEntry<Device | undefined>[] {
     return [
-      { name: 'dma_addr_lo', offset: DmaReg.ADDR_LO, width: 4, write: (v) => void (this.address.low = v) },
-      { name: 'dma_addr_hi', offset: DmaReg.ADDR_HI, width: 4, write: (v) => void (this.address.high = v) },
-      { name: 'dma_len', offset: DmaReg.LEN, width: 4, write: (v) => void (this.length = v) },
-      { name: 'dma_cmd', offset: DmaReg.CMD, width: 1, access: 'wo', write: (v) => this.start(v) },
-      // Polled in a loop: not traced.
-      { name: 'dma_status', offset: DmaReg.STATUS, width: 1, access: 'ro', trace: false, read: () => this.status },
-      { name: 'dma_sum', offset: DmaReg.SUM, width: 4, access: 'ro', read: () => this.sum },
-      { name: 'dma_errno', offset: DmaReg.ERRNO, width: 4, access: 'ro', read: () => this.errno },
-      { name: 'dma_done', offset: DmaReg.DONE, width: 4, access: 'ro', read: () => this.done },
+      { name: 'dma_addr_lo', offset: DmaReg.ADDR_LO, width: 4, description: 'address, low 32 bits', write: (v) => void (this.address.low = v) },
+      { name: 'dma_addr_hi', offset: DmaReg.ADDR_HI, width: 4, description: 'address, high 32 bits', write: (v) => void (this.address.high = v) },
+      { name: 'dma_len', offset: DmaReg.LEN, width: 4, description: `length, 1..${DMA_BUFFER_SIZE}`, write: (v) => void (this.length = v) },
       {
-        name: 'dma_window', offset: DmaReg.WINDOW, size: WINDOW_SIZE,
+        name: 'dma_cmd', offset: DmaReg.CMD, width: 1, access: 'wo',
+        description: '1 read memory into the buffer, 2 write the buffer to memory, 3 self test (write a pattern, read it back, compare)',
+        write: (v) => this.start(v),
+      },
+      // Polled in a loop: not traced.
+      { name: 'dma_status', offset: DmaReg.STATUS, width: 1, access: 'ro', trace: false, description: '0 idle, 1 busy, 2 done, 3 failed', read: () => this.status },
+      { name: 'dma_sum', offset: DmaReg.SUM, width: 4, access: 'ro', description: "sum of the buffer's first `length` bytes (u32)", read: () => this.sum },
+      { name: 'dma_errno', offset: DmaReg.ERRNO, width: 4, access: 'ro', description: 'errno of the last failure', read: () => this.errno },
+      { name: 'dma_done', offset: DmaReg.DONE, width: 4, access: 'ro', description: 'completed commands', read: () => this.done },
+      {
+        name: 'dma_window', offset: DmaReg.WINDOW, size: WINDOW_SIZE, description: 'the first 64 bytes of the buffer',
         read: (offset, length) => this.buffer.subarray(offset, offset + length),
         write: (offset, data) => void data.copy(this.buffer, offset),
       },

@@ -89,16 +89,24 @@ export class Gpio {
    */
   private boardRegisters(): RegisterEntry<Device | undefined>[] {
     return [
-      { name: 'out0_7', offset: 0x0, width: 1, read: () => this.outputs & 0xff, write: (v) => this.setOutputs((this.outputs & 0xff00) | v) },
-      { name: 'in0_7', offset: 0x1, width: 1, access: 'ro', read: () => this.inputs & 0xff },
-      { name: 'clear_irq', offset: 0x1, width: 1, access: 'wo', write: () => this.clearIrq() },
-      { name: 'irq_enable', offset: 0x2, width: 1, access: 'ro', read: () => this.enableIrq() },
-      { name: 'irq_disable', offset: 0x2, width: 1, access: 'wo', write: () => this.disableIrq() },
-      { name: 'filter_on', offset: 0x3, width: 1, access: 'ro', read: () => ((this.filters = true), 0) },
-      { name: 'filter_off', offset: 0x3, width: 1, access: 'wo', write: () => void (this.filters = false) },
-      { name: 'out8_15', offset: 0x4, width: 1, read: () => this.outputs >> 8, write: (v) => this.setOutputs((this.outputs & 0x00ff) | (v << 8)) },
-      { name: 'in8_15', offset: 0x5, width: 1, access: 'ro', read: () => this.inputs >> 8 },
-      { name: 'irq_status', offset: 0x6, width: 1, access: 'ro', read: () => this.status },
+      {
+        name: 'out0_7', offset: 0x0, width: 1, description: 'outputs 0-7 (read back)',
+        read: () => this.outputs & 0xff,
+        write: (v) => this.setOutputs((this.outputs & 0xff00) | v),
+      },
+      { name: 'in0_7', offset: 0x1, width: 1, access: 'ro', description: 'inputs 0-7', read: () => this.inputs & 0xff },
+      { name: 'clear_irq', offset: 0x1, width: 1, access: 'wo', description: 'clear the interrupt', write: () => this.clearIrq() },
+      { name: 'irq_enable', offset: 0x2, width: 1, access: 'ro', description: 'a read enables the IRQ (reads 0)', read: () => this.enableIrq() },
+      { name: 'irq_disable', offset: 0x2, width: 1, access: 'wo', description: 'a write disables the IRQ', write: () => this.disableIrq() },
+      { name: 'filter_on', offset: 0x3, width: 1, access: 'ro', description: 'a read activates the input filters', read: () => ((this.filters = true), 0) },
+      { name: 'filter_off', offset: 0x3, width: 1, access: 'wo', description: 'a write deactivates them', write: () => void (this.filters = false) },
+      {
+        name: 'out8_15', offset: 0x4, width: 1, description: 'outputs 8-15 (read back)',
+        read: () => this.outputs >> 8,
+        write: (v) => this.setOutputs((this.outputs & 0x00ff) | (v << 8)),
+      },
+      { name: 'in8_15', offset: 0x5, width: 1, access: 'ro', description: 'inputs 8-15', read: () => this.inputs >> 8 },
+      { name: 'irq_status', offset: 0x6, width: 1, access: 'ro', description: 'bit 2 pending; bit 0/1 inputs 0-7/8-15 changed', read: () => this.status },
     ];
   }
 
