@@ -12,7 +12,6 @@ export { Server, serve, type ServeOptions } from './server/server.js';
 export { DeviceError, Errno } from './server/errors.js';
 export { IrqIndex, type TriggerResult } from './server/irqs.js';
 export type { DmaAccess } from './server/dma-access.js';
-export type { DmaSegment } from './server/dma.js';
 export type { Logger, LogLevel } from './server/logger.js';
 export { consoleLogger, silentLogger } from './server/logger.js';
 export type {
@@ -26,14 +25,34 @@ export type {
   RegionSpec,
   ResetReason,
 } from './server/spec.js';
+export {
+  defineRegisters,
+  RegisterMap,
+  type Register,
+  type Register64,
+  type RegisterAccess,
+  type RegisterBarOptions,
+  type RegisterBase,
+  type RegisterBlock,
+  type RegisterEntry,
+  type RegisterMapOptions,
+  type RegisterWidth,
+} from './server/registers.js';
 export { MigrationState, type MigrationData, type MigrationLoader, type MigrationSpec } from './server/migration-spec.js';
 export type { Migration, MigrationStats } from './server/migration.js';
 export type { GatedDmaAccess, DmaRegionInfo } from './server/migration-dma.js';
 export type {
   CapabilityDescription,
   ConfigHooks,
+  DsnCapabilityDescription,
   ExtendedCapabilityDescription,
+  MsiCapabilityDescription,
+  MsixCapabilityDescription,
   PciIdentity,
+  PcieCapabilityDescription,
+  PmCapabilityDescription,
+  VendorCapabilityDescription,
+  VsecCapabilityDescription,
 } from './pci/index.js';
 export {
   BlockDevice,
@@ -50,3 +69,5 @@ export {
   type RamBackend,
   type RamBackendOptions,
 } from './block/index.js';
+export type { ServerLimits } from './server/session.js';
+export type { DmaRegion, DmaSegment } from './server/dma.js';

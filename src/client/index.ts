@@ -21,3 +21,13 @@ export {
   type MigrateOptions,
   type MigrationResult,
 } from './migrate.js';
+// Types of the messages the client's methods take and return.
+export type { DeviceFeature, FeatureData } from '../protocol/device-feature.js';
+export type { DeviceInfo } from '../protocol/device-info.js';
+export type { Header } from '../protocol/header.js';
+export type { IrqInfo } from '../protocol/irq.js';
+export type { RegionCap, RegionInfo, RegionInfoReply, RegionTypeCap, SparseMmapArea, SparseMmapCap } from '../protocol/region-info.js';
+export type { RegionIoFdsReply, SubRegionIoFd } from '../protocol/region-io-fds.js';
+export type { RegionWriteOne } from '../protocol/region-write-multi.js';
+export type { MigrationCapability, TwinSocketCapability, VersionCapabilities } from '../protocol/version.js';
+export { Command, DeviceFeatureFlag, DeviceInfoFlag, HeaderFlag, IoeventfdFlag, IoFdType, RegionCapId, RegionInfoFlag } from '../protocol/constants.js';

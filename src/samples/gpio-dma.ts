@@ -5,26 +5,14 @@
  * memory, through zero-copy views where the client shared an fd and through
  * DMA_READ / DMA_WRITE messages where it did not.
  *
- *   off   size  register
- *   0x80  4     address, low 32 bits
- *   0x84  4     address, high 32 bits
- *   0x88  4     length (1..4096)
- *   0x8c  1     command (write): 1 read memory into the buffer,
- *                 2 write the buffer to memory, 3 self test (write a
- *                 pattern, read it back, compare)
- *   0x90  1     status: 0 idle, 1 busy, 2 done, 3 failed
- *   0x94  4     sum of the buffer's first `length` bytes (u32)
- *   0x98  4     errno of the last failure
- *   0x9c  4     completed commands
- *   0xc0  64    window onto the first 64 bytes of the buffer
+ * The registers are the table in {@link GpioDma.registers}.
  *
  * The command runs after the write is answered (the client may need to
  * serve our DMA messages before it can serve more region accesses): poll
  * the status. Each command is logged: `gpio: dma <op> addr=.. len=..
  * via=direct|message|mixed ok|failed ...`.
  */
-import type { Device } from '../server/device.js';
-import { errnoOf } from '../server/errors.js';
+import type { Device, RegisterEntry } from '../index.js';
 
 export const DMA_EXT_BASE = 0x80;
 export const DmaReg = {
@@ -46,8 +34,12 @@ const WINDOW_SIZE = 64;
 /** The DMA engine's state. */
 export class GpioDma {
   readonly buffer = Buffer.alloc(DMA_BUFFER_SIZE);
-  private readonly regs = Buffer.alloc(0x100 - DMA_EXT_BASE);
+  private address = { low: 0, high: 0 };
+  private length = 0;
   private status: number = DmaStatus.IDLE;
+  private sum = 0;
+  private errno = 0;
+  private done = 0;
   private seq = 0;
   /** The running command, for tests. */
   running: Promise<void> | undefined;
@@ -57,25 +49,36 @@ export class GpioDma {
     private readonly log: (line: string) => void,
   ) {}
 
-  readReg(offset: number): number {
-    if (offset === DmaReg.STATUS) return this.status;
-    if (offset >= DmaReg.WINDOW) return this.buffer[offset - DmaReg.WINDOW];
-    return this.regs[offset - DMA_EXT_BASE];
+  /** The engine's registers, for the gpio board's register map. */
+  registers(): RegisterEntry<Device | undefined>[] {
+    return [
+      { name: 'dma_addr_lo', offset: DmaReg.ADDR_LO, width: 4, description: 'address, low 32 bits', write: (v) => void (this.address.low = v) },
+      { name: 'dma_addr_hi', offset: DmaReg.ADDR_HI, width: 4, description: 'address, high 32 bits', write: (v) => void (this.address.high = v) },
+      { name: 'dma_len', offset: DmaReg.LEN, width: 4, description: `length, 1..${DMA_BUFFER_SIZE}`, write: (v) => void (this.length = v) },
+      {
+        name: 'dma_cmd', offset: DmaReg.CMD, width: 1, access: 'wo',
+        description: '1 read memory into the buffer, 2 write the buffer to memory, 3 self test (write a pattern, read it back, compare)',
+        write: (v) => this.start(v),
+      },
+      // Polled in a loop: not traced.
+      { name: 'dma_status', offset: DmaReg.STATUS, width: 1, access: 'ro', trace: false, description: '0 idle, 1 busy, 2 done, 3 failed', read: () => this.status },
+      { name: 'dma_sum', offset: DmaReg.SUM, width: 4, access: 'ro', description: "sum of the buffer's first `length` bytes (u32)", read: () => this.sum },
+      { name: 'dma_errno', offset: DmaReg.ERRNO, width: 4, access: 'ro', description: 'errno of the last failure', read: () => this.errno },
+      { name: 'dma_done', offset: DmaReg.DONE, width: 4, access: 'ro', description: 'completed commands', read: () => this.done },
+      {
+        name: 'dma_window', offset: DmaReg.WINDOW, size: WINDOW_SIZE, description: 'the first 64 bytes of the buffer',
+        read: (offset, length) => this.buffer.subarray(offset, offset + length),
+        write: (offset, data) => void data.copy(this.buffer, offset),
+      },
+    ];
   }
 
-  writeReg(offset: number, v: number): void {
-    if (offset >= DmaReg.WINDOW && offset < DmaReg.WINDOW + WINDOW_SIZE) {
-      this.buffer[offset - DmaReg.WINDOW] = v;
-    } else if (offset === DmaReg.CMD) {
-      this.start(v);
-    } else if (offset < DmaReg.STATUS) {
-      this.regs[offset - DMA_EXT_BASE] = v;
-    }
-  }
-
+  /** Back to idle with zeroed registers (the buffer keeps its bytes). */
   reset(): void {
-    this.regs.fill(0);
+    this.address = { low: 0, high: 0 };
+    this.length = 0;
     this.status = DmaStatus.IDLE;
+    this.sum = this.errno = this.done = 0;
   }
 
   private start(cmd: number): void {
@@ -83,8 +86,8 @@ export class GpioDma {
       this.log('dma busy: command ignored');
       return;
     }
-    const address = this.regs.readUInt32LE(DmaReg.ADDR_LO - DMA_EXT_BASE) + this.regs.readUInt32LE(DmaReg.ADDR_HI - DMA_EXT_BASE) * 2 ** 32;
-    const length = this.regs.readUInt32LE(DmaReg.LEN - DMA_EXT_BASE);
+    const address = this.address.low + this.address.high * 2 ** 32;
+    const length = this.length;
     this.status = DmaStatus.BUSY;
     this.running = this.run(cmd, address, length).finally(() => (this.running = undefined));
   }
@@ -120,13 +123,13 @@ export class GpioDma {
       }
       let sum = 0;
       for (let i = 0; i < length; i++) sum = (sum + this.buffer[i]) >>> 0;
-      this.regs.writeUInt32LE(sum, DmaReg.SUM - DMA_EXT_BASE);
-      this.regs.writeUInt32LE(this.regs.readUInt32LE(DmaReg.DONE - DMA_EXT_BASE) + 1, DmaReg.DONE - DMA_EXT_BASE);
+      this.sum = sum;
+      this.done = (this.done + 1) >>> 0;
       this.status = DmaStatus.DONE;
       const head = this.buffer.subarray(0, Math.min(16, length)).toString('hex');
       this.log(`dma ${op} ${at} via=${via} ok sum=0x${sum.toString(16)} head=${head}${extra}`);
     } catch (e) {
-      this.regs.writeUInt32LE(errnoOf(e), DmaReg.ERRNO - DMA_EXT_BASE);
+      this.errno = errnoOf(e);
       this.status = DmaStatus.FAILED;
       this.log(`dma ${op} ${at} via=${via} failed errno=${errnoOf(e)}: ${(e as Error).message}`);
     }
@@ -138,4 +141,10 @@ function pathOf(device: Device, address: number, length: number): string {
   const segs = device.dma.sgl(address, length);
   const direct = segs.filter((s) => s.region.memory !== undefined).length;
   return direct === segs.length ? 'direct' : direct === 0 ? 'message' : 'mixed';
+}
+
+/** The errno a failure carries (EIO when it names none). */
+function errnoOf(e: unknown): number {
+  const n = (e as { errno?: unknown } | undefined)?.errno;
+  return typeof n === 'number' && Number.isInteger(n) && n > 0 ? n : 5;
 }

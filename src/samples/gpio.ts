@@ -3,16 +3,9 @@
  * outputs) that Linux's own `gpio-pci-idio-16` driver binds to and drives.
  *
  * Identity: vendor 0x494f, device 0x0dc8. Registers: BAR 2, an I/O BAR of
- * 256 bytes, byte wide, as the board and its Linux driver define them:
- *
- *   off  read                        write
- *   0x0  outputs 0-7 (readback)      outputs 0-7
- *   0x1  inputs 0-7                  clear interrupt
- *   0x2  enable IRQ (reads 0)        disable IRQ
- *   0x3  activate input filters      deactivate input filters
- *   0x4  outputs 8-15 (readback)     outputs 8-15
- *   0x5  inputs 8-15                 -
- *   0x6  IRQ status                  -
+ * 256 bytes, byte wide, as the board and its Linux driver define them: see
+ * the table in {@link Gpio} (most offsets mean one thing when read, another
+ * when written).
  *
  * IRQ status: bit 2 = interrupt pending; bit 0 / bit 1 = an input of 0-7 /
  * 8-15 changed since the last clear. (The regmap driver only tests bit 2;
@@ -25,13 +18,13 @@
  *
  * The inputs are the outside world: the sample's console (stdin lines, see
  * {@link GpioConsole}) or code holding the {@link Gpio} model changes them.
- * With -v every register access is logged (`gpio: read reg=0x1 ...`).
+ * The registers are a declarative table ({@link Gpio.registers}); with -v
+ * the map traces every access by name (`gpio: read reg=0x1 name=in0_7 val=0x00`).
  */
 import type { Readable, Writable } from 'node:stream';
 import { createInterface } from 'node:readline';
-import type { Device } from '../server/device.js';
-import type { DeviceSpec } from '../server/spec.js';
-import { DMA_EXT_BASE, GpioDma } from './gpio-dma.js';
+import { defineRegisters, type Device, type DeviceSpec, type Logger, type RegisterEntry, type RegisterMap } from '../index.js';
+import { GpioDma } from './gpio-dma.js';
 
 export const GPIO_VENDOR_ID = 0x494f;
 export const GPIO_DEVICE_ID = 0x0dc8;
@@ -51,16 +44,6 @@ export const GpioReg = {
 
 /** IRQ status bits. */
 export const GpioStatus = { LOW_CHANGED: 0x1, HIGH_CHANGED: 0x2, PENDING: 0x4 } as const;
-
-const REG_NAMES: Record<number, [read: string, write: string]> = {
-  0: ['out0_7', 'out0_7'],
-  1: ['in0_7', 'clear_irq'],
-  2: ['irq_enable', 'irq_disable'],
-  3: ['filter_on', 'filter_off'],
-  4: ['out8_15', 'out8_15'],
-  5: ['in8_15', 'unused'],
-  6: ['irq_status', 'unused'],
-};
 
 const hex = (v: number, digits = 2): string => `0x${v.toString(16).padStart(digits, '0')}`;
 
@@ -87,13 +70,44 @@ export class Gpio {
   /** The device this model serves, once built. */
   device: Device | undefined;
   readonly dma: GpioDma;
-  private readonly verbose: boolean;
+  /** BAR 2, as the board's manual lists it. */
+  readonly registers: RegisterMap<Device | undefined>;
   private readonly out: (line: string) => void;
 
   constructor(options: GpioOptions = {}) {
-    this.verbose = options.verbose ?? false;
     this.out = options.log ?? ((line) => process.stderr.write(`${line}\n`));
     this.dma = new GpioDma(() => this.device, (line) => this.log(line));
+    const verbose = options.verbose ?? false;
+    const say = (msg: string): void => this.log(msg);
+    const log: Logger = { debug: (msg) => verbose && say(msg), info: say, warn: say, error: say };
+    this.registers = defineRegisters([...this.boardRegisters(), ...this.dma.registers()], { log });
+  }
+
+  /**
+   * The PCI-IDIO-16's registers. Most offsets mean one thing when read and
+   * another when written, as on the board.
+   */
+  private boardRegisters(): RegisterEntry<Device | undefined>[] {
+    return [
+      {
+        name: 'out0_7', offset: 0x0, width: 1, description: 'outputs 0-7 (read back)',
+        read: () => this.outputs & 0xff,
+        write: (v) => this.setOutputs((this.outputs & 0xff00) | v),
+      },
+      { name: 'in0_7', offset: 0x1, width: 1, access: 'ro', description: 'inputs 0-7', read: () => this.inputs & 0xff },
+      { name: 'clear_irq', offset: 0x1, width: 1, access: 'wo', description: 'clear the interrupt', write: () => this.clearIrq() },
+      { name: 'irq_enable', offset: 0x2, width: 1, access: 'ro', description: 'a read enables the IRQ (reads 0)', read: () => this.enableIrq() },
+      { name: 'irq_disable', offset: 0x2, width: 1, access: 'wo', description: 'a write disables the IRQ', write: () => this.disableIrq() },
+      { name: 'filter_on', offset: 0x3, width: 1, access: 'ro', description: 'a read activates the input filters', read: () => ((this.filters = true), 0) },
+      { name: 'filter_off', offset: 0x3, width: 1, access: 'wo', description: 'a write deactivates them', write: () => void (this.filters = false) },
+      {
+        name: 'out8_15', offset: 0x4, width: 1, description: 'outputs 8-15 (read back)',
+        read: () => this.outputs >> 8,
+        write: (v) => this.setOutputs((this.outputs & 0x00ff) | (v << 8)),
+      },
+      { name: 'in8_15', offset: 0x5, width: 1, access: 'ro', description: 'inputs 8-15', read: () => this.inputs >> 8 },
+      { name: 'irq_status', offset: 0x6, width: 1, access: 'ro', description: 'bit 2 pending; bit 0/1 inputs 0-7/8-15 changed', read: () => this.status },
+    ];
   }
 
   /** Writes a log line (`gpio: ...`). */
@@ -101,65 +115,16 @@ export class Gpio {
     this.out(`gpio: ${msg}`);
   }
 
-  /** Serves a one-byte register read. */
+  /** Serves a one-byte register read, as the guest's would be. */
   readReg(offset: number): number {
-    let v = 0;
-    switch (offset) {
-      case GpioReg.OUT0_7:
-        v = this.outputs & 0xff;
-        break;
-      case GpioReg.IN0_7:
-        v = this.inputs & 0xff;
-        break;
-      case GpioReg.IRQ_CTL:
-        if (!this.irqEnabled) {
-          this.irqEnabled = true;
-          this.log('irq enabled');
-        }
-        break;
-      case GpioReg.FILTER_CTL:
-        this.filters = true;
-        break;
-      case GpioReg.OUT8_15:
-        v = this.outputs >> 8;
-        break;
-      case GpioReg.IN8_15:
-        v = this.inputs >> 8;
-        break;
-      case GpioReg.IRQ_STATUS:
-        v = this.status;
-        break;
-      default:
-        v = offset >= DMA_EXT_BASE ? this.dma.readReg(offset) : 0;
-    }
-    if (this.verbose && offset < DMA_EXT_BASE) this.log(`read reg=${hex(offset, 1)} name=${REG_NAMES[offset]?.[0] ?? 'unused'} val=${hex(v)}`);
-    return v;
+    const bytes = this.registers.read(offset, 1, this.device);
+    if (bytes instanceof Promise) throw new Error('gpio registers answer synchronously');
+    return bytes[0];
   }
 
-  /** Serves a one-byte register write. */
+  /** Serves a one-byte register write, as the guest's would be. */
   writeReg(offset: number, v: number): void {
-    if (this.verbose && offset < DMA_EXT_BASE) this.log(`write reg=${hex(offset, 1)} name=${REG_NAMES[offset]?.[1] ?? 'unused'} val=${hex(v)}`);
-    switch (offset) {
-      case GpioReg.OUT0_7:
-        this.setOutputs((this.outputs & 0xff00) | v);
-        break;
-      case GpioReg.IN0_7:
-        if (this.status !== 0) this.log(`irq cleared (status was ${hex(this.status)})`);
-        this.status = 0;
-        break;
-      case GpioReg.IRQ_CTL:
-        if (this.irqEnabled) this.log('irq disabled');
-        this.irqEnabled = false;
-        break;
-      case GpioReg.FILTER_CTL:
-        this.filters = false;
-        break;
-      case GpioReg.OUT8_15:
-        this.setOutputs((this.outputs & 0x00ff) | (v << 8));
-        break;
-      default:
-        if (offset >= DMA_EXT_BASE) this.dma.writeReg(offset, v);
-    }
+    if (this.registers.write(offset, Uint8Array.of(v), this.device) instanceof Promise) throw new Error('gpio registers answer synchronously');
   }
 
   /** Sets all 16 inputs; a change of state raises the IRQ when enabled. */
@@ -190,6 +155,7 @@ export class Gpio {
     this.irqEnabled = false;
     this.filters = false;
     this.status = 0;
+    this.registers.reset();
     this.dma.reset();
   }
 
@@ -204,6 +170,25 @@ export class Gpio {
     this.outputs = next;
     this.log(`out=${hex(next, 4)} was=${hex(was, 4)}`);
   }
+
+  /** Reading the enable register enables the IRQ; it reads 0. */
+  private enableIrq(): number {
+    if (!this.irqEnabled) {
+      this.irqEnabled = true;
+      this.log('irq enabled');
+    }
+    return 0;
+  }
+
+  private disableIrq(): void {
+    if (this.irqEnabled) this.log('irq disabled');
+    this.irqEnabled = false;
+  }
+
+  private clearIrq(): void {
+    if (this.status !== 0) this.log(`irq cleared (status was ${hex(this.status)})`);
+    this.status = 0;
+  }
 }
 
 /** Builds the gpio device description around a model. */
@@ -212,18 +197,7 @@ export function gpioDevice(gpio: Gpio = new Gpio()): DeviceSpec {
     name: 'gpio',
     identity: { vendorId: GPIO_VENDOR_ID, deviceId: GPIO_DEVICE_ID, classCode: 0xff0000 },
     bars: {
-      [GPIO_BAR]: {
-        kind: 'io',
-        size: GPIO_BAR_SIZE,
-        read(offset, length) {
-          const out = Buffer.alloc(length);
-          for (let i = 0; i < length; i++) out[i] = gpio.readReg(offset + i);
-          return out;
-        },
-        write(offset, data) {
-          for (let i = 0; i < data.length; i++) gpio.writeReg(offset + i, data[i]);
-        },
-      },
+      [GPIO_BAR]: gpio.registers.bar({ kind: 'io', size: GPIO_BAR_SIZE }),
     },
     interrupts: { intx: true },
     onConnect(device) {

@@ -1,0 +1,473 @@
+/**
+ * Declarative register maps: a device's registers written down the way its
+ * datasheet lists them (name, offset, width, access, reset value, behaviour),
+ * turned into a BAR's `read` / `write` callbacks.
+ *
+ * Access rules (the same for every map, so a device file need not repeat them):
+ *
+ * - An access may cover several registers: it is split at register
+ *   boundaries and each part is served in address order.
+ * - Each part that falls inside a register must be naturally aligned within
+ *   it and 1, 2, 4 or 8 bytes long, no wider than the register, and one of the
+ *   register's `widths` when it lists them. Otherwise the whole access is
+ *   refused with EINVAL before any register is touched.
+ * - A narrower read returns the addressed bytes of the register's value (the
+ *   read hook runs once). A narrower write is merged, byte by byte, into the
+ *   register's stored value (write-only registers: into its reset value),
+ *   and the hook sees the merged value.
+ * - Offsets no register covers read as zero and ignore writes. Reads of
+ *   write-only registers return zero; writes to read-only registers are
+ *   ignored, as hardware does.
+ * - {@link RegisterMap.reset} puts every register back to its reset value;
+ *   call it from the device's `onReset`.
+ * - With a `log` at debug level every access is traced by register name:
+ *   `read reg=0x1 name=in0_7 val=0x00`, `write reg=0x0 name=out0_7 val=0x01`.
+ */
+import type { Device } from './device.js';
+import { DeviceError, Errno } from './errors.js';
+import type { Logger } from './logger.js';
+import type { BarSpec, MaybePromise } from './spec.js';
+
+/** Width of a register in bytes. */
+export type RegisterWidth = 1 | 2 | 4 | 8;
+
+/**
+ * What software may do with a register:
+ * - `ro`: read only; writes are ignored.
+ * - `rw`: read and write; a write stores the value (the bits in `writable`).
+ * - `wo`: write only (a command); reads return zero.
+ * - `rw1c`: read, and write 1 to clear: each 1 bit written clears that bit.
+ * - `rc`: read only, cleared (back to its reset value) by a read.
+ */
+export type RegisterAccess = 'ro' | 'rw' | 'wo' | 'rw1c' | 'rc';
+
+/** What every register entry has. */
+export interface RegisterBase {
+  /** Name used in traces and by {@link RegisterMap.get} / {@link RegisterMap.set}. */
+  name: string;
+  /** Offset in the BAR; a multiple of the register's width. */
+  offset: number;
+  /** Default `rw`. */
+  access?: RegisterAccess;
+  /** Access widths the register accepts (default: 1, 2, 4, 8 up to its width). */
+  widths?: readonly RegisterWidth[];
+  /** Trace accesses with the map's logger (default true); false for a register polled in a loop. */
+  trace?: boolean;
+  /** The datasheet's words, for readers and generated docs. */
+  description?: string;
+}
+
+/**
+ * A register of 1, 2 or 4 bytes. Its value is a `number`.
+ * @typeParam C - what hooks receive as context: the {@link Device} when served through {@link RegisterMap.bar}
+ */
+export interface Register<C = Device> extends RegisterBase {
+  width: 1 | 2 | 4;
+  /** Value at power-on and after reset (default 0). */
+  reset?: number;
+  /** Bits a write may change (default all). */
+  writable?: number;
+  /** Computes the value a read returns; without it, reads return the stored value. */
+  read?(context: C): MaybePromise<number>;
+  /**
+   * Runs after a write has updated the stored value. `value` is the merged
+   * value written (for `rw1c`: the bits to clear).
+   */
+  write?(value: number, context: C): MaybePromise<void>;
+}
+
+/**
+ * A 64-bit register. Its value is a `bigint`.
+ * @typeParam C - what hooks receive as context (see {@link Register})
+ */
+export interface Register64<C = Device> extends RegisterBase {
+  width: 8;
+  /** Value at power-on and after reset (default 0n). */
+  reset?: bigint;
+  /** Bits a write may change (default all). */
+  writable?: bigint;
+  /** Computes the value a read returns; without it, reads return the stored value. */
+  read?(context: C): MaybePromise<bigint>;
+  /** Runs after a write has updated the stored value (see {@link Register.write}). */
+  write?(value: bigint, context: C): MaybePromise<void>;
+}
+
+/**
+ * A range of bytes that is not a register: a window onto a buffer, a FIFO,
+ * a small RAM. Any access inside it is allowed. Unless both hooks are given
+ * it has zeroed memory of its own (cleared on reset): writes are stored there
+ * (then the write hook runs) and reads come from it when there is no read hook.
+ * @typeParam C - what hooks receive as context (see {@link Register})
+ */
+export interface RegisterBlock<C = Device> {
+  name: string;
+  offset: number;
+  /** Size in bytes. */
+  size: number;
+  /** Blocks have no width; this tells them apart from registers. */
+  width?: undefined;
+  /** `ro`, `rw` (default) or `wo`. */
+  access?: 'ro' | 'rw' | 'wo';
+  /** Serves a read of `length` bytes at `offset` within the block. */
+  read?(offset: number, length: number, context: C): MaybePromise<Uint8Array>;
+  /** Serves a write at `offset` within the block; `data` is the hook's own copy. */
+  write?(offset: number, data: Buffer, context: C): MaybePromise<void>;
+  trace?: boolean;
+  description?: string;
+}
+
+/** One line of a register table. */
+export type RegisterEntry<C = Device> = Register<C> | Register64<C> | RegisterBlock<C>;
+
+/** Options of {@link defineRegisters}. */
+export interface RegisterMapOptions {
+  /** Where register traces go (at debug level). */
+  log?: Logger;
+}
+
+/** The BAR properties {@link RegisterMap.bar} takes; the map supplies `read` and `write`. */
+export type RegisterBarOptions = Omit<BarSpec, 'read' | 'write' | 'memory'>;
+
+/** A register table, ready to serve accesses. Built by {@link defineRegisters}. */
+export class RegisterMap<C = Device> {
+  private readonly slots: Slot<C>[];
+  private readonly byName = new Map<string, Slot<C>>();
+  /** Readable / writable slots, sorted by offset, not overlapping. */
+  private readonly readers: Slot<C>[];
+  private readonly writers: Slot<C>[];
+  private readonly log: Logger | undefined;
+
+  /** @see {@link defineRegisters} */
+  constructor(entries: readonly RegisterEntry<C>[], options: RegisterMapOptions = {}) {
+    this.log = options.log;
+    this.slots = entries.map(toSlot);
+    for (const s of this.slots) {
+      if (this.byName.has(s.name)) throw new TypeError(`register ${s.name} is defined twice`);
+      this.byName.set(s.name, s);
+    }
+    this.readers = sortedWithoutOverlap(this.slots.filter((s) => s.readable), 'read');
+    this.writers = sortedWithoutOverlap(this.slots.filter((s) => s.writable), 'write');
+  }
+
+  /** Bytes the table spans: the end of its last entry. */
+  get size(): number {
+    return Math.max(0, ...this.slots.map((s) => s.offset + s.size));
+  }
+
+  /**
+   * A BAR served by this map. Every entry must lie inside `options.size`.
+   * @example
+   * ```ts
+   * bars: { 0: registers.bar({ size: 4096 }) }
+   * ```
+   */
+  bar(this: RegisterMap<Device>, options: RegisterBarOptions): BarSpec {
+    if (this.size > options.size) throw new RangeError(`registers end at 0x${this.size.toString(16)}, past the BAR's ${options.size} bytes`);
+    return {
+      ...options,
+      read: (offset, length, device) => this.read(offset, length, device),
+      write: (offset, data, device) => this.write(offset, data, device),
+    };
+  }
+
+  /** Serves a read of `length` bytes at `offset`, as a BAR read would. */
+  read(offset: number, length: number, context: C): MaybePromise<Uint8Array> {
+    const out = Buffer.alloc(length);
+    const steps: (() => MaybePromise<void>)[] = [];
+    for (const part of this.split(this.readers, this.writers, offset, length, 'read')) {
+      const at = part.start - offset;
+      const s = part.slot;
+      if (!s || !s.readable) {
+        steps.push(() => this.trace(part, 'read', out.subarray(at, at + part.length), s ? ' ignored (write-only)' : ''));
+      } else if (s.kind === 'block') {
+        steps.push(() => then(readBlock(s, part.start - s.offset, part.length, context), (bytes) => {
+          out.set(bytes, at);
+          this.trace(part, 'read', bytes, '');
+        }));
+      } else {
+        const hook = s.entry!.read as ((context: C) => MaybePromise<number | bigint>) | undefined;
+        steps.push(() => then(hook ? hook(context) : s.value, (v) => {
+          const value = BigInt.asUintN(s.size * 8, BigInt(v));
+          if (s.access === 'rc') s.value = s.reset;
+          writeLE(out, at, part.length, value >> BigInt((part.start - s.offset) * 8));
+          this.trace(part, 'read', out.subarray(at, at + part.length), '');
+        }));
+      }
+    }
+    return then(sequence(steps), () => out);
+  }
+
+  /** Serves a write of `data` at `offset`, as a BAR write would. */
+  write(offset: number, data: Uint8Array, context: C): MaybePromise<void> {
+    const steps: (() => MaybePromise<void>)[] = [];
+    for (const part of this.split(this.writers, this.readers, offset, data.length, 'write')) {
+      const bytes = data.subarray(part.start - offset, part.start - offset + part.length);
+      const s = part.slot;
+      if (!s || !s.writable) {
+        steps.push(() => this.trace(part, 'write', bytes, s ? ' ignored (read-only)' : ''));
+      } else if (s.kind === 'block') {
+        const copy = Buffer.from(bytes); // the hook may keep it, and `data` may be reused
+        steps.push(() => {
+          this.trace(part, 'write', copy, '');
+          return writeBlock(s, part.start - s.offset, copy, context);
+        });
+      } else {
+        const shift = BigInt((part.start - s.offset) * 8);
+        const written = readLE(bytes) << shift;
+        const laneMask = ((1n << BigInt(part.length * 8)) - 1n) << shift;
+        steps.push(() => {
+          this.trace(part, 'write', bytes, '');
+          const base = s.access === 'wo' ? s.reset : s.value;
+          const merged = (base & ~laneMask) | written;
+          let seen = merged;
+          if (s.access === 'rw1c') {
+            seen = written & s.writableBits;
+            s.value &= ~seen;
+          } else {
+            s.value = (s.value & ~s.writableBits) | (merged & s.writableBits);
+            if (s.access === 'rw') seen = s.value;
+          }
+          const hook = s.entry!.write as ((value: number | bigint, context: C) => MaybePromise<void>) | undefined;
+          return hook?.(s.size === 8 ? seen : Number(seen), context);
+        });
+      }
+    }
+    // Parts are validated above, before any step runs: a refused access changes nothing.
+    return sequence(steps);
+  }
+
+  /** Puts every register back to its reset value and clears memory-backed blocks. */
+  reset(): void {
+    for (const s of this.slots) {
+      s.value = s.reset;
+      s.buffer?.fill(0);
+    }
+  }
+
+  /** The stored value of a register of up to 4 bytes (what a read returns when it has no read hook). */
+  get(name: string): number {
+    const s = this.slot(name);
+    if (s.size === 8) throw new TypeError(`register ${name} is 64-bit: use get64`);
+    return Number(s.value);
+  }
+
+  /** The stored value of a 64-bit register. */
+  get64(name: string): bigint {
+    return this.slot(name).value;
+  }
+
+  /** Sets a register's stored value from the device side: no access rules, no hooks, no trace. */
+  set(name: string, value: number | bigint): void {
+    const s = this.slot(name);
+    s.value = BigInt.asUintN(s.size * 8, BigInt(value));
+  }
+
+  private slot(name: string): Slot<C> {
+    const s = this.byName.get(name);
+    if (!s || s.kind === 'block') throw new TypeError(`no register named ${name}`);
+    return s;
+  }
+
+  /**
+   * Splits [offset, offset+length) into parts that each lie inside one
+   * entry of `primary`, or in a gap (then named after the `other` direction's
+   * entry there, if any). Refuses a part that a register cannot take.
+   */
+  private split(primary: Slot<C>[], other: Slot<C>[], offset: number, length: number, op: 'read' | 'write'): Part<C>[] {
+    const parts: Part<C>[] = [];
+    const end = offset + length;
+    for (let pos = offset; pos < end; ) {
+      const hit = covering(primary, pos);
+      let stop: number;
+      let slot: Slot<C> | undefined = hit;
+      if (hit) {
+        stop = Math.min(end, hit.offset + hit.size);
+        if (hit.kind === 'register') checkWidth(hit, pos, stop - pos, op);
+      } else {
+        const otherHit = covering(other, pos);
+        slot = otherHit;
+        stop = Math.min(end, nextStart(primary, pos), otherHit ? otherHit.offset + otherHit.size : nextStart(other, pos));
+      }
+      parts.push({ slot, start: pos, length: stop - pos });
+      pos = stop;
+    }
+    return parts;
+  }
+
+  private trace(part: Part<C>, op: 'read' | 'write', bytes: Uint8Array, note: string): void {
+    if (!this.log || part.slot?.trace === false) return;
+    const what = `reg=0x${part.start.toString(16)} name=${part.slot?.name ?? 'unused'}`;
+    const shown = bytes.length <= 8 ? `val=0x${readLE(bytes).toString(16).padStart(bytes.length * 2, '0')}` : `len=${bytes.length} data=${Buffer.from(bytes.subarray(0, 16)).toString('hex')}`;
+    this.log.debug(`${op} ${what} ${shown}${note}`);
+  }
+}
+
+/**
+ * Builds a register map from a table. Mistakes in the table (overlapping
+ * entries, a misaligned offset, a reset value wider than its register) throw
+ * here, when the device is defined, not when a guest first touches it.
+ * Two entries may share offsets only when one is read-only (`ro`, `rc`) and
+ * the other write-only (`wo`): the datasheet's "read: status, write: command".
+ *
+ * @example
+ * ```ts
+ * import { defineRegisters } from 'muser';
+ *
+ * const registers = defineRegisters([
+ *   { name: 'id', offset: 0x0, width: 4, access: 'ro', reset: 0x1234_0001 },
+ *   { name: 'scratch', offset: 0x4, width: 4, access: 'rw' },
+ *   { name: 'status', offset: 0x8, width: 1, access: 'rw1c' },
+ * ]);
+ * registers.set('status', 0x3); // the device sets two status bits
+ * ```
+ * @typeParam C - what hooks receive as context: the {@link Device} by default
+ */
+export function defineRegisters<C = Device>(entries: readonly RegisterEntry<C>[], options?: RegisterMapOptions): RegisterMap<C> {
+  return new RegisterMap<C>(entries, options);
+}
+
+interface Slot<C> {
+  kind: 'register' | 'block';
+  name: string;
+  offset: number;
+  size: number;
+  access: RegisterAccess;
+  readable: boolean;
+  writable: boolean;
+  value: bigint;
+  reset: bigint;
+  writableBits: bigint;
+  widths: readonly number[];
+  trace: boolean;
+  buffer: Buffer | undefined;
+  /** The table line: a register's for kind 'register', a block's for kind 'block'. */
+  entry?: Register<C> | Register64<C>;
+  block?: RegisterBlock<C>;
+}
+
+interface Part<C> {
+  /** The entry the part falls in, undefined for unused offsets. */
+  slot: Slot<C> | undefined;
+  start: number;
+  length: number;
+}
+
+function toSlot<C>(e: RegisterEntry<C>): Slot<C> {
+  const where = `register ${e.name}`;
+  if (typeof e.name !== 'string' || e.name === '') throw new TypeError('a register needs a name');
+  if (!Number.isSafeInteger(e.offset) || e.offset < 0) throw new RangeError(`${where}: offset ${e.offset} is not a byte offset`);
+  const access = e.access ?? 'rw';
+  const base = {
+    name: e.name,
+    offset: e.offset,
+    access,
+    readable: access !== 'wo',
+    writable: access !== 'ro' && access !== 'rc',
+    trace: e.trace ?? true,
+  };
+  if (e.width === undefined) {
+    if (!Number.isSafeInteger(e.size) || e.size < 1) throw new RangeError(`${where}: block size ${e.size} is not a byte count`);
+    // Memory of its own unless hooks serve both directions.
+    const buffer = e.read && e.write ? undefined : Buffer.alloc(e.size);
+    return { ...base, kind: 'block', size: e.size, value: 0n, reset: 0n, writableBits: 0n, widths: [], buffer, block: e };
+  }
+  if (![1, 2, 4, 8].includes(e.width)) throw new RangeError(`${where}: width ${String(e.width)} is not 1, 2, 4 or 8`);
+  if (e.offset % e.width !== 0) throw new RangeError(`${where}: offset 0x${e.offset.toString(16)} is not aligned to its width ${e.width}`);
+  const bits = BigInt(e.width * 8);
+  const full = (1n << bits) - 1n;
+  const reset = BigInt(e.reset ?? 0);
+  if (reset < 0n || reset > full) throw new RangeError(`${where}: reset value does not fit in ${e.width} bytes`);
+  const widths = e.widths ?? [1, 2, 4, 8].filter((w) => w <= e.width);
+  if (widths.some((w) => w > e.width)) throw new RangeError(`${where}: an access width is wider than the register`);
+  return {
+    ...base,
+    kind: 'register',
+    size: e.width,
+    value: reset,
+    reset,
+    writableBits: e.writable === undefined ? full : BigInt.asUintN(Number(bits), BigInt(e.writable)),
+    widths,
+    buffer: undefined,
+    entry: e,
+  };
+}
+
+function sortedWithoutOverlap<C>(slots: Slot<C>[], op: string): Slot<C>[] {
+  const sorted = [...slots].sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1];
+    if (sorted[i].offset < prev.offset + prev.size) throw new RangeError(`registers ${prev.name} and ${sorted[i].name} overlap for ${op}s`);
+  }
+  return sorted;
+}
+
+/** The slot containing `pos` (binary search over sorted, disjoint slots). */
+function covering<C>(slots: Slot<C>[], pos: number): Slot<C> | undefined {
+  let lo = 0;
+  let hi = slots.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const s = slots[mid];
+    if (pos < s.offset) hi = mid - 1;
+    else if (pos >= s.offset + s.size) lo = mid + 1;
+    else return s;
+  }
+  return undefined;
+}
+
+/** Where the first slot starting after `pos` begins (Infinity if none). */
+function nextStart<C>(slots: Slot<C>[], pos: number): number {
+  for (const s of slots) if (s.offset > pos) return s.offset;
+  return Infinity;
+}
+
+function checkWidth<C>(s: Slot<C>, pos: number, length: number, op: string): void {
+  const within = pos - s.offset;
+  if (!s.widths.includes(length) || within % length !== 0) {
+    const accepted = s.widths.join('/');
+    throw new DeviceError(
+      Errno.EINVAL,
+      `${length}-byte ${op} at 0x${pos.toString(16)} hits register ${s.name} (0x${s.offset.toString(16)}, ${s.size} bytes) ` +
+        `unaligned or at a width it does not take (${accepted}-byte aligned accesses)`,
+    );
+  }
+}
+
+function readBlock<C>(s: Slot<C>, at: number, length: number, context: C): MaybePromise<Uint8Array> {
+  const hook = s.block!.read;
+  if (hook) {
+    return then(hook(at, length, context), (bytes) => {
+      if (bytes.length !== length) throw new DeviceError(Errno.EIO, `block ${s.name}: read hook returned ${bytes.length} bytes, ${length} wanted`);
+      return bytes;
+    });
+  }
+  return s.buffer!.subarray(at, at + length);
+}
+
+function writeBlock<C>(s: Slot<C>, at: number, data: Buffer, context: C): MaybePromise<void> {
+  s.buffer?.set(data, at);
+  return s.block!.write?.(at, data, context);
+}
+
+function readLE(bytes: Uint8Array): bigint {
+  let v = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
+  return v;
+}
+
+function writeLE(out: Uint8Array, at: number, length: number, value: bigint): void {
+  for (let i = 0; i < length; i++, value >>= 8n) out[at + i] = Number(value & 0xffn);
+}
+
+/** Applies `f` now if `v` is a value, or when it settles if it is a Promise. */
+function then<T, U>(v: MaybePromise<T>, f: (x: T) => U): MaybePromise<U> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
+/** Runs steps in order, synchronously until one returns a Promise. */
+function sequence(steps: (() => MaybePromise<void>)[], from = 0): MaybePromise<void> {
+  for (let i = from; i < steps.length; i++) {
+    const r = steps[i]();
+    if (r instanceof Promise) return r.then(() => sequence(steps, i + 1));
+  }
+}
