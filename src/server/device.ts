@@ -48,6 +48,8 @@ export class Device {
   readonly migration: Migration | undefined;
   /** Triggers that arrived while quiesced; replayed when running again. */
   private deferred: { index: number; vector: number }[] = [];
+  /** A reset a config write started (FLR), until the write's reply takes it. */
+  private configReset: Promise<void> | undefined;
 
   constructor(readonly spec: DeviceSpec) {
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
@@ -82,6 +84,7 @@ export class Device {
       if (ev.type === 'msix' || ev.type === 'command' || ev.type === 'msi') this.refirePending();
       else if (ev.type === 'msix-fire') this.irqs.firePending(IrqIndex.MSIX, ev.vector);
       else if (ev.type === 'msi-fire') this.irqs.firePending(IrqIndex.MSI, ev.vector);
+      else if (ev.type === 'flr') this.startConfigReset();
     });
   }
 
@@ -146,6 +149,24 @@ export class Device {
     // The client owns its IRQ configuration and re-sends it after a reset.
     this.irqs.clearState();
     await this.spec.onReset?.(reason, this);
+  }
+
+  /**
+   * The reset a config-space write just started (a Function Level Reset),
+   * if any: the write's reply waits for it.
+   */
+  takeConfigReset(): Promise<void> | undefined {
+    const p = this.configReset;
+    this.configReset = undefined;
+    return p;
+  }
+
+  /** FLR, as VFIO does it: device reset hook, IRQ state cleared, migration back to RUNNING. */
+  private startConfigReset(): void {
+    const p = this.reset('flr');
+    // Handled here so a config write nobody awaits cannot become an unhandled rejection.
+    p.catch(() => undefined);
+    this.configReset = p;
   }
 
   private configMasks(index: number, vector: number): boolean {

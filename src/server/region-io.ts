@@ -38,7 +38,10 @@ export function readRegion(device: Device, r: Region, offset: number, count: num
 
 /** Writes a checked range. `data` is only valid during the call. */
 export function writeRegion(device: Device, r: Region, offset: number, data: Buffer): MaybePromise<void> {
-  if (r.index === CONFIG_REGION) return device.config.write(offset, data);
+  if (r.index === CONFIG_REGION) {
+    device.config.write(offset, data);
+    return device.takeConfigReset();
+  }
   const msix = msixPart(device, r.index, offset, data.length);
   if (msix === 'table') return device.msix!.write(offset - device.msixPlacement!.tableOffset, data);
   if (msix === 'pba') return; // read-only

@@ -86,7 +86,12 @@ export interface InterruptSpec {
 }
 
 /** Why the device is being reset. */
-export type ResetReason = 'client' | 'disconnect' | 'migration';
+/**
+ * Why the device is being reset: the client asked (DEVICE_RESET), the
+ * client left, migration, or the guest started a Function Level Reset
+ * (PCIe Device Control bit 15 written through config space).
+ */
+export type ResetReason = 'client' | 'disconnect' | 'migration' | 'flr';
 
 /** A complete device description. */
 export interface DeviceSpec {
@@ -113,7 +118,7 @@ export interface DeviceSpec {
   migration?: MigrationSpec | false;
   /** Device state object migrated as JSON when no custom migration is given. */
   state?: Record<string, unknown>;
-  /** Back to power-on state (client request, disconnect). */
+  /** Back to power-on state (client request, disconnect, FLR). */
   onReset?(reason: ResetReason, device: Device): MaybePromise<void>;
   /** A client connected (after VERSION negotiation). */
   onConnect?(device: Device): void;
