@@ -14,6 +14,7 @@ import { decodeDmaReadReply, encodeDmaReadRequest, encodeDmaWriteRequest } from 
 import type { DmaMessenger } from './dma-access.js';
 import { GatedDmaAccess } from './migration-dma.js';
 import { IoEventFds } from './ioeventfds.js';
+import { PciCommand } from '../pci/regs.js';
 import { DmaTable } from './dma.js';
 import { DirtyLog } from './dirty-log.js';
 import type { Device } from './device.js';
@@ -92,7 +93,7 @@ export class Session implements DmaMessenger {
     private readonly onEnd: (session: Session) => void,
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
-    this.dma = new GatedDmaAccess(this.dmaTable, this);
+    this.dma = new GatedDmaAccess(this.dmaTable, this, () => (device.config.command & PciCommand.MASTER) !== 0);
     this.dirtyLog = new DirtyLog(this.dmaTable);
     this.ioEventFds = new IoEventFds(device, log);
     this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE, true);
