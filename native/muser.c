@@ -282,9 +282,11 @@ static void poller_read_stream(poller_t *p) {
     int fds[MAX_FDS_PER_MSG], nfds;
     /* Level-triggered: a short read means the queue is empty for now, so
      * stop without paying for an EAGAIN; otherwise loop a bounded number of times. */
-    uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
-    size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
-    for (int round = 0; round < 16 && !p->closing; round++) {
+    /* The buffer is looked up every round: a callback may have swapped it
+     * (pollSetBuffer) or paused reading (pollPause, backpressure). */
+    for (int round = 0; round < 16 && !p->closing && (p->events & UV_READABLE); round++) {
+        uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
+        size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
         ssize_t n = recv_chunk(p->fd, buf, len, fds, &nfds);
         if (n == -EAGAIN || n == -EWOULDBLOCK) return;
         napi_handle_scope scope;
@@ -412,7 +414,9 @@ static napi_value js_poll_writable(napi_env env, napi_callback_info info) {
     if (!p || p->closing) return NULL;
     napi_get_value_bool(env, argv[1], &on);
     p->events = on ? (p->events | UV_WRITABLE) : (p->events & ~UV_WRITABLE);
-    uv_poll_start(&p->handle, p->events, poller_cb);
+    /* Reading may be paused: with nothing left to watch, stop (libuv refuses 0 events). */
+    if (p->events) uv_poll_start(&p->handle, p->events, poller_cb);
+    else uv_poll_stop(&p->handle);
     return NULL;
 }
 
@@ -428,6 +432,28 @@ static napi_value js_poll_pause(napi_env env, napi_callback_info info) {
     p->events = ev;
     if (ev) uv_poll_start(&p->handle, ev, poller_cb);
     else uv_poll_stop(&p->handle);
+    return NULL;
+}
+
+/* pollSetBuffer(handle, buffer): later reads land in `buffer` instead of
+ * the one given to pollStart (the old one may still be in use in JS). */
+static napi_value js_poll_set_buffer(napi_env env, napi_callback_info info) {
+    napi_value argv[2];
+    if (get_args(env, info, 2, argv) < 0) return NULL;
+    poller_t *p = get_poller(env, argv[0]);
+    if (!p || p->closing || !p->user_buf) return throw_errno(env, "pollSetBuffer", EINVAL);
+    void *data;
+    size_t len;
+    bool is_buf = false;
+    napi_is_buffer(env, argv[1], &is_buf);
+    if (!is_buf || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len == 0)
+        return throw_errno(env, "pollSetBuffer: not a Buffer", EINVAL);
+    napi_ref ref;
+    if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) return throw_errno(env, "pollSetBuffer", ENOMEM);
+    napi_delete_reference(env, p->user_buf_ref);
+    p->user_buf_ref = ref;
+    p->user_buf = data;
+    p->user_buf_len = len;
     return NULL;
 }
 
@@ -606,6 +632,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("pollStart", js_poll_start);
     EXPORT("pollWritable", js_poll_writable);
     EXPORT("pollPause", js_poll_pause);
+    EXPORT("pollSetBuffer", js_poll_set_buffer);
     EXPORT("pollStop", js_poll_stop);
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);

@@ -41,6 +41,8 @@ export interface NativeAddon {
   pollStart(fd: number, mode: PollMode, cb: PollCallback, recvBuffer?: Buffer): PollHandle;
   pollWritable(h: PollHandle, on: boolean): void;
   pollPause(h: PollHandle, paused: boolean): void;
+  /** Later Stream reads land in `buffer` (only for pollers started with a recvBuffer). */
+  pollSetBuffer(h: PollHandle, buffer: Buffer): void;
   pollStop(h: PollHandle): void;
   mmap(fd: number, offset: number, length: number, shared: boolean): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;

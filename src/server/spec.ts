@@ -43,9 +43,10 @@ export interface RegionSpec {
   /** Serves a read of `length` bytes at `offset` (already range-checked). */
   read?(offset: number, length: number, device: Device): MaybePromise<ReadResult>;
   /**
-   * Serves a write (already range-checked). For a plain function, `data` is
-   * only valid until it returns: copy what you keep. An `async` function gets
-   * its own copy.
+   * Serves a write (already range-checked). `data` may be a view of the
+   * receive buffer (no copy is made): it stays valid until the call returns,
+   * or, when it returns a Promise (any thenable), until that settles. Copy
+   * what you keep longer.
    */
   write?(offset: number, data: Buffer, device: Device): MaybePromise<void>;
   /** Doorbells the client may bind to eventfds (DEVICE_GET_REGION_IO_FDS). */

@@ -20,12 +20,78 @@ interface QueuedWrite {
 }
 
 const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024;
+const RECV_BUFFER_SIZE = 256 * 1024;
+/** Buffers kept for reuse once callbacks let go of them. */
+const MAX_SPARE_BUFFERS = 4;
 
 /**
- * One receive buffer shared by every channel that opts in: JS runs one
- * callback at a time, and the framer copies whatever outlives it.
+ * The receive buffer shared by every channel that opts in: JS runs one
+ * callback at a time, so frames may be views of it, valid until the next
+ * read. A receiver that needs a view to outlive that (a device callback
+ * whose Promise is pending) retains it: later reads then go to another
+ * buffer, and the retained one is reused only once released.
  */
-const SHARED_RECV_BUFFER = Buffer.alloc(256 * 1024);
+class SharedRecvBuffers {
+  current: Buffer = Buffer.allocUnsafeSlow(RECV_BUFFER_SIZE);
+  /** Retain counts of retained buffers, and the buffers themselves (to recycle them). */
+  private readonly holds = new Map<ArrayBufferLike, number>();
+  private readonly kept = new Map<ArrayBufferLike, Buffer>();
+  private readonly spare: Buffer[] = [];
+  private readonly pollers = new Set<PollHandle>();
+
+  register(poll: PollHandle): void {
+    this.pollers.add(poll);
+  }
+
+  unregister(poll: PollHandle): void {
+    this.pollers.delete(poll);
+  }
+
+  /** True when `bytes` lies in a shared receive buffer (the current one or a retained one). */
+  owns(bytes: Uint8Array): boolean {
+    return bytes.buffer === this.current.buffer || this.holds.has(bytes.buffer);
+  }
+
+  /** Keeps the buffer under `bytes` intact until the returned function is called. */
+  retain(bytes: Uint8Array): (() => void) | undefined {
+    const ab = bytes.buffer;
+    if (!this.owns(bytes)) return undefined;
+    this.holds.set(ab, (this.holds.get(ab) ?? 0) + 1);
+    if (ab === this.current.buffer) {
+      const held = this.current;
+      this.current = this.spare.pop() ?? Buffer.allocUnsafeSlow(RECV_BUFFER_SIZE);
+      for (const p of this.pollers) native.pollSetBuffer(p, this.current);
+      this.kept.set(ab, held);
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = this.holds.get(ab)! - 1;
+      if (n > 0) return void this.holds.set(ab, n);
+      this.holds.delete(ab);
+      const buf = this.kept.get(ab);
+      this.kept.delete(ab);
+      if (buf && this.spare.length < MAX_SPARE_BUFFERS) this.spare.push(buf);
+    };
+  }
+}
+
+const shared = new SharedRecvBuffers();
+
+/**
+ * Keeps the bytes of a received frame valid (the shared receive buffer is
+ * not reused under them) until the returned function is called. Returns
+ * undefined when `bytes` is not in a shared receive buffer (nothing to do).
+ */
+export function retainReceived(bytes: Uint8Array): (() => void) | undefined {
+  return shared.retain(bytes);
+}
+
+/** True when `bytes` is a view of a shared receive buffer (zero-copy), for tests. */
+export function isSharedReceiveView(bytes: Uint8Array): boolean {
+  return shared.owns(bytes);
+}
 
 /** A framed, fd-passing stream over a UNIX socket fd. */
 export class Channel {
@@ -33,11 +99,13 @@ export class Channel {
   private readonly poll: PollHandle;
   private queue: QueuedWrite[] = [];
   private closed = false;
+  private readonly sharedRecv: boolean;
 
   /**
    * @param sharedRecv when true, frames handed to `onFrame` may be views of a
    *   shared receive buffer, valid only until `onFrame` returns: the receiver
-   *   copies what it keeps. Spares an allocation per message on the hot path.
+   *   copies what it keeps, or retains it ({@link retainReceived}). Spares an
+   *   allocation per message on the hot path.
    */
   constructor(
     private readonly fd: number,
@@ -46,8 +114,10 @@ export class Channel {
     sharedRecv = false,
   ) {
     this.framer = new Framer(maxMessageSize);
+    this.sharedRecv = sharedRecv;
     const cb = (kind: PollEvent, a: unknown, b: unknown): void => this.onEvent(kind, a, b);
-    this.poll = sharedRecv ? native.pollStart(fd, PollMode.Stream, cb, SHARED_RECV_BUFFER) : native.pollStart(fd, PollMode.Stream, cb);
+    this.poll = sharedRecv ? native.pollStart(fd, PollMode.Stream, cb, shared.current) : native.pollStart(fd, PollMode.Stream, cb);
+    if (sharedRecv) shared.register(this.poll);
   }
 
   /** True once closed by either side. */
@@ -88,6 +158,7 @@ export class Channel {
   close(error?: Error): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.sharedRecv) shared.unregister(this.poll);
     native.pollStop(this.poll);
     for (const q of this.queue) closeAll(q.fds);
     this.queue = [];
@@ -107,7 +178,7 @@ export class Channel {
     }
     switch (kind) {
       case PollEvent.Data:
-        this.onData(typeof a === 'number' ? SHARED_RECV_BUFFER.subarray(0, a) : (a as Buffer), b as number[] | undefined);
+        this.onData(typeof a === 'number' ? shared.current.subarray(0, a) : (a as Buffer), b as number[] | undefined);
         break;
       case PollEvent.Writable:
         this.flush();
