@@ -30,6 +30,12 @@ export interface ServerLimits {
   pgsizes: number;
   /** Milliseconds to wait for the client's reply to DMA_READ/WRITE. */
   requestTimeoutMs: number;
+  /**
+   * Backpressure bound, in bytes, on what one client makes the server hold:
+   * replies it has not read yet, and requests waiting their turn. Past it,
+   * the server stops reading that client's socket until the backlog drains.
+   */
+  maxPendingBytes: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -38,7 +44,13 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxDmaMaps: 65535,
   pgsizes: 4096,
   requestTimeoutMs: 5000,
+  maxPendingBytes: 4 * 1024 * 1024,
 };
+
+/** Requests a client may have waiting in the server before it stops reading them. */
+const MAX_QUEUED_REQUESTS = 1024;
+/** ...and the hard stop, even while the device waits for the client's answer to a DMA request. */
+const MAX_QUEUED_REQUESTS_HARD = 16 * MAX_QUEUED_REQUESTS;
 
 /** What the client offered in VERSION, merged with our limits. */
 export interface Negotiated {
@@ -81,6 +93,8 @@ export class Session implements DmaMessenger {
   /** True while migration keeps the device quiet (see the migration module). */
   quiesced = false;
   private queue: Request[] = [];
+  /** Payload bytes of the requests in `queue`. */
+  private queuedBytes = 0;
   private busy = false;
   private nextMsgId = 1;
   private outstanding = new Map<number, Outstanding>();
@@ -96,7 +110,12 @@ export class Session implements DmaMessenger {
     this.dma = new GatedDmaAccess(this.dmaTable, this, () => (device.config.command & PciCommand.MASTER) !== 0);
     this.dirtyLog = new DirtyLog(this.dmaTable);
     this.ioEventFds = new IoEventFds(device, log);
-    this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE, true);
+    this.channel = new Channel(
+      fd,
+      { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.resume() },
+      PRE_VERSION_MAX_MESSAGE,
+      true,
+    );
   }
 
   /** Largest DMA_READ/WRITE payload the client accepts. */
@@ -138,6 +157,8 @@ export class Session implements DmaMessenger {
       }, this.limits.requestTimeoutMs);
       this.outstanding.set(msgId, { resolve, reject, timer });
       this.channel.send(encodeMessage({ msgId, command }, payload));
+      // The client's answer may sit behind requests we stopped reading.
+      this.updateReading();
     });
   }
 
@@ -167,14 +188,41 @@ export class Session implements DmaMessenger {
       closeAll(frame.fds);
       return this.replyError(rawHeader(frame.bytes), Errno.EINVAL);
     }
-    // Frames are views of a shared receive buffer. Region accesses are
-    // served before it is reused; anything that may wait is copied.
+    // Frames are views of a shared receive buffer. Region accesses served
+    // right away use it in place; anything that may wait is copied.
     const hot = header.command === Command.REGION_READ || header.command === Command.REGION_WRITE;
-    const bytes = hot && !this.busy ? frame.bytes : Buffer.from(frame.bytes);
+    const now = !this.busy && this.queue.length === 0 && !this.backlogged;
+    const bytes = hot && now ? frame.bytes : Buffer.from(frame.bytes);
     const payload = bytes.subarray(HEADER_SIZE, header.size);
     if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) return this.onReply(header, payload, frame.fds);
     this.queue.push({ header, payload, fds: frame.fds });
-    if (!this.busy) this.drain();
+    this.queuedBytes += payload.length;
+    this.drain();
+    this.updateReading();
+  }
+
+  /** True while the client leaves more of our replies unread than the bound allows. */
+  private get backlogged(): boolean {
+    return this.channel.pendingBytes > this.limits.maxPendingBytes;
+  }
+
+  /**
+   * Backpressure: stops reading the client while its unread replies or its
+   * waiting requests exceed the bounds, and reads again once they drain.
+   */
+  private updateReading(): void {
+    if (this.channel.isClosed) return;
+    const queueFull =
+      this.queuedBytes > this.limits.maxPendingBytes ||
+      this.queue.length >= MAX_QUEUED_REQUESTS_HARD ||
+      (this.queue.length >= MAX_QUEUED_REQUESTS && this.outstanding.size === 0);
+    this.channel.pauseReading(this.backlogged || queueFull);
+  }
+
+  /** The client took our replies: serve what waits, and read again. */
+  private resume(): void {
+    this.drain();
+    this.updateReading();
   }
 
   private onReply(header: Header, payload: Buffer, fds: number[]): void {
@@ -193,8 +241,10 @@ export class Session implements DmaMessenger {
 
   /** Handles queued commands in order until one goes async. */
   private drain(): void {
-    while (this.queue.length > 0 && !this.channel.isClosed) {
+    if (this.busy) return;
+    while (this.queue.length > 0 && !this.channel.isClosed && !this.backlogged) {
       const req = this.queue.shift()!;
+      this.queuedBytes -= req.payload.length;
       let result: Reply | Promise<Reply>;
       try {
         result = dispatch(this, req);
@@ -209,7 +259,7 @@ export class Session implements DmaMessenger {
           (e) => this.finish(req, e),
         ).finally(() => {
           this.busy = false;
-          this.drain();
+          this.resume();
         });
         return;
       }
@@ -253,6 +303,7 @@ export class Session implements DmaMessenger {
     if (error) this.log.warn(`connection closed: ${error.message}`);
     for (const req of this.queue) closeAll(req.fds);
     this.queue = [];
+    this.queuedBytes = 0;
     for (const o of this.outstanding.values()) {
       clearTimeout(o.timer);
       o.reject(new DeviceError(Errno.ENOTCONN, 'client disconnected'));

@@ -12,6 +12,8 @@ export interface ChannelHandlers {
   onFrame(frame: Frame): void;
   /** The connection ended: peer closed (error undefined) or failed. Called once. */
   onClose(error?: Error): void;
+  /** Everything queued for sending went out (after sends had to wait). */
+  onDrain?(): void;
 }
 
 interface QueuedWrite {
@@ -100,6 +102,8 @@ export class Channel {
   private queue: QueuedWrite[] = [];
   private closed = false;
   private readonly sharedRecv: boolean;
+  private queuedBytes = 0;
+  private readingPaused = false;
 
   /**
    * @param sharedRecv when true, frames handed to `onFrame` may be views of a
@@ -125,6 +129,26 @@ export class Channel {
     return this.closed;
   }
 
+  /** Bytes accepted by send() that the peer has not taken yet (kernel buffers aside). */
+  get pendingBytes(): number {
+    return this.queuedBytes;
+  }
+
+  /** True while reading is paused (see pauseReading). */
+  get isReadingPaused(): boolean {
+    return this.readingPaused;
+  }
+
+  /**
+   * Stops (or resumes) reading from the peer: backpressure. What the peer
+   * sends meanwhile waits in the kernel, and then in the peer.
+   */
+  pauseReading(paused: boolean): void {
+    if (this.closed || paused === this.readingPaused) return;
+    this.readingPaused = paused;
+    native.pollPause(this.poll, paused);
+  }
+
   /** Largest message accepted from the peer (header included). */
   setMaxMessageSize(size: number): void {
     this.framer.maxMessageSize = size;
@@ -139,6 +163,7 @@ export class Channel {
     if (this.closed) return false;
     if (this.queue.length > 0) {
       this.queue.push({ data, fds: fds ? dupAll(fds) : undefined });
+      this.queuedBytes += data.length;
       return true;
     }
     const n = native.sendmsg(this.fd, data, fds as number[] | undefined);
@@ -150,6 +175,7 @@ export class Channel {
     // Partial write: fds went with the first byte; EAGAIN: nothing went.
     const sent = Math.max(n, 0);
     this.queue.push({ data: data.subarray(sent), fds: sent === 0 && fds ? dupAll(fds) : undefined });
+    this.queuedBytes += data.length - sent;
     native.pollWritable(this.poll, true);
     return true;
   }
@@ -162,6 +188,7 @@ export class Channel {
     native.pollStop(this.poll);
     for (const q of this.queue) closeAll(q.fds);
     this.queue = [];
+    this.queuedBytes = 0;
     closeAll(this.framer.drain());
     native.close(this.fd);
     this.handlers.onClose(error);
@@ -220,13 +247,16 @@ export class Channel {
       }
       closeAll(head.fds);
       head.fds = undefined;
+      this.queuedBytes -= n;
       if (n < head.data.length) {
         head.data = head.data.subarray(n);
         return;
       }
       this.queue.shift();
     }
-    if (!this.closed) native.pollWritable(this.poll, false);
+    if (this.closed) return;
+    native.pollWritable(this.poll, false);
+    this.handlers.onDrain?.();
   }
 }
 
