@@ -4,7 +4,8 @@
  *  - AF_UNIX stream sockets: listen, accept, connect, socketpair;
  *  - sendmsg / recvmsg with SCM_RIGHTS, reads driven by uv_poll;
  *  - mmap of an fd as an ArrayBuffer that is detached before munmap;
- *  - eventfd, memfd_create, ftruncate, close, dup.
+ *  - eventfd, memfd_create, ftruncate, close, dup, file seals;
+ *  - pread / pwrite, for client memory that must not be mapped.
  *
  * Every policy (framing, validation, fd ownership) lives in TypeScript.
  * Functions that can fail with an expected errno return -errno instead of
@@ -568,13 +569,16 @@ static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
     return make_int(env, n == sizeof v ? (int64_t)v : -errno);
 }
 
+/* memfd(name, size, allowSealing?) -> fd; throws on failure. */
 static napi_value js_memfd(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
+    napi_value argv[3];
     char name[64] = "muser";
     size_t len;
-    if (get_args(env, info, 2, argv) < 0) return NULL;
+    bool sealing = false;
+    if (get_args(env, info, 3, argv) < 0) return NULL;
     napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len);
-    int fd = memfd_create(name, MFD_CLOEXEC);
+    napi_get_value_bool(env, argv[2], &sealing);
+    int fd = memfd_create(name, MFD_CLOEXEC | (sealing ? MFD_ALLOW_SEALING : 0));
     if (fd < 0) return throw_errno(env, "memfd_create", errno);
     int64_t size = arg_i64(env, argv[1]);
     if (size > 0 && ftruncate(fd, size) < 0) {
@@ -614,6 +618,59 @@ static napi_value js_fd_size(napi_env env, napi_callback_info info) {
     return make_int(env, (int64_t)st.st_size);
 }
 
+/* fdSeals(fd) -> F_GET_SEALS bits, or -errno (EINVAL: the file has no seals, e.g. not a memfd). */
+static napi_value js_fd_seals(napi_env env, napi_callback_info info) {
+    napi_value argv[1];
+    if (get_args(env, info, 1, argv) < 0) return NULL;
+    int r = fcntl(arg_i32(env, argv[0]), F_GET_SEALS);
+    return make_int(env, r < 0 ? -errno : r);
+}
+
+/* addSeals(fd, seals) -> 0 or -errno. */
+static napi_value js_add_seals(napi_env env, napi_callback_info info) {
+    napi_value argv[2];
+    if (get_args(env, info, 2, argv) < 0) return NULL;
+    int r = fcntl(arg_i32(env, argv[0]), F_ADD_SEALS, arg_i32(env, argv[1]));
+    return make_int(env, r < 0 ? -errno : 0);
+}
+
+static int typed_bytes(napi_env env, napi_value v, void **data, size_t *len) {
+    napi_typedarray_type t;
+    napi_value ab;
+    size_t off;
+    bool is_ta = false;
+    napi_is_typedarray(env, v, &is_ta);
+    if (!is_ta || napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) != napi_ok || t != napi_uint8_array) return -1;
+    return 0;
+}
+
+/* pread(fd, bytes: Uint8Array, offset) / pwrite(...) -> bytes moved (short at end of
+ * file), or -errno. How memory that may shrink is reached without mapping it:
+ * a shrunk file gives a short count here where a mapping would raise SIGBUS. */
+static napi_value pio(napi_env env, napi_callback_info info, bool write) {
+    napi_value argv[3];
+    void *data;
+    size_t len;
+    if (get_args(env, info, 3, argv) < 0) return NULL;
+    if (typed_bytes(env, argv[1], &data, &len) < 0) return make_int(env, -EINVAL);
+    int fd = arg_i32(env, argv[0]);
+    int64_t off = arg_i64(env, argv[2]);
+    if (off < 0) return make_int(env, -EINVAL);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write ? pwrite(fd, (uint8_t *)data + done, len - done, (off_t)(off + done))
+                          : pread(fd, (uint8_t *)data + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return make_int(env, done > 0 ? (int64_t)done : -errno);
+        if (n == 0) break;
+        done += (size_t)n;
+    }
+    return make_int(env, (int64_t)done);
+}
+
+static napi_value js_pread(napi_env env, napi_callback_info info) { return pio(env, info, false); }
+static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(env, info, true); }
+
 #define EXPORT(name, fn)                                                       \
     do {                                                                       \
         napi_value f;                                                          \
@@ -644,6 +701,10 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("close", js_close);
     EXPORT("dup", js_dup);
     EXPORT("fdSize", js_fd_size);
+    EXPORT("fdSeals", js_fd_seals);
+    EXPORT("addSeals", js_add_seals);
+    EXPORT("pread", js_pread);
+    EXPORT("pwrite", js_pwrite);
     return exports;
 }
 

@@ -8,8 +8,9 @@
  * Device i listens on <dir>/<i>.sock. Kinds:
  *  - `memory`: BAR0 is 4 KiB of shared memory (reads served from it);
  *  - `dma`: BAR0 write of a u64 address at 0x0 copies 16 bytes from it with
- *    dma.read (or through a zero-copy view at 0x8) into BAR0 at 0x100;
- *    errors come back as the write's error reply;
+ *    dma.read (or through a zero-copy view at 0x8) into BAR0 at 0x100; at
+ *    0x10 writes those 16 bytes there with dma.write; errors come back as
+ *    the write's error reply;
  *  - `throwing`: every callback it has throws (regions, config hooks,
  *    lifecycle hooks, doorbell, migration).
  *
@@ -39,6 +40,7 @@ function dmaDevice(): DeviceSpec {
           const address = Number(data.readBigUInt64LE(0));
           if (offset === 0) out.set(await device.dma.read(address, 16));
           else if (offset === 8) out.set(device.dma.view(address, 16));
+          else if (offset === 0x10) await device.dma.write(address, out);
         },
       },
     },
