@@ -6,17 +6,19 @@ import type { DeviceSpec } from '../server/spec.js';
 
 /** BAR0 registers: 0 count (read), 4 increment by value (write), 8 DMA address (write, 8 bytes). */
 export function counterDevice(): DeviceSpec {
-  let count = 0;
+  // The count lives in `state`, where live migration can see it (a closure variable would be lost).
+  const state = { count: 0 };
   return {
     name: 'counter',
     identity: { vendorId: 0x1af4, deviceId: 0x10ff, classCode: 0xff0000 },
+    state,
     bars: {
       0: {
         size: 4096,
-        read: (offset) => (offset === 0 ? count : 0),
+        read: (offset) => (offset === 0 ? state.count : 0),
         async write(offset, data, device) {
           if (offset === 4) {
-            count += data.readUInt32LE(0);
+            state.count += data.readUInt32LE(0);
             device.trigger(0); // MSI-X vector 0, or INTx, whichever the client enabled
           } else if (offset === 8) {
             const address = Number(data.readBigUInt64LE(0));

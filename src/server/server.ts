@@ -40,6 +40,9 @@ export class Server extends EventEmitter {
     this.device = device instanceof Device ? device : new Device(device);
     this.log = typeof options.log === 'object' ? options.log : consoleLogger(this.device.name, options.log ?? 'warn');
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    if (this.device.migrationUnavailable && this.device.spec.migration !== false) {
+      this.log.info(`not offered for live migration: ${this.device.migrationUnavailable}`);
+    }
     this.listener = new Listener(path, (fd) => this.onConnection(fd), options);
   }
 

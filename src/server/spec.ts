@@ -112,12 +112,21 @@ export interface DeviceSpec {
   /** Accept DMA_MAP from the client (default true). */
   dma?: boolean;
   /**
-   * Live migration. Omitted (or without save/load): region memory, `state`,
-   * config space and pending interrupts migrate by themselves. `false`
-   * refuses migration.
+   * Live migration. Without save/load, the default migrates region memory,
+   * `state`, config space and pending interrupts. Migration must be
+   * explicit when muser cannot see all of the state: a device with
+   * callbacks (region read/write, doorbells, config hooks) and no `state`
+   * object is offered for migration only if it gives `migration` (custom
+   * `save`/`load`, or `{}` to opt into the default). Otherwise, like with
+   * `false`, the client is told migration is not supported.
    */
   migration?: MigrationSpec | false;
-  /** Device state object migrated as JSON when no custom migration is given. */
+  /**
+   * Device state object (plain data), migrated as JSON by the default
+   * migration; on the destination the loaded values replace its contents
+   * in place, so callbacks may keep a reference to it. Declaring it tells
+   * muser where a device with callbacks keeps its state.
+   */
   state?: Record<string, unknown>;
   /** Back to power-on state (client request, disconnect, FLR). */
   onReset?(reason: ResetReason, device: Device): MaybePromise<void>;
