@@ -16,7 +16,12 @@ const MAX_WAITING = 4;
 
 /** Options for {@link Server}. */
 export interface ServeOptions extends ListenOptions {
-  /** Limits offered at VERSION negotiation. */
+  /**
+   * Limits offered at VERSION negotiation, and per-client bounds:
+   * `maxPendingBytes` (backpressure, default 4 MiB) and `versionTimeoutMs`
+   * (a connection that has not negotiated VERSION by then is closed,
+   * default 10 s).
+   */
   limits?: Partial<ServerLimits>;
   /** A logger, or the level for the default stderr logger (default 'warn'). */
   log?: Logger | LogLevel;

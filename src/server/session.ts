@@ -31,6 +31,11 @@ export interface ServerLimits {
   /** Milliseconds to wait for the client's reply to DMA_READ/WRITE. */
   requestTimeoutMs: number;
   /**
+   * Milliseconds a new connection has to complete VERSION negotiation
+   * before it is closed, so a silent client cannot hold the device.
+   */
+  versionTimeoutMs: number;
+  /**
    * Backpressure bound, in bytes, on what one client makes the server hold:
    * replies it has not read yet, and requests waiting their turn. Past it,
    * the server stops reading that client's socket until the backlog drains.
@@ -45,6 +50,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   pgsizes: 4096,
   requestTimeoutMs: 5000,
   maxPendingBytes: 4 * 1024 * 1024,
+  versionTimeoutMs: 10_000,
 };
 
 /** Requests a client may have waiting in the server before it stops reading them. */
@@ -98,6 +104,7 @@ export class Session implements DmaMessenger {
   private busy = false;
   private nextMsgId = 1;
   private outstanding = new Map<number, Outstanding>();
+  private versionTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly device: Device,
@@ -116,6 +123,10 @@ export class Session implements DmaMessenger {
       PRE_VERSION_MAX_MESSAGE,
       true,
     );
+    this.versionTimer = setTimeout(() => {
+      this.versionTimer = undefined;
+      this.close(new Error(`no VERSION negotiated within ${limits.versionTimeoutMs} ms`));
+    }, limits.versionTimeoutMs);
   }
 
   /** Largest DMA_READ/WRITE payload the client accepts. */
@@ -164,6 +175,8 @@ export class Session implements DmaMessenger {
 
   /** Called once VERSION succeeded and its reply went out. */
   onNegotiated(): void {
+    clearTimeout(this.versionTimer);
+    this.versionTimer = undefined;
     this.channel.setMaxMessageSize(this.maxMessageSize);
     this.device.link = this;
     try {
@@ -300,6 +313,8 @@ export class Session implements DmaMessenger {
   }
 
   private onClose(error?: Error): void {
+    clearTimeout(this.versionTimer);
+    this.versionTimer = undefined;
     if (error) this.log.warn(`connection closed: ${error.message}`);
     for (const req of this.queue) closeAll(req.fds);
     this.queue = [];
