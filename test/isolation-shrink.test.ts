@@ -104,6 +104,11 @@ test('DmaAccess: memory that may shrink is not direct; read()/write() use the fd
     assert.equal(selfFdCount(), fdsBefore + 2, 'the server keeps a dup of each fd it does not map');
     await client.dmaUnmap(0, 0, true);
     assert.equal(selfFdCount(), fdsBefore, 'and closes them on unmap');
+    // An fd that is not a file covering the region (an eventfd) is refused at DMA_MAP.
+    const efd = native.eventfd(0);
+    await assert.rejects(client.dmaMapRaw(SHRINKABLE, SIZE, 3, 0, efd), (e) => e instanceof ClientError && e.errno === 22);
+    native.close(efd);
+    assert.equal(selfFdCount(), fdsBefore, 'the refused fd is closed too');
   } finally {
     native.close(loose);
     native.close(sealedOnlyGrow);

@@ -224,6 +224,9 @@ function makeRegion(iova: number, size: number, offset: number, prot: number, fd
   let mapping: DmaRegion['mapping'];
   let kept: number | undefined;
   if (fd !== undefined && !cannotShrink(fd)) {
+    // Reached by pread/pwrite: it must be a file that covers the region now.
+    const fileSize = native.fdSize(fd);
+    if (fileSize < offset + size) throw new DeviceError(Errno.EINVAL, `DMA fd is not a file covering ${offset + size} bytes (size ${fileSize})`);
     kept = fd;
   } else if (fd !== undefined) {
     const m = native.mmap(fd, offset, size, (prot & DmaMapFlag.WRITE) !== 0);
