@@ -52,6 +52,7 @@ export async function measureViews(bytes: number, rounds: number, copies: number
     // Touch every guest page from the client side, as a guest would have.
     for (let i = 0; i < bytes; i += 4096) guest.bytes[i] = i >>> 12;
     client = await Client.connect(server.path);
+    await client.setBusMaster(); // DMA needs Bus Master Enable
     await client.dmaMap(IOVA, guest);
     const dma = server.device.dma;
 

@@ -4,8 +4,9 @@
  *  - AF_UNIX stream sockets: listen, accept, connect, socketpair;
  *  - sendmsg / recvmsg with SCM_RIGHTS, reads driven by uv_poll;
  *  - mmap of an fd as an ArrayBuffer that is detached before munmap;
- *  - eventfd, memfd_create, ftruncate, close, dup;
- *  - fallocate on the thread pool (block backends), a block device's size.
+ *  - eventfd, memfd_create, ftruncate, close, dup, file seals;
+ *  - fallocate on the thread pool (block backends), a block device's size;
+ *  - pread / pwrite, for client memory that must not be mapped.
  *
  * Every policy (framing, validation, fd ownership) lives in TypeScript.
  * Functions that can fail with an expected errno return -errno instead of
@@ -285,9 +286,11 @@ static void poller_read_stream(poller_t *p) {
     int fds[MAX_FDS_PER_MSG], nfds;
     /* Level-triggered: a short read means the queue is empty for now, so
      * stop without paying for an EAGAIN; otherwise loop a bounded number of times. */
-    uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
-    size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
-    for (int round = 0; round < 16 && !p->closing; round++) {
+    /* The buffer is looked up every round: a callback may have swapped it
+     * (pollSetBuffer) or paused reading (pollPause, backpressure). */
+    for (int round = 0; round < 16 && !p->closing && (p->events & UV_READABLE); round++) {
+        uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
+        size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
         ssize_t n = recv_chunk(p->fd, buf, len, fds, &nfds);
         if (n == -EAGAIN || n == -EWOULDBLOCK) return;
         napi_handle_scope scope;
@@ -415,7 +418,9 @@ static napi_value js_poll_writable(napi_env env, napi_callback_info info) {
     if (!p || p->closing) return NULL;
     napi_get_value_bool(env, argv[1], &on);
     p->events = on ? (p->events | UV_WRITABLE) : (p->events & ~UV_WRITABLE);
-    uv_poll_start(&p->handle, p->events, poller_cb);
+    /* Reading may be paused: with nothing left to watch, stop (libuv refuses 0 events). */
+    if (p->events) uv_poll_start(&p->handle, p->events, poller_cb);
+    else uv_poll_stop(&p->handle);
     return NULL;
 }
 
@@ -431,6 +436,28 @@ static napi_value js_poll_pause(napi_env env, napi_callback_info info) {
     p->events = ev;
     if (ev) uv_poll_start(&p->handle, ev, poller_cb);
     else uv_poll_stop(&p->handle);
+    return NULL;
+}
+
+/* pollSetBuffer(handle, buffer): later reads land in `buffer` instead of
+ * the one given to pollStart (the old one may still be in use in JS). */
+static napi_value js_poll_set_buffer(napi_env env, napi_callback_info info) {
+    napi_value argv[2];
+    if (get_args(env, info, 2, argv) < 0) return NULL;
+    poller_t *p = get_poller(env, argv[0]);
+    if (!p || p->closing || !p->user_buf) return throw_errno(env, "pollSetBuffer", EINVAL);
+    void *data;
+    size_t len;
+    bool is_buf = false;
+    napi_is_buffer(env, argv[1], &is_buf);
+    if (!is_buf || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len == 0)
+        return throw_errno(env, "pollSetBuffer: not a Buffer", EINVAL);
+    napi_ref ref;
+    if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) return throw_errno(env, "pollSetBuffer", ENOMEM);
+    napi_delete_reference(env, p->user_buf_ref);
+    p->user_buf_ref = ref;
+    p->user_buf = data;
+    p->user_buf_len = len;
     return NULL;
 }
 
@@ -545,13 +572,16 @@ static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
     return make_int(env, n == sizeof v ? (int64_t)v : -errno);
 }
 
+/* memfd(name, size, allowSealing?) -> fd; throws on failure. */
 static napi_value js_memfd(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
+    napi_value argv[3];
     char name[64] = "muser";
     size_t len;
-    if (get_args(env, info, 2, argv) < 0) return NULL;
+    bool sealing = false;
+    if (get_args(env, info, 3, argv) < 0) return NULL;
     napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len);
-    int fd = memfd_create(name, MFD_CLOEXEC);
+    napi_get_value_bool(env, argv[2], &sealing);
+    int fd = memfd_create(name, MFD_CLOEXEC | (sealing ? MFD_ALLOW_SEALING : 0));
     if (fd < 0) return throw_errno(env, "memfd_create", errno);
     int64_t size = arg_i64(env, argv[1]);
     if (size > 0 && ftruncate(fd, size) < 0) {
@@ -659,6 +689,59 @@ static napi_value js_block_device_size(napi_env env, napi_callback_info info) {
     return make_int(env, (int64_t)size);
 }
 
+/* fdSeals(fd) -> F_GET_SEALS bits, or -errno (EINVAL: the file has no seals, e.g. not a memfd). */
+static napi_value js_fd_seals(napi_env env, napi_callback_info info) {
+    napi_value argv[1];
+    if (get_args(env, info, 1, argv) < 0) return NULL;
+    int r = fcntl(arg_i32(env, argv[0]), F_GET_SEALS);
+    return make_int(env, r < 0 ? -errno : r);
+}
+
+/* addSeals(fd, seals) -> 0 or -errno. */
+static napi_value js_add_seals(napi_env env, napi_callback_info info) {
+    napi_value argv[2];
+    if (get_args(env, info, 2, argv) < 0) return NULL;
+    int r = fcntl(arg_i32(env, argv[0]), F_ADD_SEALS, arg_i32(env, argv[1]));
+    return make_int(env, r < 0 ? -errno : 0);
+}
+
+static int typed_bytes(napi_env env, napi_value v, void **data, size_t *len) {
+    napi_typedarray_type t;
+    napi_value ab;
+    size_t off;
+    bool is_ta = false;
+    napi_is_typedarray(env, v, &is_ta);
+    if (!is_ta || napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) != napi_ok || t != napi_uint8_array) return -1;
+    return 0;
+}
+
+/* pread(fd, bytes: Uint8Array, offset) / pwrite(...) -> bytes moved (short at end of
+ * file), or -errno. How memory that may shrink is reached without mapping it:
+ * a shrunk file gives a short count here where a mapping would raise SIGBUS. */
+static napi_value pio(napi_env env, napi_callback_info info, bool write) {
+    napi_value argv[3];
+    void *data;
+    size_t len;
+    if (get_args(env, info, 3, argv) < 0) return NULL;
+    if (typed_bytes(env, argv[1], &data, &len) < 0) return make_int(env, -EINVAL);
+    int fd = arg_i32(env, argv[0]);
+    int64_t off = arg_i64(env, argv[2]);
+    if (off < 0) return make_int(env, -EINVAL);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write ? pwrite(fd, (uint8_t *)data + done, len - done, (off_t)(off + done))
+                          : pread(fd, (uint8_t *)data + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return make_int(env, done > 0 ? (int64_t)done : -errno);
+        if (n == 0) break;
+        done += (size_t)n;
+    }
+    return make_int(env, (int64_t)done);
+}
+
+static napi_value js_pread(napi_env env, napi_callback_info info) { return pio(env, info, false); }
+static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(env, info, true); }
+
 #define EXPORT(name, fn)                                                       \
     do {                                                                       \
         napi_value f;                                                          \
@@ -677,6 +760,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("pollStart", js_poll_start);
     EXPORT("pollWritable", js_poll_writable);
     EXPORT("pollPause", js_poll_pause);
+    EXPORT("pollSetBuffer", js_poll_set_buffer);
     EXPORT("pollStop", js_poll_stop);
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);
@@ -690,6 +774,10 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("fdSize", js_fd_size);
     EXPORT("fallocate", js_fallocate);
     EXPORT("blockDeviceSize", js_block_device_size);
+    EXPORT("fdSeals", js_fd_seals);
+    EXPORT("addSeals", js_add_seals);
+    EXPORT("pread", js_pread);
+    EXPORT("pwrite", js_pwrite);
     return exports;
 }
 

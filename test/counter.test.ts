@@ -26,6 +26,7 @@ test('counter: increments, interrupts and DMA through shared and fd-less memory'
     assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 10);
     assert.equal(await irq.waitFor(2), 2);
 
+    await client.setBusMaster(); // DMA needs Bus Master Enable
     await client.dmaMap(0x10000, shared);
     await client.dmaMap(0x40000, plain);
     for (const [base, mem] of [[0x10000, shared], [0x40000, plain]] as const) {

@@ -203,6 +203,7 @@ describe('gpio device over a socket', () => {
       throw new Error('DMA never finished');
     };
     try {
+      await client.setBusMaster(); // DMA needs Bus Master Enable
       await client.dmaMap(0x10000, shared);
       await client.dmaMap(0x40000, plain);
       for (const [base, mem, via] of [[0x10000, shared, 'direct'], [0x40000, plain, 'message']] as const) {

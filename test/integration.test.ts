@@ -372,6 +372,7 @@ describe('the DMA engine of testdev in a child process', () => {
     server = await ServerProcess.start({ device: 'testdev' });
     // A small max_data_xfer_size makes the device split DMA_READ/WRITE.
     c = await Client.connect(server.path, { capabilities: { maxDataXferSize: 4096 } });
+    await c.setBusMaster(); // DMA needs Bus Master Enable
     await c.dmaMap(0x100000, mem);
     await c.dmaMap(0x400000, priv);
     await c.dmaMap(0x800000, ro, DmaMapFlag.READ);
@@ -432,6 +433,7 @@ describe('device-side views with the server in this process', () => {
     const c = await Client.connect(path);
     const mem = sharedMemory(8192);
     try {
+      await c.setBusMaster(); // DMA needs Bus Master Enable
       await c.dmaMap(0x10000, mem);
       const view = server.device.dma.view(0x10000 + 4096, 16, true);
       mem.bytes[4096] = 0x5a;

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { native } from '../src/native/index.js';
+import { FileSeal, native } from '../src/native/index.js';
 import { Client } from '../src/client/index.js';
 import { DmaMapFlag, IrqSetFlag } from '../src/protocol/constants.js';
 import { ServerProcess, type ServerStats } from './helpers/server-process.js';
@@ -17,6 +17,13 @@ import { connectClient, selfFdCount } from './helpers/raw.js';
 const INTX = 0;
 const MSIX = 2;
 const PAGE = 4096;
+/** A memfd sealed against shrinking (as QEMU's are), so the server maps it zero-copy. */
+function sealedMemfd(name: string, size: number): number {
+  const fd = native.memfd(name, size, true);
+  native.addSeals(fd, FileSeal.SHRINK);
+  return fd;
+}
+
 /** Growth of /proc/self/maps allowed for the JS heap (a leak here would be thousands). */
 const MAPS_SLACK = 200;
 
@@ -47,7 +54,7 @@ describe('leaks: a server in a child process under churn', () => {
     server = await ServerProcess.start({ device: 'bench' });
     // Warm up (first client, first DMA map, first eventfd) before the baselines.
     c = await Client.connect(server.path);
-    const m = native.memfd('warm', PAGE);
+    const m = sealedMemfd('warm', PAGE);
     await c.dmaMapRaw(0x1000, PAGE, DmaMapFlag.READ | DmaMapFlag.WRITE, 0, m);
     await c.dmaUnmap(0x1000, PAGE);
     native.close(m);
@@ -65,7 +72,7 @@ describe('leaks: a server in a child process under churn', () => {
 
   test('10,000 DMA regions mapped with one memfd, then unmapped: fds and mappings return', async () => {
     const N = 10_000;
-    const mfd = native.memfd('dma-churn', PAGE);
+    const mfd = sealedMemfd('dma-churn', PAGE);
     try {
       await pipelined(N, (i) => c.dmaMapRaw(0x100000 + i * 2 * PAGE, PAGE, DmaMapFlag.READ | DmaMapFlag.WRITE, 0, mfd));
       const full = await server.stats();
@@ -137,7 +144,7 @@ describe('leaks: a server in a child process under churn', () => {
   test('200 connections that each map memory and set eventfds, then leave: fds and mappings return', async () => {
     c.close();
     await server.idle();
-    const mfd = native.memfd('conn-churn', 16 * PAGE);
+    const mfd = sealedMemfd('conn-churn', 16 * PAGE);
     try {
       for (let i = 0; i < 200; i++) {
         const k = await connectClient(server.path);

@@ -64,6 +64,7 @@ describe('live migration between two timer servers', () => {
     const dstIrq = new EventFd();
     let b: Client | undefined;
     try {
+      await a.setBusMaster(); // DMA needs Bus Master Enable
       await a.dmaMap(0x10000, msgMem);
       await a.dmaMap(0x20000, directMem);
       await a.setIrqs(0, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, undefined, [srcIrq.fd]);
@@ -92,6 +93,7 @@ describe('live migration between two timer servers', () => {
       // The destination's client sets up DMA and the interrupt, then waits for T.
       const dstMsg = sharedMemory(4 * 4096);
       const dstDirect = sharedMemory(4096);
+      await b.setBusMaster(); // DMA needs Bus Master Enable
       await b.dmaMap(0x10000, dstMsg);
       await b.dmaMap(0x20000, dstDirect);
       await b.setIrqs(0, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, undefined, [dstIrq.fd]);

@@ -551,6 +551,8 @@ describe('robustness: a server in a child process against hostile input', () => 
     };
     const mfd = native.memfd('dst', 4096);
     try {
+      // DMA needs Bus Master Enable (PCI command register bit 2).
+      assert.equal(await c.errnoOf(Command.REGION_WRITE, write(7, 4, Buffer.from([0x06, 0x00]))), 'ok');
       // 0x10000: fd-less (DMA_READ messages to us); 0x20000: a memfd.
       assert.equal(await c.errnoOf(Command.DMA_MAP, dmaMap(0x10000, 0x1000)), 'ok');
       assert.equal(await c.errnoOf(Command.DMA_MAP, dmaMap(0x20000, 0x1000), { fds: [mfd] }), 'ok');

@@ -133,6 +133,7 @@ describe('timer sample with the C sample client sequence', () => {
       assert.equal(config.readUInt16LE(0x2e), 0xbabe);
 
       await sock.reset();
+      await sock.setBusMaster(); // DMA needs Bus Master Enable
       for (let i = 0; i < nrDma; i++) await sock.dmaMap(i * PAGE, page(backing, i), 3, i * PAGE);
 
       for (let i = 0; i < 5; i++) {
@@ -203,6 +204,7 @@ describe('timer sample with the C sample client sequence', () => {
       await setStateLikeC(sock2, S.RUNNING);
 
       // The destination starts with no DMA maps: the client maps the second half, then sets up INTx.
+      await sock2.setBusMaster(); // the client restores the command register, Bus Master Enable included
       for (let i = maxFds; i < nrDma; i++) await sock2.dmaMap(i * PAGE, page(backing, i), 3, i * PAGE);
       await sock2.setIrqs(0, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, 0, 1, undefined, [dstIrq.fd]);
       await dstIrq.waitFor(1, 4000);

@@ -67,6 +67,11 @@ const DEFAULT_CAPS: VersionCapabilities = {
   writeMultiple: true,
 };
 
+/** Config space region index and its command register (Bus Master Enable is bit 2). */
+const CONFIG_REGION = 7;
+const PCI_COMMAND = 0x04;
+const PCI_COMMAND_MASTER = 0x0004;
+
 /** A connection to a vfio-user server. */
 export class Client {
   /** What the server answered to VERSION. */
@@ -224,6 +229,19 @@ export class Client {
   /** REGION_WRITE. */
   async regionWrite(region: number, offset: number, data: Uint8Array): Promise<void> {
     await this.request(Command.REGION_WRITE, encodeRegionWriteRequest({ offset, region, count: data.length, data }));
+  }
+
+  /**
+   * Sets (or clears) Bus Master Enable in the PCI command register, as a
+   * guest driver does before its device may DMA (read-modify-write of
+   * config space, region 7, offset 4). The device's DMA fails while it is clear.
+   */
+  async setBusMaster(on = true): Promise<void> {
+    const command = (await this.regionRead(CONFIG_REGION, PCI_COMMAND, 2)).readUInt16LE(0);
+    const next = on ? command | PCI_COMMAND_MASTER : command & ~PCI_COMMAND_MASTER;
+    const b = Buffer.alloc(2);
+    b.writeUInt16LE(next);
+    await this.regionWrite(CONFIG_REGION, PCI_COMMAND, b);
   }
 
   /** REGION_WRITE posted (no reply). */

@@ -41,17 +41,28 @@ export interface NativeAddon {
   pollStart(fd: number, mode: PollMode, cb: PollCallback, recvBuffer?: Buffer): PollHandle;
   pollWritable(h: PollHandle, on: boolean): void;
   pollPause(h: PollHandle, paused: boolean): void;
+  /** Later Stream reads land in `buffer` (only for pollers started with a recvBuffer). */
+  pollSetBuffer(h: PollHandle, buffer: Buffer): void;
   pollStop(h: PollHandle): void;
   mmap(fd: number, offset: number, length: number, shared: boolean): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;
   eventfd(initval: number): number;
   eventfdWrite(fd: number, value: number): number;
   eventfdRead(fd: number): number;
-  memfd(name: string, size: number): number;
+  /** A memfd of `size` bytes; `allowSealing` creates it with MFD_ALLOW_SEALING. */
+  memfd(name: string, size: number, allowSealing?: boolean): number;
   ftruncate(fd: number, size: number): number;
   close(fd: number): number;
   dup(fd: number): number;
   fdSize(fd: number): number;
+  /** F_GET_SEALS bits, or -errno (-EINVAL for files without seals). */
+  fdSeals(fd: number): number;
+  /** F_ADD_SEALS; 0 or -errno. */
+  addSeals(fd: number, seals: number): number;
+  /** pread into `bytes` at file `offset`: bytes read (short at end of file) or -errno. */
+  pread(fd: number, bytes: Uint8Array, offset: number): number;
+  /** pwrite `bytes` at file `offset`: bytes written or -errno. */
+  pwrite(fd: number, bytes: Uint8Array, offset: number): number;
   /** fallocate(2) on the thread pool; resolves to 0 or -errno. */
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<number>;
   /** A block device's size in bytes (BLKGETSIZE64), or -errno. */
@@ -64,6 +75,14 @@ export const enum FallocMode {
   PunchHole = 0x02,
   ZeroRange = 0x10,
 }
+
+/** File seal bits (fcntl F_ADD_SEALS / F_GET_SEALS). */
+export const FileSeal = {
+  SEAL: 0x0001,
+  SHRINK: 0x0002,
+  GROW: 0x0004,
+  WRITE: 0x0008,
+} as const;
 
 const require = createRequire(import.meta.url);
 

@@ -6,13 +6,14 @@ import { defineRegisters, type DeviceSpec } from '../index.js';
 
 /** BAR0 registers: 0 count (read), 4 increment by value (write), 8 DMA address (write, 8 bytes). */
 export function counterDevice(): DeviceSpec {
-  let count = 0;
+  // The count lives in `state`, where live migration can see it (a closure variable would be lost).
+  const state = { count: 0 };
   const registers = defineRegisters([
-    { name: 'count', offset: 0, width: 4, access: 'ro', read: () => count },
+    { name: 'count', offset: 0, width: 4, access: 'ro', read: () => state.count },
     {
       name: 'increment', offset: 4, width: 4, access: 'wo',
       write(value, device) {
-        count = (count + value) >>> 0;
+        state.count = (state.count + value) >>> 0;
         device.trigger(0); // MSI-X vector 0, or INTx, whichever the client enabled
       },
     },
@@ -27,6 +28,7 @@ export function counterDevice(): DeviceSpec {
   return {
     name: 'counter',
     identity: { vendorId: 0x1af4, deviceId: 0x10ff, classCode: 0xff0000 },
+    state,
     bars: {
       0: registers.bar({ size: 4096 }),
       2: { size: 8192, memory: true }, // shared memory the client may mmap

@@ -79,8 +79,13 @@ function stopServer(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Maps the sample's two DMA regions: fd-less at 0x0 (served by messages), shared at 0x10000. */
+/**
+ * Maps the sample's two DMA regions: fd-less at 0x0 (served by messages),
+ * shared at 0x10000; and sets Bus Master Enable, as a guest driver does,
+ * without which the device may not DMA.
+ */
 async function mapDma(c: Client, msg: GuestMemory, direct: GuestMemory): Promise<void> {
+  await c.setBusMaster();
   await c.dmaMap(MESSAGE_IOVA, msg);
   await c.dmaMap(DIRECT_IOVA, direct);
 }

@@ -44,10 +44,18 @@ export class Device {
   state: Record<string, unknown>;
   /** Set while a client is connected. */
   link: DeviceLink | undefined;
-  /** Live migration (undefined when the spec says `migration: false`). */
+  /**
+   * Live migration; undefined when the spec says `migration: false`, or
+   * when the device keeps state muser cannot see and did not say how to
+   * migrate it (see {@link hiddenStateReason}).
+   */
   readonly migration: Migration | undefined;
+  /** Why migration is not offered, when it is not (for logs and errors). */
+  readonly migrationUnavailable: string | undefined;
   /** Triggers that arrived while quiesced; replayed when running again. */
   private deferred: { index: number; vector: number }[] = [];
+  /** A reset a config write started (FLR), until the write's reply takes it. */
+  private configReset: Promise<void> | undefined;
 
   constructor(readonly spec: DeviceSpec) {
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
@@ -77,11 +85,14 @@ export class Device {
       if (index === IrqIndex.MSIX) this.msix?.setPending(vector, pending);
     };
     this.regions = buildRegions(spec, bars, this.config.size);
-    this.migration = spec.migration === false ? undefined : new Migration(this, spec.migration);
+    const hidden = spec.migration === undefined ? hiddenStateReason(spec) : undefined;
+    this.migrationUnavailable = spec.migration === false ? 'the device refuses migration (migration: false)' : hidden;
+    this.migration = this.migrationUnavailable !== undefined ? undefined : new Migration(this, spec.migration || undefined);
     this.config.onChange((ev) => {
       if (ev.type === 'msix' || ev.type === 'command' || ev.type === 'msi') this.refirePending();
       else if (ev.type === 'msix-fire') this.irqs.firePending(IrqIndex.MSIX, ev.vector);
       else if (ev.type === 'msi-fire') this.irqs.firePending(IrqIndex.MSI, ev.vector);
+      else if (ev.type === 'flr') this.startConfigReset();
     });
   }
 
@@ -148,6 +159,24 @@ export class Device {
     await this.spec.onReset?.(reason, this);
   }
 
+  /**
+   * The reset a config-space write just started (a Function Level Reset),
+   * if any: the write's reply waits for it.
+   */
+  takeConfigReset(): Promise<void> | undefined {
+    const p = this.configReset;
+    this.configReset = undefined;
+    return p;
+  }
+
+  /** FLR, as VFIO does it: device reset hook, IRQ state cleared, migration back to RUNNING. */
+  private startConfigReset(): void {
+    const p = this.reset('flr');
+    // Handled here so a config write nobody awaits cannot become an unhandled rejection.
+    p.catch(() => undefined);
+    this.configReset = p;
+  }
+
   private configMasks(index: number, vector: number): boolean {
     if (index === IrqIndex.INTX) return this.config.intxDisabled;
     if (index === IrqIndex.MSIX && this.config.msixEnabled) {
@@ -172,6 +201,30 @@ export class Device {
   dispose(): void {
     for (const r of this.regions) if (r?.memory) closeMemory(r);
   }
+}
+
+/**
+ * Why the default migration could lose this device's state, or undefined
+ * when it cannot: callbacks (region read/write, doorbells, config hooks) may
+ * keep state in closures that muser cannot see. Such a device must say how
+ * to migrate (`migration: { save, load }`), declare where its state lives
+ * (`state`, migrated as JSON), opt into the default explicitly
+ * (`migration: {}`), or refuse (`migration: false`). Without that, it is
+ * not offered for migration at all: refusing beats silently losing state.
+ */
+export function hiddenStateReason(spec: DeviceSpec): string | undefined {
+  if (spec.state !== undefined) return undefined;
+  const regions: [string, BarSpec | undefined][] = [
+    ...Object.entries(spec.bars ?? {}).map(([i, b]): [string, BarSpec | undefined] => [`BAR${i}`, b]),
+    ...Object.entries(spec.regions ?? {}).map(([i, r]): [string, BarSpec | undefined] => [`region ${i}`, r]),
+  ];
+  const withCallbacks = regions.filter(([, r]) => r && (r.read || r.write || (r.ioeventfds?.length ?? 0) > 0)).map(([name]) => name);
+  if (spec.config?.read || spec.config?.write) withCallbacks.push('config hooks');
+  if (withCallbacks.length === 0) return undefined;
+  return (
+    `${withCallbacks.join(', ')} served by callbacks that may keep state muser cannot see: ` +
+    'give migration: { save, load }, a `state` object, migration: {} for the default, or migration: false'
+  );
 }
 
 function closeMemory(r: Region): void {

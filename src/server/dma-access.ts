@@ -1,9 +1,11 @@
 /**
  * What a device uses to reach client memory: zero-copy views where the
- * client shared an fd, DMA_READ / DMA_WRITE messages where it did not.
+ * client shared an fd that cannot shrink, pread/pwrite through the fd where
+ * it could, DMA_READ / DMA_WRITE messages where it shared none.
  */
 import type { DmaSegment, DmaTable } from './dma.js';
 import { DeviceError, Errno } from './errors.js';
+import { native } from '../native/index.js';
 
 /** Sends DMA_READ / DMA_WRITE requests to the client. */
 export interface DmaMessenger {
@@ -45,7 +47,7 @@ export class DmaAccess {
     return this.viewOf(segs[0], write);
   }
 
-  /** True when the whole range is mapped with fds (views() will succeed). */
+  /** True when the whole range is mapped zero-copy (views() will succeed). */
   isDirect(iova: number, length: number): boolean {
     try {
       return this.table.translate(iova, length, false).every((s) => s.region.memory !== undefined);
@@ -61,6 +63,7 @@ export class DmaAccess {
     for (const s of this.sgl(iova, length, false)) {
       const mem = s.region.memory;
       if (mem) out.set(mem.subarray(s.regionOffset, s.regionOffset + s.length), at);
+      else if (s.region.fd !== undefined) readByFd(s, out.subarray(at, at + s.length));
       else await this.readByMessage(s.iova, s.length, out, at);
       at += s.length;
     }
@@ -75,6 +78,9 @@ export class DmaAccess {
       if (s.region.memory) {
         s.region.memory.set(piece, s.regionOffset);
         this.table.markDirty(s.region, s.regionOffset, s.length);
+      } else if (s.region.fd !== undefined) {
+        writeByFd(s, piece);
+        this.table.markDirty(s.region, s.regionOffset, s.length);
       } else {
         await this.writeByMessage(s.iova, piece);
       }
@@ -84,7 +90,10 @@ export class DmaAccess {
 
   private viewOf(s: DmaSegment, write: boolean): Uint8Array {
     const mem = s.region.memory;
-    if (!mem) throw new DeviceError(Errno.EFAULT, `DMA region at 0x${s.region.iova.toString(16)} has no fd: use read()/write()`);
+    if (!mem) {
+      const why = s.region.fd !== undefined ? 'its fd may shrink (no F_SEAL_SHRINK), so it is not mapped' : 'has no fd';
+      throw new DeviceError(Errno.EFAULT, `DMA region at 0x${s.region.iova.toString(16)} ${why}: use read()/write()`);
+    }
     if (write) this.table.markDirty(s.region, s.regionOffset, s.length);
     return mem.subarray(s.regionOffset, s.regionOffset + s.length);
   }
@@ -107,4 +116,27 @@ export class DmaAccess {
       await this.messenger.write(iova + done, data.subarray(done, done + chunk));
     }
   }
+}
+
+/**
+ * Reads a segment of memory that may shrink through its fd: where the file
+ * got shorter than the region, EFAULT instead of the SIGBUS a mapping gives.
+ */
+function readByFd(s: DmaSegment, out: Uint8Array): void {
+  const n = native.pread(s.region.fd!, out, s.region.offset + s.regionOffset);
+  if (n !== out.length) throw shrunk(s, n);
+}
+
+/** Writes a segment through its fd; never past the end of the file (that would grow it). */
+function writeByFd(s: DmaSegment, data: Uint8Array): void {
+  const at = s.region.offset + s.regionOffset;
+  const size = native.fdSize(s.region.fd!);
+  if (size < at + data.length) throw shrunk(s, size);
+  const n = native.pwrite(s.region.fd!, data, at);
+  if (n !== data.length) throw shrunk(s, n);
+}
+
+function shrunk(s: DmaSegment, rc: number): DeviceError {
+  const what = rc < 0 ? `errno ${-rc}` : 'the client shrank its file';
+  return new DeviceError(Errno.EFAULT, `DMA at 0x${s.iova.toString(16)}+${s.length} failed: ${what}`);
 }

@@ -1,8 +1,10 @@
 /**
  * The client's DMA regions as seen by one connection: a sorted, non-overlapping
- * table of IOVA ranges, the fd-backed ones mapped zero-copy into this process.
+ * table of IOVA ranges. Fd-backed ones that cannot shrink are mapped
+ * zero-copy into this process; those that could (a truncated file would
+ * SIGBUS the process on access) keep their fd for pread/pwrite.
  */
-import { check, native, type MapHandle } from '../native/index.js';
+import { check, FileSeal, native, type MapHandle } from '../native/index.js';
 import { DmaMapFlag } from '../protocol/constants.js';
 import { DeviceError, Errno } from './errors.js';
 
@@ -14,8 +16,16 @@ export interface DmaRegion {
   readonly offset: number;
   /** DmaMapFlag.READ | WRITE as granted by the client. */
   readonly prot: number;
-  /** Whole-region view when the client sent an fd; undefined otherwise. */
+  /**
+   * Whole-region zero-copy view when the client sent an fd that cannot
+   * shrink (sealed with F_SEAL_SHRINK); undefined otherwise.
+   */
   readonly memory: Uint8Array | undefined;
+  /**
+   * The client's fd, kept unmapped, when it may shrink under a mapping
+   * (truncation would SIGBUS the whole process): reached by pread/pwrite.
+   */
+  readonly fd: number | undefined;
   /** Dirty bitmap (one bit per page of `dirtyPageSize`) while logging. */
   dirty: Uint8Array | undefined;
   readonly mapping: { buffer: ArrayBuffer; handle: MapHandle } | undefined;
@@ -64,17 +74,18 @@ export class DmaTable {
   }
 
   /**
-   * Adds a region. Takes ownership of `fd` (closed after mapping, and also
-   * when the request is refused). Throws DeviceError with the errno to reply.
+   * Adds a region. Takes ownership of `fd` (closed after mapping, kept
+   * unmapped when its file may shrink, closed when the request is refused). Throws DeviceError with the errno to reply.
    */
   add(iova: number, size: number, offset: number, prot: number, fd: number | undefined): DmaRegion {
+    let region: DmaRegion | undefined;
     try {
       this.validate(iova, size, offset, prot, fd);
-      const region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize);
+      region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize);
       this.regions.splice(this.insertionIndex(iova), 0, region);
       return region;
     } finally {
-      if (fd !== undefined) native.close(fd);
+      if (fd !== undefined && region?.fd !== fd) native.close(fd);
     }
   }
 
@@ -199,9 +210,25 @@ export class DmaTable {
   }
 }
 
+/**
+ * True when the file behind `fd` cannot shrink, so a mapping of it can never
+ * fault: a memfd sealed with F_SEAL_SHRINK (QEMU's memory-backend-memfd
+ * seals by default). Anything else may be truncated by the client.
+ */
+export function cannotShrink(fd: number): boolean {
+  const seals = native.fdSeals(fd);
+  return seals >= 0 && (seals & FileSeal.SHRINK) !== 0;
+}
+
 function makeRegion(iova: number, size: number, offset: number, prot: number, fd: number | undefined, dirtyPage: number): DmaRegion {
   let mapping: DmaRegion['mapping'];
-  if (fd !== undefined) {
+  let kept: number | undefined;
+  if (fd !== undefined && !cannotShrink(fd)) {
+    // Reached by pread/pwrite: it must be a file that covers the region now.
+    const fileSize = native.fdSize(fd);
+    if (fileSize < offset + size) throw new DeviceError(Errno.EINVAL, `DMA fd is not a file covering ${offset + size} bytes (size ${fileSize})`);
+    kept = fd;
+  } else if (fd !== undefined) {
     const m = native.mmap(fd, offset, size, (prot & DmaMapFlag.WRITE) !== 0);
     if (typeof m === 'number') throw new DeviceError(-m, `cannot map DMA region: errno ${-m}`);
     mapping = { buffer: m[0], handle: m[1] };
@@ -212,6 +239,7 @@ function makeRegion(iova: number, size: number, offset: number, prot: number, fd
     offset,
     prot,
     memory: mapping ? new Uint8Array(mapping.buffer) : undefined,
+    fd: kept,
     dirty: dirtyPage > 0 ? dirtyBitmap(size, dirtyPage) : undefined,
     mapping,
   };
@@ -224,4 +252,5 @@ function dirtyBitmap(size: number, pageSize: number): Uint8Array {
 
 function unmapRegion(r: DmaRegion): void {
   if (r.mapping) check('munmap', native.munmap(r.mapping.handle, r.mapping.buffer));
+  if (r.fd !== undefined) native.close(r.fd);
 }

@@ -53,7 +53,7 @@ function opsOf(s: Session, id: number): FeatureOps | undefined {
 
 function migrationOf(s: Session): Migration {
   const m = s.device.migration;
-  if (!m) throw new DeviceError(Errno.ENOTSUP, 'device does not migrate');
+  if (!m) throw new DeviceError(Errno.ENOTSUP, `device does not migrate: ${s.device.migrationUnavailable ?? 'no migration'}`);
   return m;
 }
 

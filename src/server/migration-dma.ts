@@ -8,8 +8,8 @@
  * where the client shared an fd, for devices (and tests) that want the
  * message path.
  */
-import { DmaAccess } from './dma-access.js';
-import type { DmaSegment } from './dma.js';
+import { DmaAccess, type DmaMessenger } from './dma-access.js';
+import type { DmaSegment, DmaTable } from './dma.js';
 import { DeviceError, Errno } from './errors.js';
 
 /** One mapped DMA region, as a device sees it. */
@@ -88,9 +88,23 @@ export class DmaGate {
   }
 }
 
-/** {@link DmaAccess} that migration can hold, plus message-only DMA. */
+/**
+ * {@link DmaAccess} that migration can hold, plus message-only DMA. DMA
+ * also needs Bus Master Enable: while the PCI command register's bit 2 is
+ * clear, every access (views and messages alike) fails with EPERM, as a
+ * PCI function may not master the bus then.
+ */
 export class GatedDmaAccess extends DmaAccess {
   readonly gate = new DmaGate();
+
+  /** @param busMaster whether the device may master the bus right now (PCI command bit 2). */
+  constructor(
+    table: DmaTable,
+    messenger: DmaMessenger,
+    private readonly busMaster: () => boolean = () => true,
+  ) {
+    super(table, messenger);
+  }
 
   /** The client's DMA regions in IOVA order. */
   regions(): DmaRegionInfo[] {
@@ -99,7 +113,13 @@ export class GatedDmaAccess extends DmaAccess {
 
   override sgl(iova: number, length: number, write = false): DmaSegment[] {
     this.gate.check();
+    this.checkBusMaster();
     return super.sgl(iova, length, write);
+  }
+
+  /** False too while Bus Master Enable is clear (views() would fail). */
+  override isDirect(iova: number, length: number): boolean {
+    return this.busMaster() && super.isDirect(iova, length);
   }
 
   override read(iova: number, length: number): Promise<Buffer> {
@@ -116,6 +136,7 @@ export class GatedDmaAccess extends DmaAccess {
    */
   messageRead(iova: number, length: number): Promise<Buffer> {
     return this.gate.run(async () => {
+      this.checkBusMaster();
       super.sgl(iova, length, false);
       const out = Buffer.allocUnsafe(length);
       await this.readByMessage(iova, length, out, 0);
@@ -126,8 +147,13 @@ export class GatedDmaAccess extends DmaAccess {
   /** Writes through DMA_WRITE messages only, in pieces of at most max_data_xfer_size. */
   messageWrite(iova: number, data: Uint8Array): Promise<void> {
     return this.gate.run(async () => {
+      this.checkBusMaster();
       super.sgl(iova, data.length, true);
       await this.writeByMessage(iova, data);
     });
+  }
+
+  private checkBusMaster(): void {
+    if (!this.busMaster()) throw new DeviceError(Errno.EPERM, 'DMA refused: Bus Master Enable is clear in the PCI command register');
   }
 }

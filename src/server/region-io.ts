@@ -7,6 +7,7 @@ import { DeviceError, Errno } from './errors.js';
 import { RegionInfoFlag } from '../protocol/constants.js';
 import { CONFIG_REGION, type Region } from './regions.js';
 import type { MaybePromise, ReadResult } from './spec.js';
+import { retainReceived } from '../transport/channel.js';
 
 /** Finds the region and checks that [offset, offset+count) lies inside it. */
 export function checkAccess(device: Device, index: number, offset: number, count: number, write: boolean): Region {
@@ -30,7 +31,7 @@ export function readRegion(device: Device, r: Region, offset: number, count: num
   const spec = r.spec;
   if (spec?.read) {
     const v = spec.read(offset, count, device);
-    return v instanceof Promise ? v.then((x) => toBytes(x, count)) : toBytes(v, count);
+    return isThenable<ReadResult>(v) ? Promise.resolve(v).then((x) => toBytes(x, count)) : toBytes(v, count);
   }
   if (r.memory) return r.memory.bytes.subarray(offset, offset + count);
   return new Uint8Array(count);
@@ -38,22 +39,34 @@ export function readRegion(device: Device, r: Region, offset: number, count: num
 
 /** Writes a checked range. `data` is only valid during the call. */
 export function writeRegion(device: Device, r: Region, offset: number, data: Buffer): MaybePromise<void> {
-  if (r.index === CONFIG_REGION) return device.config.write(offset, data);
+  if (r.index === CONFIG_REGION) {
+    device.config.write(offset, data);
+    return device.takeConfigReset();
+  }
   const msix = msixPart(device, r.index, offset, data.length);
   if (msix === 'table') return device.msix!.write(offset - device.msixPlacement!.tableOffset, data);
   if (msix === 'pba') return; // read-only
   const spec = r.spec;
-  if (spec?.write) return spec.write(offset, isAsyncFunction(spec.write) ? Buffer.from(data) : data, device);
+  if (spec?.write) return keepWhilePending(spec.write(offset, data, device), data);
   if (r.memory) r.memory.bytes.set(data, offset);
 }
 
 /**
- * `data` may be a view of the shared receive buffer. An async function may
- * read it after an await, when the buffer holds the next message: such
- * callbacks get their own copy.
+ * `data` may be a view of the shared receive buffer: a sync callback reads
+ * it zero-copy. A callback that returned a Promise (or any thenable) may
+ * read it later, so the receive buffer under it is kept from reuse until
+ * that settles, whatever the function's syntax.
  */
-function isAsyncFunction(fn: unknown): boolean {
-  return (fn as { constructor?: { name?: string } }).constructor?.name === 'AsyncFunction';
+function keepWhilePending(result: MaybePromise<void>, data: Buffer): MaybePromise<void> {
+  if (!isThenable(result)) return result;
+  const release = retainReceived(data);
+  const settled = Promise.resolve(result);
+  return release ? settled.finally(release) : settled;
+}
+
+/** True for a Promise or anything else with a `then` method. */
+export function isThenable<T>(v: unknown): v is PromiseLike<T> {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function';
 }
 
 /** Which part of the MSI-X structures an access hits, if any. */

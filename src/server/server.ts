@@ -16,7 +16,12 @@ const MAX_WAITING = 4;
 
 /** Options for {@link Server}. */
 export interface ServeOptions extends ListenOptions {
-  /** Limits offered at VERSION negotiation. */
+  /**
+   * Limits offered at VERSION negotiation, and per-client bounds:
+   * `maxPendingBytes` (backpressure, default 4 MiB) and `versionTimeoutMs`
+   * (a connection that has not negotiated VERSION by then is closed,
+   * default 10 s).
+   */
   limits?: Partial<ServerLimits>;
   /** A logger, or the level for the default stderr logger (default 'warn'). */
   log?: Logger | LogLevel;
@@ -40,6 +45,9 @@ export class Server extends EventEmitter {
     this.device = device instanceof Device ? device : new Device(device);
     this.log = typeof options.log === 'object' ? options.log : consoleLogger(this.device.name, options.log ?? 'warn');
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    if (this.device.migrationUnavailable && this.device.spec.migration !== false) {
+      this.log.info(`not offered for live migration: ${this.device.migrationUnavailable}`);
+    }
     this.listener = new Listener(path, (fd) => this.onConnection(fd), options);
   }
 

@@ -14,6 +14,7 @@ import { decodeDmaReadReply, encodeDmaReadRequest, encodeDmaWriteRequest } from 
 import type { DmaMessenger } from './dma-access.js';
 import { GatedDmaAccess } from './migration-dma.js';
 import { IoEventFds } from './ioeventfds.js';
+import { PciCommand } from '../pci/regs.js';
 import { DmaTable } from './dma.js';
 import { DirtyLog } from './dirty-log.js';
 import type { Device } from './device.js';
@@ -29,6 +30,17 @@ export interface ServerLimits {
   pgsizes: number;
   /** Milliseconds to wait for the client's reply to DMA_READ/WRITE. */
   requestTimeoutMs: number;
+  /**
+   * Milliseconds a new connection has to complete VERSION negotiation
+   * before it is closed, so a silent client cannot hold the device.
+   */
+  versionTimeoutMs: number;
+  /**
+   * Backpressure bound, in bytes, on what one client makes the server hold:
+   * replies it has not read yet, and requests waiting their turn. Past it,
+   * the server stops reading that client's socket until the backlog drains.
+   */
+  maxPendingBytes: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -37,7 +49,14 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxDmaMaps: 65535,
   pgsizes: 4096,
   requestTimeoutMs: 5000,
+  maxPendingBytes: 4 * 1024 * 1024,
+  versionTimeoutMs: 10_000,
 };
+
+/** Requests a client may have waiting in the server before it stops reading them. */
+const MAX_QUEUED_REQUESTS = 1024;
+/** ...and the hard stop, even while the device waits for the client's answer to a DMA request. */
+const MAX_QUEUED_REQUESTS_HARD = 16 * MAX_QUEUED_REQUESTS;
 
 /** What the client offered in VERSION, merged with our limits. */
 export interface Negotiated {
@@ -80,9 +99,12 @@ export class Session implements DmaMessenger {
   /** True while migration keeps the device quiet (see the migration module). */
   quiesced = false;
   private queue: Request[] = [];
+  /** Payload bytes of the requests in `queue`. */
+  private queuedBytes = 0;
   private busy = false;
   private nextMsgId = 1;
   private outstanding = new Map<number, Outstanding>();
+  private versionTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly device: Device,
@@ -92,10 +114,19 @@ export class Session implements DmaMessenger {
     private readonly onEnd: (session: Session) => void,
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
-    this.dma = new GatedDmaAccess(this.dmaTable, this);
+    this.dma = new GatedDmaAccess(this.dmaTable, this, () => (device.config.command & PciCommand.MASTER) !== 0);
     this.dirtyLog = new DirtyLog(this.dmaTable);
     this.ioEventFds = new IoEventFds(device, log);
-    this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) }, PRE_VERSION_MAX_MESSAGE, true);
+    this.channel = new Channel(
+      fd,
+      { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.resume() },
+      PRE_VERSION_MAX_MESSAGE,
+      true,
+    );
+    this.versionTimer = setTimeout(() => {
+      this.versionTimer = undefined;
+      this.close(new Error(`no VERSION negotiated within ${limits.versionTimeoutMs} ms`));
+    }, limits.versionTimeoutMs);
   }
 
   /** Largest DMA_READ/WRITE payload the client accepts. */
@@ -137,11 +168,15 @@ export class Session implements DmaMessenger {
       }, this.limits.requestTimeoutMs);
       this.outstanding.set(msgId, { resolve, reject, timer });
       this.channel.send(encodeMessage({ msgId, command }, payload));
+      // The client's answer may sit behind requests we stopped reading.
+      this.updateReading();
     });
   }
 
   /** Called once VERSION succeeded and its reply went out. */
   onNegotiated(): void {
+    clearTimeout(this.versionTimer);
+    this.versionTimer = undefined;
     this.channel.setMaxMessageSize(this.maxMessageSize);
     this.device.link = this;
     try {
@@ -166,14 +201,41 @@ export class Session implements DmaMessenger {
       closeAll(frame.fds);
       return this.replyError(rawHeader(frame.bytes), Errno.EINVAL);
     }
-    // Frames are views of a shared receive buffer. Region accesses are
-    // served before it is reused; anything that may wait is copied.
+    // Frames are views of a shared receive buffer. Region accesses served
+    // right away use it in place; anything that may wait is copied.
     const hot = header.command === Command.REGION_READ || header.command === Command.REGION_WRITE;
-    const bytes = hot && !this.busy ? frame.bytes : Buffer.from(frame.bytes);
+    const now = !this.busy && this.queue.length === 0 && !this.backlogged;
+    const bytes = hot && now ? frame.bytes : Buffer.from(frame.bytes);
     const payload = bytes.subarray(HEADER_SIZE, header.size);
     if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) return this.onReply(header, payload, frame.fds);
     this.queue.push({ header, payload, fds: frame.fds });
-    if (!this.busy) this.drain();
+    this.queuedBytes += payload.length;
+    this.drain();
+    this.updateReading();
+  }
+
+  /** True while the client leaves more of our replies unread than the bound allows. */
+  private get backlogged(): boolean {
+    return this.channel.pendingBytes > this.limits.maxPendingBytes;
+  }
+
+  /**
+   * Backpressure: stops reading the client while its unread replies or its
+   * waiting requests exceed the bounds, and reads again once they drain.
+   */
+  private updateReading(): void {
+    if (this.channel.isClosed) return;
+    const queueFull =
+      this.queuedBytes > this.limits.maxPendingBytes ||
+      this.queue.length >= MAX_QUEUED_REQUESTS_HARD ||
+      (this.queue.length >= MAX_QUEUED_REQUESTS && this.outstanding.size === 0);
+    this.channel.pauseReading(this.backlogged || queueFull);
+  }
+
+  /** The client took our replies: serve what waits, and read again. */
+  private resume(): void {
+    this.drain();
+    this.updateReading();
   }
 
   private onReply(header: Header, payload: Buffer, fds: number[]): void {
@@ -192,8 +254,10 @@ export class Session implements DmaMessenger {
 
   /** Handles queued commands in order until one goes async. */
   private drain(): void {
-    while (this.queue.length > 0 && !this.channel.isClosed) {
+    if (this.busy) return;
+    while (this.queue.length > 0 && !this.channel.isClosed && !this.backlogged) {
       const req = this.queue.shift()!;
+      this.queuedBytes -= req.payload.length;
       let result: Reply | Promise<Reply>;
       try {
         result = dispatch(this, req);
@@ -208,7 +272,7 @@ export class Session implements DmaMessenger {
           (e) => this.finish(req, e),
         ).finally(() => {
           this.busy = false;
-          this.drain();
+          this.resume();
         });
         return;
       }
@@ -249,9 +313,12 @@ export class Session implements DmaMessenger {
   }
 
   private onClose(error?: Error): void {
+    clearTimeout(this.versionTimer);
+    this.versionTimer = undefined;
     if (error) this.log.warn(`connection closed: ${error.message}`);
     for (const req of this.queue) closeAll(req.fds);
     this.queue = [];
+    this.queuedBytes = 0;
     for (const o of this.outstanding.values()) {
       clearTimeout(o.timer);
       o.reject(new DeviceError(Errno.ENOTCONN, 'client disconnected'));

@@ -43,9 +43,10 @@ export interface RegionSpec {
   /** Serves a read of `length` bytes at `offset` (already range-checked). */
   read?(offset: number, length: number, device: Device): MaybePromise<ReadResult>;
   /**
-   * Serves a write (already range-checked). For a plain function, `data` is
-   * only valid until it returns: copy what you keep. An `async` function gets
-   * its own copy.
+   * Serves a write (already range-checked). `data` may be a view of the
+   * receive buffer (no copy is made): it stays valid until the call returns,
+   * or, when it returns a Promise (any thenable), until that settles. Copy
+   * what you keep longer.
    */
   write?(offset: number, data: Buffer, device: Device): MaybePromise<void>;
   /** Doorbells the client may bind to eventfds (DEVICE_GET_REGION_IO_FDS). */
@@ -86,7 +87,12 @@ export interface InterruptSpec {
 }
 
 /** Why the device is being reset. */
-export type ResetReason = 'client' | 'disconnect' | 'migration';
+/**
+ * Why the device is being reset: the client asked (DEVICE_RESET), the
+ * client left, migration, or the guest started a Function Level Reset
+ * (PCIe Device Control bit 15 written through config space).
+ */
+export type ResetReason = 'client' | 'disconnect' | 'migration' | 'flr';
 
 /** A complete device description. */
 export interface DeviceSpec {
@@ -106,14 +112,23 @@ export interface DeviceSpec {
   /** Accept DMA_MAP from the client (default true). */
   dma?: boolean;
   /**
-   * Live migration. Omitted (or without save/load): region memory, `state`,
-   * config space and pending interrupts migrate by themselves. `false`
-   * refuses migration.
+   * Live migration. Without save/load, the default migrates region memory,
+   * `state`, config space and pending interrupts. Migration must be
+   * explicit when muser cannot see all of the state: a device with
+   * callbacks (region read/write, doorbells, config hooks) and no `state`
+   * object is offered for migration only if it gives `migration` (custom
+   * `save`/`load`, or `{}` to opt into the default). Otherwise, like with
+   * `false`, the client is told migration is not supported.
    */
   migration?: MigrationSpec | false;
-  /** Device state object migrated as JSON when no custom migration is given. */
+  /**
+   * Device state object (plain data), migrated as JSON by the default
+   * migration; on the destination the loaded values replace its contents
+   * in place, so callbacks may keep a reference to it. Declaring it tells
+   * muser where a device with callbacks keeps its state.
+   */
   state?: Record<string, unknown>;
-  /** Back to power-on state (client request, disconnect). */
+  /** Back to power-on state (client request, disconnect, FLR). */
   onReset?(reason: ResetReason, device: Device): MaybePromise<void>;
   /** A client connected (after VERSION negotiation). */
   onConnect?(device: Device): void;

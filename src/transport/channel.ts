@@ -12,6 +12,8 @@ export interface ChannelHandlers {
   onFrame(frame: Frame): void;
   /** The connection ended: peer closed (error undefined) or failed. Called once. */
   onClose(error?: Error): void;
+  /** Everything queued for sending went out (after sends had to wait). */
+  onDrain?(): void;
 }
 
 interface QueuedWrite {
@@ -20,12 +22,78 @@ interface QueuedWrite {
 }
 
 const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024;
+const RECV_BUFFER_SIZE = 256 * 1024;
+/** Buffers kept for reuse once callbacks let go of them. */
+const MAX_SPARE_BUFFERS = 4;
 
 /**
- * One receive buffer shared by every channel that opts in: JS runs one
- * callback at a time, and the framer copies whatever outlives it.
+ * The receive buffer shared by every channel that opts in: JS runs one
+ * callback at a time, so frames may be views of it, valid until the next
+ * read. A receiver that needs a view to outlive that (a device callback
+ * whose Promise is pending) retains it: later reads then go to another
+ * buffer, and the retained one is reused only once released.
  */
-const SHARED_RECV_BUFFER = Buffer.alloc(256 * 1024);
+class SharedRecvBuffers {
+  current: Buffer = Buffer.allocUnsafeSlow(RECV_BUFFER_SIZE);
+  /** Retain counts of retained buffers, and the buffers themselves (to recycle them). */
+  private readonly holds = new Map<ArrayBufferLike, number>();
+  private readonly kept = new Map<ArrayBufferLike, Buffer>();
+  private readonly spare: Buffer[] = [];
+  private readonly pollers = new Set<PollHandle>();
+
+  register(poll: PollHandle): void {
+    this.pollers.add(poll);
+  }
+
+  unregister(poll: PollHandle): void {
+    this.pollers.delete(poll);
+  }
+
+  /** True when `bytes` lies in a shared receive buffer (the current one or a retained one). */
+  owns(bytes: Uint8Array): boolean {
+    return bytes.buffer === this.current.buffer || this.holds.has(bytes.buffer);
+  }
+
+  /** Keeps the buffer under `bytes` intact until the returned function is called. */
+  retain(bytes: Uint8Array): (() => void) | undefined {
+    const ab = bytes.buffer;
+    if (!this.owns(bytes)) return undefined;
+    this.holds.set(ab, (this.holds.get(ab) ?? 0) + 1);
+    if (ab === this.current.buffer) {
+      const held = this.current;
+      this.current = this.spare.pop() ?? Buffer.allocUnsafeSlow(RECV_BUFFER_SIZE);
+      for (const p of this.pollers) native.pollSetBuffer(p, this.current);
+      this.kept.set(ab, held);
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = this.holds.get(ab)! - 1;
+      if (n > 0) return void this.holds.set(ab, n);
+      this.holds.delete(ab);
+      const buf = this.kept.get(ab);
+      this.kept.delete(ab);
+      if (buf && this.spare.length < MAX_SPARE_BUFFERS) this.spare.push(buf);
+    };
+  }
+}
+
+const shared = new SharedRecvBuffers();
+
+/**
+ * Keeps the bytes of a received frame valid (the shared receive buffer is
+ * not reused under them) until the returned function is called. Returns
+ * undefined when `bytes` is not in a shared receive buffer (nothing to do).
+ */
+export function retainReceived(bytes: Uint8Array): (() => void) | undefined {
+  return shared.retain(bytes);
+}
+
+/** True when `bytes` is a view of a shared receive buffer (zero-copy), for tests. */
+export function isSharedReceiveView(bytes: Uint8Array): boolean {
+  return shared.owns(bytes);
+}
 
 /** A framed, fd-passing stream over a UNIX socket fd. */
 export class Channel {
@@ -33,11 +101,15 @@ export class Channel {
   private readonly poll: PollHandle;
   private queue: QueuedWrite[] = [];
   private closed = false;
+  private readonly sharedRecv: boolean;
+  private queuedBytes = 0;
+  private readingPaused = false;
 
   /**
    * @param sharedRecv when true, frames handed to `onFrame` may be views of a
    *   shared receive buffer, valid only until `onFrame` returns: the receiver
-   *   copies what it keeps. Spares an allocation per message on the hot path.
+   *   copies what it keeps, or retains it ({@link retainReceived}). Spares an
+   *   allocation per message on the hot path.
    */
   constructor(
     private readonly fd: number,
@@ -46,13 +118,35 @@ export class Channel {
     sharedRecv = false,
   ) {
     this.framer = new Framer(maxMessageSize);
+    this.sharedRecv = sharedRecv;
     const cb = (kind: PollEvent, a: unknown, b: unknown): void => this.onEvent(kind, a, b);
-    this.poll = sharedRecv ? native.pollStart(fd, PollMode.Stream, cb, SHARED_RECV_BUFFER) : native.pollStart(fd, PollMode.Stream, cb);
+    this.poll = sharedRecv ? native.pollStart(fd, PollMode.Stream, cb, shared.current) : native.pollStart(fd, PollMode.Stream, cb);
+    if (sharedRecv) shared.register(this.poll);
   }
 
   /** True once closed by either side. */
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Bytes accepted by send() that the peer has not taken yet (kernel buffers aside). */
+  get pendingBytes(): number {
+    return this.queuedBytes;
+  }
+
+  /** True while reading is paused (see pauseReading). */
+  get isReadingPaused(): boolean {
+    return this.readingPaused;
+  }
+
+  /**
+   * Stops (or resumes) reading from the peer: backpressure. What the peer
+   * sends meanwhile waits in the kernel, and then in the peer.
+   */
+  pauseReading(paused: boolean): void {
+    if (this.closed || paused === this.readingPaused) return;
+    this.readingPaused = paused;
+    native.pollPause(this.poll, paused);
   }
 
   /** Largest message accepted from the peer (header included). */
@@ -69,6 +163,7 @@ export class Channel {
     if (this.closed) return false;
     if (this.queue.length > 0) {
       this.queue.push({ data, fds: fds ? dupAll(fds) : undefined });
+      this.queuedBytes += data.length;
       return true;
     }
     const n = native.sendmsg(this.fd, data, fds as number[] | undefined);
@@ -80,6 +175,7 @@ export class Channel {
     // Partial write: fds went with the first byte; EAGAIN: nothing went.
     const sent = Math.max(n, 0);
     this.queue.push({ data: data.subarray(sent), fds: sent === 0 && fds ? dupAll(fds) : undefined });
+    this.queuedBytes += data.length - sent;
     native.pollWritable(this.poll, true);
     return true;
   }
@@ -88,9 +184,11 @@ export class Channel {
   close(error?: Error): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.sharedRecv) shared.unregister(this.poll);
     native.pollStop(this.poll);
     for (const q of this.queue) closeAll(q.fds);
     this.queue = [];
+    this.queuedBytes = 0;
     closeAll(this.framer.drain());
     native.close(this.fd);
     this.handlers.onClose(error);
@@ -107,7 +205,7 @@ export class Channel {
     }
     switch (kind) {
       case PollEvent.Data:
-        this.onData(typeof a === 'number' ? SHARED_RECV_BUFFER.subarray(0, a) : (a as Buffer), b as number[] | undefined);
+        this.onData(typeof a === 'number' ? shared.current.subarray(0, a) : (a as Buffer), b as number[] | undefined);
         break;
       case PollEvent.Writable:
         this.flush();
@@ -149,13 +247,16 @@ export class Channel {
       }
       closeAll(head.fds);
       head.fds = undefined;
+      this.queuedBytes -= n;
       if (n < head.data.length) {
         head.data = head.data.subarray(n);
         return;
       }
       this.queue.shift();
     }
-    if (!this.closed) native.pollWritable(this.poll, false);
+    if (this.closed) return;
+    native.pollWritable(this.poll, false);
+    this.handlers.onDrain?.();
   }
 }
 
