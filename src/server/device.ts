@@ -47,7 +47,7 @@ export class Device {
   /**
    * Live migration; undefined when the spec says `migration: false`, or
    * when the device keeps state muser cannot see and did not say how to
-   * migrate it (see {@link hiddenStateReason}).
+   * migrate it (a device with callbacks but neither `state` nor `migration` is not offered for migration).
    */
   readonly migration: Migration | undefined;
   /** Why migration is not offered, when it is not (for logs and errors). */
