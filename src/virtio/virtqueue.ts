@@ -341,6 +341,8 @@ export class Virtqueue {
           ev.setUint32(0, list[i], true);
           ev.setUint32(4, list[i + 1], true);
           await this.writeBytes(this.device + 4 + 8 * (this.usedIdx % this.size), elem);
+          // A reset meanwhile gave the ring to a new driver setup: stop here.
+          if (gen !== this.generation) return;
           this.usedIdx = (this.usedIdx + 1) & 0xffff;
         }
         await this.writeU16(this.device + 2, this.usedIdx);

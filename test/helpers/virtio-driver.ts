@@ -163,6 +163,8 @@ export class VirtioDriver {
     const desc = this.alloc(16 * n, 16);
     const avail = this.alloc(6 + 2 * n, 2);
     const used = this.alloc(6 + 8 * n, 4);
+    // Fresh rings start zeroed (memory may be reused after a rewind).
+    this.bytes(desc, used + 6 + 8 * n - desc).fill(0);
     await this.writeCommon(CommonCfg.QUEUE_DESC, 8, desc);
     await this.writeCommon(CommonCfg.QUEUE_DRIVER, 8, avail);
     await this.writeCommon(CommonCfg.QUEUE_DEVICE, 8, used);
@@ -202,6 +204,16 @@ export class VirtioDriver {
     if (at + len > GUEST_BASE + this.mem.bytes.length) throw new Error('guest memory exhausted');
     this.next = at + len;
     return at;
+  }
+
+  /** Where the allocator stands, to rewind to later. */
+  mark(): number {
+    return this.next;
+  }
+
+  /** Frees everything allocated since `mark` (buffers of finished requests). */
+  rewind(mark: number): void {
+    this.next = mark;
   }
 
   /** The driver's own view of guest memory at a guest address. */
@@ -313,6 +325,8 @@ export class VirtioDriver {
       out.push({ id: v.getUint32(at, true), len: v.getUint32(at + 4, true) });
       q.lastUsed = (q.lastUsed + 1) & 0xffff;
     }
+    // As Linux does with EVENT_IDX: ask for an interrupt at the next used buffer.
+    this.view(q.avail + 4 + 2 * q.size, 2).setUint16(0, q.lastUsed, true);
     return out;
   }
 
