@@ -106,12 +106,13 @@ export class Virtqueue {
    * Enables the queue with the size and addresses the driver wrote.
    * Returns an error message when they are unusable (the queue stays off).
    */
-  enable(ring: RingFeatures): string | undefined {
+  enable(ring: RingFeatures, checkMemory = true): string | undefined {
     const { size, desc, driver, device } = this;
     if (!isPowerOfTwo(size) || size > this.maxSize) return `queue ${this.index}: size ${size} is not a power of two up to ${this.maxSize}`;
     if (desc % 16 !== 0 || driver % 2 !== 0 || device % 4 !== 0) return `queue ${this.index}: misaligned ring addresses`;
     const m = this.host.memory;
-    if (!m.mapped(desc, DESC_SIZE * size, false) || !m.mapped(driver, 6 + 2 * size, false) || !m.mapped(device, 6 + 8 * size, true)) {
+    const mapped = (): boolean => m.mapped(desc, DESC_SIZE * size, false) && m.mapped(driver, 6 + 2 * size, false) && m.mapped(device, 6 + 8 * size, true);
+    if (checkMemory && !mapped()) {
       return `queue ${this.index}: rings are not in mapped guest memory`;
     }
     this.ring = ring;
@@ -199,7 +200,8 @@ export class Virtqueue {
     this.msixVector = s.msixVector;
     this.lastAvail = s.lastAvail;
     this.usedIdx = s.usedIdx;
-    return s.enabled ? this.enable(ring) : undefined;
+    // DMA is held while a migration loads: rings in unmapped memory show at the first access instead.
+    return s.enabled ? this.enable(ring, false) : undefined;
   }
 
   private isIdle(): boolean {

@@ -65,7 +65,7 @@ export class VirtioDriver {
   private next: number;
 
   private constructor(
-    readonly client: Client,
+    public client: Client,
     readonly mem: GuestMemory,
     readonly caps: VirtioCaps,
     readonly numQueues: number,
@@ -87,6 +87,22 @@ export class VirtioDriver {
       await client.setIrqEventfds(IrqIndex.MSIX, 0, d.vectors.map((e) => e.fd));
     }
     return d;
+  }
+
+  /**
+   * Follows the device to another server (after live migration): maps the
+   * same guest memory there and routes the same MSI-X eventfds.
+   */
+  async attachTo(client: Client): Promise<void> {
+    await client.dmaMap(GUEST_BASE, this.mem);
+    if (this.vectors.length > 0) await client.setIrqEventfds(IrqIndex.MSIX, 0, this.vectors.map((e) => e.fd));
+  }
+
+  /** From now on, talk to `client` (its doorbell eventfds are fetched anew). */
+  useClient(client: Client): void {
+    this.client = client;
+    for (const fd of this.doorbells ?? []) native.close(fd);
+    this.doorbells = undefined;
   }
 
   /** Releases eventfds and guest memory (the connection stays). */
