@@ -78,6 +78,8 @@ export class VirtioDriver {
     const size = options.memorySize ?? 4 * 1024 * 1024;
     const mem = options.memory === 'private' ? privateMemory(size) : sharedMemory(size, 'virtio-guest');
     await client.dmaMap(GUEST_BASE, mem);
+    // Memory space and Bus Master Enable, as a guest's PCI core sets them before DMA.
+    await client.regionWrite(CONFIG_REGION, 4, Buffer.from([0x06, 0x00]));
     const caps = await findCaps(client);
     const numQueues = (await client.regionRead(caps.bar, caps.common + CommonCfg.NUM_QUEUES, 2)).readUInt16LE(0);
     const d = new VirtioDriver(client, mem, caps, numQueues);
@@ -95,6 +97,7 @@ export class VirtioDriver {
    */
   async attachTo(client: Client): Promise<void> {
     await client.dmaMap(GUEST_BASE, this.mem);
+    await client.regionWrite(CONFIG_REGION, 4, Buffer.from([0x06, 0x00]));
     if (this.vectors.length > 0) await client.setIrqEventfds(IrqIndex.MSIX, 0, this.vectors.map((e) => e.fd));
   }
 

@@ -61,6 +61,15 @@ export class VirtioProcess {
     return JSON.parse(l) as { fds: number; connected: boolean };
   }
 
+  /** Waits until no client is connected. */
+  async waitIdle(timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((await this.stats()).connected) {
+      if (Date.now() > deadline) throw new Error('a client is still connected');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
   async stop(): Promise<void> {
     if (!this.exited) {
       this.child.stdin!.write('exit\n');
