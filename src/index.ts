@@ -71,3 +71,25 @@ export {
 } from './block/index.js';
 export type { ServerLimits } from './server/session.js';
 export type { DmaRegion, DmaSegment } from './server/dma.js';
+export {
+  virtioDevice,
+  VirtioConfig,
+  VirtqueueRequest,
+  RequestError,
+  VirtioFeature,
+  VirtioStatus,
+  featureBit,
+  hasFeature,
+  type VirtioDeviceSpec,
+  type VirtioQueueSpec,
+  type VirtioContext,
+  type QueueHandler,
+  type ConfigField,
+  type ConfigFieldType,
+  type ConfigValues,
+  type Area,
+  type Descriptor,
+  type IoBuffers,
+  type QueueMemory,
+} from './virtio/index.js';
+export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './samples/virtio-blk.js';
