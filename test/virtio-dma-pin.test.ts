@@ -23,6 +23,7 @@ async function setup(): Promise<{ server: Server; device: Device; client: Awaite
   const mem = sharedMemory(2 * 4096);
   mem.bytes.fill(0x5a);
   await client.dmaMap(BASE, mem);
+  await client.setBusMaster();
   return { server, device: server.device, client, mem };
 }
 
