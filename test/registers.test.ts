@@ -130,15 +130,22 @@ describe('register map: access rules', () => {
 
   test('async hooks: the access completes in address order once every hook settled', async () => {
     const order: string[] = [];
-    const regs = defineRegisters<undefined>([
-      { name: 'slow', offset: 0, width: 4, async write(v) { await new Promise((r) => setImmediate(r)); order.push(`slow=${v}`); } },
-      { name: 'fast', offset: 4, width: 4, write: (v) => void order.push(`fast=${v}`) },
-      { name: 'late', offset: 8, width: 4, read: async () => 0x01020304 },
-    ]);
-    const w = regs.write(0, Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]), undefined);
+    const { log, lines } = recorder();
+    const regs = defineRegisters<undefined>(
+      [
+        { name: 'slow', offset: 0, width: 4, async write(v) { await new Promise((r) => setImmediate(r)); order.push(`slow=${v}`); } },
+        { name: 'fast', offset: 4, width: 4, write: (v) => void order.push(`fast=${v}`) },
+        { name: 'late', offset: 8, width: 4, read: async () => 0x01020304 },
+      ],
+      { log },
+    );
+    const data = Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]);
+    const w = regs.write(0, data, undefined);
     assert.ok(w instanceof Promise);
+    data.fill(0xee); // the server reuses its receive buffer once a plain write callback returns
     await w;
-    assert.deepEqual(order, ['slow=1', 'fast=2']);
+    assert.deepEqual(order, ['slow=1', 'fast=2'], 'later parts see the bytes as written, not what the buffer holds now');
+    assert.deepEqual(lines, ['write reg=0x0 name=slow val=0x00000001', 'write reg=0x4 name=fast val=0x00000002']);
     assert.deepEqual([...(await regs.read(8, 4, undefined))], [4, 3, 2, 1]);
   });
 

@@ -201,15 +201,16 @@ export class RegisterMap<C = Device> {
   write(offset: number, data: Uint8Array, context: C): MaybePromise<void> {
     const steps: (() => MaybePromise<void>)[] = [];
     for (const part of this.split(this.writers, this.readers, offset, data.length, 'write')) {
-      const bytes = data.subarray(part.start - offset, part.start - offset + part.length);
+      // A copy: later steps may run after an async hook, when `data` (a view
+      // of the receive buffer) holds another message; a block's hook may keep it.
+      const bytes = Buffer.from(data.subarray(part.start - offset, part.start - offset + part.length));
       const s = part.slot;
       if (!s || !s.writable) {
         steps.push(() => this.trace(part, 'write', bytes, s ? ' ignored (read-only)' : ''));
       } else if (s.kind === 'block') {
-        const copy = Buffer.from(bytes); // the hook may keep it, and `data` may be reused
         steps.push(() => {
-          this.trace(part, 'write', copy, '');
-          return writeBlock(s, part.start - s.offset, copy, context);
+          this.trace(part, 'write', bytes, '');
+          return writeBlock(s, part.start - s.offset, bytes, context);
         });
       } else {
         const shift = BigInt((part.start - s.offset) * 8);
