@@ -199,6 +199,7 @@ describe('register map behind a BAR, over a socket', () => {
       assert.deepEqual([...(await client.regionRead(0, 0, 2))], [3, 0], 'a narrower read of count');
       await assert.rejects(client.regionWrite(0, 5, Buffer.from([1, 0])), (e: unknown) => e instanceof ClientError && e.errno === EINVAL);
       await assert.rejects(client.regionRead(0, 1, 2), (e: unknown) => e instanceof ClientError && e.errno === EINVAL);
+      await assert.rejects(client.regionWrite(0, 8, Buffer.alloc(4)), (e: unknown) => e instanceof ClientError && e.errno === EINVAL, 'dma_address takes only whole 8-byte writes');
       assert.deepEqual([...(await client.regionRead(0, 0x100, 8))], [0, 0, 0, 0, 0, 0, 0, 0]);
       await client.regionWrite(0, 0x100, Buffer.from([0xff])); // ignored
       assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 3, 'the connection still serves');
