@@ -53,6 +53,22 @@ describe('register map: access rules', () => {
     assert.equal(regs.get64('wide'), 0x0102030405060708n);
   });
 
+  test('hook values: negative numbers wrap to the width, non-integers are an EIO error', () => {
+    let v = -1;
+    const regs = defineRegisters<undefined>([
+      { name: 'half', offset: 0, width: 2, read: () => v },
+      { name: 'word', offset: 4, width: 4, read: () => v },
+      { name: 'top', offset: 8, width: 4, reset: 0xffffffff },
+    ]);
+    assert.deepEqual(readNow(regs, 0, 2), [0xff, 0xff]);
+    assert.deepEqual(readNow(regs, 4, 4), [0xff, 0xff, 0xff, 0xff]);
+    assert.deepEqual(readNow(regs, 6, 2), [0xff, 0xff]);
+    writeNow(regs, 10, [0x00, 0x80]);
+    assert.equal(regs.get('top'), 0x8000ffff, 'upper half merged, value stays unsigned');
+    v = 1.5;
+    assert.throws(() => regs.read(0, 2, undefined), (e: unknown) => e instanceof DeviceError && e.errno === 5);
+  });
+
   test('an access spanning registers is split; unused offsets read zero and ignore writes', () => {
     const seen: string[] = [];
     const regs = defineRegisters<undefined>([
