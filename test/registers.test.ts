@@ -53,6 +53,22 @@ describe('register map: access rules', () => {
     assert.equal(regs.get64('wide'), 0x0102030405060708n);
   });
 
+  test('hook values: negative numbers wrap to the width, non-integers are an EIO error', () => {
+    let v = -1;
+    const regs = defineRegisters<undefined>([
+      { name: 'half', offset: 0, width: 2, read: () => v },
+      { name: 'word', offset: 4, width: 4, read: () => v },
+      { name: 'top', offset: 8, width: 4, reset: 0xffffffff },
+    ]);
+    assert.deepEqual(readNow(regs, 0, 2), [0xff, 0xff]);
+    assert.deepEqual(readNow(regs, 4, 4), [0xff, 0xff, 0xff, 0xff]);
+    assert.deepEqual(readNow(regs, 6, 2), [0xff, 0xff]);
+    writeNow(regs, 10, [0x00, 0x80]);
+    assert.equal(regs.get('top'), 0x8000ffff, 'upper half merged, value stays unsigned');
+    v = 1.5;
+    assert.throws(() => regs.read(0, 2, undefined), (e: unknown) => e instanceof DeviceError && e.errno === 5);
+  });
+
   test('an access spanning registers is split; unused offsets read zero and ignore writes', () => {
     const seen: string[] = [];
     const regs = defineRegisters<undefined>([
@@ -130,15 +146,22 @@ describe('register map: access rules', () => {
 
   test('async hooks: the access completes in address order once every hook settled', async () => {
     const order: string[] = [];
-    const regs = defineRegisters<undefined>([
-      { name: 'slow', offset: 0, width: 4, async write(v) { await new Promise((r) => setImmediate(r)); order.push(`slow=${v}`); } },
-      { name: 'fast', offset: 4, width: 4, write: (v) => void order.push(`fast=${v}`) },
-      { name: 'late', offset: 8, width: 4, read: async () => 0x01020304 },
-    ]);
-    const w = regs.write(0, Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]), undefined);
+    const { log, lines } = recorder();
+    const regs = defineRegisters<undefined>(
+      [
+        { name: 'slow', offset: 0, width: 4, async write(v) { await new Promise((r) => setImmediate(r)); order.push(`slow=${v}`); } },
+        { name: 'fast', offset: 4, width: 4, write: (v) => void order.push(`fast=${v}`) },
+        { name: 'late', offset: 8, width: 4, read: async () => 0x01020304 },
+      ],
+      { log },
+    );
+    const data = Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]);
+    const w = regs.write(0, data, undefined);
     assert.ok(w instanceof Promise);
+    data.fill(0xee); // the server reuses its receive buffer once a plain write callback returns
     await w;
-    assert.deepEqual(order, ['slow=1', 'fast=2']);
+    assert.deepEqual(order, ['slow=1', 'fast=2'], 'later parts see the bytes as written, not what the buffer holds now');
+    assert.deepEqual(lines, ['write reg=0x0 name=slow val=0x00000001', 'write reg=0x4 name=fast val=0x00000002']);
     assert.deepEqual([...(await regs.read(8, 4, undefined))], [4, 3, 2, 1]);
   });
 
@@ -192,6 +215,7 @@ describe('register map behind a BAR, over a socket', () => {
       assert.deepEqual([...(await client.regionRead(0, 0, 2))], [3, 0], 'a narrower read of count');
       await assert.rejects(client.regionWrite(0, 5, Buffer.from([1, 0])), (e: unknown) => e instanceof ClientError && e.errno === EINVAL);
       await assert.rejects(client.regionRead(0, 1, 2), (e: unknown) => e instanceof ClientError && e.errno === EINVAL);
+      await assert.rejects(client.regionWrite(0, 8, Buffer.alloc(4)), (e: unknown) => e instanceof ClientError && e.errno === EINVAL, 'dma_address takes only whole 8-byte writes');
       assert.deepEqual([...(await client.regionRead(0, 0x100, 8))], [0, 0, 0, 0, 0, 0, 0, 0]);
       await client.regionWrite(0, 0x100, Buffer.from([0xff])); // ignored
       assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 3, 'the connection still serves');

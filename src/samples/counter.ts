@@ -18,7 +18,7 @@ export function counterDevice(): DeviceSpec {
       },
     },
     {
-      name: 'dma_address', offset: 8, width: 8, access: 'wo',
+      name: 'dma_address', offset: 8, width: 8, access: 'wo', widths: [8], // a half-written address must not start DMA
       async write(address, device) {
         const bytes = await device.dma.read(Number(address), 16); // zero-copy map or DMA_READ message
         await device.dma.write(Number(address) + 16, bytes.reverse());

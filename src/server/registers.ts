@@ -172,26 +172,26 @@ export class RegisterMap<C = Device> {
 
   /** Serves a read of `length` bytes at `offset`, as a BAR read would. */
   read(offset: number, length: number, context: C): MaybePromise<Uint8Array> {
-    const out = Buffer.alloc(length);
+    const one = this.insideOneRegister(this.readers, offset, length, 'read');
+    if (one) {
+      // The common case, without the splitting machinery. Every byte of `out` is written.
+      const out = Buffer.allocUnsafe(length);
+      return then(this.readRegister(one, offset, context, out, 0, length), () => out);
+    }
+    const out = Buffer.allocUnsafe(length).fill(0); // pooled: far cheaper than alloc for small reads
     const steps: (() => MaybePromise<void>)[] = [];
     for (const part of this.split(this.readers, this.writers, offset, length, 'read')) {
       const at = part.start - offset;
       const s = part.slot;
       if (!s || !s.readable) {
-        steps.push(() => this.trace(part, 'read', out.subarray(at, at + part.length), s ? ' ignored (write-only)' : ''));
+        steps.push(() => this.trace(s, part.start, 'read', out.subarray(at, at + part.length), s ? ' ignored (write-only)' : ''));
       } else if (s.kind === 'block') {
         steps.push(() => then(readBlock(s, part.start - s.offset, part.length, context), (bytes) => {
           out.set(bytes, at);
-          this.trace(part, 'read', bytes, '');
+          this.trace(s, part.start, 'read', bytes, '');
         }));
       } else {
-        const hook = s.entry!.read as ((context: C) => MaybePromise<number | bigint>) | undefined;
-        steps.push(() => then(hook ? hook(context) : s.value, (v) => {
-          const value = BigInt.asUintN(s.size * 8, BigInt(v));
-          if (s.access === 'rc') s.value = s.reset;
-          writeLE(out, at, part.length, value >> BigInt((part.start - s.offset) * 8));
-          this.trace(part, 'read', out.subarray(at, at + part.length), '');
-        }));
+        steps.push(() => this.readRegister(s, part.start, context, out, at, part.length));
       }
     }
     return then(sequence(steps), () => out);
@@ -199,37 +199,23 @@ export class RegisterMap<C = Device> {
 
   /** Serves a write of `data` at `offset`, as a BAR write would. */
   write(offset: number, data: Uint8Array, context: C): MaybePromise<void> {
+    const one = this.insideOneRegister(this.writers, offset, data.length, 'write');
+    if (one) return this.writeRegister(one, offset, data, context);
     const steps: (() => MaybePromise<void>)[] = [];
     for (const part of this.split(this.writers, this.readers, offset, data.length, 'write')) {
-      const bytes = data.subarray(part.start - offset, part.start - offset + part.length);
+      // A copy: later steps may run after an async hook, when `data` (a view
+      // of the receive buffer) holds another message; a block's hook may keep it.
+      const bytes = Buffer.from(data.subarray(part.start - offset, part.start - offset + part.length));
       const s = part.slot;
       if (!s || !s.writable) {
-        steps.push(() => this.trace(part, 'write', bytes, s ? ' ignored (read-only)' : ''));
+        steps.push(() => this.trace(s, part.start, 'write', bytes, s ? ' ignored (read-only)' : ''));
       } else if (s.kind === 'block') {
-        const copy = Buffer.from(bytes); // the hook may keep it, and `data` may be reused
         steps.push(() => {
-          this.trace(part, 'write', copy, '');
-          return writeBlock(s, part.start - s.offset, copy, context);
+          this.trace(s, part.start, 'write', bytes, '');
+          return writeBlock(s, part.start - s.offset, bytes, context);
         });
       } else {
-        const shift = BigInt((part.start - s.offset) * 8);
-        const written = readLE(bytes) << shift;
-        const laneMask = ((1n << BigInt(part.length * 8)) - 1n) << shift;
-        steps.push(() => {
-          this.trace(part, 'write', bytes, '');
-          const base = s.access === 'wo' ? s.reset : s.value;
-          const merged = (base & ~laneMask) | written;
-          let seen = merged;
-          if (s.access === 'rw1c') {
-            seen = written & s.writableBits;
-            s.value &= ~seen;
-          } else {
-            s.value = (s.value & ~s.writableBits) | (merged & s.writableBits);
-            if (s.access === 'rw') seen = s.value;
-          }
-          const hook = s.entry!.write as ((value: number | bigint, context: C) => MaybePromise<void>) | undefined;
-          return hook?.(s.size === 8 ? seen : Number(seen), context);
-        });
+        steps.push(() => this.writeRegister(s, part.start, bytes, context));
       }
     }
     // Parts are validated above, before any step runs: a refused access changes nothing.
@@ -260,6 +246,75 @@ export class RegisterMap<C = Device> {
   set(name: string, value: number | bigint): void {
     const s = this.slot(name);
     s.value = BigInt.asUintN(s.size * 8, BigInt(value));
+  }
+
+  /** The register [offset, offset+length) lies in, if it lies in one (checked); undefined otherwise. */
+  private insideOneRegister(slots: Slot<C>[], offset: number, length: number, op: 'read' | 'write'): Slot<C> | undefined {
+    const s = covering(slots, offset);
+    if (!s || s.kind !== 'register' || offset + length > s.offset + s.size) return undefined;
+    checkWidth(s, offset, length, op);
+    return s;
+  }
+
+  /** Reads the bytes [start, start+length) of register `s` into out[at...]. */
+  private readRegister(s: Slot<C>, start: number, context: C, out: Buffer, at: number, length: number): MaybePromise<void> {
+    const hook = s.entry!.read as ((context: C) => MaybePromise<number | bigint>) | undefined;
+    const done = (v: number | bigint): void => {
+      if (typeof v === 'number' && !Number.isInteger(v)) throw new DeviceError(Errno.EIO, `register ${s.name}: read hook returned ${v}`);
+      if (s.access === 'rc') s.value = s.reset;
+      const shift = (start - s.offset) * 8;
+      if (s.size <= 4 && typeof v === 'number') {
+        // Plain numbers for the common narrow registers: no BigInt on the hot path.
+        let x = (s.size === 4 ? v >>> 0 : v & ((1 << (s.size * 8)) - 1)) >>> shift;
+        for (let i = 0; i < length; i++, x >>>= 8) out[at + i] = x & 0xff;
+      } else {
+        writeLE(out, at, length, BigInt.asUintN(s.size * 8, BigInt(v)) >> BigInt(shift));
+      }
+      this.trace(s, start, 'read', out.subarray(at, at + length), '');
+    };
+    return then(hook ? hook(context) : s.size <= 4 ? Number(s.value) : s.value, done);
+  }
+
+  /** Writes `bytes` at `start` into register `s` (merged into its value), then runs its hook. */
+  private writeRegister(s: Slot<C>, start: number, bytes: Uint8Array, context: C): MaybePromise<void> {
+    this.trace(s, start, 'write', bytes, '');
+    const hook = s.entry!.write as ((value: number | bigint, context: C) => MaybePromise<void>) | undefined;
+    if (s.size <= 4) {
+      // Plain numbers, as in readRegister: every value fits in 32 bits, kept unsigned by `>>> 0`.
+      const shift = (start - s.offset) * 8;
+      let written = 0;
+      for (let i = bytes.length - 1; i >= 0; i--) written = ((written << 8) | bytes[i]) >>> 0;
+      written = (written << shift) >>> 0;
+      const laneMask = ((bytes.length === 4 ? 0xffffffff : (1 << (bytes.length * 8)) - 1) << shift) >>> 0;
+      const writable = Number(s.writableBits);
+      const value = Number(s.value);
+      const base = s.access === 'wo' ? Number(s.reset) : value;
+      const merged = ((base & ~laneMask) | written) >>> 0;
+      let seen = merged;
+      if (s.access === 'rw1c') {
+        seen = (written & writable) >>> 0;
+        s.value = BigInt((value & ~seen) >>> 0);
+      } else {
+        const next = ((value & ~writable) | (merged & writable)) >>> 0;
+        s.value = BigInt(next);
+        if (s.access === 'rw') seen = next;
+      }
+      return hook?.(seen, context);
+    }
+    const shift = BigInt((start - s.offset) * 8);
+    const written = readLE(bytes) << shift;
+    const laneMask = ((1n << BigInt(bytes.length * 8)) - 1n) << shift;
+    const base = s.access === 'wo' ? s.reset : s.value;
+    const merged = (base & ~laneMask) | written;
+    let seen = merged;
+    if (s.access === 'rw1c') {
+      seen = written & s.writableBits;
+      s.value &= ~seen;
+    } else {
+      s.value = (s.value & ~s.writableBits) | (merged & s.writableBits);
+      if (s.access === 'rw') seen = s.value;
+    }
+    return hook?.(seen, context);
   }
 
   private slot(name: string): Slot<C> {
@@ -294,9 +349,9 @@ export class RegisterMap<C = Device> {
     return parts;
   }
 
-  private trace(part: Part<C>, op: 'read' | 'write', bytes: Uint8Array, note: string): void {
-    if (!this.log || part.slot?.trace === false) return;
-    const what = `reg=0x${part.start.toString(16)} name=${part.slot?.name ?? 'unused'}`;
+  private trace(slot: Slot<C> | undefined, start: number, op: 'read' | 'write', bytes: Uint8Array, note: string): void {
+    if (!this.log || slot?.trace === false) return;
+    const what = `reg=0x${start.toString(16)} name=${slot?.name ?? 'unused'}`;
     const shown = bytes.length <= 8 ? `val=0x${readLE(bytes).toString(16).padStart(bytes.length * 2, '0')}` : `len=${bytes.length} data=${Buffer.from(bytes.subarray(0, 16)).toString('hex')}`;
     this.log.debug(`${op} ${what} ${shown}${note}`);
   }
