@@ -116,3 +116,21 @@ test('DmaAccess: memory that may shrink is not direct; read()/write() use the fd
     server.close();
   }
 });
+
+test("a client cannot shrink the device's own shared memory it was handed for mmap", async () => {
+  const p = await ManyProcess.start(['memory']);
+  try {
+    const c = await connectClient(p.path(0));
+    const info = await c.regionInfo(0);
+    assert.ok(info.fd !== undefined, 'BAR0 is mmappable: its memfd comes with the reply');
+    assert.equal(native.ftruncate(info.fd, 0), -EPERM, 'sealed against shrinking');
+    assert.equal(native.ftruncate(info.fd, 1 << 20), -EPERM, 'and against growing');
+    native.close(info.fd);
+    await c.regionWrite(0, 4000, Buffer.from([9]));
+    assert.equal((await c.regionRead(0, 4000, 1))[0], 9);
+    assert.ok(p.alive);
+    c.close();
+  } finally {
+    await p.stop();
+  }
+});
