@@ -105,3 +105,28 @@ for (const [what, make] of flavours) {
     }
   });
 }
+
+test('a read callback may return any thenable: the reply waits for its value', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'muser-')), 'thenable.sock');
+  const server = serve(
+    {
+      identity: { vendorId: 0x1af4, deviceId: 0x10f2, classCode: 0xff0000 },
+      bars: {
+        0: {
+          size: 4096,
+          read: (offset) =>
+            ({ then: (ok: (v: number) => void) => setImmediate(() => ok(0x1000 + offset)) }) as unknown as Promise<number>,
+        },
+      },
+    },
+    path,
+    { log: 'silent' },
+  );
+  const c = await Client.connect(path);
+  try {
+    assert.equal((await c.regionRead(0, 8, 4)).readUInt32LE(0), 0x1008);
+  } finally {
+    c.close();
+    server.close();
+  }
+});

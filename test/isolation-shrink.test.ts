@@ -9,6 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileSeal, native } from '../src/native/index.js';
+import { MAX_KEPT_DMA_FDS } from '../src/server/dma.js';
 import { serve } from '../src/index.js';
 import { Client, sharedMemory } from '../src/client/index.js';
 import { ClientError } from '../src/client/client.js';
@@ -112,6 +113,53 @@ test('DmaAccess: memory that may shrink is not direct; read()/write() use the fd
   } finally {
     native.close(loose);
     native.close(sealedOnlyGrow);
+    client.close();
+    server.close();
+  }
+});
+
+test("a client cannot shrink the device's own shared memory it was handed for mmap", async () => {
+  const p = await ManyProcess.start(['memory']);
+  try {
+    const c = await connectClient(p.path(0));
+    const info = await c.regionInfo(0);
+    assert.ok(info.fd !== undefined, 'BAR0 is mmappable: its memfd comes with the reply');
+    assert.equal(native.ftruncate(info.fd, 0), -EPERM, 'sealed against shrinking');
+    assert.equal(native.ftruncate(info.fd, 1 << 20), -EPERM, 'and against growing');
+    native.close(info.fd);
+    await c.regionWrite(0, 4000, Buffer.from([9]));
+    assert.equal((await c.regionRead(0, 4000, 1))[0], 9);
+    assert.ok(p.alive);
+    c.close();
+  } finally {
+    await p.stop();
+  }
+});
+
+test('a connection may keep at most MAX_KEPT_DMA_FDS unmapped fds open in the server', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'muser-')), 'kept.sock');
+  const server = serve({ identity: { vendorId: 0x1af4, deviceId: 0x10f3, classCode: 0xff0000 } }, path, { log: 'silent' });
+  const client = await Client.connect(path);
+  const loose = native.memfd('loose', 4096);
+  const sealed = sharedMemory(4096);
+  try {
+    const before = selfFdCount();
+    for (let i = 0; i < MAX_KEPT_DMA_FDS; i++) await client.dmaMapRaw(0x100000 + i * 4096, 4096, 3, 0, loose);
+    assert.equal(selfFdCount(), before + MAX_KEPT_DMA_FDS);
+    const next = 0x100000 + MAX_KEPT_DMA_FDS * 4096;
+    await assert.rejects(client.dmaMapRaw(next, 4096, 3, 0, loose), (e) => e instanceof ClientError && e.errno === 28);
+    await client.dmaMap(next, sealed); // sealed memory is mapped, no fd kept: still welcome
+    assert.equal(selfFdCount(), before + MAX_KEPT_DMA_FDS);
+    await client.dmaUnmap(0x100000, 4096);
+    await client.dmaMapRaw(0x100000, 4096, 3, 0, loose);
+    client.close();
+    await client.whenClosed;
+    for (let i = 0; i < 200 && server.session; i++) await new Promise((r) => setTimeout(r, 5));
+    // Both ends of the connection are gone too.
+    assert.equal(selfFdCount(), before - 2, 'all released when the client leaves');
+  } finally {
+    native.close(loose);
+    sealed.close();
     client.close();
     server.close();
   }

@@ -55,12 +55,19 @@ export interface DmaLimits {
 }
 
 const MAX_IOVA = Number.MAX_SAFE_INTEGER;
+/**
+ * Most unmapped (shrinkable) fds one connection may make us keep open: fds
+ * are a process-wide resource, and other clients need them too.
+ */
+export const MAX_KEPT_DMA_FDS = 1024;
 
 /** The DMA map table of one connection. */
 export class DmaTable {
   private regions: DmaRegion[] = [];
   /** Page size for dirty bitmaps while logging is on; 0 when off. */
   dirtyPageSize = 0;
+  /** Regions holding an unmapped fd (see MAX_KEPT_DMA_FDS). */
+  private keptFds = 0;
 
   constructor(private readonly limits: DmaLimits) {}
 
@@ -87,8 +94,12 @@ export class DmaTable {
     let region: DmaRegion | undefined;
     try {
       this.validate(iova, size, offset, prot, fd);
+      if (fd !== undefined && this.keptFds >= MAX_KEPT_DMA_FDS && !cannotShrink(fd)) {
+        throw new DeviceError(Errno.ENOSPC, `at most ${MAX_KEPT_DMA_FDS} DMA regions whose fd may shrink (seal them with F_SEAL_SHRINK)`);
+      }
       region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize);
       this.regions.splice(this.insertionIndex(iova), 0, region);
+      if (region.fd !== undefined) this.keptFds++;
       return region;
     } finally {
       if (fd !== undefined && region?.fd !== fd) native.close(fd);
@@ -104,6 +115,7 @@ export class DmaTable {
     const r = i >= 0 ? this.regions[i] : undefined;
     if (!r || r.size !== size) throw new DeviceError(Errno.ENOENT, `no DMA region at 0x${iova.toString(16)}+0x${size.toString(16)}`);
     this.regions.splice(i, 1);
+    if (r.fd !== undefined) this.keptFds--;
     retire(r);
     return r;
   }
@@ -113,6 +125,7 @@ export class DmaTable {
     const removed = this.regions;
     for (const r of removed) retire(r);
     this.regions = [];
+    this.keptFds = 0;
     return removed;
   }
 

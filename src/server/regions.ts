@@ -3,7 +3,7 @@
  * 0-5 BARs, 6 ROM, 7 config, 8 VGA, 9+ device specific), resolved from the
  * spec: sizes, flags, shared memory, mmappable areas, doorbells.
  */
-import { native } from '../native/index.js';
+import { FileSeal, native } from '../native/index.js';
 import { RegionInfoFlag } from '../protocol/constants.js';
 import type { IoEventFdSpec, RegionSpec } from './spec.js';
 
@@ -66,9 +66,18 @@ function mmapAreasOf(spec: RegionSpec, index: number): MmapArea[] {
   return requested.map((a) => ({ offset: a.offset, size: a.size }));
 }
 
-/** Creates a memfd of `size` bytes and maps it shared. */
+/**
+ * Creates a memfd of `size` bytes and maps it shared. It is sealed against
+ * resizing: the client gets this fd to mmap the region, and a client that
+ * could truncate it would make the device's own accesses SIGBUS.
+ */
 export function allocateMemory(name: string, size: number): RegionMemory {
-  const fd = native.memfd(name, size);
+  const fd = native.memfd(name, size, true);
+  const sealed = native.addSeals(fd, FileSeal.SHRINK | FileSeal.GROW | FileSeal.SEAL);
+  if (sealed < 0) {
+    native.close(fd);
+    throw new Error(`cannot seal ${name}: errno ${-sealed}`);
+  }
   const m = native.mmap(fd, 0, size, true);
   if (typeof m === 'number') {
     native.close(fd);

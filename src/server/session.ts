@@ -5,6 +5,11 @@
  * Commands are handled strictly in order. A handler that returns a Promise
  * delays its reply and the commands behind it, never the event loop, and
  * never the replies the client sends to the server's own requests.
+ *
+ * What one client makes the server hold is bounded: while its unread
+ * replies or waiting requests exceed the limits, its socket is not read
+ * (backpressure), and a connection that does not negotiate VERSION in time
+ * is closed.
  */
 import { Channel, closeAll } from '../transport/channel.js';
 import type { Frame } from '../transport/framer.js';
