@@ -5,10 +5,25 @@ import { timerDevice } from './timer.js';
 import { counterDevice } from './counter.js';
 import { gpioSample } from './gpio.js';
 
+/** A command-line option of a sample: `muser run <sample> <socket> --name value`. */
+export interface SampleOption {
+  /** A string option takes the next argument; a boolean takes none. */
+  type: 'string' | 'boolean';
+  description: string;
+}
+
+/** What `create` receives: `-v`, and the values of the sample's own options. */
+export interface SampleOptions {
+  verbose: boolean;
+  [name: string]: string | boolean | undefined;
+}
+
 /** A runnable sample. */
 export interface Sample {
   description: string;
-  create(options: { verbose: boolean }): DeviceSpec;
+  /** Options that may follow the sample's socket on the command line. */
+  options?: Record<string, SampleOption>;
+  create(options: SampleOptions): DeviceSpec | Promise<DeviceSpec>;
 }
 
 /** Every sample, by name. */
