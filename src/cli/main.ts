@@ -20,6 +20,10 @@ const COMMANDS: Record<string, Command> = {
     const { run } = await import('./run/index.js');
     await run(args);
   },
+  trace: async (args) => {
+    const { trace } = await import('./trace/index.js');
+    await trace(args);
+  },
   lspci: async (args) => {
     const { positionals: p, values } = flags(args);
     if (!p[0]) throw new UsageError('lspci needs a socket path');

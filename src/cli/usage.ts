@@ -24,6 +24,8 @@ export function usage(): string {
                                           (./my-device.js, ./my-device.ts with tsx installed)
                                           whose default export is a DeviceSpec or a factory of one
   muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options"}]} lists
+  muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]
+                                          a proxy for the client to connect to: prints every message decoded
   muser lspci [--json] <socket-path>      connect and decode the device's config space
   muser sample-client <socket-path>       exercise a timer device and live-migrate it
   muser help
