@@ -24,6 +24,10 @@ const COMMANDS: Record<string, Command> = {
     const { trace } = await import('./trace/index.js');
     await trace(args);
   },
+  check: async (args) => {
+    const { check } = await import('./check/index.js');
+    return check(args);
+  },
   lspci: async (args) => {
     const { positionals: p, values } = flags(args);
     if (!p[0]) throw new UsageError('lspci needs a socket path');
