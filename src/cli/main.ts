@@ -19,6 +19,8 @@ const COMMANDS: Record<string, Command> = {
   run: async (args) => {
     const { run } = await import('./run/index.js');
     await run(args);
+    // A device may hold the loop open (gpio's console reads stdin): stopped is stopped.
+    setImmediate(() => process.exit());
   },
   trace: async (args) => {
     const { trace } = await import('./trace/index.js');
