@@ -26,7 +26,7 @@ export function usage(): string {
   muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options"}]} lists
   muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]
                                           a proxy for the client to connect to: prints every message decoded
-  muser check [--json] [--only id,...] <socket-path>
+  muser check [--json] [--only id,...] [--timeout ms] <socket-path>
                                           conformance and robustness checks of any vfio-user server
   muser lspci [--json] <socket-path>      connect and decode the device's config space
   muser sample-client <socket-path>       exercise a timer device and live-migrate it

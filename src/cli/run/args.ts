@@ -89,6 +89,10 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
     if (!isModulePath(d.device) && !SAMPLES[d.device]) {
       throw new UsageError(`unknown sample '${d.device}' (known: ${Object.keys(SAMPLES).join(', ')}; a device file path needs a '/' or a .js/.ts extension)`);
     }
+    const declared = optionSpecs(d.device);
+    for (const name of Object.keys(d.options)) {
+      if (declared && !declared[name]) throw new UsageError(`run: sample '${d.device}' has no option --${name}`);
+    }
     const key = resolve(d.socket);
     if (sockets.has(key)) throw new UsageError(`run: socket ${d.socket} is given twice`);
     sockets.add(key);
