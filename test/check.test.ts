@@ -87,3 +87,10 @@ test('check (CLI): a failing server gives FAIL lines and exit 1', async () => {
     running.stop();
   }
 });
+
+test('check (CLI): nothing listening is one clear error and exit 1', async () => {
+  const r = await cli(['check', join(tmpdir(), `muser-check-nobody-${process.pid}.sock`)]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /cannot connect to /);
+  assert.equal(r.stdout, '');
+});

@@ -7,6 +7,8 @@
  *   --timeout ms     how long to wait for each reply (default 2000)
  */
 import { parseArgs } from 'node:util';
+import { native } from '../../native/index.js';
+import { connectSocket } from '../../transport/listener.js';
 import { UsageError } from '../usage.js';
 import { runChecks } from './runner.js';
 import type { CheckResult } from './types.js';
@@ -27,6 +29,11 @@ export async function check(args: string[]): Promise<number> {
   const timeoutMs = values.timeout === undefined ? 2000 : Number(values.timeout);
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout wants milliseconds');
   const json = values.json === true;
+  try {
+    native.close(connectSocket(positionals[0]));
+  } catch (e) {
+    throw new Error(`cannot connect to ${positionals[0]}: ${(e as Error).message}`);
+  }
   const results = await runChecks(positionals[0], {
     timeoutMs,
     only: values.only?.split(',').map((s) => s.trim()).filter(Boolean),

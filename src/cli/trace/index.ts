@@ -12,6 +12,7 @@
  *
  * Runs until SIGINT, SIGTERM or SIGHUP; then removes its socket.
  */
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../usage.js';
 import { COMMAND_NAMES, regionOf, type TraceEvent } from './decode.js';
@@ -74,6 +75,7 @@ export async function trace(args: string[]): Promise<void> {
       else process.stdout.write(`# [${conn}] ${text}\n`);
     },
   });
+  if (!existsSync(device)) process.stderr.write(`muser: warning: ${device} does not exist yet; clients will be turned away until it does\n`);
   process.stderr.write(`muser: tracing ${device} on ${values.listen}\n`);
   await stopped;
   proxy.close();
