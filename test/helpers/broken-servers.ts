@@ -161,6 +161,17 @@ export const BROKEN_SERVERS: BrokenServer[] = [
     },
   },
   {
+    name: 'lets status bits be set by a write',
+    fails: ['config.status-write'],
+    rule(m) {
+      if (request(m, Command.REGION_WRITE) && access(m).region === RegionIndex.CONFIG && access(m).offset === 6) m.state.set('status', true);
+      if (!m.state.get('status') || !reply(m, Command.REGION_READ) || m.isError || access(m).region !== RegionIndex.CONFIG || access(m).offset !== 6) return m.bytes;
+      const b = Buffer.from(m.bytes);
+      b.writeUInt16LE(0xffff, P + 16);
+      return b;
+    },
+  },
+  {
     name: 'sizes BAR 0 wrong',
     fails: ['config.bar-sizing'],
     rule(m) {

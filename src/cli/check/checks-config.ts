@@ -78,6 +78,23 @@ export const CONFIG_CHECKS: Check[] = [
     },
   },
   {
+    id: 'config.status-write',
+    title: 'writing all ones to the status register sets no bit (bits are read-only or write-1-to-clear)',
+    async run(ctx) {
+      const c = await ctx.client();
+      const before = (await c.regionRead(CFG, PciHeader.STATUS, 2)).readUInt16LE(0);
+      try {
+        await c.regionWrite(CFG, PciHeader.STATUS, Buffer.from([0xff, 0xff]));
+      } catch (e) {
+        if (!(e instanceof ClientError)) throw e;
+      }
+      const after = (await c.regionRead(CFG, PciHeader.STATUS, 2)).readUInt16LE(0);
+      const gained = after & ~before;
+      expect(gained === 0, `status 0x${before.toString(16)} became 0x${after.toString(16)}: a write set bits 0x${gained.toString(16)}`);
+      return `0x${before.toString(16)} -> 0x${after.toString(16)}`;
+    },
+  },
+  {
     id: 'config.bar-sizing',
     title: 'BAR sizing (write all ones, read back) gives each region size; unused BARs read 0',
     async run(ctx) {
