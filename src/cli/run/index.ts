@@ -45,9 +45,11 @@ export async function run(args: readonly string[]): Promise<void> {
     throw e;
   }
   // Only now say we serve: whoever waits for these lines may signal us at once.
-  if (!stopping) for (const [i, d] of devices.entries()) {
-    const label = isModulePath(d.device) ? `${servers[i].device.name} from ${d.device}` : d.device;
-    process.stderr.write(`muser: serving ${label} on ${d.socket}\n`);
+  if (!stopping) {
+    for (const [i, d] of devices.entries()) {
+      const label = isModulePath(d.device) ? `${servers[i].device.name} from ${d.device}` : d.device;
+      process.stderr.write(`muser: serving ${label} on ${d.socket}\n`);
+    }
   }
   await stopped;
   closeAll();
