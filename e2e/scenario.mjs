@@ -26,7 +26,7 @@ const CLI = join(REPO, 'dist/src/cli/main.js');
 /**
  * @typedef {{ sample: string, tests: string, sharedRam: boolean, what: string,
  *   check: (r: Run) => void | Promise<void>, whileRunning?: (r: Run) => Promise<void>,
- *   extraDevices?: string[], flow?: (r: Run, h: Harness) => Promise<void> }} Scenario
+ *   extraDevices?: string[], traced?: boolean, flow?: (r: Run, h: Harness) => Promise<void> }} Scenario
  * A scenario with a `flow` runs that instead of the one-device, one-boot
  * sequence of main(): it starts its own devices and boots as often as it needs.
  */
@@ -48,6 +48,7 @@ const SCENARIOS = {
     sample: 'gpio',
     tests: 'gpio,dma',
     sharedRam: false,
+    traced: true,
     check: (r) => {
       checkGpio(r);
       checkDma(r, { selftestVia: 'message' });
@@ -249,6 +250,32 @@ function capsOf(cfg) {
   return ids;
 }
 
+/**
+ * `muser trace` stood between QEMU and the device: it saw the session both
+ * ways, fds included, and its --stats summary counts what it saw.
+ * @param {Run} r @param {import('node:child_process').ChildProcess} tracer
+ */
+async function checkTrace(r, tracer) {
+  await stopProcess(tracer);
+  /** @type {any[]} */
+  const lines = [];
+  for (const l of r.extraLogs.trace ?? []) {
+    try {
+      lines.push(JSON.parse(l));
+    } catch {
+      /* its "muser: tracing" line */
+    }
+  }
+  const events = lines.filter((l) => l.command !== undefined);
+  const has = (/** @type {(e: any) => boolean} */ pred) => events.some(pred);
+  r.assert(has((e) => e.command === 'version' && e.dir === 'c>s') && has((e) => e.command === 'version' && e.type === 'reply'), `muser trace: QEMU negotiated through the proxy (${events.length} messages traced)`, `${events.length} messages`);
+  r.assert(has((e) => e.command === 'region_write' && e.fields.region === 2) && has((e) => e.command === 'region_read' && e.type === 'reply' && e.fields.region === 2 && typeof e.latencyUs === 'number'), 'muser trace: decoded BAR 2 register accesses with reply latencies', '');
+  r.assert(has((e) => e.command === 'device_set_irqs' && e.fds > 0), 'muser trace: the INTx eventfd went through the proxy', '');
+  r.assert(has((e) => (e.command === 'dma_read' || e.command === 'dma_write') && e.dir === 's>c'), "muser trace: the device's DMA_READ/DMA_WRITE reached QEMU through the proxy", '');
+  const stats = lines.find((l) => l.stats)?.stats;
+  r.assert(Array.isArray(stats) && stats.some((/** @type {any} */ s) => s.command === 'region_read' && s.p50Us !== undefined), 'muser trace --stats: per-command counts and latency percentiles', JSON.stringify(stats));
+}
+
 /** Runs a muser CLI command; resolves with its exit code and output. @param {string[]} args */
 function muser(args) {
   return /** @type {Promise<{ code: number, out: string, err: string }>} */ (new Promise((res) => {
@@ -411,12 +438,21 @@ async function main() {
   if (sc.flow) return runFlow(r, sc.flow, t0);
   /** @type {Map<string, { proc: import('node:child_process').ChildProcessWithoutNullStreams, sock: string }>} */
   const devs = new Map();
+  /** @type {import('node:child_process').ChildProcessWithoutNullStreams | undefined} */
+  let tracer;
   try {
     devs.set(sc.sample, { proc: await startProcess(r, 'device', [CLI, 'run', sc.sample, r.sock, '-v'], r.sock, r.device), sock: r.sock });
     for (const x of sc.extraDevices ?? []) {
       const sock = join(r.dir, `${x}.sock`);
       r.extraLogs[x] = [];
       devs.set(x, { proc: await startProcess(r, x, [join(HERE, 'devices', `${x}.mjs`), sock], sock, r.extraLogs[x]), sock });
+    }
+    // QEMU talks to the device through `muser trace` (traced scenarios).
+    if (sc.traced) {
+      const sock = join(r.dir, 'trace.sock');
+      r.extraLogs.trace = [];
+      tracer = await startProcess(r, 'trace', [CLI, 'trace', r.sock, '--listen', sock, '--json', '--stats'], sock, r.extraLogs.trace);
+      devs.set(sc.sample, { ...devs.get(sc.sample), sock });
     }
     // Only one client at a time: ask the device what it is before QEMU connects.
     await runLspci(r);
@@ -435,6 +471,7 @@ async function main() {
     const failures = r.serial.filter((l) => / FAIL /.test(l) || /^E2E: \S+ exit=[1-9]/.test(l));
     r.assert(failures.length === 0, 'guest test scripts report no failure', failures.join(' | '));
     sc.check(r);
+    if (tracer) await checkTrace(r, tracer);
     const vendor = sc.sample === 'gpio' ? 0x494f : 0x4d55;
     const device = sc.sample === 'gpio' ? 0x0dc8 : 0x0001;
     checkLspci(r, vendor, device);
@@ -447,6 +484,7 @@ async function main() {
     r.assert(false, 'scenario ran to the end', /** @type {Error} */ (e).stack ?? String(e));
   } finally {
     for (const d of devs.values()) await stopProcess(d.proc);
+    if (tracer) await stopProcess(tracer);
   }
   console.log(`---- scenario ${name}: ${r.passed} passed, ${r.failed} failed (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
   process.exit(r.failed > 0 ? 1 : 0);

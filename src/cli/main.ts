@@ -1,64 +1,75 @@
 #!/usr/bin/env node
 /** The `muser` command. */
 import { parseArgs } from 'node:util';
-import { runSample } from './run.js';
-import { SAMPLES, type SampleValues } from '../samples/index.js';
 import { UsageError, usage } from './usage.js';
 
-/** Flags every command may read. */
-interface Flags {
-  verbose: boolean;
-  json: boolean;
-  /** The options of the sample `run` serves. */
-  sample: SampleValues;
+/** A command: the words after its name (global flags first); resolves to its exit code. */
+type Command = (args: string[]) => Promise<number | void>;
+
+/** Parses `-v` and `--json`; other flags are usage errors. */
+function flags(args: string[]) {
+  try {
+    return parseArgs({ args, allowPositionals: true, options: { verbose: { type: 'boolean', short: 'v' }, json: { type: 'boolean' } } });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
-type Command = (positionals: string[], flags: Flags) => Promise<void>;
-
 const COMMANDS: Record<string, Command> = {
-  run: (p, f) => runSample(p[0], p[1], f.verbose, f.sample),
-  lspci: async (p, f) => {
+  run: async (args) => {
+    const { run } = await import('./run/index.js');
+    await run(args);
+    // A device may hold the loop open (gpio's console reads stdin): stopped is stopped.
+    setImmediate(() => process.exit());
+  },
+  trace: async (args) => {
+    const { trace } = await import('./trace/index.js');
+    await trace(args);
+  },
+  check: async (args) => {
+    const { check } = await import('./check/index.js');
+    return check(args);
+  },
+  lspci: async (args) => {
+    const { positionals: p, values } = flags(args);
     if (!p[0]) throw new UsageError('lspci needs a socket path');
     const { lspci } = await import('./lspci.js');
-    process.stdout.write(await lspci(p[0], { json: f.json }));
+    process.stdout.write(await lspci(p[0], { json: values.json === true }));
   },
-  'sample-client': async (p, f) => {
+  'sample-client': async (args) => {
+    const { positionals: p, values } = flags(args);
     if (!p[0]) throw new UsageError('sample-client needs a socket path');
     const { runSampleClient } = await import('../samples/sample-client.js');
-    await runSampleClient(p[0], { verbose: f.verbose });
+    await runSampleClient(p[0], { verbose: values.verbose === true });
   },
   help: async () => {
     process.stdout.write(usage());
   },
 };
 
+/** Flags that may come before the command name. */
+const GLOBAL_FLAGS = new Set(['-v', '--verbose', '--json']);
+
 async function main(argv: string[]): Promise<number> {
-  let parsed;
-  // `run <sample>` also takes that sample's own options.
-  const [first, second] = argv.filter((a) => !a.startsWith('-'));
-  const sampleOptions = first === 'run' && second !== undefined ? (SAMPLES[second]?.options ?? {}) : {};
-  try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: {
-        ...sampleOptions,
-        verbose: { type: 'boolean', short: 'v' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (e) {
-    return fail(new UsageError((e as Error).message));
-  }
-  const [name, ...rest] = parsed.positionals;
-  if (parsed.values.help || name === undefined) {
+  const at = argv.findIndex((a) => !GLOBAL_FLAGS.has(a));
+  const name = at < 0 ? undefined : argv[at];
+  if (name === '-h' || name === '--help') {
     process.stdout.write(usage());
-    return name === undefined && !parsed.values.help ? 2 : 0;
+    return 0;
+  }
+  if (name === undefined) {
+    process.stdout.write(usage());
+    return 2;
   }
   const cmd = COMMANDS[name];
-  if (!cmd) return fail(new UsageError(`unknown command '${name}'`));
-  try {
-    const { verbose, json, help: _help, ...sample } = parsed.values as SampleValues;
-    await cmd(rest, { verbose: verbose === true, json: json === true, sample });
+  if (!cmd) return fail(new UsageError(name.startsWith('-') ? `unknown flag '${name}'` : `unknown command '${name}'`));
+  const rest = [...argv.slice(0, at), ...argv.slice(at + 1)];
+  if (rest.includes('-h') || rest.includes('--help')) {
+    process.stdout.write(usage());
     return 0;
+  }
+  try {
+    return (await cmd(rest)) ?? 0;
   } catch (e) {
     return fail(e);
   }

@@ -12,11 +12,22 @@ export class UsageError extends Error {
 /** The usage text. */
 export function usage(): string {
   const samples = Object.entries(SAMPLES)
-    .map(([name, s]) => [`  ${name.padEnd(14)}${s.description}`, ...(s.optionHelp ?? []).map((h) => `${' '.repeat(18)}${h}`)].join('\n'))
+    .map(([name, s]) => {
+      const options = Object.entries(s.options ?? {}).map(([o, spec]) => `\n  ${''.padEnd(14)}  --${o}${spec.type === 'string' ? ' <value>' : ''}  ${spec.description}`);
+      return `  ${name.padEnd(14)}${s.description}${options.join('')}`;
+    })
     .join('\n');
   return `usage:
-  muser run [-v] <sample> <socket-path> [sample options]
-                                          serve a sample device (Ctrl-C stops it)
+  muser run [-v] <device> <socket-path> [options] [<device> <socket-path> [options]]...
+                                          serve devices from one process (Ctrl-C stops it);
+                                          <device> is a sample name or a device file
+                                          (./my-device.js, ./my-device.ts with tsx installed)
+                                          whose default export is a DeviceSpec or a factory of one
+  muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options"}]} lists
+  muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]
+                                          a proxy for the client to connect to: prints every message decoded
+  muser check [--json] [--only id,...] [--timeout ms] <socket-path>
+                                          conformance and robustness checks of any vfio-user server
   muser lspci [--json] <socket-path>      connect and decode the device's config space
   muser sample-client <socket-path>       exercise a timer device and live-migrate it
   muser help

@@ -1,5 +1,4 @@
 /** The sample devices `muser run` knows, by name. */
-import type { ParseArgsConfig } from 'node:util';
 import type { DeviceSpec } from '../server/spec.js';
 import { benchDevice } from './bench.js';
 import { timerDevice } from './timer.js';
@@ -8,17 +7,25 @@ import { gpioSample } from './gpio.js';
 import { virtioBlkSample } from './virtio-blk-backends.js';
 import { virtioRng } from './virtio-rng.js';
 
-/** Values of a sample's own command-line options, as node:util parseArgs gives them. */
-export type SampleValues = Record<string, string | boolean | undefined>;
+/** A command-line option of a sample: `muser run <sample> <socket> --name value`. */
+export interface SampleOption {
+  /** A string option takes the next argument; a boolean takes none. */
+  type: 'string' | 'boolean';
+  description: string;
+}
+
+/** What `create` receives: `-v`, and the values of the sample's own options. */
+export interface SampleOptions {
+  verbose: boolean;
+  [name: string]: string | boolean | undefined;
+}
 
 /** A runnable sample. */
 export interface Sample {
   description: string;
-  /** The sample's own command-line options (node:util parseArgs config). */
-  options?: ParseArgsConfig['options'];
-  /** One line per option, for the usage text. */
-  optionHelp?: string[];
-  create(options: { verbose: boolean; values: SampleValues }): DeviceSpec | Promise<DeviceSpec>;
+  /** Options that may follow the sample's socket on the command line. */
+  options?: Record<string, SampleOption>;
+  create(options: SampleOptions): DeviceSpec | Promise<DeviceSpec>;
 }
 
 /** Every sample, by name. */

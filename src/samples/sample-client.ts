@@ -185,7 +185,8 @@ export async function runSampleClient(path: string, o: SampleClientOptions): Pro
     await irq.waitFor(1, 4000);
     step(`interrupt: INTx fired at ${(Date.now() / 1000).toFixed(2)}`);
     const dmaDeadline = Date.now() + 3000;
-    while (!(pattern(msgMem.bytes, 0x41) && pattern(directMem.bytes, 0x61))) {
+    // Like the original client: wait for all 8 DMA messages, the device's last DMA.
+    while (!(pattern(msgMem.bytes, 0x41) && pattern(directMem.bytes, 0x61) && src.dmaRequestsServed >= 8)) {
       if (Date.now() > dmaDeadline) throw new Failure('the device did not complete its DMA');
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -234,7 +235,7 @@ export async function runSampleClient(path: string, o: SampleClientOptions): Pro
     const now = Date.now() / 1000;
     check(now >= t2 - 0.01, `the interrupt came at T (${now.toFixed(2)} >= ${t2})`);
     step(`interrupt: delivered by the destination at ${now.toFixed(2)}`);
-    while (!(pattern(msgMem.bytes, 0x41) && pattern(directMem.bytes, 0x61))) {
+    while (!(pattern(msgMem.bytes, 0x41) && pattern(directMem.bytes, 0x61) && dst.dmaRequestsServed >= 8)) {
       if (Date.now() / 1000 > now + 3) throw new Failure('the destination did not complete its DMA');
       await new Promise((r) => setTimeout(r, 10));
     }

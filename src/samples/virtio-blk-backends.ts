@@ -1,24 +1,10 @@
 /**
- * The block backends `muser run virtio-blk` serves from: a raw image file
- * (`--image`) or a RAM disk (`--size`). They live in src/block/; this is the
- * one place the virtio-blk sample reaches for them, loaded on demand.
+ * `muser run virtio-blk`: the command-line face of the virtio-blk sample. A
+ * raw image file (`--image`) or a RAM disk (`--size`) from src/block/.
  */
-import type { BlockBackend } from '../block/backend.js';
+import { openFileBackend, ramBackend, type BlockBackend } from '../block/index.js';
 import type { Sample } from './index.js';
 import { virtioBlk } from './virtio-blk.js';
-
-interface FileModule {
-  openFileBackend(path: string, options: { readOnly?: boolean }): Promise<BlockBackend>;
-}
-
-interface RamModule {
-  ramBackend(size: number): BlockBackend;
-}
-
-// Specifiers in variables: resolved at run time, so this sample builds
-// on its own while src/block/file.ts and src/block/ram.ts come separately.
-const FILE_MODULE = '../block/file.js';
-const RAM_MODULE = '../block/ram.js';
 
 /** Parses a size like 512, 64K, 64M or 2G (powers of 1024). */
 export function parseSize(text: string): number {
@@ -33,15 +19,8 @@ export function parseSize(text: string): number {
 /** Opens the backend the command line asks for. */
 export async function openBlockBackend(o: { image?: string; size?: string; readOnly: boolean }): Promise<BlockBackend> {
   if (o.image !== undefined && o.size !== undefined) throw new Error('virtio-blk takes --image or --size, not both');
-  if (o.image !== undefined) {
-    const { openFileBackend } = (await import(FILE_MODULE)) as FileModule;
-    return openFileBackend(o.image, { readOnly: o.readOnly });
-  }
-  if (o.size !== undefined) {
-    const size = parseSize(o.size);
-    const { ramBackend } = (await import(RAM_MODULE)) as RamModule;
-    return ramBackend(size);
-  }
+  if (o.image !== undefined) return openFileBackend(o.image, { readOnly: o.readOnly });
+  if (o.size !== undefined) return ramBackend(parseSize(o.size), { readOnly: o.readOnly });
   throw new Error('virtio-blk needs --image <file> or --size <N[KMG]>');
 }
 
@@ -49,18 +28,12 @@ export async function openBlockBackend(o: { image?: string; size?: string; readO
 export const virtioBlkSample: Sample = {
   description: 'virtio-blk disk from a raw image file (--image) or a RAM disk (--size)',
   options: {
-    image: { type: 'string' },
-    size: { type: 'string' },
-    'read-only': { type: 'boolean' },
-    queues: { type: 'string' },
+    image: { type: 'string', description: 'serve a raw image file' },
+    size: { type: 'string', description: 'serve a RAM disk of this size (N, NK, NM, NG)' },
+    'read-only': { type: 'boolean', description: 'refuse writes' },
+    queues: { type: 'string', description: 'request queues (default 1)' },
   },
-  optionHelp: [
-    '--image <file>     serve a raw image file',
-    '--size <N[KMG]>    serve a RAM disk of this size',
-    '--read-only        refuse writes',
-    '--queues <N>       request queues (default 1)',
-  ],
-  async create({ values }) {
+  async create(values) {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues must be 1..64, got ${String(values.queues)}`);
     const readOnly = values['read-only'] === true;

@@ -1,0 +1,137 @@
+/**
+ * Arguments of `muser run`: one or more `<device> <socket>` pairs, each
+ * followed by its own options, or `--config <file>`.
+ *
+ *   muser run [-v] <device> <socket> [--opt value | --opt=value | --flag]... [<device> <socket> ...]
+ *   muser run [-v] --config devices.json
+ *
+ * An option belongs to the device before it. A sample declares its options
+ * (Sample.options): a string option takes the next argument, a boolean does
+ * not. A device file's options must be written `--name=value` or `--flag`,
+ * since nothing says which of them take a value.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { SAMPLES, type Sample } from '../../samples/index.js';
+import { UsageError } from '../usage.js';
+
+/** Values of a device's options, by name (`--image x` gives `{ image: 'x' }`). */
+export type DeviceOptionValues = Record<string, string | boolean>;
+
+/** One device to serve. */
+export interface DeviceArg {
+  /** A sample name or a module path (as given). */
+  device: string;
+  socket: string;
+  options: DeviceOptionValues;
+}
+
+/** What `muser run` was asked to do. */
+export interface RunArgs {
+  verbose: boolean;
+  devices: DeviceArg[];
+}
+
+/** True when `device` names a module file rather than a sample. */
+export function isModulePath(device: string): boolean {
+  return device.includes('/') || /\.(c|m)?(j|t)s$/.test(device);
+}
+
+/** Parses the arguments after `run`. Throws UsageError on anything malformed. */
+export function parseRunArgs(args: readonly string[]): RunArgs {
+  let verbose = false;
+  let config: string | undefined;
+  const devices: DeviceArg[] = [];
+  let current: { device: string; socket?: string; options: DeviceOptionValues } | undefined;
+  const finish = (): void => {
+    if (!current) return;
+    if (current.socket === undefined) throw new UsageError(`run: device '${current.device}' needs a socket path`);
+    devices.push({ device: current.device, socket: current.socket, options: current.options });
+    current = undefined;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '-v' || arg === '--verbose') {
+      verbose = true;
+    } else if (arg === '--config' || arg.startsWith('--config=')) {
+      config = arg.startsWith('--config=') ? arg.slice('--config='.length) : args[++i];
+      if (!config) throw new UsageError('run: --config needs a file');
+    } else if (arg.startsWith('--')) {
+      if (!current) throw new UsageError(`run: option ${arg} must follow a device and its socket`);
+      const eq = arg.indexOf('=');
+      const name = arg.slice(2, eq < 0 ? undefined : eq);
+      const inline = eq < 0 ? undefined : arg.slice(eq + 1);
+      const spec = optionSpecs(current.device)?.[name];
+      if (optionSpecs(current.device) && !spec) throw new UsageError(`run: sample '${current.device}' has no option --${name}`);
+      if (inline !== undefined) current.options[name] = spec?.type === 'boolean' ? inline !== 'false' : inline;
+      else if (spec?.type === 'string') {
+        const value = args[++i];
+        if (value === undefined) throw new UsageError(`run: --${name} needs a value`);
+        current.options[name] = value;
+      } else current.options[name] = true;
+    } else if (arg.startsWith('-') && arg.length > 1) {
+      throw new UsageError(`run: unknown flag ${arg}`);
+    } else if (current && current.socket === undefined) {
+      current.socket = arg;
+    } else {
+      finish();
+      current = { device: arg, options: {} };
+    }
+  }
+  finish();
+  if (config !== undefined) {
+    if (devices.length > 0) throw new UsageError('run: give either --config or <device> <socket> pairs, not both');
+    devices.push(...readConfig(config));
+  }
+  if (devices.length === 0) throw new UsageError('run needs a sample name (or device file) and a socket path');
+  const sockets = new Set<string>();
+  for (const d of devices) {
+    if (!isModulePath(d.device) && !SAMPLES[d.device]) {
+      throw new UsageError(`unknown sample '${d.device}' (known: ${Object.keys(SAMPLES).join(', ')}; a device file path needs a '/' or a .js/.ts extension)`);
+    }
+    const declared = optionSpecs(d.device);
+    for (const name of Object.keys(d.options)) {
+      if (declared && !declared[name]) throw new UsageError(`run: sample '${d.device}' has no option --${name}`);
+    }
+    const key = resolve(d.socket);
+    if (sockets.has(key)) throw new UsageError(`run: socket ${d.socket} is given twice`);
+    sockets.add(key);
+  }
+  return { verbose, devices };
+}
+
+/** The options a sample declares, or undefined for a device file. */
+function optionSpecs(device: string): Sample['options'] | undefined {
+  if (isModulePath(device)) return undefined;
+  return SAMPLES[device]?.options ?? {};
+}
+
+/**
+ * Reads a config file: `{ "devices": [ { "device", "socket", "options"? } ] }`
+ * (or just the array). Relative device-file and socket paths are relative to
+ * the config file's directory.
+ */
+export function readConfig(path: string): DeviceArg[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new UsageError(`run: cannot read config ${path}: ${(e as Error).message}`);
+  }
+  const list = Array.isArray(json) ? json : (json as { devices?: unknown } | null)?.devices;
+  if (!Array.isArray(list)) throw new UsageError(`run: config ${path} must be {"devices": [...]} or an array`);
+  const base = dirname(resolve(path));
+  return list.map((entry: unknown, i): DeviceArg => {
+    const e = entry as { device?: unknown; socket?: unknown; options?: unknown } | null;
+    if (typeof e?.device !== 'string' || typeof e.socket !== 'string') {
+      throw new UsageError(`run: config ${path}: devices[${i}] needs "device" and "socket" strings`);
+    }
+    const options = e.options ?? {};
+    if (typeof options !== 'object' || Array.isArray(options)) throw new UsageError(`run: config ${path}: devices[${i}].options must be an object`);
+    for (const [k, v] of Object.entries(options)) {
+      if (typeof v !== 'string' && typeof v !== 'boolean') throw new UsageError(`run: config ${path}: devices[${i}].options.${k} must be a string or boolean`);
+    }
+    const device = isModulePath(e.device) ? resolve(base, e.device) : e.device;
+    return { device, socket: resolve(base, e.socket), options: options as DeviceOptionValues };
+  });
+}

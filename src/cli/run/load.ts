@@ -1,0 +1,65 @@
+/**
+ * Turns a `muser run` device argument into a DeviceSpec: a sample by name,
+ * or the default export of the user's module file.
+ *
+ * A device file's default export is a DeviceSpec, or a function (sync or
+ * async) that returns one; it is called with `{ verbose, ...options }`.
+ * TypeScript files (.ts, .mts, .cts) are loaded through `tsx` when it is
+ * installed: Node 20 cannot strip types itself, and muser does not force
+ * tsx's esbuild binary on every install (it is an optional peer dependency).
+ */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Device } from '../../server/device.js';
+import type { DeviceSpec } from '../../server/spec.js';
+import { SAMPLES } from '../../samples/index.js';
+import { isModulePath, type DeviceArg } from './args.js';
+
+/** A device file that cannot be loaded or does not export a device. */
+export class DeviceFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DeviceFileError';
+  }
+}
+
+/** The DeviceSpec (or Device) that `arg` names. */
+export async function loadDevice(arg: DeviceArg, verbose: boolean): Promise<DeviceSpec | Device> {
+  const options = { ...arg.options, verbose };
+  if (!isModulePath(arg.device)) {
+    const sample = SAMPLES[arg.device];
+    if (!sample) throw new DeviceFileError(`unknown sample '${arg.device}'`);
+    return sample.create(options);
+  }
+  const file = resolve(arg.device);
+  if (!existsSync(file)) throw new DeviceFileError(`${arg.device}: no such file`);
+  const module = await importDeviceFile(file);
+  let exported: unknown = module.default;
+  if (typeof exported === 'function') exported = await (exported as (o: typeof options) => unknown)(options);
+  if (exported instanceof Device) return exported;
+  if (!isDeviceSpec(exported)) {
+    throw new DeviceFileError(`${arg.device}: the default export must be a DeviceSpec (with identity.vendorId and identity.deviceId) or a function returning one`);
+  }
+  return exported;
+}
+
+async function importDeviceFile(file: string): Promise<{ default?: unknown }> {
+  const url = pathToFileURL(file).href;
+  if (!/\.(c|m)?ts$/.test(file)) return (await import(url)) as { default?: unknown };
+  let tsx: { tsImport(specifier: string, parent: string): Promise<unknown> };
+  try {
+    tsx = (await import('tsx/esm/api')) as typeof tsx;
+  } catch {
+    throw new DeviceFileError(`${file}: TypeScript device files need tsx (npm install --save-dev tsx), or compile the file with tsc and run the .js`);
+  }
+  const module = (await tsx.tsImport(url, import.meta.url)) as { default?: unknown };
+  // tsx's CommonJS interop may wrap the module once more.
+  const inner = module.default as { default?: unknown; identity?: unknown } | undefined;
+  return inner && typeof inner === 'object' && 'default' in inner && !('identity' in inner) ? inner : module;
+}
+
+function isDeviceSpec(value: unknown): value is DeviceSpec {
+  const identity = (value as { identity?: { vendorId?: unknown; deviceId?: unknown } } | null)?.identity;
+  return typeof identity?.vendorId === 'number' && typeof identity.deviceId === 'number';
+}
