@@ -23,11 +23,14 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
   });
 }
 
+/** Options a sample cannot run without. */
+const REQUIRED_OPTIONS: Record<string, string[]> = { 'virtio-blk': ['--size', '16M'], nvme: ['--size', '16M'] };
+
 for (const name of Object.keys(SAMPLES)) {
   test(`check: the ${name} sample passes every check (muser check --json, exit 0)`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'muser-check-'));
     const sock = join(dir, 'dev.sock');
-    const server = await startServer([MAIN, 'run', name, sock], sock, `serving ${name}`, name);
+    const server = await startServer([MAIN, 'run', name, sock, ...(REQUIRED_OPTIONS[name] ?? [])], sock, `serving ${name}`, name);
     try {
       const r = await cli(['check', '--json', sock]);
       const report = JSON.parse(r.stdout) as { pass: number; fail: number; skip: number; results: { id: string; status: string; detail?: string }[] };
