@@ -16,7 +16,7 @@ import type { MaybePromise } from '../server/spec.js';
 import { CommonCfg, featureBit, hasFeature, IsrBit, VIRTIO_MSI_NO_VECTOR, VirtioFeature, VirtioStatus } from './constants.js';
 import type { VirtioConfig } from './config.js';
 import { dmaQueueMemory, type QueueMemory } from './memory.js';
-import type { VirtqueueRequest } from './request.js';
+import { BounceBudget, type VirtqueueRequest } from './request.js';
 import { Virtqueue, type RingFeatures, type VirtqueueHost, type VirtqueueState } from './virtqueue.js';
 
 /** What a request handler may use besides the request. */
@@ -61,6 +61,7 @@ export interface TransportState {
 /** The virtio-pci transport of one device. */
 export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   readonly memory: QueueMemory;
+  readonly bounce = new BounceBudget();
   readonly queues: Virtqueue[];
   /** Set when a client connects (or on first access). */
   device: Device | undefined;

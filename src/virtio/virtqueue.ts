@@ -17,11 +17,13 @@
  */
 import { DescFlag, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { QueueMemory } from './memory.js';
-import { VirtqueueRequest, type Descriptor } from './request.js';
+import { BounceBudget, VirtqueueRequest, type Descriptor } from './request.js';
 
 /** What a virtqueue needs from its transport. */
 export interface VirtqueueHost {
   readonly memory: QueueMemory;
+  /** Bounce-buffer bytes shared by the device's queues. */
+  readonly bounce: BounceBudget;
   /** Raise this queue's used-buffer interrupt. */
   interrupt(queue: Virtqueue): void;
   /** The driver broke the ring: stop and ask for a reset. */
@@ -271,7 +273,7 @@ export class Virtqueue {
       pending--;
       this.inflightHeads[head] = 1;
       this.inflightCount++;
-      const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, (len) => this.complete(gen, head, len));
+      const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, (len) => this.complete(gen, head, len), this.host.bounce);
       try {
         this.host.dispatch(req);
       } catch {
