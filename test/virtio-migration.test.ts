@@ -9,12 +9,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { migrate, getMigrationState, setMigrationState, MigrationState } from '../src/client/index.js';
+import { dirtyReport, migrate, getMigrationState, setMigrationState, startDirtyLogging, stopDirtyLogging, MigrationState } from '../src/client/index.js';
 import { serve, virtioBlk } from '../src/index.js';
 import { VirtioStatus } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { TestRamBackend } from './helpers/virtio-ram-backend.js';
-import { VirtioDriver } from './helpers/virtio-driver.js';
+import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { S_OK, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vmig-'));
@@ -157,5 +157,40 @@ test('STOP waits for the requests in flight; they complete before it answers', a
     d.close();
     a.close();
     source.close();
+  }
+});
+
+test('pages that I/O writes after a dirty report are reported again when it finishes', async () => {
+  const disk = new TestRamBackend(1024 * 1024);
+  disk.data.fill(0x42, 0, 4096);
+  const server = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'dirty.sock'), { log: 'silent' });
+  const a = await connectClient(server.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    await d.start(1);
+    const size = d.mem.bytes.length;
+    await startDirtyLogging(a, 4096, [{ iova: GUEST_BASE, length: size }]);
+    disk.holding = true;
+    // The data buffer alone on its page: nothing else the device writes shares it.
+    const header = Buffer.alloc(16);
+    header.writeUInt32LE(T_IN);
+    const data = d.alloc(4096, 4096);
+    const status = d.alloc(1, 4096);
+    d.post(0, [{ addr: d.put(header, 16), len: 16 }, { addr: data, len: 4096, write: true }, { addr: status, len: 1, write: true }]);
+    await d.kick(0);
+    await disk.waitHeld(1);
+    const before = await dirtyReport(a, GUEST_BASE, size); // clears what was marked so far
+    assert.ok(before.includes(data), 'marked when the views were made');
+    disk.releaseAll();
+    await d.waitUsed(0, 1);
+    assert.equal(d.bytes(status, 1)[0], S_OK);
+    assert.ok(d.bytes(data, 4096).every((b) => b === 0x42));
+    const pages = await dirtyReport(a, GUEST_BASE, size);
+    assert.ok(pages.includes(data), `page 0x${data.toString(16)}, written by the read after the last report, is dirty again`);
+    await stopDirtyLogging(a);
+  } finally {
+    d.close();
+    a.close();
+    server.close();
   }
 });

@@ -31,6 +31,12 @@ export interface QueueMemory {
    * work that holds views.
    */
   pin(addr: number, length: number): () => void;
+  /**
+   * Records that the device wrote the range through views (for migration's
+   * dirty-page log): asynchronous I/O may write long after the views were
+   * made, maybe after a dirty report already cleared their pages.
+   */
+  markDirty(addr: number, length: number): void;
 }
 
 /** A {@link QueueMemory} over a device's DMA access (`device.dma`). */
@@ -62,5 +68,13 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
     read: (addr, length) => dma().read(addr, length),
     write: (addr, data) => dma().write(addr, data),
     pin: (addr, length) => dma().pin(addr, length),
+    markDirty(addr, length) {
+      try {
+        // A writable view marks its pages dirty while logging is on.
+        dma().views(addr, length, true);
+      } catch {
+        // Unmapped meanwhile: nothing left to log.
+      }
+    },
   };
 }

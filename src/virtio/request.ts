@@ -226,7 +226,10 @@ export class VirtqueueRequest {
     return {
       buffers: views,
       direct: true,
-      finish: async () => release(),
+      finish: async () => {
+        if (write) for (const p of pieces) if (p.len > 0) this.memory.markDirty(p.addr, p.len);
+        release();
+      },
     };
   }
 }
