@@ -147,8 +147,17 @@ export class VirtqueueRequest {
     const out = Buffer.allocUnsafe(length);
     let at = 0;
     for (const p of this.pieces('readable', offset, length)) {
-      out.set(await this.memory.read(p.addr, p.len), at);
-      at += p.len;
+      const views = this.memory.views(p.addr, p.len, false);
+      if (views) {
+        for (const v of views) {
+          out.set(v, at);
+          at += v.length;
+        }
+        if (views.reduce((n, v) => n + v.length, 0) !== p.len) throw new RequestError('guest memory went away');
+      } else {
+        out.set(await this.memory.read(p.addr, p.len), at);
+        at += p.len;
+      }
     }
     return out;
   }
@@ -157,7 +166,17 @@ export class VirtqueueRequest {
   async write(offset: number, data: Uint8Array): Promise<void> {
     let at = 0;
     for (const p of this.pieces('writable', offset, data.length)) {
-      await this.memory.write(p.addr, data.subarray(at, at + p.len));
+      const views = this.memory.views(p.addr, p.len, true);
+      if (views) {
+        let from = at;
+        for (const v of views) {
+          if (v.length === 0) throw new RequestError('guest memory went away');
+          v.set(data.subarray(from, from + v.length));
+          from += v.length;
+        }
+      } else {
+        await this.memory.write(p.addr, data.subarray(at, at + p.len));
+      }
       at += p.len;
     }
   }
