@@ -14,6 +14,7 @@ import { serve, virtioBlk } from '../src/index.js';
 import { VirtioStatus } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { TestRamBackend } from './helpers/virtio-ram-backend.js';
+import { VirtioProcess } from './helpers/virtio-process.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { S_OK, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 
@@ -192,5 +193,39 @@ test('pages that I/O writes after a dirty report are reported again when it fini
     d.close();
     a.close();
     server.close();
+  }
+});
+
+test('between two processes sharing a disk file, with I/O during pre-copy', async () => {
+  const file = join(dir, 'shared.img');
+  const size = 4 * 1024 * 1024;
+  const src = await VirtioProcess.start('blk', { file, size, queues: 2 });
+  const dst = await VirtioProcess.start('blk', { file, size, queues: 2 });
+  const a = await connectClient(src.path);
+  const b = await connectClient(dst.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    await d.start(2);
+    for (let i = 0; i < 8; i++) assert.equal((await blk(d, i % 2, T_OUT, i * 16, { out: pattern(8192, 20 + i) })).status, S_OK);
+    await d.attachTo(b);
+    const during: Promise<number>[] = [];
+    await migrate(a, b, {
+      onStep(step) {
+        // Requests in flight on both queues while pre-copy runs; STOP waits for them.
+        if (step === 'source: PRE_COPY') for (let q = 0; q < 2; q++) during.push(blk(d, q, T_OUT, 512 + q * 32, { out: pattern(16384, 40 + q) }).then((r) => r.status));
+      },
+    });
+    assert.deepEqual(await Promise.all(during), [S_OK, S_OK]);
+    d.useClient(b);
+    assert.equal(await d.status(), OK_STATUS);
+    for (let i = 0; i < 8; i++) assert.deepEqual((await blk(d, (i + 1) % 2, T_IN, i * 16, { inLen: 8192, kick: 'eventfd' })).data, pattern(8192, 20 + i));
+    for (let q = 0; q < 2; q++) assert.deepEqual((await blk(d, q, T_IN, 512 + q * 32, { inLen: 16384 })).data, pattern(16384, 40 + q));
+    assert.ok(src.alive && dst.alive);
+  } finally {
+    d.close();
+    a.close();
+    b.close();
+    await src.stop();
+    await dst.stop();
   }
 });
