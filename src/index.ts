@@ -56,4 +56,5 @@ export {
   type IoBuffers,
 } from './virtio/index.js';
 export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './samples/virtio-blk.js';
+export { virtioRng } from './samples/virtio-rng.js';
 export { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from './block/backend.js';

@@ -59,10 +59,11 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
       }
       try {
         return d.views(addr, length, write);
-      } catch (e) {
-        // Memory that no longer offers views (for example held for migration).
-        if ((e as { errno?: number }).errno === 14) return undefined;
-        throw e;
+      } catch {
+        // Mapped memory that offers no views (whatever the reason) is copied instead;
+        // sgl() throws the fitting error when the range is not mapped at all.
+        d.sgl(addr, length, write);
+        return undefined;
       }
     },
     read: (addr, length) => dma().read(addr, length),
