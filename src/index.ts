@@ -93,3 +93,4 @@ export {
   type QueueMemory,
 } from './virtio/index.js';
 export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './samples/virtio-blk.js';
+export { virtioRng } from './samples/virtio-rng.js';
