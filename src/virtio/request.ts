@@ -88,6 +88,7 @@ export class VirtqueueRequest {
   /** Bounce buffers this request holds. */
   private bouncing = 0;
 
+  /** @internal Built by the virtqueue; handlers receive requests, they do not make them. */
   constructor(
     /** Queue index. */
     readonly queue: number,
