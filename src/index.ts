@@ -7,13 +7,13 @@
  * serve({ identity: { vendorId: 0x1234, deviceId: 0x5678 }, bars: { 0: { size: 4096, memory: true } } }, '/tmp/dev.sock');
  * ```
  */
-export { Device, type MsixPlacement } from './server/device.js';
+export { Device, type MsixPlacement } from './device/device.js';
 export { Server, serve, type ServeOptions } from './server/server.js';
-export { DeviceError, Errno } from './server/errors.js';
-export { IrqIndex, type TriggerResult } from './server/irqs.js';
-export type { DmaAccess } from './server/dma-access.js';
-export type { Logger, LogLevel } from './server/logger.js';
-export { consoleLogger, silentLogger } from './server/logger.js';
+export { DeviceError, Errno } from './device/errors.js';
+export { IrqIndex, type TriggerResult } from './device/irqs.js';
+export type { DmaAccess } from './device/dma-access.js';
+export type { Logger, LogLevel } from './device/logger.js';
+export { consoleLogger, silentLogger } from './device/logger.js';
 export type {
   BarSpec,
   DeviceSpec,
@@ -24,7 +24,7 @@ export type {
   ReadResult,
   RegionSpec,
   ResetReason,
-} from './server/spec.js';
+} from './device/spec.js';
 export {
   defineRegisters,
   RegisterMap,
@@ -37,10 +37,12 @@ export {
   type RegisterEntry,
   type RegisterMapOptions,
   type RegisterWidth,
-} from './server/registers.js';
-export { MigrationState, type MigrationData, type MigrationLoader, type MigrationSpec } from './server/migration-spec.js';
-export type { Migration, MigrationStats } from './server/migration.js';
-export type { GatedDmaAccess, DmaRegionInfo } from './server/migration-dma.js';
+} from './device/registers.js';
+export { mayInterrupt } from './migration/fsm.js';
+export type { MigrationOffer } from './migration/offer.js';
+export { MigrationState, type MigrationData, type MigrationLoader, type MigrationSpec } from './device/migration-spec.js';
+export type { Migration, MigrationStats } from './migration/migration.js';
+export type { GatedDmaAccess, DmaRegionInfo } from './device/gated-dma.js';
 export type {
   CapabilityDescription,
   ConfigHooks,
@@ -70,7 +72,7 @@ export {
   type RamBackendOptions,
 } from './block/index.js';
 export type { ServerLimits } from './server/session.js';
-export type { DmaRegion, DmaSegment } from './server/dma.js';
+export type { DmaRegion, DmaSegment } from './device/dma.js';
 export {
   virtioDevice,
   VirtioConfig,
@@ -92,5 +94,5 @@ export {
   type IoBuffers,
   type QueueMemory,
 } from './virtio/index.js';
-export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './samples/virtio-blk.js';
-export { virtioRng } from './samples/virtio-rng.js';
+export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './virtio/blk.js';
+export { virtioRng } from './virtio/rng.js';

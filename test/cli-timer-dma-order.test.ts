@@ -21,6 +21,7 @@ test('timer: direct DMA first, then DMA messages; unmapping after the last messa
   try {
     await client.dmaMap(0x10000, byMessages);
     await client.dmaMap(0x20000, mapped);
+    await client.setBusMaster();
     await client.setIrqEventfds(0, 0, [irq.fd]);
     const now = Buffer.alloc(8);
     now.writeBigInt64LE(BigInt(Math.floor(Date.now() / 1000)));

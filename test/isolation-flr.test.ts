@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { serve, type ResetReason } from '../src/index.js';
 import { Client, EventFd } from '../src/client/index.js';
 import { getMigrationState, MigrationState, setMigrationState } from '../src/client/migrate.js';
-import { IrqIndex } from '../src/server/irqs.js';
+import { IrqIndex } from '../src/device/irqs.js';
 
 const CONFIG = 7;
 const DEVCTL = 8;

@@ -67,7 +67,7 @@ test('hidden state must say how to migrate: not offered unless it does', async (
     try {
       if (offered) assert.ok((await migrationFlags(c)) !== 0, what);
       else await assert.rejects(migrationFlags(c), (e) => e instanceof ClientError && e.errno === ENOTSUP, what);
-      if (!offered && spec.migration === undefined) assert.match(server.device.migrationUnavailable ?? '', /BAR0 served by callbacks/);
+      if (!offered && spec.migration === undefined) assert.match(server.migration.unavailable ?? '', /BAR0 served by callbacks/);
     } finally {
       c.close();
       server.close();

@@ -9,7 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileSeal, native } from '../src/native/index.js';
-import { MAX_KEPT_DMA_FDS } from '../src/server/dma.js';
+import { MAX_KEPT_DMA_FDS } from '../src/device/dma.js';
 import { serve } from '../src/index.js';
 import { Client, sharedMemory } from '../src/client/index.js';
 import { ClientError } from '../src/client/client.js';

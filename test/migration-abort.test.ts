@@ -15,7 +15,7 @@ import { Client, ClientError, EventFd } from '../src/client/index.js';
 import { abortMigration, getMigrationState, migrationFlags, MigrationState as S, readMigrationData, setMigrationState } from '../src/client/migrate.js';
 import { Command, DeviceFeatureFlag, FeatureId, IrqSetFlag, MigrationFlag } from '../src/protocol/constants.js';
 import { encodeMigDataReadRequest } from '../src/protocol/migration-data.js';
-import { path as fsmPath } from '../src/server/migration-fsm.js';
+import { path as fsmPath } from '../src/migration/fsm.js';
 import { le64 } from './helpers/bytes.js';
 import { startTimer, type ChildServer } from './helpers/timer-process.js';
 

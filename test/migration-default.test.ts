@@ -6,12 +6,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { Device } from '../src/server/device.js';
-import { DirtyLog } from '../src/server/dirty-log.js';
-import { DmaTable } from '../src/server/dma.js';
-import { DmaGate } from '../src/server/migration-dma.js';
-import { defaultLoader, saveDefault } from '../src/server/migration-default.js';
-import type { DeviceSpec } from '../src/server/spec.js';
+import { Device } from '../src/device/device.js';
+import { DirtyLog } from '../src/migration/dirty-log.js';
+import { DmaTable } from '../src/device/dma.js';
+import { DmaGate } from '../src/device/gated-dma.js';
+import { defaultLoader, saveDefault } from '../src/migration/default.js';
+import type { DeviceSpec } from '../src/device/spec.js';
 import { native } from '../src/native/index.js';
 
 function spec(size = 64 * 1024): DeviceSpec {

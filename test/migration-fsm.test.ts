@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { MigrationFlag, MigrationState as S } from '../src/protocol/constants.js';
-import { ALL_STATES, arcs, capsOf, isArc, isSupported, migrationFlags, path, type MigrationCaps } from '../src/server/migration-fsm.js';
+import { ALL_STATES, arcs, capsOf, isArc, isSupported, migrationFlags, path, type MigrationCaps } from '../src/migration/fsm.js';
 
 /**
  * The next step for every (current, requested) pair when every state is

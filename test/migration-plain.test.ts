@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, ClientError, EventFd } from '../src/client/index.js';
 import { getMigrationState, migrate, MigrationState as S, setMigrationState } from '../src/client/migrate.js';
 import { IrqSetFlag } from '../src/protocol/constants.js';
-import type { DeviceSpec } from '../src/server/spec.js';
+import type { DeviceSpec } from '../src/device/spec.js';
 import { startServer, type ChildServer } from './helpers/timer-process.js';
 
 const SELF = fileURLToPath(import.meta.url);

@@ -13,7 +13,7 @@ import { after, afterEach, describe, test } from 'node:test';
 import { Client } from '../src/client/index.js';
 import { DmaMapFlag } from '../src/protocol/constants.js';
 import { serve, virtioBlk, type Server } from '../src/index.js';
-import { BlkFeature } from '../src/samples/virtio-blk.js';
+import { BlkFeature } from '../src/virtio/blk.js';
 import { DescFlag, VirtioFeature, VirtioStatus, featureBit, hasFeature } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { TestRamBackend } from './helpers/virtio-ram-backend.js';

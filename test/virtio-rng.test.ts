@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { serve } from '../src/index.js';
-import { virtioRng } from '../src/samples/virtio-rng.js';
+import { virtioRng } from '../src/virtio/rng.js';
 import { connectClient } from './helpers/raw.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
 import { VirtioProcess } from './helpers/virtio-process.js';

@@ -2,6 +2,7 @@
 export { Client, ClientError, type ClientOptions, type ReplyFrame } from './client.js';
 export { EventFd } from './eventfd.js';
 export { sharedMemory, privateMemory, type GuestMemory } from './guest-memory.js';
+export { closeFd, mapRegion, type RegionMapping } from './region-map.js';
 export {
   abortMigration,
   bitmapPages,
@@ -30,4 +31,4 @@ export type { RegionCap, RegionInfo, RegionInfoReply, RegionTypeCap, SparseMmapA
 export type { RegionIoFdsReply, SubRegionIoFd } from '../protocol/region-io-fds.js';
 export type { RegionWriteOne } from '../protocol/region-write-multi.js';
 export type { MigrationCapability, TwinSocketCapability, VersionCapabilities } from '../protocol/version.js';
-export { Command, DeviceFeatureFlag, DeviceInfoFlag, HeaderFlag, IoeventfdFlag, IoFdType, RegionCapId, RegionInfoFlag } from '../protocol/constants.js';
+export { Command, DeviceFeatureFlag, DeviceInfoFlag, HeaderFlag, IoeventfdFlag, IoFdType, IrqSetFlag, RegionCapId, RegionInfoFlag } from '../protocol/constants.js';

@@ -5,8 +5,7 @@
  *   before the write is answered;
  * - one MSI-X vector and INTx; DMA enabled.
  */
-import { DeviceError, Errno } from '../server/errors.js';
-import type { DeviceSpec } from '../server/spec.js';
+import { DeviceError, Errno, type DeviceSpec } from '../index.js';
 
 /** Most interrupts one doorbell write may ask for, so a client cannot stall the device. */
 const MAX_BURST = 1 << 20;

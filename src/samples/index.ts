@@ -1,11 +1,11 @@
 /** The sample devices `muser run` knows, by name. */
-import type { DeviceSpec } from '../server/spec.js';
+import type { DeviceSpec } from '../index.js';
 import { benchDevice } from './bench.js';
 import { timerDevice } from './timer.js';
 import { counterDevice } from './counter.js';
 import { gpioSample } from './gpio.js';
-import { virtioBlkSample } from './virtio-blk-backends.js';
-import { virtioRng } from './virtio-rng.js';
+import { virtioBlkSample } from './virtio-blk.js';
+import { virtioRng } from '../index.js';
 
 /** A command-line option of a sample: `muser run <sample> <socket> --name value`. */
 export interface SampleOption {

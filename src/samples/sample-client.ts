@@ -14,12 +14,24 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Client } from '../client/client.js';
-import { EventFd } from '../client/eventfd.js';
-import { privateMemory, sharedMemory, type GuestMemory } from '../client/guest-memory.js';
-import { dirtyReport, getMigrationState, migrate, migrationFlags, startDirtyLogging, stopDirtyLogging } from '../client/migrate.js';
-import { native } from '../native/index.js';
-import { IrqSetFlag, MigrationState, RegionCapId } from '../protocol/constants.js';
+import {
+  Client,
+  closeFd,
+  dirtyReport,
+  EventFd,
+  getMigrationState,
+  IrqSetFlag,
+  mapRegion,
+  migrate,
+  migrationFlags,
+  MigrationState,
+  privateMemory,
+  RegionCapId,
+  sharedMemory,
+  startDirtyLogging,
+  stopDirtyLogging,
+  type GuestMemory,
+} from '../client/index.js';
 import { BAR1_SIZE, TIMER_IDS } from './timer.js';
 
 const PAGE = 4096;
@@ -119,14 +131,14 @@ export async function runSampleClient(path: string, o: SampleClientOptions): Pro
     for (let i = 0; i < info.numRegions; i++) {
       const r = await src.regionInfo(i);
       if (r.info.size === 0) {
-        if (r.fd !== undefined) native.close(r.fd);
+        if (r.fd !== undefined) closeFd(r.fd);
         continue;
       }
       const sparse = r.caps.find((cap) => cap.id === RegionCapId.SPARSE_MMAP);
       if (sparse?.id === RegionCapId.SPARSE_MMAP && i === 1) areas = sparse.areas;
       step(`DEVICE_GET_REGION_INFO ${i}: ${r.info.size} bytes, flags 0x${r.info.flags.toString(16)}${sparse?.id === RegionCapId.SPARSE_MMAP ? `, sparse mmap ${sparse.areas.map((a) => `0x${a.offset.toString(16)}+0x${a.size.toString(16)}`).join(' ')}` : ''}${r.fd !== undefined ? ', with an fd' : ''}`);
       if (i === 1) bar1Fd = r.fd;
-      else if (r.fd !== undefined) native.close(r.fd);
+      else if (r.fd !== undefined) closeFd(r.fd);
     }
     for (let i = 0; i < info.numIrqs; i++) {
       const irqInfo = await src.irqInfo(i);
@@ -134,7 +146,7 @@ export async function runSampleClient(path: string, o: SampleClientOptions): Pro
     }
     const ioFds = await src.regionIoFds(0);
     step(`DEVICE_GET_REGION_IO_FDS 0: ${ioFds.count} doorbells`);
-    for (const fd of ioFds.fds) native.close(fd);
+    for (const fd of ioFds.fds) closeFd(fd);
 
     const config = await src.regionRead(7, 0, 64);
     const ids = { vendorId: config.readUInt16LE(0), deviceId: config.readUInt16LE(2), subsystemVendorId: config.readUInt16LE(0x2c), subsystemId: config.readUInt16LE(0x2e) };
@@ -147,11 +159,10 @@ export async function runSampleClient(path: string, o: SampleClientOptions): Pro
     // BAR1: mapped areas and messages see the same memory.
     check(bar1Fd !== undefined && areas.length === 2, 'BAR1 comes with an fd and two sparse areas');
     const maps = areas.map((a) => {
-      const m = native.mmap(bar1Fd!, a.offset, a.size, true);
-      if (typeof m === 'number') throw new Failure(`mmap of BAR1 area 0x${a.offset.toString(16)} failed: errno ${-m}`);
-      return { area: a, buffer: m[0], handle: m[1], bytes: new Uint8Array(m[0]) };
+      const m = mapRegion(bar1Fd!, a.offset, a.size);
+      return { area: a, bytes: m.bytes, unmap: m.unmap };
     });
-    native.close(bar1Fd!);
+    closeFd(bar1Fd!);
     const bar1 = randomBytes(BAR1_SIZE);
     await src.regionWrite(1, 0, bar1);
     for (const m of maps) check(Buffer.from(m.bytes).equals(bar1.subarray(m.area.offset, m.area.offset + m.area.size)), 'a mapped area shows what REGION_WRITE wrote');
@@ -162,7 +173,7 @@ export async function runSampleClient(path: string, o: SampleClientOptions): Pro
       { region: 1, offset: 0x2004, count: 4, data: Buffer.from([5, 6, 7, 8]) },
     ]);
     check((await src.regionRead(1, 0x2000, 8)).equals(Buffer.from([1, 2, 3, 4, 5, 6, 7, 8])), 'REGION_WRITE_MULTI landed');
-    for (const m of maps) native.munmap(m.handle, m.buffer);
+    for (const m of maps) m.unmap();
     step('BAR1: mmapped both sparse areas; REGION_WRITE, REGION_READ and REGION_WRITE_MULTI agree with the mappings');
 
     // DMA: memory with and without an fd.

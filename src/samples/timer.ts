@@ -22,11 +22,7 @@
  *   deadline that has not fired yet is re-armed when the device runs again.
  */
 import { crc32 } from 'node:zlib';
-import type { Device } from '../server/device.js';
-import { DeviceError, Errno } from '../server/errors.js';
-import { mayInterrupt } from '../server/migration-fsm.js';
-import type { MigrationLoader } from '../server/migration-spec.js';
-import type { DeviceSpec } from '../server/spec.js';
+import { DeviceError, Errno, mayInterrupt, type Device, type DeviceSpec, type MigrationLoader } from '../index.js';
 
 export const TIMER_IDS = { vendorId: 0xdead, deviceId: 0xbeef, subsystemVendorId: 0xcafe, subsystemId: 0xbabe } as const;
 export const BAR0_SIZE = 8;

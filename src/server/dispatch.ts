@@ -23,10 +23,10 @@ import { decodeRegionInfoRequest, encodeRegionInfoReply, type RegionCap } from '
 import { decodeRegionIoFdsRequest, encodeRegionIoFdsReply, type SubRegionIoFd } from '../protocol/region-io-fds.js';
 import { decodeRegionWriteMultiRequest, encodeRegionWriteMultiReply } from '../protocol/region-write-multi.js';
 import { decodeEmpty } from '../protocol/wire.js';
-import { IRQ_INDEX_COUNT, IrqIndex } from './irqs.js';
-import { PCI_REGION_COUNT } from './regions.js';
-import { DeviceError, Errno } from './errors.js';
-import { checkAccess, readRegion, writeRegion } from './region-io.js';
+import { IRQ_INDEX_COUNT, IrqIndex } from '../device/irqs.js';
+import { PCI_REGION_COUNT } from '../device/regions.js';
+import { DeviceError, Errno } from '../device/errors.js';
+import { checkAccess, readRegion, writeRegion } from '../device/region-io.js';
 import { negotiate } from './negotiate.js';
 import { handleDeviceFeature, handleMigDataRead, handleMigDataWrite } from './feature.js';
 import type { Request, Session } from './session.js';

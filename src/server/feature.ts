@@ -17,10 +17,10 @@ import { DeviceFeatureFlag, FeatureId, MigrationState } from '../protocol/consta
 import { decodeDeviceFeatureRequest, encodeDeviceFeatureReply, featureId, type DeviceFeature } from '../protocol/device-feature.js';
 import { decodeMigDataReadRequest, decodeMigDataWriteRequest, encodeMigDataReadReply } from '../protocol/migration-data.js';
 import { writeU64 } from '../protocol/wire.js';
-import { DirtyLog } from './dirty-log.js';
-import { DeviceError, Errno } from './errors.js';
+import { DirtyLog } from '../migration/dirty-log.js';
+import { DeviceError, Errno } from '../device/errors.js';
 import type { Reply } from './dispatch.js';
-import type { Migration } from './migration.js';
+import type { Migration } from '../migration/migration.js';
 import type { Request, Session } from './session.js';
 
 const HEAD = 8;
@@ -34,7 +34,7 @@ interface FeatureOps {
 
 /** Operations of a feature this device has, or undefined. */
 function opsOf(s: Session, id: number): FeatureOps | undefined {
-  const migration = s.device.migration !== undefined;
+  const migration = s.migration.migration !== undefined;
   const dma = s.device.spec.dma !== false;
   switch (id) {
     case FeatureId.MIGRATION:
@@ -52,8 +52,8 @@ function opsOf(s: Session, id: number): FeatureOps | undefined {
 }
 
 function migrationOf(s: Session): Migration {
-  const m = s.device.migration;
-  if (!m) throw new DeviceError(Errno.ENOTSUP, `device does not migrate: ${s.device.migrationUnavailable ?? 'no migration'}`);
+  const m = s.migration.migration;
+  if (!m) throw new DeviceError(Errno.ENOTSUP, `device does not migrate: ${s.migration.unavailable}`);
   return m;
 }
 

@@ -3,7 +3,7 @@
  * each limit, and answer with what this server supports.
  */
 import { decodeVersion, encodeVersion } from '../protocol/version.js';
-import { DeviceError, Errno } from './errors.js';
+import { DeviceError, Errno } from '../device/errors.js';
 import type { Reply } from './dispatch.js';
 import type { Request, Session } from './session.js';
 

@@ -6,10 +6,11 @@
 import { EventEmitter } from 'node:events';
 import { native } from '../native/index.js';
 import { Listener, type ListenOptions } from '../transport/listener.js';
-import { Device } from './device.js';
-import { consoleLogger, type Logger, type LogLevel } from './logger.js';
+import { Device } from '../device/device.js';
+import { consoleLogger, type Logger, type LogLevel } from '../device/logger.js';
 import { DEFAULT_LIMITS, Session, type ServerLimits } from './session.js';
-import type { DeviceSpec } from './spec.js';
+import type { DeviceSpec } from '../device/spec.js';
+import { offerMigration, type MigrationOffer } from '../migration/offer.js';
 
 /** Clients that may wait while another one is connected. */
 const MAX_WAITING = 4;
@@ -31,6 +32,8 @@ export interface ServeOptions extends ListenOptions {
 export class Server extends EventEmitter {
   readonly device: Device;
   readonly log: Logger;
+  /** The device's live migration, or why it is not offered. */
+  readonly migration: MigrationOffer;
   private readonly listener: Listener;
   private readonly limits: ServerLimits;
   private current: Session | undefined;
@@ -45,8 +48,9 @@ export class Server extends EventEmitter {
     this.device = device instanceof Device ? device : new Device(device);
     this.log = typeof options.log === 'object' ? options.log : consoleLogger(this.device.name, options.log ?? 'warn');
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    if (this.device.migrationUnavailable && this.device.spec.migration !== false) {
-      this.log.info(`not offered for live migration: ${this.device.migrationUnavailable}`);
+    this.migration = offerMigration(this.device);
+    if (this.migration.unavailable && this.device.spec.migration !== false) {
+      this.log.info(`not offered for live migration: ${this.migration.unavailable}`);
     }
     this.listener = new Listener(path, (fd) => this.onConnection(fd), options);
   }
@@ -86,7 +90,7 @@ export class Server extends EventEmitter {
   private start(fd: number): void {
     this.occupied = true;
     this.log.info('client connected');
-    this.current = new Session(this.device, fd, this.limits, this.log, (s) => this.onSessionEnd(s));
+    this.current = new Session(this.device, this.migration, fd, this.limits, this.log, (s) => this.onSessionEnd(s));
     this.emit('connect', this.current);
   }
 

@@ -16,16 +16,17 @@ import type { Frame } from '../transport/framer.js';
 import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
 import { decodeDmaReadReply, encodeDmaReadRequest, encodeDmaWriteRequest } from '../protocol/dma-access.js';
-import type { DmaMessenger } from './dma-access.js';
-import { GatedDmaAccess } from './migration-dma.js';
-import { IoEventFds } from './ioeventfds.js';
+import type { DmaMessenger } from '../device/dma-access.js';
+import { GatedDmaAccess } from '../device/gated-dma.js';
+import { IoEventFds } from '../device/ioeventfds.js';
 import { PciCommand } from '../pci/regs.js';
-import { DmaTable } from './dma.js';
-import { DirtyLog } from './dirty-log.js';
-import type { Device } from './device.js';
-import { DeviceError, Errno, errnoOf } from './errors.js';
+import { DmaTable } from '../device/dma.js';
+import { DirtyLog } from '../migration/dirty-log.js';
+import type { Device } from '../device/device.js';
+import type { MigrationOffer } from '../migration/offer.js';
+import { DeviceError, Errno, errnoOf } from '../device/errors.js';
 import { dispatch, type Reply } from './dispatch.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../device/logger.js';
 
 /** Limits the server offers in VERSION negotiation. */
 export interface ServerLimits {
@@ -113,6 +114,8 @@ export class Session implements DmaMessenger {
 
   constructor(
     readonly device: Device,
+    /** The device's live migration (shared by its sessions), or why it has none. */
+    readonly migration: MigrationOffer,
     fd: number,
     readonly limits: ServerLimits,
     readonly log: Logger,

@@ -21,10 +21,10 @@
  * }), '/tmp/rng.sock');
  * ```
  */
-import type { Device } from '../server/device.js';
-import { DeviceError, Errno } from '../server/errors.js';
-import { MigrationState } from '../server/migration-spec.js';
-import type { DeviceSpec, IoEventFdSpec } from '../server/spec.js';
+import type { Device } from '../device/device.js';
+import { DeviceError, Errno } from '../device/errors.js';
+import { MigrationState } from '../device/migration-spec.js';
+import type { DeviceSpec, IoEventFdSpec } from '../device/spec.js';
 import { VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
 import { VirtioConfig, type ConfigField, type ConfigValues } from './config.js';
 import { pciCfgWindow, virtioCapabilities, type VirtioBarLayout } from './pci-caps.js';

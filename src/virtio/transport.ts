@@ -10,9 +10,9 @@
  * ring sets DEVICE_NEEDS_RESET, stops its queues and raises the config
  * interrupt.
  */
-import type { Device } from '../server/device.js';
-import { IrqIndex } from '../server/irqs.js';
-import type { MaybePromise } from '../server/spec.js';
+import type { Device } from '../device/device.js';
+import { IrqIndex } from '../device/irqs.js';
+import type { MaybePromise } from '../device/spec.js';
 import { CommonCfg, featureBit, hasFeature, IsrBit, VIRTIO_MSI_NO_VECTOR, VirtioFeature, VirtioStatus } from './constants.js';
 import type { VirtioConfig } from './config.js';
 import { dmaQueueMemory, type QueueMemory } from './memory.js';

@@ -11,7 +11,7 @@
 import { readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
-import { virtioRng } from '../../src/samples/virtio-rng.js';
+import { virtioRng } from '../../src/virtio/rng.js';
 import { TestRamBackend } from './virtio-ram-backend.js';
 import { TestFileBackend } from './virtio-file-backend.js';
 

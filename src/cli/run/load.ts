@@ -11,8 +11,8 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Device } from '../../server/device.js';
-import type { DeviceSpec } from '../../server/spec.js';
+import { Device } from '../../device/device.js';
+import type { DeviceSpec } from '../../device/spec.js';
 import { SAMPLES } from '../../samples/index.js';
 import { isModulePath, type DeviceArg } from './args.js';
 

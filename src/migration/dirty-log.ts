@@ -7,8 +7,8 @@
  * asks for, and clears what it reported ("read back and clear").
  */
 import type { DmaLoggingRange } from '../protocol/device-feature.js';
-import type { DmaTable } from './dma.js';
-import { DeviceError, Errno } from './errors.js';
+import type { DmaTable } from '../device/dma.js';
+import { DeviceError, Errno } from '../device/errors.js';
 
 /** Page sizes accepted for logging; other powers of two are clamped to these. */
 export const MIN_LOG_PAGE = 512;

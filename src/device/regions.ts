@@ -4,11 +4,12 @@
  * spec: sizes, flags, shared memory, mmappable areas, doorbells.
  */
 import { FileSeal, native } from '../native/index.js';
-import { RegionInfoFlag } from '../protocol/constants.js';
+import { RegionIndex, RegionInfoFlag } from '../protocol/constants.js';
 import type { IoEventFdSpec, RegionSpec } from './spec.js';
 
-export const CONFIG_REGION = 7;
-export const PCI_REGION_COUNT = 9;
+export const CONFIG_REGION: number = RegionIndex.CONFIG;
+/** Indexes below this are the VFIO PCI regions; device-specific ones follow. */
+export const PCI_REGION_COUNT: number = RegionIndex.NUM_PCI_REGIONS;
 
 /** An area of a region the client may mmap. */
 export interface MmapArea {

@@ -5,11 +5,12 @@
  * active interrupt mode; INTx is automasked after each trigger.
  */
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
+import { IrqIndex } from '../protocol/constants.js';
 import { DeviceError, Errno } from './errors.js';
 
-/** VFIO PCI IRQ indexes. */
-export const IrqIndex = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
-export const IRQ_INDEX_COUNT = 5;
+export { IrqIndex };
+/** Number of VFIO PCI IRQ indexes. */
+export const IRQ_INDEX_COUNT: number = IrqIndex.NUM;
 
 /** Counts of each index's vectors, as the device declares them. */
 export interface IrqCounts {

@@ -4,8 +4,8 @@
  * /dev/hwrng reads from it. Run it: `npx muser run virtio-rng /tmp/rng.sock`.
  */
 import { randomFillSync } from 'node:crypto';
-import type { DeviceSpec } from '../server/spec.js';
-import { virtioDevice } from '../virtio/device.js';
+import type { DeviceSpec } from '../device/spec.js';
+import { virtioDevice } from './device.js';
 
 /** The virtio device type of an entropy source. */
 export const VIRTIO_RNG_TYPE = 4;

@@ -7,13 +7,13 @@
  * device does: a reset (client request or disconnect) returns to RUNNING.
  */
 import { MigrationState as S } from '../protocol/constants.js';
-import type { Device } from './device.js';
-import { DeviceError, Errno, errnoOf } from './errors.js';
-import * as fsm from './migration-fsm.js';
-import type { GatedDmaAccess } from './migration-dma.js';
-import { bufferingLoader, defaultLimit, defaultLoader, saveDefault } from './migration-default.js';
-import type { MigrationData, MigrationLoader, MigrationSpec } from './migration-spec.js';
-import type { MaybePromise } from './spec.js';
+import type { Device } from '../device/device.js';
+import { DeviceError, Errno, errnoOf } from '../device/errors.js';
+import * as fsm from './fsm.js';
+import type { GatedDmaAccess } from '../device/gated-dma.js';
+import { bufferingLoader, defaultLimit, defaultLoader, saveDefault } from './default.js';
+import type { MigrationData, MigrationLoader, MigrationSpec } from '../device/migration-spec.js';
+import type { MaybePromise } from '../device/spec.js';
 
 /** What migration needs from the connection driving it (the Session). */
 export interface MigrationLink {
@@ -117,6 +117,7 @@ export class Migration {
     if (saves !== loads) throw new RangeError('migration: give both save and load (or loader), or neither for the default');
     if (spec.savePreCopy && !spec.preCopy) throw new RangeError('migration: savePreCopy needs preCopy: true');
     this.caps = { preCopy: spec.preCopy === true, p2p: spec.p2p === true };
+    device.addResetListener(() => this.reset());
   }
 
   /** VFIO_MIGRATION_* flags for the MIGRATION feature. */

@@ -8,8 +8,7 @@ import { native } from '../native/index.js';
 import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
 import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region } from './regions.js';
-import type { GatedDmaAccess } from './migration-dma.js';
-import { Migration } from './migration.js';
+import type { GatedDmaAccess } from './gated-dma.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
@@ -44,14 +43,8 @@ export class Device {
   state: Record<string, unknown>;
   /** Set while a client is connected. */
   link: DeviceLink | undefined;
-  /**
-   * Live migration; undefined when the spec says `migration: false`, or
-   * when the device keeps state muser cannot see and did not say how to
-   * migrate it (a device with callbacks but neither `state` nor `migration` is not offered for migration).
-   */
-  readonly migration: Migration | undefined;
-  /** Why migration is not offered, when it is not (for logs and errors). */
-  readonly migrationUnavailable: string | undefined;
+  /** Run first on every reset: per-device machinery (migration) returns to its power-on state. */
+  private readonly resetListeners: (() => void)[] = [];
   /** Triggers that arrived while quiesced; replayed when running again. */
   private deferred: { index: number; vector: number }[] = [];
   /** A reset a config write started (FLR), until the write's reply takes it. */
@@ -85,9 +78,6 @@ export class Device {
       if (index === IrqIndex.MSIX) this.msix?.setPending(vector, pending);
     };
     this.regions = buildRegions(spec, bars, this.config.size);
-    const hidden = spec.migration === undefined ? hiddenStateReason(spec) : undefined;
-    this.migrationUnavailable = spec.migration === false ? 'the device refuses migration (migration: false)' : hidden;
-    this.migration = this.migrationUnavailable !== undefined ? undefined : new Migration(this, spec.migration || undefined);
     this.config.onChange((ev) => {
       if (ev.type === 'msix' || ev.type === 'command' || ev.type === 'msi') this.refirePending();
       else if (ev.type === 'msix-fire') this.irqs.firePending(IrqIndex.MSIX, ev.vector);
@@ -153,10 +143,15 @@ export class Device {
   async reset(reason: ResetReason): Promise<void> {
     this.config.reset();
     this.deferred = [];
-    this.migration?.reset();
+    for (const listener of this.resetListeners) listener();
     // The client owns its IRQ configuration and re-sends it after a reset.
     this.irqs.clearState();
     await this.spec.onReset?.(reason, this);
+  }
+
+  /** Runs `listener` at the start of every reset (client request, FLR, disconnect, migration). */
+  addResetListener(listener: () => void): void {
+    this.resetListeners.push(listener);
   }
 
   /**
@@ -201,30 +196,6 @@ export class Device {
   dispose(): void {
     for (const r of this.regions) if (r?.memory) closeMemory(r);
   }
-}
-
-/**
- * Why the default migration could lose this device's state, or undefined
- * when it cannot: callbacks (region read/write, doorbells, config hooks) may
- * keep state in closures that muser cannot see. Such a device must say how
- * to migrate (`migration: { save, load }`), declare where its state lives
- * (`state`, migrated as JSON), opt into the default explicitly
- * (`migration: {}`), or refuse (`migration: false`). Without that, it is
- * not offered for migration at all: refusing beats silently losing state.
- */
-export function hiddenStateReason(spec: DeviceSpec): string | undefined {
-  if (spec.state !== undefined) return undefined;
-  const regions: [string, BarSpec | undefined][] = [
-    ...Object.entries(spec.bars ?? {}).map(([i, b]): [string, BarSpec | undefined] => [`BAR${i}`, b]),
-    ...Object.entries(spec.regions ?? {}).map(([i, r]): [string, BarSpec | undefined] => [`region ${i}`, r]),
-  ];
-  const withCallbacks = regions.filter(([, r]) => r && (r.read || r.write || (r.ioeventfds?.length ?? 0) > 0)).map(([name]) => name);
-  if (spec.config?.read || spec.config?.write) withCallbacks.push('config hooks');
-  if (withCallbacks.length === 0) return undefined;
-  return (
-    `${withCallbacks.join(', ')} served by callbacks that may keep state muser cannot see: ` +
-    'give migration: { save, load }, a `state` object, migration: {} for the default, or migration: false'
-  );
 }
 
 function closeMemory(r: Region): void {

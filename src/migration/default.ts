@@ -18,10 +18,10 @@
  * the last of each kind winning. A malformed stream fails the load and the
  * device enters ERROR.
  */
-import type { Device } from './device.js';
-import { DeviceError, Errno } from './errors.js';
-import { IrqIndex } from './irqs.js';
-import type { MigrationLoader } from './migration-spec.js';
+import type { Device } from '../device/device.js';
+import { DeviceError, Errno } from '../device/errors.js';
+import { IrqIndex } from '../device/irqs.js';
+import type { MigrationLoader } from '../device/migration-spec.js';
 
 const MAGIC = Buffer.from('MUSERMIG', 'latin1');
 const VERSION = 1;
