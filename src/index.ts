@@ -50,3 +50,24 @@ export {
   type RamBackend,
   type RamBackendOptions,
 } from './block/index.js';
+export {
+  virtioDevice,
+  VirtioConfig,
+  VirtqueueRequest,
+  RequestError,
+  VirtioFeature,
+  VirtioStatus,
+  featureBit,
+  hasFeature,
+  type VirtioDeviceSpec,
+  type VirtioQueueSpec,
+  type VirtioContext,
+  type QueueHandler,
+  type ConfigField,
+  type ConfigFieldType,
+  type ConfigValues,
+  type Area,
+  type Descriptor,
+  type IoBuffers,
+} from './virtio/index.js';
+export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './samples/virtio-blk.js';

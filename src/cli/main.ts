@@ -2,18 +2,21 @@
 /** The `muser` command. */
 import { parseArgs } from 'node:util';
 import { runSample } from './run.js';
+import { SAMPLES, type SampleValues } from '../samples/index.js';
 import { UsageError, usage } from './usage.js';
 
 /** Flags every command may read. */
 interface Flags {
   verbose: boolean;
   json: boolean;
+  /** The options of the sample `run` serves. */
+  sample: SampleValues;
 }
 
 type Command = (positionals: string[], flags: Flags) => Promise<void>;
 
 const COMMANDS: Record<string, Command> = {
-  run: (p, f) => runSample(p[0], p[1], f.verbose),
+  run: (p, f) => runSample(p[0], p[1], f.verbose, f.sample),
   lspci: async (p, f) => {
     if (!p[0]) throw new UsageError('lspci needs a socket path');
     const { lspci } = await import('./lspci.js');
@@ -31,8 +34,12 @@ const COMMANDS: Record<string, Command> = {
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
+  // `run <sample>` also takes that sample's own options.
+  const [first, second] = argv.filter((a) => !a.startsWith('-'));
+  const sampleOptions = first === 'run' && second !== undefined ? (SAMPLES[second]?.options ?? {}) : {};
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options: {
+        ...sampleOptions,
         verbose: { type: 'boolean', short: 'v' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -49,7 +56,8 @@ async function main(argv: string[]): Promise<number> {
   const cmd = COMMANDS[name];
   if (!cmd) return fail(new UsageError(`unknown command '${name}'`));
   try {
-    await cmd(rest, { verbose: parsed.values.verbose ?? false, json: parsed.values.json ?? false });
+    const { verbose, json, help: _help, ...sample } = parsed.values as SampleValues;
+    await cmd(rest, { verbose: verbose === true, json: json === true, sample });
     return 0;
   } catch (e) {
     return fail(e);

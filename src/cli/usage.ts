@@ -12,10 +12,11 @@ export class UsageError extends Error {
 /** The usage text. */
 export function usage(): string {
   const samples = Object.entries(SAMPLES)
-    .map(([name, s]) => `  ${name.padEnd(14)}${s.description}`)
+    .map(([name, s]) => [`  ${name.padEnd(14)}${s.description}`, ...(s.optionHelp ?? []).map((h) => `${' '.repeat(18)}${h}`)].join('\n'))
     .join('\n');
   return `usage:
-  muser run [-v] <sample> <socket-path>   serve a sample device (Ctrl-C stops it)
+  muser run [-v] <sample> <socket-path> [sample options]
+                                          serve a sample device (Ctrl-C stops it)
   muser lspci [--json] <socket-path>      connect and decode the device's config space
   muser sample-client <socket-path>       exercise a timer device and live-migrate it
   muser help

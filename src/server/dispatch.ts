@@ -65,16 +65,20 @@ function dmaMap(s: Session, req: Request): Reply {
   return undefined;
 }
 
-function dmaUnmap(s: Session, req: Request): Reply {
+function dmaUnmap(s: Session, req: Request): Reply | Promise<Reply> {
   const m = decodeDmaUnmapRequest(req.payload);
   if (m.flags & ~DmaUnmapFlag.ALL) throw new DeviceError(Errno.EINVAL, `DMA_UNMAP flags 0x${m.flags.toString(16)} not supported`);
+  let removed;
   if (m.flags & DmaUnmapFlag.ALL) {
     if (m.address !== 0 || m.size !== 0) throw new DeviceError(Errno.EINVAL, 'DMA_UNMAP ALL needs address and size 0');
-    s.dmaTable.clear();
+    removed = s.dmaTable.clear();
   } else {
-    s.dmaTable.remove(m.address, m.size);
+    removed = [s.dmaTable.remove(m.address, m.size)];
   }
-  return { payload: encodeDmaUnmapReply(m) };
+  const reply: Reply = { payload: encodeDmaUnmapReply(m) };
+  // Memory pinned by device I/O in flight is unmapped, and the unmap confirmed, when that I/O ends.
+  const waits = removed.map((r) => s.dmaTable.whenUnmapped(r)).filter((w) => w !== undefined);
+  return waits.length === 0 ? reply : Promise.all(waits).then(() => reply);
 }
 
 function deviceInfo(s: Session, req: Request): Reply {

@@ -54,6 +54,15 @@ export class DmaAccess {
     }
   }
 
+  /**
+   * Keeps the memory under [iova, iova+length) mapped until the returned
+   * function is called: a DMA_UNMAP meanwhile is answered only after it.
+   * Pin views that asynchronous I/O writes or reads; release when it ends.
+   */
+  pin(iova: number, length: number): () => void {
+    return this.table.pin(iova, length);
+  }
+
   /** Copies client memory out; uses DMA_READ messages where there is no fd. */
   async read(iova: number, length: number): Promise<Buffer> {
     const out = Buffer.allocUnsafe(length);

@@ -19,6 +19,12 @@ export interface DmaRegion {
   /** Dirty bitmap (one bit per page of `dirtyPageSize`) while logging. */
   dirty: Uint8Array | undefined;
   readonly mapping: { buffer: ArrayBuffer; handle: MapHandle } | undefined;
+  /** Pins held by asynchronous I/O on views of this region (see DmaTable.pin). */
+  pins: number;
+  /** Set once removed while pinned: the unmap waits for the last unpin. */
+  unmapped: Promise<void> | undefined;
+  /** Resolves `unmapped` (runs the deferred unmap). */
+  finishUnmap: (() => void) | undefined;
 }
 
 /** A contiguous piece of a translated range. */
@@ -87,14 +93,38 @@ export class DmaTable {
     const r = i >= 0 ? this.regions[i] : undefined;
     if (!r || r.size !== size) throw new DeviceError(Errno.ENOENT, `no DMA region at 0x${iova.toString(16)}+0x${size.toString(16)}`);
     this.regions.splice(i, 1);
-    unmapRegion(r);
+    retire(r);
     return r;
   }
 
-  /** Removes every region. */
-  clear(): void {
-    for (const r of this.regions) unmapRegion(r);
+  /** Removes every region; returns them (pinned ones unmap later, see {@link whenUnmapped}). */
+  clear(): DmaRegion[] {
+    const removed = this.regions;
+    for (const r of removed) retire(r);
     this.regions = [];
+    return removed;
+  }
+
+  /**
+   * Pins the regions under [iova, iova+length): until the returned function
+   * is called, removing them takes them out of the table at once but defers
+   * their unmap, so views handed to asynchronous I/O (the libuv threadpool)
+   * never point at unmapped memory. Release is idempotent.
+   */
+  pin(iova: number, length: number): () => void {
+    const regions = [...new Set(this.translate(iova, length, false).map((s) => s.region))];
+    for (const r of regions) r.pins++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const r of regions) if (--r.pins === 0) r.finishUnmap?.();
+    };
+  }
+
+  /** Resolves once a removed region is really unmapped; undefined when it already is. */
+  whenUnmapped(r: DmaRegion): Promise<void> | undefined {
+    return r.unmapped;
   }
 
   /**
@@ -214,6 +244,9 @@ function makeRegion(iova: number, size: number, offset: number, prot: number, fd
     memory: mapping ? new Uint8Array(mapping.buffer) : undefined,
     dirty: dirtyPage > 0 ? dirtyBitmap(size, dirtyPage) : undefined,
     mapping,
+    pins: 0,
+    unmapped: undefined,
+    finishUnmap: undefined,
   };
 }
 
@@ -224,4 +257,16 @@ function dirtyBitmap(size: number, pageSize: number): Uint8Array {
 
 function unmapRegion(r: DmaRegion): void {
   if (r.mapping) check('munmap', native.munmap(r.mapping.handle, r.mapping.buffer));
+}
+
+/** Unmaps a region taken out of the table now, or when its last pin drops. */
+function retire(r: DmaRegion): void {
+  if (r.pins === 0) return unmapRegion(r);
+  r.unmapped = new Promise((resolve) => {
+    r.finishUnmap = () => {
+      r.finishUnmap = undefined;
+      unmapRegion(r);
+      resolve();
+    };
+  });
 }

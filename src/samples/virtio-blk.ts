@@ -1,0 +1,289 @@
+/**
+ * virtio-blk (virtio 1.2, 5.2) over a {@link BlockBackend}: reads and writes
+ * go straight between guest memory (zero-copy views, pinned while the
+ * backend works) and the backend; requests complete in whatever order the
+ * backend finishes them, on as many queues as asked for.
+ *
+ * Every request is checked before the backend sees it: a header in
+ * readable memory, data in the direction its type needs, lengths in whole
+ * sectors inside the disk, a status byte at the end of writable memory.
+ * A request that breaks a rule fails with VIRTIO_BLK_S_IOERR (UNSUPP for
+ * unknown types); one without a writable status byte sets
+ * DEVICE_NEEDS_RESET, since there is nowhere to report its failure.
+ */
+import { BlockError, type BlockBackend } from '../block/backend.js';
+import type { DeviceSpec } from '../server/spec.js';
+import { featureBit } from '../virtio/constants.js';
+import { virtioDevice } from '../virtio/device.js';
+import { RequestError, type VirtqueueRequest } from '../virtio/request.js';
+import type { VirtioContext } from '../virtio/transport.js';
+
+/** virtio-blk feature bits. */
+export const BlkFeature = {
+  SIZE_MAX: 1,
+  SEG_MAX: 2,
+  GEOMETRY: 4,
+  RO: 5,
+  BLK_SIZE: 6,
+  FLUSH: 9,
+  TOPOLOGY: 10,
+  CONFIG_WCE: 11,
+  MQ: 12,
+  DISCARD: 13,
+  WRITE_ZEROES: 14,
+} as const;
+
+/** Request types. */
+export const BlkRequestType = {
+  IN: 0,
+  OUT: 1,
+  FLUSH: 4,
+  GET_ID: 8,
+  DISCARD: 11,
+  WRITE_ZEROES: 13,
+} as const;
+
+/** Status byte values. */
+export const BlkStatus = { OK: 0, IOERR: 1, UNSUPP: 2 } as const;
+
+/** The virtio device type of a block device. */
+export const VIRTIO_BLK_TYPE = 2;
+
+const SECTOR = 512;
+const HEADER = 16;
+const SEGMENT = 16;
+const ID_BYTES = 20;
+const WRITE_ZEROES_UNMAP = 1;
+
+/** Options of {@link virtioBlk}. */
+export interface VirtioBlkOptions {
+  backend: BlockBackend;
+  /** Request queues (default 1; more offers VIRTIO_BLK_F_MQ). */
+  queues?: number;
+  /** Largest queue size (default 256). */
+  queueSize?: number;
+  /** Serial number returned by GET_ID (up to 20 bytes; default "muser"). */
+  serial?: string;
+  /** Refuse writes even when the backend takes them. */
+  readOnly?: boolean;
+  /** Logical block size reported (default 512). */
+  blockSize?: number;
+  /** Largest data segment in bytes (default 64 KiB). */
+  sizeMax?: number;
+  /** Largest number of data segments per request (default queue size - 2). */
+  segMax?: number;
+  /** Largest discard / write-zeroes range in sectors (default 2^22, 2 GiB). */
+  maxDiscardSectors?: number;
+  /** Largest number of discard / write-zeroes segments per request (default 32). */
+  maxDiscardSegments?: number;
+  /** Device name for logs. */
+  name?: string;
+}
+
+/** Builds a virtio-blk device over `backend`. */
+export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
+  const backend = options.backend;
+  const queues = options.queues ?? 1;
+  const queueSize = options.queueSize ?? 256;
+  const readOnly = options.readOnly === true || backend.readOnly;
+  const blockSize = options.blockSize ?? SECTOR;
+  const sizeMax = options.sizeMax ?? 64 * 1024;
+  const segMax = options.segMax ?? Math.max(1, queueSize - 2);
+  const maxRangeSectors = options.maxDiscardSectors ?? 1 << 22;
+  const maxRangeSegs = options.maxDiscardSegments ?? 32;
+  const serial = Buffer.alloc(ID_BYTES);
+  Buffer.from(options.serial ?? 'muser', 'utf8').copy(serial, 0, 0, ID_BYTES);
+  if (!Number.isInteger(queues) || queues < 1 || queues > 1024) throw new RangeError(`queues must be 1..1024, got ${queues}`);
+  if (backend.size % SECTOR !== 0) throw new RangeError(`backend size ${backend.size} is not a multiple of 512`);
+  if (blockSize < SECTOR || blockSize > 4096 || (blockSize & (blockSize - 1)) !== 0) throw new RangeError(`block size must be a power of two from 512 to 4096, got ${blockSize}`);
+
+  let features = featureBit(BlkFeature.SIZE_MAX) | featureBit(BlkFeature.SEG_MAX) | featureBit(BlkFeature.BLK_SIZE) | featureBit(BlkFeature.TOPOLOGY);
+  if (backend.capabilities.flush) features |= featureBit(BlkFeature.FLUSH);
+  if (queues > 1) features |= featureBit(BlkFeature.MQ);
+  if (readOnly) features |= featureBit(BlkFeature.RO);
+  else {
+    if (backend.capabilities.discard) features |= featureBit(BlkFeature.DISCARD);
+    features |= featureBit(BlkFeature.WRITE_ZEROES);
+  }
+
+  const limits: Limits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, readOnly, serial, totalMax: sizeMax * segMax };
+  const handle = (req: VirtqueueRequest, ctx: VirtioContext): Promise<number> => serveRequest(req, ctx, backend, limits);
+
+  return virtioDevice({
+    name: options.name ?? 'virtio-blk',
+    type: VIRTIO_BLK_TYPE,
+    classCode: 0x010000,
+    features,
+    queues: Array.from({ length: queues }, () => ({ size: queueSize, handle })),
+    config: [
+      { name: 'capacity', type: 'u64' },
+      { name: 'size_max', type: 'u32' },
+      { name: 'seg_max', type: 'u32' },
+      { name: 'cylinders', type: 'u16' },
+      { name: 'heads', type: 'u8' },
+      { name: 'sectors', type: 'u8' },
+      { name: 'blk_size', type: 'u32' },
+      { name: 'physical_block_exp', type: 'u8' },
+      { name: 'alignment_offset', type: 'u8' },
+      { name: 'min_io_size', type: 'u16' },
+      { name: 'opt_io_size', type: 'u32' },
+      { name: 'writeback', type: 'u8' },
+      { name: 'unused0', type: { pad: 1 } },
+      { name: 'num_queues', type: 'u16' },
+      { name: 'max_discard_sectors', type: 'u32' },
+      { name: 'max_discard_seg', type: 'u32' },
+      { name: 'discard_sector_alignment', type: 'u32' },
+      { name: 'max_write_zeroes_sectors', type: 'u32' },
+      { name: 'max_write_zeroes_seg', type: 'u32' },
+      { name: 'write_zeroes_may_unmap', type: 'u8' },
+      { name: 'unused1', type: { pad: 3 } },
+    ],
+    configValues: {
+      capacity: BigInt(backend.size / SECTOR),
+      size_max: sizeMax,
+      seg_max: segMax,
+      blk_size: blockSize,
+      physical_block_exp: 0,
+      min_io_size: 1,
+      opt_io_size: 0,
+      writeback: backend.capabilities.flush ? 1 : 0,
+      num_queues: queues,
+      max_discard_sectors: maxRangeSectors,
+      max_discard_seg: maxRangeSegs,
+      discard_sector_alignment: blockSize / SECTOR,
+      max_write_zeroes_sectors: maxRangeSectors,
+      max_write_zeroes_seg: maxRangeSegs,
+      write_zeroes_may_unmap: backend.capabilities.discard ? 1 : 0,
+    },
+  });
+}
+
+interface Limits {
+  sizeMax: number;
+  segMax: number;
+  totalMax: number;
+  maxRangeSectors: number;
+  maxRangeSegs: number;
+  readOnly: boolean;
+  serial: Buffer;
+}
+
+/** Serves one request and writes its status byte; resolves with the bytes written. */
+async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, backend: BlockBackend, limits: Limits): Promise<number> {
+  if (req.writableLength < 1) {
+    ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
+    return 0;
+  }
+  const statusAt = req.writableLength - 1;
+  let status: number = BlkStatus.OK;
+  let written = 0;
+  try {
+    written = await execute(req, backend, limits, statusAt);
+  } catch (e) {
+    status = e instanceof BlockError && e.code === 'ENOTSUP' ? BlkStatus.UNSUPP : e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
+    written = 0;
+  }
+  try {
+    await req.write(statusAt, Uint8Array.of(status));
+  } catch (e) {
+    ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
+    return 0;
+  }
+  return written + 1;
+}
+
+class Unsupported extends Error {}
+
+/** Runs the request; resolves with data bytes written (before the status byte). */
+async function execute(req: VirtqueueRequest, backend: BlockBackend, limits: Limits, statusAt: number): Promise<number> {
+  if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
+  const header = await req.read(0, HEADER);
+  const type = header.readUInt32LE(0);
+  const sector = header.readBigUInt64LE(8);
+  const extraReadable = req.readableLength - HEADER;
+  switch (type) {
+    case BlkRequestType.IN: {
+      if (extraReadable !== 0) throw new RequestError('IN data must be device-writable');
+      const offset = dataRange(sector, statusAt, backend, limits, req.writable);
+      await transfer(req, 'writable', 0, statusAt, (bufs) => backend.read(offset, bufs));
+      return statusAt;
+    }
+    case BlkRequestType.OUT: {
+      if (statusAt !== 0) throw new RequestError('OUT data must be device-readable');
+      if (limits.readOnly) throw new RequestError('the disk is read-only');
+      const offset = dataRange(sector, extraReadable, backend, limits, req.readable, HEADER);
+      await transfer(req, 'readable', HEADER, extraReadable, (bufs) => backend.write(offset, bufs));
+      return 0;
+    }
+    case BlkRequestType.FLUSH:
+      if (backend.capabilities.flush) await backend.flush();
+      return 0;
+    case BlkRequestType.GET_ID: {
+      if (extraReadable !== 0) throw new RequestError('GET_ID buffer must be device-writable');
+      const n = Math.min(ID_BYTES, statusAt);
+      await req.write(0, limits.serial.subarray(0, n));
+      return n;
+    }
+    case BlkRequestType.DISCARD:
+    case BlkRequestType.WRITE_ZEROES:
+      return ranges(req, type, backend, limits, extraReadable, statusAt);
+    default:
+      throw new Unsupported(`request type ${type}`);
+  }
+}
+
+/** Checks a data transfer's size and place on the disk; returns its byte offset. */
+function dataRange(sector: bigint, length: number, backend: BlockBackend, limits: Limits, descs: readonly { len: number }[], skip = 0): number {
+  if (length % SECTOR !== 0) throw new RequestError(`data of ${length} bytes is not whole sectors`);
+  if (length > limits.totalMax) throw new RequestError(`request of ${length} bytes exceeds ${limits.totalMax}`);
+  let left = skip;
+  for (const d of descs) {
+    const data = Math.max(0, d.len - left);
+    left = Math.max(0, left - d.len);
+    if (data > limits.sizeMax) throw new RequestError(`a segment of ${data} bytes exceeds size_max`);
+  }
+  const end = sector * BigInt(SECTOR) + BigInt(length);
+  if (end > BigInt(backend.size)) throw new RequestError(`sectors beyond the disk end`);
+  return Number(sector) * SECTOR;
+}
+
+/** Lends the area's buffers to the backend (zero-copy when possible) and finishes them. */
+async function transfer(req: VirtqueueRequest, area: 'readable' | 'writable', offset: number, length: number, io: (bufs: Uint8Array[]) => Promise<void>): Promise<void> {
+  if (length === 0) return;
+  const b = await req.buffers(area, offset, length);
+  let ok = false;
+  try {
+    await io(b.buffers);
+    ok = true;
+  } finally {
+    await b.finish(ok);
+  }
+}
+
+/** DISCARD and WRITE_ZEROES: a list of {u64 sector, u32 sectors, u32 flags}. */
+async function ranges(req: VirtqueueRequest, type: number, backend: BlockBackend, limits: Limits, bytes: number, statusAt: number): Promise<number> {
+  if (statusAt !== 0) throw new RequestError('range lists must be device-readable');
+  if (limits.readOnly) throw new RequestError('the disk is read-only');
+  if (type === BlkRequestType.DISCARD && !backend.capabilities.discard) throw new Unsupported('discard');
+  if (bytes === 0 || bytes % SEGMENT !== 0) throw new RequestError(`range list of ${bytes} bytes`);
+  const count = bytes / SEGMENT;
+  if (count > limits.maxRangeSegs) throw new RequestError(`${count} ranges exceed ${limits.maxRangeSegs}`);
+  const list = await req.read(HEADER, bytes);
+  const parsed: { offset: number; length: number; unmap: boolean }[] = [];
+  for (let i = 0; i < count; i++) {
+    const sector = list.readBigUInt64LE(i * SEGMENT);
+    const sectors = list.readUInt32LE(i * SEGMENT + 8);
+    const flags = list.readUInt32LE(i * SEGMENT + 12);
+    if (type === BlkRequestType.DISCARD && flags !== 0) throw new Unsupported('discard with flags');
+    if (flags & ~WRITE_ZEROES_UNMAP) throw new Unsupported(`range flags 0x${flags.toString(16)}`);
+    if (sectors > limits.maxRangeSectors) throw new RequestError(`range of ${sectors} sectors`);
+    if ((sector + BigInt(sectors)) * BigInt(SECTOR) > BigInt(backend.size)) throw new RequestError('range beyond the disk end');
+    parsed.push({ offset: Number(sector) * SECTOR, length: sectors * SECTOR, unmap: (flags & WRITE_ZEROES_UNMAP) !== 0 });
+  }
+  for (const r of parsed) {
+    if (r.length === 0) continue;
+    if (type === BlkRequestType.DISCARD) await backend.discard(r.offset, r.length);
+    else await backend.writeZeroes(r.offset, r.length, { unmap: r.unmap });
+  }
+  return 0;
+}

@@ -1,0 +1,219 @@
+/**
+ * Virtio devices without PCI details: a device author gives the virtio
+ * device type, its feature bits, its config layout and a handler per
+ * queue; {@link virtioDevice} turns that into a {@link DeviceSpec} with the
+ * modern virtio-pci transport, MSI-X (a vector per queue plus config),
+ * INTx with the ISR as fallback, doorbells by message and by ioeventfd,
+ * and live migration of the transport and queue state.
+ *
+ * @example
+ * ```ts
+ * import { randomFillSync } from 'node:crypto';
+ * import { serve, virtioDevice } from 'muser';
+ * serve(virtioDevice({
+ *   type: 4, // entropy source
+ *   queues: [{ async handle(req) {
+ *     const io = await req.buffers('writable', 0, req.writableLength);
+ *     for (const b of io.buffers) randomFillSync(b);
+ *     await io.finish(true);
+ *     return req.writableLength;
+ *   } }],
+ * }), '/tmp/rng.sock');
+ * ```
+ */
+import type { Device } from '../server/device.js';
+import { MigrationState } from '../server/migration-spec.js';
+import type { DeviceSpec, IoEventFdSpec } from '../server/spec.js';
+import { VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
+import { VirtioConfig, type ConfigField, type ConfigValues } from './config.js';
+import { pciCfgWindow, virtioCapabilities, type VirtioBarLayout } from './pci-caps.js';
+import { transportFeatures, VirtioPciTransport, type QueueHandler, type TransportState, type VirtioContext } from './transport.js';
+
+/** One virtqueue of a device. */
+export interface VirtioQueueSpec {
+  /** Largest queue size the driver may choose: a power of two up to 32768 (default 256). */
+  size?: number;
+  /**
+   * Serves one request (a descriptor chain). Resolve with how many bytes
+   * were written into the request's writable area. Requests complete in
+   * whatever order their handlers finish. A handler that throws completes
+   * the request with 0 bytes.
+   */
+  handle: QueueHandler;
+}
+
+/** A virtio device, as its author describes it. */
+export interface VirtioDeviceSpec {
+  /** Name for logs. */
+  name?: string;
+  /** Virtio device type (1 net, 2 block, 4 entropy, ...): the PCI device id is 0x1040 + type. */
+  type: number;
+  /** PCI class code (default 0xff0000, "unclassified"). */
+  classCode?: number;
+  /** Device-specific feature bits offered (VERSION_1 and the ring features are added). */
+  features?: bigint;
+  /** Offer VIRTIO_F_INDIRECT_DESC (default true). */
+  indirectDesc?: boolean;
+  /** Offer VIRTIO_F_EVENT_IDX (default true). */
+  eventIdx?: boolean;
+  /** The queues, in index order. */
+  queues: readonly VirtioQueueSpec[];
+  /** Layout of the device config (declared once; offsets follow from the order). */
+  config?: readonly ConfigField[];
+  /** Initial values of config fields, by name. */
+  configValues?: ConfigValues;
+  /** Called when the driver sets FEATURES_OK: return false to refuse its choice. */
+  acceptFeatures?(features: bigint, ctx: VirtioContext): boolean;
+  /** The driver set DRIVER_OK. */
+  onReady?(ctx: VirtioContext): void;
+  /** The device was reset (by the driver, a client reset or a disconnect). */
+  onReset?(ctx: VirtioContext): void;
+  /** Called with the device config after the driver wrote a writable field. */
+  onConfigWrite?(name: string, value: number | bigint, ctx: VirtioContext): void;
+  /** Live migration (default true). */
+  migration?: boolean;
+}
+
+/** The BAR holding the virtio structures; MSI-X goes into the next free one. */
+const VIRTIO_BAR = 0;
+const BAR_SIZE = 0x4000;
+const NOTIFY_MULTIPLIER = 4;
+/** GET_REGION_IO_FDS sends every doorbell fd in one message: keep to the fds a client takes. */
+const MAX_IOEVENTFD_QUEUES = 16;
+
+const transports = new WeakMap<DeviceSpec, VirtioPciTransport>();
+
+/** The transport behind a spec made by {@link virtioDevice} (for tests and tools). */
+export function virtioTransportOf(spec: DeviceSpec): VirtioPciTransport | undefined {
+  return transports.get(spec);
+}
+
+/** Builds the DeviceSpec of a virtio device over the modern virtio-pci transport. */
+export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
+  if (!Number.isInteger(spec.type) || spec.type < 1 || spec.type > 0xbf) throw new RangeError(`virtio device type ${spec.type} is out of range`);
+  if (spec.queues.length === 0 || spec.queues.length > 1024) throw new RangeError('a virtio device has 1 to 1024 queues');
+  const config = new VirtioConfig(spec.config ?? [], spec.configValues);
+  if (config.size > 0x1000) throw new RangeError('virtio device config is larger than 4096 bytes');
+  const layout: VirtioBarLayout = {
+    bar: VIRTIO_BAR,
+    common: { offset: 0x0000, length: 0x1000 },
+    isr: { offset: 0x1000, length: 0x1000 },
+    device: config.size > 0 ? { offset: 0x2000, length: config.size } : undefined,
+    notify: { offset: 0x3000, length: spec.queues.length * NOTIFY_MULTIPLIER, multiplier: NOTIFY_MULTIPLIER },
+  };
+  const transport = new VirtioPciTransport({
+    features: (spec.features ?? 0n) | transportFeatures({ indirectDesc: spec.indirectDesc ?? true, eventIdx: spec.eventIdx ?? true }),
+    queues: spec.queues.map((q) => ({ size: q.size ?? 256, handle: q.handle })),
+    config,
+    acceptFeatures: spec.acceptFeatures,
+    onReady: spec.onReady,
+    onReset: spec.onReset,
+  });
+  config.onDriverWrite = (name, value) => spec.onConfigWrite?.(name, value, transport);
+
+  const attach = (device: Device): VirtioPciTransport => {
+    transport.attach(device);
+    return transport;
+  };
+  const barRead = (offset: number, length: number): Buffer => {
+    if (offset < 0x1000) return transport.readCommon(offset, length);
+    if (offset < 0x2000) {
+      const isr = Buffer.alloc(length);
+      if (offset === 0x1000) isr[0] = transport.readIsr();
+      return isr;
+    }
+    if (offset < 0x3000) return config.read(offset - 0x2000, length);
+    return Buffer.alloc(length);
+  };
+  const barWrite = (offset: number, data: Buffer): void => {
+    if (offset < 0x1000) transport.writeCommon(offset, data);
+    else if (offset >= 0x2000 && offset < 0x3000) config.write(offset - 0x2000, data);
+    else if (offset >= 0x3000 && (offset - 0x3000) % NOTIFY_MULTIPLIER === 0) transport.kick((offset - 0x3000) / NOTIFY_MULTIPLIER);
+  };
+
+  let pciCfgOffset: number | undefined;
+  let device: Device | undefined;
+  const hooks = pciCfgWindow(
+    () => pciCfgOffset,
+    {
+      read: (bar, offset, length) => (bar === VIRTIO_BAR && offset + length <= BAR_SIZE ? barRead(offset, length) : Buffer.alloc(length)),
+      write: (bar, offset, data) => {
+        if (bar === VIRTIO_BAR && offset + data.length <= BAR_SIZE) barWrite(offset, data);
+      },
+    },
+    (offset, length) => device?.config.read(offset, length),
+  );
+
+  const ioeventfds: IoEventFdSpec[] =
+    spec.queues.length <= MAX_IOEVENTFD_QUEUES
+      ? spec.queues.map((_, i) => ({ offset: 0x3000 + i * NOTIFY_MULTIPLIER, size: 2, onSignal: (_count: number, d: Device) => attach(d).kick(i) }))
+      : [];
+
+  const connect = (d: Device): void => {
+    device = d;
+    attach(d);
+    // The PCI config access capability is the last vendor capability.
+    pciCfgOffset = d.config.capabilities.filter((c) => c.id === 'vendor').at(-1)?.offset;
+  };
+
+  const result: DeviceSpec = {
+    name: spec.name ?? `virtio-${spec.type}`,
+    identity: {
+      vendorId: VIRTIO_PCI_VENDOR,
+      deviceId: VIRTIO_PCI_DEVICE_BASE + spec.type,
+      subsystemVendorId: VIRTIO_PCI_VENDOR,
+      subsystemId: 0x40,
+      classCode: spec.classCode ?? 0xff0000,
+      revision: 1,
+    },
+    bars: {
+      [VIRTIO_BAR]: {
+        size: BAR_SIZE,
+        read: (offset, length, d) => {
+          attach(d);
+          return barRead(offset, length);
+        },
+        write: (offset, data, d) => {
+          attach(d);
+          barWrite(offset, data);
+        },
+        ioeventfds,
+      },
+    },
+    capabilities: virtioCapabilities(layout),
+    interrupts: { intx: true, msix: spec.queues.length + 1 },
+    config: hooks,
+    onConnect: connect,
+    onReset: () => transport.reset(),
+    migration: spec.migration === false ? false : migrationOf(transport),
+    state: {},
+  };
+  transports.set(result, transport);
+  return result;
+}
+
+const RUNNING_STATES = new Set<MigrationState>([MigrationState.RUNNING, MigrationState.PRE_COPY, MigrationState.RUNNING_P2P, MigrationState.PRE_COPY_P2P]);
+
+/**
+ * Transport and queue state travel in `device.state` with muser's default
+ * migration: saved once in-flight requests finished (stopping waits for
+ * them), restored when loading ends, queues restarted when running again.
+ */
+function migrationOf(transport: VirtioPciTransport): DeviceSpec['migration'] {
+  return {
+    preCopy: true,
+    async onTransition(from, to, device) {
+      transport.attach(device);
+      if (RUNNING_STATES.has(from) && !RUNNING_STATES.has(to)) {
+        await transport.quiesce();
+        device.state.virtio = transport.save();
+      }
+      if (from === MigrationState.RESUMING) {
+        const saved = device.state.virtio;
+        if (saved === undefined) throw new Error('migration data has no virtio state');
+        transport.restore(saved as TransportState);
+      }
+      if (!RUNNING_STATES.has(from) && RUNNING_STATES.has(to)) transport.resume();
+    },
+  };
+}

@@ -1,0 +1,66 @@
+/**
+ * The only view of guest memory the virtqueue code has: small reads and
+ * writes of ring structures, zero-copy views of data buffers where the
+ * memory allows them, copies otherwise, and pins that keep a mapping alive
+ * while asynchronous I/O uses its views. Keeping queue code behind this
+ * interface (and not Device or Session) lets it run on a worker thread
+ * later, with its own views of the same memory.
+ */
+import type { DmaAccess } from '../server/dma-access.js';
+
+/** Guest memory as the queue code sees it. Every address is a guest IOVA. */
+export interface QueueMemory {
+  /**
+   * True when [addr, addr+length) is mapped with the rights asked for.
+   * Never throws.
+   */
+  mapped(addr: number, length: number, write: boolean): boolean;
+  /**
+   * Zero-copy views of the range, or undefined when it cannot be viewed
+   * (no fd, or views are not offered for that memory). Never throws for
+   * that reason; throws (EFAULT, EPERM, EINVAL) when the range is not mapped.
+   */
+  views(addr: number, length: number, write: boolean): Uint8Array[] | undefined;
+  /** Copies the range out (by mapping or by message). */
+  read(addr: number, length: number): Promise<Uint8Array>;
+  /** Copies `data` in (by mapping or by message). */
+  write(addr: number, data: Uint8Array): Promise<void>;
+  /**
+   * Keeps the mapping behind the range alive until the returned function is
+   * called: an unmap requested meanwhile waits. Use it around asynchronous
+   * work that holds views.
+   */
+  pin(addr: number, length: number): () => void;
+}
+
+/** A {@link QueueMemory} over a device's DMA access (`device.dma`). */
+export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
+  return {
+    mapped(addr, length, write) {
+      try {
+        dma().sgl(addr, length, write);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    views(addr, length, write) {
+      const d = dma();
+      // isDirect never throws; views() throws for unmapped or forbidden ranges.
+      if (!d.isDirect(addr, length)) {
+        d.sgl(addr, length, write);
+        return undefined;
+      }
+      try {
+        return d.views(addr, length, write);
+      } catch (e) {
+        // Memory that no longer offers views (for example held for migration).
+        if ((e as { errno?: number }).errno === 14) return undefined;
+        throw e;
+      }
+    },
+    read: (addr, length) => dma().read(addr, length),
+    write: (addr, data) => dma().write(addr, data),
+    pin: (addr, length) => dma().pin(addr, length),
+  };
+}

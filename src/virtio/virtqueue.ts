@@ -1,0 +1,404 @@
+/**
+ * A split virtqueue (virtio 1.2, 2.7) served from guest memory: walks
+ * descriptor chains (with INDIRECT_DESC), hands them out as requests,
+ * publishes completions in the used ring in whatever order they finish,
+ * and honours EVENT_IDX / flag-based notification suppression both ways.
+ *
+ * Everything in guest memory is untrusted. A broken ring (avail index
+ * jumping by more than the queue size, a head or next index out of range,
+ * a loop or a chain longer than allowed, a bad indirect table, rings in
+ * unmapped memory, a head reused while in flight) stops the queue and
+ * reports through `onBroken`: the transport then sets DEVICE_NEEDS_RESET.
+ * Buffer-level faults (unmapped data, wrong direction, wrapping lengths)
+ * are the request handler's to report (for example as an I/O error).
+ *
+ * Depends only on {@link QueueMemory} and callbacks, so it can run off the
+ * main thread.
+ */
+import { DescFlag, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
+import type { QueueMemory } from './memory.js';
+import { VirtqueueRequest, type Descriptor } from './request.js';
+
+/** What a virtqueue needs from its transport. */
+export interface VirtqueueHost {
+  readonly memory: QueueMemory;
+  /** Raise this queue's used-buffer interrupt. */
+  interrupt(queue: Virtqueue): void;
+  /** The driver broke the ring: stop and ask for a reset. */
+  onBroken(queue: Virtqueue, reason: string): void;
+  /** Serve one request; complete it with request.complete(bytesWritten). */
+  dispatch(request: VirtqueueRequest): void;
+}
+
+/** Ring features negotiated for the queue. */
+export interface RingFeatures {
+  eventIdx: boolean;
+  indirect: boolean;
+}
+
+/** The migratable part of a queue. */
+export interface VirtqueueState {
+  size: number;
+  enabled: boolean;
+  desc: number;
+  driver: number;
+  device: number;
+  msixVector: number;
+  lastAvail: number;
+  usedIdx: number;
+}
+
+/** Thrown inside the queue when the driver broke the ring. */
+class RingError extends Error {}
+
+const DESC_SIZE = 16;
+/** Descriptors in one indirect table, at most (the spec's largest queue). */
+const MAX_INDIRECT = MAX_QUEUE_SIZE;
+/** Rounds of "take everything, look again" per wakeup before yielding to the event loop. */
+const MAX_PASSES = 4;
+
+/** One split virtqueue. Configure the public fields, then enable(). */
+export class Virtqueue {
+  /** Size chosen by the driver (starts at the maximum). */
+  size: number;
+  desc = 0;
+  driver = 0;
+  device = 0;
+  msixVector = 0xffff;
+  private enabled = false;
+  private lastAvail = 0;
+  private usedIdx = 0;
+  private ring: RingFeatures = { eventIdx: false, indirect: false };
+  /** Bumped on reset: completions of an older generation are dropped. */
+  private generation = 0;
+  private broken = false;
+  private paused = false;
+  private kickedWhilePaused = false;
+  private draining = false;
+  private again = false;
+  private inflightHeads: Uint8Array;
+  private inflightCount = 0;
+  private completed: number[] = [];
+  private flushing = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly index: number,
+    readonly maxSize: number,
+    private readonly host: VirtqueueHost,
+  ) {
+    if (!isPowerOfTwo(maxSize) || maxSize > MAX_QUEUE_SIZE) throw new RangeError(`queue size must be a power of two up to ${MAX_QUEUE_SIZE}, got ${maxSize}`);
+    this.size = maxSize;
+    this.inflightHeads = new Uint8Array(maxSize);
+  }
+
+  /** True once the driver enabled the queue (and it is not broken). */
+  get isEnabled(): boolean {
+    return this.enabled;
+  }
+
+  /** Requests handed out and not completed. */
+  get inflight(): number {
+    return this.inflightCount;
+  }
+
+  /**
+   * Enables the queue with the size and addresses the driver wrote.
+   * Returns an error message when they are unusable (the queue stays off).
+   */
+  enable(ring: RingFeatures, checkMemory = true): string | undefined {
+    const { size, desc, driver, device } = this;
+    if (!isPowerOfTwo(size) || size > this.maxSize) return `queue ${this.index}: size ${size} is not a power of two up to ${this.maxSize}`;
+    if (desc % 16 !== 0 || driver % 2 !== 0 || device % 4 !== 0) return `queue ${this.index}: misaligned ring addresses`;
+    const m = this.host.memory;
+    const mapped = (): boolean => m.mapped(desc, DESC_SIZE * size, false) && m.mapped(driver, 6 + 2 * size, false) && m.mapped(device, 6 + 8 * size, true);
+    if (checkMemory && !mapped()) {
+      return `queue ${this.index}: rings are not in mapped guest memory`;
+    }
+    this.ring = ring;
+    this.enabled = true;
+    return undefined;
+  }
+
+  /** Back to the reset state; requests in flight are abandoned. */
+  reset(): void {
+    this.generation++;
+    this.enabled = false;
+    this.broken = false;
+    this.size = this.maxSize;
+    this.desc = this.driver = this.device = 0;
+    this.msixVector = 0xffff;
+    this.lastAvail = this.usedIdx = 0;
+    this.inflightHeads.fill(0);
+    this.inflightCount = 0;
+    this.completed = [];
+    this.kickedWhilePaused = false;
+    // Loops of the old generation notice the change and stop on their own.
+    this.draining = this.flushing = this.again = false;
+    this.wakeIdle();
+  }
+
+  /** The driver notified this queue (doorbell): process everything available. */
+  kick(): void {
+    if (!this.enabled || this.broken) return;
+    if (this.paused) {
+      this.kickedWhilePaused = true;
+      return;
+    }
+    if (this.draining) {
+      this.again = true;
+      return;
+    }
+    void this.drain();
+  }
+
+  /** Stops taking requests (completions still publish); for migration. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Takes requests again, and catches up with kicks that came meanwhile. */
+  resume(): void {
+    this.paused = false;
+    if (this.kickedWhilePaused || this.enabled) {
+      this.kickedWhilePaused = false;
+      this.kick();
+    }
+  }
+
+  /** Resolves when no request is in flight and nothing waits to be published. */
+  idle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** The state that migrates (take it while idle). */
+  save(): VirtqueueState {
+    return {
+      size: this.size,
+      enabled: this.enabled,
+      desc: this.desc,
+      driver: this.driver,
+      device: this.device,
+      msixVector: this.msixVector,
+      lastAvail: this.lastAvail,
+      usedIdx: this.usedIdx,
+    };
+  }
+
+  /** Restores saved state. Returns an error message when it is unusable. */
+  restore(s: VirtqueueState, ring: RingFeatures): string | undefined {
+    this.reset();
+    const ints = [s.size, s.desc, s.driver, s.device, s.msixVector, s.lastAvail, s.usedIdx];
+    if (!ints.every((v) => Number.isSafeInteger(v) && v >= 0) || s.lastAvail > 0xffff || s.usedIdx > 0xffff || s.msixVector > 0xffff) {
+      return `queue ${this.index}: bad saved state`;
+    }
+    this.size = s.size;
+    this.desc = s.desc;
+    this.driver = s.driver;
+    this.device = s.device;
+    this.msixVector = s.msixVector;
+    this.lastAvail = s.lastAvail;
+    this.usedIdx = s.usedIdx;
+    // DMA is held while a migration loads: rings in unmapped memory show at the first access instead.
+    return s.enabled ? this.enable(ring, false) : undefined;
+  }
+
+  private isIdle(): boolean {
+    return this.inflightCount === 0 && this.completed.length === 0 && !this.flushing && !this.draining;
+  }
+
+  private wakeIdle(): void {
+    if (!this.isIdle()) return;
+    const ws = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of ws) w();
+  }
+
+  private fail(reason: string): void {
+    if (this.broken) return;
+    this.broken = true;
+    this.host.onBroken(this, reason);
+  }
+
+  /** Takes every available chain, again while the driver keeps adding. */
+  private async drain(): Promise<void> {
+    this.draining = true;
+    const gen = this.generation;
+    let passes = 0;
+    try {
+      do {
+        // A driver that keeps adding buffers must not starve the event loop.
+        if (++passes > MAX_PASSES) {
+          setImmediate(() => this.kick());
+          return;
+        }
+        this.again = false;
+        if (!this.ring.eventIdx) await this.writeU16(this.device, VIRTQ_USED_F_NO_NOTIFY);
+        await this.takeAvailable(gen);
+        if (gen !== this.generation || this.broken) return;
+        // Publish where we are, then look once more: the driver may have
+        // added buffers without notifying while we were busy.
+        if (this.ring.eventIdx) await this.writeU16(this.device + 4 + 8 * this.size, this.lastAvail);
+        else await this.writeU16(this.device, 0);
+        if (gen !== this.generation) return;
+        if ((await this.readU16(this.driver + 2)) !== this.lastAvail && !this.paused) this.again = true;
+      } while (this.again && gen === this.generation && !this.broken && !this.paused);
+    } catch (e) {
+      if (gen === this.generation) this.fail(`queue ${this.index}: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      if (gen === this.generation) {
+        this.draining = false;
+        this.wakeIdle();
+      }
+    }
+  }
+
+  private async takeAvailable(gen: number): Promise<void> {
+    const size = this.size;
+    const availIdx = await this.readU16(this.driver + 2);
+    if (gen !== this.generation) return;
+    let pending = (availIdx - this.lastAvail) & 0xffff;
+    if (pending > size) throw new RingError(`avail index ${availIdx} is ${pending} ahead of ${this.lastAvail}, more than the queue size ${size}`);
+    while (pending > 0 && !this.paused) {
+      const head = await this.readU16(this.driver + 4 + 2 * (this.lastAvail % size));
+      if (gen !== this.generation) return;
+      if (head >= size) throw new RingError(`head index ${head} is outside the queue of ${size}`);
+      if (this.inflightHeads[head]) throw new RingError(`head ${head} made available again while in flight`);
+      const { readable, writable } = await this.walk(head);
+      if (gen !== this.generation) return;
+      this.lastAvail = (this.lastAvail + 1) & 0xffff;
+      pending--;
+      this.inflightHeads[head] = 1;
+      this.inflightCount++;
+      const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, (len) => this.complete(gen, head, len));
+      try {
+        this.host.dispatch(req);
+      } catch {
+        req.complete(0);
+      }
+    }
+  }
+
+  /** Reads the chain starting at `head` into readable and writable buffers. */
+  private async walk(head: number): Promise<{ readable: Descriptor[]; writable: Descriptor[] }> {
+    const readable: Descriptor[] = [];
+    const writable: Descriptor[] = [];
+    let table: Uint8Array | undefined; // an indirect table, read whole
+    let tableSize = this.size;
+    let index = head;
+    let budget = this.size; // descriptors we accept in the direct part
+    for (;;) {
+      if (index >= tableSize) throw new RingError(`descriptor index ${index} is outside a table of ${tableSize}`);
+      if (budget-- <= 0) throw new RingError(`descriptor chain from head ${head} loops or is longer than its table`);
+      const d = table ? table.subarray(index * DESC_SIZE, (index + 1) * DESC_SIZE) : await this.readBytes(this.desc + index * DESC_SIZE, DESC_SIZE);
+      const dv = new DataView(d.buffer, d.byteOffset, DESC_SIZE);
+      const addr = u64(dv, 0);
+      const len = dv.getUint32(8, true);
+      const flags = dv.getUint16(12, true);
+      const next = dv.getUint16(14, true);
+      if (flags & DescFlag.INDIRECT) {
+        if (!this.ring.indirect) throw new RingError('indirect descriptor without INDIRECT_DESC');
+        if (table) throw new RingError('indirect descriptor inside an indirect table');
+        if (flags & DescFlag.NEXT) throw new RingError('indirect descriptor with NEXT');
+        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) throw new RingError(`indirect table of ${len} bytes`);
+        if (!Number.isSafeInteger(addr)) throw new RingError('indirect table address out of range');
+        table = await this.readBytes(addr, len);
+        tableSize = len / DESC_SIZE;
+        budget = tableSize;
+        index = 0;
+        continue;
+      }
+      const write = (flags & DescFlag.WRITE) !== 0;
+      if (!write && writable.length > 0) throw new RingError('device-readable descriptor after a device-writable one');
+      (write ? writable : readable).push({ addr, len });
+      if (!(flags & DescFlag.NEXT)) break;
+      index = next;
+    }
+    return { readable, writable };
+  }
+
+  private complete(gen: number, head: number, len: number): void {
+    if (gen !== this.generation || !this.inflightHeads[head]) return;
+    this.inflightHeads[head] = 0;
+    this.inflightCount--;
+    this.completed.push(head, len >>> 0);
+    if (!this.flushing) {
+      this.flushing = true;
+      // Completions from the same turn of the event loop share one used-index update and one interrupt.
+      queueMicrotask(() => void this.flush(gen));
+    }
+  }
+
+  /** Writes completed entries to the used ring, then the index, then interrupts if asked. */
+  private async flush(gen: number): Promise<void> {
+    try {
+      while (this.completed.length > 0 && gen === this.generation && !this.broken) {
+        const list = this.completed;
+        this.completed = [];
+        const old = this.usedIdx;
+        const elem = new Uint8Array(8);
+        const ev = new DataView(elem.buffer);
+        for (let i = 0; i < list.length; i += 2) {
+          ev.setUint32(0, list[i], true);
+          ev.setUint32(4, list[i + 1], true);
+          await this.writeBytes(this.device + 4 + 8 * (this.usedIdx % this.size), elem);
+          // A reset meanwhile gave the ring to a new driver setup: stop here.
+          if (gen !== this.generation) return;
+          this.usedIdx = (this.usedIdx + 1) & 0xffff;
+        }
+        await this.writeU16(this.device + 2, this.usedIdx);
+        if (gen !== this.generation) return;
+        if (await this.wantsInterrupt(old, this.usedIdx)) this.host.interrupt(this);
+      }
+    } catch (e) {
+      if (gen === this.generation) this.fail(`queue ${this.index}: cannot publish used buffers: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      if (gen === this.generation) {
+        this.flushing = false;
+        this.wakeIdle();
+      }
+    }
+  }
+
+  private async wantsInterrupt(old: number, now: number): Promise<boolean> {
+    if (this.ring.eventIdx) {
+      const usedEvent = await this.readU16(this.driver + 4 + 2 * this.size);
+      return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
+    }
+    return ((await this.readU16(this.driver)) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  private async readBytes(addr: number, length: number): Promise<Uint8Array> {
+    const m = this.host.memory;
+    const v = m.views(addr, length, false);
+    if (v && v.length === 1) return v[0].slice();
+    return m.read(addr, length);
+  }
+
+  private async readU16(addr: number): Promise<number> {
+    const b = await this.readBytes(addr, 2);
+    return b[0] | (b[1] << 8);
+  }
+
+  private async writeBytes(addr: number, data: Uint8Array): Promise<void> {
+    const m = this.host.memory;
+    const v = m.views(addr, data.length, true);
+    if (v && v.length === 1) v[0].set(data);
+    else await m.write(addr, data);
+  }
+
+  private writeU16(addr: number, value: number): Promise<void> {
+    return this.writeBytes(addr, Uint8Array.of(value & 0xff, value >> 8));
+  }
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+/** A u64 as a number; NaN when beyond 2^53 (every access to it then fails). */
+function u64(dv: DataView, at: number): number {
+  const v = dv.getBigUint64(at, true);
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : NaN;
+}

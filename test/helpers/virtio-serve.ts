@@ -1,0 +1,40 @@
+/**
+ * Child-process side of the cross-process virtio tests: serves a virtio
+ * device on a socket until stdin says `exit` or closes.
+ *
+ *   node virtio-serve.js <blk|rng> <socket> [options-json]
+ *
+ * blk options: { size, queues, readOnly } over the test RAM backend.
+ * stdout: `{"ready":true}` once listening; `stats` answers {fds, connected}.
+ */
+import { readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
+import { virtioRng } from '../../src/samples/virtio-rng.js';
+import { TestRamBackend } from './virtio-ram-backend.js';
+
+const [, , kind, path, json] = process.argv;
+if (!kind || !path) {
+  // `node --test dist/test/` may load this file without arguments: nothing to serve.
+  process.exit(process.env.NODE_TEST_CONTEXT === undefined ? 2 : 0);
+}
+const o = (json ? JSON.parse(json) : {}) as { size?: number; queues?: number; readOnly?: boolean };
+let spec: DeviceSpec;
+if (kind === 'blk') spec = virtioBlk({ backend: new TestRamBackend(o.size ?? 1024 * 1024), queues: o.queues, readOnly: o.readOnly, serial: 'child' });
+else if (kind === 'rng') spec = virtioRng();
+else {
+  process.stderr.write(`unknown device ${kind}\n`);
+  process.exit(2);
+}
+const server = serve(spec, path, { log: 'silent' });
+const stop = (): void => {
+  server.close();
+  process.exit(0);
+};
+const rl = createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  if (line.trim() === 'exit') stop();
+  else if (line.trim() === 'stats') process.stdout.write(JSON.stringify({ fds: readdirSync('/proc/self/fd').length, connected: server.session !== undefined }) + '\n');
+});
+rl.on('close', stop);
+process.stdout.write(JSON.stringify({ ready: true }) + '\n');

@@ -1,0 +1,161 @@
+/**
+ * Live migration of virtio-blk between two servers sharing one disk (as
+ * two hosts share an image): the driver keeps its guest memory and rings;
+ * queue state, features and status move; requests in flight finish before
+ * the source stops; I/O runs during pre-copy.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { migrate, getMigrationState, setMigrationState, MigrationState } from '../src/client/index.js';
+import { serve, virtioBlk } from '../src/index.js';
+import { VirtioStatus } from '../src/virtio/index.js';
+import { connectClient } from './helpers/raw.js';
+import { TestRamBackend } from './helpers/virtio-ram-backend.js';
+import { VirtioDriver } from './helpers/virtio-driver.js';
+import { S_OK, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'muser-vmig-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const OK_STATUS = VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK | VirtioStatus.DRIVER_OK;
+
+test('virtio-blk migrates with requests in flight and I/O during pre-copy', async () => {
+  const disk = new TestRamBackend(4 * 1024 * 1024);
+  const source = serve(virtioBlk({ backend: disk, queues: 2, queueSize: 64 }), join(dir, 'src.sock'), { log: 'silent' });
+  const destination = serve(virtioBlk({ backend: disk, queues: 2, queueSize: 64 }), join(dir, 'dst.sock'), { log: 'silent' });
+  const a = await connectClient(source.path);
+  const b = await connectClient(destination.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    const features = await d.start(2);
+    assert.equal((await blk(d, 0, T_OUT, 0, { out: pattern(4096, 1) })).status, S_OK);
+
+    // Two writes held by the backend: in flight when migration starts.
+    disk.holding = true;
+    const held = [buildBlk(d, T_OUT, 64, { out: pattern(4096, 2) }), buildBlk(d, T_OUT, 72, { out: pattern(4096, 3) })];
+    const heldHeads = held.map((r) => d.post(1, r.bufs));
+    await d.kick(1);
+    await disk.waitHeld(2);
+
+    await d.attachTo(b);
+    let releasedBeforeStop = false;
+    let preCopyIo: Promise<number> | undefined;
+    const migration = migrate(a, b, {
+      onStep(step) {
+        if (step === 'source: PRE_COPY') {
+          // I/O while pre-copy runs: a write on queue 0, served by the source.
+          disk.holding = false;
+          preCopyIo = blk(d, 0, T_OUT, 128, { out: pattern(8192, 4) }).then((r) => r.status);
+          // The held writes finish a little later; STOP must wait for them.
+          setImmediate(() => {
+            releasedBeforeStop = true;
+            disk.releaseAll();
+          });
+        }
+      },
+    });
+    await migration;
+    assert.ok(releasedBeforeStop, 'the source stopped only after its requests finished');
+    assert.equal(await preCopyIo, S_OK);
+    assert.equal(await getMigrationState(b), MigrationState.RUNNING);
+
+    // The held requests completed on the source, before it stopped.
+    const done = await d.waitUsed(1, 2);
+    assert.deepEqual(done.map((u) => u.id).sort(), [...heldHeads].sort());
+    for (const r of held) assert.equal(r.result(1).status, S_OK);
+
+    // The destination carries on with the same rings, features and status.
+    d.useClient(b);
+    assert.equal(await d.status(), OK_STATUS);
+    const after = await d.deviceFeatures();
+    assert.equal(after & features, features);
+    for (const q of [0, 1]) {
+      for (const kick of ['message', 'eventfd'] as const) {
+        const data = pattern(2048, 10 + q);
+        assert.equal((await blk(d, q, T_OUT, 200 + q * 8, { out: data, kick })).status, S_OK);
+        assert.deepEqual((await blk(d, q, T_IN, 200 + q * 8, { inLen: 2048, kick })).data, data);
+      }
+    }
+    // Everything written before and during migration is on the disk.
+    assert.deepEqual((await blk(d, 0, T_IN, 0, { inLen: 4096 })).data, pattern(4096, 1));
+    assert.deepEqual((await blk(d, 0, T_IN, 64, { inLen: 4096 })).data, pattern(4096, 2));
+    assert.deepEqual((await blk(d, 0, T_IN, 72, { inLen: 4096 })).data, pattern(4096, 3));
+    assert.deepEqual((await blk(d, 1, T_IN, 128, { inLen: 8192 })).data, pattern(8192, 4));
+  } finally {
+    d.close();
+    a.close();
+    b.close();
+    source.close();
+    destination.close();
+  }
+});
+
+test('a kick that arrives while the source is stopped is served by the destination', async () => {
+  const disk = new TestRamBackend(1024 * 1024);
+  const source = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'src2.sock'), { log: 'silent' });
+  const destination = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'dst2.sock'), { log: 'silent' });
+  const a = await connectClient(source.path);
+  const b = await connectClient(destination.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    await d.start(1);
+    await d.attachTo(b);
+    // Posted but not yet noticed by the source: the destination takes it when it runs.
+    const req = buildBlk(d, T_OUT, 8, { out: pattern(1024, 6) });
+    await migrate(a, b, {
+      onStep(step) {
+        if (step === 'source: STOP_COPY') d.post(0, req.bufs);
+      },
+    });
+    d.useClient(b);
+    await d.kick(0);
+    const used = await d.waitUsed(0, 1);
+    assert.equal(req.result(used[0].len).status, S_OK);
+    assert.deepEqual(disk.data.subarray(8 * 512, 8 * 512 + 1024), pattern(1024, 6));
+  } finally {
+    d.close();
+    a.close();
+    b.close();
+    source.close();
+    destination.close();
+  }
+});
+
+test('STOP waits for the requests in flight; they complete before it answers', async () => {
+  const disk = new TestRamBackend(1024 * 1024);
+  const source = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'src3.sock'), { log: 'silent' });
+  const a = await connectClient(source.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    await d.start(1);
+    disk.holding = true;
+    const req = buildBlk(d, T_OUT, 0, { out: pattern(4096, 8) });
+    d.post(0, req.bufs);
+    await d.kick(0);
+    await disk.waitHeld(1);
+    let stopped = false;
+    const stop = setMigrationState(a, MigrationState.STOP).then(() => (stopped = true));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(stopped, false, 'STOP cannot finish while a request is in flight');
+    assert.equal(d.usedState(0).idx, 0);
+    disk.releaseAll();
+    await stop;
+    assert.equal(d.usedState(0).idx, 1, 'the request completed before STOP answered');
+    assert.equal(req.result(1).status, S_OK);
+    // Stopped: a new kick waits; RUNNING serves it.
+    const next = buildBlk(d, T_IN, 0, { inLen: 4096 });
+    d.post(0, next.bufs);
+    d.takeUsed(0);
+    await setMigrationState(a, MigrationState.RUNNING);
+    await d.kick(0);
+    const used = await d.waitUsed(0, 1);
+    assert.deepEqual(next.result(used[0].len).data, pattern(4096, 8));
+  } finally {
+    d.close();
+    a.close();
+    source.close();
+  }
+});
