@@ -71,3 +71,4 @@ export {
   type IoBuffers,
 } from './virtio/index.js';
 export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './samples/virtio-blk.js';
+export { virtioRng } from './samples/virtio-rng.js';

@@ -9,12 +9,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { migrate, getMigrationState, setMigrationState, MigrationState } from '../src/client/index.js';
+import { dirtyReport, migrate, getMigrationState, setMigrationState, startDirtyLogging, stopDirtyLogging, MigrationState } from '../src/client/index.js';
 import { serve, virtioBlk } from '../src/index.js';
 import { VirtioStatus } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { TestRamBackend } from './helpers/virtio-ram-backend.js';
-import { VirtioDriver } from './helpers/virtio-driver.js';
+import { VirtioProcess } from './helpers/virtio-process.js';
+import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { S_OK, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vmig-'));
@@ -157,5 +158,74 @@ test('STOP waits for the requests in flight; they complete before it answers', a
     d.close();
     a.close();
     source.close();
+  }
+});
+
+test('pages that I/O writes after a dirty report are reported again when it finishes', async () => {
+  const disk = new TestRamBackend(1024 * 1024);
+  disk.data.fill(0x42, 0, 4096);
+  const server = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'dirty.sock'), { log: 'silent' });
+  const a = await connectClient(server.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    await d.start(1);
+    const size = d.mem.bytes.length;
+    await startDirtyLogging(a, 4096, [{ iova: GUEST_BASE, length: size }]);
+    disk.holding = true;
+    // The data buffer alone on its page: nothing else the device writes shares it.
+    const header = Buffer.alloc(16);
+    header.writeUInt32LE(T_IN);
+    const data = d.alloc(4096, 4096);
+    const status = d.alloc(1, 4096);
+    d.post(0, [{ addr: d.put(header, 16), len: 16 }, { addr: data, len: 4096, write: true }, { addr: status, len: 1, write: true }]);
+    await d.kick(0);
+    await disk.waitHeld(1);
+    const before = await dirtyReport(a, GUEST_BASE, size); // clears what was marked so far
+    assert.ok(before.includes(data), 'marked when the views were made');
+    disk.releaseAll();
+    await d.waitUsed(0, 1);
+    assert.equal(d.bytes(status, 1)[0], S_OK);
+    assert.ok(d.bytes(data, 4096).every((b) => b === 0x42));
+    const pages = await dirtyReport(a, GUEST_BASE, size);
+    assert.ok(pages.includes(data), `page 0x${data.toString(16)}, written by the read after the last report, is dirty again`);
+    await stopDirtyLogging(a);
+  } finally {
+    d.close();
+    a.close();
+    server.close();
+  }
+});
+
+test('between two processes sharing a disk file, with I/O during pre-copy', async () => {
+  const file = join(dir, 'shared.img');
+  const size = 4 * 1024 * 1024;
+  const src = await VirtioProcess.start('blk', { file, size, queues: 2 });
+  const dst = await VirtioProcess.start('blk', { file, size, queues: 2 });
+  const a = await connectClient(src.path);
+  const b = await connectClient(dst.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    await d.start(2);
+    for (let i = 0; i < 8; i++) assert.equal((await blk(d, i % 2, T_OUT, i * 16, { out: pattern(8192, 20 + i) })).status, S_OK);
+    await d.attachTo(b);
+    const during: Promise<number>[] = [];
+    await migrate(a, b, {
+      onStep(step) {
+        // Requests in flight on both queues while pre-copy runs; STOP waits for them.
+        if (step === 'source: PRE_COPY') for (let q = 0; q < 2; q++) during.push(blk(d, q, T_OUT, 512 + q * 32, { out: pattern(16384, 40 + q) }).then((r) => r.status));
+      },
+    });
+    assert.deepEqual(await Promise.all(during), [S_OK, S_OK]);
+    d.useClient(b);
+    assert.equal(await d.status(), OK_STATUS);
+    for (let i = 0; i < 8; i++) assert.deepEqual((await blk(d, (i + 1) % 2, T_IN, i * 16, { inLen: 8192, kick: 'eventfd' })).data, pattern(8192, 20 + i));
+    for (let q = 0; q < 2; q++) assert.deepEqual((await blk(d, q, T_IN, 512 + q * 32, { inLen: 16384 })).data, pattern(16384, 40 + q));
+    assert.ok(src.alive && dst.alive);
+  } finally {
+    d.close();
+    a.close();
+    b.close();
+    await src.stop();
+    await dst.stop();
   }
 });

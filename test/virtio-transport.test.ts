@@ -102,6 +102,17 @@ describe('virtio-pci identity and capabilities', () => {
     assert.equal(await r.driver.status(), VirtioStatus.ACKNOWLEDGE);
   });
 
+  test('a device change of its config bumps config_generation and raises the config vector', async () => {
+    r = await rig();
+    await r.driver.start(2);
+    const gen = await r.driver.readCommon(CommonCfg.CONFIG_GENERATION, 1);
+    const seen = r.driver.vectors[0].total;
+    virtioTransportOf(r.echo.spec)!.config.set('magic', 0x12345678);
+    await r.driver.vectors[0].waitFor(seen + 1);
+    assert.equal(await r.driver.readCommon(CommonCfg.CONFIG_GENERATION, 1), (gen + 1) & 0xff);
+    assert.equal((await r.driver.readConfig(0, 4)).readUInt32LE(0), 0x12345678);
+  });
+
   test('device config: declared fields read back; writable fields take writes, others do not', async () => {
     r = await rig();
     assert.equal((await r.driver.readConfig(0, 4)).readUInt32LE(0), 0x76697274);

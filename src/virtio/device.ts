@@ -22,6 +22,7 @@
  * ```
  */
 import type { Device } from '../server/device.js';
+import { DeviceError, Errno } from '../server/errors.js';
 import { MigrationState } from '../server/migration-spec.js';
 import type { DeviceSpec, IoEventFdSpec } from '../server/spec.js';
 import { VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
@@ -205,7 +206,8 @@ function migrationOf(transport: VirtioPciTransport): DeviceSpec['migration'] {
     async onTransition(from, to, device) {
       transport.attach(device);
       if (RUNNING_STATES.has(from) && !RUNNING_STATES.has(to)) {
-        await transport.quiesce();
+        // Requests in flight finish first; a backend stuck beyond the bound fails the transition (the device keeps running).
+        if (!(await transport.quiesce())) throw new DeviceError(Errno.EBUSY, 'virtio: requests in flight did not finish; not stopping');
         device.state.virtio = transport.save();
       }
       if (from === MigrationState.RESUMING) {

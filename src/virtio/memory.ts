@@ -31,6 +31,12 @@ export interface QueueMemory {
    * work that holds views.
    */
   pin(addr: number, length: number): () => void;
+  /**
+   * Records that the device wrote the range through views (for migration's
+   * dirty-page log): asynchronous I/O may write long after the views were
+   * made, maybe after a dirty report already cleared their pages.
+   */
+  markDirty(addr: number, length: number): void;
 }
 
 /** A {@link QueueMemory} over a device's DMA access (`device.dma`). */
@@ -53,14 +59,23 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
       }
       try {
         return d.views(addr, length, write);
-      } catch (e) {
-        // Memory that no longer offers views (for example held for migration).
-        if ((e as { errno?: number }).errno === 14) return undefined;
-        throw e;
+      } catch {
+        // Mapped memory that offers no views (whatever the reason) is copied instead;
+        // sgl() throws the fitting error when the range is not mapped at all.
+        d.sgl(addr, length, write);
+        return undefined;
       }
     },
     read: (addr, length) => dma().read(addr, length),
     write: (addr, data) => dma().write(addr, data),
     pin: (addr, length) => dma().pin(addr, length),
+    markDirty(addr, length) {
+      try {
+        // A writable view marks its pages dirty while logging is on.
+        dma().views(addr, length, true);
+      } catch {
+        // Unmapped meanwhile: nothing left to log.
+      }
+    },
   };
 }

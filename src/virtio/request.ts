@@ -29,6 +29,47 @@ export interface IoBuffers {
   finish(commit: boolean): Promise<void>;
 }
 
+/**
+ * Bytes of bounce buffers (copies of guest memory without views) a device
+ * may hold at once, so requests over fd-less memory cannot make the
+ * process allocate without bound: over the limit, they wait their turn.
+ */
+export class BounceBudget {
+  private used = 0;
+  private waiting: { bytes: number; go: () => void }[] = [];
+
+  constructor(readonly limit = 64 * 1024 * 1024) {}
+
+  /**
+   * Waits until `bytes` fit (a request larger than the limit waits for all),
+   * then holds them. `now` takes them at once: for a request that already
+   * holds some, so that requests never wait on each other in a circle.
+   */
+  async acquire(bytes: number, now = false): Promise<() => void> {
+    const take = Math.min(bytes, this.limit);
+    if (!now && (this.used + take > this.limit || this.waiting.length > 0)) {
+      await new Promise<void>((go) => this.waiting.push({ bytes: take, go }));
+    } else {
+      this.used += take;
+    }
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.used -= take;
+      this.admit();
+    };
+  }
+
+  private admit(): void {
+    while (this.waiting.length > 0 && this.used + this.waiting[0].bytes <= this.limit) {
+      const w = this.waiting.shift()!;
+      this.used += w.bytes;
+      w.go();
+    }
+  }
+}
+
 /** A request error the device reports to the driver (e.g. as IOERR). */
 export class RequestError extends Error {
   constructor(message: string) {
@@ -44,6 +85,8 @@ export class VirtqueueRequest {
   /** Bytes the device may write. */
   readonly writableLength: number;
   private done = false;
+  /** Bounce buffers this request holds. */
+  private bouncing = 0;
 
   constructor(
     /** Queue index. */
@@ -54,6 +97,7 @@ export class VirtqueueRequest {
     readonly writable: readonly Descriptor[],
     private readonly memory: QueueMemory,
     private readonly onComplete: (written: number) => void,
+    private readonly bounce: BounceBudget = new BounceBudget(),
   ) {
     this.readableLength = total(readable);
     this.writableLength = total(writable);
@@ -103,8 +147,17 @@ export class VirtqueueRequest {
     const out = Buffer.allocUnsafe(length);
     let at = 0;
     for (const p of this.pieces('readable', offset, length)) {
-      out.set(await this.memory.read(p.addr, p.len), at);
-      at += p.len;
+      const views = this.memory.views(p.addr, p.len, false);
+      if (views) {
+        for (const v of views) {
+          out.set(v, at);
+          at += v.length;
+        }
+        if (views.reduce((n, v) => n + v.length, 0) !== p.len) throw new RequestError('guest memory went away');
+      } else {
+        out.set(await this.memory.read(p.addr, p.len), at);
+        at += p.len;
+      }
     }
     return out;
   }
@@ -113,7 +166,17 @@ export class VirtqueueRequest {
   async write(offset: number, data: Uint8Array): Promise<void> {
     let at = 0;
     for (const p of this.pieces('writable', offset, data.length)) {
-      await this.memory.write(p.addr, data.subarray(at, at + p.len));
+      const views = this.memory.views(p.addr, p.len, true);
+      if (views) {
+        let from = at;
+        for (const v of views) {
+          if (v.length === 0) throw new RequestError('guest memory went away');
+          v.set(data.subarray(from, from + v.length));
+          from += v.length;
+        }
+      } else {
+        await this.memory.write(p.addr, data.subarray(at, at + p.len));
+      }
       at += p.len;
     }
   }
@@ -129,12 +192,31 @@ export class VirtqueueRequest {
     const pieces = this.pieces(area, offset, length);
     const views = this.directViews(pieces, write);
     if (views) return views;
-    const bounce = write ? Buffer.alloc(length) : await this.read(offset, length);
+    const budget = await this.bounce.acquire(length, this.bouncing > 0);
+    this.bouncing++;
+    let held = true;
+    const release = (): void => {
+      if (!held) return;
+      held = false;
+      budget();
+      this.bouncing--;
+    };
+    let bounce: Buffer;
+    try {
+      bounce = write ? Buffer.alloc(length) : await this.read(offset, length);
+    } catch (e) {
+      release();
+      throw e;
+    }
     return {
       buffers: [bounce],
       direct: false,
       finish: async (commit) => {
-        if (commit && write) await this.write(offset, bounce);
+        try {
+          if (commit && write) await this.write(offset, bounce);
+        } finally {
+          release();
+        }
       },
     };
   }
@@ -163,7 +245,10 @@ export class VirtqueueRequest {
     return {
       buffers: views,
       direct: true,
-      finish: async () => release(),
+      finish: async () => {
+        if (write) for (const p of pieces) if (p.len > 0) this.memory.markDirty(p.addr, p.len);
+        release();
+      },
     };
   }
 }

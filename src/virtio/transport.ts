@@ -16,7 +16,7 @@ import type { MaybePromise } from '../server/spec.js';
 import { CommonCfg, featureBit, hasFeature, IsrBit, VIRTIO_MSI_NO_VECTOR, VirtioFeature, VirtioStatus } from './constants.js';
 import type { VirtioConfig } from './config.js';
 import { dmaQueueMemory, type QueueMemory } from './memory.js';
-import type { VirtqueueRequest } from './request.js';
+import { BounceBudget, type VirtqueueRequest } from './request.js';
 import { Virtqueue, type RingFeatures, type VirtqueueHost, type VirtqueueState } from './virtqueue.js';
 
 /** What a request handler may use besides the request. */
@@ -61,6 +61,7 @@ export interface TransportState {
 /** The virtio-pci transport of one device. */
 export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   readonly memory: QueueMemory;
+  readonly bounce = new BounceBudget();
   readonly queues: Virtqueue[];
   /** Set when a client connects (or on first access). */
   device: Device | undefined;
@@ -263,11 +264,21 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     this.options.onReset?.(this);
   }
 
-  /** Stops taking requests and waits for those in flight (migration STOP). */
-  async quiesce(): Promise<void> {
+  /**
+   * Stops taking requests and waits (at most `timeoutMs`) for those in
+   * flight (migration STOP). Resolves false, taking requests again, when
+   * they did not finish in time.
+   */
+  async quiesce(timeoutMs = 30_000): Promise<boolean> {
     this.paused = true;
     for (const q of this.queues) q.pause();
-    await Promise.all(this.queues.map((q) => q.idle()));
+    let timer: NodeJS.Timeout | undefined;
+    const idle = Promise.all(this.queues.map((q) => q.idle())).then(() => true);
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    const ok = await Promise.race([idle, late]);
+    clearTimeout(timer);
+    if (!ok) this.resume();
+    return ok;
   }
 
   /** Takes requests again after {@link quiesce}. */

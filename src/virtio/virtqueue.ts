@@ -17,11 +17,13 @@
  */
 import { DescFlag, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { QueueMemory } from './memory.js';
-import { VirtqueueRequest, type Descriptor } from './request.js';
+import { BounceBudget, VirtqueueRequest, type Descriptor } from './request.js';
 
 /** What a virtqueue needs from its transport. */
 export interface VirtqueueHost {
   readonly memory: QueueMemory;
+  /** Bounce-buffer bytes shared by the device's queues. */
+  readonly bounce: BounceBudget;
   /** Raise this queue's used-buffer interrupt. */
   interrupt(queue: Virtqueue): void;
   /** The driver broke the ring: stop and ask for a reset. */
@@ -261,7 +263,9 @@ export class Virtqueue {
     let pending = (availIdx - this.lastAvail) & 0xffff;
     if (pending > size) throw new RingError(`avail index ${availIdx} is ${pending} ahead of ${this.lastAvail}, more than the queue size ${size}`);
     while (pending > 0 && !this.paused) {
-      const head = await this.readU16(this.driver + 4 + 2 * (this.lastAvail % size));
+      const at = this.driver + 4 + 2 * (this.lastAvail % size);
+      const hb = this.peek(at, 2) ?? (await this.host.memory.read(at, 2));
+      const head = hb[0] | (hb[1] << 8);
       if (gen !== this.generation) return;
       if (head >= size) throw new RingError(`head index ${head} is outside the queue of ${size}`);
       if (this.inflightHeads[head]) throw new RingError(`head ${head} made available again while in flight`);
@@ -271,7 +275,7 @@ export class Virtqueue {
       pending--;
       this.inflightHeads[head] = 1;
       this.inflightCount++;
-      const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, (len) => this.complete(gen, head, len));
+      const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, (len) => this.complete(gen, head, len), this.host.bounce);
       try {
         this.host.dispatch(req);
       } catch {
@@ -291,7 +295,9 @@ export class Virtqueue {
     for (;;) {
       if (index >= tableSize) throw new RingError(`descriptor index ${index} is outside a table of ${tableSize}`);
       if (budget-- <= 0) throw new RingError(`descriptor chain from head ${head} loops or is longer than its table`);
-      const d = table ? table.subarray(index * DESC_SIZE, (index + 1) * DESC_SIZE) : await this.readBytes(this.desc + index * DESC_SIZE, DESC_SIZE);
+      // Each field is read once into a local: the driver changing the memory meanwhile cannot make us use two values.
+      const at = this.desc + index * DESC_SIZE;
+      const d = table ? table.subarray(index * DESC_SIZE, (index + 1) * DESC_SIZE) : (this.peek(at, DESC_SIZE) ?? (await this.host.memory.read(at, DESC_SIZE)));
       const dv = new DataView(d.buffer, d.byteOffset, DESC_SIZE);
       const addr = u64(dv, 0);
       const len = dv.getUint32(8, true);
@@ -303,7 +309,7 @@ export class Virtqueue {
         if (flags & DescFlag.NEXT) throw new RingError('indirect descriptor with NEXT');
         if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) throw new RingError(`indirect table of ${len} bytes`);
         if (!Number.isSafeInteger(addr)) throw new RingError('indirect table address out of range');
-        table = await this.readBytes(addr, len);
+        table = this.peek(addr, len) ?? (await this.host.memory.read(addr, len));
         tableSize = len / DESC_SIZE;
         budget = tableSize;
         index = 0;
@@ -342,9 +348,12 @@ export class Virtqueue {
         for (let i = 0; i < list.length; i += 2) {
           ev.setUint32(0, list[i], true);
           ev.setUint32(4, list[i + 1], true);
-          await this.writeBytes(this.device + 4 + 8 * (this.usedIdx % this.size), elem);
-          // A reset meanwhile gave the ring to a new driver setup: stop here.
-          if (gen !== this.generation) return;
+          const at = this.device + 4 + 8 * (this.usedIdx % this.size);
+          if (!this.poke(at, elem)) {
+            await this.host.memory.write(at, elem);
+            // A reset meanwhile gave the ring to a new driver setup: stop here.
+            if (gen !== this.generation) return;
+          }
           this.usedIdx = (this.usedIdx + 1) & 0xffff;
         }
         await this.writeU16(this.device + 2, this.usedIdx);
@@ -369,23 +378,31 @@ export class Virtqueue {
     return ((await this.readU16(this.driver)) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
-  private async readBytes(addr: number, length: number): Promise<Uint8Array> {
-    const m = this.host.memory;
-    const v = m.views(addr, length, false);
-    if (v && v.length === 1) return v[0].slice();
-    return m.read(addr, length);
+  /** A view of guest memory for reading, or undefined when it takes a copy (no fd, or two regions). */
+  private peek(addr: number, length: number): Uint8Array | undefined {
+    const v = this.host.memory.views(addr, length, false);
+    if (!v || v.length !== 1) return undefined;
+    // A view of memory unmapped meanwhile reads as empty: a fault, not zeros.
+    if (v[0].length !== length) throw new RingError(`guest memory at 0x${addr.toString(16)} went away`);
+    return v[0];
+  }
+
+  /** Writes through a view; false when the memory needs a message. */
+  private poke(addr: number, data: Uint8Array): boolean {
+    const v = this.host.memory.views(addr, data.length, true);
+    if (!v || v.length !== 1) return false;
+    if (v[0].length !== data.length) throw new RingError(`guest memory at 0x${addr.toString(16)} went away`);
+    v[0].set(data);
+    return true;
   }
 
   private async readU16(addr: number): Promise<number> {
-    const b = await this.readBytes(addr, 2);
+    const b = this.peek(addr, 2) ?? (await this.host.memory.read(addr, 2));
     return b[0] | (b[1] << 8);
   }
 
   private async writeBytes(addr: number, data: Uint8Array): Promise<void> {
-    const m = this.host.memory;
-    const v = m.views(addr, data.length, true);
-    if (v && v.length === 1) v[0].set(data);
-    else await m.write(addr, data);
+    if (!this.poke(addr, data)) await this.host.memory.write(addr, data);
   }
 
   private writeU16(addr: number, value: number): Promise<void> {

@@ -4,7 +4,8 @@
  *
  *   node virtio-serve.js <blk|rng> <socket> [options-json]
  *
- * blk options: { size, queues, readOnly } over the test RAM backend.
+ * blk options: { size, queues, readOnly } over the test RAM backend, or
+ * over a file shared with other processes with { file }.
  * stdout: `{"ready":true}` once listening; `stats` answers {fds, connected}.
  */
 import { readdirSync } from 'node:fs';
@@ -12,15 +13,20 @@ import { createInterface } from 'node:readline';
 import { serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
 import { virtioRng } from '../../src/samples/virtio-rng.js';
 import { TestRamBackend } from './virtio-ram-backend.js';
+import { TestFileBackend } from './virtio-file-backend.js';
 
 const [, , kind, path, json] = process.argv;
 if (!kind || !path) {
   // `node --test dist/test/` may load this file without arguments: nothing to serve.
   process.exit(process.env.NODE_TEST_CONTEXT === undefined ? 2 : 0);
 }
-const o = (json ? JSON.parse(json) : {}) as { size?: number; queues?: number; readOnly?: boolean };
+const o = (json ? JSON.parse(json) : {}) as { size?: number; queues?: number; readOnly?: boolean; file?: string };
 let spec: DeviceSpec;
-if (kind === 'blk') spec = virtioBlk({ backend: new TestRamBackend(o.size ?? 1024 * 1024), queues: o.queues, readOnly: o.readOnly, serial: 'child' });
+const size = o.size ?? 1024 * 1024;
+if (kind === 'blk') {
+  const backend = o.file ? await TestFileBackend.open(o.file, size) : new TestRamBackend(size);
+  spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'child' });
+}
 else if (kind === 'rng') spec = virtioRng();
 else {
   process.stderr.write(`unknown device ${kind}\n`);
