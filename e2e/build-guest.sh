@@ -23,7 +23,8 @@ OUT=$E2E_CACHE/guest
 mkdir -p "$OUT"
 hash=$( { echo "v1 $KVER $MODULES"; sha256sum "$BUSYBOX" "$0" "$HERE"/guest/*; } | sha256sum | cut -c1-16)
 INITRD=$OUT/initramfs-$hash.cpio.gz
-if [ -f "$INITRD" ]; then echo "$INITRD"; exit 0; fi
+# Reused: touch it, so that pruning (below, by age of last use) spares it.
+if [ -f "$INITRD" ]; then touch "$INITRD"; echo "$INITRD"; exit 0; fi
 
 unpack_ko() {
     case $1 in
@@ -33,13 +34,18 @@ unpack_ko() {
         *) cat "$1" ;;
     esac
 }
-find "$MODROOT/kernel" -name '*.ko*' > "$OUT/.modlist"
+# Private work space: several checkouts may build into the same cache at once.
+w=$(mktemp -d)
+trap 'rm -rf "$w"' EXIT
+t=$w/root    # becomes the initramfs
+mkdir "$t"
+find "$MODROOT/kernel" -name '*.ko*' > "$w/modlist"
 modfile() {  # module name -> its file (- and _ are the same)
     local want=${1//-/_} f b
     while read -r f; do
         b=${f##*/}; b=${b%%.ko*}
         [ "${b//-/_}" = "$want" ] && { echo "$f"; return 0; }
-    done < "$OUT/.modlist"
+    done < "$w/modlist"
     return 1
 }
 declare -A SEEN=()
@@ -54,8 +60,6 @@ resolve() {  # depth first: dependencies before the module
 }
 for m in $MODULES; do resolve "$m"; done
 
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
 mkdir -p "$t"/{bin,sbin,proc,sys,dev,tmp,e2e,lib/modules}
 cp "$BUSYBOX" "$t/bin/busybox"
 for a in $("$BUSYBOX" --list); do [ "$a" = busybox ] || ln -sf busybox "$t/bin/$a"; done
@@ -69,9 +73,10 @@ cp "$HERE/guest/init" "$t/init"
 cp "$HERE"/guest/*.sh "$t/e2e/"
 chmod +x "$t/init" "$t"/e2e/*.sh
 for c in barmem gpioev; do ${CC:-cc} -static -Os -o "$t/bin/$c" "$HERE/guest/$c.c"; done
-(cd "$t" && find . | cpio -o -H newc --quiet) | gzip -1 > "$INITRD.tmp"
-mv "$INITRD.tmp" "$INITRD"
-# keep only the newest few
-ls -t "$OUT"/initramfs-*.cpio.gz | tail -n +4 | xargs -r rm -f
+(cd "$t" && find . | cpio -o -H newc --quiet) | gzip -1 > "$INITRD.tmp.$$"
+mv "$INITRD.tmp.$$" "$INITRD"
+# Prune images nobody used for a day. (Keeping only the newest few deleted
+# images that runs from other checkouts were still booting.)
+find "$OUT" -maxdepth 1 -name 'initramfs-*.cpio.gz' -mmin +1440 ! -path "$INITRD" -delete
 echo "built $INITRD (modules: ${ORDER[*]##*/})" >&2
 echo "$INITRD"

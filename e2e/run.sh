@@ -27,7 +27,10 @@ fi
 
 bash e2e/setup-qemu.sh
 INITRD=$(bash e2e/build-guest.sh)
-export E2E_INITRD=$INITRD
+# A private copy: the cache is shared with other checkouts, whose runs may prune it.
+export E2E_INITRD
+E2E_INITRD=$(mktemp --suffix=.cpio.gz)
+cp "$INITRD" "$E2E_INITRD"
 echo "[e2e] setup done after $((SECONDS - t0)) s; initramfs $INITRD"
 
 scenarios=("$@")
@@ -35,7 +38,7 @@ scenarios=("$@")
 failed=()
 npass=0; nfail=0; nskip=0
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$out" "$E2E_INITRD"' EXIT
 for s in "${scenarios[@]}"; do
     ok=1
     node e2e/scenario.mjs "$s" | tee "$out" || { ok=0; failed+=("$s"); }
