@@ -93,3 +93,16 @@ export {
   type QueueMemory,
 } from './virtio/index.js';
 export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './samples/virtio-blk.js';
+export {
+  nvmeController,
+  nvmeControllerOf,
+  NvmeController,
+  NVME_PCI_IDS,
+  Status as NvmeStatus,
+  type NvmeOptions,
+  type ControllerHost as NvmeControllerHost,
+  type ControllerConfig as NvmeControllerConfig,
+  type ControllerStats as NvmeControllerStats,
+  type FeatureValues as NvmeFeatureValues,
+  type FatalReason as NvmeFatalReason,
+} from './nvme/index.js';
