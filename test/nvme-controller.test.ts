@@ -7,48 +7,9 @@
  * controller reset and shutdown.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, afterEach, describe, test } from 'node:test';
-import type { Client } from '../src/client/index.js';
-import { nvmeController, nvmeControllerOf, serve, type NvmeController, type Server } from '../src/index.js';
-import { connectClient } from './helpers/raw.js';
-import { NvmeDriver, PAGE, REG, pattern } from './helpers/nvme-driver.js';
-import { TestRamBackend } from './helpers/virtio-ram-backend.js';
-
-const dir = mkdtempSync(join(tmpdir(), 'muser-nvme-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let serial = 0;
-const MiB = 1024 * 1024;
-
-export interface Rig {
-  backends: TestRamBackend[];
-  server: Server;
-  client: Client;
-  driver: NvmeDriver;
-  controller: NvmeController;
-}
-
-export async function rig(o: { size?: number; namespaces?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; enable?: boolean; ioQueues?: number; queueEntries?: number; caps?: { discard?: boolean; flush?: boolean } } = {}): Promise<Rig> {
-  const backends = Array.from({ length: o.namespaces ?? 1 }, () => new TestRamBackend(o.size ?? MiB, false, o.caps));
-  const spec = nvmeController({ namespaces: backends, readOnly: o.readOnly, queues: o.queues ?? 4, queueEntries: o.queueEntries, serial: 'SN-TEST-0001', model: 'muser test NVMe', firmware: 'FW1.2' });
-  const server = serve(spec, join(dir, `nvme${serial++}.sock`), { log: 'silent' });
-  const client = await connectClient(server.path);
-  const driver = await NvmeDriver.open(client, { memory: o.memory });
-  if (o.enable ?? true) {
-    await driver.enable();
-    if (o.ioQueues) await driver.createIoQueues(o.ioQueues);
-  }
-  return { backends, server, client, driver, controller: nvmeControllerOf(spec)! };
-}
-
-export function close(r: Rig | undefined): void {
-  if (!r) return;
-  r.driver.close();
-  r.client.close();
-  r.server.close();
-}
+import { afterEach, describe, test } from 'node:test';
+import { PAGE, REG, pattern } from './helpers/nvme-driver.js';
+import { MiB, close, rig, type Rig } from './helpers/nvme-rig.js';
 
 const ascii = (b: Uint8Array, at: number, len: number): string => Buffer.from(b.subarray(at, at + len)).toString('latin1').trimEnd();
 

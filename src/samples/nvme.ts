@@ -1,0 +1,60 @@
+/**
+ * `muser run nvme <socket> (--image <file> | --size <N>) [--read-only]
+ * [--namespaces N] [--queues N]`: an NVMe controller that Linux's stock
+ * `nvme` driver binds, serving a raw image file or RAM disks. With
+ * `--namespaces N` an image is split into N equal namespaces; RAM disks
+ * get N namespaces of `--size` each.
+ */
+import type { BlockBackend } from '../block/backend.js';
+import { openFileBackend } from '../block/file.js';
+import { ramBackend } from '../block/ram.js';
+import { nvmeController } from '../nvme/device.js';
+import { sliceBackend } from '../nvme/namespace.js';
+import type { Sample } from './index.js';
+import { parseSize } from './virtio-blk-backends.js';
+
+function count(v: string | boolean | undefined, name: string, max: number): number {
+  if (v === undefined) return 1;
+  const n = Number(v);
+  if (typeof v !== 'string' || !Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be 1..${max}, got ${String(v)}`);
+  return n;
+}
+
+async function openNamespaces(o: { image?: string; size?: string; readOnly: boolean; namespaces: number }): Promise<BlockBackend[]> {
+  if (o.image !== undefined && o.size !== undefined) throw new Error('nvme takes --image or --size, not both');
+  if (o.image !== undefined) return sliceBackend(await openFileBackend(o.image, { readOnly: o.readOnly }), o.namespaces);
+  if (o.size !== undefined) {
+    const size = parseSize(o.size);
+    return Array.from({ length: o.namespaces }, () => ramBackend(size));
+  }
+  throw new Error('nvme needs --image <file> or --size <N[KMG]>');
+}
+
+/** The `nvme` sample. */
+export const nvmeSample: Sample = {
+  description: 'NVMe controller (Linux nvme driver) over a raw image file (--image) or RAM disks (--size)',
+  options: {
+    image: { type: 'string' },
+    size: { type: 'string' },
+    'read-only': { type: 'boolean' },
+    namespaces: { type: 'string' },
+    queues: { type: 'string' },
+    serial: { type: 'string' },
+  },
+  optionHelp: [
+    '--image <file>     serve a raw image file (split evenly with --namespaces)',
+    '--size <N[KMG]>    serve RAM disks of this size',
+    '--read-only        refuse writes (namespaces are write protected)',
+    '--namespaces <N>   namespaces (default 1)',
+    '--queues <N>       I/O queue pairs (default 4)',
+    '--serial <text>    serial number reported by Identify (default muser-nvme)',
+  ],
+  async create({ values }) {
+    const namespaces = count(values.namespaces, 'namespaces', 64);
+    const queues = values.queues === undefined ? 4 : count(values.queues, 'queues', 64);
+    const readOnly = values['read-only'] === true;
+    const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
+    const backends = await openNamespaces({ image: str(values.image), size: str(values.size), readOnly, namespaces });
+    return nvmeController({ namespaces: backends, readOnly, queues, serial: str(values.serial) });
+  },
+};
