@@ -2,14 +2,14 @@
  * Child-process side of the cross-process virtio tests: serves a virtio
  * device on a socket until stdin says `exit` or closes.
  *
- *   node virtio-serve.js <blk|rng> <socket> [options-json]
+ *   node virtio-serve.js <blk|rng|nvme> <socket> [options-json]
  *
- * blk options: { size, queues, readOnly } over the test RAM backend.
+ * blk and nvme options: { size, queues, readOnly } over the test RAM backend.
  * stdout: `{"ready":true}` once listening; `stats` answers {fds, connected}.
  */
 import { readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
+import { nvmeController, serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
 import { virtioRng } from '../../src/samples/virtio-rng.js';
 import { TestRamBackend } from './virtio-ram-backend.js';
 
@@ -22,6 +22,7 @@ const o = (json ? JSON.parse(json) : {}) as { size?: number; queues?: number; re
 let spec: DeviceSpec;
 if (kind === 'blk') spec = virtioBlk({ backend: new TestRamBackend(o.size ?? 1024 * 1024), queues: o.queues, readOnly: o.readOnly, serial: 'child' });
 else if (kind === 'rng') spec = virtioRng();
+else if (kind === 'nvme') spec = nvmeController({ namespaces: [new TestRamBackend(o.size ?? 1024 * 1024)], queues: o.queues, readOnly: o.readOnly, serial: 'child' });
 else {
   process.stderr.write(`unknown device ${kind}\n`);
   process.exit(2);
