@@ -31,6 +31,16 @@ export function nvmeScenarios() {
   const out = {};
   for (const backend of /** @type {Backend[]} */ (['muser', 'qemu'])) {
     const pre = backend === 'qemu' ? 'qemu-' : '';
+    if (backend === 'muser') {
+      out['nvme-doorbells'] = {
+        tests: '',
+        sharedRam: true,
+        check: () => {},
+        what: 'NVMe doorbell messages per I/O: the same O_DIRECT load with and without shadow doorbells (Doorbell Buffer Config)',
+        sample: 'nvme',
+        flow: (/** @type {Run} */ r, /** @type {Harness} */ h) => doorbellFlow(r, h),
+      };
+    }
     out[`${pre}nvme`] = {
       tests: '',
       sharedRam: true,
@@ -87,4 +97,30 @@ async function nvmeFlow(r, h, backend) {
     'boot2: after echo 1 > /sys/class/nvme/nvme0/reset_controller the controller is live again, and a file written after the reset reads back intact after dropped caches',
     JSON.stringify(reset));
   fsck(r, image, 'after fstrim and the controller reset (boot 2)');
+}
+
+/**
+ * The same load twice on one image: without shadow doorbells (every SQ tail
+ * and CQ head is a REGION_WRITE message) and with them (Linux writes the
+ * shadow buffer and rings only when EventIdx asks). The device counts its
+ * doorbell messages and I/O commands (`--stats` prints them when QEMU leaves).
+ * @param {Run} r @param {Harness} h
+ */
+async function doorbellFlow(r, h) {
+  if (!(await available(r, 'muser', 'nvme'))) return;
+  const image = newImage(r);
+  /** @type {Record<string, number>} */
+  const perIo = {};
+  for (const mode of ['no-shadow', 'shadow']) {
+    const from = r.device.length;
+    const lines = await bootWith(r, h, 'muser', { kind: 'nvme', image, extra: mode === 'shadow' ? ['--stats'] : ['--stats', '--no-shadow-doorbells'] }, { tests: 'nvme-io', label: mode });
+    const io = h.kv(pick(lines, 'E2E-BLK:').find((l) => l.startsWith('io ')) ?? '');
+    r.assert(/^[0-9a-f]{64}$/.test(io.written ?? '') && io.written === io.qd1 && io.written === io.qd4, `${mode}: 4 MiB written with O_DIRECT reads back intact at queue depth 1 and 4`, JSON.stringify(io));
+    const stats = h.kv((r.device.slice(from).find((/** @type {string} */ l) => l.startsWith('nvme: stats ')) ?? '').slice('nvme: '.length));
+    const ios = Number(stats.io_commands);
+    const msgs = Number(stats.io_doorbell_writes);
+    perIo[mode] = msgs / ios;
+    r.assert(ios >= 3072, `${mode}: the device served ${ios} I/O commands with ${msgs} I/O doorbell messages: ${(msgs / ios).toFixed(2)} per I/O (${stats.shadow_reads} shadow doorbell reads)`, JSON.stringify(stats));
+  }
+  r.assert(perIo.shadow < perIo['no-shadow'] * 0.75, `shadow doorbells cut doorbell messages per I/O from ${perIo['no-shadow'].toFixed(2)} to ${perIo.shadow.toFixed(2)}`, JSON.stringify(perIo));
 }

@@ -32,7 +32,7 @@ const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
 
 /**
  * @typedef {'qemu' | 'muser'} Backend
- * @typedef {{ kind: 'blk' | 'nvme', image: string, readOnly?: boolean, queues?: number } | { kind: 'rng' }} Want
+ * @typedef {{ kind: 'blk' | 'nvme', image: string, readOnly?: boolean, queues?: number, extra?: string[] } | { kind: 'rng' }} Want
  * @typedef {import('./scenario.mjs').Harness} Harness
  * @typedef {any} Run
  */
@@ -78,7 +78,7 @@ export function virtioScenarios() {
 function attach(backend, w, sock) {
   if (backend === 'muser') {
     if (w.kind === 'rng') return { qemuArgs: [], argv: ['run', 'virtio-rng', sock] };
-    const opts = [...(w.readOnly ? ['--read-only'] : []), ...(w.queues ? ['--queues', String(w.queues)] : [])];
+    const opts = [...(w.readOnly ? ['--read-only'] : []), ...(w.queues ? ['--queues', String(w.queues)] : []), ...(w.extra ?? [])];
     if (w.kind === 'nvme') return { qemuArgs: [], argv: ['run', 'nvme', sock, '--image', w.image, '--serial', 'muser-e2e-nvme', ...opts] };
     return { qemuArgs: [], argv: ['run', 'virtio-blk', sock, '--image', w.image, ...opts] };
   }

@@ -8,6 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
+import { EventFd } from '../src/client/index.js';
+import { IrqIndex } from '../src/index.js';
 import { PAGE, REG, pattern } from './helpers/nvme-driver.js';
 import { MiB, close, rig, type Rig } from './helpers/nvme-rig.js';
 
@@ -341,10 +343,59 @@ describe('nvme: shadow doorbells', () => {
     assert.equal(ei, d.queues.get(1)!.tail, 'SQ EventIdx follows the consumed tail');
   });
 
+  test('a controller built without shadow doorbells clears OACS bit 8 and refuses the command', async () => {
+    r = await rig({ shadowDoorbells: false });
+    const id = Buffer.from((await r.driver.identify(1)).data);
+    assert.equal(id.readUInt16LE(256) & 0x100, 0);
+    assert.equal((await r.driver.configureShadowDoorbells()).sc, 0x01, 'Invalid Command Opcode');
+  });
+
   test('misaligned doorbell buffers are refused', async () => {
     r = await rig();
     const c = await r.driver.admin({ opcode: 0x7c, prp1: r.driver.alloc(PAGE) + 8, prp2: r.driver.alloc(PAGE) });
     assert.equal(c.sc, 0x02);
+  });
+});
+
+describe('nvme: interrupts', () => {
+  let r: Rig | undefined;
+  afterEach(() => close(r));
+
+  test('MSI-X: each I/O queue completes on its own vector', async () => {
+    r = await rig({ ioQueues: 2 });
+    const d = r.driver;
+    for (const q of [1, 2]) {
+      const before = d.vectors[q].total;
+      const waiting = d.vectors[q].waitFor(before + 1);
+      assert.equal((await d.rw(q, false, 0, 1)).cqe.status, 0);
+      assert.ok((await waiting) > before, `vector ${q}`);
+    }
+  });
+
+  test('INTx when MSI-X is off; INTMS masks it and INTMC unmasks it', async () => {
+    r = await rig({ msix: false, enable: false });
+    const d = r.driver;
+    const intx = new EventFd();
+    try {
+      await r.client.setIrqEventfds(IrqIndex.INTX, 0, [intx.fd]);
+      // Masked from the start: admin and I/O completions raise nothing.
+      await d.write32(REG.INTMS, 1);
+      await d.enable();
+      // Without MSI-X only vector 0 exists.
+      assert.equal((await d.createCq(1, 16, { vector: 1 })).sc, 0x08);
+      assert.equal((await d.createCq(1, 16, { vector: 0 })).status, 0);
+      assert.equal((await d.createSq(1, 16, 1)).status, 0);
+      for (let i = 0; i < 3; i++) assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0);
+      assert.ok(r.controller.stats.interrupts > 0, 'the controller had interrupts to raise');
+      assert.equal(intx.total, 0);
+      assert.equal(r.server.device.irqs.isPending(IrqIndex.INTX, 0), false, 'nothing reached the INTx line');
+      await d.write32(REG.INTMC, 1);
+      const waiting = intx.waitFor(1);
+      assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0);
+      assert.equal(await waiting, 1, 'the first completion after unmasking raises INTx');
+    } finally {
+      intx.close();
+    }
   });
 });
 

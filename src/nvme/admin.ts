@@ -80,6 +80,7 @@ export async function executeAdmin(cmd: NvmeCommand, t: AdminTarget): Promise<Co
     case AdminOpcode.KEEP_ALIVE:
       return {};
     case AdminOpcode.DOORBELL_BUFFER_CONFIG:
+      if (!t.config.shadowDoorbells) throw new CommandError(Status.INVALID_OPCODE, 'Doorbell Buffer Config is not offered');
       return doorbellBufferConfig(cmd, t);
     default:
       throw new CommandError(Status.INVALID_OPCODE, `admin opcode 0x${cmd.opcode.toString(16)}`);
@@ -128,6 +129,7 @@ async function identify(cmd: NvmeCommand, t: AdminTarget): Promise<CommandResult
         aerl: t.aerLimit - 1,
         elpe: t.errorLogEntries - 1,
         maxCommands: 0,
+        shadowDoorbells: c.shadowDoorbells,
       });
       break;
     }

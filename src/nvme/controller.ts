@@ -47,6 +47,8 @@ export interface ControllerConfig {
   firmware: string;
   vendorId: number;
   subsystemVendorId: number;
+  /** Offer Doorbell Buffer Config (shadow doorbells with EventIdx). */
+  shadowDoorbells: boolean;
 }
 
 /** Counters for tests, logs and benchmarks. */
@@ -55,7 +57,12 @@ export interface ControllerStats {
   doorbellWrites: number;
   /** Submission queue doorbells read from the shadow buffer. */
   shadowReads: number;
+  /** Commands fetched, admin and I/O. */
   commands: number;
+  /** I/O commands fetched. */
+  ioCommands: number;
+  /** Doorbell register writes for I/O queues. */
+  ioDoorbellWrites: number;
   completions: number;
   interrupts: number;
 }
@@ -109,7 +116,7 @@ interface AsyncEventRecord {
 
 /** One NVMe controller. */
 export class NvmeController implements AdminTarget, IoContext {
-  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, completions: 0, interrupts: 0 };
+  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, completions: 0, interrupts: 0 };
   /** Why CSTS.CFS was set (undefined while healthy). */
   fatalReason: FatalReason | undefined;
   readonly sqs = new Map<number, SubmissionQueue>();
@@ -403,8 +410,9 @@ export class NvmeController implements AdminTarget, IoContext {
   /** Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head) was written. */
   private doorbell(index: number, value: number): void {
     this.stats.doorbellWrites++;
-    if (!this.accepting) return;
     const qid = index >> 1;
+    if (qid > 0) this.stats.ioDoorbellWrites++;
+    if (!this.accepting) return;
     if (index & 1) {
       const cq = this.cqs.get(qid);
       if (!cq) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
@@ -471,8 +479,12 @@ export class NvmeController implements AdminTarget, IoContext {
           sq.outstanding++;
           this.stats.commands++;
           const cmd = parseCommand(entry);
-          if (sq.id === 0) await this.runAdmin(sq, cmd);
-          else void this.runIo(sq, cmd);
+          if (sq.id === 0) {
+            await this.runAdmin(sq, cmd);
+          } else {
+            this.stats.ioCommands++;
+            void this.runIo(sq, cmd);
+          }
         }
         if (live() && sq.shadow) {
           // Tell the driver where we are, then look again: it may have moved the tail meanwhile without ringing.

@@ -17,7 +17,7 @@ import { IrqIndex } from '../server/irqs.js';
 import type { DeviceSpec } from '../server/spec.js';
 import { dmaQueueMemory } from '../virtio/memory.js';
 import { NvmeReg } from './constants.js';
-import { NvmeController, type ControllerHost } from './controller.js';
+import { NvmeController, type ControllerHost, type ControllerStats } from './controller.js';
 import { Namespace } from './namespace.js';
 
 /** Options of {@link nvmeController}. */
@@ -40,6 +40,10 @@ export interface NvmeOptions {
   model?: string;
   /** Identify: firmware revision (8 characters at most; default "1.0"). */
   firmware?: string;
+  /** Offer Doorbell Buffer Config: shadow doorbells with EventIdx (default true). */
+  shadowDoorbells?: boolean;
+  /** Called with the controller's counters when a client disconnects (for logs and measurements). */
+  onDisconnectStats?(stats: Readonly<ControllerStats>): void;
   /** Device name for logs. */
   name?: string;
 }
@@ -86,7 +90,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     raiseIntx: () => void device?.triggerIrq(IrqIndex.INTX, 0),
   };
   const controller = new NvmeController(
-    { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId },
+    { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells: options.shadowDoorbells ?? true },
     host,
   );
   const spec: DeviceSpec = {
@@ -111,6 +115,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     onConnect: (d) => {
       device = d;
     },
+    onDisconnect: () => options.onDisconnectStats?.({ ...controller.stats }),
     onReset: (_reason, d) => {
       device = d;
       controller.reset();

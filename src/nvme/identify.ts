@@ -28,6 +28,8 @@ export interface ControllerIdentity {
   elpe: number;
   /** Submission queue commands the controller may hold (MAXCMD). */
   maxCommands: number;
+  /** Doorbell Buffer Config is offered (OACS bit 8). */
+  shadowDoorbells: boolean;
 }
 
 function ascii(b: Buffer, at: number, len: number, text: string): void {
@@ -55,7 +57,7 @@ export function identifyController(c: ControllerIdentity): Buffer {
   b.writeUInt16LE(c.controllerId, 78);
   b.writeUInt32LE(c.version, 80);
   b[111] = 1; // controller type: I/O controller
-  b.writeUInt16LE(OACS_DBBUF, 256);
+  b.writeUInt16LE(c.shadowDoorbells ? OACS_DBBUF : 0, 256);
   b[258] = 3; // abort command limit, 0-based
   b[259] = c.aerl;
   b[260] = 0x03; // firmware: slot 1 read-only, one slot

@@ -40,6 +40,8 @@ export const nvmeSample: Sample = {
     namespaces: { type: 'string' },
     queues: { type: 'string' },
     serial: { type: 'string' },
+    'no-shadow-doorbells': { type: 'boolean' },
+    stats: { type: 'boolean' },
   },
   optionHelp: [
     '--image <file>     serve a raw image file (split evenly with --namespaces)',
@@ -48,6 +50,8 @@ export const nvmeSample: Sample = {
     '--namespaces <N>   namespaces (default 1)',
     '--queues <N>       I/O queue pairs (default 4)',
     '--serial <text>    serial number reported by Identify (default muser-nvme)',
+    '--no-shadow-doorbells  do not offer Doorbell Buffer Config (every doorbell is a message)',
+    '--stats            print the controller counters (doorbell messages, commands) when a client leaves',
   ],
   async create({ values }) {
     const namespaces = count(values.namespaces, 'namespaces', 64);
@@ -55,6 +59,16 @@ export const nvmeSample: Sample = {
     const readOnly = values['read-only'] === true;
     const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
     const backends = await openNamespaces({ image: str(values.image), size: str(values.size), readOnly, namespaces });
-    return nvmeController({ namespaces: backends, readOnly, queues, serial: str(values.serial) });
+    return nvmeController({
+      namespaces: backends,
+      readOnly,
+      queues,
+      serial: str(values.serial),
+      shadowDoorbells: values['no-shadow-doorbells'] !== true,
+      // The counters behind "doorbell messages per I/O", printed when the client leaves.
+      onDisconnectStats: values.stats === true
+        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
+        : undefined,
+    });
   },
 };

@@ -22,12 +22,12 @@ export interface Rig {
   controller: NvmeController;
 }
 
-export async function rig(o: { size?: number; namespaces?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; enable?: boolean; ioQueues?: number; queueEntries?: number; caps?: { discard?: boolean; flush?: boolean } } = {}): Promise<Rig> {
+export async function rig(o: { size?: number; namespaces?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; enable?: boolean; ioQueues?: number; queueEntries?: number; caps?: { discard?: boolean; flush?: boolean }; msix?: boolean; shadowDoorbells?: boolean } = {}): Promise<Rig> {
   const backends = Array.from({ length: o.namespaces ?? 1 }, () => new TestRamBackend(o.size ?? MiB, false, o.caps));
-  const spec = nvmeController({ namespaces: backends, readOnly: o.readOnly, queues: o.queues ?? 4, queueEntries: o.queueEntries, serial: 'SN-TEST-0001', model: 'muser test NVMe', firmware: 'FW1.2' });
+  const spec = nvmeController({ namespaces: backends, readOnly: o.readOnly, queues: o.queues ?? 4, queueEntries: o.queueEntries, serial: 'SN-TEST-0001', model: 'muser test NVMe', firmware: 'FW1.2', shadowDoorbells: o.shadowDoorbells });
   const server = serve(spec, join(dir, `nvme${serial++}.sock`), { log: 'silent' });
   const client = await connectClient(server.path);
-  const driver = await NvmeDriver.open(client, { memory: o.memory });
+  const driver = await NvmeDriver.open(client, { memory: o.memory, msix: o.msix });
   if (o.enable ?? true) {
     await driver.enable();
     if (o.ioQueues) await driver.createIoQueues(o.ioQueues);
