@@ -105,4 +105,7 @@ export {
   type ControllerStats as NvmeControllerStats,
   type FeatureValues as NvmeFeatureValues,
   type FatalReason as NvmeFatalReason,
+  type ControllerState as NvmeControllerState,
+  type SavedCq as NvmeSavedCq,
+  type SavedSq as NvmeSavedSq,
 } from './nvme/index.js';

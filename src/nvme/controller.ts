@@ -19,7 +19,8 @@ import { AdminOpcode, AsyncEvent, Cc, CQE_SIZE, Csts, LogPageId, NvmeReg, PAGE_S
 import type { ErrorEntry, HealthCounters } from './identify.js';
 import { executeIo, type IoContext } from './io.js';
 import type { Namespace } from './namespace.js';
-import { CompletionQueue, encodeCompletion, SubmissionQueue, type PendingCompletion } from './queues.js';
+import { CompletionQueue, encodeCompletion, SubmissionQueue } from './queues.js';
+import { checkArray, checkInt, checkObject, type ControllerState } from './state.js';
 
 /** What the controller needs from the device around it. */
 export interface ControllerHost {
@@ -732,16 +733,144 @@ export class NvmeController implements AdminTarget, IoContext {
     return this.sqs.size > 1 || this.cqs.size > 1;
   }
 
-  /** Pauses fetching (migration STOP) and waits for commands in flight. */
+  /**
+   * Pauses fetching (migration STOP) and waits until every command in flight
+   * completed and its completion was posted (or waits, saved, for room in a
+   * full completion queue). Doorbells written meanwhile are kept.
+   */
   async quiesce(): Promise<void> {
     this.paused = true;
     await this.whenIdle();
+    const busy = (): boolean => [...this.sqs.values()].some((q) => q.draining) || [...this.cqs.values()].some((q) => q.flushing);
+    while (busy()) await new Promise((r) => setImmediate(r));
   }
 
-  /** Fetches again after {@link quiesce}; picks up tails written meanwhile. */
+  /** Fetches again after {@link quiesce} or {@link restore}; picks up tails written meanwhile. */
   resume(): void {
     this.paused = false;
+    if (!this.ready) return;
+    for (const cq of this.cqs.values()) this.flushCq(cq);
     for (const sq of this.sqs.values()) if (!sq.empty || sq.shadow) void this.drain(sq);
+  }
+
+  /** The state that migrates; take it while quiesced. */
+  save(): ControllerState {
+    const pending: ControllerState['pending'] = [];
+    for (const cq of this.cqs.values()) for (const c of cq.pending) pending.push({ cqid: cq.id, sqid: c.sq.id, cid: c.cid, status: c.status, dw0: c.dw0 });
+    return {
+      cc: this.cc,
+      csts: this.csts,
+      aqa: this.aqa,
+      asq: this.asq.toString(),
+      acq: this.acq.toString(),
+      intms: this.intms,
+      features: { ...this.features },
+      dbbuf: this.dbbuf ? { ...this.dbbuf } : null,
+      cqs: [...this.cqs.values()].map((q) => ({ id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, phase: q.phase, interruptsEnabled: q.interruptsEnabled, vector: q.vector })),
+      sqs: [...this.sqs.values()].map((q) => ({ id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, cqid: q.cq.id, outstanding: q.outstanding })),
+      pending,
+      aers: this.aers.map((a) => ({ sqid: a.sq.id, cid: a.cid })),
+      events: this.events.map((e) => ({ ...e })),
+      maskedEventTypes: [...this.maskedEventTypes],
+      errors: this.errors.map((e) => ({ ...e })),
+      health: { ...this.health },
+    };
+  }
+
+  /**
+   * Loads a saved state (migration RESUMING); throws, leaving the controller
+   * reset, when it is malformed or does not fit this controller. The
+   * controller stays paused until {@link resume}.
+   */
+  restore(saved: unknown): void {
+    this.reset();
+    this.paused = true;
+    try {
+      this.load(checkObject(saved, 'state'));
+    } catch (e) {
+      this.reset();
+      throw e;
+    }
+  }
+
+  private load(s: Record<string, unknown>): void {
+    const u32 = (v: unknown, what: string): number => checkInt(v, 0, 0xffffffff, what);
+    const addr = (v: unknown, what: string): number => checkInt(v, 0, Number.MAX_SAFE_INTEGER, what);
+    const big = (v: unknown, what: string): bigint => {
+      if (typeof v !== 'string' || !/^\d{1,20}$/.test(v) || BigInt(v) >= 1n << 64n) throw new Error(`nvme state: ${what} is not a 64-bit value`);
+      return BigInt(v);
+    };
+    this.cc = u32(s.cc, 'cc') & 0x00fffff1;
+    this.csts = u32(s.csts, 'csts') & 0xf;
+    this.aqa = u32(s.aqa, 'aqa') & 0x0fff0fff;
+    this.asq = big(s.asq, 'asq');
+    this.acq = big(s.acq, 'acq');
+    this.intms = u32(s.intms, 'intms');
+    const f = checkObject(s.features, 'features');
+    const fv = defaultFeatures(this.volatileWriteCache);
+    for (const key of Object.keys(fv) as (keyof FeatureValues)[]) {
+      if (key === 'queuesAllocated') fv.queuesAllocated = f.queuesAllocated === true;
+      else fv[key] = u32(f[key], `features.${key}`);
+    }
+    this.features = fv;
+    if (s.dbbuf !== null) {
+      if (!this.config.shadowDoorbells) throw new Error('nvme state: shadow doorbells are not offered here');
+      const d = checkObject(s.dbbuf, 'dbbuf');
+      this.dbbuf = { doorbells: addr(d.doorbells, 'dbbuf.doorbells'), eventIdx: addr(d.eventIdx, 'dbbuf.eventIdx') };
+    }
+    const maxQid = this.config.ioQueues;
+    const maxEntries = 4096;
+    for (const [i, raw] of checkArray(s.cqs, 'cqs').entries()) {
+      const q = checkObject(raw, `cqs[${i}]`);
+      const id = checkInt(q.id, 0, maxQid, `cqs[${i}].id`);
+      const size = checkInt(q.size, 2, maxEntries, `cqs[${i}].size`);
+      if (this.cqs.has(id)) throw new Error(`nvme state: CQ ${id} twice`);
+      const cq = new CompletionQueue(id, addr(q.base, `cqs[${i}].base`), size, q.interruptsEnabled === true, checkInt(q.vector, 0, 2047, `cqs[${i}].vector`));
+      cq.head = checkInt(q.head, 0, size - 1, `cqs[${i}].head`);
+      cq.tail = checkInt(q.tail, 0, size - 1, `cqs[${i}].tail`);
+      cq.phase = checkInt(q.phase, 0, 1, `cqs[${i}].phase`);
+      cq.shadow = this.shadowSlots(id, true);
+      this.cqs.set(id, cq);
+    }
+    for (const [i, raw] of checkArray(s.sqs, 'sqs').entries()) {
+      const q = checkObject(raw, `sqs[${i}]`);
+      const id = checkInt(q.id, 0, maxQid, `sqs[${i}].id`);
+      const size = checkInt(q.size, 2, maxEntries, `sqs[${i}].size`);
+      const cq = this.cqs.get(checkInt(q.cqid, 0, maxQid, `sqs[${i}].cqid`));
+      if (!cq || (id === 0) !== (cq.id === 0) || this.sqs.has(id)) throw new Error(`nvme state: SQ ${id} has no valid completion queue`);
+      const sq = new SubmissionQueue(id, addr(q.base, `sqs[${i}].base`), size, cq);
+      sq.head = checkInt(q.head, 0, size - 1, `sqs[${i}].head`);
+      sq.tail = checkInt(q.tail, 0, size - 1, `sqs[${i}].tail`);
+      sq.outstanding = checkInt(q.outstanding, 0, size, `sqs[${i}].outstanding`);
+      sq.shadow = this.shadowSlots(id, false);
+      cq.sqs.add(sq);
+      this.sqs.set(id, sq);
+    }
+    if (this.csts & Csts.RDY && (!this.sqs.has(0) || !this.cqs.has(0))) throw new Error('nvme state: ready without an admin queue');
+    for (const [i, raw] of checkArray(s.pending, 'pending').entries()) {
+      const p = checkObject(raw, `pending[${i}]`);
+      const sq = this.sqs.get(checkInt(p.sqid, 0, maxQid, `pending[${i}].sqid`));
+      const cq = this.cqs.get(checkInt(p.cqid, 0, maxQid, `pending[${i}].cqid`));
+      if (!sq || sq.cq !== cq) throw new Error(`nvme state: pending completion ${i} names no queue pair`);
+      cq.pending.push({ sq, cid: checkInt(p.cid, 0, 0xffff, 'cid'), status: checkInt(p.status, 0, 0x7fff, 'status'), dw0: u32(p.dw0, 'dw0') });
+    }
+    const admin = this.sqs.get(0);
+    for (const [i, raw] of checkArray(s.aers, 'aers').entries()) {
+      const a = checkObject(raw, `aers[${i}]`);
+      if (!admin || a.sqid !== 0 || this.aers.length >= AER_LIMIT) throw new Error(`nvme state: AER ${i} does not fit`);
+      this.aers.push({ sq: admin, cid: checkInt(a.cid, 0, 0xffff, `aers[${i}].cid`) });
+    }
+    for (const [i, raw] of checkArray(s.events, 'events').slice(0, MAX_PENDING_EVENTS).entries()) {
+      const e = checkObject(raw, `events[${i}]`);
+      this.events.push({ type: checkInt(e.type, 0, 7, 'type'), info: checkInt(e.info, 0, 255, 'info'), log: checkInt(e.log, 0, 255, 'log') });
+    }
+    for (const t of checkArray(s.maskedEventTypes, 'maskedEventTypes')) this.maskedEventTypes.add(checkInt(t, 0, 7, 'masked event type'));
+    for (const [i, raw] of checkArray(s.errors, 'errors').slice(-ERROR_LOG_ENTRIES).entries()) {
+      const e = checkObject(raw, `errors[${i}]`);
+      this.errors.push({ count: addr(e.count, 'count'), sqid: checkInt(e.sqid, 0, 0xffff, 'sqid'), cid: checkInt(e.cid, 0, 0xffff, 'cid'), status: checkInt(e.status, 0, 0x7fff, 'status'), nsid: u32(e.nsid, 'nsid') });
+    }
+    const h = checkObject(s.health, 'health');
+    for (const key of Object.keys(this.health) as (keyof HealthCounters)[]) this.health[key] = checkInt(h[key], 0, Number.MAX_SAFE_INTEGER, `health.${key}`);
   }
 }
 

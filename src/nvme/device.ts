@@ -1,9 +1,9 @@
 /**
  * An NVMe controller as a muser PCI function: class 0x010802 (NVM Express),
  * a 64-bit BAR0 holding the controller registers and doorbells, MSI-X with
- * one vector per queue (INTx when the guest does not enable MSI-X), and
- * the controller's state machine behind it. Linux's stock `nvme` driver
- * binds it by class code.
+ * one vector per queue (INTx when the guest does not enable MSI-X), the
+ * controller's state machine behind it, and live migration of that state.
+ * Linux's stock `nvme` driver binds it by class code.
  *
  * @example
  * ```ts
@@ -14,6 +14,7 @@
 import type { BlockBackend } from '../block/backend.js';
 import type { Device } from '../server/device.js';
 import { IrqIndex } from '../server/irqs.js';
+import { MigrationState } from '../server/migration-spec.js';
 import type { DeviceSpec } from '../server/spec.js';
 import { dmaQueueMemory } from '../virtio/memory.js';
 import { NvmeReg } from './constants.js';
@@ -52,6 +53,7 @@ export interface NvmeOptions {
 export const NVME_PCI_IDS = { vendorId: 0x4d55, deviceId: 0x0002, classCode: 0x010802 } as const;
 
 const BAR_SIZE = 0x4000;
+const RUNNING_STATES = new Set<MigrationState>([MigrationState.RUNNING, MigrationState.PRE_COPY, MigrationState.RUNNING_P2P, MigrationState.PRE_COPY_P2P]);
 const controllers = new WeakMap<DeviceSpec, NvmeController>();
 
 /** The controller behind a spec made by {@link nvmeController} (for tests and tools). */
@@ -120,7 +122,24 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
       device = d;
       controller.reset();
     },
-    migration: false,
+    migration: {
+      preCopy: true,
+      // Controller state travels in device.state with muser's default migration.
+      async onTransition(from, to, d) {
+        device = d;
+        if (RUNNING_STATES.has(from) && !RUNNING_STATES.has(to)) {
+          // STOP completes only after the commands in flight finished and posted their completions.
+          await controller.quiesce();
+          d.state.nvme = controller.save();
+        }
+        if (from === MigrationState.RESUMING) {
+          if (d.state.nvme === undefined) throw new Error('migration data has no NVMe controller state');
+          controller.restore(d.state.nvme);
+        }
+        if (!RUNNING_STATES.has(from) && RUNNING_STATES.has(to)) controller.resume();
+      },
+    },
+    state: {},
   };
   controllers.set(spec, controller);
   return spec;

@@ -4,3 +4,4 @@ export { NvmeController, type ControllerHost, type ControllerConfig, type Contro
 export { AdminOpcode, IoOpcode, Status, StatusType, NvmeReg, FeatureId, LogPageId, Cns, Cc, Csts, status } from './constants.js';
 export { CommandError, parseCommand, type NvmeCommand, type CommandResult } from './command.js';
 export { Namespace, sliceBackend } from './namespace.js';
+export type { ControllerState, SavedCq, SavedSq } from './state.js';

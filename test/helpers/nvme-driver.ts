@@ -75,9 +75,21 @@ export class NvmeDriver {
   private next = GUEST_BASE;
 
   private constructor(
-    readonly client: Client,
+    public client: Client,
     readonly mem: GuestMemory,
   ) {}
+
+  /** Follows the device to another server (live migration): maps the same memory there and routes the same vectors. */
+  async attachTo(client: Client): Promise<void> {
+    await client.dmaMap(GUEST_BASE, this.mem);
+    await client.setBusMaster();
+    if (this.vectors.length > 0) await client.setIrqEventfds(IrqIndex.MSIX, 0, this.vectors.map((e) => e.fd));
+  }
+
+  /** From now on, talk to `client`. */
+  useClient(client: Client): void {
+    this.client = client;
+  }
 
   static async open(client: Client, o: DriverOptions = {}): Promise<NvmeDriver> {
     const size = o.memorySize ?? 8 * 1024 * 1024;
