@@ -419,6 +419,30 @@ describe('nvme: reset and shutdown', () => {
     assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0);
   });
 
+  test('a host that re-enables before CSTS.RDY cleared starts a fresh session; the old command is dropped', async () => {
+    r = await rig({ ioQueues: 1 });
+    const d = r.driver;
+    const b = r.backends[0];
+    b.holding = true;
+    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0 });
+    await d.submit(1);
+    await b.waitHeld(1);
+    await d.write32(REG.CC, 0);
+    // Not waiting for RDY to clear (a driver bug), straight back to enabled.
+    await d.write32(REG.AQA, (31 << 16) | 31);
+    const asq = d.alloc(32 * 64);
+    const acq = d.alloc(32 * 16);
+    await d.write64(REG.ASQ, asq);
+    await d.write64(REG.ACQ, acq);
+    d.queues.set(0, { id: 0, sq: asq, cq: acq, size: 32, cqSize: 32, tail: 0, head: 0, phase: 1, nextCid: 0 });
+    await d.write32(REG.CC, 0x00460001);
+    await d.waitCsts(3, 1);
+    await d.createIoQueues(1);
+    b.releaseAll();
+    assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0);
+    assert.equal(r.controller.sqs.size, 2);
+  });
+
   test('disable waits for I/O in flight before CSTS.RDY clears, and drops its completion', async () => {
     r = await rig({ ioQueues: 1 });
     const d = r.driver;

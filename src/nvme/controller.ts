@@ -307,7 +307,9 @@ export class NvmeController implements AdminTarget, IoContext {
       this.fatal(`enable refused: ${problem}`);
       return;
     }
+    // A host that re-enables before RDY cleared still starts from nothing: commands of the old session are dropped.
     this.epoch++;
+    this.clearQueues();
     const acqs = ((this.aqa >> 16) & 0xfff) + 1;
     const asqs = (this.aqa & 0xfff) + 1;
     const cq = new CompletionQueue(0, Number(this.acq), acqs, true, 0);
