@@ -343,6 +343,24 @@ describe('nvme: shadow doorbells', () => {
     assert.equal(ei, d.queues.get(1)!.tail, 'SQ EventIdx follows the consumed tail');
   });
 
+  test('polling the shadow doorbells: one submission after another rings (almost) no doorbell', async () => {
+    // A window far longer than the test: the controller polls until the client leaves.
+    r = await rig({ ioQueues: 1, pollMicroseconds: 10_000_000 });
+    const d = r.driver;
+    assert.equal((await d.configureShadowDoorbells()).status, 0);
+    assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0, 'the first I/O starts the polling');
+    const before = r.controller.stats.ioDoorbellWrites;
+    for (let i = 0; i < 32; i++) {
+      const data = pattern(512, 100 + i);
+      assert.equal((await d.rw(1, true, i, 1, data)).cqe.status, 0);
+      assert.deepEqual(r.backends[0].data.subarray(i * 512, (i + 1) * 512), Buffer.from(data));
+    }
+    const rings = r.controller.stats.ioDoorbellWrites - before;
+    assert.ok(rings <= 2, `${rings} doorbell messages for 32 I/Os`);
+    const ei = d.view(d.dbbuf!.eis + 8, 4).getUint32(0, true);
+    assert.equal(ei, (d.queues.get(1)!.tail - 1) & 0xffff, 'EventIdx one behind the tail while polling');
+  });
+
   test('a controller built without shadow doorbells clears OACS bit 8 and refuses the command', async () => {
     r = await rig({ shadowDoorbells: false });
     const id = Buffer.from((await r.driver.identify(1)).data);
@@ -441,6 +459,42 @@ describe('nvme: reset and shutdown', () => {
     b.releaseAll();
     assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0);
     assert.equal(r.controller.sqs.size, 2);
+  });
+
+  test('Delete I/O SQ waits for its command in flight, which completes first', async () => {
+    r = await rig({ ioQueues: 1 });
+    const d = r.driver;
+    const b = r.backends[0];
+    b.holding = true;
+    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0, cid: 0x77 });
+    await d.submit(1);
+    await b.waitHeld(1);
+    d.put(0, { opcode: 0x00, cdw10: 1, cid: 0x55 });
+    await d.submit(0);
+    b.releaseAll();
+    const io = await d.reap(1);
+    assert.deepEqual([io.cid, io.status], [0x77, 0]);
+    const del = await d.reap(0);
+    assert.deepEqual([del.cid, del.status], [0x55, 0]);
+    assert.equal(r.controller.sqs.has(1), false);
+  });
+
+  test('a reset while Delete I/O SQ waits ends the wait; the controller comes back', async () => {
+    r = await rig({ ioQueues: 1 });
+    const d = r.driver;
+    const b = r.backends[0];
+    b.holding = true;
+    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0 });
+    await d.submit(1);
+    await b.waitHeld(1);
+    d.put(0, { opcode: 0x00, cdw10: 1 });
+    await d.submit(0);
+    await d.write32(REG.CC, 0);
+    b.releaseAll();
+    await d.waitCsts(1, 0);
+    await d.enable();
+    await d.createIoQueues(1);
+    assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0);
   });
 
   test('disable waits for I/O in flight before CSTS.RDY clears, and drops its completion', async () => {

@@ -50,6 +50,12 @@ export interface ControllerConfig {
   subsystemVendorId: number;
   /** Offer Doorbell Buffer Config (shadow doorbells with EventIdx). */
   shadowDoorbells: boolean;
+  /**
+   * With shadow doorbells: after a submission queue goes idle, keep reading
+   * its shadow tail for this many microseconds (0: never), with EventIdx set
+   * so the driver does not ring meanwhile.
+   */
+  pollMicroseconds: number;
 }
 
 /** Counters for tests, logs and benchmarks. */
@@ -139,6 +145,8 @@ export class NvmeController implements AdminTarget, IoContext {
   /** Commands executing (fetched, not yet completed or dropped). */
   private running = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Submission queues whose Delete waits for their commands. */
+  private readonly deleting = new Set<SubmissionQueue>();
   private readonly aers: { sq: SubmissionQueue; cid: number }[] = [];
   private readonly events: AsyncEventRecord[] = [];
   private readonly maskedEventTypes = new Set<number>();
@@ -364,7 +372,10 @@ export class NvmeController implements AdminTarget, IoContext {
   /** Stops fetching and abandons what waits (AERs, pending completions); the epoch drops late completions. */
   private stopQueues(): void {
     this.epoch++;
-    for (const sq of this.sqs.values()) sq.dead = true;
+    for (const sq of [...this.sqs.values(), ...this.deleting]) {
+      sq.dead = true;
+      sq.wakeIdle();
+    }
     for (const cq of this.cqs.values()) cq.pending.length = 0;
     this.aers.length = 0;
   }
@@ -489,7 +500,11 @@ export class NvmeController implements AdminTarget, IoContext {
             void this.runIo(sq, cmd);
           }
         }
-        if (live() && sq.shadow) {
+        if (live() && sq.shadow && this.config.pollMicroseconds > 0) {
+          // EventIdx one behind the tail: the driver's next submissions do not ring while we poll.
+          await this.writeU32(sq.shadow.eventIdx, (sq.tail - 1) & 0xffff);
+          this.startPolling(sq);
+        } else if (live() && sq.shadow) {
           // Tell the driver where we are, then look again: it may have moved the tail meanwhile without ringing.
           await this.writeU32(sq.shadow.eventIdx, sq.tail);
           const before = sq.tail;
@@ -502,6 +517,39 @@ export class NvmeController implements AdminTarget, IoContext {
     } finally {
       sq.draining = false;
     }
+  }
+
+  /** Polls the shadow tail of an idle submission queue until it moves or the window closes. */
+  private startPolling(sq: SubmissionQueue): void {
+    sq.pollUntil = performance.now() + this.config.pollMicroseconds / 1000;
+    if (sq.polling) return;
+    sq.polling = true;
+    const epoch = this.epoch;
+    const tick = async (): Promise<void> => {
+      try {
+        if (sq.dead || this.epoch !== epoch || !this.ready || sq.draining || !sq.shadow) return void (sq.polling = false);
+        const before = sq.tail;
+        if (!(await this.shadowTail(sq))) return void (sq.polling = false);
+        if (sq.tail !== before) {
+          sq.polling = false;
+          void this.drain(sq);
+          return;
+        }
+        if (performance.now() < sq.pollUntil) {
+          setImmediate(() => void tick());
+          return;
+        }
+        // The window closed: ask for doorbells again, then look once more for a tail written meanwhile.
+        sq.polling = false;
+        await this.writeU32(sq.shadow.eventIdx, sq.tail);
+        if (!(await this.shadowTail(sq))) return;
+        if (sq.tail !== before) void this.drain(sq);
+      } catch (e) {
+        sq.polling = false;
+        if (this.epoch === epoch && !sq.dead) this.fatal(`SQ ${sq.id} shadow doorbell: ${(e as Error).message}`);
+      }
+    };
+    setImmediate(() => void tick());
   }
 
   private track<T>(work: Promise<T>): Promise<T> {
@@ -585,7 +633,7 @@ export class NvmeController implements AdminTarget, IoContext {
           return;
         }
         cq.advance();
-        c.sq.outstanding--;
+        if (--c.sq.outstanding === 0) c.sq.wakeIdle();
         freed.add(c.sq);
         posted++;
         this.stats.completions++;
@@ -690,8 +738,13 @@ export class NvmeController implements AdminTarget, IoContext {
   async removeSq(sq: SubmissionQueue): Promise<void> {
     sq.dead = true;
     this.sqs.delete(sq.id);
+    this.deleting.add(sq);
     const epoch = this.epoch;
-    while (sq.outstanding > 0 && this.epoch === epoch) await new Promise((r) => setImmediate(r));
+    try {
+      while (sq.outstanding > 0 && this.epoch === epoch) await new Promise<void>((r) => sq.idleWaiters.push(r));
+    } finally {
+      this.deleting.delete(sq);
+    }
     sq.cq.sqs.delete(sq);
   }
 

@@ -43,6 +43,12 @@ export interface NvmeOptions {
   firmware?: string;
   /** Offer Doorbell Buffer Config: shadow doorbells with EventIdx (default true). */
   shadowDoorbells?: boolean;
+  /**
+   * Poll an idle submission queue's shadow doorbell for this many
+   * microseconds before asking the driver to ring again (default 0: no
+   * polling). Trades CPU for doorbell messages.
+   */
+  pollMicroseconds?: number;
   /** Called with the controller's counters when a client disconnects (for logs and measurements). */
   onDisconnectStats?(stats: Readonly<ControllerStats>): void;
   /** Device name for logs. */
@@ -71,6 +77,8 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   const queues = options.queues ?? 4;
   const entries = options.queueEntries ?? 1024;
   const mdts = options.mdts ?? 5;
+  const pollMicroseconds = options.pollMicroseconds ?? 0;
+  if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new RangeError(`pollMicroseconds must be 0..10000000, got ${pollMicroseconds}`);
   if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new RangeError(`queues must be 1..64, got ${queues}`);
   if (!Number.isInteger(entries) || entries < 2 || entries > 4096) throw new RangeError(`queueEntries must be 2..4096, got ${entries}`);
   if (!Number.isInteger(mdts) || mdts < 1 || mdts > 10) throw new RangeError(`mdts must be 1..10, got ${mdts}`);
@@ -92,7 +100,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     raiseIntx: () => void device?.triggerIrq(IrqIndex.INTX, 0),
   };
   const controller = new NvmeController(
-    { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells: options.shadowDoorbells ?? true },
+    { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells: options.shadowDoorbells ?? true, pollMicroseconds },
     host,
   );
   const spec: DeviceSpec = {

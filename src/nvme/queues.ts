@@ -77,6 +77,11 @@ export class SubmissionQueue {
   again = false;
   /** Deleted (or the controller reset): fetch nothing more. */
   dead = false;
+  /** Called once `outstanding` drops to zero (or the controller resets). */
+  idleWaiters: (() => void)[] = [];
+  /** Shadow doorbell polling: running, and until when (ms, performance.now()). */
+  polling = false;
+  pollUntil = 0;
 
   constructor(
     readonly id: number,
@@ -87,6 +92,11 @@ export class SubmissionQueue {
 
   get empty(): boolean {
     return this.head === this.tail;
+  }
+
+  /** Wakes whoever waits for this queue to have no command outstanding. */
+  wakeIdle(): void {
+    for (const w of this.idleWaiters.splice(0)) w();
   }
 }
 

@@ -42,6 +42,7 @@ export const nvmeSample: Sample = {
     serial: { type: 'string' },
     'no-shadow-doorbells': { type: 'boolean' },
     stats: { type: 'boolean' },
+    'poll-us': { type: 'string' },
   },
   optionHelp: [
     '--image <file>     serve a raw image file (split evenly with --namespaces)',
@@ -51,12 +52,15 @@ export const nvmeSample: Sample = {
     '--queues <N>       I/O queue pairs (default 4)',
     '--serial <text>    serial number reported by Identify (default muser-nvme)',
     '--no-shadow-doorbells  do not offer Doorbell Buffer Config (every doorbell is a message)',
+    '--poll-us <N>      poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)',
     '--stats            print the controller counters (doorbell messages, commands) when a client leaves',
   ],
   async create({ values }) {
     const namespaces = count(values.namespaces, 'namespaces', 64);
     const queues = values.queues === undefined ? 4 : count(values.queues, 'queues', 64);
     const readOnly = values['read-only'] === true;
+    const pollMicroseconds = values['poll-us'] === undefined ? 0 : Number(values['poll-us']);
+    if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new Error(`--poll-us must be 0..10000000, got ${String(values['poll-us'])}`);
     const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
     const backends = await openNamespaces({ image: str(values.image), size: str(values.size), readOnly, namespaces });
     return nvmeController({
@@ -65,6 +69,7 @@ export const nvmeSample: Sample = {
       queues,
       serial: str(values.serial),
       shadowDoorbells: values['no-shadow-doorbells'] !== true,
+      pollMicroseconds,
       // The counters behind "doorbell messages per I/O", printed when the client leaves.
       onDisconnectStats: values.stats === true
         ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)

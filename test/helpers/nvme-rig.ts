@@ -22,9 +22,9 @@ export interface Rig {
   controller: NvmeController;
 }
 
-export async function rig(o: { size?: number; namespaces?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; enable?: boolean; ioQueues?: number; queueEntries?: number; caps?: { discard?: boolean; flush?: boolean }; msix?: boolean; shadowDoorbells?: boolean } = {}): Promise<Rig> {
+export async function rig(o: { size?: number; namespaces?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; enable?: boolean; ioQueues?: number; queueEntries?: number; caps?: { discard?: boolean; flush?: boolean }; msix?: boolean; shadowDoorbells?: boolean; pollMicroseconds?: number } = {}): Promise<Rig> {
   const backends = Array.from({ length: o.namespaces ?? 1 }, () => new TestRamBackend(o.size ?? MiB, false, o.caps));
-  const spec = nvmeController({ namespaces: backends, readOnly: o.readOnly, queues: o.queues ?? 4, queueEntries: o.queueEntries, serial: 'SN-TEST-0001', model: 'muser test NVMe', firmware: 'FW1.2', shadowDoorbells: o.shadowDoorbells });
+  const spec = nvmeController({ namespaces: backends, readOnly: o.readOnly, queues: o.queues ?? 4, queueEntries: o.queueEntries, serial: 'SN-TEST-0001', model: 'muser test NVMe', firmware: 'FW1.2', shadowDoorbells: o.shadowDoorbells, pollMicroseconds: o.pollMicroseconds });
   const server = serve(spec, join(dir, `nvme${serial++}.sock`), { log: 'silent' });
   const client = await connectClient(server.path);
   const driver = await NvmeDriver.open(client, { memory: o.memory, msix: o.msix });
