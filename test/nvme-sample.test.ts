@@ -9,10 +9,16 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { nvmeControllerOf, type DeviceSpec } from '../src/index.js';
 import { SAMPLES } from '../src/samples/index.js';
+import { nvmeFromOptions } from '../src/samples/nvme.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvme-sample-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-const create = async (values: Record<string, string | boolean | undefined>): Promise<DeviceSpec> => SAMPLES.nvme.create({ verbose: false, values });
+const create = (values: Record<string, string | boolean | undefined>): Promise<DeviceSpec> => nvmeFromOptions(values);
+
+test('the nvme sample is registered and declares its options', () => {
+  assert.ok(SAMPLES.nvme);
+  for (const name of ['image', 'size', 'read-only', 'namespaces', 'queues']) assert.ok(SAMPLES.nvme.options?.[name], name);
+});
 
 test('--size with --namespaces and --queues', async () => {
   const spec = await create({ size: '1M', namespaces: '3', queues: '2' });

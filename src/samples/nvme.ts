@@ -10,14 +10,39 @@ import { openFileBackend } from '../block/file.js';
 import { ramBackend } from '../block/ram.js';
 import { nvmeController } from '../nvme/device.js';
 import { sliceBackend } from '../nvme/namespace.js';
+import type { DeviceSpec } from '../server/spec.js';
 import type { Sample } from './index.js';
 import { parseSize } from './virtio-blk-backends.js';
 
-function count(v: string | boolean | undefined, name: string, max: number): number {
-  if (v === undefined) return 1;
+/** One option of the sample: its kind, what it does, and (for strings) its argument's name. */
+interface NvmeOption {
+  type: 'string' | 'boolean';
+  description: string;
+  arg?: string;
+}
+
+/** The sample's command-line options. */
+export const NVME_OPTIONS: Record<string, NvmeOption> = {
+  image: { type: 'string', arg: 'file', description: 'serve a raw image file (split evenly with --namespaces)' },
+  size: { type: 'string', arg: 'N[KMG]', description: 'serve RAM disks of this size' },
+  'read-only': { type: 'boolean', description: 'refuse writes (namespaces are write protected)' },
+  namespaces: { type: 'string', arg: 'N', description: 'namespaces (default 1)' },
+  queues: { type: 'string', arg: 'N', description: 'I/O queue pairs (default 4)' },
+  serial: { type: 'string', arg: 'text', description: 'serial number reported by Identify (default muser-nvme)' },
+  'no-shadow-doorbells': { type: 'boolean', description: 'do not offer Doorbell Buffer Config (every doorbell is a message)' },
+  'poll-us': { type: 'string', arg: 'N', description: 'poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)' },
+  stats: { type: 'boolean', description: 'print the controller counters (doorbell messages, commands) when a client leaves' },
+};
+
+function count(v: string | boolean | undefined, name: string, max: number, fallback: number): number {
+  if (v === undefined) return fallback;
   const n = Number(v);
   if (typeof v !== 'string' || !Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be 1..${max}, got ${String(v)}`);
   return n;
+}
+
+function str(v: string | boolean | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined;
 }
 
 async function openNamespaces(o: { image?: string; size?: string; readOnly: boolean; namespaces: number }): Promise<BlockBackend[]> {
@@ -30,50 +55,33 @@ async function openNamespaces(o: { image?: string; size?: string; readOnly: bool
   throw new Error('nvme needs --image <file> or --size <N[KMG]>');
 }
 
+/** Builds the sample's controller from its option values (as the command line gives them). */
+export async function nvmeFromOptions(values: Readonly<Record<string, string | boolean | undefined>>): Promise<DeviceSpec> {
+  const namespaces = count(values.namespaces, 'namespaces', 64, 1);
+  const queues = count(values.queues, 'queues', 64, 4);
+  const readOnly = values['read-only'] === true;
+  const pollMicroseconds = values['poll-us'] === undefined ? 0 : Number(values['poll-us']);
+  if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new Error(`--poll-us must be 0..10000000, got ${String(values['poll-us'])}`);
+  const backends = await openNamespaces({ image: str(values.image), size: str(values.size), readOnly, namespaces });
+  return nvmeController({
+    namespaces: backends,
+    readOnly,
+    queues,
+    serial: str(values.serial),
+    shadowDoorbells: values['no-shadow-doorbells'] !== true,
+    pollMicroseconds,
+    // The counters behind "doorbell messages per I/O", printed when the client leaves.
+    onDisconnectStats:
+      values.stats === true
+        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
+        : undefined,
+  });
+}
+
 /** The `nvme` sample. */
 export const nvmeSample: Sample = {
   description: 'NVMe controller (Linux nvme driver) over a raw image file (--image) or RAM disks (--size)',
-  options: {
-    image: { type: 'string' },
-    size: { type: 'string' },
-    'read-only': { type: 'boolean' },
-    namespaces: { type: 'string' },
-    queues: { type: 'string' },
-    serial: { type: 'string' },
-    'no-shadow-doorbells': { type: 'boolean' },
-    stats: { type: 'boolean' },
-    'poll-us': { type: 'string' },
-  },
-  optionHelp: [
-    '--image <file>     serve a raw image file (split evenly with --namespaces)',
-    '--size <N[KMG]>    serve RAM disks of this size',
-    '--read-only        refuse writes (namespaces are write protected)',
-    '--namespaces <N>   namespaces (default 1)',
-    '--queues <N>       I/O queue pairs (default 4)',
-    '--serial <text>    serial number reported by Identify (default muser-nvme)',
-    '--no-shadow-doorbells  do not offer Doorbell Buffer Config (every doorbell is a message)',
-    '--poll-us <N>      poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)',
-    '--stats            print the controller counters (doorbell messages, commands) when a client leaves',
-  ],
-  async create({ values }) {
-    const namespaces = count(values.namespaces, 'namespaces', 64);
-    const queues = values.queues === undefined ? 4 : count(values.queues, 'queues', 64);
-    const readOnly = values['read-only'] === true;
-    const pollMicroseconds = values['poll-us'] === undefined ? 0 : Number(values['poll-us']);
-    if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new Error(`--poll-us must be 0..10000000, got ${String(values['poll-us'])}`);
-    const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
-    const backends = await openNamespaces({ image: str(values.image), size: str(values.size), readOnly, namespaces });
-    return nvmeController({
-      namespaces: backends,
-      readOnly,
-      queues,
-      serial: str(values.serial),
-      shadowDoorbells: values['no-shadow-doorbells'] !== true,
-      pollMicroseconds,
-      // The counters behind "doorbell messages per I/O", printed when the client leaves.
-      onDisconnectStats: values.stats === true
-        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
-        : undefined,
-    });
-  },
+  options: Object.fromEntries(Object.entries(NVME_OPTIONS).map(([name, o]) => [name, { type: o.type }])),
+  optionHelp: Object.entries(NVME_OPTIONS).map(([name, o]) => `${`--${name}${o.arg ? ` <${o.arg}>` : ''}`.padEnd(22)} ${o.description}`),
+  create: ({ values }) => nvmeFromOptions(values),
 };
