@@ -439,7 +439,7 @@ export class NvmeController implements AdminTarget, IoContext {
     if (!sq) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
     if (value >= sq.size) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
     sq.tail = value;
-    void this.drain(sq);
+    void this.drain(sq, true);
   }
 
   private async readU32(addr: number): Promise<number> {
@@ -466,8 +466,12 @@ export class NvmeController implements AdminTarget, IoContext {
     return true;
   }
 
-  /** Fetches and starts every command between head and tail, as far as the queue's completion budget allows. */
-  private async drain(sq: SubmissionQueue): Promise<void> {
+  /**
+   * Fetches and starts every command between head and tail, as far as the
+   * queue's completion budget allows. `fromDoorbell`: the tail was just
+   * written to the doorbell register.
+   */
+  private async drain(sq: SubmissionQueue, fromDoorbell = false): Promise<void> {
     if (sq.draining) {
       sq.again = true;
       return;
@@ -476,9 +480,12 @@ export class NvmeController implements AdminTarget, IoContext {
     const epoch = this.epoch;
     const live = (): boolean => !sq.dead && this.epoch === epoch && this.ready;
     try {
+      // A doorbell register write carries the tail itself: the shadow is read from the second pass on.
+      let fresh = fromDoorbell;
       do {
         sq.again = false;
-        if (!(await this.shadowTail(sq))) return;
+        if (!fresh && !(await this.shadowTail(sq))) return;
+        fresh = false;
         while (live() && !sq.empty && sq.outstanding < sq.size - 1) {
           const addr = sq.base + sq.head * SQE_SIZE;
           let entry: Uint8Array;
