@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { EventFd } from '../src/client/index.js';
-import { IrqIndex } from '../src/index.js';
+import { IrqIndex, type BlockBackend } from '../src/index.js';
 import { PAGE, REG, pattern } from './helpers/nvme-driver.js';
 import { MiB, close, rig, type Rig } from './helpers/nvme-rig.js';
 
@@ -262,6 +262,24 @@ describe('nvme: features, logs, events', () => {
     assert.equal((await d.admin({ opcode: 0x0a, cdw10: 0x77 })).sc, 0x02);
   });
 
+  test('FUA reaches the backend, and every write is FUA once the volatile write cache is turned off', async () => {
+    r = await rig({ ioQueues: 1 });
+    const d = r.driver;
+    const b = r.backends[0];
+    const seen: boolean[] = [];
+    const write = b.write.bind(b) as BlockBackend['write'];
+    b.write = (offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }) => {
+      seen.push(options?.fua === true);
+      return write(offset, buffers, options);
+    };
+    const buf = d.alloc(PAGE);
+    assert.equal((await d.run(1, { opcode: 1, nsid: 1, prp1: buf, cdw10: 0, cdw12: 0 })).status, 0);
+    assert.equal((await d.run(1, { opcode: 1, nsid: 1, prp1: buf, cdw10: 0, cdw12: 1 << 30 })).status, 0);
+    assert.equal((await d.admin({ opcode: 0x09, cdw10: 6, cdw11: 0 })).status, 0);
+    assert.equal((await d.run(1, { opcode: 1, nsid: 1, prp1: buf, cdw10: 0, cdw12: 0 })).status, 0);
+    assert.deepEqual(seen, [false, true, true]);
+  });
+
   test('log pages: SMART counts I/O, firmware slot names the revision, error log records failures, unknown page refused', async () => {
     r = await rig({ ioQueues: 1 });
     const d = r.driver;
@@ -359,6 +377,29 @@ describe('nvme: shadow doorbells', () => {
     assert.ok(rings <= 2, `${rings} doorbell messages for 32 I/Os`);
     const ei = d.view(d.dbbuf!.eis + 8, 4).getUint32(0, true);
     assert.equal(ei, (d.queues.get(1)!.tail - 1) & 0xffff, 'EventIdx one behind the tail while polling');
+  });
+
+  test('with shadow doorbells a late (posted) doorbell register write with an old tail or head moves nothing back', async () => {
+    r = await rig({ ioQueues: 1 });
+    const d = r.driver;
+    assert.equal((await d.configureShadowDoorbells()).status, 0);
+    const q = d.queues.get(1)!;
+    const dbs = d.dbbuf!.dbs;
+    for (let i = 0; i < 3; i++) d.put(1, { opcode: 0, nsid: 1, cid: 0x10 + i });
+    d.view(dbs + 8, 4).setUint32(0, q.tail, true);
+    await d.ring(2, q.tail);
+    const cids = [];
+    for (let i = 0; i < 3; i++) cids.push((await d.reap(1)).cid);
+    assert.deepEqual(cids, [0x10, 0x11, 0x12]);
+    // The register writes of a while ago arrive now: SQ tail 1, CQ head 1.
+    await d.ring(2, 1);
+    await d.ring(3, 1);
+    d.put(1, { opcode: 0, nsid: 1, cid: 0x99 });
+    d.view(dbs + 8, 4).setUint32(0, q.tail, true);
+    await d.ring(2, q.tail);
+    const next = await d.reap(1);
+    assert.deepEqual([next.cid, next.status], [0x99, 0], 'no stale entry was fetched again');
+    assert.equal(r.controller.sqs.get(1)!.head, 4);
   });
 
   test('a controller built without shadow doorbells clears OACS bit 8 and refuses the command', async () => {

@@ -427,10 +427,16 @@ export class NvmeController implements AdminTarget, IoContext {
     const qid = index >> 1;
     if (qid > 0) this.stats.ioDoorbellWrites++;
     if (!this.accepting) return;
+    // With shadow doorbells the register write is only a wake-up: QEMU posts register writes, so one may
+    // arrive after the driver moved on through the shadow buffer, and its value would move us backwards.
     if (index & 1) {
       const cq = this.cqs.get(qid);
       if (!cq) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
-      if (!cq.validHead(value)) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
+      if (value >= cq.size || (!cq.shadow && !cq.validHead(value))) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
+      if (cq.shadow) {
+        void this.shadowHead(cq);
+        return;
+      }
       cq.head = value;
       this.flushCq(cq);
       return;
@@ -438,8 +444,25 @@ export class NvmeController implements AdminTarget, IoContext {
     const sq = this.sqs.get(qid);
     if (!sq) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
     if (value >= sq.size) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
+    if (sq.shadow) {
+      void this.drain(sq);
+      return;
+    }
     sq.tail = value;
     void this.drain(sq, true);
+  }
+
+  /** A CQ head doorbell under shadow doorbells: take the head from the shadow buffer, then post what waits. */
+  private async shadowHead(cq: CompletionQueue): Promise<void> {
+    const epoch = this.epoch;
+    try {
+      const v = await this.readU32(cq.shadow!.doorbell);
+      if (this.epoch !== epoch || !this.cqs.has(cq.id)) return;
+      if (cq.validHead(v)) cq.head = v;
+      this.flushCq(cq);
+    } catch (e) {
+      if (this.epoch === epoch) this.fatal(`CQ ${cq.id} shadow doorbell: ${(e as Error).message}`);
+    }
   }
 
   private async readU32(addr: number): Promise<number> {
@@ -469,7 +492,7 @@ export class NvmeController implements AdminTarget, IoContext {
   /**
    * Fetches and starts every command between head and tail, as far as the
    * queue's completion budget allows. `fromDoorbell`: the tail was just
-   * written to the doorbell register.
+   * written to the doorbell register (queues without shadow doorbells).
    */
   private async drain(sq: SubmissionQueue, fromDoorbell = false): Promise<void> {
     if (sq.draining) {
@@ -480,7 +503,7 @@ export class NvmeController implements AdminTarget, IoContext {
     const epoch = this.epoch;
     const live = (): boolean => !sq.dead && this.epoch === epoch && this.ready;
     try {
-      // A doorbell register write carries the tail itself: the shadow is read from the second pass on.
+      // A doorbell register write carried the tail itself.
       let fresh = fromDoorbell;
       do {
         sq.again = false;

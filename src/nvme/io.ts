@@ -78,7 +78,8 @@ async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Prom
   if (write) checkWritable(ns);
   // A Read writes guest memory; a Write reads it.
   const ranges = await walkPrps(ctx.memory, cmd.prp1, cmd.prp2, length, !write);
-  const fua = (cmd.cdw12 & FUA) !== 0;
+  // With the volatile write cache turned off (Set Features), every write is durable before it completes.
+  const fua = (cmd.cdw12 & FUA) !== 0 || (write && ns.capabilities.flush && !ctx.writeCacheEnabled);
   await withGuestBuffers(ctx.memory, ranges, !write, (buffers) => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write));
   ctx.account(write, length);
   return {};
