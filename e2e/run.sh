@@ -34,7 +34,7 @@ cp "$INITRD" "$E2E_INITRD"
 echo "[e2e] setup done after $((SECONDS - t0)) s; initramfs $INITRD"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-rng qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-rng nvme qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng)
 failed=()
 npass=0; nfail=0; nskip=0
 out=$(mktemp)

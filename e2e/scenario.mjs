@@ -18,6 +18,7 @@ import { createInterface } from 'node:readline';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { virtioScenarios } from './virtio.mjs';
+import { nvmeScenarios } from './nvme.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -66,6 +67,7 @@ const SCENARIOS = {
     extraDevices: ['posted'],
   },
   ...virtioScenarios(),
+  ...nvmeScenarios(),
 };
 
 const HEX = (/** @type {number} */ v, d = 4) => `0x${v.toString(16).padStart(d, '0')}`;

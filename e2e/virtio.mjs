@@ -21,18 +21,18 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const MiB = 1024 * 1024;
+export const MiB = 1024 * 1024;
 /** The disk: small, so that TCG boots stay quick. */
-const IMAGE_SIZE = 64 * MiB;
+export const IMAGE_SIZE = 64 * MiB;
 /** What the guest writes and then deletes in boot 1 (e2e/guest/blk-format.sh); fstrim must free most of it. */
-const FILLER = 24 * MiB;
+export const FILLER = 24 * MiB;
 /** The files of e2e/guest/blk-lib.sh (BLK_FILES). */
-const FILES = ['seq.txt', 'rand.bin', ...Array.from({ length: 8 }, (_, i) => `d/s${i + 1}`)];
+export const FILES = ['seq.txt', 'rand.bin', ...Array.from({ length: 8 }, (_, i) => `d/s${i + 1}`)];
 const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
 
 /**
  * @typedef {'qemu' | 'muser'} Backend
- * @typedef {{ kind: 'blk', image: string, readOnly?: boolean, queues?: number } | { kind: 'rng' }} Want
+ * @typedef {{ kind: 'blk' | 'nvme', image: string, readOnly?: boolean, queues?: number, extra?: string[] } | { kind: 'rng' }} Want
  * @typedef {import('./scenario.mjs').Harness} Harness
  * @typedef {any} Run
  */
@@ -78,18 +78,20 @@ export function virtioScenarios() {
 function attach(backend, w, sock) {
   if (backend === 'muser') {
     if (w.kind === 'rng') return { qemuArgs: [], argv: ['run', 'virtio-rng', sock] };
-    const opts = [...(w.readOnly ? ['--read-only'] : []), ...(w.queues ? ['--queues', String(w.queues)] : [])];
+    const opts = [...(w.readOnly ? ['--read-only'] : []), ...(w.queues ? ['--queues', String(w.queues)] : []), ...(w.extra ?? [])];
+    if (w.kind === 'nvme') return { qemuArgs: [], argv: ['run', 'nvme', sock, '--image', w.image, '--serial', 'muser-e2e-nvme', ...opts] };
     return { qemuArgs: [], argv: ['run', 'virtio-blk', sock, '--image', w.image, ...opts] };
   }
   // Modern-only, as a muser virtio device is: PCI id 1af4:1040+type.
   const modern = 'disable-legacy=on,disable-modern=off';
   if (w.kind === 'rng') return { qemuArgs: ['-device', `virtio-rng-pci,${modern}`] };
   const drive = `file=${w.image},format=raw,if=none,id=disk0,discard=unmap${w.readOnly ? ',readonly=on' : ''}`;
+  if (w.kind === 'nvme') return { qemuArgs: ['-drive', drive, '-device', 'nvme,drive=disk0,serial=muser-e2e-nvme'] };
   return { qemuArgs: ['-drive', drive, '-device', `virtio-blk-pci,drive=disk0,${modern},serial=muser-e2e,num-queues=${w.queues ?? 1}`] };
 }
 
 /** False (and a SKIP line) when the muser sample does not exist yet. @param {Run} r @param {Backend} backend @param {string} sample */
-async function available(r, backend, sample) {
+export async function available(r, backend, sample) {
   if (backend === 'qemu') return true;
   const { SAMPLES } = await import(join(REPO, 'dist/src/samples/index.js'));
   if (SAMPLES[sample]) return true;
@@ -104,7 +106,7 @@ async function available(r, backend, sample) {
  * @param {Run} r @param {Harness} h @param {Backend} backend @param {Want} w
  * @param {{ tests: string, label: string, smp?: number }} boot
  */
-async function bootWith(r, h, backend, w, boot) {
+export async function bootWith(r, h, backend, w, boot) {
   const t0 = Date.now();
   const sock = join(r.dir, `${r.sc.sample}.sock`);
   const { qemuArgs, argv } = attach(backend, w, sock);
@@ -139,10 +141,10 @@ async function bootWith(r, h, backend, w, boot) {
 // ------------------------------------------------------------------ virtio-blk
 
 /** Guest lines with a prefix, prefix removed. @param {string[]} lines @param {string} prefix */
-const pick = (lines, prefix) => lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).trim());
+export const pick = (lines, prefix) => lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).trim());
 
 /** @param {Harness} h @param {string[]} lines @param {string} word */
-const record = (h, lines, word) => h.kv(lines.find((l) => l.startsWith(word + ' ')) ?? '');
+export const record = (h, lines, word) => h.kv(lines.find((l) => l.startsWith(word + ' ')) ?? '');
 
 /** Checks the guest's view of the disk (E2E-BLK: info). @param {Run} r @param {Harness} h @param {string[]} lines @param {string} label @param {{ ro: string, queues?: string }} want */
 function checkDisk(r, h, lines, label, want) {
@@ -155,7 +157,7 @@ function checkDisk(r, h, lines, label, want) {
 }
 
 /** The E2E-SUM lines of one phase: file -> sha256. @param {Harness} h @param {string[]} lines @param {string} phase */
-function sums(h, lines, phase) {
+export function sums(h, lines, phase) {
   /** @type {Map<string, string>} */
   const m = new Map();
   for (const l of pick(lines, 'E2E-SUM:')) {
@@ -166,26 +168,26 @@ function sums(h, lines, phase) {
 }
 
 /** @param {Map<string, string>} a @param {Map<string, string>} b */
-function sameSums(a, b) {
+export function sameSums(a, b) {
   return a.size === FILES.length && FILES.every((f) => /^[0-9a-f]{64}$/.test(a.get(f) ?? '') && a.get(f) === b.get(f));
 }
 
 /** @param {Map<string, string>} a @param {Map<string, string>} b */
-function diffSums(a, b) {
+export function diffSums(a, b) {
   return FILES.filter((f) => a.get(f) !== b.get(f)).map((f) => `${f}: ${a.get(f) ?? 'none'} vs ${b.get(f) ?? 'none'}`).join('; ');
 }
 
 /** @param {Buffer | string} data */
-const sha256 = (data) => createHash('sha256').update(data).digest('hex');
+export const sha256 = (data) => createHash('sha256').update(data).digest('hex');
 
 /** `e2fsck -fn` of the image on the host: clean means exit 0. @param {Run} r @param {string} image @param {string} when */
-function fsck(r, image, when) {
+export function fsck(r, image, when) {
   const p = spawnSync('e2fsck', ['-fn', image], { encoding: 'utf8', env: { ...process.env, PATH: SBIN_PATH } });
   r.assert(p.status === 0, `host: e2fsck -fn of the image is clean ${when}`, `exit ${p.status ?? p.error}: ${`${p.stdout}${p.stderr}`.trim().split('\n').slice(-8).join('\n       ')}`);
 }
 
 /** Reads a file out of the image on the host (debugfs); undefined if it cannot. @param {Run} r @param {string} image @param {string} file */
-function hostFile(r, image, file) {
+export function hostFile(r, image, file) {
   const out = join(r.dir, `host-${file.replace(/\//g, '_')}`);
   rmSync(out, { force: true });
   spawnSync('debugfs', ['-R', `dump /${file} ${out}`, image], { encoding: 'utf8', env: { ...process.env, PATH: SBIN_PATH } });
@@ -193,7 +195,7 @@ function hostFile(r, image, file) {
 }
 
 /** A fresh sparse image. @param {Run} r */
-function newImage(r) {
+export function newImage(r) {
   const image = join(r.dir, 'disk.img');
   writeFileSync(image, '');
   truncateSync(image, IMAGE_SIZE);

@@ -96,3 +96,20 @@ export {
 } from './virtio/index.js';
 export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './virtio/blk.js';
 export { virtioRng } from './virtio/rng.js';
+export {
+  nvmeController,
+  nvmeControllerOf,
+  sliceBackend,
+  NvmeController,
+  NVME_PCI_IDS,
+  Status as NvmeStatus,
+  type NvmeOptions,
+  type ControllerHost as NvmeControllerHost,
+  type ControllerConfig as NvmeControllerConfig,
+  type ControllerStats as NvmeControllerStats,
+  type FeatureValues as NvmeFeatureValues,
+  type FatalReason as NvmeFatalReason,
+  type ControllerState as NvmeControllerState,
+  type SavedCq as NvmeSavedCq,
+  type SavedSq as NvmeSavedSq,
+} from './nvme/index.js';

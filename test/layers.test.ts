@@ -23,6 +23,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   server: ['native', 'protocol', 'transport', 'pci', 'device', 'migration'],
   client: ['native', 'protocol', 'transport'],
   virtio: ['native', 'pci', 'block', 'device'],
+  nvme: ['native', 'pci', 'block', 'device'],
   cli: ['native', 'protocol', 'transport', 'pci', 'device', 'server', 'client', 'samples'],
 };
 

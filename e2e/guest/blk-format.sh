@@ -5,8 +5,8 @@
 # syncs, unmounts, drops its caches, mounts again and reads everything back.
 . /e2e/common.sh
 . /e2e/blk-lib.sh
-blk_info
-mke2fs -F -b 4096 -L muser-e2e /dev/vda >/tmp/mkfs.log 2>&1 || fail "mke2fs: $(tail -n 3 /tmp/mkfs.log)"
+$BLK_INFO
+mke2fs -F -b 4096 -L muser-e2e /dev/$BLK_DEV >/tmp/mkfs.log 2>&1 || fail "mke2fs: $(tail -n 3 /tmp/mkfs.log)"
 blk_mount
 seq 1 300000 > /mnt/seq.txt || fail "write seq.txt"
 dd if=/dev/urandom of=/mnt/rand.bin bs=64k count=64 2>/dev/null || fail "write rand.bin"

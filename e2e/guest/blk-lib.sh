@@ -1,5 +1,9 @@
-# Helpers for the virtio-blk guest scripts (sourced after common.sh).
-# The disk is the guest's only virtio-blk disk: /dev/vda.
+# Helpers for the disk guest scripts (sourced after common.sh).
+# The disk is /dev/$BLK_DEV: the guest's only virtio-blk disk (vda) unless a
+# script sets BLK_DEV first (nvme0n1 for the NVMe scenario), and BLK_INFO
+# names the function that prints its E2E-BLK info line (default blk_info).
+BLK_DEV=${BLK_DEV:-vda}
+BLK_INFO=${BLK_INFO:-blk_info}
 
 fail() { echo "E2E-BLK: FAIL $*"; exit 1; }
 
@@ -29,12 +33,12 @@ blk_sums() {
 # blk_mount [OPTIONS]: mounts /dev/vda on /mnt as ext4 (the ext4 driver also mounts ext2).
 blk_mount() {
   mkdir -p /mnt
-  mount -t ext4 ${1:+-o $1} /dev/vda /mnt 2>/tmp/mount.err || fail "mount ${1:-rw}: $(cat /tmp/mount.err)"
+  mount -t ext4 ${1:+-o $1} /dev/$BLK_DEV /mnt 2>/tmp/mount.err || fail "mount ${1:-rw}: $(cat /tmp/mount.err)"
 }
 
 # drop_caches: nothing of the disk stays in the guest's page cache.
 drop_caches() {
   sync
   echo 3 > /proc/sys/vm/drop_caches
-  blockdev --flushbufs /dev/vda
+  blockdev --flushbufs /dev/$BLK_DEV
 }

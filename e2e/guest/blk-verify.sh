@@ -4,7 +4,7 @@
 # the image's allocated blocks shrink).
 . /e2e/common.sh
 . /e2e/blk-lib.sh
-blk_info
+$BLK_INFO
 blk_mount
 blk_sums boot2
 out=$(fstrim -v /mnt 2>&1) || fail "fstrim: $out"

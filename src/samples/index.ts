@@ -4,6 +4,7 @@ import { benchDevice } from './bench.js';
 import { timerDevice } from './timer.js';
 import { counterDevice } from './counter.js';
 import { gpioSample } from './gpio.js';
+import { nvmeSample } from './nvme.js';
 import { virtioBlkSample } from './virtio-blk.js';
 import { virtioRng } from '../index.js';
 
@@ -35,5 +36,6 @@ export const SAMPLES: Record<string, Sample> = {
   timer: { description: 'the original sample server: BAR0 timer firing INTx and DMA, 16 KiB sparse BAR1, live migration', create: (o) => timerDevice(o) },
   gpio: gpioSample,
   'virtio-blk': virtioBlkSample,
+  nvme: nvmeSample,
   'virtio-rng': { description: 'virtio entropy source: one queue filled with random bytes', create: () => virtioRng() },
 };

@@ -4,7 +4,7 @@
  * may write ("in"), each made of guest-memory pieces. Helpers copy bytes in
  * and out, or lend zero-copy views for asynchronous I/O.
  */
-import type { QueueMemory } from './memory.js';
+import type { QueueMemory } from '../device/queue-memory.js';
 
 /** One buffer of a descriptor chain. `addr` is NaN when beyond 2^53. */
 export interface Descriptor {

@@ -15,7 +15,7 @@ import { IrqIndex } from '../device/irqs.js';
 import type { MaybePromise } from '../device/spec.js';
 import { CommonCfg, featureBit, hasFeature, IsrBit, VIRTIO_MSI_NO_VECTOR, VirtioFeature, VirtioStatus } from './constants.js';
 import type { VirtioConfig } from './config.js';
-import { dmaQueueMemory, type QueueMemory } from './memory.js';
+import { dmaQueueMemory, type QueueMemory } from '../device/queue-memory.js';
 import { BounceBudget, type VirtqueueRequest } from './request.js';
 import { Virtqueue, type RingFeatures, type VirtqueueHost, type VirtqueueState } from './virtqueue.js';
 

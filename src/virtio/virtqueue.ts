@@ -16,7 +16,7 @@
  * main thread.
  */
 import { DescFlag, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
-import type { QueueMemory } from './memory.js';
+import type { QueueMemory } from '../device/queue-memory.js';
 import { BounceBudget, VirtqueueRequest, type Descriptor } from './request.js';
 
 /** What a virtqueue needs from its transport. */

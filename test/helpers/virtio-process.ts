@@ -37,7 +37,7 @@ export class VirtioProcess {
     });
   }
 
-  static async start(kind: 'blk' | 'rng', options: Record<string, unknown> = {}): Promise<VirtioProcess> {
+  static async start(kind: 'blk' | 'rng' | 'nvme', options: Record<string, unknown> = {}): Promise<VirtioProcess> {
     const dir = mkdtempSync(join(tmpdir(), 'muser-vproc-'));
     const path = join(dir, 'dev.sock');
     const child = spawn(process.execPath, [SCRIPT, kind, path, JSON.stringify(options)], {

@@ -2,15 +2,15 @@
  * Child-process side of the cross-process virtio tests: serves a virtio
  * device on a socket until stdin says `exit` or closes.
  *
- *   node virtio-serve.js <blk|rng> <socket> [options-json]
+ *   node virtio-serve.js <blk|rng|nvme> <socket> [options-json]
  *
- * blk options: { size, queues, readOnly } over the test RAM backend, or
+ * blk and nvme options: { size, queues, readOnly } over the test RAM backend, or
  * over a file shared with other processes with { file }.
  * stdout: `{"ready":true}` once listening; `stats` answers {fds, connected}.
  */
 import { readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
+import { nvmeController, serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
 import { virtioRng } from '../../src/virtio/rng.js';
 import { TestRamBackend } from './virtio-ram-backend.js';
 import { TestFileBackend } from './virtio-file-backend.js';
@@ -28,6 +28,7 @@ if (kind === 'blk') {
   spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'child' });
 }
 else if (kind === 'rng') spec = virtioRng();
+else if (kind === 'nvme') spec = nvmeController({ namespaces: [new TestRamBackend(o.size ?? 1024 * 1024)], queues: o.queues, readOnly: o.readOnly, serial: 'child' });
 else {
   process.stderr.write(`unknown device ${kind}\n`);
   process.exit(2);

@@ -6,7 +6,7 @@
  * interface (and not Device or Session) lets it run on a worker thread
  * later, with its own views of the same memory.
  */
-import type { DmaAccess } from '../device/dma-access.js';
+import type { DmaAccess } from './dma-access.js';
 
 /** Guest memory as the queue code sees it. Every address is a guest IOVA. */
 export interface QueueMemory {

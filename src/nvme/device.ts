@@ -1,0 +1,164 @@
+/**
+ * An NVMe controller as a muser PCI function: class 0x010802 (NVM Express),
+ * a 64-bit BAR0 holding the controller registers and doorbells, MSI-X with
+ * one vector per queue (INTx when the guest does not enable MSI-X), the
+ * controller's state machine behind it, and live migration of that state.
+ * Linux's stock `nvme` driver binds it by class code.
+ *
+ * @example
+ * ```ts
+ * import { nvmeController, ramBackend, serve } from 'muser';
+ * serve(nvmeController({ namespaces: [ramBackend(64 * 1024 * 1024)], serial: 'demo' }), '/tmp/nvme.sock');
+ * ```
+ */
+import type { BlockBackend } from '../block/backend.js';
+import type { Device } from '../device/device.js';
+import { IrqIndex } from '../device/irqs.js';
+import { MigrationState } from '../device/migration-spec.js';
+import type { DeviceSpec } from '../device/spec.js';
+import { dmaQueueMemory } from '../device/queue-memory.js';
+import { NvmeReg } from './constants.js';
+import { NvmeController, type ControllerHost, type ControllerStats } from './controller.js';
+import { Namespace } from './namespace.js';
+
+/** Options of {@link nvmeController}. */
+export interface NvmeOptions {
+  /** One backend per namespace (NSID 1, 2, ...). */
+  namespaces: readonly BlockBackend[];
+  /** Refuse writes to every namespace. */
+  readOnly?: boolean;
+  /** I/O queue pairs offered (default 4, at most 64). */
+  queues?: number;
+  /** Largest queue in entries (default 1024, 2 to 4096). */
+  queueEntries?: number;
+  /** Logical block size: 512 (default) or 4096. */
+  lbaSize?: 512 | 4096;
+  /** Largest transfer as 4 KiB << mdts (default 5: 128 KiB). */
+  mdts?: number;
+  /** Identify: serial number (20 ASCII characters at most; default "muser-nvme"). */
+  serial?: string;
+  /** Identify: model number (40 characters at most; default "muser NVMe controller"). */
+  model?: string;
+  /** Identify: firmware revision (8 characters at most; default "1.0"). */
+  firmware?: string;
+  /** Offer Doorbell Buffer Config: shadow doorbells with EventIdx (default true). */
+  shadowDoorbells?: boolean;
+  /**
+   * Poll an idle submission queue's shadow doorbell for this many
+   * microseconds before asking the driver to ring again (default 0: no
+   * polling). Trades CPU for doorbell messages.
+   */
+  pollMicroseconds?: number;
+  /** Called with the controller's counters when a client disconnects (for logs and measurements). */
+  onDisconnectStats?(stats: Readonly<ControllerStats>): void;
+  /** Device name for logs. */
+  name?: string;
+}
+
+/** PCI ids: muser's vendor id and the NVM Express class. */
+export const NVME_PCI_IDS = { vendorId: 0x4d55, deviceId: 0x0002, classCode: 0x010802 } as const;
+
+const BAR_SIZE = 0x4000;
+const RUNNING_STATES = new Set<MigrationState>([MigrationState.RUNNING, MigrationState.PRE_COPY, MigrationState.RUNNING_P2P, MigrationState.PRE_COPY_P2P]);
+const controllers = new WeakMap<DeviceSpec, NvmeController>();
+
+/** The controller behind a spec made by {@link nvmeController} (for tests and tools). */
+export function nvmeControllerOf(spec: DeviceSpec): NvmeController | undefined {
+  return controllers.get(spec);
+}
+
+function printable(text: string, max: number, what: string): string {
+  if (!/^[\x20-\x7e]*$/.test(text) || text.length > max) throw new RangeError(`${what} must be at most ${max} printable ASCII characters`);
+  return text;
+}
+
+/** Builds the DeviceSpec of an NVMe controller over block backends. */
+export function nvmeController(options: NvmeOptions): DeviceSpec {
+  const queues = options.queues ?? 4;
+  const entries = options.queueEntries ?? 1024;
+  const mdts = options.mdts ?? 5;
+  const pollMicroseconds = options.pollMicroseconds ?? 0;
+  if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new RangeError(`pollMicroseconds must be 0..10000000, got ${pollMicroseconds}`);
+  if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new RangeError(`queues must be 1..64, got ${queues}`);
+  if (!Number.isInteger(entries) || entries < 2 || entries > 4096) throw new RangeError(`queueEntries must be 2..4096, got ${entries}`);
+  if (!Number.isInteger(mdts) || mdts < 1 || mdts > 10) throw new RangeError(`mdts must be 1..10, got ${mdts}`);
+  if (options.namespaces.length < 1 || options.namespaces.length > 1024) throw new RangeError('an NVMe controller has 1 to 1024 namespaces');
+  const serial = printable(options.serial ?? 'muser-nvme', 20, 'serial');
+  const model = printable(options.model ?? 'muser NVMe controller', 40, 'model');
+  const firmware = printable(options.firmware ?? '1.0', 8, 'firmware');
+  const namespaces = options.namespaces.map((b, i) => new Namespace(i + 1, b, { readOnly: options.readOnly, lbaSize: options.lbaSize, serial }));
+
+  let device: Device | undefined;
+  const host: ControllerHost = {
+    memory: dmaQueueMemory(() => {
+      if (!device) throw new Error('nvme: no client');
+      return device.dma;
+    }),
+    msixEnabled: () => device?.irqs.activeIndex === IrqIndex.MSIX,
+    msixVectors: () => device?.irqs.count(IrqIndex.MSIX) ?? 0,
+    raiseMsix: (vector) => void device?.triggerIrq(IrqIndex.MSIX, vector),
+    raiseIntx: () => void device?.triggerIrq(IrqIndex.INTX, 0),
+  };
+  const controller = new NvmeController(
+    { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells: options.shadowDoorbells ?? true, pollMicroseconds },
+    host,
+  );
+  const spec: DeviceSpec = {
+    name: options.name ?? 'nvme',
+    identity: { ...NVME_PCI_IDS, subsystemVendorId: NVME_PCI_IDS.vendorId, subsystemId: 0x0002, revision: 0 },
+    bars: {
+      0: {
+        size: BAR_SIZE,
+        is64: true,
+        read: (offset, length, d) => {
+          device = d;
+          return controller.readRegister(offset, length);
+        },
+        write: (offset, data, d) => {
+          device = d;
+          controller.writeRegister(offset, data);
+        },
+      },
+    },
+    // A vector per queue: the admin queue and every I/O queue.
+    interrupts: { intx: true, msix: queues + 1 },
+    onConnect: (d) => {
+      device = d;
+    },
+    onDisconnect: () => options.onDisconnectStats?.({ ...controller.stats }),
+    onReset: (_reason, d) => {
+      device = d;
+      controller.reset();
+    },
+    migration: {
+      preCopy: true,
+      // Controller state travels in device.state with muser's default migration.
+      async onTransition(from, to, d) {
+        device = d;
+        if (RUNNING_STATES.has(from) && !RUNNING_STATES.has(to)) {
+          // STOP completes only after the commands in flight finished and posted their completions.
+          await controller.quiesce();
+          d.state.nvme = controller.save();
+        }
+        if (from === MigrationState.RESUMING) {
+          if (d.state.nvme === undefined) throw new Error('migration data has no NVMe controller state');
+          controller.restore(d.state.nvme);
+        }
+        if (!RUNNING_STATES.has(from) && RUNNING_STATES.has(to)) controller.resume();
+      },
+    },
+    state: {},
+  };
+  controllers.set(spec, controller);
+  return spec;
+}
+
+/** Doorbell offset of submission queue `qid`'s tail (stride 4). */
+export function sqDoorbell(qid: number): number {
+  return NvmeReg.DOORBELLS + qid * 8;
+}
+
+/** Doorbell offset of completion queue `qid`'s head (stride 4). */
+export function cqDoorbell(qid: number): number {
+  return NvmeReg.DOORBELLS + qid * 8 + 4;
+}

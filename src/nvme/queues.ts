@@ -1,0 +1,112 @@
+/**
+ * Submission and completion queues as the controller tracks them: where
+ * they live in guest memory, head and tail, phase, interrupt routing, and
+ * the shadow doorbell and EventIdx slots once Doorbell Buffer Config gave
+ * them (NVMe 1.4, 4.1 and 5.8).
+ */
+import { CQE_SIZE } from './constants.js';
+
+/** Shadow doorbell and EventIdx addresses of one queue. */
+export interface ShadowSlots {
+  doorbell: number;
+  eventIdx: number;
+}
+
+/** A completion waiting for room in its completion queue. */
+export interface PendingCompletion {
+  sq: SubmissionQueue;
+  cid: number;
+  status: number;
+  dw0: number;
+}
+
+/** A completion queue. */
+export class CompletionQueue {
+  head = 0;
+  tail = 0;
+  phase = 1;
+  shadow: ShadowSlots | undefined;
+  readonly pending: PendingCompletion[] = [];
+  /** Submission queues that post here. */
+  readonly sqs = new Set<SubmissionQueue>();
+  /** A flush of `pending` is running or scheduled. */
+  flushing = false;
+
+  constructor(
+    readonly id: number,
+    readonly base: number,
+    readonly size: number,
+    readonly interruptsEnabled: boolean,
+    readonly vector: number,
+  ) {}
+
+  get full(): boolean {
+    return (this.tail + 1) % this.size === this.head;
+  }
+
+  /** Entries posted and not yet consumed by the host. */
+  get used(): number {
+    return (this.tail - this.head + this.size) % this.size;
+  }
+
+  /** Address of the next entry to post. */
+  get slot(): number {
+    return this.base + this.tail * CQE_SIZE;
+  }
+
+  advance(): void {
+    this.tail = (this.tail + 1) % this.size;
+    if (this.tail === 0) this.phase ^= 1;
+  }
+
+  /** True when `head` is a head the host may write: between the current head and the tail. */
+  validHead(head: number): boolean {
+    return head < this.size && (head - this.head + this.size) % this.size <= this.used;
+  }
+}
+
+/** A submission queue. */
+export class SubmissionQueue {
+  head = 0;
+  tail = 0;
+  shadow: ShadowSlots | undefined;
+  /** Commands fetched whose completion is not yet posted. */
+  outstanding = 0;
+  /** A drain is running; `again` asks it for another pass. */
+  draining = false;
+  again = false;
+  /** Deleted (or the controller reset): fetch nothing more. */
+  dead = false;
+  /** Called once `outstanding` drops to zero (or the controller resets). */
+  idleWaiters: (() => void)[] = [];
+  /** Shadow doorbell polling: running, and until when (ms, performance.now()). */
+  polling = false;
+  pollUntil = 0;
+
+  constructor(
+    readonly id: number,
+    readonly base: number,
+    readonly size: number,
+    readonly cq: CompletionQueue,
+  ) {}
+
+  get empty(): boolean {
+    return this.head === this.tail;
+  }
+
+  /** Wakes whoever waits for this queue to have no command outstanding. */
+  wakeIdle(): void {
+    for (const w of this.idleWaiters.splice(0)) w();
+  }
+}
+
+/** Encodes a completion queue entry (NVMe 1.4, 4.6). */
+export function encodeCompletion(c: PendingCompletion, phase: number, out: Uint8Array): void {
+  const v = new DataView(out.buffer, out.byteOffset, CQE_SIZE);
+  v.setUint32(0, c.dw0 >>> 0, true);
+  v.setUint32(4, 0, true);
+  v.setUint16(8, c.sq.head, true);
+  v.setUint16(10, c.sq.id, true);
+  v.setUint16(12, c.cid, true);
+  v.setUint16(14, ((c.status << 1) | phase) & 0xffff, true);
+}

@@ -1,0 +1,81 @@
+/**
+ * `muser run nvme <socket> (--image <file> | --size <N>) [--read-only]
+ * [--namespaces N] [--queues N]`: an NVMe controller that Linux's stock
+ * `nvme` driver binds, serving a raw image file or RAM disks. With
+ * `--namespaces N` an image is split into N equal namespaces; RAM disks
+ * get N namespaces of `--size` each.
+ */
+import { nvmeController, openFileBackend, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
+import type { Sample } from './index.js';
+import { parseSize } from './virtio-blk.js';
+
+/** One option of the sample: its kind, what it does, and (for strings) its argument's name. */
+interface NvmeOption {
+  type: 'string' | 'boolean';
+  description: string;
+  arg?: string;
+}
+
+/** The sample's command-line options. */
+export const NVME_OPTIONS: Record<string, NvmeOption> = {
+  image: { type: 'string', arg: 'file', description: 'serve a raw image file (split evenly with --namespaces)' },
+  size: { type: 'string', arg: 'N[KMG]', description: 'serve RAM disks of this size' },
+  'read-only': { type: 'boolean', description: 'refuse writes (namespaces are write protected)' },
+  namespaces: { type: 'string', arg: 'N', description: 'namespaces (default 1)' },
+  queues: { type: 'string', arg: 'N', description: 'I/O queue pairs (default 4)' },
+  serial: { type: 'string', arg: 'text', description: 'serial number reported by Identify (default muser-nvme)' },
+  'no-shadow-doorbells': { type: 'boolean', description: 'do not offer Doorbell Buffer Config (every doorbell is a message)' },
+  'poll-us': { type: 'string', arg: 'N', description: 'poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)' },
+  stats: { type: 'boolean', description: 'print the controller counters (doorbell messages, commands) when a client leaves' },
+};
+
+function count(v: string | boolean | undefined, name: string, max: number, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (typeof v !== 'string' || !Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be 1..${max}, got ${String(v)}`);
+  return n;
+}
+
+function str(v: string | boolean | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+async function openNamespaces(o: { image?: string; size?: string; readOnly: boolean; namespaces: number }): Promise<BlockBackend[]> {
+  if (o.image !== undefined && o.size !== undefined) throw new Error('nvme takes --image or --size, not both');
+  if (o.image !== undefined) return sliceBackend(await openFileBackend(o.image, { readOnly: o.readOnly }), o.namespaces);
+  if (o.size !== undefined) {
+    const size = parseSize(o.size);
+    return Array.from({ length: o.namespaces }, () => ramBackend(size));
+  }
+  throw new Error('nvme needs --image <file> or --size <N[KMG]>');
+}
+
+/** Builds the sample's controller from its option values (as the command line gives them). */
+export async function nvmeFromOptions(values: Readonly<Record<string, string | boolean | undefined>>): Promise<DeviceSpec> {
+  const namespaces = count(values.namespaces, 'namespaces', 64, 1);
+  const queues = count(values.queues, 'queues', 64, 4);
+  const readOnly = values['read-only'] === true;
+  const pollMicroseconds = values['poll-us'] === undefined ? 0 : Number(values['poll-us']);
+  if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new Error(`--poll-us must be 0..10000000, got ${String(values['poll-us'])}`);
+  const backends = await openNamespaces({ image: str(values.image), size: str(values.size), readOnly, namespaces });
+  return nvmeController({
+    namespaces: backends,
+    readOnly,
+    queues,
+    serial: str(values.serial),
+    shadowDoorbells: values['no-shadow-doorbells'] !== true,
+    pollMicroseconds,
+    // The counters behind "doorbell messages per I/O", printed when the client leaves.
+    onDisconnectStats:
+      values.stats === true
+        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
+        : undefined,
+  });
+}
+
+/** The `nvme` sample. */
+export const nvmeSample: Sample = {
+  description: 'NVMe controller (Linux nvme driver) over a raw image file (--image) or RAM disks (--size)',
+  options: NVME_OPTIONS,
+  create: (values) => nvmeFromOptions(values),
+};
