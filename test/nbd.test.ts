@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { BlockError, NbdConnectError, openNbdBackend, type BlockBackend, type NbdBackend } from '../src/index.js';
+import { openBlockBackend } from '../src/samples/virtio-blk-backends.js';
 import { blockBackendSuite, SUITE_DISK_SIZE } from './helpers/block-suite.js';
 import { HAVE_NBDKIT, NbdServerProcess, SKIP_NBDKIT, SKIP_QEMU_NBD, type Listen } from './helpers/nbd-servers.js';
 
@@ -80,6 +81,16 @@ describe('nbd against nbdkit', { skip: SKIP_NBDKIT }, () => {
     assert.equal(rdisk.capabilities.writeZeroes, false);
     await assert.rejects(rdisk.write(0, [new Uint8Array(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EROFS');
     await rdisk.close();
+  });
+
+  test('muser run virtio-blk --nbd opens the export; it does not combine with --image or --size', async () => {
+    const s = await nbdkit(unixSocket(), ['memory', '2M']);
+    const disk = await openBlockBackend({ nbd: s.uri, readOnly: true });
+    assert.equal(disk.size, 2 << 20);
+    assert.equal(disk.readOnly, true);
+    await disk.close();
+    await assert.rejects(openBlockBackend({ nbd: s.uri, size: '1M', readOnly: false }), /one of --image, --size or --nbd/);
+    await assert.rejects(openBlockBackend({ nbd: 'nbds://x/y', readOnly: false }), /TLS/);
   });
 
   test('many requests in flight on one connection, all answered with the right data (delay filter)', async () => {
