@@ -27,12 +27,13 @@ const IMAGE_SIZE = 64 * MiB;
 /** What the guest writes and then deletes in boot 1 (e2e/guest/blk-format.sh); fstrim must free most of it. */
 const FILLER = 24 * MiB;
 /** The files of e2e/guest/blk-lib.sh (BLK_FILES). */
-const FILES = ['seq.txt', 'rand.bin', ...Array.from({ length: 8 }, (_, i) => `d/s${i + 1}`)];
+export const FILES = ['seq.txt', 'rand.bin', ...Array.from({ length: 8 }, (_, i) => `d/s${i + 1}`)];
 const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
 
 /**
  * @typedef {'qemu' | 'muser'} Backend
- * @typedef {{ kind: 'blk', image: string, readOnly?: boolean, queues?: number } | { kind: 'rng' }} Want
+ * @typedef {{ kind: 'blk', image: string, nbd?: string, readOnly?: boolean, queues?: number } | { kind: 'rng' }} Want
+ * (`nbd`: the muser disk is that NBD export, served from `image`)
  * @typedef {import('./scenario.mjs').Harness} Harness
  * @typedef {any} Run
  */
@@ -79,7 +80,8 @@ function attach(backend, w, sock) {
   if (backend === 'muser') {
     if (w.kind === 'rng') return { qemuArgs: [], argv: ['run', 'virtio-rng', sock] };
     const opts = [...(w.readOnly ? ['--read-only'] : []), ...(w.queues ? ['--queues', String(w.queues)] : [])];
-    return { qemuArgs: [], argv: ['run', 'virtio-blk', sock, '--image', w.image, ...opts] };
+    const disk = w.nbd ? ['--nbd', w.nbd] : ['--image', w.image];
+    return { qemuArgs: [], argv: ['run', 'virtio-blk', sock, ...disk, ...opts] };
   }
   // Modern-only, as a muser virtio device is: PCI id 1af4:1040+type.
   const modern = 'disable-legacy=on,disable-modern=off';
@@ -89,7 +91,7 @@ function attach(backend, w, sock) {
 }
 
 /** False (and a SKIP line) when the muser sample does not exist yet. @param {Run} r @param {Backend} backend @param {string} sample */
-async function available(r, backend, sample) {
+export async function available(r, backend, sample) {
   if (backend === 'qemu') return true;
   const { SAMPLES } = await import(join(REPO, 'dist/src/samples/index.js'));
   if (SAMPLES[sample]) return true;
@@ -102,9 +104,9 @@ async function available(r, backend, sample) {
  * stops the device (so the image is closed), and asserts that the boot ran
  * its scripts cleanly. Returns the boot's serial lines.
  * @param {Run} r @param {Harness} h @param {Backend} backend @param {Want} w
- * @param {{ tests: string, label: string, smp?: number }} boot
+ * @param {{ tests: string, label: string, smp?: number, onRequest?: (verb: string, arg: string | undefined) => boolean }} boot
  */
-async function bootWith(r, h, backend, w, boot) {
+export async function bootWith(r, h, backend, w, boot) {
   const t0 = Date.now();
   const sock = join(r.dir, `${r.sc.sample}.sock`);
   const { qemuArgs, argv } = attach(backend, w, sock);
@@ -117,7 +119,7 @@ async function bootWith(r, h, backend, w, boot) {
       rmSync(sock, { force: true });
       devs.set(r.sc.sample, { proc: await h.startProcess(r, `device-${boot.label}`, [h.cli, ...argv], sock, r.device), sock });
     }
-    code = await h.bootGuest(r, devs, { tests: boot.tests, qemuArgs, smp: boot.smp, label: boot.label });
+    code = await h.bootGuest(r, devs, { tests: boot.tests, qemuArgs, smp: boot.smp, label: boot.label, onRequest: boot.onRequest });
   } finally {
     for (const d of devs.values()) await h.stopProcess(d.proc);
   }
@@ -139,13 +141,13 @@ async function bootWith(r, h, backend, w, boot) {
 // ------------------------------------------------------------------ virtio-blk
 
 /** Guest lines with a prefix, prefix removed. @param {string[]} lines @param {string} prefix */
-const pick = (lines, prefix) => lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).trim());
+export const pick = (lines, prefix) => lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length).trim());
 
 /** @param {Harness} h @param {string[]} lines @param {string} word */
 const record = (h, lines, word) => h.kv(lines.find((l) => l.startsWith(word + ' ')) ?? '');
 
 /** Checks the guest's view of the disk (E2E-BLK: info). @param {Run} r @param {Harness} h @param {string[]} lines @param {string} label @param {{ ro: string, queues?: string }} want */
-function checkDisk(r, h, lines, label, want) {
+export function checkDisk(r, h, lines, label, want) {
   const i = record(h, pick(lines, 'E2E-BLK:'), 'info');
   r.assert(i.driver === 'virtio_blk' && i.pcidriver === 'virtio-pci' && i.pci === '0x1af4:0x1042',
     `${label}: virtio_blk binds to the guest's 1af4:1042 function through virtio-pci (/dev/vda)`, JSON.stringify(i));
@@ -155,7 +157,7 @@ function checkDisk(r, h, lines, label, want) {
 }
 
 /** The E2E-SUM lines of one phase: file -> sha256. @param {Harness} h @param {string[]} lines @param {string} phase */
-function sums(h, lines, phase) {
+export function sums(h, lines, phase) {
   /** @type {Map<string, string>} */
   const m = new Map();
   for (const l of pick(lines, 'E2E-SUM:')) {
@@ -166,26 +168,26 @@ function sums(h, lines, phase) {
 }
 
 /** @param {Map<string, string>} a @param {Map<string, string>} b */
-function sameSums(a, b) {
+export function sameSums(a, b) {
   return a.size === FILES.length && FILES.every((f) => /^[0-9a-f]{64}$/.test(a.get(f) ?? '') && a.get(f) === b.get(f));
 }
 
 /** @param {Map<string, string>} a @param {Map<string, string>} b */
-function diffSums(a, b) {
+export function diffSums(a, b) {
   return FILES.filter((f) => a.get(f) !== b.get(f)).map((f) => `${f}: ${a.get(f) ?? 'none'} vs ${b.get(f) ?? 'none'}`).join('; ');
 }
 
 /** @param {Buffer | string} data */
-const sha256 = (data) => createHash('sha256').update(data).digest('hex');
+export const sha256 = (data) => createHash('sha256').update(data).digest('hex');
 
 /** `e2fsck -fn` of the image on the host: clean means exit 0. @param {Run} r @param {string} image @param {string} when */
-function fsck(r, image, when) {
+export function fsck(r, image, when) {
   const p = spawnSync('e2fsck', ['-fn', image], { encoding: 'utf8', env: { ...process.env, PATH: SBIN_PATH } });
   r.assert(p.status === 0, `host: e2fsck -fn of the image is clean ${when}`, `exit ${p.status ?? p.error}: ${`${p.stdout}${p.stderr}`.trim().split('\n').slice(-8).join('\n       ')}`);
 }
 
 /** Reads a file out of the image on the host (debugfs); undefined if it cannot. @param {Run} r @param {string} image @param {string} file */
-function hostFile(r, image, file) {
+export function hostFile(r, image, file) {
   const out = join(r.dir, `host-${file.replace(/\//g, '_')}`);
   rmSync(out, { force: true });
   spawnSync('debugfs', ['-R', `dump /${file} ${out}`, image], { encoding: 'utf8', env: { ...process.env, PATH: SBIN_PATH } });
@@ -193,7 +195,7 @@ function hostFile(r, image, file) {
 }
 
 /** A fresh sparse image. @param {Run} r */
-function newImage(r) {
+export function newImage(r) {
   const image = join(r.dir, 'disk.img');
   writeFileSync(image, '');
   truncateSync(image, IMAGE_SIZE);
