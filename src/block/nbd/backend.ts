@@ -183,6 +183,7 @@ class NbdDisk implements NbdBackend {
   /** Runs `fn` on each piece of at most `max` bytes, all at once. */
   private async pieces(offset: number, length: number, max: number, fn: (at: number, n: number) => Promise<void>): Promise<void> {
     if (length === 0) return;
+    if (length <= max) return fn(offset, length);
     const all: Promise<void>[] = [];
     for (let done = 0; done < length; done += max) all.push(fn(offset + done, Math.min(max, length - done)));
     await Promise.all(all);

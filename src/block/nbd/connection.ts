@@ -55,6 +55,7 @@ export class NbdConnection {
   private readonly parser: ReplyParser;
   private nextCookie = 1n;
   private lost = false;
+  private corked = false;
 
   constructor(
     private readonly socket: Socket,
@@ -102,14 +103,17 @@ export class NbdConnection {
     const cookie = this.nextCookie++;
     this.pending.set(cookie, r);
     const header = encodeRequest(r.type, r.flags, cookie, r.offset, r.length);
-    if (r.type === Cmd.Write && r.buffers) {
+    // Requests made in one tick leave in one writev.
+    if (!this.corked) {
+      this.corked = true;
       this.socket.cork();
-      this.socket.write(header);
-      for (const b of r.buffers) if (b.byteLength > 0) this.socket.write(b);
-      this.socket.uncork();
-    } else {
-      this.socket.write(header);
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
     }
+    this.socket.write(header);
+    if (r.type === Cmd.Write && r.buffers) for (const b of r.buffers) if (b.byteLength > 0) this.socket.write(b);
   }
 
   /** Asks the server to end the session (NBD_CMD_DISC) and closes the socket. */
