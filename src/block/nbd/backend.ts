@@ -199,8 +199,12 @@ class NbdDisk implements NbdBackend {
         buffers,
         settle: (error, message) => {
           if (error === 0) resolve();
-          // The server is going away; the request goes again after the reconnect.
-          else if (error === NbdErrno.ESHUTDOWN) this.enqueue(request);
+          // The server is going away: drop this connection (its other
+          // requests wait too) and send this one again after the reconnect.
+          else if (error === NbdErrno.ESHUTDOWN) {
+            this.conn?.destroy(new Error('the server is shutting down'));
+            this.enqueue(request);
+          }
           else reject(nbdError(error, `${commandName(type)} ${offset}+${length}`, message));
         },
       };
