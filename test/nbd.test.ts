@@ -37,12 +37,12 @@ async function nbdkit(listen: Listen, plugin: string[], options?: Parameters<typ
 }
 
 /** One nbdkit memory server per (transport, read-only); each disk starts by zeroing it all. */
-function memoryKind(name: string, listen: () => Listen, runs: number) {
+function memoryKind(name: string, listen: () => Listen, runs: number, extra: string[] = []) {
   const cache = new Map<boolean, Promise<NbdServerProcess>>();
   const server = (readOnly: boolean) => {
     let s = cache.get(readOnly);
     if (!s) {
-      s = nbdkit(listen(), ['memory', String(SUITE_DISK_SIZE)], { readOnly });
+      s = nbdkit(listen(), ['memory', String(SUITE_DISK_SIZE)], { readOnly, extra });
       cache.set(readOnly, s);
     }
     return s;
@@ -62,6 +62,8 @@ function memoryKind(name: string, listen: () => Listen, runs: number) {
 if (HAVE_NBDKIT) {
   blockBackendSuite(memoryKind('nbd (nbdkit memory, unix socket)', unixSocket, 40));
   blockBackendSuite(memoryKind('nbd (nbdkit memory, tcp 127.0.0.1)', () => ({ tcp: true }), 10));
+  // --no-sr: no structured replies, so reads come back as simple replies.
+  blockBackendSuite(memoryKind('nbd (nbdkit memory, simple replies only)', unixSocket, 10, ['--no-sr']));
 } else {
   test('nbd backend suite', { skip: SKIP_NBDKIT }, () => {});
 }
@@ -151,10 +153,18 @@ describe('nbd against nbdkit', { skip: SKIP_NBDKIT }, () => {
   test('no server, or a peer that is not an NBD server, fails with NbdConnectError', async () => {
     await assert.rejects(openNbdBackend(`nbd+unix:///?socket=${join(dir, 'nobody.sock')}`), (e: unknown) => e instanceof NbdConnectError && e.failure === 'connect');
     const fake = createServer((c) => c.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    fake.unref();
     await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
     const port = (fake.address() as { port: number }).port;
     await assert.rejects(openNbdBackend(`nbd://127.0.0.1:${port}/`), (e: unknown) => e instanceof NbdConnectError && e.failure === 'protocol' && /not an NBD server/.test(e.message));
     fake.close();
+    // NBDMAGIC followed by the oldstyle magic: an old server we do not speak to.
+    const old = createServer((c) => c.end(Buffer.from('4e42444d414749430000420281861253', 'hex')));
+    old.unref();
+    await new Promise<void>((r) => old.listen(0, '127.0.0.1', r));
+    const oldPort = (old.address() as { port: number }).port;
+    await assert.rejects(openNbdBackend(`nbd://127.0.0.1:${oldPort}/`), (e: unknown) => e instanceof NbdConnectError && e.failure === 'protocol' && /oldstyle/.test(e.message));
+    old.close();
   });
 
   test('server killed and restarted mid-I/O: I/O resumes, no acknowledged write is lost (checksum)', async () => {
@@ -231,6 +241,12 @@ describe('nbd against qemu-nbd', { skip: SKIP_QEMU_NBD }, () => {
       const back = Buffer.alloc(data.length);
       await again.read(1 << 20, [back]);
       assert.ok(back.equals(data));
+      // Unallocated clusters around written data (qemu-nbd may answer with hole chunks).
+      const mixed = Buffer.alloc(4 << 20, 0xee);
+      await again.read(0, [mixed.subarray(0, 12345), mixed.subarray(12345)]);
+      assert.ok(mixed.subarray(0, 1 << 20).every((v) => v === 0), 'zeroed and unallocated space reads as zeros');
+      assert.ok(mixed.subarray(1 << 20, 2 << 20).equals(data));
+      assert.ok(mixed.subarray(2 << 20).every((v) => v === 0));
       await again.close();
       await s.stop();
     }

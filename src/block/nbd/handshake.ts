@@ -92,12 +92,12 @@ export function handshakeInput(socket: Socket, queue: ByteQueue): HandshakeInput
  * (the connection dropped).
  */
 export async function negotiate(socket: Socket, input: HandshakeInput, exportName: string): Promise<ExportInfo> {
-  const hello = new CursorReader(await input.read(18));
+  const hello = new CursorReader(await input.read(16));
   if (hello.u64() !== INIT_MAGIC) throw new NbdConnectError('protocol', 'the peer is not an NBD server (no NBDMAGIC)');
   const style = hello.u64();
   if (style === OLDSTYLE_MAGIC) throw new NbdConnectError('protocol', 'the server speaks only the oldstyle handshake, which is not supported');
   if (style !== OPTION_MAGIC) throw new NbdConnectError('protocol', 'the server sent an unknown handshake');
-  const serverFlags = hello.u16();
+  const serverFlags = new CursorReader(await input.read(2)).u16();
   if ((serverFlags & HandshakeFlag.FixedNewstyle) === 0) throw new NbdConnectError('protocol', 'the server does not speak the fixed newstyle handshake');
   const noZeroes = (serverFlags & HandshakeFlag.NoZeroes) !== 0;
   socket.write(new CursorWriter(4).u32(ClientFlag.FixedNewstyle | (noZeroes ? ClientFlag.NoZeroes : 0)).bytes());
