@@ -10,7 +10,7 @@ import { ByteQueue } from './cursor.js';
 import { NbdConnectError } from './errors.js';
 import { handshakeInput, negotiate, type ExportInfo } from './handshake.js';
 import { Cmd, REQUEST_HEADER_SIZE } from './protocol.js';
-import type { NbdAddress } from './uri.js';
+import { formatNbdAddress, type NbdAddress } from './uri.js';
 
 /** One command. `buffers` is the payload of a write or the destination of a read. */
 export interface NbdRequest {
@@ -36,7 +36,7 @@ export async function openConnection(address: NbdAddress, timeoutMs: number, onL
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
-      socket.once('error', (e) => reject(new NbdConnectError('connect', `cannot connect: ${e.message}`)));
+      socket.once('error', (e) => reject(new NbdConnectError('connect', `cannot connect to ${formatNbdAddress(address)}: ${e.message}`)));
     });
     if (address.transport === 'tcp') socket.setNoDelay(true);
     const info = await negotiate(socket, input, address.exportName);
