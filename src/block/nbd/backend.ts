@@ -8,6 +8,7 @@
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from '../backend.js';
 import { byteLength, checkRange, checkWritable, SECTOR_SIZE } from '../checks.js';
 import { InFlight } from '../inflight.js';
+import { NbdProtocolError } from './codec.js';
 import { openConnection, type NbdConnection, type NbdRequest } from './connection.js';
 import { NbdConnectError } from './errors.js';
 import { Cmd, CmdFlag, NbdErrno, TxFlag } from './protocol.js';
@@ -220,8 +221,15 @@ class NbdDisk implements NbdBackend {
     }
   }
 
-  /** The connection ended: its unanswered requests wait for the next one. */
-  private lost(conn: NbdConnection | undefined, unreplied: NbdRequest[], _reason: Error): void {
+  /**
+   * The connection ended: its unanswered requests wait for the next one,
+   * unless the server broke the protocol (sending them again could loop).
+   */
+  private lost(conn: NbdConnection | undefined, unreplied: NbdRequest[], reason: Error): void {
+    if (reason instanceof NbdProtocolError) {
+      for (const r of unreplied) r.settle(NbdErrno.EIO, `${this.uri}: ${reason.message}`);
+      unreplied = [];
+    }
     if (conn !== undefined && this.conn !== conn && this.conn !== undefined) {
       // A stale connection: pass its requests to the live one.
       for (const r of unreplied) this.conn.submit(r);
