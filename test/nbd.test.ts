@@ -25,6 +25,8 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+const BLOCKSIZE_4K = { filters: ['blocksize-policy'], params: ['blocksize-minimum=4096', 'blocksize-preferred=4096', 'blocksize-error-policy=error'] };
+
 let sockets = 0;
 function unixSocket(): Listen {
   return { unix: join(dir, `nbd-${sockets++}.sock`) };
@@ -37,12 +39,12 @@ async function nbdkit(listen: Listen, plugin: string[], options?: Parameters<typ
 }
 
 /** One nbdkit memory server per (transport, read-only); each disk starts by zeroing it all. */
-function memoryKind(name: string, listen: () => Listen, runs: number, extra: string[] = []) {
+function memoryKind(name: string, listen: () => Listen, runs: number, serverOptions: { extra?: string[]; filters?: string[]; params?: string[] } = {}) {
   const cache = new Map<boolean, Promise<NbdServerProcess>>();
   const server = (readOnly: boolean) => {
     let s = cache.get(readOnly);
     if (!s) {
-      s = nbdkit(listen(), ['memory', String(SUITE_DISK_SIZE)], { readOnly, extra });
+      s = nbdkit(listen(), ['memory', String(SUITE_DISK_SIZE)], { readOnly, ...serverOptions });
       cache.set(readOnly, s);
     }
     return s;
@@ -63,7 +65,9 @@ if (HAVE_NBDKIT) {
   blockBackendSuite(memoryKind('nbd (nbdkit memory, unix socket)', unixSocket, 40));
   blockBackendSuite(memoryKind('nbd (nbdkit memory, tcp 127.0.0.1)', () => ({ tcp: true }), 10));
   // --no-sr: no structured replies, so reads come back as simple replies.
-  blockBackendSuite(memoryKind('nbd (nbdkit memory, simple replies only)', unixSocket, 10, ['--no-sr']));
+  blockBackendSuite(memoryKind('nbd (nbdkit memory, simple replies only)', unixSocket, 10, { extra: ['--no-sr'] }));
+  // A server that refuses requests not aligned to 4 KiB: the backend reads, merges and writes whole blocks.
+  blockBackendSuite(memoryKind('nbd (nbdkit memory, 4 KiB minimum block size enforced)', unixSocket, 20, BLOCKSIZE_4K));
 } else {
   test('nbd backend suite', { skip: SKIP_NBDKIT }, () => {});
 }
@@ -108,6 +112,29 @@ describe('nbd against nbdkit', { skip: SKIP_NBDKIT }, () => {
     assert.equal(disk.inFlight, n);
     await Promise.all(reads);
     for (let i = 0; i < n; i++) assert.ok(back[i].equals(blocks[i]), `block ${i}`);
+    await disk.close();
+  });
+
+  test('a 4 KiB minimum block size: concurrent sub-block writes into one block all land (read-modify-write under a lock)', async () => {
+    const s = await nbdkit(unixSocket(), ['memory', '1M'], BLOCKSIZE_4K);
+    const disk = await openNbdBackend(s.uri);
+    assert.equal(disk.minBlockSize, 4096);
+    // Eight sectors of block 1, plus writes straddling blocks 2/3 and 3/4, all at once.
+    const writes = Array.from({ length: 8 }, (_, i) => disk.write(4096 + i * 512, [Buffer.alloc(512, i + 1)]));
+    writes.push(disk.write(3 * 4096 - 100, [Buffer.alloc(200, 0xa0)]), disk.write(4 * 4096 - 1000, [Buffer.alloc(1000, 0xb0)]));
+    writes.push(disk.writeZeroes(3 * 4096 + 100, 50), disk.discard(4096 * 8 + 7, 9000));
+    await Promise.all(writes);
+    const back = Buffer.alloc(4 * 4096);
+    await disk.read(4096, [back]);
+    for (let i = 0; i < 8; i++) assert.ok(back.subarray(i * 512, (i + 1) * 512).every((v) => v === i + 1), `sector ${i} of block 1`);
+    const at = (o: number) => back[o - 4096];
+    assert.equal(at(3 * 4096 - 100), 0xa0);
+    assert.equal(at(3 * 4096 + 99), 0xa0);
+    assert.equal(at(3 * 4096 + 100), 0, 'write-zeroes inside a block');
+    assert.equal(at(3 * 4096 + 150), 0);
+    assert.equal(at(4 * 4096 - 1000), 0xb0);
+    assert.equal(at(4 * 4096 - 1), 0xb0);
+    assert.equal(at(4 * 4096), 0, 'past the straddling write');
     await disk.close();
   });
 

@@ -4,6 +4,8 @@
  * connection drops, requests without a reply wait while the backend
  * reconnects (with backoff, up to a deadline) and are then sent again;
  * requests that had their reply are done, so no acknowledged write is lost.
+ * A server with a minimum block size gets only aligned requests: unaligned
+ * edges are read, merged and written whole, under a lock on those blocks.
  */
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from '../backend.js';
 import { byteLength, checkRange, checkWritable, SECTOR_SIZE } from '../checks.js';
@@ -12,6 +14,7 @@ import { NbdProtocolError } from './codec.js';
 import { openConnection, type NbdConnection, type NbdRequest } from './connection.js';
 import { NbdConnectError } from './errors.js';
 import { Cmd, CmdFlag, NbdErrno, TxFlag } from './protocol.js';
+import { RangeLocks } from './range-locks.js';
 import { formatNbdAddress, parseNbdUri, type NbdAddress } from './uri.js';
 
 /** How the backend reconnects after the server drops. */
@@ -41,6 +44,8 @@ export interface NbdBackend extends BlockBackend {
   readonly reconnects: number;
   /** Requests sent and not yet answered (for tests and monitoring). */
   readonly inFlight: number;
+  /** The server's minimum block size (1 if it states none); requests to it are aligned to it. */
+  readonly minBlockSize: number;
 }
 
 /** Discard and write-zeroes lengths are 32-bit on the wire; 1 GiB pieces keep well inside. */
@@ -80,6 +85,9 @@ class NbdDisk implements NbdBackend {
   capabilities: BlockCapabilities = { flush: false, discard: false, writeZeroes: false };
   private flags = 0;
   private maxPayload = 0;
+  minBlockSize = 1;
+  /** Serialises modifying requests that share a block, when minBlockSize > 1. */
+  private readonly locks = new RangeLocks();
   private conn: NbdConnection | undefined;
   /** Requests waiting for a connection. */
   private waiting: NbdRequest[] = [];
@@ -116,7 +124,11 @@ class NbdDisk implements NbdBackend {
     }
     this.size = size;
     this.flags = info.flags;
-    this.maxPayload = Math.max(SECTOR_SIZE, info.maxPayload - (info.maxPayload % SECTOR_SIZE));
+    // A power of two up to 64 KiB when stated; anything else is ignored.
+    const min = info.minBlock;
+    this.minBlockSize = min > 1 && min <= 65536 && (min & (min - 1)) === 0 ? min : 1;
+    const unit = Math.max(SECTOR_SIZE, this.minBlockSize);
+    this.maxPayload = Math.max(unit, info.maxPayload - (info.maxPayload % unit));
     this.readOnly = this.options.readOnly === true || (info.flags & TxFlag.ReadOnly) !== 0;
     this.capabilities = {
       flush: (info.flags & TxFlag.SendFlush) !== 0,
@@ -130,7 +142,16 @@ class NbdDisk implements NbdBackend {
     return this.inflight.run(async () => {
       const length = byteLength(buffers);
       checkRange(this.size, offset, length);
-      await this.pieces(offset, length, this.maxPayload, (at, n) => this.send(Cmd.Read, 0, at, n, sliceScatter(buffers, at - offset, n)));
+      if (this.aligned(offset, length)) return this.readPlain(offset, buffers, length);
+      // Read the whole blocks, hand over the part asked for.
+      const [a0, a1] = this.expand(offset, length);
+      const whole = new Uint8Array(a1 - a0);
+      await this.readPlain(a0, [whole], whole.byteLength);
+      let at = offset - a0;
+      for (const b of buffers) {
+        b.set(whole.subarray(at, at + b.byteLength));
+        at += b.byteLength;
+      }
     });
   }
 
@@ -139,9 +160,10 @@ class NbdDisk implements NbdBackend {
       checkWritable(this.readOnly, 'write');
       const length = byteLength(buffers);
       checkRange(this.size, offset, length);
+      if (length === 0) return;
       const fua = options?.fua === true;
       const wireFua = fua && (this.flags & TxFlag.SendFua) !== 0;
-      await this.pieces(offset, length, this.maxPayload, (at, n) => this.send(Cmd.Write, wireFua ? CmdFlag.Fua : 0, at, n, sliceScatter(buffers, at - offset, n)));
+      await this.modifying(offset, length, () => this.writeMerged(offset, buffers, length, wireFua ? CmdFlag.Fua : 0));
       if (fua && !wireFua && this.capabilities.flush) await this.send(Cmd.Flush, 0, 0, 0);
     });
   }
@@ -158,7 +180,7 @@ class NbdDisk implements NbdBackend {
       checkWritable(this.readOnly, 'discard');
       checkRange(this.size, offset, length);
       if (!this.capabilities.discard) throw new BlockError('ENOTSUP', `${this.uri}: the server does not offer trim`);
-      await this.pieces(offset, length, MAX_ZERO_PIECE, (at, n) => this.send(Cmd.Trim, 0, at, n));
+      await this.zeroLike(offset, length, (at, n) => this.send(Cmd.Trim, 0, at, n));
     });
   }
 
@@ -168,7 +190,7 @@ class NbdDisk implements NbdBackend {
       checkRange(this.size, offset, length);
       if (!this.capabilities.writeZeroes) throw new BlockError('ENOTSUP', `${this.uri}: the server does not offer write-zeroes`);
       const flags = options?.unmap === true ? 0 : CmdFlag.NoHole;
-      await this.pieces(offset, length, MAX_ZERO_PIECE, (at, n) => this.send(Cmd.WriteZeroes, flags, at, n));
+      await this.zeroLike(offset, length, (at, n) => this.send(Cmd.WriteZeroes, flags, at, n));
     });
   }
 
@@ -179,6 +201,79 @@ class NbdDisk implements NbdBackend {
       await conn?.disconnect();
     });
     return this.closing;
+  }
+
+  private aligned(offset: number, length: number): boolean {
+    const m = this.minBlockSize;
+    return m === 1 || (offset % m === 0 && length % m === 0);
+  }
+
+  /** [offset, offset + length) widened to whole blocks. */
+  private expand(offset: number, length: number): [number, number] {
+    const m = this.minBlockSize;
+    return [offset - (offset % m), Math.ceil((offset + length) / m) * m];
+  }
+
+  private readPlain(offset: number, buffers: readonly Uint8Array[], length: number): Promise<void> {
+    return this.pieces(offset, length, this.maxPayload, (at, n) => this.send(Cmd.Read, 0, at, n, sliceScatter(buffers, at - offset, n)));
+  }
+
+  /** Runs a modifying request; with a minimum block size, under a lock on the blocks it touches. */
+  private async modifying(offset: number, length: number, op: () => Promise<void>): Promise<void> {
+    if (this.minBlockSize === 1) return op();
+    const [a0, a1] = this.expand(offset, length);
+    const release = await this.locks.acquire(a0, a1);
+    try {
+      await op();
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Writes `buffers` at `offset`, widened to whole blocks with the current
+   * contents of the partial first and last block (the caller holds their lock).
+   */
+  private async writeMerged(offset: number, buffers: readonly Uint8Array[], length: number, flags: number): Promise<void> {
+    let list: readonly Uint8Array[] = buffers;
+    let start = offset;
+    let total = length;
+    if (!this.aligned(offset, length)) {
+      const m = this.minBlockSize;
+      const [a0, a1] = this.expand(offset, length);
+      const head = offset - a0;
+      const tail = a1 - (offset + length);
+      const first = head > 0 ? new Uint8Array(m) : undefined;
+      if (first) await this.readPlain(a0, [first], m);
+      let last: Uint8Array | undefined;
+      if (tail > 0) {
+        if (first && a1 - m === a0) last = first;
+        else {
+          last = new Uint8Array(m);
+          await this.readPlain(a1 - m, [last], m);
+        }
+      }
+      list = [...(first ? [first.subarray(0, head)] : []), ...buffers, ...(last ? [last.subarray(m - tail)] : [])];
+      start = a0;
+      total = a1 - a0;
+    }
+    await this.pieces(start, total, this.maxPayload, (at, n) => this.send(Cmd.Write, flags, at, n, sliceScatter(list, at - start, n)));
+  }
+
+  /** Trim or write-zeroes: whole blocks go to `send`; partial edge blocks get zeros written into them. */
+  private zeroLike(offset: number, length: number, send: (at: number, n: number) => Promise<void>): Promise<void> {
+    if (length === 0) return Promise.resolve();
+    return this.modifying(offset, length, async () => {
+      const m = this.minBlockSize;
+      const end = offset + length;
+      const inner0 = Math.ceil(offset / m) * m;
+      const inner1 = end - (end % m);
+      if (inner0 >= inner1) return this.writeMerged(offset, [new Uint8Array(length)], length, 0);
+      const all = [this.pieces(inner0, inner1 - inner0, MAX_ZERO_PIECE, send)];
+      if (inner0 > offset) all.push(this.writeMerged(offset, [new Uint8Array(inner0 - offset)], inner0 - offset, 0));
+      if (end > inner1) all.push(this.writeMerged(inner1, [new Uint8Array(end - inner1)], end - inner1, 0));
+      await Promise.all(all);
+    });
   }
 
   /** Runs `fn` on each piece of at most `max` bytes, all at once. */
