@@ -19,6 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { virtioScenarios } from './virtio.mjs';
 import { nvmeScenarios } from './nvme.mjs';
+import { nbdScenarios } from './nbd.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -68,6 +69,7 @@ const SCENARIOS = {
   },
   ...virtioScenarios(),
   ...nvmeScenarios(),
+  ...nbdScenarios(),
 };
 
 const HEX = (/** @type {number} */ v, d = 4) => `0x${v.toString(16).padStart(d, '0')}`;
@@ -361,10 +363,12 @@ async function stopProcess(p) {
 }
 
 /**
- * @typedef {{ tests?: string, qemuArgs?: string[], smp?: number, label?: string }} BootOptions
+ * @typedef {{ tests?: string, qemuArgs?: string[], smp?: number, label?: string,
+ *   onRequest?: (verb: string, arg: string | undefined) => boolean }} BootOptions
  * tests: guest scripts (default: the scenario's); qemuArgs: extra QEMU
  * arguments (e.g. QEMU's own devices); smp: vCPUs; label: suffix of the log
- * files, for scenarios that boot more than once.
+ * files, for scenarios that boot more than once; onRequest: answers guest
+ * requests the harness does not know (true when handled).
  */
 
 /**
@@ -405,6 +409,7 @@ function bootGuest(r, devs, o = {}) {
     if (m[1] === 'input' && primary) primary.stdin.write(`input ${m[2]}\n`);
     else if (m[1] === 'stop' && target) target.kill('SIGSTOP');
     else if (m[1] === 'continue' && target) target.kill('SIGCONT');
+    else if (o.onRequest?.(m[1], m[2])) return;
     else r.qemuErrors.push(`harness: unknown request '${l}'`);
   });
   createInterface({ input: q.stderr }).on('line', (l) => {

@@ -32,7 +32,8 @@ const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
 
 /**
  * @typedef {'qemu' | 'muser'} Backend
- * @typedef {{ kind: 'blk' | 'nvme', image: string, readOnly?: boolean, queues?: number, extra?: string[] } | { kind: 'rng' }} Want
+ * @typedef {{ kind: 'blk' | 'nvme', image: string, nbd?: string, readOnly?: boolean, queues?: number, extra?: string[] } | { kind: 'rng' }} Want
+ * (`nbd`: the muser disk is that NBD export, served from `image`)
  * @typedef {import('./scenario.mjs').Harness} Harness
  * @typedef {any} Run
  */
@@ -79,8 +80,9 @@ function attach(backend, w, sock) {
   if (backend === 'muser') {
     if (w.kind === 'rng') return { qemuArgs: [], argv: ['run', 'virtio-rng', sock] };
     const opts = [...(w.readOnly ? ['--read-only'] : []), ...(w.queues ? ['--queues', String(w.queues)] : []), ...(w.extra ?? [])];
-    if (w.kind === 'nvme') return { qemuArgs: [], argv: ['run', 'nvme', sock, '--image', w.image, '--serial', 'muser-e2e-nvme', ...opts] };
-    return { qemuArgs: [], argv: ['run', 'virtio-blk', sock, '--image', w.image, ...opts] };
+    const disk = w.nbd ? ['--nbd', w.nbd] : ['--image', w.image];
+    if (w.kind === 'nvme') return { qemuArgs: [], argv: ['run', 'nvme', sock, ...disk, '--serial', 'muser-e2e-nvme', ...opts] };
+    return { qemuArgs: [], argv: ['run', 'virtio-blk', sock, ...disk, ...opts] };
   }
   // Modern-only, as a muser virtio device is: PCI id 1af4:1040+type.
   const modern = 'disable-legacy=on,disable-modern=off';
@@ -104,7 +106,7 @@ export async function available(r, backend, sample) {
  * stops the device (so the image is closed), and asserts that the boot ran
  * its scripts cleanly. Returns the boot's serial lines.
  * @param {Run} r @param {Harness} h @param {Backend} backend @param {Want} w
- * @param {{ tests: string, label: string, smp?: number }} boot
+ * @param {{ tests: string, label: string, smp?: number, onRequest?: (verb: string, arg: string | undefined) => boolean }} boot
  */
 export async function bootWith(r, h, backend, w, boot) {
   const t0 = Date.now();
@@ -119,7 +121,7 @@ export async function bootWith(r, h, backend, w, boot) {
       rmSync(sock, { force: true });
       devs.set(r.sc.sample, { proc: await h.startProcess(r, `device-${boot.label}`, [h.cli, ...argv], sock, r.device), sock });
     }
-    code = await h.bootGuest(r, devs, { tests: boot.tests, qemuArgs, smp: boot.smp, label: boot.label });
+    code = await h.bootGuest(r, devs, { tests: boot.tests, qemuArgs, smp: boot.smp, label: boot.label, onRequest: boot.onRequest });
   } finally {
     for (const d of devs.values()) await h.stopProcess(d.proc);
   }
@@ -147,7 +149,7 @@ export const pick = (lines, prefix) => lines.filter((l) => l.startsWith(prefix))
 export const record = (h, lines, word) => h.kv(lines.find((l) => l.startsWith(word + ' ')) ?? '');
 
 /** Checks the guest's view of the disk (E2E-BLK: info). @param {Run} r @param {Harness} h @param {string[]} lines @param {string} label @param {{ ro: string, queues?: string }} want */
-function checkDisk(r, h, lines, label, want) {
+export function checkDisk(r, h, lines, label, want) {
   const i = record(h, pick(lines, 'E2E-BLK:'), 'info');
   r.assert(i.driver === 'virtio_blk' && i.pcidriver === 'virtio-pci' && i.pci === '0x1af4:0x1042',
     `${label}: virtio_blk binds to the guest's 1af4:1042 function through virtio-pci (/dev/vda)`, JSON.stringify(i));

@@ -70,6 +70,16 @@ export {
   type FileBackendOptions,
   type RamBackend,
   type RamBackendOptions,
+  openNbdBackend,
+  parseNbdUri,
+  formatNbdAddress,
+  NbdConnectError,
+  NbdUriError,
+  type NbdAddress,
+  type NbdBackend,
+  type NbdBackendOptions,
+  type NbdFailure,
+  type NbdReconnectOptions,
 } from './block/index.js';
 export type { ServerLimits } from './server/session.js';
 export type { DmaRegion, DmaSegment } from './device/dma.js';

@@ -1,31 +1,21 @@
 /**
- * The block backends (RAM and raw file) against one suite: a seeded
- * property test of random reads, writes, discards and write-zeroes against
- * an in-memory model, concurrent requests, read-only refusal, range errors,
- * and close() waiting for requests in flight.
+ * The block backends (RAM and raw file) against the shared backend suite
+ * (test/helpers/block-suite.ts), plus what is particular to each.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
-import fc from 'fast-check';
-import { BlockError, openFileBackend, ramBackend, type BlockBackend } from '../src/index.js';
+import { after, test } from 'node:test';
+import { openFileBackend, ramBackend } from '../src/index.js';
+import { blockBackendSuite, type BackendKind } from './helpers/block-suite.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-block-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** 320 KiB: spans several RAM chunks (64 KiB) and file blocks, and ends mid-chunk. */
-const SIZE = 320 * 1024;
 let files = 0;
 
-interface Kind {
-  name: string;
-  /** A fresh, zero-filled disk of `size` bytes. */
-  create(size: number, readOnly?: boolean): Promise<BlockBackend>;
-}
-
-const kinds: Kind[] = [
+const kinds: BackendKind[] = [
   { name: 'ram', create: async (size, readOnly) => ramBackend(size, { readOnly }) },
   {
     name: 'file',
@@ -39,139 +29,7 @@ const kinds: Kind[] = [
   },
 ];
 
-/** Splits `len` bytes into a scatter list of 1-3 pieces of given proportions. */
-function scatter(len: number, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => Math.floor(c * len)))].filter((p) => p > 0 && p < len).sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of [...points, len]) {
-    out.push(new Uint8Array(p - prev));
-    prev = p;
-  }
-  return out;
-}
-
-function concat(list: Uint8Array[]): Uint8Array {
-  return Buffer.concat(list);
-}
-
-const range = fc
-  .tuple(fc.integer({ min: 0, max: SIZE }), fc.integer({ min: 0, max: 70 * 1024 }))
-  .map(([offset, len]) => ({ offset, length: Math.min(len, SIZE - offset) }));
-const op = fc.oneof(
-  fc.record({ kind: fc.constant('write' as const), r: range, seed: fc.integer({ min: 0, max: 255 }), cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 2 }), fua: fc.boolean() }),
-  fc.record({ kind: fc.constant('read' as const), r: range, cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 2 }) }),
-  fc.record({ kind: fc.constant('discard' as const), r: range }),
-  fc.record({ kind: fc.constant('zeroes' as const), r: range, unmap: fc.boolean() }),
-  fc.record({ kind: fc.constant('flush' as const) }),
-);
-
-for (const kind of kinds) {
-  describe(`${kind.name} backend`, () => {
-    test('random reads, writes, discards and write-zeroes agree with a model', async () => {
-      await fc.assert(
-        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
-          const disk = await kind.create(SIZE);
-          const model = new Uint8Array(SIZE);
-          try {
-            for (const o of ops) {
-              if (o.kind === 'write') {
-                const bufs = scatter(o.r.length, o.cuts);
-                let i = 0;
-                for (const b of bufs) for (let k = 0; k < b.length; k++) b[k] = (o.seed + 7 * i++) & 0xff;
-                await disk.write(o.r.offset, bufs, { fua: o.fua });
-                model.set(concat(bufs), o.r.offset);
-              } else if (o.kind === 'read') {
-                const bufs = scatter(o.r.length, o.cuts);
-                for (const b of bufs) b.fill(0xee);
-                await disk.read(o.r.offset, bufs);
-                assert.deepEqual(concat(bufs), Buffer.from(model.subarray(o.r.offset, o.r.offset + o.r.length)));
-              } else if (o.kind === 'discard') {
-                await disk.discard(o.r.offset, o.r.length);
-                model.fill(0, o.r.offset, o.r.offset + o.r.length);
-              } else if (o.kind === 'zeroes') {
-                await disk.writeZeroes(o.r.offset, o.r.length, { unmap: o.unmap });
-                model.fill(0, o.r.offset, o.r.offset + o.r.length);
-              } else {
-                await disk.flush();
-              }
-            }
-            const all = new Uint8Array(SIZE);
-            await disk.read(0, [all]);
-            assert.deepEqual(Buffer.from(all), Buffer.from(model));
-          } finally {
-            await disk.close();
-          }
-        }),
-        { seed: 0x5eed, numRuns: 40 },
-      );
-    });
-
-    test('concurrent requests on disjoint ranges all complete with the right data', async () => {
-      const disk = await kind.create(SIZE);
-      const piece = SIZE / 16;
-      const done: number[] = [];
-      await Promise.all(
-        Array.from({ length: 16 }, (_, i) =>
-          disk.write(i * piece, [new Uint8Array(piece).fill(i + 1)]).then(() => done.push(i)),
-        ),
-      );
-      assert.equal(done.length, 16);
-      const reads = Array.from({ length: 16 }, () => new Uint8Array(piece));
-      await Promise.all(reads.map((b, i) => (i % 3 === 0 ? disk.discard(i * piece, piece) : disk.read(i * piece, [b]))));
-      for (let i = 0; i < 16; i++) {
-        if (i % 3 === 0) continue;
-        assert.ok(reads[i].every((v) => v === i + 1), `piece ${i}`);
-      }
-      const z = new Uint8Array(piece).fill(9);
-      await disk.read(3 * piece, [z]);
-      assert.ok(z.every((v) => v === 0), 'a discarded piece reads as zeros');
-      await disk.close();
-    });
-
-    test('a read-only disk refuses writes, discards and write-zeroes with EROFS, and still reads', async () => {
-      const disk = await kind.create(SIZE, true);
-      assert.equal(disk.readOnly, true);
-      const isErofs = (e: unknown) => e instanceof BlockError && e.code === 'EROFS';
-      await assert.rejects(disk.write(0, [new Uint8Array(512)]), isErofs);
-      await assert.rejects(disk.discard(0, 512), isErofs);
-      await assert.rejects(disk.writeZeroes(0, 512), isErofs);
-      const b = new Uint8Array(512).fill(1);
-      await disk.read(0, [b]);
-      assert.ok(b.every((v) => v === 0));
-      await disk.flush();
-      await disk.close();
-    });
-
-    test('ranges outside the disk fail with ERANGE', async () => {
-      const disk = await kind.create(SIZE);
-      const isErange = (e: unknown) => e instanceof BlockError && e.code === 'ERANGE';
-      await assert.rejects(disk.read(SIZE - 512, [new Uint8Array(1024)]), isErange);
-      await assert.rejects(disk.read(SIZE + 512, [new Uint8Array(0)]), isErange);
-      await assert.rejects(disk.write(-512, [new Uint8Array(512)]), isErange);
-      await assert.rejects(disk.write(0.5, [new Uint8Array(512)]), isErange);
-      await assert.rejects(disk.discard(0, SIZE + 1), isErange);
-      await assert.rejects(disk.writeZeroes(Number.NaN, 512), isErange);
-      await assert.rejects(disk.discard(2 ** 60, 512), isErange);
-      await disk.read(SIZE, [new Uint8Array(0)]); // empty range at the end is fine
-      await disk.close();
-    });
-
-    test('close() waits for requests in flight; later requests fail with EIO', async () => {
-      const disk = await kind.create(SIZE);
-      const order: string[] = [];
-      const writes = Array.from({ length: 8 }, (_, i) =>
-        disk.write(i * 4096, [new Uint8Array(4096).fill(i + 1)]).then(() => order.push(`write${i}`)),
-      );
-      const closed = disk.close().then(() => order.push('close'));
-      await Promise.all([...writes, closed]);
-      assert.equal(order.length, 9);
-      assert.equal(order.at(-1), 'close', `close settled last: ${order.join(' ')}`);
-      await assert.rejects(disk.read(0, [new Uint8Array(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO');
-      await disk.close(); // idempotent
-    });
-  });
-}
+for (const kind of kinds) blockBackendSuite(kind);
 
 test('ram: a large disk costs nothing until written, and discard frees its chunks', async () => {
   const disk = ramBackend(1 << 30);

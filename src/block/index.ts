@@ -4,3 +4,15 @@ export { BlockDevice, type BlockDeviceOptions } from './device.js';
 export { ramBackend, type RamBackend, type RamBackendOptions } from './ram.js';
 export { openFileBackend, type FileBackend, type FileBackendOptions } from './file.js';
 export { SECTOR_SIZE } from './checks.js';
+export {
+  openNbdBackend,
+  parseNbdUri,
+  formatNbdAddress,
+  NbdConnectError,
+  NbdUriError,
+  type NbdAddress,
+  type NbdBackend,
+  type NbdBackendOptions,
+  type NbdFailure,
+  type NbdReconnectOptions,
+} from './nbd/index.js';

@@ -5,9 +5,9 @@
  * `--namespaces N` an image is split into N equal namespaces; RAM disks
  * get N namespaces of `--size` each.
  */
-import { nvmeController, openFileBackend, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
+import { nvmeController, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
 import type { Sample } from './index.js';
-import { parseSize } from './virtio-blk.js';
+import { openBlockBackend, parseSize } from './virtio-blk.js';
 
 /** One option of the sample: its kind, what it does, and (for strings) its argument's name. */
 interface NvmeOption {
@@ -20,6 +20,7 @@ interface NvmeOption {
 export const NVME_OPTIONS: Record<string, NvmeOption> = {
   image: { type: 'string', arg: 'file', description: 'serve a raw image file (split evenly with --namespaces)' },
   size: { type: 'string', arg: 'N[KMG]', description: 'serve RAM disks of this size' },
+  nbd: { type: 'string', arg: 'uri', description: 'serve an NBD export (split evenly with --namespaces)' },
   'read-only': { type: 'boolean', description: 'refuse writes (namespaces are write protected)' },
   namespaces: { type: 'string', arg: 'N', description: 'namespaces (default 1)' },
   queues: { type: 'string', arg: 'N', description: 'I/O queue pairs (default 4)' },
@@ -40,14 +41,13 @@ function str(v: string | boolean | undefined): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-async function openNamespaces(o: { image?: string; size?: string; readOnly: boolean; namespaces: number }): Promise<BlockBackend[]> {
-  if (o.image !== undefined && o.size !== undefined) throw new Error('nvme takes --image or --size, not both');
-  if (o.image !== undefined) return sliceBackend(await openFileBackend(o.image, { readOnly: o.readOnly }), o.namespaces);
-  if (o.size !== undefined) {
+async function openNamespaces(o: { image?: string; size?: string; nbd?: string; readOnly: boolean; namespaces: number }): Promise<BlockBackend[]> {
+  // RAM disks: one per namespace, each of the given size; a file or an export is split evenly.
+  if (o.size !== undefined && o.image === undefined && o.nbd === undefined) {
     const size = parseSize(o.size);
-    return Array.from({ length: o.namespaces }, () => ramBackend(size));
+    return Array.from({ length: o.namespaces }, () => ramBackend(size, { readOnly: o.readOnly }));
   }
-  throw new Error('nvme needs --image <file> or --size <N[KMG]>');
+  return sliceBackend(await openBlockBackend(o), o.namespaces);
 }
 
 /** Builds the sample's controller from its option values (as the command line gives them). */
@@ -57,7 +57,7 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
   const readOnly = values['read-only'] === true;
   const pollMicroseconds = values['poll-us'] === undefined ? 0 : Number(values['poll-us']);
   if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new Error(`--poll-us must be 0..10000000, got ${String(values['poll-us'])}`);
-  const backends = await openNamespaces({ image: str(values.image), size: str(values.size), readOnly, namespaces });
+  const backends = await openNamespaces({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, namespaces });
   return nvmeController({
     namespaces: backends,
     readOnly,

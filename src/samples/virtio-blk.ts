@@ -1,8 +1,9 @@
 /**
  * `muser run virtio-blk`: the command-line face of the virtio-blk sample. A
- * raw image file (`--image`) or a RAM disk (`--size`) from src/block/.
+ * raw image file (`--image`), a RAM disk (`--size`) or an NBD export
+ * (`--nbd`), all from src/block/.
  */
-import { openFileBackend, ramBackend, virtioBlk, type BlockBackend } from '../index.js';
+import { openFileBackend, openNbdBackend, ramBackend, virtioBlk, type BlockBackend } from '../index.js';
 import type { Sample } from './index.js';
 
 /** Parses a size like 512, 64K, 64M or 2G (powers of 1024). */
@@ -16,19 +17,22 @@ export function parseSize(text: string): number {
 }
 
 /** Opens the backend the command line asks for. */
-export async function openBlockBackend(o: { image?: string; size?: string; readOnly: boolean }): Promise<BlockBackend> {
-  if (o.image !== undefined && o.size !== undefined) throw new Error('virtio-blk takes --image or --size, not both');
+export async function openBlockBackend(o: { image?: string; size?: string; nbd?: string; readOnly: boolean }): Promise<BlockBackend> {
+  const chosen = [o.image, o.size, o.nbd].filter((v) => v !== undefined).length;
+  if (chosen > 1) throw new Error('a disk takes one of --image, --size or --nbd');
+  if (o.nbd !== undefined) return openNbdBackend(o.nbd, { readOnly: o.readOnly });
   if (o.image !== undefined) return openFileBackend(o.image, { readOnly: o.readOnly });
   if (o.size !== undefined) return ramBackend(parseSize(o.size), { readOnly: o.readOnly });
-  throw new Error('virtio-blk needs --image <file> or --size <N[KMG]>');
+  throw new Error('a disk needs --image <file>, --size <N[KMG]> or --nbd <uri>');
 }
 
-/** `muser run virtio-blk <socket> (--image <file> | --size <N>) [--read-only] [--queues N]`. */
+/** `muser run virtio-blk <socket> (--image <file> | --size <N> | --nbd <uri>) [--read-only] [--queues N]`. */
 export const virtioBlkSample: Sample = {
-  description: 'virtio-blk disk from a raw image file (--image) or a RAM disk (--size)',
+  description: 'virtio-blk disk from a raw image file (--image), a RAM disk (--size) or an NBD export (--nbd)',
   options: {
     image: { type: 'string', description: 'serve a raw image file' },
     size: { type: 'string', description: 'serve a RAM disk of this size (N, NK, NM, NG)' },
+    nbd: { type: 'string', description: 'serve an NBD export: nbd://host:port/export or nbd+unix:///export?socket=/path' },
     'read-only': { type: 'boolean', description: 'refuse writes' },
     queues: { type: 'string', description: 'request queues (default 1)' },
   },
@@ -36,7 +40,7 @@ export const virtioBlkSample: Sample = {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues must be 1..64, got ${String(values.queues)}`);
     const readOnly = values['read-only'] === true;
-    const backend = await openBlockBackend({ image: str(values.image), size: str(values.size), readOnly });
+    const backend = await openBlockBackend({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly });
     return virtioBlk({ backend, queues, readOnly });
   },
 };
