@@ -48,8 +48,9 @@ test('--image split into namespaces, --read-only', async () => {
 });
 
 test('bad option combinations are refused with a message', async () => {
-  await assert.rejects(create({}), /--image <file> or --size/);
-  await assert.rejects(create({ image: 'x', size: '1M' }), /not both/);
+  await assert.rejects(create({}), /--image <file>, --size <N\[KMG\]> or --nbd <uri>/);
+  await assert.rejects(create({ image: 'x', size: '1M' }), /one of --image, --size or --nbd/);
+  await assert.rejects(create({ image: 'x', nbd: 'nbd://localhost/x' }), /one of --image, --size or --nbd/);
   await assert.rejects(create({ size: '1M', namespaces: '0' }), /--namespaces must be 1\.\.64/);
   await assert.rejects(create({ size: '1M', queues: '65' }), /--queues must be 1\.\.64/);
   await assert.rejects(create({ size: '1M', serial: 'x'.repeat(21) }), /serial/);
