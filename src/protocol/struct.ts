@@ -75,7 +75,14 @@ interface Field {
   offset: number;
 }
 
-const SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, u64big: 8 };
+/** Per type: its size, and the code that reads it from / writes it to `b` at offset expression `at`. */
+const TYPES: Record<FieldType, { size: number; read(at: string): string; write(at: string, v: string): string }> = {
+  u8: { size: 1, read: (at) => `b.readUInt8(${at})`, write: (at, v) => `b.writeUInt8(${v}, ${at});` },
+  u16: { size: 2, read: (at) => `b.readUInt16LE(${at})`, write: (at, v) => `b.writeUInt16LE(${v}, ${at});` },
+  u32: { size: 4, read: (at) => `b.readUInt32LE(${at})`, write: (at, v) => `b.writeUInt32LE(${v}, ${at});` },
+  u64: { size: 8, read: (at) => `readU64(b, ${at})`, write: (at, v) => `writeU64(b, ${at}, ${v});` },
+  u64big: { size: 8, read: (at) => `readU64Big(b, ${at})`, write: (at, v) => `writeU64Big(b, ${at}, ${v});` },
+};
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
 /** Declares a struct; see the module note. `name` labels the compiled functions in stack traces. */
@@ -90,7 +97,7 @@ export function defineStruct<T>(name: string, layout: Layout<T>): Struct<T> {
       size += spec;
     } else {
       fields.push({ name: key, type: spec, offset: size });
-      size += SIZE[spec];
+      size += TYPES[spec].size;
     }
   }
   const plain = compile<T>(name, fields, reserved, size, false);
@@ -146,8 +153,8 @@ function compile<T>(
   withData: boolean,
 ): Compiled<T> {
   const at = (offset: number): string => (offset === 0 ? 'o' : `o + ${offset}`);
-  const entries = fields.map((f) => `${f.name}: ${readExpr(f.type, at(f.offset))}`);
-  const writes = fields.map((f) => writeStatement(f.type, at(f.offset), `v.${f.name}`));
+  const entries = fields.map((f) => `${f.name}: ${TYPES[f.type].read(at(f.offset))}`);
+  const writes = fields.map((f) => TYPES[f.type].write(at(f.offset), `v.${f.name}`));
   for (const [offset, length] of reserved) writes.push(`b.fill(0, ${at(offset)}, ${at(offset + length)});`);
   if (withData) {
     entries.push('data: d');
@@ -167,34 +174,4 @@ return {
     ...helpers: [typeof readU64, typeof readU64Big, typeof writeU64, typeof writeU64Big]
   ) => Compiled<T>;
   return make(readU64, readU64Big, writeU64, writeU64Big);
-}
-
-function readExpr(type: FieldType, at: string): string {
-  switch (type) {
-    case 'u8':
-      return `b.readUInt8(${at})`;
-    case 'u16':
-      return `b.readUInt16LE(${at})`;
-    case 'u32':
-      return `b.readUInt32LE(${at})`;
-    case 'u64':
-      return `readU64(b, ${at})`;
-    case 'u64big':
-      return `readU64Big(b, ${at})`;
-  }
-}
-
-function writeStatement(type: FieldType, at: string, value: string): string {
-  switch (type) {
-    case 'u8':
-      return `b.writeUInt8(${value}, ${at});`;
-    case 'u16':
-      return `b.writeUInt16LE(${value}, ${at});`;
-    case 'u32':
-      return `b.writeUInt32LE(${value}, ${at});`;
-    case 'u64':
-      return `writeU64(b, ${at}, ${value});`;
-    case 'u64big':
-      return `writeU64Big(b, ${at}, ${value});`;
-  }
 }
