@@ -1,8 +1,8 @@
 /**
  * VFIO_USER_DEVICE_FEATURE (16): migration v2 and DMA dirty logging.
  *
- * Payload: u32 argsz @0, u32 flags @4 (feature id in bits 0-15, GET bit 16,
- * SET bit 17, PROBE bit 18), then feature data @8, per the spec:
+ * Payload: u32 argsz, u32 flags (feature id in bits 0-15, GET bit 16,
+ * SET bit 17, PROBE bit 18), then feature data, per the spec:
  * - MIGRATION (1), GET reply: u64 flags ({@link MigrationFlag}).
  * - MIG_DEVICE_STATE (2), SET request / GET and SET replies:
  *   u32 device_state ({@link MigrationState}), u32 data_fd (unused).
@@ -21,9 +21,9 @@
  */
 import { DeviceFeatureFlag, FeatureId, MigrationState } from './constants.js';
 import { invalid } from './errors.js';
-import { EMPTY, alloc, checkArgsz, need, readU64, writeU64 } from './wire.js';
+import { defineStruct } from './struct.js';
+import { EMPTY, alloc, checkArgsz, need } from './wire.js';
 
-const HEAD_SIZE = 8;
 const KNOWN_FLAGS = DeviceFeatureFlag.MASK | DeviceFeatureFlag.GET | DeviceFeatureFlag.SET | DeviceFeatureFlag.PROBE;
 
 /** One IOVA range to log. */
@@ -51,6 +51,25 @@ export interface DeviceFeature {
   /** Decoded data; `raw` bytes are a zero-copy subarray of the payload. */
   data: FeatureData;
 }
+
+const HEAD = defineStruct<Omit<DeviceFeature, 'data'>>('DEVICE_FEATURE', { argsz: 'u32', flags: 'u32' });
+const HEAD_SIZE = HEAD.size;
+const MIGRATION = defineStruct<{ flags: number }>('MIGRATION feature', { flags: 'u64' });
+const MIG_STATE = defineStruct<{ deviceState: number; dataFd: number }>('MIG_DEVICE_STATE', {
+  deviceState: 'u32',
+  dataFd: 'u32',
+});
+const LOGGING_START = defineStruct<{ pageSize: number; numRanges: number }>('DMA_LOGGING_START', {
+  pageSize: 'u64',
+  numRanges: 'u32',
+  _reserved: 4,
+});
+const RANGE = defineStruct<DmaLoggingRange>('DMA_LOGGING range', { iova: 'u64', length: 'u64' });
+const REPORT = defineStruct<{ iova: number; length: number; pageSize: number }>('DMA_LOGGING_REPORT', {
+  iova: 'u64',
+  length: 'u64',
+  pageSize: 'u64',
+});
 
 /** The feature id in a DEVICE_FEATURE flags word. */
 export function featureId(flags: number): number {
@@ -114,9 +133,7 @@ function replyKind(flags: number): Kind {
 }
 
 function decodeFeature(payload: Buffer, what: string, kindOf: (flags: number) => Kind): DeviceFeature {
-  need(payload, HEAD_SIZE, what);
-  const argsz = payload.readUInt32LE(0);
-  const flags = payload.readUInt32LE(4);
+  const { argsz, flags } = HEAD.decode(payload, what);
   checkArgsz(argsz, HEAD_SIZE, what);
   checkFeatureFlags(flags);
   return { argsz, flags, data: decodeData(kindOf(flags), payload.subarray(HEAD_SIZE)) };
@@ -129,49 +146,34 @@ function decodeData(kind: Kind, d: Buffer): FeatureData {
     case 'raw':
       return { kind, bytes: d };
     case 'migration':
-      need(d, 8, 'MIGRATION feature');
-      return { kind, flags: readU64(d, 0) };
+      return { kind, flags: MIGRATION.decode(d, 'MIGRATION feature').flags };
     case 'mig-state':
       return decodeMigState(d);
     case 'dma-logging-start':
       return decodeLoggingStart(d);
     case 'dma-logging-report':
-      need(d, 24, 'DMA_LOGGING_REPORT');
-      return { kind, ...readReport(d) };
+      return { kind, ...REPORT.decode(d, 'DMA_LOGGING_REPORT') };
     case 'dma-logging-bitmap':
-      need(d, 24, 'DMA_LOGGING_REPORT reply');
-      return { kind, ...readReport(d), bitmap: d.subarray(24) };
+      return { kind, ...REPORT.decode(d, 'DMA_LOGGING_REPORT reply'), bitmap: d.subarray(REPORT.size) };
   }
 }
 
 function decodeMigState(d: Buffer): FeatureData {
-  need(d, 8, 'MIG_DEVICE_STATE');
-  const deviceState = d.readUInt32LE(0);
+  const { deviceState, dataFd } = MIG_STATE.decode(d, 'MIG_DEVICE_STATE');
   if (deviceState > MigrationState.PRE_COPY_P2P) invalid(`device_state ${deviceState} unknown`);
-  return { kind: 'mig-state', deviceState, dataFd: d.readUInt32LE(4) };
+  return { kind: 'mig-state', deviceState, dataFd };
 }
 
 function decodeLoggingStart(d: Buffer): FeatureData {
-  need(d, 16, 'DMA_LOGGING_START');
-  const pageSize = readU64(d, 0);
-  const n = d.readUInt32LE(8);
-  need(d, 16 + 16 * n, 'DMA_LOGGING_START ranges');
-  const ranges: DmaLoggingRange[] = [];
-  for (let i = 0; i < n; i++) {
-    ranges.push({ iova: readU64(d, 16 + 16 * i), length: readU64(d, 24 + 16 * i) });
-  }
-  return { kind: 'dma-logging-start', pageSize, ranges };
-}
-
-function readReport(d: Buffer): { iova: number; length: number; pageSize: number } {
-  return { iova: readU64(d, 0), length: readU64(d, 8), pageSize: readU64(d, 16) };
+  const { pageSize, numRanges } = LOGGING_START.decode(d, 'DMA_LOGGING_START');
+  need(d, LOGGING_START.size + RANGE.size * numRanges, 'DMA_LOGGING_START ranges');
+  return { kind: 'dma-logging-start', pageSize, ranges: RANGE.readArray(d, LOGGING_START.size, numRanges) };
 }
 
 function encodeFeature(m: DeviceFeature): Buffer {
   const data = encodeData(m.data);
   const b = alloc(HEAD_SIZE + data.length);
-  b.writeUInt32LE(m.argsz, 0);
-  b.writeUInt32LE(m.flags, 4);
+  HEAD.write(b, 0, m);
   b.set(data, HEAD_SIZE);
   return b;
 }
@@ -183,37 +185,21 @@ function encodeData(d: FeatureData): Uint8Array {
     case 'raw':
       return d.bytes;
     case 'migration':
-      return u64s(d.flags);
+      return MIGRATION.encode(d);
     case 'mig-state':
-      return u32s(d.deviceState, d.dataFd);
+      return MIG_STATE.encode(d);
     case 'dma-logging-start':
       return encodeLoggingStart(d.pageSize, d.ranges);
     case 'dma-logging-report':
-      return u64s(d.iova, d.length, d.pageSize);
+      return REPORT.encode(d);
     case 'dma-logging-bitmap':
-      return Buffer.concat([u64s(d.iova, d.length, d.pageSize), d.bitmap]);
+      return Buffer.concat([REPORT.encode(d), d.bitmap]);
   }
 }
 
 function encodeLoggingStart(pageSize: number, ranges: readonly DmaLoggingRange[]): Buffer {
-  const b = alloc(16 + 16 * ranges.length);
-  writeU64(b, 0, pageSize);
-  b.writeUInt32LE(ranges.length, 8);
-  ranges.forEach((r, i) => {
-    writeU64(b, 16 + 16 * i, r.iova);
-    writeU64(b, 24 + 16 * i, r.length);
-  });
-  return b;
-}
-
-function u64s(...values: number[]): Buffer {
-  const b = alloc(8 * values.length);
-  values.forEach((v, i) => writeU64(b, 8 * i, v));
-  return b;
-}
-
-function u32s(...values: number[]): Buffer {
-  const b = alloc(4 * values.length);
-  values.forEach((v, i) => b.writeUInt32LE(v, 4 * i));
+  const b = alloc(LOGGING_START.size + RANGE.size * ranges.length);
+  LOGGING_START.write(b, 0, { pageSize, numRanges: ranges.length });
+  RANGE.writeArray(b, LOGGING_START.size, ranges);
   return b;
 }

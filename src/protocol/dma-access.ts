@@ -25,12 +25,8 @@
 import { HEADER_SIZE } from './constants.js';
 import { invalid } from './errors.js';
 import { type HeaderInit, allocMessage } from './header.js';
-import { need, readU64, writeU64 } from './wire.js';
-
-/** Offset of the data in a DMA_READ reply / DMA_WRITE request. */
-export const DMA_ACCESS_DATA_OFFSET = 16;
-/** Size of the fixed part: u64 address, u64 count. */
-export const DMA_ACCESS_SIZE = 16;
+import { defineStruct } from './struct.js';
+import { need } from './wire.js';
 
 /** DMA_READ request and DMA_WRITE reply. */
 export interface DmaAccess {
@@ -46,6 +42,14 @@ export interface DmaAccessData extends DmaAccess {
   data: Uint8Array;
 }
 
+const HEAD = defineStruct<DmaAccess>('DMA_ACCESS', { address: 'u64', count: 'u64' });
+const WITH_DATA = HEAD.withData();
+
+/** Size of the fixed part: u64 address, u64 count. */
+export const DMA_ACCESS_SIZE = HEAD.size;
+/** Offset of the data in a DMA_READ reply / DMA_WRITE request. */
+export const DMA_ACCESS_DATA_OFFSET = HEAD.size;
+
 /** Encodes a DMA_READ request: address, count (16 bytes). */
 export function encodeDmaReadRequest(m: DmaAccess, header?: HeaderInit): Buffer {
   return encodeAccess(m, undefined, header);
@@ -55,7 +59,7 @@ export function encodeDmaReadRequest(m: DmaAccess, header?: HeaderInit): Buffer 
 export function decodeDmaReadRequest(payload: Buffer): DmaAccess {
   need(payload, DMA_ACCESS_SIZE, 'DMA_READ');
   if (payload.length > DMA_ACCESS_SIZE) invalid(`DMA_READ: ${payload.length - DMA_ACCESS_SIZE} bytes after the request`);
-  return { address: readU64(payload, 0), count: readU64(payload, 8) };
+  return HEAD.read(payload, 0);
 }
 
 /** Encodes a DMA_READ reply: address, count, data @16. */
@@ -86,8 +90,7 @@ export function encodeDmaWriteReply(m: DmaAccess, header?: HeaderInit): Buffer {
 /** Decodes a DMA_WRITE reply: `null` for QEMU's empty payload, else address + count. */
 export function decodeDmaWriteReply(payload: Buffer): DmaAccess | null {
   if (payload.length === 0) return null;
-  need(payload, DMA_ACCESS_SIZE, 'DMA_WRITE reply');
-  return { address: readU64(payload, 0), count: readU64(payload, 8) };
+  return HEAD.decode(payload, 'DMA_WRITE reply');
 }
 
 function encodeAccess(m: DmaAccess, data: Uint8Array | undefined, header?: HeaderInit): Buffer {
@@ -98,21 +101,16 @@ function encodeAccess(m: DmaAccess, data: Uint8Array | undefined, header?: Heade
   const size = DMA_ACCESS_SIZE + dataLen;
   const base = header === undefined ? 0 : HEADER_SIZE;
   const b = header === undefined ? Buffer.allocUnsafe(size) : allocMessage(header, size);
-  writeU64(b, base, m.address);
-  writeU64(b, base + 8, m.count);
+  HEAD.write(b, base, m);
   if (data !== undefined) b.set(data, base + DMA_ACCESS_DATA_OFFSET);
   return b;
 }
 
 function readWithData(payload: Buffer, what: string): DmaAccessData {
   need(payload, DMA_ACCESS_SIZE, what);
-  const count = readU64(payload, 8);
-  const end = DMA_ACCESS_DATA_OFFSET + count;
+  const m = WITH_DATA.read(payload, 0, payload.subarray(DMA_ACCESS_DATA_OFFSET));
+  const end = DMA_ACCESS_DATA_OFFSET + m.count;
   need(payload, end, what);
   if (payload.length > end) invalid(`${what}: ${payload.length - end} bytes after data`);
-  return {
-    address: readU64(payload, 0),
-    count,
-    data: payload.subarray(DMA_ACCESS_DATA_OFFSET, end),
-  };
+  return m;
 }

@@ -1,11 +1,9 @@
 /**
  * The 16-byte header of every message, and whole-message helpers.
- *
- * Layout: u16 msg_id @0, u16 command @2, u32 size @4 (header included),
- * u32 flags @8, u32 errno @12.
  */
 import { HEADER_SIZE, HeaderFlag } from './constants.js';
 import { invalid } from './errors.js';
+import { defineStruct } from './struct.js';
 
 /** A decoded message header. */
 export interface Header {
@@ -21,6 +19,9 @@ export interface Header {
   errno: number;
 }
 
+/** `size` counts the header too. */
+const HEADER = defineStruct<Header>('header', { msgId: 'u16', command: 'u16', size: 'u32', flags: 'u32', errno: 'u32' });
+
 /** Header fields the caller chooses when building a message; size is computed. */
 export interface HeaderInit {
   msgId: number;
@@ -33,11 +34,7 @@ export interface HeaderInit {
 
 /** Writes `h` as 16 bytes into `target` at `offset`. RangeError on out-of-range fields. */
 export function encodeHeader(h: Header, target: Buffer, offset = 0): void {
-  target.writeUInt16LE(h.msgId, offset);
-  target.writeUInt16LE(h.command, offset + 2);
-  target.writeUInt32LE(h.size, offset + 4);
-  target.writeUInt32LE(h.flags, offset + 8);
-  target.writeUInt32LE(h.errno, offset + 12);
+  HEADER.write(target, offset, h);
 }
 
 /**
@@ -50,13 +47,7 @@ export function decodeHeader(buf: Buffer, offset = 0): Header {
   if (!Number.isInteger(offset) || offset < 0 || buf.length - offset < HEADER_SIZE) {
     invalid(`header: need ${HEADER_SIZE} bytes at offset ${offset}, buffer has ${buf.length}`);
   }
-  const h: Header = {
-    msgId: buf.readUInt16LE(offset),
-    command: buf.readUInt16LE(offset + 2),
-    size: buf.readUInt32LE(offset + 4),
-    flags: buf.readUInt32LE(offset + 8),
-    errno: buf.readUInt32LE(offset + 12),
-  };
+  const h = HEADER.read(buf, offset);
   if (h.size < HEADER_SIZE) {
     invalid(`header size ${h.size} below ${HEADER_SIZE}`);
   }
@@ -119,9 +110,5 @@ export function encodeReply(msgId: number, command: number, payload?: Uint8Array
 }
 
 function writeHeaderInit(h: HeaderInit, msg: Buffer, size: number): void {
-  msg.writeUInt16LE(h.msgId, 0);
-  msg.writeUInt16LE(h.command, 2);
-  msg.writeUInt32LE(size, 4);
-  msg.writeUInt32LE(h.flags ?? 0, 8);
-  msg.writeUInt32LE(h.errno ?? 0, 12);
+  HEADER.write(msg, 0, { msgId: h.msgId, command: h.command, size, flags: h.flags ?? 0, errno: h.errno ?? 0 });
 }

@@ -1,25 +1,19 @@
 /**
  * VFIO_USER_DEVICE_GET_IRQ_INFO (7) and VFIO_USER_DEVICE_SET_IRQS (8).
  *
- * IRQ_INFO request and reply (16 bytes): u32 argsz, u32 flags
- * ({@link IrqInfoFlag}), u32 index, u32 count. Request argsz below 16 is
- * EINVAL.
+ * IRQ_INFO request and reply: `struct vfio_irq_info` ({@link IrqInfoFlag}
+ * flags). Request argsz below 16 is EINVAL.
  *
- * SET_IRQS request: u32 argsz, u32 flags ({@link IrqSetFlag}), u32 index,
- * u32 start, u32 count (20 bytes), then for DATA_BOOL exactly `count` bool
- * bytes. Eventfds (DATA_EVENTFD) travel as SCM_RIGHTS, not in the payload,
+ * SET_IRQS request: `struct vfio_irq_set` ({@link IrqSetFlag} flags), then
+ * for DATA_BOOL exactly `count` bool bytes. Eventfds (DATA_EVENTFD) travel as SCM_RIGHTS, not in the payload,
  * so NONE and EVENTFD payloads are exactly 20 bytes. Exactly one DATA_* and
  * exactly one ACTION_* bit must be set and no other bit; argsz below 20 is
  * EINVAL. Reply: empty.
  */
 import { IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqSetFlag } from './constants.js';
 import { invalid } from './errors.js';
-import { EMPTY, alloc, checkArgsz, decodeEmpty, exact, need } from './wire.js';
-
-/** Size of `struct vfio_irq_info`. */
-export const IRQ_INFO_SIZE = 16;
-/** Size of `struct vfio_irq_set` without data. */
-export const IRQ_SET_SIZE = 20;
+import { defineStruct } from './struct.js';
+import { EMPTY, alloc, checkArgsz, decodeEmpty, exact } from './wire.js';
 
 /** `struct vfio_irq_info`: request and reply. */
 export interface IrqInfo {
@@ -44,51 +38,54 @@ export interface IrqSet {
   data?: Uint8Array;
 }
 
+const IRQ_INFO = defineStruct<IrqInfo>('IRQ_INFO', { argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
+const IRQ_SET = defineStruct<Omit<IrqSet, 'data'>>('IRQ_SET', {
+  argsz: 'u32',
+  flags: 'u32',
+  index: 'u32',
+  start: 'u32',
+  count: 'u32',
+});
+
+/** Size of `struct vfio_irq_info`. */
+export const IRQ_INFO_SIZE = IRQ_INFO.size;
+/** Size of `struct vfio_irq_set` without data. */
+export const IRQ_SET_SIZE = IRQ_SET.size;
+
 /** Encodes an IRQ_INFO request payload. */
 export function encodeIrqInfoRequest(m: IrqInfo): Buffer {
-  return writeIrqInfo(m);
+  return IRQ_INFO.encode(m);
 }
 
 /** Decodes an IRQ_INFO request payload. */
 export function decodeIrqInfoRequest(payload: Buffer): IrqInfo {
-  const m = readIrqInfo(payload, 'DEVICE_GET_IRQ_INFO');
+  const m = IRQ_INFO.decode(payload, 'DEVICE_GET_IRQ_INFO');
   checkArgsz(m.argsz, IRQ_INFO_SIZE, 'DEVICE_GET_IRQ_INFO');
   return m;
 }
 
 /** Encodes an IRQ_INFO reply payload. */
 export function encodeIrqInfoReply(m: IrqInfo): Buffer {
-  return writeIrqInfo(m);
+  return IRQ_INFO.encode(m);
 }
 
 /** Decodes an IRQ_INFO reply payload. */
 export function decodeIrqInfoReply(payload: Buffer): IrqInfo {
-  return readIrqInfo(payload, 'DEVICE_GET_IRQ_INFO reply');
+  return IRQ_INFO.decode(payload, 'DEVICE_GET_IRQ_INFO reply');
 }
 
 /** Encodes a SET_IRQS request payload (bool bytes appended for DATA_BOOL). */
 export function encodeSetIrqsRequest(m: IrqSet): Buffer {
   const data = m.data ?? EMPTY;
   const b = alloc(IRQ_SET_SIZE + data.length);
-  b.writeUInt32LE(m.argsz, 0);
-  b.writeUInt32LE(m.flags, 4);
-  b.writeUInt32LE(m.index, 8);
-  b.writeUInt32LE(m.start, 12);
-  b.writeUInt32LE(m.count, 16);
+  IRQ_SET.write(b, 0, m);
   b.set(data, IRQ_SET_SIZE);
   return b;
 }
 
 /** Decodes and validates a SET_IRQS request payload. */
 export function decodeSetIrqsRequest(payload: Buffer): IrqSet {
-  need(payload, IRQ_SET_SIZE, 'DEVICE_SET_IRQS');
-  const m: IrqSet = {
-    argsz: payload.readUInt32LE(0),
-    flags: payload.readUInt32LE(4),
-    index: payload.readUInt32LE(8),
-    start: payload.readUInt32LE(12),
-    count: payload.readUInt32LE(16),
-  };
+  const m: IrqSet = IRQ_SET.decode(payload, 'DEVICE_SET_IRQS');
   checkArgsz(m.argsz, IRQ_SET_SIZE, 'DEVICE_SET_IRQS');
   checkSetIrqsFlags(m.flags);
   if (m.flags & IrqSetFlag.DATA_BOOL) {
@@ -124,23 +121,4 @@ export function checkSetIrqsFlags(flags: number): void {
 
 function isOneBit(v: number): boolean {
   return v !== 0 && (v & (v - 1)) === 0;
-}
-
-function writeIrqInfo(m: IrqInfo): Buffer {
-  const b = alloc(IRQ_INFO_SIZE);
-  b.writeUInt32LE(m.argsz, 0);
-  b.writeUInt32LE(m.flags, 4);
-  b.writeUInt32LE(m.index, 8);
-  b.writeUInt32LE(m.count, 12);
-  return b;
-}
-
-function readIrqInfo(payload: Buffer, what: string): IrqInfo {
-  need(payload, IRQ_INFO_SIZE, what);
-  return {
-    argsz: payload.readUInt32LE(0),
-    flags: payload.readUInt32LE(4),
-    index: payload.readUInt32LE(8),
-    count: payload.readUInt32LE(12),
-  };
 }

@@ -8,9 +8,8 @@
  * for the server to judge); payloads carrying data must be exactly
  * 8 + size bytes. Decoded `data` is a zero-copy subarray of the payload.
  */
-import { EMPTY, alloc, checkArgsz, decodeEmpty, exact, need } from './wire.js';
-
-const HEAD_SIZE = 8;
+import { defineStruct } from './struct.js';
+import { EMPTY, checkArgsz, decodeEmpty, exact, need } from './wire.js';
 
 /** MIG_DATA_READ request. */
 export interface MigDataRead {
@@ -26,18 +25,19 @@ export interface MigData {
   data: Uint8Array;
 }
 
+const HEAD = defineStruct<MigDataRead>('MIG_DATA', { argsz: 'u32', size: 'u32' });
+const HEAD_SIZE = HEAD.size;
+const WITH_DATA = HEAD.withData();
+
 /** Encodes a MIG_DATA_READ request payload. */
 export function encodeMigDataReadRequest(m: MigDataRead): Buffer {
-  const b = alloc(HEAD_SIZE);
-  b.writeUInt32LE(m.argsz, 0);
-  b.writeUInt32LE(m.size, 4);
-  return b;
+  return HEAD.encode(m);
 }
 
 /** Decodes a MIG_DATA_READ request payload. */
 export function decodeMigDataReadRequest(payload: Buffer): MigDataRead {
   exact(payload, HEAD_SIZE, 'MIG_DATA_READ');
-  const m = { argsz: payload.readUInt32LE(0), size: payload.readUInt32LE(4) };
+  const m = HEAD.read(payload, 0);
   checkArgsz(m.argsz, HEAD_SIZE, 'MIG_DATA_READ');
   return m;
 }
@@ -82,19 +82,13 @@ function encodeWithData(m: MigData): Buffer {
   if (m.data.length !== m.size) {
     throw new RangeError(`data length ${m.data.length} differs from size ${m.size}`);
   }
-  const b = alloc(HEAD_SIZE + m.size);
-  b.writeUInt32LE(m.argsz, 0);
-  b.writeUInt32LE(m.size, 4);
-  b.set(m.data, HEAD_SIZE);
-  return b;
+  return WITH_DATA.encode(m);
 }
 
 function decodeWithData(payload: Buffer, what: string, padded = false): MigData {
-  need(payload, HEAD_SIZE, what);
-  const argsz = payload.readUInt32LE(0);
-  const size = payload.readUInt32LE(4);
+  const { argsz, size } = HEAD.decode(payload, what);
   checkArgsz(argsz, HEAD_SIZE, what);
   if (padded) need(payload, HEAD_SIZE + size, what);
   else exact(payload, HEAD_SIZE + size, what);
-  return { argsz, size, data: payload.subarray(HEAD_SIZE, HEAD_SIZE + size) };
+  return WITH_DATA.read(payload, 0, payload.subarray(HEAD_SIZE, HEAD_SIZE + size));
 }

@@ -1,7 +1,7 @@
 /**
  * VFIO_USER_REGION_READ (9) and VFIO_USER_REGION_WRITE (10): the hot path.
  *
- * Access head (16 bytes): u64 offset @0, u32 region @8, u32 count @12.
+ * Access head: u64 offset, u32 region, u32 count (16 bytes).
  * - READ request: head. Reply: head + `count` data bytes.
  * - WRITE request: head + `count` data bytes. Reply: head.
  * Payloads carrying data must be exactly 16 + count bytes (EINVAL).
@@ -13,10 +13,8 @@
  */
 import { HEADER_SIZE } from './constants.js';
 import { type HeaderInit, allocMessage } from './header.js';
-import { exact, need, readU64, writeU64 } from './wire.js';
-
-/** Size of the access head. */
-export const REGION_ACCESS_SIZE = 16;
+import { defineStruct } from './struct.js';
+import { exact, need } from './wire.js';
 
 /** Where an access goes: REGION_READ request and REGION_WRITE reply. */
 export interface RegionAccess {
@@ -30,6 +28,12 @@ export interface RegionAccessData extends RegionAccess {
   /** Exactly `count` bytes. Decoded data is a subarray of the payload (zero-copy). */
   data: Uint8Array;
 }
+
+const HEAD = defineStruct<RegionAccess>('REGION_ACCESS', { offset: 'u64', region: 'u32', count: 'u32' });
+const WITH_DATA = HEAD.withData();
+
+/** Size of the access head. */
+export const REGION_ACCESS_SIZE = HEAD.size;
 
 /** Encodes a REGION_READ request (or, with `header`, the whole message). */
 export function encodeRegionReadRequest(m: RegionAccess, header?: HeaderInit): Buffer {
@@ -79,30 +83,19 @@ function encodeAccess(m: RegionAccess, data: Uint8Array | undefined, header?: He
   const size = REGION_ACCESS_SIZE + dataLen;
   const base = header === undefined ? 0 : HEADER_SIZE;
   const b = header === undefined ? Buffer.allocUnsafe(size) : allocMessage(header, size);
-  writeU64(b, base, m.offset);
-  b.writeUInt32LE(m.region, base + 8);
-  b.writeUInt32LE(m.count, base + 12);
+  HEAD.write(b, base, m);
   if (data !== undefined) b.set(data, base + REGION_ACCESS_SIZE);
   return b;
 }
 
 function readHead(payload: Buffer, what: string): RegionAccess {
   exact(payload, REGION_ACCESS_SIZE, what);
-  return {
-    offset: readU64(payload, 0),
-    region: payload.readUInt32LE(8),
-    count: payload.readUInt32LE(12),
-  };
+  return HEAD.read(payload, 0);
 }
 
 function readWithData(payload: Buffer, what: string): RegionAccessData {
   need(payload, REGION_ACCESS_SIZE, what);
-  const count = payload.readUInt32LE(12);
-  exact(payload, REGION_ACCESS_SIZE + count, what);
-  return {
-    offset: readU64(payload, 0),
-    region: payload.readUInt32LE(8),
-    count,
-    data: payload.subarray(REGION_ACCESS_SIZE),
-  };
+  const m = WITH_DATA.read(payload, 0, payload.subarray(REGION_ACCESS_SIZE));
+  exact(payload, REGION_ACCESS_SIZE + m.count, what);
+  return m;
 }

@@ -2,13 +2,12 @@
  * VFIO_USER_DEVICE_GET_REGION_INFO (5): `struct vfio_region_info` plus an
  * optional capability chain, laid out as in Linux vfio.h.
  *
- * Struct (32 bytes): u32 argsz @0, u32 flags @4, u32 index @8,
- * u32 cap_offset @12, u64 size @16, u64 offset @24.
- * Capability header (8 bytes): u16 id, u16 version, u32 next; `cap_offset`
- * and `next` are measured from the start of the struct; next 0 ends it.
- * - SPARSE_MMAP (id 1, v1): header, u32 nr_areas, u32 reserved, then
- *   nr_areas x {u64 offset, u64 size}.
- * - TYPE (id 2, v1): header, u32 type, u32 subtype.
+ * The structs are declared below. Each capability starts with a header
+ * (id, version, next); `cap_offset` and `next` are measured from the start
+ * of the struct; next 0 ends the chain.
+ * - SPARSE_MMAP (id 1, v1): header, nr_areas (+ reserved), then nr_areas
+ *   areas.
+ * - TYPE (id 2, v1): header, type, subtype.
  *
  * argsz convention: the reply's argsz is the size of the full reply. If the
  * client's argsz (its buffer) is smaller, the reply carries the 32-byte
@@ -19,11 +18,8 @@
  */
 import { REGION_CAP_SPARSE_MMAP_VERSION, REGION_CAP_TYPE_VERSION, RegionCapId, RegionInfoFlag } from './constants.js';
 import { invalid } from './errors.js';
-import { alloc, checkArgsz, need, readU64, writeU64 } from './wire.js';
-
-/** Size of `struct vfio_region_info`. */
-export const REGION_INFO_SIZE = 32;
-const CAP_HEADER_SIZE = 8;
+import { defineStruct } from './struct.js';
+import { alloc, checkArgsz, need } from './wire.js';
 
 /** `struct vfio_region_info`, used by both the request and the reply. */
 export interface RegionInfo {
@@ -74,16 +70,40 @@ export interface RegionInfoReply {
   caps: RegionCap[];
 }
 
+/** `struct vfio_region_info`. */
+const INFO = defineStruct<RegionInfo>('REGION_INFO', {
+  argsz: 'u32',
+  flags: 'u32',
+  index: 'u32',
+  capOffset: 'u32',
+  size: 'u64',
+  offset: 'u64',
+});
+
+/** `struct vfio_info_cap_header`. */
+interface CapHeader {
+  id: number;
+  version: number;
+  next: number;
+}
+const CAP_HEADER = defineStruct<CapHeader>('region cap header', { id: 'u16', version: 'u16', next: 'u32' });
+/** SPARSE_MMAP after the header; the areas follow. */
+const SPARSE_MMAP = defineStruct<{ nrAreas: number }>('sparse mmap cap', { nrAreas: 'u32', _reserved: 4 });
+const AREA = defineStruct<SparseMmapArea>('sparse mmap area', { offset: 'u64', size: 'u64' });
+/** TYPE after the header. */
+const TYPE = defineStruct<Omit<RegionTypeCap, 'id'>>('region type cap', { type: 'u32', subtype: 'u32' });
+
+/** Size of `struct vfio_region_info`. */
+export const REGION_INFO_SIZE = INFO.size;
+
 /** Encodes a DEVICE_GET_REGION_INFO request payload (32 bytes). */
 export function encodeRegionInfoRequest(m: RegionInfo): Buffer {
-  const b = alloc(REGION_INFO_SIZE);
-  writeInfo(b, m);
-  return b;
+  return INFO.encode(m);
 }
 
 /** Decodes a DEVICE_GET_REGION_INFO request payload; argsz below 32 is EINVAL. */
 export function decodeRegionInfoRequest(payload: Buffer): RegionInfo {
-  const info = readInfo(payload, 'DEVICE_GET_REGION_INFO');
+  const info = INFO.decode(payload, 'DEVICE_GET_REGION_INFO');
   checkArgsz(info.argsz, REGION_INFO_SIZE, 'DEVICE_GET_REGION_INFO');
   return info;
 }
@@ -101,7 +121,7 @@ export function encodeRegionInfoReply(
   const fits = clientArgsz >= full;
   const withCaps = fits && caps.length > 0;
   const b = alloc(fits ? full : REGION_INFO_SIZE);
-  writeInfo(b, {
+  INFO.write(b, 0, {
     argsz: full,
     flags: (withCaps ? desc.flags | RegionInfoFlag.CAPS : desc.flags & ~RegionInfoFlag.CAPS) >>> 0,
     index: desc.index,
@@ -115,35 +135,15 @@ export function encodeRegionInfoReply(
 
 /** Decodes a reply and walks its capability chain (EINVAL on a bad chain). */
 export function decodeRegionInfoReply(payload: Buffer): RegionInfoReply {
-  const info = readInfo(payload, 'DEVICE_GET_REGION_INFO reply');
+  const info = INFO.decode(payload, 'DEVICE_GET_REGION_INFO reply');
   checkArgsz(info.argsz, REGION_INFO_SIZE, 'DEVICE_GET_REGION_INFO reply');
   const hasChain = (info.flags & RegionInfoFlag.CAPS) !== 0 && info.capOffset !== 0;
   return { info, caps: hasChain ? readCaps(payload, info.capOffset) : [] };
 }
 
-function writeInfo(b: Buffer, m: RegionInfo): void {
-  b.writeUInt32LE(m.argsz, 0);
-  b.writeUInt32LE(m.flags, 4);
-  b.writeUInt32LE(m.index, 8);
-  b.writeUInt32LE(m.capOffset, 12);
-  writeU64(b, 16, m.size);
-  writeU64(b, 24, m.offset);
-}
-
-function readInfo(payload: Buffer, what: string): RegionInfo {
-  need(payload, REGION_INFO_SIZE, what);
-  return {
-    argsz: payload.readUInt32LE(0),
-    flags: payload.readUInt32LE(4),
-    index: payload.readUInt32LE(8),
-    capOffset: payload.readUInt32LE(12),
-    size: readU64(payload, 16),
-    offset: readU64(payload, 24),
-  };
-}
-
 function capSize(c: RegionCap): number {
-  return c.id === RegionCapId.SPARSE_MMAP ? 16 + 16 * c.areas.length : 16;
+  const body = c.id === RegionCapId.SPARSE_MMAP ? SPARSE_MMAP.size + AREA.size * c.areas.length : TYPE.size;
+  return CAP_HEADER.size + body;
 }
 
 function writeCaps(b: Buffer, caps: readonly RegionCap[]): void {
@@ -156,19 +156,14 @@ function writeCaps(b: Buffer, caps: readonly RegionCap[]): void {
 }
 
 function writeCap(b: Buffer, off: number, c: RegionCap, next: number): void {
-  b.writeUInt16LE(c.id, off);
-  b.writeUInt32LE(next, off + 4);
+  const body = off + CAP_HEADER.size;
   if (c.id === RegionCapId.SPARSE_MMAP) {
-    b.writeUInt16LE(REGION_CAP_SPARSE_MMAP_VERSION, off + 2);
-    b.writeUInt32LE(c.areas.length, off + 8);
-    c.areas.forEach((a, i) => {
-      writeU64(b, off + 16 + 16 * i, a.offset);
-      writeU64(b, off + 24 + 16 * i, a.size);
-    });
+    CAP_HEADER.write(b, off, { id: c.id, version: REGION_CAP_SPARSE_MMAP_VERSION, next });
+    SPARSE_MMAP.write(b, body, { nrAreas: c.areas.length });
+    AREA.writeArray(b, body + SPARSE_MMAP.size, c.areas);
   } else {
-    b.writeUInt16LE(REGION_CAP_TYPE_VERSION, off + 2);
-    b.writeUInt32LE(c.type, off + 8);
-    b.writeUInt32LE(c.subtype, off + 12);
+    CAP_HEADER.write(b, off, { id: c.id, version: REGION_CAP_TYPE_VERSION, next });
+    TYPE.write(b, body, c);
   }
 }
 
@@ -182,30 +177,25 @@ function readCaps(payload: Buffer, first: number): RegionCap[] {
   let floor = REGION_INFO_SIZE;
   while (off !== 0) {
     if (off < floor) invalid(`region cap at ${off} overlaps earlier data`);
-    need(payload, off + CAP_HEADER_SIZE, 'region cap header');
-    const cap = readCap(payload, off);
+    const { id, next } = CAP_HEADER.decode(payload, 'region cap header', off);
+    const cap = readCap(payload, id, off + CAP_HEADER.size);
     if (cap !== null) caps.push(cap);
-    floor = off + (cap === null ? CAP_HEADER_SIZE : capSize(cap));
-    off = payload.readUInt32LE(off + 4);
+    floor = off + (cap === null ? CAP_HEADER.size : capSize(cap));
+    off = next;
   }
   return caps;
 }
 
-function readCap(payload: Buffer, off: number): RegionCap | null {
-  const id = payload.readUInt16LE(off);
+/** Reads the body of capability `id` at `body`; null for an unknown id. */
+function readCap(payload: Buffer, id: number, body: number): RegionCap | null {
   if (id === RegionCapId.SPARSE_MMAP) {
-    need(payload, off + 16, 'sparse mmap cap');
-    const n = payload.readUInt32LE(off + 8);
-    need(payload, off + 16 + 16 * n, 'sparse mmap areas');
-    const areas: SparseMmapArea[] = [];
-    for (let i = 0; i < n; i++) {
-      areas.push({ offset: readU64(payload, off + 16 + 16 * i), size: readU64(payload, off + 24 + 16 * i) });
-    }
-    return { id, areas };
+    const n = SPARSE_MMAP.decode(payload, 'sparse mmap cap', body).nrAreas;
+    const first = body + SPARSE_MMAP.size;
+    need(payload, first + AREA.size * n, 'sparse mmap areas');
+    return { id, areas: AREA.readArray(payload, first, n) };
   }
   if (id === RegionCapId.TYPE) {
-    need(payload, off + 16, 'region type cap');
-    return { id, type: payload.readUInt32LE(off + 8), subtype: payload.readUInt32LE(off + 12) };
+    return { id, ...TYPE.decode(payload, 'region type cap', body) };
   }
   return null;
 }

@@ -19,10 +19,8 @@
  */
 import { WRITE_MULTI_DATA } from './constants.js';
 import { invalid } from './errors.js';
-import { alloc, need, readU64, writeU64 } from './wire.js';
-
-/** Size of one entry. */
-export const WRITE_MULTI_ENTRY_SIZE = 24;
+import { defineStruct } from './struct.js';
+import { EMPTY, alloc, need } from './wire.js';
 
 /** One coalesced write. */
 export interface RegionWriteOne {
@@ -45,56 +43,57 @@ export interface RegionWriteMultiReply {
   wrCnt: number;
 }
 
+/** wr_cnt: the request's head and the whole reply. */
+const COUNT = defineStruct<RegionWriteMultiReply>('REGION_WRITE_MULTI count', { wrCnt: 'u64' });
+/** An entry: this head, then WRITE_MULTI_DATA bytes of which `count` are data. */
+const ENTRY = defineStruct<Omit<RegionWriteOne, 'data'>>('REGION_WRITE_MULTI entry', {
+  offset: 'u64',
+  region: 'u32',
+  count: 'u32',
+}).withData();
+
+/** Size of one entry. */
+export const WRITE_MULTI_ENTRY_SIZE = ENTRY.size + WRITE_MULTI_DATA;
+
 /** Encodes a request with exactly `writes.length` entries (QEMU's flushed form). */
 export function encodeRegionWriteMultiRequest(m: RegionWriteMulti): Buffer {
-  const b = alloc(8 + WRITE_MULTI_ENTRY_SIZE * m.writes.length);
-  writeU64(b, 0, m.writes.length);
-  m.writes.forEach((w, i) => writeEntry(b, 8 + WRITE_MULTI_ENTRY_SIZE * i, w));
+  const b = alloc(COUNT.size + WRITE_MULTI_ENTRY_SIZE * m.writes.length);
+  COUNT.write(b, 0, { wrCnt: m.writes.length });
+  m.writes.forEach((w, i) => writeEntry(b, COUNT.size + WRITE_MULTI_ENTRY_SIZE * i, w));
   return b;
 }
 
 /** Decodes a request (see the module note for what is accepted). */
 export function decodeRegionWriteMultiRequest(payload: Buffer): RegionWriteMulti {
-  need(payload, 8, 'REGION_WRITE_MULTI');
-  const wrCnt = readU64(payload, 0);
-  need(payload, 8 + WRITE_MULTI_ENTRY_SIZE * wrCnt, 'REGION_WRITE_MULTI entries');
+  const { wrCnt } = COUNT.decode(payload, 'REGION_WRITE_MULTI');
+  need(payload, COUNT.size + WRITE_MULTI_ENTRY_SIZE * wrCnt, 'REGION_WRITE_MULTI entries');
   const writes: RegionWriteOne[] = [];
-  for (let i = 0; i < wrCnt; i++) writes.push(readEntry(payload, 8 + WRITE_MULTI_ENTRY_SIZE * i));
+  for (let i = 0; i < wrCnt; i++) writes.push(readEntry(payload, COUNT.size + WRITE_MULTI_ENTRY_SIZE * i));
   return { writes };
 }
 
 /** Encodes a reply payload. */
 export function encodeRegionWriteMultiReply(m: RegionWriteMultiReply): Buffer {
-  const b = alloc(8);
-  writeU64(b, 0, m.wrCnt);
-  return b;
+  return COUNT.encode(m);
 }
 
 /** Decodes a reply payload. */
 export function decodeRegionWriteMultiReply(payload: Buffer): RegionWriteMultiReply {
-  need(payload, 8, 'REGION_WRITE_MULTI reply');
-  return { wrCnt: readU64(payload, 0) };
+  return COUNT.decode(payload, 'REGION_WRITE_MULTI reply');
 }
 
 function writeEntry(b: Buffer, off: number, w: RegionWriteOne): void {
   if (w.count < 1 || w.count > WRITE_MULTI_DATA || w.data.length !== w.count) {
     throw new RangeError(`REGION_WRITE_MULTI entry: count ${w.count}, data ${w.data.length} bytes`);
   }
-  writeU64(b, off, w.offset);
-  b.writeUInt32LE(w.region, off + 8);
-  b.writeUInt32LE(w.count, off + 12);
-  b.set(w.data, off + 16);
+  ENTRY.write(b, off, w);
 }
 
 function readEntry(b: Buffer, off: number): RegionWriteOne {
-  const count = b.readUInt32LE(off + 12);
-  if (count < 1 || count > WRITE_MULTI_DATA) {
-    invalid(`REGION_WRITE_MULTI entry count ${count} outside 1..${WRITE_MULTI_DATA}`);
+  const w = ENTRY.read(b, off, EMPTY);
+  if (w.count < 1 || w.count > WRITE_MULTI_DATA) {
+    invalid(`REGION_WRITE_MULTI entry count ${w.count} outside 1..${WRITE_MULTI_DATA}`);
   }
-  return {
-    offset: readU64(b, off),
-    region: b.readUInt32LE(off + 8),
-    count,
-    data: b.subarray(off + 16, off + 16 + count),
-  };
+  w.data = b.subarray(off + ENTRY.size, off + ENTRY.size + w.count);
+  return w;
 }

@@ -1,6 +1,6 @@
 /**
  * VFIO_USER_VERSION (command 1), same layout both ways:
- * u16 major @0, u16 minor @2, then optional UTF-8 JSON terminated by NUL:
+ * u16 major, u16 minor, then optional UTF-8 JSON terminated by NUL:
  * `{"capabilities":{...}}`.
  *
  * Decoding rules: a payload of exactly 4 bytes (no JSON) gives empty
@@ -14,7 +14,7 @@
  */
 import { Errno, MAX_VERSION_JSON } from './constants.js';
 import { ProtocolError, invalid } from './errors.js';
-import { need } from './wire.js';
+import { defineStruct } from './struct.js';
 
 /** Twin-socket negotiation (`twin_socket`). */
 export interface TwinSocketCapability {
@@ -59,28 +59,27 @@ export interface Version {
 
 type Json = Record<string, unknown>;
 
+const HEAD = defineStruct<Omit<Version, 'capabilities'>>('VERSION', { major: 'u16', minor: 'u16' });
+
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Encodes a VERSION payload; the JSON always carries a `capabilities` object. */
 export function encodeVersion(m: Version): Buffer {
   const json = JSON.stringify({ capabilities: capabilitiesToJson(m.capabilities) });
   const text = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(4 + text.length + 1);
-  out.writeUInt16LE(m.major, 0);
-  out.writeUInt16LE(m.minor, 2);
-  text.copy(out, 4);
+  const out = Buffer.alloc(HEAD.size + text.length + 1);
+  HEAD.write(out, 0, m);
+  text.copy(out, HEAD.size);
   return out;
 }
 
 /** Decodes a VERSION payload (see the module rules). */
 export function decodeVersion(payload: Buffer): Version {
-  need(payload, 4, 'VERSION');
-  const major = payload.readUInt16LE(0);
-  const minor = payload.readUInt16LE(2);
-  if (payload.length === 4) {
+  const { major, minor } = HEAD.decode(payload, 'VERSION');
+  if (payload.length === HEAD.size) {
     return { major, minor, capabilities: {} };
   }
-  const root = parseJsonObject(payload.subarray(4));
+  const root = parseJsonObject(payload.subarray(HEAD.size));
   const caps = root['capabilities'];
   if (caps === undefined) {
     return { major, minor, capabilities: {} };
