@@ -29,10 +29,10 @@ import { DeviceError, Errno } from '../device/errors.js';
 import { checkAccess, readRegion, writeRegion } from '../device/region-io.js';
 import { negotiate } from './negotiate.js';
 import { handleDeviceFeature, handleMigDataRead, handleMigDataWrite } from './feature.js';
-import type { Request, Session } from './session.js';
+import type { Reply, Request, SessionContext as Session } from './context.js';
 
 /** What a handler produces: a whole message, a payload with fds, or nothing (empty reply). */
-export type Reply = Buffer | { payload: Buffer; fds?: number[]; after?: () => void } | undefined;
+export type { Reply } from './context.js';
 
 type Handler = (s: Session, req: Request) => Reply | Promise<Reply>;
 

@@ -19,9 +19,8 @@ import { decodeMigDataReadRequest, decodeMigDataWriteRequest, encodeMigDataReadR
 import { writeU64 } from '../protocol/wire.js';
 import { DirtyLog } from '../migration/dirty-log.js';
 import { DeviceError, Errno } from '../device/errors.js';
-import type { Reply } from './dispatch.js';
 import type { Migration } from '../migration/migration.js';
-import type { Request, Session } from './session.js';
+import type { Reply, Request, SessionContext as Session } from './context.js';
 
 const HEAD = 8;
 /** data_fd in MIG_DEVICE_STATE replies: unused in vfio-user, -1 as in VFIO. */

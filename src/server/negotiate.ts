@@ -4,8 +4,7 @@
  */
 import { decodeVersion, encodeVersion } from '../protocol/version.js';
 import { DeviceError, Errno } from '../device/errors.js';
-import type { Reply } from './dispatch.js';
-import type { Request, Session } from './session.js';
+import type { Reply, Request, SessionContext as Session } from './context.js';
 
 /** Protocol version this server speaks. */
 export const PROTOCOL_MAJOR = 0;

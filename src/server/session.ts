@@ -25,61 +25,16 @@ import { DirtyLog } from '../migration/dirty-log.js';
 import type { Device } from '../device/device.js';
 import type { MigrationOffer } from '../migration/offer.js';
 import { DeviceError, Errno, errnoOf } from '../device/errors.js';
-import { dispatch, type Reply } from './dispatch.js';
+import { dispatch } from './dispatch.js';
+import type { Negotiated, Reply, Request, ServerLimits, SessionContext } from './context.js';
 import type { Logger } from '../device/logger.js';
 
-/** Limits the server offers in VERSION negotiation. */
-export interface ServerLimits {
-  maxMsgFds: number;
-  maxDataXferSize: number;
-  maxDmaMaps: number;
-  pgsizes: number;
-  /** Milliseconds to wait for the client's reply to DMA_READ/WRITE. */
-  requestTimeoutMs: number;
-  /**
-   * Milliseconds a new connection has to complete VERSION negotiation
-   * before it is closed, so a silent client cannot hold the device.
-   */
-  versionTimeoutMs: number;
-  /**
-   * Backpressure bound, in bytes, on what one client makes the server hold:
-   * replies it has not read yet, and requests waiting their turn. Past it,
-   * the server stops reading that client's socket until the backlog drains.
-   */
-  maxPendingBytes: number;
-}
-
-export const DEFAULT_LIMITS: ServerLimits = {
-  maxMsgFds: 16,
-  maxDataXferSize: 1024 * 1024,
-  maxDmaMaps: 65535,
-  pgsizes: 4096,
-  requestTimeoutMs: 5000,
-  maxPendingBytes: 4 * 1024 * 1024,
-  versionTimeoutMs: 10_000,
-};
+export { DEFAULT_LIMITS, type Negotiated, type Request, type ServerLimits } from './context.js';
 
 /** Requests a client may have waiting in the server before it stops reading them. */
 const MAX_QUEUED_REQUESTS = 1024;
 /** ...and the hard stop, even while the device waits for the client's answer to a DMA request. */
 const MAX_QUEUED_REQUESTS_HARD = 16 * MAX_QUEUED_REQUESTS;
-
-/** What the client offered in VERSION, merged with our limits. */
-export interface Negotiated {
-  maxMsgFds: number;
-  /** Largest data payload we may send the client. */
-  clientMaxDataXferSize: number;
-  pageSize: number;
-  writeMultiple: boolean;
-}
-
-/** A received command with its fds; handlers take fds by nulling them. */
-export interface Request {
-  readonly header: Header;
-  readonly payload: Buffer;
-  /** Fds that came with the command. A handler that keeps one sets its slot to -1. */
-  readonly fds: number[];
-}
 
 interface Outstanding {
   resolve(frame: { header: Header; payload: Buffer }): void;
@@ -90,7 +45,7 @@ interface Outstanding {
 const PRE_VERSION_MAX_MESSAGE = HEADER_SIZE + 64 * 1024;
 
 /** A live connection between a client and a device. */
-export class Session implements DmaMessenger {
+export class Session implements DmaMessenger, SessionContext {
   readonly channel: Channel;
   readonly dmaTable: DmaTable;
   /** Device DMA; migration holds it while the device is stopped. */
