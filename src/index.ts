@@ -8,7 +8,7 @@
  * ```
  */
 export { Device, type MsixPlacement } from './server/device.js';
-export { Server, serve, type ServeOptions } from './server/server.js';
+export { Server, serve, DEFAULT_POLL_IDLE_MS, type ServeOptions } from './server/server.js';
 export { DeviceError, Errno } from './server/errors.js';
 export { IrqIndex, type TriggerResult } from './server/irqs.js';
 export type { DmaAccess } from './server/dma-access.js';

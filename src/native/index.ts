@@ -44,6 +44,14 @@ export interface NativeAddon {
   /** Later Stream reads land in `buffer` (only for pollers started with a recvBuffer). */
   pollSetBuffer(h: PollHandle, buffer: Buffer): void;
   pollStop(h: PollHandle): void;
+  /**
+   * Busy polling: with `idleNs` > 0, activity on this poller keeps the event
+   * loop polling without sleeping until `idleNs` pass without any; 0 turns
+   * it off. Arms the window at once.
+   */
+  pollSpin(h: PollHandle, idleNs: number): void;
+  /** [1 while the loop busy-polls else 0, times it started busy-polling]. */
+  spinState(): [number, number];
   mmap(fd: number, offset: number, length: number, shared: boolean): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;
   eventfd(initval: number): number;
