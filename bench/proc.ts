@@ -85,8 +85,12 @@ export class CliServer {
   private disconnects = 0;
   private exited = false;
 
-  private constructor(readonly socket: string) {
-    this.child = spawn('taskset', ['-c', '0', process.execPath, CLI, 'run', 'bench', socket], { stdio: ['ignore', 'ignore', 'pipe'] });
+  private constructor(
+    readonly socket: string,
+    cpu: number,
+    runArgs: string[],
+  ) {
+    this.child = spawn('taskset', ['-c', String(cpu), process.execPath, CLI, 'run', 'bench', socket, ...runArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       this.connects += count(d, 'client connected');
       this.disconnects += count(d, 'client disconnected');
@@ -99,8 +103,9 @@ export class CliServer {
     return this.child.pid ?? -1;
   }
 
-  static async start(socket: string): Promise<CliServer> {
-    const s = new CliServer(socket);
+  /** Serves on `socket`, pinned to `cpu` (default 0), with extra `muser run` device options (e.g. `--poll`). */
+  static async start(socket: string, cpu = 0, runArgs: string[] = []): Promise<CliServer> {
+    const s = new CliServer(socket, cpu, runArgs);
     await s.until(() => s.stderr.includes('serving'), 10_000, 'the server did not start');
     return s;
   }
@@ -141,6 +146,20 @@ export class CliServer {
 
 function count(s: string, what: string): number {
   return s.split(what).length - 1;
+}
+
+/** utime + stime of a process, in seconds (/proc/<pid>/stat). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(f[11]) + Number(f[12]); // fields 14 and 15, utime and stime
+  return ticks / 100; // USER_HZ is 100 on Linux
+}
+
+/** The 1-minute load average, to print beside figures measured on a shared machine. */
+export function loadAverage(): number {
+  return os.loadavg()[0];
 }
 
 /** VmRSS of a process in KiB. */

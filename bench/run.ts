@@ -13,18 +13,19 @@
  * only when something broke (a program failed, a protocol error, ...).
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
- * default 1), BENCH_ONLY (comma list of: single, views, devices).
+ * default 1), BENCH_ONLY (comma list of: single, views, devices, cross).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js';
 import { devicesRun, type DevicesRun } from './devices.js';
-import { BenchError, buildC, CliServer, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
+import { BenchError, buildC, CliServer, loadAverage, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
 import { measureViews, type ViewsResult } from './views.js';
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? 1));
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
@@ -250,6 +251,8 @@ async function main(): Promise<void> {
   let rows: Row[] = [];
   let views: (ViewsResult & { ratio: number; viewsMedian: number; memcpyMedian: number; target: Target & { value: number; pass: boolean } }) | undefined;
   let devs: DevicesSummary | undefined;
+  let cross: ReturnType<typeof summarizeCross> | undefined;
+  const loadAtStart = loadAverage();
   try {
     if (ONLY.has('single')) rows = await single(dir, log);
     if (ONLY.has('views')) {
@@ -260,6 +263,7 @@ async function main(): Promise<void> {
       views = { ...v, ratio, viewsMedian: median(v.viewsGBps), memcpyMedian: median(v.memcpyGBps), target: { ...t, value: ratio, pass: ratio >= t.min } };
     }
     if (ONLY.has('devices')) devs = await devices(log);
+    if (ONLY.has('cross')) cross = summarizeCross(await measureCross(dir, ROUNDS, it, log));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -268,7 +272,8 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(`muser bench  ${date}  commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}`);
   out.push(`machine: ${m.cpu}, ${m.nproc} CPUs, ${(m.memTotalMiB / 1024).toFixed(1)} GiB, ${m.kernel}, node ${m.node}`);
-  out.push(`server and clients pinned to CPU 0; each figure is the median of ${ROUNDS} interleaved runs (floor, muser, ...);`);
+  out.push(`load average (1 min): ${loadAtStart.toFixed(2)} at start, ${loadAverage().toFixed(2)} at end`);
+  out.push(`single-CPU parts: server and clients pinned to CPU 0; each figure is the median of ${ROUNDS} interleaved runs (floor, muser, ...);`);
   out.push(`ratio = median of per-round muser/floor ratios; latencies p50 / p99 in us`);
   out.push('');
   const tableRows: string[][] = rows.map((r) => [r.label, `${si(r.muser.ops)} ${r.unit}`, lat(r.muser), `${si(r.floor.ops)} ${r.unit}`, lat(r.floor), r.ratio.toFixed(2), verdict(r.target)]);
@@ -310,12 +315,48 @@ async function main(): Promise<void> {
     if (late > devs.windowMs * 50) out.push(`warning: a client's warmup overran the window start by ${(late / 1000).toFixed(0)} ms`);
     out.push('');
   }
+  const read4 = rows.find((r) => r.key === 'read_4');
+  const noRegression = read4 ? { kind: 'ratio' as const, min: 0.65, text: '>= 0.65 of floor (no regression)', value: read4.ratio, pass: read4.ratio >= 0.65 } : undefined;
+  if (noRegression) out.push(`same-CPU REGION_READ 4 B without --poll: ${noRegression.value.toFixed(2)} of its floor, ${verdict(noRegression)}`, '');
+  const crossTargets: { name: string; kind: 'ratio'; min: number; text: string; value: number; pass: boolean }[] = [];
+  if (cross) {
+    const t = (name: string, min: number, text: string, value: number): string => {
+      crossTargets.push({ name, kind: 'ratio', min, text, value, pass: value >= min });
+      return verdict(crossTargets[crossTargets.length - 1]);
+    };
+    out.push(`cross-CPU: server on CPU ${SERVER_CPU}, client on CPU ${CLIENT_CPU}; floors: pingpong with a blocking / a busy-polling server (client blocks); rate, p50 / p99 us`);
+    out.push(
+      table(
+        ['measurement', 'C blocking', 'C busy-poll', 'muser', 'muser --poll', '--poll/muser', '--poll/C blocking', '--poll/C busy', 'load'],
+        cross.rows.map((r) => [
+          r.label,
+          `${si(r.floorBlocking.ops)}  ${lat(r.floorBlocking)}`,
+          `${si(r.floorBusy.ops)}  ${lat(r.floorBusy)}`,
+          `${si(r.muser.ops)}  ${lat(r.muser)}`,
+          `${si(r.muserPoll.ops)}  ${lat(r.muserPoll)}`,
+          r.pollVsPlain.toFixed(2),
+          r.pollVsBlockingFloor.toFixed(2),
+          r.pollVsBusyFloor.toFixed(2),
+          r.load.toFixed(1),
+        ]),
+      ),
+    );
+    const read = cross.rows.find((r) => r.key === 'cross_read_4')!;
+    out.push(`cross-CPU 4 B read with --poll vs muser without: ${read.pollVsPlain.toFixed(2)}  ${t('cross_read_poll_vs_plain', 2.0, '>= 2.0', read.pollVsPlain)}`);
+    out.push(`cross-CPU 4 B read with --poll vs blocking C floor: ${read.pollVsBlockingFloor.toFixed(2)}  ${t('cross_read_poll_vs_blocking_floor', 1.5, '>= 1.5', read.pollVsBlockingFloor)}`);
+    const idle = cross.idlePollCpu;
+    crossTargets.push({ name: 'idle_poll_cpu', kind: 'ratio', min: 0, text: '< 5% of a CPU', value: idle, pass: idle < 0.05 });
+    out.push(`idle --poll server, after its idle window: ${(idle * 100).toFixed(2)}% of a CPU (without --poll: ${(cross.idleCpu * 100).toFixed(2)}%)  ${verdict(crossTargets[crossTargets.length - 1])}`);
+    out.push('');
+  }
   out.push(`total ${elapsedS.toFixed(0)} s`);
 
   const targets = [
     ...rows.filter((r) => r.target).map((r) => ({ name: r.key, ...r.target! })),
     ...(views ? [{ name: 'views_vs_memcpy', ...views.target }] : []),
     ...(devs ? [{ name: `devices_${DEVICE_COUNTS[DEVICE_COUNTS.length - 1]}_vs_1`, ...devs.target }] : []),
+    ...(noRegression ? [{ name: 'read_4_no_regression', ...noRegression }] : []),
+    ...crossTargets,
   ];
   const json = {
     date,
@@ -325,6 +366,8 @@ async function main(): Promise<void> {
     single: rows,
     views,
     devices: devs,
+    cross,
+    loadAverage: { start: loadAtStart, end: loadAverage() },
     targets,
   };
   const resultsDir = join(ROOT, 'bench', 'results');
