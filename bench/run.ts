@@ -13,11 +13,12 @@
  * only when something broke (a program failed, a protocol error, ...).
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
- * default 1), BENCH_ONLY (comma list of: single, views, devices, cross).
+ * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { measureBlk, type BlkRow } from './blk.js';
 import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js';
 import { devicesRun, type DevicesRun } from './devices.js';
 import { BenchError, buildC, CliServer, loadAverage, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
@@ -25,7 +26,7 @@ import { measureViews, type ViewsResult } from './views.js';
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? 1));
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
@@ -252,6 +253,7 @@ async function main(): Promise<void> {
   let views: (ViewsResult & { ratio: number; viewsMedian: number; memcpyMedian: number; target: Target & { value: number; pass: boolean } }) | undefined;
   let devs: DevicesSummary | undefined;
   let cross: ReturnType<typeof summarizeCross> | undefined;
+  let blk: BlkRow[] | undefined;
   const loadAtStart = loadAverage();
   try {
     if (ONLY.has('single')) rows = await single(dir, log);
@@ -264,6 +266,7 @@ async function main(): Promise<void> {
     }
     if (ONLY.has('devices')) devs = await devices(log);
     if (ONLY.has('cross')) cross = summarizeCross(await measureCross(dir, ROUNDS, it, log));
+    if (ONLY.has('blk')) blk = await measureBlk(dir, ROUNDS, SCALE, log);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -349,6 +352,42 @@ async function main(): Promise<void> {
     out.push(`idle --poll server, after its idle window: ${(idle * 100).toFixed(2)}% of a CPU (without --poll: ${(cross.idleCpu * 100).toFixed(2)}%)  ${verdict(crossTargets[crossTargets.length - 1])}`);
     out.push('');
   }
+  const blkTargets: { name: string; kind: 'ratio'; min: number; text: string; value: number; pass: boolean }[] = [];
+  if (blk) {
+    out.push('virtio-blk data path: bench/bin/blkdrv (driver, CPU 0) against muser run virtio-blk --size 64M --queues 2 (CPU 1), and against a forked C responder (CPU 1) doing the same ring work;');
+    out.push('4 KiB random I/O on a RAM disk; IOPS, latency p50 / p99 us (submit to reap); ratios are medians of per-round ratios');
+    out.push(
+      table(
+        ['workload', 'C responder', 'muser', 'muser --poll', 'IOPS vs C', '--poll vs C', 'p50 vs C', '--poll p50 vs C', 'load'],
+        blk.map((r) => [
+          r.config.label,
+          `${si(r.floor.iops)}  ${lat({ ops: 0, p50: r.floor.p50, p99: r.floor.p99 })}`,
+          `${si(r.muser.iops)}  ${lat({ ops: 0, p50: r.muser.p50, p99: r.muser.p99 })}`,
+          `${si(r.muserPoll.iops)}  ${lat({ ops: 0, p50: r.muserPoll.p50, p99: r.muserPoll.p99 })}`,
+          r.iopsVsFloor.toFixed(2),
+          r.pollIopsVsFloor.toFixed(2),
+          r.p50VsFloor.toFixed(2),
+          r.pollP50VsFloor.toFixed(2),
+          r.load.toFixed(1),
+        ]),
+      ),
+    );
+    const by = (k: string): BlkRow => blk!.find((r) => r.config.key === k)!;
+    const push = (name: string, text: string, value: number, pass: boolean): string => {
+      blkTargets.push({ name, kind: 'ratio', min: 0, text, value, pass });
+      return `${value.toFixed(2)}  ${verdict({ text, pass })}`;
+    };
+    const qd1 = by('r_q1_qd1');
+    const best1 = Math.min(qd1.p50VsFloor, qd1.pollP50VsFloor);
+    out.push(`QD1 4 KiB read p50 latency vs C responder (best of muser, --poll): ${push('blk_qd1_latency', '<= 1.5', best1, best1 <= 1.5)}`);
+    const qd32 = by('r_q1_qd32');
+    const best32 = Math.max(qd32.iopsVsFloor, qd32.pollIopsVsFloor);
+    out.push(`QD32 1-queue IOPS vs C responder (best of muser, --poll): ${push('blk_qd32_iops', '>= 0.5', best32, best32 >= 0.5)}`);
+    const two = by('r_q2_qd32');
+    const scaling = Math.max(two.muser.iops / qd32.muser.iops, two.muserPoll.iops / qd32.muserPoll.iops);
+    out.push(`2 queues vs 1 queue at QD32 (one JS thread, no workers yet): ${push('blk_2q_vs_1q', '>= 1.5', scaling, scaling >= 1.5)}`);
+    out.push('');
+  }
   out.push(`total ${elapsedS.toFixed(0)} s`);
 
   const targets = [
@@ -357,6 +396,7 @@ async function main(): Promise<void> {
     ...(devs ? [{ name: `devices_${DEVICE_COUNTS[DEVICE_COUNTS.length - 1]}_vs_1`, ...devs.target }] : []),
     ...(noRegression ? [{ name: 'read_4_no_regression', ...noRegression }] : []),
     ...crossTargets,
+    ...blkTargets,
   ];
   const json = {
     date,
@@ -367,6 +407,7 @@ async function main(): Promise<void> {
     views,
     devices: devs,
     cross,
+    blk,
     loadAverage: { start: loadAtStart, end: loadAverage() },
     targets,
   };

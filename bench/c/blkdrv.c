@@ -81,6 +81,8 @@ static size_t guest_size;
 static uint64_t guest_next = GUEST_BASE;
 static int sock = -1;
 static uint16_t next_id;
+/* What is being done, for error messages (the bench retries a refused VERSION). */
+static const char *phase = "setup";
 
 static inline void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
@@ -146,7 +148,7 @@ static uint32_t recv_reply_fds(uint16_t id, uint8_t *rep, uint32_t max, int *fds
     uint32_t size;
 
     if (n != HDR)
-        die("reply header: %s", n < 0 ? strerror(errno) : "short");
+        die("%s: reply header: %s", phase, n < 0 ? strerror(errno) : "connection closed");
     if (nfds)
         *nfds = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
@@ -235,7 +237,9 @@ static void connect_server(const char *path)
     put16(p, 0);
     put16(p + 2, 1);
     memcpy(p + 4, caps, sizeof(caps));
+    phase = "VERSION";
     call(CMD_VERSION, p, sizeof(p), NULL, 0, rep, sizeof(rep));
+    phase = "setup";
 }
 
 static void find_caps(void)
