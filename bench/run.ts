@@ -290,7 +290,7 @@ async function main(): Promise<void> {
     const w = Math.max(...rows.map((r) => r.label.length));
     for (const r of rows) out.push(`  ${r.label.padEnd(w)}  ${r.floorNote}`);
     if (views) {
-      out.push(`  ${'guest memory reads'.padEnd(w)}  TypedArray.set between two plain ${VIEW_BYTES >> 20} MiB buffers in this process (fastest of source offsets 0..64 B)`);
+      out.push(`  ${'guest memory reads'.padEnd(w)}  TypedArray.set out of another ${VIEW_BYTES >> 20} MiB memfd mapped MAP_SHARED in this process into the same plain buffer (fastest of source offsets 0..64 B)`);
       out.push(`views: ${VIEW_BYTES >> 20} MiB memfd DMA-mapped by an in-process client, device copies it out through ${views.viewCount} view(s); first pass (server page faults) ${views.firstPassGBps.toFixed(2)} GB/s`);
     }
     out.push('');
