@@ -47,6 +47,16 @@ export class DmaAccess {
     return this.viewOf(segs[0], write);
   }
 
+  /** True when accesses are allowed now (subclasses gate them); never throws. */
+  accessible(): boolean {
+    return true;
+  }
+
+  /** True while migration's dirty-page logging is on (writes through views are then recorded). */
+  get dirtyLogging(): boolean {
+    return this.table.dirtyPageSize > 0;
+  }
+
   /** True when the whole range is mapped zero-copy (views() will succeed). */
   isDirect(iova: number, length: number): boolean {
     try {
