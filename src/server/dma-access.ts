@@ -40,6 +40,18 @@ export class DmaAccess {
     return this.sgl(iova, length, write).map((s) => this.viewOf(s, write));
   }
 
+  /**
+   * Zero-copy views of the range when all of it is mapped zero-copy, else
+   * undefined (memory reached by fd or messages). One translation, for hot
+   * paths that would otherwise ask isDirect() and then views(). Throws as
+   * sgl() does for unmapped or forbidden ranges.
+   */
+  directViews(iova: number, length: number, write = false): Uint8Array[] | undefined {
+    const segs = this.sgl(iova, length, write);
+    for (const s of segs) if (!s.region.memory) return undefined;
+    return segs.map((s) => this.viewOf(s, write));
+  }
+
   /** One zero-copy view; throws EFAULT when the range spans regions. */
   view(iova: number, length: number, write = false): Uint8Array {
     const segs = this.sgl(iova, length, write);

@@ -58,20 +58,10 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
       }
     },
     views(addr, length, write) {
-      const d = dma();
-      // isDirect never throws; views() throws for unmapped or forbidden ranges.
-      if (!d.isDirect(addr, length)) {
-        d.sgl(addr, length, write);
-        return undefined;
-      }
-      try {
-        return d.views(addr, length, write);
-      } catch {
-        // Mapped memory that offers no views (whatever the reason) is copied instead;
-        // sgl() throws the fitting error when the range is not mapped at all.
-        d.sgl(addr, length, write);
-        return undefined;
-      }
+      // One translation: throws for unmapped or forbidden ranges (and while
+      // DMA is held or Bus Master Enable is clear), undefined for memory
+      // without a zero-copy mapping.
+      return dma().directViews(addr, length, write);
     },
     read: (addr, length) => dma().read(addr, length),
     write: (addr, data) => dma().write(addr, data),
