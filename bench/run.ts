@@ -13,12 +13,14 @@
  * only when something broke (a program failed, a protocol error, ...).
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
- * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk).
+ * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk,
+ * file; file needs fio and is skipped with a note without it).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { measureBlk, type BlkRow } from './blk.js';
+import { haveFio, measureFile, type FileResult } from './file.js';
 import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js';
 import { devicesRun, type DevicesRun } from './devices.js';
 import { BenchError, buildC, CliServer, loadAverage, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
@@ -26,7 +28,7 @@ import { measureViews, type ViewsResult } from './views.js';
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? 1));
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,file').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
@@ -254,6 +256,8 @@ async function main(): Promise<void> {
   let devs: DevicesSummary | undefined;
   let cross: ReturnType<typeof summarizeCross> | undefined;
   let blk: BlkRow[] | undefined;
+  let fileBacked: FileResult | undefined;
+  let fileSkipped = false;
   const loadAtStart = loadAverage();
   try {
     if (ONLY.has('single')) rows = await single(dir, log);
@@ -267,6 +271,10 @@ async function main(): Promise<void> {
     if (ONLY.has('devices')) devs = await devices(log);
     if (ONLY.has('cross')) cross = summarizeCross(await measureCross(dir, ROUNDS, it, log));
     if (ONLY.has('blk')) blk = await measureBlk(dir, ROUNDS, SCALE, log);
+    if (ONLY.has('file')) {
+      if (haveFio()) fileBacked = await measureFile(dir, ROUNDS, SCALE, log);
+      else fileSkipped = true;
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -388,6 +396,19 @@ async function main(): Promise<void> {
     out.push(`2 queues vs 1 queue at QD32 (one JS thread, no workers yet): ${push('blk_2q_vs_1q', '>= 1.5', scaling, scaling >= 1.5)}`);
     out.push('');
   }
+  if (fileBacked) {
+    const file = fileBacked;
+    const f = (x: { iops: number; p50: number; p99: number }): string => `${si(x.iops)} IOPS  ${us(x.p50)} / ${us(x.p99)}`;
+    out.push(`file-backed virtio-blk: 64 MiB image in the page cache, 4 KiB random reads, QD32, 1 queue; driver CPU 0, device and fio CPU 1 (load ${median(file.rounds.map((r) => r.load)).toFixed(1)})`);
+    out.push(`  fio (io_uring, buffered)  ${f(file.fio)}`);
+    out.push(`  muser                     ${f(file.muser)}`);
+    out.push(`  muser --poll              ${f(file.muserPoll)}`);
+    const pass = file.bestVsFio >= 0.5;
+    blkTargets.push({ name: 'file_qd32_vs_fio', kind: 'ratio', min: 0.5, text: '>= 0.5 of fio', value: file.bestVsFio, pass });
+    out.push(`file-backed QD32 IOPS vs fio (best of muser, --poll): ${file.bestVsFio.toFixed(2)}  ${verdict({ text: '>= 0.5 of fio', pass })}`, '');
+  } else if (fileSkipped) {
+    out.push('file-backed part skipped: fio is not installed (apt-get install fio)', '');
+  }
   out.push(`total ${elapsedS.toFixed(0)} s`);
 
   const targets = [
@@ -408,6 +429,7 @@ async function main(): Promise<void> {
     devices: devs,
     cross,
     blk,
+    file: fileBacked,
     loadAverage: { start: loadAtStart, end: loadAverage() },
     targets,
   };
