@@ -29,6 +29,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <uv.h>
@@ -809,6 +810,34 @@ static napi_value pio(napi_env env, napi_callback_info info, bool write) {
     return make_int(env, (int64_t)done);
 }
 
+/* preadvNowait(fd, buffers: Uint8Array[], offset) -> bytes read, or -errno:
+ * preadv2 with RWF_NOWAIT, which reads only what the page cache holds and
+ * says EAGAIN instead of blocking on the disk. Lets a block backend serve
+ * cached reads on the event loop and go to the thread pool only for the rest. */
+#define MAX_NOWAIT_IOV 64
+static napi_value js_preadv_nowait(napi_env env, napi_callback_info info) {
+    napi_value argv[3];
+    struct iovec iov[MAX_NOWAIT_IOV];
+    uint32_t n = 0;
+    bool is_array = false;
+    if (get_args(env, info, 3, argv) < 0) return NULL;
+    napi_is_array(env, argv[1], &is_array);
+    if (!is_array || napi_get_array_length(env, argv[1], &n) != napi_ok) return make_int(env, -EINVAL);
+    if (n == 0) return make_int(env, 0);
+    if (n > MAX_NOWAIT_IOV) return make_int(env, -E2BIG);
+    for (uint32_t i = 0; i < n; i++) {
+        napi_value b;
+        napi_get_element(env, argv[1], i, &b);
+        if (typed_bytes(env, b, &iov[i].iov_base, &iov[i].iov_len) < 0) return make_int(env, -EINVAL);
+    }
+    int64_t off = arg_i64(env, argv[2]);
+    if (off < 0) return make_int(env, -EINVAL);
+    ssize_t r;
+    do r = preadv2(arg_i32(env, argv[0]), iov, (int)n, (off_t)off, RWF_NOWAIT);
+    while (r < 0 && errno == EINTR);
+    return make_int(env, r < 0 ? -errno : (int64_t)r);
+}
+
 static napi_value js_pread(napi_env env, napi_callback_info info) { return pio(env, info, false); }
 static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(env, info, true); }
 
@@ -881,6 +910,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("fdSeals", js_fd_seals);
     EXPORT("addSeals", js_add_seals);
     EXPORT("pread", js_pread);
+    EXPORT("preadvNowait", js_preadv_nowait);
     EXPORT("pwrite", js_pwrite);
     return exports;
 }

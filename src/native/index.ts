@@ -69,6 +69,13 @@ export interface NativeAddon {
   addSeals(fd: number, seals: number): number;
   /** pread into `bytes` at file `offset`: bytes read (short at end of file) or -errno. */
   pread(fd: number, bytes: Uint8Array, offset: number): number;
+  /**
+   * preadv2(RWF_NOWAIT) into `buffers` at file `offset`: only what the page
+   * cache holds, never blocking on the disk. Bytes read (short or -EAGAIN
+   * when some or all of it is not cached) or -errno (-EOPNOTSUPP where the
+   * file system does not support it).
+   */
+  preadvNowait(fd: number, buffers: readonly Uint8Array[], offset: number): number;
   /** pwrite `bytes` at file `offset`: bytes written or -errno. */
   pwrite(fd: number, bytes: Uint8Array, offset: number): number;
   /** fallocate(2) on the thread pool; resolves to 0 or -errno. */
