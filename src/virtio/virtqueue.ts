@@ -342,8 +342,11 @@ export class Virtqueue {
     this.completed.push(head, len >>> 0);
     if (!this.flushing) {
       this.flushing = true;
-      // Completions from the same turn of the event loop share one used-index update and one interrupt.
-      queueMicrotask(() => void this.flush(gen));
+      // Completions from the same turn of the event loop share one used-index
+      // update and one interrupt: publish once the loop's callbacks of this
+      // turn (other requests' completions among them) have run, not after the
+      // first one's microtasks.
+      setImmediate(() => void this.flush(gen));
     }
   }
 
