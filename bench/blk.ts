@@ -4,7 +4,8 @@
  * run virtio-blk --size 64M --queues 2` (with and without `--poll`) and
  * against its floor, a forked C responder doing the same ring work. Driver
  * on CPU 0, device on CPU 1. 4 KiB random reads at QD 1, 32, 128 on 1 and 2
- * queues, and 4 KiB random writes at QD 32 on one queue.
+ * queues, 4 KiB random writes at QD 32 on one queue, and QD 32 reads with
+ * EVENT_IDX negotiated (interrupt and kick suppression, as Linux uses).
  */
 import { join } from 'node:path';
 import { CliServer, loadAverage, median, num, runJson, BLKDRV, type Json } from './proc.js';
@@ -26,6 +27,8 @@ export interface BlkConfig {
   queues: number;
   qd: number;
   write: boolean;
+  /** Negotiate VIRTIO_F_EVENT_IDX, as Linux guests do. */
+  eventIdx?: boolean;
 }
 
 export const BLK_CONFIGS: BlkConfig[] = [
@@ -36,6 +39,7 @@ export const BLK_CONFIGS: BlkConfig[] = [
   { key: 'r_q2_qd32', label: 'read QD32, 2 queues', queues: 2, qd: 32, write: false },
   { key: 'r_q2_qd128', label: 'read QD128, 2 queues', queues: 2, qd: 128, write: false },
   { key: 'w_q1_qd32', label: 'write QD32, 1 queue', queues: 1, qd: 32, write: true },
+  { key: 'r_q1_qd32_ei', label: 'read QD32, 1 queue, EVENT_IDX', queues: 1, qd: 32, write: false, eventIdx: true },
 ];
 
 export interface BlkRound {
@@ -62,7 +66,7 @@ export interface BlkRow {
 const fig = (j: Json): BlkFig => ({ iops: num(j, 'iops'), p50: num(j, 'p50_us'), p99: num(j, 'p99_us') });
 
 function args(c: BlkConfig, ops: number): string[] {
-  return ['--queues', String(c.queues), '--qd', String(c.qd), '--ops', String(ops), '--disk-mib', String(DISK_MIB), '--cpu', String(DRIVER_CPU), ...(c.write ? ['--write'] : [])];
+  return ['--queues', String(c.queues), '--qd', String(c.qd), '--ops', String(ops), '--disk-mib', String(DISK_MIB), '--cpu', String(DRIVER_CPU), ...(c.write ? ['--write'] : []), ...(c.eventIdx ? ['--event-idx'] : [])];
 }
 
 /** Runs `rounds` interleaved rounds (floor, muser, muser --poll per config). */

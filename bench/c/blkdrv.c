@@ -51,6 +51,7 @@ enum {
     CC_QDRIVER = 0x28, CC_QDEVICE = 0x30,
 };
 #define F_INDIRECT 28
+#define F_EVENT_IDX 29
 #define F_VERSION_1 32
 #define D_NEXT 1
 #define D_WRITE 2
@@ -74,7 +75,17 @@ struct queue {
     uint64_t rng;
     int write;
     uint64_t disk_blocks;
+    int event_idx;              /* VIRTIO_F_EVENT_IDX negotiated: used_event / avail_event */
 };
+
+/* virtio's vring_need_event: did the index move past `event` going from old to new? */
+static inline int need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+    return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
+static inline volatile uint16_t *used_event(struct queue *q) { return &q->avail[2 + q->size]; }
+static inline volatile uint16_t *avail_event(struct queue *q) { return (volatile uint16_t *)(q->used + 4 + 8 * q->size); }
 
 static uint8_t *guest;
 static size_t guest_size;
@@ -315,10 +326,16 @@ static void post(struct queue *q, int slot)
     __atomic_store_n(&q->avail[1], q->next_avail, __ATOMIC_RELEASE);
 }
 
-static void kick(struct queue *q)
+static void kick(struct queue *q, uint16_t old_avail)
 {
     uint64_t one = 1;
 
+    if (q->event_idx) {
+        /* The new avail.idx must be visible before avail_event is read. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (!need_event(__atomic_load_n(avail_event(q), __ATOMIC_ACQUIRE), q->next_avail, old_avail))
+            return;
+    }
     if (write(q->kick_fd, &one, 8) != 8)
         die("kick: %s", strerror(errno));
 }
@@ -328,16 +345,20 @@ static void *drive(void *arg)
     struct queue *q = arg;
     long long posted = 0;
 
+    uint16_t old_avail = q->next_avail;
+
     for (int s = 0; s < q->qd && posted < q->ops; s++, posted++)
         post(q, s);
-    kick(q);
+    kick(q, old_avail);
+    int must_wait = 1;
     while (q->done < q->ops) {
         uint64_t v;
         int reposted = 0;
         uint16_t idx;
 
-        if (read(q->irq_fd, &v, 8) != 8)
+        if (must_wait && read(q->irq_fd, &v, 8) != 8)
             die("irq eventfd: %s", strerror(errno));
+        old_avail = q->next_avail;
         idx = __atomic_load_n((volatile uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE);
         while (q->last_used != idx) {
             const volatile uint8_t *e = q->used + 4 + 8 * (q->last_used % q->size);
@@ -358,7 +379,16 @@ static void *drive(void *arg)
             }
         }
         if (reposted)
-            kick(q);
+            kick(q, old_avail);
+        must_wait = 1;
+        if (q->event_idx) {
+            /* Interrupt me at the next used entry; then look once more, as
+             * the device may have published before it saw used_event. */
+            __atomic_store_n(used_event(q), q->last_used, __ATOMIC_RELEASE);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n((volatile uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE) != q->last_used)
+                must_wait = 0;
+        }
     }
     return NULL;
 }
@@ -379,10 +409,10 @@ static void *respond(void *arg)
 
         if (read(q->kick_fd, &v, 8) != 8)
             return NULL;
-        idx = __atomic_load_n(&q->avail[1], __ATOMIC_ACQUIRE);
         used_idx = get16((const uint8_t *)q->used + 2);
-        if (idx == seen)
-            continue;
+        uint16_t old_used = used_idx;
+    again:
+        idx = __atomic_load_n(&q->avail[1], __ATOMIC_ACQUIRE);
         while (seen != idx) {
             uint16_t head = q->avail[2 + seen % q->size];
             struct desc *d = &q->desc[head];
@@ -405,7 +435,19 @@ static void *respond(void *arg)
             used_idx++;
             seen++;
         }
+        if (q->event_idx) {
+            /* Kick me only past what I have seen; then look once more. */
+            __atomic_store_n(avail_event(q), seen, __ATOMIC_RELEASE);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&q->avail[1], __ATOMIC_ACQUIRE) != seen)
+                goto again;
+        }
+        if (used_idx == old_used)
+            continue;
         __atomic_store_n((volatile uint16_t *)(q->used + 2), used_idx, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (q->event_idx && !need_event(__atomic_load_n(used_event(q), __ATOMIC_ACQUIRE), used_idx, old_used))
+            continue;
         uint64_t one = 1;
         if (write(q->irq_fd, &one, 8) != 8)
             return NULL;
@@ -423,6 +465,8 @@ static void usage(void)
         "  --qd D         requests in flight per queue (default 1)\n"
         "  --ops N        requests per queue (default 20000), after --warmup\n"
         "  --write        4 KiB writes (default: reads)\n"
+        "  --event-idx    negotiate VIRTIO_F_EVENT_IDX (as Linux does): interrupts\n"
+        "                 and kicks only when the other side asked for them\n"
         "  --disk-mib M   disk size used for random offsets (default 64)\n"
         "  --cpu C        driver CPU (default 0; -1 none); --server-cpu: responder's\n");
     exit(2);
@@ -431,7 +475,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int responder = 0, nq = 1, qd = 1, wr_mode = 0;
+    int responder = 0, nq = 1, qd = 1, wr_mode = 0, event_idx = 0;
     long long ops = 20000, cpu = 0, server_cpu = 1, disk_mib = 64;
     struct queue qs[MAX_QUEUES];
     pthread_t th[MAX_QUEUES];
@@ -443,6 +487,7 @@ int main(int argc, char **argv)
 
         if (!strcmp(a, "--responder")) { responder = 1; continue; }
         if (!strcmp(a, "--write")) { wr_mode = 1; continue; }
+        if (!strcmp(a, "--event-idx")) { event_idx = 1; continue; }
         if (i + 1 >= argc)
             usage();
         if (!strcmp(a, "--socket")) path = argv[++i];
@@ -473,6 +518,7 @@ int main(int argc, char **argv)
         qs[i].qd = qd;
         qs[i].ops = ops;
         qs[i].write = wr_mode;
+        qs[i].event_idx = event_idx;
         qs[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
         qs[i].disk_blocks = (uint64_t)disk_mib * (1u << 20) / BLOCK;
         qs[i].submitted = calloc((size_t)qd, sizeof(uint64_t));
@@ -508,6 +554,11 @@ int main(int argc, char **argv)
         if (!(offered & (1ull << F_INDIRECT)))
             die("the device does not offer INDIRECT_DESC");
         uint64_t want = (1ull << F_VERSION_1) | (1ull << F_INDIRECT);
+        if (event_idx) {
+            if (!(offered & (1ull << F_EVENT_IDX)))
+                die("the device does not offer EVENT_IDX");
+            want |= 1ull << F_EVENT_IDX;
+        }
         for (int sel = 0; sel < 2; sel++) {
             wr(CC_GFSEL, 4, (uint64_t)sel);
             wr(CC_GF, 4, (want >> (32 * sel)) & 0xffffffffu);
@@ -612,8 +663,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < nq; i++)
         for (size_t k = 0; k < qs[i].lat.n; k++)
             samples_add(&all, qs[i].lat.v[k]);
-    printf("{\"iops\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"queues\":%d,\"qd\":%d,\"ops\":%lld,\"write\":%s,\"target\":\"%s\"}\n",
+    printf("{\"iops\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"queues\":%d,\"qd\":%d,\"ops\":%lld,\"write\":%s,\"event_idx\":%s,\"target\":\"%s\"}\n",
            (double)(ops * nq) * 1e9 / (double)(t1 - t0), samples_pct_us(&all, 50), samples_pct_us(&all, 99),
-           nq, qd, ops * nq, wr_mode ? "true" : "false", path ? "muser" : "responder");
+           nq, qd, ops * nq, wr_mode ? "true" : "false", event_idx ? "true" : "false", path ? "muser" : "responder");
     return 0;
 }
