@@ -391,6 +391,9 @@ async function main(): Promise<void> {
     const qd32 = by('r_q1_qd32');
     const best32 = Math.max(qd32.iopsVsFloor, qd32.pollIopsVsFloor);
     out.push(`QD32 1-queue IOPS vs C responder (best of muser, --poll): ${push('blk_qd32_iops', '>= 0.5', best32, best32 >= 0.5)}`);
+    const ei = by('r_q1_qd32_ei');
+    const bestEi = Math.max(ei.iopsVsFloor, ei.pollIopsVsFloor);
+    out.push(`  the same with EVENT_IDX negotiated (as Linux guests do): ${push('blk_qd32_iops_event_idx', '>= 0.5', bestEi, bestEi >= 0.5)}`);
     const two = by('r_q2_qd32');
     const scaling = Math.max(two.muser.iops / qd32.muser.iops, two.muserPoll.iops / qd32.muserPoll.iops);
     out.push(`2 queues vs 1 queue at QD32 (one JS thread, no workers yet): ${push('blk_2q_vs_1q', '>= 1.5', scaling, scaling >= 1.5)}`);
