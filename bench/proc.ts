@@ -13,6 +13,7 @@ export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(ROOT, 'bench', 'bin');
 export const PINGPONG = join(BIN, 'pingpong');
 export const LOADGEN = join(BIN, 'loadgen');
+export const BLKDRV = join(BIN, 'blkdrv');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 export const DEVICES_HOST = join(ROOT, 'dist', 'bench', 'devices-host.js');
 
@@ -30,7 +31,7 @@ export function buildC(): void {
   if (!have(cc)) throw new BenchError(`C compiler \`${cc}\` not found: install gcc (e.g. \`apt-get install gcc\`) to build bench/c`);
   const r = spawnSync('make', ['-s', '-C', join(ROOT, 'bench', 'c')], { encoding: 'utf8' });
   if (r.status !== 0) throw new BenchError(`make -C bench/c failed:\n${r.stdout}${r.stderr}`);
-  for (const p of [PINGPONG, LOADGEN]) if (!existsSync(p)) throw new BenchError(`${p} missing after make -C bench/c`);
+  for (const p of [PINGPONG, LOADGEN, BLKDRV]) if (!existsSync(p)) throw new BenchError(`${p} missing after make -C bench/c`);
   if (!have('taskset')) throw new BenchError('`taskset` not found (util-linux): the bench pins the server to CPU 0');
   if (!existsSync(CLI) || !existsSync(DEVICES_HOST)) throw new BenchError('dist/ is not built: run `npx tsc -p .` first');
 }
@@ -85,8 +86,13 @@ export class CliServer {
   private disconnects = 0;
   private exited = false;
 
-  private constructor(readonly socket: string) {
-    this.child = spawn('taskset', ['-c', '0', process.execPath, CLI, 'run', 'bench', socket], { stdio: ['ignore', 'ignore', 'pipe'] });
+  private constructor(
+    readonly socket: string,
+    cpu: number,
+    runArgs: string[],
+    sample: string,
+  ) {
+    this.child = spawn('taskset', ['-c', String(cpu), process.execPath, CLI, 'run', sample, socket, ...runArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       this.connects += count(d, 'client connected');
       this.disconnects += count(d, 'client disconnected');
@@ -99,8 +105,9 @@ export class CliServer {
     return this.child.pid ?? -1;
   }
 
-  static async start(socket: string): Promise<CliServer> {
-    const s = new CliServer(socket);
+  /** Serves `sample` (default bench) on `socket`, pinned to `cpu` (default 0), with extra `muser run` device options (e.g. `--poll`). */
+  static async start(socket: string, cpu = 0, runArgs: string[] = [], sample = 'bench'): Promise<CliServer> {
+    const s = new CliServer(socket, cpu, runArgs, sample);
     await s.until(() => s.stderr.includes('serving'), 10_000, 'the server did not start');
     return s;
   }
@@ -115,11 +122,16 @@ export class CliServer {
   }
 
   /** Runs `loadgen SOCK op args --cpu 0` against this server. */
-  async loadgen(op: string, args: string[]): Promise<Json> {
+  loadgen(op: string, args: string[]): Promise<Json> {
+    return this.client(LOADGEN, [this.socket, op, ...args, '--cpu', '0']);
+  }
+
+  /** Runs a client program (one JSON line out) once the previous client has gone. */
+  async client(cmd: string, args: string[]): Promise<Json> {
     for (let attempt = 1; ; attempt++) {
       await this.until(() => this.disconnects >= this.connects, 5_000, 'the previous client never disconnected');
       try {
-        return await runJson(LOADGEN, [this.socket, op, ...args, '--cpu', '0']);
+        return await runJson(cmd, args);
       } catch (e) {
         // A client that connects before the server noticed the last one
         // leave is refused: the connection closes during VERSION.
@@ -141,6 +153,20 @@ export class CliServer {
 
 function count(s: string, what: string): number {
   return s.split(what).length - 1;
+}
+
+/** utime + stime of a process, in seconds (/proc/<pid>/stat). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(f[11]) + Number(f[12]); // fields 14 and 15, utime and stime
+  return ticks / 100; // USER_HZ is 100 on Linux
+}
+
+/** The 1-minute load average, to print beside figures measured on a shared machine. */
+export function loadAverage(): number {
+  return os.loadavg()[0];
 }
 
 /** VmRSS of a process in KiB. */

@@ -13,18 +13,22 @@
  * only when something broke (a program failed, a protocol error, ...).
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
- * default 1), BENCH_ONLY (comma list of: single, views, devices).
+ * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk,
+ * file; file needs fio and is skipped with a note without it).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { measureBlk, type BlkRow } from './blk.js';
+import { haveFio, measureFile, type FileResult } from './file.js';
+import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js';
 import { devicesRun, type DevicesRun } from './devices.js';
-import { BenchError, buildC, CliServer, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
+import { BenchError, buildC, CliServer, loadAverage, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
 import { measureViews, type ViewsResult } from './views.js';
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? 1));
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,file').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
@@ -250,6 +254,11 @@ async function main(): Promise<void> {
   let rows: Row[] = [];
   let views: (ViewsResult & { ratio: number; viewsMedian: number; memcpyMedian: number; target: Target & { value: number; pass: boolean } }) | undefined;
   let devs: DevicesSummary | undefined;
+  let cross: ReturnType<typeof summarizeCross> | undefined;
+  let blk: BlkRow[] | undefined;
+  let fileBacked: FileResult | undefined;
+  let fileSkipped = false;
+  const loadAtStart = loadAverage();
   try {
     if (ONLY.has('single')) rows = await single(dir, log);
     if (ONLY.has('views')) {
@@ -260,6 +269,12 @@ async function main(): Promise<void> {
       views = { ...v, ratio, viewsMedian: median(v.viewsGBps), memcpyMedian: median(v.memcpyGBps), target: { ...t, value: ratio, pass: ratio >= t.min } };
     }
     if (ONLY.has('devices')) devs = await devices(log);
+    if (ONLY.has('cross')) cross = summarizeCross(await measureCross(dir, ROUNDS, it, log));
+    if (ONLY.has('blk')) blk = await measureBlk(dir, ROUNDS, SCALE, log);
+    if (ONLY.has('file')) {
+      if (haveFio()) fileBacked = await measureFile(dir, ROUNDS, SCALE, log);
+      else fileSkipped = true;
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -268,7 +283,8 @@ async function main(): Promise<void> {
   const out: string[] = [];
   out.push(`muser bench  ${date}  commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}`);
   out.push(`machine: ${m.cpu}, ${m.nproc} CPUs, ${(m.memTotalMiB / 1024).toFixed(1)} GiB, ${m.kernel}, node ${m.node}`);
-  out.push(`server and clients pinned to CPU 0; each figure is the median of ${ROUNDS} interleaved runs (floor, muser, ...);`);
+  out.push(`load average (1 min): ${loadAtStart.toFixed(2)} at start, ${loadAverage().toFixed(2)} at end`);
+  out.push(`single-CPU parts: server and clients pinned to CPU 0; each figure is the median of ${ROUNDS} interleaved runs (floor, muser, ...);`);
   out.push(`ratio = median of per-round muser/floor ratios; latencies p50 / p99 in us`);
   out.push('');
   const tableRows: string[][] = rows.map((r) => [r.label, `${si(r.muser.ops)} ${r.unit}`, lat(r.muser), `${si(r.floor.ops)} ${r.unit}`, lat(r.floor), r.ratio.toFixed(2), verdict(r.target)]);
@@ -282,7 +298,7 @@ async function main(): Promise<void> {
     const w = Math.max(...rows.map((r) => r.label.length));
     for (const r of rows) out.push(`  ${r.label.padEnd(w)}  ${r.floorNote}`);
     if (views) {
-      out.push(`  ${'guest memory reads'.padEnd(w)}  TypedArray.set between two plain ${VIEW_BYTES >> 20} MiB buffers in this process (fastest of source offsets 0..64 B)`);
+      out.push(`  ${'guest memory reads'.padEnd(w)}  TypedArray.set out of another ${VIEW_BYTES >> 20} MiB memfd mapped MAP_SHARED in this process into the same plain buffer (fastest of source offsets 0..64 B)`);
       out.push(`views: ${VIEW_BYTES >> 20} MiB memfd DMA-mapped by an in-process client, device copies it out through ${views.viewCount} view(s); first pass (server page faults) ${views.firstPassGBps.toFixed(2)} GB/s`);
     }
     out.push('');
@@ -310,12 +326,101 @@ async function main(): Promise<void> {
     if (late > devs.windowMs * 50) out.push(`warning: a client's warmup overran the window start by ${(late / 1000).toFixed(0)} ms`);
     out.push('');
   }
+  const read4 = rows.find((r) => r.key === 'read_4');
+  const noRegression = read4 ? { kind: 'ratio' as const, min: 0.65, text: '>= 0.65 of floor (no regression)', value: read4.ratio, pass: read4.ratio >= 0.65 } : undefined;
+  if (noRegression) out.push(`same-CPU REGION_READ 4 B without --poll: ${noRegression.value.toFixed(2)} of its floor, ${verdict(noRegression)}`, '');
+  const crossTargets: { name: string; kind: 'ratio'; min: number; text: string; value: number; pass: boolean }[] = [];
+  if (cross) {
+    const t = (name: string, min: number, text: string, value: number): string => {
+      crossTargets.push({ name, kind: 'ratio', min, text, value, pass: value >= min });
+      return verdict(crossTargets[crossTargets.length - 1]);
+    };
+    out.push(`cross-CPU: server on CPU ${SERVER_CPU}, client on CPU ${CLIENT_CPU}; floors: pingpong with a blocking / a busy-polling server (client blocks); rate, p50 / p99 us`);
+    out.push(
+      table(
+        ['measurement', 'C blocking', 'C busy-poll', 'muser', 'muser --poll', '--poll/muser', '--poll/C blocking', '--poll/C busy', 'load'],
+        cross.rows.map((r) => [
+          r.label,
+          `${si(r.floorBlocking.ops)}  ${lat(r.floorBlocking)}`,
+          `${si(r.floorBusy.ops)}  ${lat(r.floorBusy)}`,
+          `${si(r.muser.ops)}  ${lat(r.muser)}`,
+          `${si(r.muserPoll.ops)}  ${lat(r.muserPoll)}`,
+          r.pollVsPlain.toFixed(2),
+          r.pollVsBlockingFloor.toFixed(2),
+          r.pollVsBusyFloor.toFixed(2),
+          r.load.toFixed(1),
+        ]),
+      ),
+    );
+    const read = cross.rows.find((r) => r.key === 'cross_read_4')!;
+    out.push(`cross-CPU 4 B read with --poll vs muser without: ${read.pollVsPlain.toFixed(2)}  ${t('cross_read_poll_vs_plain', 2.0, '>= 2.0', read.pollVsPlain)}`);
+    out.push(`cross-CPU 4 B read with --poll vs blocking C floor: ${read.pollVsBlockingFloor.toFixed(2)}  ${t('cross_read_poll_vs_blocking_floor', 1.5, '>= 1.5', read.pollVsBlockingFloor)}`);
+    const idle = cross.idlePollCpu;
+    crossTargets.push({ name: 'idle_poll_cpu', kind: 'ratio', min: 0, text: '< 5% of a CPU', value: idle, pass: idle < 0.05 });
+    out.push(`idle --poll server, after its idle window: ${(idle * 100).toFixed(2)}% of a CPU (without --poll: ${(cross.idleCpu * 100).toFixed(2)}%)  ${verdict(crossTargets[crossTargets.length - 1])}`);
+    out.push('');
+  }
+  const blkTargets: { name: string; kind: 'ratio'; min: number; text: string; value: number; pass: boolean }[] = [];
+  if (blk) {
+    out.push('virtio-blk data path: bench/bin/blkdrv (driver, CPU 0) against muser run virtio-blk --size 64M --queues 2 (CPU 1), and against a forked C responder (CPU 1) doing the same ring work;');
+    out.push('4 KiB random I/O on a RAM disk; IOPS, latency p50 / p99 us (submit to reap); ratios are medians of per-round ratios');
+    out.push(
+      table(
+        ['workload', 'C responder', 'muser', 'muser --poll', 'IOPS vs C', '--poll vs C', 'p50 vs C', '--poll p50 vs C', 'load'],
+        blk.map((r) => [
+          r.config.label,
+          `${si(r.floor.iops)}  ${lat({ ops: 0, p50: r.floor.p50, p99: r.floor.p99 })}`,
+          `${si(r.muser.iops)}  ${lat({ ops: 0, p50: r.muser.p50, p99: r.muser.p99 })}`,
+          `${si(r.muserPoll.iops)}  ${lat({ ops: 0, p50: r.muserPoll.p50, p99: r.muserPoll.p99 })}`,
+          r.iopsVsFloor.toFixed(2),
+          r.pollIopsVsFloor.toFixed(2),
+          r.p50VsFloor.toFixed(2),
+          r.pollP50VsFloor.toFixed(2),
+          r.load.toFixed(1),
+        ]),
+      ),
+    );
+    const by = (k: string): BlkRow => blk!.find((r) => r.config.key === k)!;
+    const push = (name: string, text: string, value: number, pass: boolean): string => {
+      blkTargets.push({ name, kind: 'ratio', min: 0, text, value, pass });
+      return `${value.toFixed(2)}  ${verdict({ text, pass })}`;
+    };
+    const qd1 = by('r_q1_qd1');
+    const best1 = Math.min(qd1.p50VsFloor, qd1.pollP50VsFloor);
+    out.push(`QD1 4 KiB read p50 latency vs C responder (best of muser, --poll): ${push('blk_qd1_latency', '<= 1.5', best1, best1 <= 1.5)}`);
+    const qd32 = by('r_q1_qd32');
+    const best32 = Math.max(qd32.iopsVsFloor, qd32.pollIopsVsFloor);
+    out.push(`QD32 1-queue IOPS vs C responder (best of muser, --poll): ${push('blk_qd32_iops', '>= 0.5', best32, best32 >= 0.5)}`);
+    const ei = by('r_q1_qd32_ei');
+    const bestEi = Math.max(ei.iopsVsFloor, ei.pollIopsVsFloor);
+    out.push(`  the same with EVENT_IDX negotiated (as Linux guests do): ${push('blk_qd32_iops_event_idx', '>= 0.5', bestEi, bestEi >= 0.5)}`);
+    const two = by('r_q2_qd32');
+    const scaling = Math.max(two.muser.iops / qd32.muser.iops, two.muserPoll.iops / qd32.muserPoll.iops);
+    out.push(`2 queues vs 1 queue at QD32 (one JS thread, no workers yet): ${push('blk_2q_vs_1q', '>= 1.5', scaling, scaling >= 1.5)}`);
+    out.push('');
+  }
+  if (fileBacked) {
+    const file = fileBacked;
+    const f = (x: { iops: number; p50: number; p99: number }): string => `${si(x.iops)} IOPS  ${us(x.p50)} / ${us(x.p99)}`;
+    out.push(`file-backed virtio-blk: 64 MiB image in the page cache, 4 KiB random reads, QD32, 1 queue; driver CPU 0, device and fio CPU 1 (load ${median(file.rounds.map((r) => r.load)).toFixed(1)})`);
+    out.push(`  fio (io_uring, buffered)  ${f(file.fio)}`);
+    out.push(`  muser                     ${f(file.muser)}`);
+    out.push(`  muser --poll              ${f(file.muserPoll)}`);
+    const pass = file.bestVsFio >= 0.5;
+    blkTargets.push({ name: 'file_qd32_vs_fio', kind: 'ratio', min: 0.5, text: '>= 0.5 of fio', value: file.bestVsFio, pass });
+    out.push(`file-backed QD32 IOPS vs fio (best of muser, --poll): ${file.bestVsFio.toFixed(2)}  ${verdict({ text: '>= 0.5 of fio', pass })}`, '');
+  } else if (fileSkipped) {
+    out.push('file-backed part skipped: fio is not installed (apt-get install fio)', '');
+  }
   out.push(`total ${elapsedS.toFixed(0)} s`);
 
   const targets = [
     ...rows.filter((r) => r.target).map((r) => ({ name: r.key, ...r.target! })),
     ...(views ? [{ name: 'views_vs_memcpy', ...views.target }] : []),
     ...(devs ? [{ name: `devices_${DEVICE_COUNTS[DEVICE_COUNTS.length - 1]}_vs_1`, ...devs.target }] : []),
+    ...(noRegression ? [{ name: 'read_4_no_regression', ...noRegression }] : []),
+    ...crossTargets,
+    ...blkTargets,
   ];
   const json = {
     date,
@@ -325,6 +430,10 @@ async function main(): Promise<void> {
     single: rows,
     views,
     devices: devs,
+    cross,
+    blk,
+    file: fileBacked,
+    loadAverage: { start: loadAtStart, end: loadAverage() },
     targets,
   };
   const resultsDir = join(ROOT, 'bench', 'results');

@@ -6,7 +6,12 @@
  *  - mmap of an fd as an ArrayBuffer that is detached before munmap;
  *  - eventfd, memfd_create, ftruncate, close, dup, file seals;
  *  - fallocate on the thread pool (block backends), a block device's size;
- *  - pread / pwrite, for client memory that must not be mapped.
+ *  - pread / pwrite, for client memory that must not be mapped;
+ *  - busy polling: an idle handle that keeps the loop from sleeping in
+ *    epoll while a spinning poller saw activity within its idle window.
+ *
+ * All state is per instance (napi instance data), so the addon loads in
+ * worker threads: each thread has its own receive buffer and spin handle.
  *
  * Every policy (framing, validation, fd ownership) lives in TypeScript.
  * Functions that can fail with an expected errno return -errno instead of
@@ -24,6 +29,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <uv.h>
@@ -212,8 +218,24 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
 enum { MODE_STREAM = 0, MODE_EVENTFD = 1, MODE_READABLE = 2 };
 enum { EV_DATA = 0, EV_EOF = 1, EV_ERROR = 2, EV_WRITABLE = 3, EV_COUNT = 4, EV_READABLE = 5 };
 
+/* Per-instance (per-thread) state. */
+typedef struct {
+    uint8_t *recv_buf;
+    /* Busy polling: while `spinning`, an active idle handle makes libuv poll
+     * with a zero timeout, so the loop never sleeps; it stops once
+     * uv_hrtime() passes spin_until (no activity for an idle window). */
+    uv_idle_t spin;
+    bool spin_init;
+    bool spinning;
+    uint64_t spin_until;
+    uint64_t spin_starts; /* times the loop went from sleeping to spinning */
+    napi_async_cleanup_hook_handle cleanup;
+} instance_t;
+
 typedef struct {
     uv_poll_t handle;
+    instance_t *inst;
+    uint64_t spin_ns; /* 0: this poller never makes the loop spin */
     napi_env env;
     napi_ref callback;
     napi_ref self;
@@ -228,7 +250,24 @@ typedef struct {
     size_t user_buf_len;
 } poller_t;
 
-static uint8_t *recv_buf;
+static void spin_cb(uv_idle_t *h) {
+    instance_t *inst = h->data;
+    if (uv_hrtime() >= inst->spin_until) {
+        uv_idle_stop(h);
+        inst->spinning = false;
+    }
+}
+
+/* Activity on a spinning poller: keep the loop awake for another window. */
+static void spin_arm(instance_t *inst, uint64_t window_ns) {
+    uint64_t until = uv_hrtime() + window_ns;
+    if (until > inst->spin_until) inst->spin_until = until;
+    if (!inst->spinning && inst->spin_init) {
+        inst->spinning = true;
+        inst->spin_starts++;
+        uv_idle_start(&inst->spin, spin_cb);
+    }
+}
 
 static void poller_emit(poller_t *p, int kind, napi_value a, napi_value b) {
     napi_env env = p->env;
@@ -289,6 +328,7 @@ static void poller_read_stream(poller_t *p) {
     /* The buffer is looked up every round: a callback may have swapped it
      * (pollSetBuffer) or paused reading (pollPause, backpressure). */
     for (int round = 0; round < 16 && !p->closing && (p->events & UV_READABLE); round++) {
+        uint8_t *recv_buf = p->inst->recv_buf;
         uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
         size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
         ssize_t n = recv_chunk(p->fd, buf, len, fds, &nfds);
@@ -330,6 +370,7 @@ static void poller_read_eventfd(poller_t *p) {
 static void poller_cb(uv_poll_t *h, int status, int events) {
     poller_t *p = (poller_t *)h->data;
     if (p->closing) return;
+    if (p->spin_ns) spin_arm(p->inst, p->spin_ns);
     if (status < 0) {
         napi_handle_scope scope;
         napi_open_handle_scope(p->env, &scope);
@@ -381,6 +422,10 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     poller_t *p = calloc(1, sizeof *p);
     if (!p) return throw_errno(env, "pollStart", ENOMEM);
     p->env = env;
+    if (napi_get_instance_data(env, (void **)&p->inst) != napi_ok || !p->inst) {
+        free(p);
+        return throw_errno(env, "pollStart: addon not initialised", EINVAL);
+    }
     p->fd = arg_i32(env, argv[0]);
     p->mode = arg_i32(env, argv[1]);
     int rc = uv_poll_init(loop, &p->handle, p->fd);
@@ -459,6 +504,32 @@ static napi_value js_poll_set_buffer(napi_env env, napi_callback_info info) {
     p->user_buf = data;
     p->user_buf_len = len;
     return NULL;
+}
+
+/* pollSpin(handle, idleNs): with idleNs > 0, activity on this poller keeps
+ * the event loop busy-polling (no sleep in epoll) until idleNs pass without
+ * any; 0 turns it off. Arms the window at once, so a fresh connection is
+ * polled from its first message. */
+static napi_value js_poll_spin(napi_env env, napi_callback_info info) {
+    napi_value argv[2];
+    if (get_args(env, info, 2, argv) < 0) return NULL;
+    poller_t *p = get_poller(env, argv[0]);
+    if (!p || p->closing) return NULL;
+    int64_t ns = arg_i64(env, argv[1]);
+    p->spin_ns = ns > 0 ? (uint64_t)ns : 0;
+    if (p->spin_ns) spin_arm(p->inst, p->spin_ns);
+    return NULL;
+}
+
+/* spinState() -> [spinning (0/1), times the loop started spinning]. */
+static napi_value js_spin_state(napi_env env, napi_callback_info info) {
+    instance_t *inst = NULL;
+    napi_value arr;
+    napi_get_instance_data(env, (void **)&inst);
+    CALL(env, napi_create_array_with_length(env, 2, &arr));
+    napi_set_element(env, arr, 0, make_int(env, inst && inst->spinning ? 1 : 0));
+    napi_set_element(env, arr, 1, make_int(env, inst ? (int64_t)inst->spin_starts : 0));
+    return arr;
 }
 
 /* pollStop(handle): stop watching; the fd stays open (its owner closes it). */
@@ -739,6 +810,34 @@ static napi_value pio(napi_env env, napi_callback_info info, bool write) {
     return make_int(env, (int64_t)done);
 }
 
+/* preadvNowait(fd, buffers: Uint8Array[], offset) -> bytes read, or -errno:
+ * preadv2 with RWF_NOWAIT, which reads only what the page cache holds and
+ * says EAGAIN instead of blocking on the disk. Lets a block backend serve
+ * cached reads on the event loop and go to the thread pool only for the rest. */
+#define MAX_NOWAIT_IOV 64
+static napi_value js_preadv_nowait(napi_env env, napi_callback_info info) {
+    napi_value argv[3];
+    struct iovec iov[MAX_NOWAIT_IOV];
+    uint32_t n = 0;
+    bool is_array = false;
+    if (get_args(env, info, 3, argv) < 0) return NULL;
+    napi_is_array(env, argv[1], &is_array);
+    if (!is_array || napi_get_array_length(env, argv[1], &n) != napi_ok) return make_int(env, -EINVAL);
+    if (n == 0) return make_int(env, 0);
+    if (n > MAX_NOWAIT_IOV) return make_int(env, -E2BIG);
+    for (uint32_t i = 0; i < n; i++) {
+        napi_value b;
+        napi_get_element(env, argv[1], i, &b);
+        if (typed_bytes(env, b, &iov[i].iov_base, &iov[i].iov_len) < 0) return make_int(env, -EINVAL);
+    }
+    int64_t off = arg_i64(env, argv[2]);
+    if (off < 0) return make_int(env, -EINVAL);
+    ssize_t r;
+    do r = preadv2(arg_i32(env, argv[0]), iov, (int)n, (off_t)off, RWF_NOWAIT);
+    while (r < 0 && errno == EINTR);
+    return make_int(env, r < 0 ? -errno : (int64_t)r);
+}
+
 static napi_value js_pread(napi_env env, napi_callback_info info) { return pio(env, info, false); }
 static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(env, info, true); }
 
@@ -749,9 +848,41 @@ static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(
         napi_set_named_property(env, exports, name, f);                        \
     } while (0)
 
+static void instance_closed(uv_handle_t *h) {
+    instance_t *inst = h->data;
+    napi_remove_async_cleanup_hook(inst->cleanup);
+    free(inst->recv_buf);
+    free(inst);
+}
+
+/* The environment (main thread or a worker) goes away: close the spin
+ * handle on its loop, then free the instance. */
+static void instance_cleanup(napi_async_cleanup_hook_handle handle, void *arg) {
+    instance_t *inst = arg;
+    inst->spinning = false;
+    uv_idle_stop(&inst->spin);
+    uv_close((uv_handle_t *)&inst->spin, instance_closed);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
-    if (!recv_buf) recv_buf = malloc(RECV_BUF_SIZE);
-    if (!recv_buf) return throw_errno(env, "init", ENOMEM);
+    uv_loop_t *loop;
+    instance_t *inst = calloc(1, sizeof *inst);
+    if (!inst) return throw_errno(env, "init", ENOMEM);
+    inst->recv_buf = malloc(RECV_BUF_SIZE);
+    if (!inst->recv_buf || napi_get_uv_event_loop(env, &loop) != napi_ok || uv_idle_init(loop, &inst->spin) != 0) {
+        free(inst->recv_buf);
+        free(inst);
+        return throw_errno(env, "init", ENOMEM);
+    }
+    inst->spin.data = inst;
+    inst->spin_init = true;
+    /* The spin handle never keeps the process alive on its own. */
+    uv_unref((uv_handle_t *)&inst->spin);
+    if (napi_add_async_cleanup_hook(env, instance_cleanup, inst, &inst->cleanup) != napi_ok ||
+        napi_set_instance_data(env, inst, NULL, NULL) != napi_ok) {
+        uv_close((uv_handle_t *)&inst->spin, NULL);
+        return throw_errno(env, "init", ENOMEM);
+    }
     EXPORT("listen", js_listen);
     EXPORT("accept", js_accept);
     EXPORT("connect", js_connect);
@@ -762,6 +893,8 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("pollPause", js_poll_pause);
     EXPORT("pollSetBuffer", js_poll_set_buffer);
     EXPORT("pollStop", js_poll_stop);
+    EXPORT("pollSpin", js_poll_spin);
+    EXPORT("spinState", js_spin_state);
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);
     EXPORT("eventfd", js_eventfd);
@@ -777,6 +910,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("fdSeals", js_fd_seals);
     EXPORT("addSeals", js_add_seals);
     EXPORT("pread", js_pread);
+    EXPORT("preadvNowait", js_preadv_nowait);
     EXPORT("pwrite", js_pwrite);
     return exports;
 }

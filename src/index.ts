@@ -8,7 +8,7 @@
  * ```
  */
 export { Device, type MsixPlacement } from './device/device.js';
-export { Server, serve, type ServeOptions } from './server/server.js';
+export { Server, serve, DEFAULT_POLL_IDLE_MS, type ServeOptions } from './server/server.js';
 export { DeviceError, Errno } from './device/errors.js';
 export { IrqIndex, type TriggerResult } from './device/irqs.js';
 export type { DmaAccess } from './device/dma-access.js';

@@ -19,6 +19,7 @@ test('timer: direct DMA first, then DMA messages; unmapping after the last messa
   const irq = new EventFd();
   const client = await Client.connect(server.path);
   try {
+    await client.setBusMaster(); // DMA needs Bus Master Enable
     await client.dmaMap(0x10000, byMessages);
     await client.dmaMap(0x20000, mapped);
     await client.setBusMaster();

@@ -106,6 +106,9 @@ static void send_all(int sock, const void *buf, size_t len, int fd)
     }
 }
 
+/* When set, recv_some never sleeps: it retries non-blocking reads (busy polling). */
+static int recv_busy_poll;
+
 /*
  * Receive into buf, returning after at least min bytes (at most max).
  * Any fds that arrive are stored in *fd_out (if given) or closed; -1 if none.
@@ -132,9 +135,9 @@ static size_t recv_some(int sock, void *buf, size_t min, size_t max,
         struct cmsghdr *cm;
         ssize_t n;
 
-        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | (recv_busy_poll ? MSG_DONTWAIT : 0));
         if (n < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || (recv_busy_poll && errno == EAGAIN))
                 continue;
             die("recv: %s", strerror(errno));
         }

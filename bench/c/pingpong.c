@@ -20,6 +20,11 @@
  * server answers only the K'th (REGION_WRITE_MULTI with NO_REPLY on all but
  * every K'th message); ops_per_s counts requests, latency is per group.
  *
+ * With --server-cpu S the server runs on CPU S (the client stays on --cpu):
+ * the cross-CPU floor. With --busy the server busy-polls its socket
+ * (non-blocking reads in a loop) instead of sleeping in recv: the floor of
+ * a polling server; the client blocks either way.
+ *
  * Output: one JSON line on stdout.
  */
 #include "bench.h"
@@ -35,9 +40,11 @@ static void usage(void)
 {
     fprintf(stderr,
         "usage: pingpong --size-req A --size-rep B [--iters N] [--warmup W]\n"
-        "                [--cpu C] [--fd]\n"
+        "                [--cpu C] [--server-cpu S] [--busy] [--fd]\n"
         "  Round trips of A request bytes and B reply bytes between two\n"
         "  processes pinned to CPU C (default 0; -1 = no pinning).\n"
+        "  --server-cpu S  the server runs on CPU S (default: C)\n"
+        "  --busy     the server busy-polls its socket instead of sleeping\n"
         "  --fd       each request carries one memfd via SCM_RIGHTS\n"
         "             (defaults A=48, B=16: DMA_MAP)\n"
         "  --irqs K   the server writes an eventfd K times before each reply\n"
@@ -108,7 +115,8 @@ static void serve(int sock, size_t req, size_t rep, int expect_fd, int efd,
 int main(int argc, char **argv)
 {
     long long req = -1, rep = -1, iters = 100000, warmup = -1, cpu = 0;
-    long long irqs = 0, every = 1;
+    long long irqs = 0, every = 1, server_cpu = -2;
+    int busy = 0;
     int use_fd = 0, sv[2], memfd = -1, efd = -1, status;
     struct samples lat;
     char *in, *out;
@@ -122,6 +130,10 @@ int main(int argc, char **argv)
 
         if (!strcmp(a, "--fd")) {
             use_fd = 1;
+            continue;
+        }
+        if (!strcmp(a, "--busy")) {
+            busy = 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
@@ -138,6 +150,8 @@ int main(int argc, char **argv)
             warmup = parse_num(a, argv[++i], 0, 100000000);
         else if (!strcmp(a, "--cpu"))
             cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
+        else if (!strcmp(a, "--server-cpu"))
+            server_cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
         else if (!strcmp(a, "--reply-every"))
             every = parse_num(a, argv[++i], 1, 1000000);
         else if (!strcmp(a, "--irqs"))
@@ -186,6 +200,9 @@ int main(int argc, char **argv)
         die("fork: %s", strerror(errno));
     if (child == 0) {
         prog_name = "pingpong(server)";
+        if (server_cpu != -2)
+            pin_cpu((int)server_cpu);
+        recv_busy_poll = busy;
         close(sv[0]);
         if (memfd >= 0)
             close(memfd);
@@ -249,11 +266,12 @@ int main(int argc, char **argv)
 
     printf("{\"ops_per_s\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
            "\"iters\":%lld,\"size_req\":%lld,\"size_rep\":%lld,\"fd\":%s,"
-           "\"irqs\":%lld,\"irqs_per_s\":%.1f,\"reply_every\":%lld}\n",
+           "\"irqs\":%lld,\"irqs_per_s\":%.1f,\"reply_every\":%lld,"
+           "\"busy\":%s}\n",
            (double)iters * 1e9 / (double)(t_end - t_start),
            samples_pct_us(&lat, 50), samples_pct_us(&lat, 99),
            iters, req, rep, use_fd ? "true" : "false",
            irqs, (double)(iters * irqs) * 1e9 / (double)(t_end - t_start),
-           every);
+           every, busy ? "true" : "false");
     return 0;
 }

@@ -79,6 +79,8 @@ class FileDisk implements FileBackend {
   /** Cleared once the filesystem has refused a fallocate mode, to skip asking again. */
   private canPunch = true;
   private canZeroRange = true;
+  /** False once preadv2(RWF_NOWAIT) was refused: then every read goes to the thread pool. */
+  private canReadNowait = true;
 
   constructor(
     readonly path: string,
@@ -130,10 +132,29 @@ class FileDisk implements FileBackend {
     return this.closing;
   }
 
+  /**
+   * Reads what the page cache holds right here (preadv2 with RWF_NOWAIT, no
+   * thread hop); returns the bytes read, 0 when nothing was cached or the
+   * kernel does not offer it.
+   */
+  private readCached(offset: number, list: readonly Uint8Array[]): number {
+    if (!this.canReadNowait || list.length === 0 || list.length > 64) return 0;
+    const n = native.preadvNowait(this.fh.fd, list, offset);
+    if (n > 0) return n;
+    // EAGAIN: not cached; anything else (EOPNOTSUPP, EINVAL...) means the path is not for this file.
+    if (n !== -11) this.canReadNowait = false;
+    return 0;
+  }
+
   /** readv/writev until the whole scatter list is done (they may transfer less). */
   private async io(op: 'read' | 'write', offset: number, buffers: readonly Uint8Array[], length: number): Promise<void> {
     let list = buffers.filter((b) => b.byteLength > 0);
     let done = 0;
+    if (op === 'read') {
+      // Page-cache hits are served on the spot; the rest (and any error) takes the thread pool.
+      done = this.readCached(offset, list);
+      if (done > 0) list = skipBytes(list, done);
+    }
     while (done < length) {
       let n: number;
       try {

@@ -22,7 +22,9 @@ export function usage(): string {
                                           serve devices from one process (Ctrl-C stops it);
                                           <device> is a sample name or a device file
                                           (./my-device.js, ./my-device.ts with tsx installed)
-                                          whose default export is a DeviceSpec or a factory of one
+                                          whose default export is a DeviceSpec or a factory of one;
+                                          --poll[=<idle-ms>] after a device busy-polls its socket and
+                                          doorbells (one CPU at 100% while busy, sleeps after 1 ms idle)
   muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options"}]} lists
   muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]
                                           a proxy for the client to connect to: prints every message decoded

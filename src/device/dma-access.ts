@@ -40,11 +40,33 @@ export class DmaAccess {
     return this.sgl(iova, length, write).map((s) => this.viewOf(s, write));
   }
 
+  /**
+   * Zero-copy views of the range when all of it is mapped zero-copy, else
+   * undefined (memory reached by fd or messages). One translation, for hot
+   * paths that would otherwise ask isDirect() and then views(). Throws as
+   * sgl() does for unmapped or forbidden ranges.
+   */
+  directViews(iova: number, length: number, write = false): Uint8Array[] | undefined {
+    const segs = this.sgl(iova, length, write);
+    for (const s of segs) if (!s.region.memory) return undefined;
+    return segs.map((s) => this.viewOf(s, write));
+  }
+
   /** One zero-copy view; throws EFAULT when the range spans regions. */
   view(iova: number, length: number, write = false): Uint8Array {
     const segs = this.sgl(iova, length, write);
     if (segs.length !== 1) throw new DeviceError(Errno.EFAULT, `DMA range 0x${iova.toString(16)}+${length} spans ${segs.length} regions`);
     return this.viewOf(segs[0], write);
+  }
+
+  /** True when accesses are allowed now (subclasses gate them); never throws. */
+  accessible(): boolean {
+    return true;
+  }
+
+  /** True while migration's dirty-page logging is on (writes through views are then recorded). */
+  get dirtyLogging(): boolean {
+    return this.table.dirtyPageSize > 0;
   }
 
   /** True when the whole range is mapped zero-copy (views() will succeed). */

@@ -136,7 +136,9 @@ export class DmaTable {
    * never point at unmapped memory. Release is idempotent.
    */
   pin(iova: number, length: number): () => void {
-    const regions = [...new Set(this.translate(iova, length, false).map((s) => s.region))];
+    const segs = this.translate(iova, length, false);
+    // Nearly always one region: spare the Set.
+    const regions = segs.length === 1 ? [segs[0].region] : [...new Set(segs.map((s) => s.region))];
     for (const r of regions) r.pins++;
     let released = false;
     return () => {

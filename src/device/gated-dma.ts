@@ -117,6 +117,11 @@ export class GatedDmaAccess extends DmaAccess {
     return super.sgl(iova, length, write);
   }
 
+  /** False while migration holds DMA or Bus Master Enable is clear (sgl() would throw). */
+  override accessible(): boolean {
+    return !this.gate.isHeld && this.busMaster();
+  }
+
   /** False too while Bus Master Enable is clear (views() would fail). */
   override isDirect(iova: number, length: number): boolean {
     return this.busMaster() && super.isDirect(iova, length);

@@ -20,6 +20,8 @@ export class IoEventFds {
   constructor(
     private readonly device: Device,
     private readonly log: Logger,
+    /** Busy-poll window after a doorbell, in ms (0: sleep in epoll). */
+    private readonly pollIdleMs = 0,
   ) {}
 
   /** The eventfds of a region's doorbells, in spec order (borrowed: they stay ours). */
@@ -56,6 +58,7 @@ export class IoEventFds {
         fail(e);
       }
     });
+    if (this.pollIdleMs > 0) native.pollSpin(poll, Math.round(this.pollIdleMs * 1e6));
     return { fd, poll };
   }
 }

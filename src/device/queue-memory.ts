@@ -32,6 +32,13 @@ export interface QueueMemory {
    */
   pin(addr: number, length: number): () => void;
   /**
+   * True when the device may access guest memory right now (DMA not held
+   * by migration, Bus Master Enable set): what every other call checks per
+   * access. Queue code that keeps views across calls asks this before
+   * using them. Never throws.
+   */
+  accessible(): boolean;
+  /**
    * Records that the device wrote the range through views (for migration's
    * dirty-page log): asynchronous I/O may write long after the views were
    * made, maybe after a dirty report already cleared their pages.
@@ -51,28 +58,27 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
       }
     },
     views(addr, length, write) {
-      const d = dma();
-      // isDirect never throws; views() throws for unmapped or forbidden ranges.
-      if (!d.isDirect(addr, length)) {
-        d.sgl(addr, length, write);
-        return undefined;
-      }
-      try {
-        return d.views(addr, length, write);
-      } catch {
-        // Mapped memory that offers no views (whatever the reason) is copied instead;
-        // sgl() throws the fitting error when the range is not mapped at all.
-        d.sgl(addr, length, write);
-        return undefined;
-      }
+      // One translation: throws for unmapped or forbidden ranges (and while
+      // DMA is held or Bus Master Enable is clear), undefined for memory
+      // without a zero-copy mapping.
+      return dma().directViews(addr, length, write);
     },
     read: (addr, length) => dma().read(addr, length),
     write: (addr, data) => dma().write(addr, data),
     pin: (addr, length) => dma().pin(addr, length),
+    accessible() {
+      try {
+        return dma().accessible();
+      } catch {
+        return false; // no client
+      }
+    },
     markDirty(addr, length) {
+      const d = dma();
+      if (!d.dirtyLogging) return;
       try {
         // A writable view marks its pages dirty while logging is on.
-        dma().views(addr, length, true);
+        d.views(addr, length, true);
       } catch {
         // Unmapped meanwhile: nothing left to log.
       }

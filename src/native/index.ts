@@ -44,6 +44,14 @@ export interface NativeAddon {
   /** Later Stream reads land in `buffer` (only for pollers started with a recvBuffer). */
   pollSetBuffer(h: PollHandle, buffer: Buffer): void;
   pollStop(h: PollHandle): void;
+  /**
+   * Busy polling: with `idleNs` > 0, activity on this poller keeps the event
+   * loop polling without sleeping until `idleNs` pass without any; 0 turns
+   * it off. Arms the window at once.
+   */
+  pollSpin(h: PollHandle, idleNs: number): void;
+  /** [1 while the loop busy-polls else 0, times it started busy-polling]. */
+  spinState(): [number, number];
   mmap(fd: number, offset: number, length: number, shared: boolean): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;
   eventfd(initval: number): number;
@@ -61,6 +69,13 @@ export interface NativeAddon {
   addSeals(fd: number, seals: number): number;
   /** pread into `bytes` at file `offset`: bytes read (short at end of file) or -errno. */
   pread(fd: number, bytes: Uint8Array, offset: number): number;
+  /**
+   * preadv2(RWF_NOWAIT) into `buffers` at file `offset`: only what the page
+   * cache holds, never blocking on the disk. Bytes read (short or -EAGAIN
+   * when some or all of it is not cached) or -errno (-EOPNOTSUPP where the
+   * file system does not support it).
+   */
+  preadvNowait(fd: number, buffers: readonly Uint8Array[], offset: number): number;
   /** pwrite `bytes` at file `offset`: bytes written or -errno. */
   pwrite(fd: number, bytes: Uint8Array, offset: number): number;
   /** fallocate(2) on the thread pool; resolves to 0 or -errno. */

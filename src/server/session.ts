@@ -75,17 +75,20 @@ export class Session implements DmaMessenger, SessionContext {
     readonly limits: ServerLimits,
     readonly log: Logger,
     private readonly onEnd: (session: Session) => void,
+    /** Busy-poll window in ms after socket or doorbell activity; 0 sleeps in epoll. */
+    pollIdleMs = 0,
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
     this.dma = new GatedDmaAccess(this.dmaTable, this, () => (device.config.command & PciCommand.MASTER) !== 0);
     this.dirtyLog = new DirtyLog(this.dmaTable);
-    this.ioEventFds = new IoEventFds(device, log);
+    this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
     this.channel = new Channel(
       fd,
       { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.resume() },
       PRE_VERSION_MAX_MESSAGE,
       true,
     );
+    if (pollIdleMs > 0) this.channel.busyPoll(pollIdleMs);
     this.versionTimer = setTimeout(() => {
       this.versionTimer = undefined;
       this.close(new Error(`no VERSION negotiated within ${limits.versionTimeoutMs} ms`));

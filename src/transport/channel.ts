@@ -149,6 +149,16 @@ export class Channel {
     native.pollPause(this.poll, paused);
   }
 
+  /**
+   * Busy-polls this connection: after each message the event loop keeps
+   * polling without sleeping for `idleMs` (0 turns it off): the server's
+   * `poll` option.
+   */
+  busyPoll(idleMs: number): void {
+    if (this.closed) return;
+    native.pollSpin(this.poll, Math.round(idleMs * 1e6));
+  }
+
   /** Largest message accepted from the peer (header included). */
   setMaxMessageSize(size: number): void {
     this.framer.maxMessageSize = size;

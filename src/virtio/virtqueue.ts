@@ -83,6 +83,15 @@ export class Virtqueue {
   private completed: number[] = [];
   private flushing = false;
   private idleWaiters: (() => void)[] = [];
+  /**
+   * Read views of the descriptor table and the avail ring, taken once and
+   * reused: the hot path then reads ring fields without translating an
+   * address per field. A view of memory unmapped since reads length 0 and
+   * is taken again (or the slow path reports the fault). null: that memory
+   * offers no single view; undefined: not taken yet.
+   */
+  private descCache: Uint8Array | null | undefined;
+  private availCache: Uint8Array | null | undefined;
 
   constructor(
     readonly index: number,
@@ -119,6 +128,7 @@ export class Virtqueue {
     }
     this.ring = ring;
     this.enabled = true;
+    this.descCache = this.availCache = undefined;
     return undefined;
   }
 
@@ -129,6 +139,7 @@ export class Virtqueue {
     this.broken = false;
     this.size = this.maxSize;
     this.desc = this.driver = this.device = 0;
+    this.descCache = this.availCache = undefined;
     this.msixVector = 0xffff;
     this.lastAvail = this.usedIdx = 0;
     this.inflightHeads.fill(0);
@@ -298,11 +309,11 @@ export class Virtqueue {
       // Each field is read once into a local: the driver changing the memory meanwhile cannot make us use two values.
       const at = this.desc + index * DESC_SIZE;
       const d = table ? table.subarray(index * DESC_SIZE, (index + 1) * DESC_SIZE) : (this.peek(at, DESC_SIZE) ?? (await this.host.memory.read(at, DESC_SIZE)));
-      const dv = new DataView(d.buffer, d.byteOffset, DESC_SIZE);
-      const addr = u64(dv, 0);
-      const len = dv.getUint32(8, true);
-      const flags = dv.getUint16(12, true);
-      const next = dv.getUint16(14, true);
+      // Byte reads, not a DataView and a BigInt: this runs for every descriptor.
+      const addr = u64le(d, 0);
+      const len = (d[8] | (d[9] << 8) | (d[10] << 16) | (d[11] << 24)) >>> 0;
+      const flags = d[12] | (d[13] << 8);
+      const next = d[14] | (d[15] << 8);
       if (flags & DescFlag.INDIRECT) {
         if (!this.ring.indirect) throw new RingError('indirect descriptor without INDIRECT_DESC');
         if (table) throw new RingError('indirect descriptor inside an indirect table');
@@ -331,8 +342,11 @@ export class Virtqueue {
     this.completed.push(head, len >>> 0);
     if (!this.flushing) {
       this.flushing = true;
-      // Completions from the same turn of the event loop share one used-index update and one interrupt.
-      queueMicrotask(() => void this.flush(gen));
+      // Completions from the same turn of the event loop share one used-index
+      // update and one interrupt: publish once the loop's callbacks of this
+      // turn (other requests' completions among them) have run, not after the
+      // first one's microtasks.
+      setImmediate(() => void this.flush(gen));
     }
   }
 
@@ -378,8 +392,45 @@ export class Virtqueue {
     return ((await this.readU16(this.driver)) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
+  /** The cached view of a ring area, (re)taken when missing or unmapped; undefined when there is none. */
+  private areaView(which: 'desc' | 'avail'): Uint8Array | undefined {
+    const cached = which === 'desc' ? this.descCache : this.availCache;
+    if (cached === null) return undefined;
+    const start = which === 'desc' ? this.desc : this.driver;
+    const length = which === 'desc' ? DESC_SIZE * this.size : 6 + 2 * this.size;
+    // Views skip the per-access checks: ask for them once (migration hold, Bus Master Enable).
+    if (!this.host.memory.accessible()) return undefined;
+    if (cached && cached.length === length) return cached;
+    let view: Uint8Array | null = null;
+    try {
+      const v = this.host.memory.views(start, length, false);
+      if (v && v.length === 1 && v[0].length === length) view = v[0];
+    } catch {
+      // Not mapped (now): the slow path reports it as it always did.
+      return undefined;
+    }
+    if (which === 'desc') this.descCache = view;
+    else this.availCache = view;
+    return view ?? undefined;
+  }
+
+  /** Bytes of a ring area from its cached view, when [addr, addr+length) lies in one. */
+  private fromCache(addr: number, length: number): Uint8Array | undefined {
+    if (addr >= this.desc && addr + length <= this.desc + DESC_SIZE * this.size) {
+      const v = this.areaView('desc');
+      return v && v.subarray(addr - this.desc, addr - this.desc + length);
+    }
+    if (addr >= this.driver && addr + length <= this.driver + 6 + 2 * this.size) {
+      const v = this.areaView('avail');
+      return v && v.subarray(addr - this.driver, addr - this.driver + length);
+    }
+    return undefined;
+  }
+
   /** A view of guest memory for reading, or undefined when it takes a copy (no fd, or two regions). */
   private peek(addr: number, length: number): Uint8Array | undefined {
+    const c = this.fromCache(addr, length);
+    if (c) return c;
     const v = this.host.memory.views(addr, length, false);
     if (!v || v.length !== 1) return undefined;
     // A view of memory unmapped meanwhile reads as empty: a fault, not zeros.
@@ -397,6 +448,11 @@ export class Virtqueue {
   }
 
   private async readU16(addr: number): Promise<number> {
+    // The avail ring's fields, straight from its cached view: no allocation.
+    if (addr >= this.driver && addr + 2 <= this.driver + 6 + 2 * this.size) {
+      const v = this.areaView('avail');
+      if (v) return v[addr - this.driver] | (v[addr - this.driver + 1] << 8);
+    }
     const b = this.peek(addr, 2) ?? (await this.host.memory.read(addr, 2));
     return b[0] | (b[1] << 8);
   }
@@ -414,8 +470,9 @@ function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }
 
-/** A u64 as a number; NaN when beyond 2^53 (every access to it then fails). */
-function u64(dv: DataView, at: number): number {
-  const v = dv.getBigUint64(at, true);
-  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : NaN;
+/** A little-endian u64 as a number; NaN when beyond 2^53 - 1 (every access to it then fails). */
+function u64le(b: Uint8Array, at: number): number {
+  const lo = (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+  const hi = (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16) | (b[at + 7] << 24)) >>> 0;
+  return hi < 0x200000 ? hi * 0x1_0000_0000 + lo : NaN;
 }

@@ -30,6 +30,8 @@ export interface StartOptions {
   limits?: Partial<ServerLimits>;
   /** Extra environment for the child. */
   env?: Record<string, string>;
+  /** Polling mode (ServeOptions.poll); default: on when MUSER_TEST_POLL=1 (see integration-poll.test.ts). */
+  poll?: boolean | { idleMs?: number };
   /** Server log level (default silent; stderr is captured either way). */
   log?: 'debug' | 'info' | 'warn' | 'error' | 'silent';
 }
@@ -76,7 +78,7 @@ export class ServerProcess {
     const path = join(dir, 'dev.sock');
     const child = spawn(
       process.execPath,
-      [SCRIPT, options.device ?? 'bench', path, JSON.stringify({ limits: options.limits, log: options.log ?? 'silent' })],
+      [SCRIPT, options.device ?? 'bench', path, JSON.stringify({ limits: options.limits, log: options.log ?? 'silent', poll: options.poll ?? process.env.MUSER_TEST_POLL === '1' })],
       { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_TEST_CONTEXT: undefined, ...options.env } },
     );
     const sp = new ServerProcess(child, path, dir);

@@ -9,6 +9,10 @@
  * (Sample.options): a string option takes the next argument, a boolean does
  * not. A device file's options must be written `--name=value` or `--flag`,
  * since nothing says which of them take a value.
+ *
+ * `--poll` (or `--poll=<idle-ms>`) is common to every device: it serves that
+ * device in polling mode (ServeOptions.poll). In a config file: `"poll": true`
+ * or `"poll": <idle-ms>` beside "device" and "socket".
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -24,6 +28,8 @@ export interface DeviceArg {
   device: string;
   socket: string;
   options: DeviceOptionValues;
+  /** Polling mode's idle window in ms (`--poll`), absent when off. */
+  pollIdleMs?: number;
 }
 
 /** What `muser run` was asked to do. */
@@ -42,11 +48,13 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
   let verbose = false;
   let config: string | undefined;
   const devices: DeviceArg[] = [];
-  let current: { device: string; socket?: string; options: DeviceOptionValues } | undefined;
+  let current: { device: string; socket?: string; options: DeviceOptionValues; pollIdleMs?: number } | undefined;
   const finish = (): void => {
     if (!current) return;
     if (current.socket === undefined) throw new UsageError(`run: device '${current.device}' needs a socket path`);
-    devices.push({ device: current.device, socket: current.socket, options: current.options });
+    const d: DeviceArg = { device: current.device, socket: current.socket, options: current.options };
+    if (current.pollIdleMs !== undefined) d.pollIdleMs = current.pollIdleMs;
+    devices.push(d);
     current = undefined;
   };
   for (let i = 0; i < args.length; i++) {
@@ -61,6 +69,10 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
       const eq = arg.indexOf('=');
       const name = arg.slice(2, eq < 0 ? undefined : eq);
       const inline = eq < 0 ? undefined : arg.slice(eq + 1);
+      if (name === 'poll') {
+        current.pollIdleMs = parsePollIdleMs(inline ?? true, '--poll');
+        continue;
+      }
       const spec = optionSpecs(current.device)?.[name];
       if (optionSpecs(current.device) && !spec) throw new UsageError(`run: sample '${current.device}' has no option --${name}`);
       if (inline !== undefined) current.options[name] = spec?.type === 'boolean' ? inline !== 'false' : inline;
@@ -100,6 +112,17 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
   return { verbose, devices };
 }
 
+/** Default idle window of `--poll`, in ms (the server's default). */
+const DEFAULT_POLL_IDLE_MS = 1;
+
+/** `--poll` / `--poll=<ms>` / config `"poll"` to an idle window in ms. */
+function parsePollIdleMs(value: unknown, where: string): number {
+  if (value === true || value === 'true') return DEFAULT_POLL_IDLE_MS;
+  const ms = typeof value === 'number' ? value : typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  if (!Number.isFinite(ms) || ms <= 0 || ms > 60_000) throw new UsageError(`run: ${where} takes an idle window in ms in (0, 60000], got ${String(value)}`);
+  return ms;
+}
+
 /** The options a sample declares, or undefined for a device file. */
 function optionSpecs(device: string): Sample['options'] | undefined {
   if (isModulePath(device)) return undefined;
@@ -122,7 +145,7 @@ export function readConfig(path: string): DeviceArg[] {
   if (!Array.isArray(list)) throw new UsageError(`run: config ${path} must be {"devices": [...]} or an array`);
   const base = dirname(resolve(path));
   return list.map((entry: unknown, i): DeviceArg => {
-    const e = entry as { device?: unknown; socket?: unknown; options?: unknown } | null;
+    const e = entry as { device?: unknown; socket?: unknown; options?: unknown; poll?: unknown } | null;
     if (typeof e?.device !== 'string' || typeof e.socket !== 'string') {
       throw new UsageError(`run: config ${path}: devices[${i}] needs "device" and "socket" strings`);
     }
@@ -132,6 +155,8 @@ export function readConfig(path: string): DeviceArg[] {
       if (typeof v !== 'string' && typeof v !== 'boolean') throw new UsageError(`run: config ${path}: devices[${i}].options.${k} must be a string or boolean`);
     }
     const device = isModulePath(e.device) ? resolve(base, e.device) : e.device;
-    return { device, socket: resolve(base, e.socket), options: options as DeviceOptionValues };
+    const d: DeviceArg = { device, socket: resolve(base, e.socket), options: options as DeviceOptionValues };
+    if (e.poll !== undefined && e.poll !== false) d.pollIdleMs = parsePollIdleMs(e.poll, `config ${path}: devices[${i}].poll`);
+    return d;
   });
 }

@@ -37,7 +37,8 @@ export async function run(args: readonly string[]): Promise<void> {
     for (const d of devices) {
       const spec = await loadDevice(d, verbose);
       if (stopping) break;
-      servers.push(new Server(spec, d.socket, { log: verbose ? 'debug' : 'info' }));
+      const poll = d.pollIdleMs !== undefined ? { idleMs: d.pollIdleMs } : undefined;
+      servers.push(new Server(spec, d.socket, { log: verbose ? 'debug' : 'info', poll }));
     }
   } catch (e) {
     closeAll();
@@ -48,7 +49,8 @@ export async function run(args: readonly string[]): Promise<void> {
   if (!stopping) {
     for (const [i, d] of devices.entries()) {
       const label = isModulePath(d.device) ? `${servers[i].device.name} from ${d.device}` : d.device;
-      process.stderr.write(`muser: serving ${label} on ${d.socket}\n`);
+      const polling = d.pollIdleMs !== undefined ? ` (polling, idle window ${d.pollIdleMs} ms)` : '';
+      process.stderr.write(`muser: serving ${label} on ${d.socket}${polling}\n`);
     }
   }
   await stopped;

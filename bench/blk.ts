@@ -1,0 +1,113 @@
+/**
+ * virtio-blk data path: bench/bin/blkdrv plays the guest's driver (guest
+ * RAM in a sealed memfd, ioeventfd kicks, MSI-X eventfds) against `muser
+ * run virtio-blk --size 64M --queues 2` (with and without `--poll`) and
+ * against its floor, a forked C responder doing the same ring work. Driver
+ * on CPU 0, device on CPU 1. 4 KiB random reads at QD 1, 32, 128 on 1 and 2
+ * queues, 4 KiB random writes at QD 32 on one queue, and QD 32 reads with
+ * EVENT_IDX negotiated (interrupt and kick suppression, as Linux uses).
+ */
+import { join } from 'node:path';
+import { CliServer, loadAverage, median, num, runJson, BLKDRV, type Json } from './proc.js';
+
+const DRIVER_CPU = 0;
+const DEVICE_CPU = 1;
+const DISK = '64M';
+const DISK_MIB = 64;
+
+export interface BlkFig {
+  iops: number;
+  p50: number;
+  p99: number;
+}
+
+export interface BlkConfig {
+  key: string;
+  label: string;
+  queues: number;
+  qd: number;
+  write: boolean;
+  /** Negotiate VIRTIO_F_EVENT_IDX, as Linux guests do. */
+  eventIdx?: boolean;
+}
+
+export const BLK_CONFIGS: BlkConfig[] = [
+  { key: 'r_q1_qd1', label: 'read QD1, 1 queue', queues: 1, qd: 1, write: false },
+  { key: 'r_q1_qd32', label: 'read QD32, 1 queue', queues: 1, qd: 32, write: false },
+  { key: 'r_q1_qd128', label: 'read QD128, 1 queue', queues: 1, qd: 128, write: false },
+  { key: 'r_q2_qd1', label: 'read QD1, 2 queues', queues: 2, qd: 1, write: false },
+  { key: 'r_q2_qd32', label: 'read QD32, 2 queues', queues: 2, qd: 32, write: false },
+  { key: 'r_q2_qd128', label: 'read QD128, 2 queues', queues: 2, qd: 128, write: false },
+  { key: 'w_q1_qd32', label: 'write QD32, 1 queue', queues: 1, qd: 32, write: true },
+  { key: 'r_q1_qd32_ei', label: 'read QD32, 1 queue, EVENT_IDX', queues: 1, qd: 32, write: false, eventIdx: true },
+];
+
+export interface BlkRound {
+  load: number;
+  floor: BlkFig;
+  muser: BlkFig;
+  muserPoll: BlkFig;
+}
+
+export interface BlkRow {
+  config: BlkConfig;
+  rounds: BlkRound[];
+  floor: BlkFig;
+  muser: BlkFig;
+  muserPoll: BlkFig;
+  /** Medians of per-round ratios. */
+  iopsVsFloor: number;
+  pollIopsVsFloor: number;
+  p50VsFloor: number;
+  pollP50VsFloor: number;
+  load: number;
+}
+
+const fig = (j: Json): BlkFig => ({ iops: num(j, 'iops'), p50: num(j, 'p50_us'), p99: num(j, 'p99_us') });
+
+function args(c: BlkConfig, ops: number): string[] {
+  return ['--queues', String(c.queues), '--qd', String(c.qd), '--ops', String(ops), '--disk-mib', String(DISK_MIB), '--cpu', String(DRIVER_CPU), ...(c.write ? ['--write'] : []), ...(c.eventIdx ? ['--event-idx'] : [])];
+}
+
+/** Runs `rounds` interleaved rounds (floor, muser, muser --poll per config). */
+export async function measureBlk(dir: string, rounds: number, scale: number, log: (s: string) => void): Promise<BlkRow[]> {
+  const runArgs = ['--size', DISK, '--queues', '2'];
+  const plain = await CliServer.start(join(dir, 'blk.sock'), DEVICE_CPU, runArgs, 'virtio-blk');
+  const poll = await CliServer.start(join(dir, 'blk-poll.sock'), DEVICE_CPU, [...runArgs, '--poll'], 'virtio-blk');
+  const ops = (c: BlkConfig): number => Math.max(100, Math.round((c.qd === 1 ? 4000 : 20000) * scale));
+  const drive = (s: CliServer, c: BlkConfig, n: number): Promise<Json> => s.client(BLKDRV, ['--socket', s.socket, ...args(c, n)]);
+  try {
+    // Untimed warm-up: JIT, and the RAM disk's pages touched once.
+    for (const s of [plain, poll]) await drive(s, { key: 'warm', label: '', queues: 1, qd: 32, write: true }, Math.round(20000 * Math.max(scale, 0.5)));
+    const rs = new Map<string, BlkRound[]>(BLK_CONFIGS.map((c) => [c.key, []]));
+    for (let r = 0; r < rounds; r++) {
+      log(`round ${r + 1}/${rounds}: virtio-blk data path (driver CPU ${DRIVER_CPU}, device CPU ${DEVICE_CPU})`);
+      for (const c of BLK_CONFIGS) {
+        const load = loadAverage();
+        const floor = fig(await runJson(BLKDRV, ['--responder', '--server-cpu', String(DEVICE_CPU), ...args(c, ops(c) * 4)]));
+        const muser = fig(await drive(plain, c, ops(c)));
+        const muserPoll = fig(await drive(poll, c, ops(c)));
+        rs.get(c.key)!.push({ load, floor, muser, muserPoll });
+      }
+    }
+    const med = (fs: BlkFig[]): BlkFig => ({ iops: median(fs.map((f) => f.iops)), p50: median(fs.map((f) => f.p50)), p99: median(fs.map((f) => f.p99)) });
+    return BLK_CONFIGS.map((config) => {
+      const rounds = rs.get(config.key)!;
+      return {
+        config,
+        rounds,
+        floor: med(rounds.map((x) => x.floor)),
+        muser: med(rounds.map((x) => x.muser)),
+        muserPoll: med(rounds.map((x) => x.muserPoll)),
+        iopsVsFloor: median(rounds.map((x) => x.muser.iops / x.floor.iops)),
+        pollIopsVsFloor: median(rounds.map((x) => x.muserPoll.iops / x.floor.iops)),
+        p50VsFloor: median(rounds.map((x) => x.muser.p50 / x.floor.p50)),
+        pollP50VsFloor: median(rounds.map((x) => x.muserPoll.p50 / x.floor.p50)),
+        load: median(rounds.map((x) => x.load)),
+      };
+    });
+  } finally {
+    await plain.stop();
+    await poll.stop();
+  }
+}

@@ -1,0 +1,670 @@
+/*
+ * blkdrv: the guest's virtio-blk driver, for the data-path benchmark.
+ *
+ * Against a vfio-user server (--socket PATH) it does what a guest and its
+ * VMM do: DMA-maps a memfd sealed against shrinking as guest RAM, sets Bus
+ * Master Enable through config space, finds the virtio-pci capabilities,
+ * negotiates VERSION_1 (+ INDIRECT_DESC), lays split virtqueues out in that
+ * memory, routes MSI-X vectors to eventfds (DEVICE_SET_IRQS) and takes the
+ * doorbell ioeventfds (DEVICE_GET_REGION_IO_FDS). The data path then never
+ * touches the socket: post requests, write the queue's ioeventfd, sleep on
+ * the queue's MSI-X eventfd, reap used entries, repost.
+ *
+ * With --responder it runs the same driver against a minimal C device of
+ * our own, forked and pinned to --server-cpu, sharing the guest memory and
+ * eventfds: per queue a thread sleeps on the kick eventfd, walks the avail
+ * ring and the indirect tables, copies 4 KiB to or from a RAM disk, fills
+ * in the status and the used ring, and writes the interrupt eventfd. The
+ * same ring work with no runtime around it: this machine's floor.
+ *
+ * Workload: 4 KiB requests at random 4 KiB-aligned offsets, reads or
+ * writes, --qd in flight per queue, one driver thread per queue.
+ * Output: one JSON line (iops, p50_us, p99_us: submit to reap).
+ */
+#include "bench.h"
+
+#include <poll.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+enum {
+    CMD_VERSION = 1, CMD_DMA_MAP = 2, CMD_GET_REGION_IO_FDS = 6,
+    CMD_SET_IRQS = 8, CMD_REGION_READ = 9, CMD_REGION_WRITE = 10,
+};
+#define HDR 16u
+#define CONFIG_REGION 7u
+#define IRQ_MSIX 2u
+#define GUEST_BASE 0x10000000ull
+#define MAX_QUEUES 8
+#define BLOCK 4096u
+
+/* virtio facts (virtio 1.2, 4.1.4.3 common configuration layout) */
+enum {
+    CC_DFSEL = 0x00, CC_DF = 0x04, CC_GFSEL = 0x08, CC_GF = 0x0c, CC_MSIX = 0x10,
+    CC_NUMQ = 0x12, CC_STATUS = 0x14, CC_QSEL = 0x16, CC_QSIZE = 0x18,
+    CC_QMSIX = 0x1a, CC_QENABLE = 0x1c, CC_QNOFF = 0x1e, CC_QDESC = 0x20,
+    CC_QDRIVER = 0x28, CC_QDEVICE = 0x30,
+};
+#define F_INDIRECT 28
+#define F_EVENT_IDX 29
+#define F_VERSION_1 32
+#define D_NEXT 1
+#define D_WRITE 2
+#define D_INDIRECT 4
+
+struct desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
+
+struct queue {
+    int index, size, qd;
+    struct desc *desc;          /* ring descriptors (one per request: indirect) */
+    volatile uint16_t *avail;   /* flags, idx, ring[size], used_event */
+    volatile uint8_t *used;     /* flags, idx, {id u32, len u32}[size], avail_event */
+    struct desc *tables;        /* per slot: header, data, status */
+    uint8_t *hdr, *data, *status;
+    uint64_t g_desc, g_avail, g_used, g_tables, g_hdr, g_data, g_status;
+    int kick_fd, irq_fd;
+    uint16_t next_avail, last_used;
+    uint64_t *submitted;
+    struct samples lat;
+    long long ops, done;
+    uint64_t rng;
+    int write;
+    uint64_t disk_blocks;
+    int event_idx;              /* VIRTIO_F_EVENT_IDX negotiated: used_event / avail_event */
+};
+
+/* virtio's vring_need_event: did the index move past `event` going from old to new? */
+static inline int need_event(uint16_t event, uint16_t new_idx, uint16_t old)
+{
+    return (uint16_t)(new_idx - event - 1) < (uint16_t)(new_idx - old);
+}
+
+static inline volatile uint16_t *used_event(struct queue *q) { return &q->avail[2 + q->size]; }
+static inline volatile uint16_t *avail_event(struct queue *q) { return (volatile uint16_t *)(q->used + 4 + 8 * q->size); }
+
+static uint8_t *guest;
+static size_t guest_size;
+static uint64_t guest_next = GUEST_BASE;
+static int sock = -1;
+static uint16_t next_id;
+/* What is being done, for error messages (the bench retries a refused VERSION). */
+static const char *phase = "setup";
+
+static inline void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+static void *gptr(uint64_t g) { return guest + (g - GUEST_BASE); }
+
+static uint64_t galloc(size_t len, size_t align)
+{
+    uint64_t at = (guest_next + align - 1) / align * align;
+
+    if (at + len > GUEST_BASE + guest_size)
+        die("guest memory exhausted");
+    guest_next = at + len;
+    return at;
+}
+
+/* ---- vfio-user, setup only ------------------------------------------- */
+
+static void send_msg(uint16_t cmd, const uint8_t *payload, uint32_t len, const int *fds, int nfds, uint16_t *id)
+{
+    uint8_t buf[HDR + 512];
+    union { struct cmsghdr a; char b[CMSG_SPACE(sizeof(int) * 16)]; } ctl;
+    struct iovec iov = { .iov_base = buf, .iov_len = HDR + len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+    if (len > 512 || nfds > 16)
+        die("message too large");
+    *id = next_id++;
+    put16(buf, *id);
+    put16(buf + 2, cmd);
+    put32(buf + 4, HDR + len);
+    put32(buf + 8, 0);
+    put32(buf + 12, 0);
+    memcpy(buf + HDR, payload, len);
+    if (nfds > 0) {
+        struct cmsghdr *cm;
+
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+    }
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)(HDR + len))
+        die("sendmsg: %s", strerror(errno));
+}
+
+/* Receives the reply to `id` into rep (payload after the header); fds into fds_out. */
+static uint32_t recv_reply_fds(uint16_t id, uint8_t *rep, uint32_t max, int *fds_out, int *nfds)
+{
+    uint8_t hdr[HDR];
+    union { struct cmsghdr a; char b[CMSG_SPACE(sizeof(int) * 16)]; } ctl;
+    struct iovec iov = { .iov_base = hdr, .iov_len = HDR };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof(ctl.b) };
+    ssize_t n = recvmsg(sock, &mh, MSG_WAITALL | MSG_CMSG_CLOEXEC);
+    uint32_t size;
+
+    if (n != HDR)
+        die("%s: reply header: %s", phase, n < 0 ? strerror(errno) : "connection closed");
+    if (nfds)
+        *nfds = 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+        for (int i = 0; i < k; i++) {
+            int f;
+
+            memcpy(&f, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            if (fds_out && *nfds < 16)
+                fds_out[(*nfds)++] = f;
+            else
+                close(f);
+        }
+    }
+    size = get32(hdr + 4);
+    if (get16(hdr) != id || (get32(hdr + 8) & 0xf) != 1)
+        die("unexpected reply (msg_id %u, flags 0x%x)", get16(hdr), get32(hdr + 8));
+    if (get32(hdr + 8) & 0x20)
+        die("command %u failed: errno %u", get16(hdr + 2), get32(hdr + 12));
+    if (size < HDR || size - HDR > max)
+        die("reply of %u bytes", size);
+    if (size > HDR && recv(sock, rep, size - HDR, MSG_WAITALL) != (ssize_t)(size - HDR))
+        die("reply body: %s", strerror(errno));
+    return size - HDR;
+}
+
+static uint32_t call(uint16_t cmd, const uint8_t *p, uint32_t len, const int *fds, int nfds, uint8_t *rep, uint32_t max)
+{
+    uint16_t id;
+
+    send_msg(cmd, p, len, fds, nfds, &id);
+    return recv_reply_fds(id, rep, max, NULL, NULL);
+}
+
+static void region_write(uint32_t region, uint64_t off, const void *data, uint32_t count)
+{
+    uint8_t p[16 + 8], rep[64];
+
+    put64(p, off);
+    put32(p + 8, region);
+    put32(p + 12, count);
+    memcpy(p + 16, data, count);
+    call(CMD_REGION_WRITE, p, 16 + count, NULL, 0, rep, sizeof(rep));
+}
+
+static void region_read(uint32_t region, uint64_t off, void *out, uint32_t count)
+{
+    uint8_t p[16], rep[16 + 256];
+
+    put64(p, off);
+    put32(p + 8, region);
+    put32(p + 12, count);
+    if (call(CMD_REGION_READ, p, 16, NULL, 0, rep, sizeof(rep)) != 16 + count)
+        die("REGION_READ: short reply");
+    memcpy(out, rep + 16, count);
+}
+
+static uint32_t bar, common_off, notify_off, notify_mult;
+
+static uint64_t rd(uint32_t off, int size)
+{
+    uint64_t v = 0;
+
+    region_read(bar, common_off + off, &v, (uint32_t)size);
+    return v;
+}
+
+static void wr(uint32_t off, int size, uint64_t v)
+{
+    region_write(bar, common_off + off, &v, (uint32_t)size);
+}
+
+static void connect_server(const char *path)
+{
+    static const char caps[] = "{\"capabilities\":{\"max_msg_fds\":16,\"max_data_xfer_size\":1048576}}";
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    uint8_t p[4 + sizeof(caps)], rep[512];
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        die("socket path too long");
+    strcpy(sa.sun_path, path);
+    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock < 0 || connect(sock, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        die("connect %s: %s", path, strerror(errno));
+    put16(p, 0);
+    put16(p + 2, 1);
+    memcpy(p + 4, caps, sizeof(caps));
+    phase = "VERSION";
+    call(CMD_VERSION, p, sizeof(p), NULL, 0, rep, sizeof(rep));
+    phase = "setup";
+}
+
+static void find_caps(void)
+{
+    uint8_t cfg[256];
+    int found = 0;
+
+    region_read(CONFIG_REGION, 0, cfg, 256);
+    for (int at = cfg[0x34], n = 0; at && n < 48; at = cfg[at + 1], n++) {
+        if (cfg[at] != 0x09)
+            continue;
+        switch (cfg[at + 3]) {
+        case 1: common_off = get32(cfg + at + 8); bar = cfg[at + 4]; found |= 1; break;
+        case 2: notify_off = get32(cfg + at + 8); notify_mult = get32(cfg + at + 16); found |= 2; break;
+        }
+    }
+    if (found != 3)
+        die("virtio capabilities not found");
+}
+
+/* ---- rings ------------------------------------------------------------ */
+
+static void layout_queue(struct queue *q, int size)
+{
+    q->size = size;
+    q->g_desc = galloc(16u * size, 16);
+    q->g_avail = galloc(6 + 2u * size, 2);
+    q->g_used = galloc(6 + 8u * size, 4);
+    q->g_tables = galloc(48u * q->qd, 16);
+    q->g_hdr = galloc(16u * q->qd, 16);
+    q->g_status = galloc((size_t)q->qd, 1);
+    q->g_data = galloc((size_t)BLOCK * q->qd, BLOCK);
+    q->desc = gptr(q->g_desc);
+    q->avail = gptr(q->g_avail);
+    q->used = gptr(q->g_used);
+    q->tables = gptr(q->g_tables);
+    q->hdr = gptr(q->g_hdr);
+    q->status = gptr(q->g_status);
+    q->data = gptr(q->g_data);
+    for (int s = 0; s < q->qd; s++) {
+        struct desc *t = q->tables + 3 * s;
+
+        t[0] = (struct desc){ q->g_hdr + 16u * s, 16, D_NEXT, 1 };
+        t[1] = (struct desc){ q->g_data + (uint64_t)BLOCK * s, BLOCK, D_NEXT, 2 };
+        t[2] = (struct desc){ q->g_status + s, 1, D_WRITE, 0 };
+        q->desc[s] = (struct desc){ q->g_tables + 48u * s, 48, D_INDIRECT, 0 };
+    }
+}
+
+static inline uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+static void post(struct queue *q, int slot)
+{
+    uint8_t *h = q->hdr + 16 * slot;
+    uint64_t sector = (xorshift(&q->rng) % q->disk_blocks) * (BLOCK / 512);
+
+    put32(h, q->write ? 1 : 0);
+    put32(h + 4, 0);
+    put64(h + 8, sector);
+    q->tables[3 * slot + 1].flags = D_NEXT | (q->write ? 0 : D_WRITE);
+    q->status[slot] = 0xff;
+    q->submitted[slot] = now_ns();
+    q->avail[2 + q->next_avail % q->size] = (uint16_t)slot;
+    q->next_avail++;
+    __atomic_store_n(&q->avail[1], q->next_avail, __ATOMIC_RELEASE);
+}
+
+static void kick(struct queue *q, uint16_t old_avail)
+{
+    uint64_t one = 1;
+
+    if (q->event_idx) {
+        /* The new avail.idx must be visible before avail_event is read. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (!need_event(__atomic_load_n(avail_event(q), __ATOMIC_ACQUIRE), q->next_avail, old_avail))
+            return;
+    }
+    if (write(q->kick_fd, &one, 8) != 8)
+        die("kick: %s", strerror(errno));
+}
+
+static void *drive(void *arg)
+{
+    struct queue *q = arg;
+    long long posted = 0;
+
+    uint16_t old_avail = q->next_avail;
+
+    for (int s = 0; s < q->qd && posted < q->ops; s++, posted++)
+        post(q, s);
+    kick(q, old_avail);
+    int must_wait = 1;
+    while (q->done < q->ops) {
+        uint64_t v;
+        int reposted = 0;
+        uint16_t idx;
+
+        if (must_wait && read(q->irq_fd, &v, 8) != 8)
+            die("irq eventfd: %s", strerror(errno));
+        old_avail = q->next_avail;
+        idx = __atomic_load_n((volatile uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE);
+        while (q->last_used != idx) {
+            const volatile uint8_t *e = q->used + 4 + 8 * (q->last_used % q->size);
+            uint32_t slot = get32((const uint8_t *)e);
+            uint64_t t = now_ns();
+
+            q->last_used++;
+            if (slot >= (uint32_t)q->qd)
+                die("used id %u out of range", slot);
+            if (q->status[slot] != 0)
+                die("request failed: status %u", q->status[slot]);
+            samples_add(&q->lat, t - q->submitted[slot]);
+            q->done++;
+            if (posted < q->ops) {
+                post(q, (int)slot);
+                posted++;
+                reposted++;
+            }
+        }
+        if (reposted)
+            kick(q, old_avail);
+        must_wait = 1;
+        if (q->event_idx) {
+            /* Interrupt me at the next used entry; then look once more, as
+             * the device may have published before it saw used_event. */
+            __atomic_store_n(used_event(q), q->last_used, __ATOMIC_RELEASE);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n((volatile uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE) != q->last_used)
+                must_wait = 0;
+        }
+    }
+    return NULL;
+}
+
+/* ---- the C responder (floor) ------------------------------------------ */
+
+struct rq { struct queue *q; uint8_t *disk; uint64_t disk_bytes; };
+
+static void *respond(void *arg)
+{
+    struct rq *r = arg;
+    struct queue *q = r->q;
+    uint16_t seen = 0;
+
+    for (;;) {
+        uint64_t v;
+        uint16_t idx, used_idx;
+
+        if (read(q->kick_fd, &v, 8) != 8)
+            return NULL;
+        used_idx = get16((const uint8_t *)q->used + 2);
+        uint16_t old_used = used_idx;
+    again:
+        idx = __atomic_load_n(&q->avail[1], __ATOMIC_ACQUIRE);
+        while (seen != idx) {
+            uint16_t head = q->avail[2 + seen % q->size];
+            struct desc *d = &q->desc[head];
+            struct desc *t = gptr(d->addr);
+            uint8_t *h = gptr(t[0].addr);
+            uint64_t off = get64(h + 8) * 512;
+            uint8_t *buf = gptr(t[1].addr);
+            uint8_t status = 0;
+
+            if (!(d->flags & D_INDIRECT) || d->len != 48 || off + t[1].len > r->disk_bytes)
+                status = 1;
+            else if (get32(h) == 1)
+                memcpy(r->disk + off, buf, t[1].len);
+            else
+                memcpy(buf, r->disk + off, t[1].len);
+            *(uint8_t *)gptr(t[2].addr) = status;
+            volatile uint8_t *e = q->used + 4 + 8 * (used_idx % q->size);
+            put32((uint8_t *)e, head);
+            put32((uint8_t *)e + 4, get32(h) == 1 ? 1 : t[1].len + 1);
+            used_idx++;
+            seen++;
+        }
+        if (q->event_idx) {
+            /* Kick me only past what I have seen; then look once more. */
+            __atomic_store_n(avail_event(q), seen, __ATOMIC_RELEASE);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&q->avail[1], __ATOMIC_ACQUIRE) != seen)
+                goto again;
+        }
+        if (used_idx == old_used)
+            continue;
+        __atomic_store_n((volatile uint16_t *)(q->used + 2), used_idx, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (q->event_idx && !need_event(__atomic_load_n(used_event(q), __ATOMIC_ACQUIRE), used_idx, old_used))
+            continue;
+        uint64_t one = 1;
+        if (write(q->irq_fd, &one, 8) != 8)
+            return NULL;
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+        "usage: blkdrv (--socket PATH | --responder) [--queues N] [--qd D] [--ops N]\n"
+        "              [--write] [--disk-mib M] [--cpu C] [--server-cpu S]\n"
+        "  --socket PATH  a vfio-user virtio-blk server (muser run virtio-blk PATH --size 64M)\n"
+        "  --responder    the floor: a forked C device doing the same ring work\n"
+        "  --queues N     queues, one driver thread each (default 1, at most 8)\n"
+        "  --qd D         requests in flight per queue (default 1)\n"
+        "  --ops N        requests per queue (default 20000), after --warmup\n"
+        "  --write        4 KiB writes (default: reads)\n"
+        "  --event-idx    negotiate VIRTIO_F_EVENT_IDX (as Linux does): interrupts\n"
+        "                 and kicks only when the other side asked for them\n"
+        "  --disk-mib M   disk size used for random offsets (default 64)\n"
+        "  --cpu C        driver CPU (default 0; -1 none); --server-cpu: responder's\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int responder = 0, nq = 1, qd = 1, wr_mode = 0, event_idx = 0;
+    long long ops = 20000, cpu = 0, server_cpu = 1, disk_mib = 64;
+    struct queue qs[MAX_QUEUES];
+    pthread_t th[MAX_QUEUES];
+    pid_t child = -1;
+
+    prog_name = "blkdrv";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (!strcmp(a, "--responder")) { responder = 1; continue; }
+        if (!strcmp(a, "--write")) { wr_mode = 1; continue; }
+        if (!strcmp(a, "--event-idx")) { event_idx = 1; continue; }
+        if (i + 1 >= argc)
+            usage();
+        if (!strcmp(a, "--socket")) path = argv[++i];
+        else if (!strcmp(a, "--queues")) nq = (int)parse_num(a, argv[++i], 1, MAX_QUEUES);
+        else if (!strcmp(a, "--qd")) qd = (int)parse_num(a, argv[++i], 1, 1024);
+        else if (!strcmp(a, "--ops")) ops = parse_num(a, argv[++i], 1, 100000000);
+        else if (!strcmp(a, "--disk-mib")) disk_mib = parse_num(a, argv[++i], 1, 1 << 20);
+        else if (!strcmp(a, "--cpu")) cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
+        else if (!strcmp(a, "--server-cpu")) server_cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
+        else usage();
+    }
+    if (!!path == responder)
+        usage();
+
+    /* Guest RAM: a memfd sealed against shrinking, as QEMU's memory-backend-memfd. */
+    guest_size = 32u << 20;
+    int memfd = memfd_create("blkdrv-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memfd < 0 || ftruncate(memfd, (off_t)guest_size) != 0 ||
+        fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
+        die("memfd: %s", strerror(errno));
+    guest = mmap(NULL, guest_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (guest == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+
+    memset(qs, 0, sizeof(qs));
+    for (int i = 0; i < nq; i++) {
+        qs[i].index = i;
+        qs[i].qd = qd;
+        qs[i].ops = ops;
+        qs[i].write = wr_mode;
+        qs[i].event_idx = event_idx;
+        qs[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+        qs[i].disk_blocks = (uint64_t)disk_mib * (1u << 20) / BLOCK;
+        qs[i].submitted = calloc((size_t)qd, sizeof(uint64_t));
+        samples_init(&qs[i].lat, (size_t)ops);
+    }
+
+    if (path) {
+        uint8_t p[64], rep[512];
+        int fds[16], nfds;
+        uint16_t id;
+
+        connect_server(path);
+        put32(p, 32);
+        put32(p + 4, 3); /* read | write */
+        put64(p + 8, 0);
+        put64(p + 16, GUEST_BASE);
+        put64(p + 24, guest_size);
+        call(CMD_DMA_MAP, p, 32, &memfd, 1, rep, sizeof(rep));
+        /* Memory space + Bus Master Enable: DMA is refused without it. */
+        uint16_t cmd = 0x0006;
+        region_write(CONFIG_REGION, 4, &cmd, 2);
+        find_caps();
+        if ((int)rd(CC_NUMQ, 2) < nq)
+            die("the device has %d queues, %d asked for (muser run virtio-blk ... --queues %d)", (int)rd(CC_NUMQ, 2), nq, nq);
+        wr(CC_STATUS, 1, 0);
+        wr(CC_STATUS, 1, 1);
+        wr(CC_STATUS, 1, 3);
+        uint64_t offered = 0;
+        for (int sel = 0; sel < 2; sel++) {
+            wr(CC_DFSEL, 4, (uint64_t)sel);
+            offered |= rd(CC_DF, 4) << (32 * sel);
+        }
+        if (!(offered & (1ull << F_INDIRECT)))
+            die("the device does not offer INDIRECT_DESC");
+        uint64_t want = (1ull << F_VERSION_1) | (1ull << F_INDIRECT);
+        if (event_idx) {
+            if (!(offered & (1ull << F_EVENT_IDX)))
+                die("the device does not offer EVENT_IDX");
+            want |= 1ull << F_EVENT_IDX;
+        }
+        for (int sel = 0; sel < 2; sel++) {
+            wr(CC_GFSEL, 4, (uint64_t)sel);
+            wr(CC_GF, 4, (want >> (32 * sel)) & 0xffffffffu);
+        }
+        wr(CC_STATUS, 1, 11);
+        if (!(rd(CC_STATUS, 1) & 8))
+            die("FEATURES_OK refused");
+        wr(CC_MSIX, 2, 0xffff);
+        for (int i = 0; i < nq; i++) {
+            struct queue *q = &qs[i];
+
+            wr(CC_QSEL, 2, (uint64_t)i);
+            int max = (int)rd(CC_QSIZE, 2);
+            if (max < qd)
+                die("queue size %d < qd %d", max, qd);
+            layout_queue(q, max);
+            wr(CC_QDESC, 8, q->g_desc);
+            wr(CC_QDRIVER, 8, q->g_avail);
+            wr(CC_QDEVICE, 8, q->g_used);
+            wr(CC_QMSIX, 2, (uint64_t)(i + 1));
+            q->kick_fd = -1;
+            uint32_t noff = notify_off + (uint32_t)rd(CC_QNOFF, 2) * notify_mult;
+            q->kick_fd = (int)noff; /* resolved to an fd below */
+            wr(CC_QENABLE, 2, 1);
+            q->irq_fd = eventfd(0, EFD_CLOEXEC);
+        }
+        wr(CC_STATUS, 1, 15);
+        /* MSI-X: vector 0 (config) unused, vector i+1 = queue i. */
+        int irq[MAX_QUEUES + 1];
+        irq[0] = -1;
+        for (int i = 0; i < nq; i++)
+            irq[i + 1] = qs[i].irq_fd;
+        put32(p, 20 + 0);
+        put32(p + 4, (1u << 2) | (1u << 5)); /* DATA_EVENTFD | ACTION_TRIGGER */
+        put32(p + 8, IRQ_MSIX);
+        put32(p + 12, 1);
+        put32(p + 16, (uint32_t)nq);
+        put32(p, 20);
+        call(CMD_SET_IRQS, p, 20, irq + 1, nq, rep, sizeof(rep));
+        /* Doorbells: the queues' ioeventfds. */
+        put32(p, 16 + 40 * 16);
+        put32(p + 4, 0);
+        put32(p + 8, bar);
+        put32(p + 12, 0);
+        send_msg(CMD_GET_REGION_IO_FDS, p, 16, NULL, 0, &id);
+        static uint8_t big[16 + 40 * 64];
+        uint32_t n = recv_reply_fds(id, big, sizeof(big), fds, &nfds);
+        uint32_t count = get32(big + 12);
+        for (int i = 0; i < nq; i++) {
+            uint32_t want_off = (uint32_t)qs[i].kick_fd;
+
+            qs[i].kick_fd = -1;
+            for (uint32_t k = 0; k < count && 16 + 40 * (k + 1) <= n; k++) {
+                const uint8_t *e = big + 16 + 40 * k;
+                if (get64(e) == want_off && get32(e + 16) < (uint32_t)nfds)
+                    qs[i].kick_fd = fds[get32(e + 16)];
+            }
+            if (qs[i].kick_fd < 0)
+                die("no ioeventfd for queue %d at 0x%x", i, want_off);
+        }
+    } else {
+        for (int i = 0; i < nq; i++) {
+            layout_queue(&qs[i], qd < 256 ? 256 : qd);
+            qs[i].kick_fd = eventfd(0, EFD_CLOEXEC);
+            qs[i].irq_fd = eventfd(0, EFD_CLOEXEC);
+        }
+        child = fork();
+        if (child < 0)
+            die("fork: %s", strerror(errno));
+        if (child == 0) {
+            prog_name = "blkdrv(responder)";
+            pin_cpu((int)server_cpu);
+            uint64_t disk_bytes = (uint64_t)disk_mib << 20;
+            uint8_t *disk = mmap(NULL, disk_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (disk == MAP_FAILED)
+                die("disk: %s", strerror(errno));
+            memset(disk, 0, disk_bytes);
+            struct rq rs[MAX_QUEUES];
+            for (int i = 0; i < nq; i++) {
+                rs[i] = (struct rq){ &qs[i], disk, disk_bytes };
+                pthread_create(&th[i], NULL, respond, &rs[i]);
+            }
+            pause(); /* killed by the parent when done */
+            _exit(0);
+        }
+    }
+
+    pin_cpu((int)cpu);
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < nq; i++)
+        pthread_create(&th[i], NULL, drive, &qs[i]);
+    for (int i = 0; i < nq; i++)
+        pthread_join(th[i], NULL);
+    uint64_t t1 = now_ns();
+    if (child > 0) {
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+    }
+
+    struct samples all;
+    samples_init(&all, (size_t)(ops * nq));
+    for (int i = 0; i < nq; i++)
+        for (size_t k = 0; k < qs[i].lat.n; k++)
+            samples_add(&all, qs[i].lat.v[k]);
+    printf("{\"iops\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"queues\":%d,\"qd\":%d,\"ops\":%lld,\"write\":%s,\"event_idx\":%s,\"target\":\"%s\"}\n",
+           (double)(ops * nq) * 1e9 / (double)(t1 - t0), samples_pct_us(&all, 50), samples_pct_us(&all, 99),
+           nq, qd, ops * nq, wr_mode ? "true" : "false", event_idx ? "true" : "false", path ? "muser" : "responder");
+    return 0;
+}

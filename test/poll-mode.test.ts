@@ -1,0 +1,122 @@
+/**
+ * Polling mode (ServeOptions.poll, `muser run ... --poll`): the loop
+ * busy-polls after activity, stays responsive while it does, and goes back
+ * to sleeping in epoll once the idle window has passed. What it costs and
+ * gains is measured by `npm run bench`, not here.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { native } from '../src/native/index.js';
+import { Client } from '../src/client/index.js';
+import { serve, DEFAULT_POLL_IDLE_MS } from '../src/index.js';
+import { parseRunArgs } from '../src/cli/run/index.js';
+import { UsageError } from '../src/cli/usage.js';
+import { benchDevice } from '../src/samples/bench.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'muser-poll-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const spinning = (): boolean => native.spinState()[0] === 1;
+const spinStarts = (): number => native.spinState()[1];
+
+describe('polling mode, server in this process', () => {
+  test('a request makes the loop spin; after the idle window it sleeps, and still answers', async () => {
+    const idleMs = 5;
+    const startsBefore = spinStarts();
+    const server = serve(benchDevice(), join(dir, 'a.sock'), { poll: { idleMs } });
+    const c = await Client.connect(server.path);
+    try {
+      await c.regionWrite(0, 0, Buffer.from([1, 2, 3, 4]));
+      assert.ok(spinStarts() > startsBefore, 'a connection and its requests start the loop spinning');
+      // The timer firing at all shows timers run while the loop spins.
+      await sleep(idleMs * 10);
+      assert.equal(spinning(), false, 'back to sleeping after the idle window');
+      const startsAsleep = spinStarts();
+      assert.deepEqual(await c.regionRead(0, 0, 4), Buffer.from([1, 2, 3, 4]));
+      assert.ok(spinStarts() > startsAsleep, 'a request after sleeping starts spinning again');
+    } finally {
+      c.close();
+      server.close();
+    }
+    await sleep(idleMs * 10);
+    assert.equal(spinning(), false);
+  });
+
+  test('while spinning, timers, immediates and promises of other code run', async () => {
+    const server = serve(benchDevice(), join(dir, 'b.sock'), { poll: { idleMs: 200 } });
+    const c = await Client.connect(server.path);
+    try {
+      await c.regionRead(0, 0, 4);
+      const order: string[] = [];
+      await new Promise<void>((resolve) => {
+        setImmediate(() => order.push('immediate'));
+        void Promise.resolve().then(() => order.push('microtask'));
+        setTimeout(() => {
+          order.push('timer');
+          resolve();
+        }, 2);
+      });
+      assert.deepEqual(order.sort(), ['immediate', 'microtask', 'timer']);
+      // Many requests back to back while spinning: every one answered, in order.
+      const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => c.regionWrite(0, (i % 1024) * 4, Buffer.alloc(4, i & 0xff))));
+      assert.equal(replies.length, 200);
+    } finally {
+      c.close();
+      server.close();
+    }
+  });
+
+  test('a device without poll does not make the loop spin', async () => {
+    // Wait out windows armed by earlier tests.
+    await sleep(250);
+    const server = serve(benchDevice(), join(dir, 'c.sock'));
+    const c = await Client.connect(server.path);
+    try {
+      const starts = spinStarts();
+      await c.regionRead(0, 0, 4);
+      assert.equal(spinning(), false);
+      assert.equal(spinStarts(), starts);
+    } finally {
+      c.close();
+      server.close();
+    }
+  });
+
+  test('a bad idle window is refused', () => {
+    for (const idleMs of [0, -1, NaN, Infinity, 1e9]) {
+      assert.throws(() => serve(benchDevice(), join(dir, 'd.sock'), { poll: { idleMs } }), RangeError, String(idleMs));
+    }
+  });
+});
+
+describe('muser run --poll', () => {
+  test('--poll takes the default window, --poll=<ms> its own, per device', () => {
+    const { devices } = parseRunArgs(['bench', 'a.sock', '--poll', 'counter', 'b.sock', 'bench', 'c.sock', '--poll=2.5']);
+    assert.equal(devices[0].pollIdleMs, DEFAULT_POLL_IDLE_MS);
+    assert.equal(devices[1].pollIdleMs, undefined);
+    assert.equal(devices[2].pollIdleMs, 2.5);
+    assert.deepEqual(devices[0].options, {}, '--poll is not a sample option');
+  });
+
+  test('a bad window, or --poll before any device, is a usage error', () => {
+    for (const bad of [['bench', 'a.sock', '--poll=0'], ['bench', 'a.sock', '--poll=x'], ['bench', 'a.sock', '--poll='], ['--poll', 'bench', 'a.sock']]) {
+      assert.throws(() => parseRunArgs(bad), UsageError, bad.join(' '));
+    }
+  });
+
+  test('a config file says "poll": true or a window in ms', () => {
+    const cfg = join(dir, 'devices.json');
+    writeFileSync(cfg, JSON.stringify({ devices: [{ device: 'bench', socket: 'a.sock', poll: true }, { device: 'bench', socket: 'b.sock', poll: 3 }, { device: 'bench', socket: 'c.sock' }] }));
+    const { devices } = parseRunArgs(['--config', cfg]);
+    assert.deepEqual(
+      devices.map((d) => d.pollIdleMs),
+      [DEFAULT_POLL_IDLE_MS, 3, undefined],
+    );
+    writeFileSync(cfg, JSON.stringify([{ device: 'bench', socket: 'a.sock', poll: 'soon' }]));
+    assert.throws(() => parseRunArgs(['--config', cfg]), UsageError);
+  });
+});
