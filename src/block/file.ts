@@ -9,6 +9,7 @@ import { FallocMode, native } from '../native/index.js';
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from './backend.js';
 import { byteLength, checkCapacity, checkRange, checkWritable, SECTOR_SIZE } from './checks.js';
 import { InFlight } from './inflight.js';
+import { sliceScatter } from './scatter.js';
 
 /** Options of {@link openFileBackend}. */
 export interface FileBackendOptions {
@@ -132,9 +133,9 @@ class FileDisk implements FileBackend {
 
   /** readv/writev until the whole scatter list is done (they may transfer less). */
   private async io(op: 'read' | 'write', offset: number, buffers: readonly Uint8Array[], length: number): Promise<void> {
-    let list = buffers.filter((b) => b.byteLength > 0);
     let done = 0;
     while (done < length) {
+      const list = sliceScatter(buffers, done, length - done);
       let n: number;
       try {
         n = op === 'read' ? (await this.fh.readv(list, offset + done)).bytesRead : (await this.fh.writev(list, offset + done)).bytesWritten;
@@ -144,7 +145,6 @@ class FileDisk implements FileBackend {
       // The file shrank under us: past its end there is nothing to read.
       if (n === 0) throw new BlockError('EIO', `${op} at ${offset + done}: ${this.path} ended early`);
       done += n;
-      list = skipBytes(list, n);
     }
   }
 
@@ -195,20 +195,6 @@ class FileDisk implements FileBackend {
 /** The filesystem does not do this kind of fallocate: fall back. */
 function refused(rc: number): boolean {
   return rc === -EOPNOTSUPP || rc === -ENOSYS || rc === -EINVAL;
-}
-
-/** The scatter list after its first `n` bytes. */
-function skipBytes(list: readonly Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of list) {
-    if (n >= b.byteLength) {
-      n -= b.byteLength;
-      continue;
-    }
-    out.push(n > 0 ? b.subarray(n) : b);
-    n = 0;
-  }
-  return out;
 }
 
 const KNOWN: readonly BlockErrorCode[] = ['EIO', 'EROFS', 'ENOSPC'];
