@@ -205,6 +205,35 @@ export function newImage(r) {
 }
 
 /**
+ * The host's checks after a first boot that made a filesystem and wrote
+ * FILES (e2e/guest/blk-format.sh, on any disk): seq.txt has the checksum the
+ * host expects, every file reads back intact after a remount, e2fsck is
+ * clean, and seq.txt and rand.bin read out of the image (debugfs) match the
+ * guest's checksums.
+ * @param {Run} r @param {Harness} h
+ * @param {string[]} lines boot 1's serial lines
+ * @param {string} image the image file below the guest's disk
+ * @param {{ label?: string, on?: string, fsckWhen?: string }} [o] `label`
+ *   prefixes the guest's checks (default 'boot1'); `on` names the disk the
+ *   filesystem is on; `fsckWhen` describes the fsck (default 'after boot 1')
+ * @returns {Map<string, string>} the guest's checksums of the files it wrote
+ */
+export function checkFirstBoot(r, h, lines, image, o = {}) {
+  const label = o.label ?? 'boot1';
+  const written = sums(h, lines, 'written');
+  const seq = Array.from({ length: 300000 }, (_, i) => `${i + 1}\n`).join('');
+  r.assert(written.get('seq.txt') === sha256(seq), `${label}: the guest made a filesystem${o.on ? ` on ${o.on}` : ''} and wrote ${FILES.length} files; seq.txt has the checksum the host expects`,
+    `seq.txt: ${written.get('seq.txt')} (want ${sha256(seq)}); ${written.size} files`);
+  r.assert(sameSums(written, sums(h, lines, 'remount')), `${label}: after sync, umount, dropped caches and a new mount, every file reads back intact`, diffSums(written, sums(h, lines, 'remount')));
+  fsck(r, image, o.fsckWhen ?? 'after boot 1');
+  const onHost = ['seq.txt', 'rand.bin'].map((f) => [f, hostFile(r, image, f)]);
+  r.assert(onHost.every(([f, d]) => d !== undefined && sha256(/** @type {Buffer} */ (d)) === written.get(/** @type {string} */ (f))),
+    "host: seq.txt and rand.bin read out of the image file (debugfs) match the guest's checksums",
+    onHost.map(([f, d]) => `${f}: ${d === undefined ? 'not readable' : sha256(/** @type {Buffer} */ (d))}`).join('; '));
+  return written;
+}
+
+/**
  * Three boots on one image: format and write (boot 1), read back and fstrim
  * (boot 2), then the same image read-only (boot 3); the host checks the
  * image between boots.
@@ -217,16 +246,7 @@ async function blkFlow(r, h, backend) {
   // Boot 1: mkfs, write, sync; umount, drop caches, mount, read back.
   const b1 = await bootWith(r, h, backend, { kind: 'blk', image }, { tests: 'blk-format', label: 'boot1' });
   checkDisk(r, h, b1, 'boot1', { ro: '0' });
-  const written = sums(h, b1, 'written');
-  const seq = Array.from({ length: 300000 }, (_, i) => `${i + 1}\n`).join('');
-  r.assert(written.get('seq.txt') === sha256(seq), `boot1: the guest made a filesystem and wrote ${FILES.length} files; seq.txt has the checksum the host expects`,
-    `seq.txt: ${written.get('seq.txt')} (want ${sha256(seq)}); ${written.size} files`);
-  r.assert(sameSums(written, sums(h, b1, 'remount')), 'boot1: after sync, umount, dropped caches and a new mount, every file reads back intact', diffSums(written, sums(h, b1, 'remount')));
-  fsck(r, image, 'after boot 1');
-  const onHost = ['seq.txt', 'rand.bin'].map((f) => [f, hostFile(r, image, f)]);
-  r.assert(onHost.every(([f, d]) => d !== undefined && sha256(/** @type {Buffer} */ (d)) === written.get(/** @type {string} */ (f))),
-    "host: seq.txt and rand.bin read out of the image file (debugfs) match the guest's checksums",
-    onHost.map(([f, d]) => `${f}: ${d === undefined ? 'not readable' : sha256(/** @type {Buffer} */ (d))}`).join('; '));
+  const written = checkFirstBoot(r, h, b1, image);
   const before = statSync(image).blocks;
 
   // Boot 2: a second boot on the same image reads everything back; fstrim.

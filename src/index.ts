@@ -65,6 +65,7 @@ export {
   type BlockBackend,
   type BlockCapabilities,
   type BlockDeviceOptions,
+  type BlockOperation,
   type BlockErrorCode,
   type FileBackend,
   type FileBackendOptions,

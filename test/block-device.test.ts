@@ -84,6 +84,12 @@ test('misaligned, out-of-range, read-only and unsupported requests are refused b
   await assert.rejects(rw.writeZeroes(0, 4096), code('ENOTSUP'));
   await assert.rejects(rw.discard(-512, 512), code('ERANGE'));
   assert.deepEqual(be.calls, [], 'nothing reached the backend');
+  // check() vets without running: the same refusals, synchronously.
+  assert.throws(() => ro.check('read', 512, 4096), code('ERANGE'));
+  assert.throws(() => ro.check('write', 0, 4096), code('EROFS'));
+  assert.throws(() => rw.check('write-zeroes', 0, 4096), code('ENOTSUP'));
+  assert.doesNotThrow(() => rw.check('discard', 4096, 512));
+  assert.deepEqual(be.calls, [], 'check() never reaches the backend');
   assert.throws(() => new BlockDevice(be, { blockSize: 1000 }), TypeError);
   assert.throws(() => new BlockDevice(be, { blockSize: 256 }), TypeError);
   assert.throws(() => new BlockDevice(ramBackend(512 * 3), { blockSize: 1024 }), TypeError);

@@ -133,7 +133,7 @@ describe('nvme: I/O', () => {
       const w = await r.driver.rw(1, true, lba, blocks, data);
       assert.equal(w.cqe.status, 0, `write ${blocks}`);
       assert.equal(w.cqe.sqId, 1);
-      assert.deepEqual(r.backends[0].data.subarray(lba * 512, (lba + blocks) * 512), Buffer.from(data));
+      assert.deepEqual(await r.backends[0].peek(lba * 512, (lba + blocks) * 512), Buffer.from(data));
       const rd = await r.driver.rw(2, false, lba, blocks);
       assert.equal(rd.cqe.status, 0);
       assert.deepEqual(rd.data, Buffer.from(data));
@@ -149,10 +149,10 @@ describe('nvme: I/O', () => {
     d.bytes(buf, 8192).set(data);
     const { prp1, prp2 } = d.prps(buf, 8192);
     assert.equal((await d.run(1, { opcode: 1, nsid: 1, prp1, prp2, cdw10: 5, cdw12: 15 })).status, 0);
-    assert.deepEqual(r.backends[0].data.subarray(5 * 512, 5 * 512 + 8192), Buffer.from(data));
+    assert.deepEqual(await r.backends[0].peek(5 * 512, 5 * 512 + 8192), Buffer.from(data));
     // 128 KiB read: 32 pages; the list starts 8 bytes before its page end so it chains at once.
     const big = d.alloc(33 * PAGE);
-    r.backends[0].data.set(pattern(128 * 1024, 10), 0);
+    await r.backends[0].poke(pattern(128 * 1024, 10), 0);
     const listPage = d.alloc(2 * PAGE);
     const first = listPage + PAGE - 16; // two slots: one entry, one chain pointer
     const second = listPage + PAGE;
@@ -168,14 +168,14 @@ describe('nvme: I/O', () => {
   test('flush, write zeroes (with deallocate), dataset management deallocate', async () => {
     r = await rig({ ioQueues: 1 });
     const b = r.backends[0];
-    b.data.fill(0xaa);
+    await b.fill(0xaa);
     assert.equal((await r.driver.run(1, { opcode: 0x00, nsid: 1 })).status, 0);
     assert.equal(b.calls.flush, 1);
     assert.equal((await r.driver.run(1, { opcode: 0x00, nsid: 0xffffffff })).status, 0, 'flush all namespaces');
     assert.equal((await r.driver.run(1, { opcode: 0x08, nsid: 1, cdw10: 4, cdw12: (1 << 25) | 3 })).status, 0);
     assert.deepEqual(b.unmaps, [true]);
-    assert.ok(b.data.subarray(4 * 512, 8 * 512).every((x) => x === 0));
-    assert.equal(b.data[8 * 512], 0xaa);
+    assert.ok((await b.peek(4 * 512, 8 * 512)).every((x) => x === 0));
+    assert.equal((await b.peek(8 * 512, 8 * 512 + 1))[0], 0xaa);
     const ranges = r.driver.alloc(PAGE);
     const rv = r.driver.view(ranges, 32);
     rv.setUint32(4, 8, true);
@@ -184,9 +184,9 @@ describe('nvme: I/O', () => {
     rv.setBigUint64(16 + 8, 40n, true);
     assert.equal((await r.driver.run(1, { opcode: 0x09, nsid: 1, prp1: ranges, cdw10: 1, cdw11: 1 << 2 })).status, 0);
     assert.equal(b.calls.discard, 2);
-    assert.ok(b.data.subarray(16 * 512, 24 * 512).every((x) => x === 0));
-    assert.ok(b.data.subarray(40 * 512, 42 * 512).every((x) => x === 0));
-    assert.equal(b.data[42 * 512], 0xaa);
+    assert.ok((await b.peek(16 * 512, 24 * 512)).every((x) => x === 0));
+    assert.ok((await b.peek(40 * 512, 42 * 512)).every((x) => x === 0));
+    assert.equal((await b.peek(42 * 512, 42 * 512 + 1))[0], 0xaa);
   });
 
   test('fd-less guest memory: data moves by DMA messages', async () => {
@@ -355,7 +355,7 @@ describe('nvme: shadow doorbells', () => {
     assert.equal((await d.configureShadowDoorbells()).status, 0);
     const shadow = await run();
     assert.ok(shadow < plain, `shadow ${shadow} < plain ${plain}`);
-    for (let i = 0; i < count; i++) assert.deepEqual(r.backends[0].data.subarray(i * 512, (i + 1) * 512), Buffer.from(pattern(512, i)));
+    for (let i = 0; i < count; i++) assert.deepEqual(await r.backends[0].peek(i * 512, (i + 1) * 512), Buffer.from(pattern(512, i)));
     assert.ok(r.controller.stats.shadowReads > 0);
     const ei = d.view(d.dbbuf!.eis + 8, 4).getUint32(0, true);
     assert.equal(ei, d.queues.get(1)!.tail, 'SQ EventIdx follows the consumed tail');
@@ -371,7 +371,7 @@ describe('nvme: shadow doorbells', () => {
     for (let i = 0; i < 32; i++) {
       const data = pattern(512, 100 + i);
       assert.equal((await d.rw(1, true, i, 1, data)).cqe.status, 0);
-      assert.deepEqual(r.backends[0].data.subarray(i * 512, (i + 1) * 512), Buffer.from(data));
+      assert.deepEqual(await r.backends[0].peek(i * 512, (i + 1) * 512), Buffer.from(data));
     }
     const rings = r.controller.stats.ioDoorbellWrites - before;
     assert.ok(rings <= 2, `${rings} doorbell messages for 32 I/Os`);

@@ -15,13 +15,13 @@ import { getMigrationState, migrate, MigrationState } from '../src/client/index.
 import { nvmeController, nvmeControllerOf, serve } from '../src/index.js';
 import { connectClient } from './helpers/raw.js';
 import { NvmeDriver, PAGE, REG, pattern } from './helpers/nvme-driver.js';
-import { TestRamBackend } from './helpers/virtio-ram-backend.js';
+import { probeRam } from './helpers/probe-backend.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvmig-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('the controller migrates with I/O in flight, shadow doorbells and a held AER', async () => {
-  const disk = new TestRamBackend(4 * 1024 * 1024);
+  const disk = probeRam(4 * 1024 * 1024);
   const make = () => nvmeController({ namespaces: [disk], queues: 2, serial: 'MIG' });
   const srcSpec = make();
   const dstSpec = make();
@@ -86,7 +86,7 @@ test('the controller migrates with I/O in flight, shadow doorbells and a held AE
       assert.equal((await d.run(q, { opcode: 0, nsid: 1 })).status, 0);
     }
     assert.ok(dst.stats.ioCommands >= 6, 'the destination served them');
-    assert.deepEqual(disk.data.subarray(64 * 512, 72 * 512), Buffer.from(pattern(4096, 2)));
+    assert.deepEqual(await disk.peek(64 * 512, 72 * 512), Buffer.from(pattern(4096, 2)));
     // The AER the source held now completes from the destination.
     await d.ring(0x3f0, 0);
     const ev = await d.reap(0);
@@ -101,7 +101,7 @@ test('the controller migrates with I/O in flight, shadow doorbells and a held AE
 });
 
 test('a malformed saved state is refused and leaves the controller reset', () => {
-  const spec = nvmeController({ namespaces: [new TestRamBackend(1024 * 1024)], queues: 2 });
+  const spec = nvmeController({ namespaces: [probeRam(1024 * 1024)], queues: 2 });
   const c = nvmeControllerOf(spec)!;
   const good = c.save();
   assert.doesNotThrow(() => c.restore(JSON.parse(JSON.stringify(good))));

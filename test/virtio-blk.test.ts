@@ -16,7 +16,7 @@ import { serve, virtioBlk, type Server } from '../src/index.js';
 import { BlkFeature } from '../src/virtio/blk.js';
 import { DescFlag, VirtioFeature, VirtioStatus, featureBit, hasFeature } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
-import { TestRamBackend } from './helpers/virtio-ram-backend.js';
+import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
 import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, blk, buildBlk, pattern, rangeList } from './helpers/virtio-blk-driver.js';
 
@@ -28,14 +28,14 @@ const MiB = 1024 * 1024;
 const OK_STATUS = VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK | VirtioStatus.DRIVER_OK;
 
 interface Rig {
-  backend: TestRamBackend;
+  backend: ProbeBackend;
   server: Server;
   client: Client;
   driver: VirtioDriver;
 }
 
 async function rig(o: { size?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; start?: boolean; caps?: { discard?: boolean } } = {}): Promise<Rig> {
-  const backend = new TestRamBackend(o.size ?? MiB, false, o.caps);
+  const backend = probeRam(o.size ?? MiB, o.caps);
   const spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'muser-test-serial-01', queueSize: 64 });
   const server = serve(spec, join(dir, `blk${serial++}.sock`), { log: 'silent' });
   const client = await connectClient(server.path);
@@ -100,7 +100,7 @@ describe('virtio-blk: every request type', () => {
         const w = await blk(d, 0, T_OUT, sector, { out: data, indirect, kick, segment: 4096 });
         assert.equal(w.status, S_OK);
         assert.equal(w.len, 1, 'OUT writes only the status byte');
-        assert.deepEqual(r.backend.data.subarray(sector * 512, sector * 512 + data.length), data);
+        assert.deepEqual(await r.backend.peek(sector * 512, sector * 512 + data.length), data);
         const rd = await blk(d, 0, T_IN, sector, { inLen: data.length, indirect, kick, segment: 1536 });
         assert.equal(rd.status, S_OK);
         assert.equal(rd.len, data.length + 1);
@@ -126,24 +126,24 @@ describe('virtio-blk: every request type', () => {
 
   test('DISCARD zeroes ranges through the backend; flags on a discard are UNSUPP', async () => {
     r = await rig();
-    r.backend.data.fill(7, 0, 64 * 1024);
+    await r.backend.fill(7, 0, 64 * 1024);
     const res = await blk(r.driver, 0, T_DISCARD, 0, { out: rangeList([{ sector: 8, sectors: 8 }, { sector: 64, sectors: 16 }]) });
     assert.equal(res.status, S_OK);
     assert.equal(r.backend.calls.discard, 2);
-    assert.ok(r.backend.data.subarray(8 * 512, 16 * 512).every((b) => b === 0));
-    assert.equal(r.backend.data[16 * 512], 7);
+    assert.ok((await r.backend.peek(8 * 512, 16 * 512)).every((b) => b === 0));
+    assert.equal((await r.backend.peek(16 * 512, 16 * 512 + 1))[0], 7);
     const flagged = await blk(r.driver, 0, T_DISCARD, 0, { out: rangeList([{ sector: 0, sectors: 1, flags: 1 }]) });
     assert.equal(flagged.status, S_UNSUPP);
   });
 
   test('WRITE_ZEROES zeroes, passing the unmap flag on', async () => {
     r = await rig();
-    r.backend.data.fill(9, 0, 64 * 1024);
+    await r.backend.fill(9, 0, 64 * 1024);
     const res = await blk(r.driver, 0, T_WRITE_ZEROES, 0, { out: rangeList([{ sector: 2, sectors: 2, flags: 1 }, { sector: 10, sectors: 1 }]) });
     assert.equal(res.status, S_OK);
     assert.deepEqual(r.backend.unmaps, [true, false]);
-    assert.ok(r.backend.data.subarray(1024, 2048).every((b) => b === 0));
-    assert.equal(r.backend.data[4 * 512], 9);
+    assert.ok((await r.backend.peek(1024, 2048)).every((b) => b === 0));
+    assert.equal((await r.backend.peek(4 * 512, 4 * 512 + 1))[0], 9);
   });
 
   test('an unknown request type is UNSUPP', async () => {
@@ -153,7 +153,7 @@ describe('virtio-blk: every request type', () => {
 
   test('a read-only disk fails writes, discards and write-zeroes with IOERR, reads work', async () => {
     r = await rig({ readOnly: true });
-    r.backend.data.fill(3, 0, 512);
+    await r.backend.fill(3, 0, 512);
     assert.equal((await blk(r.driver, 0, T_OUT, 0, { out: Buffer.alloc(512, 1) })).status, S_IOERR);
     assert.equal((await blk(r.driver, 0, T_WRITE_ZEROES, 0, { out: rangeList([{ sector: 0, sectors: 1 }]) })).status, S_IOERR);
     assert.equal(r.backend.calls.write + r.backend.calls.writeZeroes, 0);
@@ -266,7 +266,7 @@ describe('virtio-blk: concurrency, queues, memory, resets', () => {
     const rest = await d.waitUsed(0, 2);
     assert.deepEqual(rest.map((u) => u.id).sort(), [heads[0], heads[1]].sort());
     r.backend.holding = false;
-    for (let i = 0; i < 3; i++) assert.deepEqual(r.backend.data.subarray(i * 4096, (i + 1) * 4096), pattern(4096, 100 + i));
+    for (let i = 0; i < 3; i++) assert.deepEqual(await r.backend.peek(i * 4096, (i + 1) * 4096), pattern(4096, 100 + i));
   });
 
   test('with --queues 2 both queues carry I/O', async () => {

@@ -5,7 +5,7 @@
  * the source stops; I/O runs during pre-copy.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -13,7 +13,7 @@ import { dirtyReport, migrate, getMigrationState, setMigrationState, startDirtyL
 import { serve, virtioBlk } from '../src/index.js';
 import { VirtioStatus } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
-import { TestRamBackend } from './helpers/virtio-ram-backend.js';
+import { probeRam } from './helpers/probe-backend.js';
 import { VirtioProcess } from './helpers/virtio-process.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { S_OK, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
@@ -24,7 +24,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const OK_STATUS = VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK | VirtioStatus.DRIVER_OK;
 
 test('virtio-blk migrates with requests in flight and I/O during pre-copy', async () => {
-  const disk = new TestRamBackend(4 * 1024 * 1024);
+  const disk = probeRam(4 * 1024 * 1024);
   const source = serve(virtioBlk({ backend: disk, queues: 2, queueSize: 64 }), join(dir, 'src.sock'), { log: 'silent' });
   const destination = serve(virtioBlk({ backend: disk, queues: 2, queueSize: 64 }), join(dir, 'dst.sock'), { log: 'silent' });
   const a = await connectClient(source.path);
@@ -95,7 +95,7 @@ test('virtio-blk migrates with requests in flight and I/O during pre-copy', asyn
 });
 
 test('a kick that arrives while the source is stopped is served by the destination', async () => {
-  const disk = new TestRamBackend(1024 * 1024);
+  const disk = probeRam(1024 * 1024);
   const source = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'src2.sock'), { log: 'silent' });
   const destination = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'dst2.sock'), { log: 'silent' });
   const a = await connectClient(source.path);
@@ -115,7 +115,7 @@ test('a kick that arrives while the source is stopped is served by the destinati
     await d.kick(0);
     const used = await d.waitUsed(0, 1);
     assert.equal(req.result(used[0].len).status, S_OK);
-    assert.deepEqual(disk.data.subarray(8 * 512, 8 * 512 + 1024), pattern(1024, 6));
+    assert.deepEqual(await disk.peek(8 * 512, 8 * 512 + 1024), pattern(1024, 6));
   } finally {
     d.close();
     a.close();
@@ -126,7 +126,7 @@ test('a kick that arrives while the source is stopped is served by the destinati
 });
 
 test('STOP waits for the requests in flight; they complete before it answers', async () => {
-  const disk = new TestRamBackend(1024 * 1024);
+  const disk = probeRam(1024 * 1024);
   const source = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'src3.sock'), { log: 'silent' });
   const a = await connectClient(source.path);
   const d = await VirtioDriver.open(a);
@@ -162,8 +162,8 @@ test('STOP waits for the requests in flight; they complete before it answers', a
 });
 
 test('pages that I/O writes after a dirty report are reported again when it finishes', async () => {
-  const disk = new TestRamBackend(1024 * 1024);
-  disk.data.fill(0x42, 0, 4096);
+  const disk = probeRam(1024 * 1024);
+  await disk.fill(0x42, 0, 4096);
   const server = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'dirty.sock'), { log: 'silent' });
   const a = await connectClient(server.path);
   const d = await VirtioDriver.open(a);
@@ -198,9 +198,10 @@ test('pages that I/O writes after a dirty report are reported again when it fini
 
 test('between two processes sharing a disk file, with I/O during pre-copy', async () => {
   const file = join(dir, 'shared.img');
-  const size = 4 * 1024 * 1024;
-  const src = await VirtioProcess.start('blk', { file, size, queues: 2 });
-  const dst = await VirtioProcess.start('blk', { file, size, queues: 2 });
+  writeFileSync(file, '');
+  truncateSync(file, 4 * 1024 * 1024);
+  const src = await VirtioProcess.start('blk', { file, queues: 2 });
+  const dst = await VirtioProcess.start('blk', { file, queues: 2 });
   const a = await connectClient(src.path);
   const b = await connectClient(dst.path);
   const d = await VirtioDriver.open(a);

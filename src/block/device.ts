@@ -6,6 +6,9 @@ import { BlockError, type BlockBackend, type BlockCapabilities } from './backend
 import { byteLength, checkAligned, checkRange, checkWritable, SECTOR_SIZE } from './checks.js';
 import { InFlight } from './inflight.js';
 
+/** A request kind {@link BlockDevice.check} can vet. */
+export type BlockOperation = 'read' | 'write' | 'discard' | 'write-zeroes';
+
 /** Options of {@link BlockDevice}. */
 export interface BlockDeviceOptions {
   /**
@@ -70,17 +73,29 @@ export class BlockDevice implements BlockBackend {
     return this.inflight.size;
   }
 
+  /**
+   * Throws the BlockError a request of kind `op` over [offset, offset +
+   * length) would be refused with, without running it; for devices that
+   * validate a batch (a range list) before starting any of it.
+   */
+  check(op: BlockOperation, offset: number, length: number): void {
+    if (op !== 'read') checkWritable(this.readOnly, op);
+    checkRange(this.size, offset, length);
+    checkAligned(this.blockSize, offset, length);
+    if (op === 'discard' && !this.backend.capabilities.discard) throw new BlockError('ENOTSUP', 'discard is not supported by this backend');
+    if (op === 'write-zeroes' && !this.backend.capabilities.writeZeroes) throw new BlockError('ENOTSUP', 'write-zeroes is not supported by this backend');
+  }
+
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     return this.inflight.run(() => {
-      this.checkRange(offset, byteLength(buffers));
+      this.check('read', offset, byteLength(buffers));
       return this.backend.read(offset, buffers);
     });
   }
 
   write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void> {
     return this.inflight.run(() => {
-      checkWritable(this.readOnly, 'write');
-      this.checkRange(offset, byteLength(buffers));
+      this.check('write', offset, byteLength(buffers));
       return this.backend.write(offset, buffers, options);
     });
   }
@@ -92,18 +107,14 @@ export class BlockDevice implements BlockBackend {
 
   discard(offset: number, length: number): Promise<void> {
     return this.inflight.run(() => {
-      checkWritable(this.readOnly, 'discard');
-      this.checkRange(offset, length);
-      if (!this.backend.capabilities.discard) throw new BlockError('ENOTSUP', 'discard is not supported by this backend');
+      this.check('discard', offset, length);
       return this.backend.discard(offset, length);
     });
   }
 
   writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void> {
     return this.inflight.run(() => {
-      checkWritable(this.readOnly, 'write-zeroes');
-      this.checkRange(offset, length);
-      if (!this.backend.capabilities.writeZeroes) throw new BlockError('ENOTSUP', 'write-zeroes is not supported by this backend');
+      this.check('write-zeroes', offset, length);
       return this.backend.writeZeroes(offset, length, options);
     });
   }
@@ -114,8 +125,4 @@ export class BlockDevice implements BlockBackend {
     return this.closing;
   }
 
-  private checkRange(offset: number, length: number): void {
-    checkRange(this.size, offset, length);
-    checkAligned(this.blockSize, offset, length);
-  }
 }

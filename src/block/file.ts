@@ -9,6 +9,7 @@ import { FallocMode, native } from '../native/index.js';
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from './backend.js';
 import { byteLength, checkCapacity, checkRange, checkWritable, SECTOR_SIZE } from './checks.js';
 import { InFlight } from './inflight.js';
+import { sliceScatter } from './scatter.js';
 
 /** Options of {@link openFileBackend}. */
 export interface FileBackendOptions {
@@ -148,7 +149,6 @@ class FileDisk implements FileBackend {
 
   /** readv/writev until the whole scatter list is done (they may transfer less). */
   private async io(op: 'read' | 'write', offset: number, buffers: readonly Uint8Array[], length: number): Promise<void> {
-    let list = buffers.filter((b) => b.byteLength > 0);
     let done = 0;
     if (op === 'read') {
       // Page-cache hits are served on the spot; the rest (and any error) takes the thread pool.
@@ -156,6 +156,7 @@ class FileDisk implements FileBackend {
       if (done > 0) list = skipBytes(list, done);
     }
     while (done < length) {
+      const list = sliceScatter(buffers, done, length - done);
       let n: number;
       try {
         n = op === 'read' ? (await this.fh.readv(list, offset + done)).bytesRead : (await this.fh.writev(list, offset + done)).bytesWritten;
@@ -165,7 +166,6 @@ class FileDisk implements FileBackend {
       // The file shrank under us: past its end there is nothing to read.
       if (n === 0) throw new BlockError('EIO', `${op} at ${offset + done}: ${this.path} ended early`);
       done += n;
-      list = skipBytes(list, n);
     }
   }
 
@@ -216,20 +216,6 @@ class FileDisk implements FileBackend {
 /** The filesystem does not do this kind of fallocate: fall back. */
 function refused(rc: number): boolean {
   return rc === -EOPNOTSUPP || rc === -ENOSYS || rc === -EINVAL;
-}
-
-/** The scatter list after its first `n` bytes. */
-function skipBytes(list: readonly Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of list) {
-    if (n >= b.byteLength) {
-      n -= b.byteLength;
-      continue;
-    }
-    out.push(n > 0 ? b.subarray(n) : b);
-    n = 0;
-  }
-  return out;
 }
 
 const KNOWN: readonly BlockErrorCode[] = ['EIO', 'EROFS', 'ENOSPC'];

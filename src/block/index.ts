@@ -1,6 +1,6 @@
 /** Block storage shared by the disk devices (virtio-blk, NVMe, NBD). */
 export { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from './backend.js';
-export { BlockDevice, type BlockDeviceOptions } from './device.js';
+export { BlockDevice, type BlockDeviceOptions, type BlockOperation } from './device.js';
 export { ramBackend, type RamBackend, type RamBackendOptions } from './ram.js';
 export { openFileBackend, type FileBackend, type FileBackendOptions } from './file.js';
 export { SECTOR_SIZE } from './checks.js';

@@ -14,7 +14,7 @@
  */
 import type { QueueMemory } from '../device/queue-memory.js';
 import { executeAdmin, type AdminTarget } from './admin.js';
-import { CommandError, parseCommand, type NvmeCommand } from './command.js';
+import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, AsyncEvent, Cc, CQE_SIZE, Csts, LogPageId, NvmeReg, PAGE_SIZE, Shutdown, SQE_SIZE, Status } from './constants.js';
 import type { ErrorEntry, HealthCounters } from './identify.js';
 import { executeIo, type IoContext } from './io.js';
@@ -591,14 +591,7 @@ export class NvmeController implements AdminTarget, IoContext {
 
   private async runIo(sq: SubmissionQueue, cmd: NvmeCommand): Promise<void> {
     const epoch = this.epoch;
-    let status: number = Status.SUCCESS;
-    let dw0 = 0;
-    try {
-      dw0 = (await this.track(executeIo(cmd, this))).dw0 ?? 0;
-    } catch (e) {
-      status = e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
-    }
-    if (this.epoch === epoch) this.complete(sq, cmd, status, dw0);
+    await this.completeWith(sq, cmd, epoch, executeIo(cmd, this));
   }
 
   private async runAdmin(sq: SubmissionQueue, cmd: NvmeCommand): Promise<void> {
@@ -612,10 +605,18 @@ export class NvmeController implements AdminTarget, IoContext {
       this.deliverEvents();
       return;
     }
+    await this.completeWith(sq, cmd, epoch, executeAdmin(cmd, this));
+  }
+
+  /**
+   * Waits for a command's execution and posts its completion, unless a reset
+   * (a new `epoch`) has discarded the queue meanwhile.
+   */
+  private async completeWith(sq: SubmissionQueue, cmd: NvmeCommand, epoch: number, execution: Promise<CommandResult>): Promise<void> {
     let status: number = Status.SUCCESS;
     let dw0 = 0;
     try {
-      dw0 = (await this.track(executeAdmin(cmd, this))).dw0 ?? 0;
+      dw0 = (await this.track(execution)).dw0 ?? 0;
     } catch (e) {
       status = e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
     }

@@ -119,31 +119,9 @@ export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestR
     }
     return;
   }
-  const total = ranges.reduce((n, r) => n + r.len, 0);
-  const bounce = new Uint8Array(total);
-  if (!write) {
-    let at = 0;
-    try {
-      for (const r of ranges) {
-        bounce.set(await mem.read(r.addr, r.len), at);
-        at += r.len;
-      }
-    } catch (e) {
-      throw transferError(e);
-    }
-  }
+  const bounce = write ? new Uint8Array(ranges.reduce((n, r) => n + r.len, 0)) : await copyFromGuest(mem, ranges);
   await io([bounce]);
-  if (write) {
-    let at = 0;
-    try {
-      for (const r of ranges) {
-        await mem.write(r.addr, bounce.subarray(at, at + r.len));
-        at += r.len;
-      }
-    } catch (e) {
-      throw transferError(e);
-    }
-  }
+  if (write) await copyToGuest(mem, ranges, bounce);
 }
 
 /** Copies `data` into the ranges (for controller-generated data such as Identify). */

@@ -4,14 +4,17 @@
  * backend works) and the backend; requests complete in whatever order the
  * backend finishes them, on as many queues as asked for.
  *
- * Every request is checked before the backend sees it: a header in
- * readable memory, data in the direction its type needs, lengths in whole
- * sectors inside the disk, a status byte at the end of writable memory.
- * A request that breaks a rule fails with VIRTIO_BLK_S_IOERR (UNSUPP for
- * unknown types); one without a writable status byte sets
- * DEVICE_NEEDS_RESET, since there is nowhere to report its failure.
+ * Every request is checked before the backend sees it: here its virtio
+ * shape (a header in readable memory, data in the direction its type needs,
+ * whole sectors within size_max / seg_max, a status byte at the end of
+ * writable memory), then by {@link BlockDevice} the disk's rules (inside the
+ * disk, writable, supported). A request that breaks a rule fails with
+ * VIRTIO_BLK_S_IOERR (UNSUPP for unknown types and BlockError ENOTSUP); one
+ * without a writable status byte sets DEVICE_NEEDS_RESET, since there is
+ * nowhere to report its failure.
  */
 import { BlockError, type BlockBackend } from '../block/backend.js';
+import { BlockDevice } from '../block/device.js';
 import type { DeviceSpec } from '../device/spec.js';
 import { featureBit } from './constants.js';
 import { virtioDevice } from './device.js';
@@ -85,7 +88,6 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
   const backend = options.backend;
   const queues = options.queues ?? 1;
   const queueSize = options.queueSize ?? 256;
-  const readOnly = options.readOnly === true || backend.readOnly;
   const blockSize = options.blockSize ?? SECTOR;
   const sizeMax = options.sizeMax ?? 64 * 1024;
   const segMax = options.segMax ?? Math.max(1, queueSize - 2);
@@ -96,6 +98,9 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
   if (!Number.isInteger(queues) || queues < 1 || queues > 1024) throw new RangeError(`queues must be 1..1024, got ${queues}`);
   if (backend.size % SECTOR !== 0) throw new RangeError(`backend size ${backend.size} is not a multiple of 512`);
   if (blockSize < SECTOR || blockSize > 4096 || (blockSize & (blockSize - 1)) !== 0) throw new RangeError(`block size must be a power of two from 512 to 4096, got ${blockSize}`);
+  // virtio-blk addresses the disk in 512-byte sectors whatever blk_size says.
+  const disk = new BlockDevice(backend, { readOnly: options.readOnly });
+  const readOnly = disk.readOnly;
 
   let features = featureBit(BlkFeature.SIZE_MAX) | featureBit(BlkFeature.SEG_MAX) | featureBit(BlkFeature.BLK_SIZE) | featureBit(BlkFeature.TOPOLOGY);
   if (backend.capabilities.flush) features |= featureBit(BlkFeature.FLUSH);
@@ -106,8 +111,8 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
     features |= featureBit(BlkFeature.WRITE_ZEROES);
   }
 
-  const limits: Limits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, readOnly, serial, totalMax: sizeMax * segMax };
-  const handle = (req: VirtqueueRequest, ctx: VirtioContext): Promise<number> => serveRequest(req, ctx, backend, limits);
+  const limits: Limits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax };
+  const handle = (req: VirtqueueRequest, ctx: VirtioContext): Promise<number> => serveRequest(req, ctx, disk, limits);
 
   return virtioDevice({
     name: options.name ?? 'virtio-blk',
@@ -164,12 +169,11 @@ interface Limits {
   totalMax: number;
   maxRangeSectors: number;
   maxRangeSegs: number;
-  readOnly: boolean;
   serial: Buffer;
 }
 
 /** Serves one request and writes its status byte; resolves with the bytes written. */
-async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, backend: BlockBackend, limits: Limits): Promise<number> {
+async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, disk: BlockDevice, limits: Limits): Promise<number> {
   if (req.writableLength < 1) {
     ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
     return 0;
@@ -178,7 +182,7 @@ async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, backend: 
   let status: number = BlkStatus.OK;
   let written = 0;
   try {
-    written = await execute(req, backend, limits, statusAt);
+    written = await execute(req, disk, limits, statusAt);
   } catch (e) {
     status = e instanceof BlockError && e.code === 'ENOTSUP' ? BlkStatus.UNSUPP : e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
     written = 0;
@@ -195,7 +199,7 @@ async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, backend: 
 class Unsupported extends Error {}
 
 /** Runs the request; resolves with data bytes written (before the status byte). */
-async function execute(req: VirtqueueRequest, backend: BlockBackend, limits: Limits, statusAt: number): Promise<number> {
+async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: Limits, statusAt: number): Promise<number> {
   if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
   const header = await req.read(0, HEADER);
   const type = header.readUInt32LE(0);
@@ -204,19 +208,20 @@ async function execute(req: VirtqueueRequest, backend: BlockBackend, limits: Lim
   switch (type) {
     case BlkRequestType.IN: {
       if (extraReadable !== 0) throw new RequestError('IN data must be device-writable');
-      const offset = dataRange(sector, statusAt, backend, limits, req.writable);
-      await transfer(req, 'writable', 0, statusAt, (bufs) => backend.read(offset, bufs));
+      const offset = dataRange(sector, statusAt, limits, req.writable);
+      disk.check('read', offset, statusAt); // before pinning guest memory
+      await transfer(req, 'writable', 0, statusAt, (bufs) => disk.read(offset, bufs));
       return statusAt;
     }
     case BlkRequestType.OUT: {
       if (statusAt !== 0) throw new RequestError('OUT data must be device-readable');
-      if (limits.readOnly) throw new RequestError('the disk is read-only');
-      const offset = dataRange(sector, extraReadable, backend, limits, req.readable, HEADER);
-      await transfer(req, 'readable', HEADER, extraReadable, (bufs) => backend.write(offset, bufs));
+      const offset = dataRange(sector, extraReadable, limits, req.readable, HEADER);
+      disk.check('write', offset, extraReadable);
+      await transfer(req, 'readable', HEADER, extraReadable, (bufs) => disk.write(offset, bufs));
       return 0;
     }
     case BlkRequestType.FLUSH:
-      if (backend.capabilities.flush) await backend.flush();
+      if (disk.capabilities.flush) await disk.flush();
       return 0;
     case BlkRequestType.GET_ID: {
       if (extraReadable !== 0) throw new RequestError('GET_ID buffer must be device-writable');
@@ -226,15 +231,14 @@ async function execute(req: VirtqueueRequest, backend: BlockBackend, limits: Lim
     }
     case BlkRequestType.DISCARD:
     case BlkRequestType.WRITE_ZEROES:
-      return ranges(req, type, backend, limits, extraReadable, statusAt);
+      return ranges(req, type, disk, limits, extraReadable, statusAt);
     default:
       throw new Unsupported(`request type ${type}`);
   }
 }
 
-/** Checks a data transfer's size and place on the disk; returns its byte offset. */
-function dataRange(sector: bigint, length: number, backend: BlockBackend, limits: Limits, descs: readonly { len: number }[], skip = 0): number {
-  if (length % SECTOR !== 0) throw new RequestError(`data of ${length} bytes is not whole sectors`);
+/** Checks a data transfer against size_max / seg_max; returns its byte offset (the disk checks range and alignment). */
+function dataRange(sector: bigint, length: number, limits: Limits, descs: readonly { len: number }[], skip = 0): number {
   if (length > limits.totalMax) throw new RequestError(`request of ${length} bytes exceeds ${limits.totalMax}`);
   let left = skip;
   for (const d of descs) {
@@ -242,8 +246,6 @@ function dataRange(sector: bigint, length: number, backend: BlockBackend, limits
     left = Math.max(0, left - d.len);
     if (data > limits.sizeMax) throw new RequestError(`a segment of ${data} bytes exceeds size_max`);
   }
-  const end = sector * BigInt(SECTOR) + BigInt(length);
-  if (end > BigInt(backend.size)) throw new RequestError(`sectors beyond the disk end`);
   return Number(sector) * SECTOR;
 }
 
@@ -261,10 +263,9 @@ async function transfer(req: VirtqueueRequest, area: 'readable' | 'writable', of
 }
 
 /** DISCARD and WRITE_ZEROES: a list of {u64 sector, u32 sectors, u32 flags}. */
-async function ranges(req: VirtqueueRequest, type: number, backend: BlockBackend, limits: Limits, bytes: number, statusAt: number): Promise<number> {
+async function ranges(req: VirtqueueRequest, type: number, disk: BlockDevice, limits: Limits, bytes: number, statusAt: number): Promise<number> {
   if (statusAt !== 0) throw new RequestError('range lists must be device-readable');
-  if (limits.readOnly) throw new RequestError('the disk is read-only');
-  if (type === BlkRequestType.DISCARD && !backend.capabilities.discard) throw new Unsupported('discard');
+  const op = type === BlkRequestType.DISCARD ? 'discard' : 'write-zeroes';
   if (bytes === 0 || bytes % SEGMENT !== 0) throw new RequestError(`range list of ${bytes} bytes`);
   const count = bytes / SEGMENT;
   if (count > limits.maxRangeSegs) throw new RequestError(`${count} ranges exceed ${limits.maxRangeSegs}`);
@@ -277,13 +278,15 @@ async function ranges(req: VirtqueueRequest, type: number, backend: BlockBackend
     if (type === BlkRequestType.DISCARD && flags !== 0) throw new Unsupported('discard with flags');
     if (flags & ~WRITE_ZEROES_UNMAP) throw new Unsupported(`range flags 0x${flags.toString(16)}`);
     if (sectors > limits.maxRangeSectors) throw new RequestError(`range of ${sectors} sectors`);
-    if ((sector + BigInt(sectors)) * BigInt(SECTOR) > BigInt(backend.size)) throw new RequestError('range beyond the disk end');
-    parsed.push({ offset: Number(sector) * SECTOR, length: sectors * SECTOR, unmap: (flags & WRITE_ZEROES_UNMAP) !== 0 });
+    const range = { offset: Number(sector) * SECTOR, length: sectors * SECTOR, unmap: (flags & WRITE_ZEROES_UNMAP) !== 0 };
+    // The whole list is vetted before any range runs, so a bad one changes nothing.
+    disk.check(op, range.offset, range.length);
+    parsed.push(range);
   }
   for (const r of parsed) {
     if (r.length === 0) continue;
-    if (type === BlkRequestType.DISCARD) await backend.discard(r.offset, r.length);
-    else await backend.writeZeroes(r.offset, r.length, { unmap: r.unmap });
+    if (op === 'discard') await disk.discard(r.offset, r.length);
+    else await disk.writeZeroes(r.offset, r.length, { unmap: r.unmap });
   }
   return 0;
 }

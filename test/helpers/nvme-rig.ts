@@ -7,7 +7,7 @@ import type { Client } from '../../src/client/index.js';
 import { nvmeController, nvmeControllerOf, serve, type NvmeController, type Server } from '../../src/index.js';
 import { connectClient } from './raw.js';
 import { NvmeDriver } from './nvme-driver.js';
-import { TestRamBackend } from './virtio-ram-backend.js';
+import { probeRam, type ProbeBackend } from './probe-backend.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvme-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -15,7 +15,7 @@ let serial = 0;
 export const MiB = 1024 * 1024;
 
 export interface Rig {
-  backends: TestRamBackend[];
+  backends: ProbeBackend[];
   server: Server;
   client: Client;
   driver: NvmeDriver;
@@ -23,7 +23,7 @@ export interface Rig {
 }
 
 export async function rig(o: { size?: number; namespaces?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; enable?: boolean; ioQueues?: number; queueEntries?: number; caps?: { discard?: boolean; flush?: boolean }; msix?: boolean; shadowDoorbells?: boolean; pollMicroseconds?: number } = {}): Promise<Rig> {
-  const backends = Array.from({ length: o.namespaces ?? 1 }, () => new TestRamBackend(o.size ?? MiB, false, o.caps));
+  const backends = Array.from({ length: o.namespaces ?? 1 }, () => probeRam(o.size ?? MiB, o.caps));
   const spec = nvmeController({ namespaces: backends, readOnly: o.readOnly, queues: o.queues ?? 4, queueEntries: o.queueEntries, serial: 'SN-TEST-0001', model: 'muser test NVMe', firmware: 'FW1.2', shadowDoorbells: o.shadowDoorbells, pollMicroseconds: o.pollMicroseconds });
   const server = serve(spec, join(dir, `nvme${serial++}.sock`), { log: 'silent' });
   const client = await connectClient(server.path);

@@ -4,16 +4,15 @@
  *
  *   node virtio-serve.js <blk|rng|nvme> <socket> [options-json]
  *
- * blk and nvme options: { size, queues, readOnly } over the test RAM backend, or
- * over a file shared with other processes with { file }.
+ * blk and nvme options: { size, queues, readOnly } over a RAM disk; blk also
+ * over an existing image file shared with other processes with { file }.
  * stdout: `{"ready":true}` once listening; `stats` answers {fds, connected}.
  */
 import { readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { nvmeController, serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
 import { virtioRng } from '../../src/virtio/rng.js';
-import { TestRamBackend } from './virtio-ram-backend.js';
-import { TestFileBackend } from './virtio-file-backend.js';
+import { openFileBackend, ramBackend } from '../../src/block/index.js';
 
 const [, , kind, path, json] = process.argv;
 if (!kind || !path) {
@@ -24,11 +23,11 @@ const o = (json ? JSON.parse(json) : {}) as { size?: number; queues?: number; re
 let spec: DeviceSpec;
 const size = o.size ?? 1024 * 1024;
 if (kind === 'blk') {
-  const backend = o.file ? await TestFileBackend.open(o.file, size) : new TestRamBackend(size);
+  const backend = o.file ? await openFileBackend(o.file) : ramBackend(size);
   spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'child' });
 }
 else if (kind === 'rng') spec = virtioRng();
-else if (kind === 'nvme') spec = nvmeController({ namespaces: [new TestRamBackend(o.size ?? 1024 * 1024)], queues: o.queues, readOnly: o.readOnly, serial: 'child' });
+else if (kind === 'nvme') spec = nvmeController({ namespaces: [ramBackend(size)], queues: o.queues, readOnly: o.readOnly, serial: 'child' });
 else {
   process.stderr.write(`unknown device ${kind}\n`);
   process.exit(2);

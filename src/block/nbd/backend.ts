@@ -10,6 +10,7 @@
 import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from '../backend.js';
 import { byteLength, checkRange, checkWritable, SECTOR_SIZE } from '../checks.js';
 import { InFlight } from '../inflight.js';
+import { sliceScatter } from '../scatter.js';
 import { NbdProtocolError } from './codec.js';
 import { openConnection, type NbdConnection, type NbdRequest } from './connection.js';
 import { NbdConnectError } from './errors.js';
@@ -377,23 +378,6 @@ class NbdDisk implements NbdBackend {
   private failWaiting(e: BlockError): void {
     for (const r of this.waiting.splice(0)) r.settle(NbdErrno.EIO, e.message);
   }
-}
-
-/** The part of a scatter list covering [skip, skip + n), as views. */
-function sliceScatter(list: readonly Uint8Array[], skip: number, n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of list) {
-    if (n === 0) break;
-    if (skip >= b.byteLength) {
-      skip -= b.byteLength;
-      continue;
-    }
-    const len = Math.min(b.byteLength - skip, n);
-    out.push(b.subarray(skip, skip + len));
-    n -= len;
-    skip = 0;
-  }
-  return out;
 }
 
 function commandName(type: number): string {

@@ -3,6 +3,7 @@
  * simple and structured replies that places read data straight into the
  * caller's buffers as it is taken off the socket.
  */
+import { sliceScatter } from '../scatter.js';
 import { CursorReader, CursorWriter, type ByteQueue } from './cursor.js';
 import {
   Chunk,
@@ -145,7 +146,7 @@ export class ReplyParser {
       const skip = at - target.offset;
       if (skip < 0 || skip + n > target.length) throw new NbdProtocolError(`chunk ${at}+${n} lies outside the read ${target.offset}+${target.length}`);
       if (type === Chunk.OffsetData) this.queue.takeInto(target.buffers, skip, n);
-      else zeroScatter(target.buffers, skip, n);
+      else for (const v of sliceScatter(target.buffers, skip, n)) v.fill(0);
       p.covered += n;
     } else if (type & CHUNK_ERROR_BIT) {
       const body = new CursorReader(this.queue.take(length));
@@ -171,16 +172,3 @@ export class ReplyParser {
   }
 }
 
-function zeroScatter(list: readonly Uint8Array[], skip: number, n: number): void {
-  for (const b of list) {
-    if (n === 0) return;
-    if (skip >= b.byteLength) {
-      skip -= b.byteLength;
-      continue;
-    }
-    const len = Math.min(b.byteLength - skip, n);
-    b.fill(0, skip, skip + len);
-    n -= len;
-    skip = 0;
-  }
-}

@@ -3,6 +3,7 @@
  * grows as fields are appended, a reader over one received message, and a
  * byte queue that collects socket data until a whole message is there.
  */
+import { sliceScatter } from '../scatter.js';
 
 /** Appends big-endian fields; `bytes()` returns what was written. */
 export class CursorWriter {
@@ -126,16 +127,9 @@ export class ByteQueue {
 
   /** Moves the next `n` bytes into `dst` (a scatter list), starting `skip` bytes into it. */
   takeInto(dst: readonly Uint8Array[], skip: number, n: number): void {
-    for (const d of dst) {
-      if (n === 0) return;
-      if (skip >= d.byteLength) {
-        skip -= d.byteLength;
-        continue;
-      }
-      const len = Math.min(d.byteLength - skip, n);
-      this.copyOut(d.subarray(skip, skip + len), len);
-      n -= len;
-      skip = 0;
+    for (const v of sliceScatter(dst, skip, n)) {
+      this.copyOut(v, v.byteLength);
+      n -= v.byteLength;
     }
     if (n > 0) this.discard(n);
   }
