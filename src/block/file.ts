@@ -152,8 +152,7 @@ class FileDisk implements FileBackend {
     let done = 0;
     if (op === 'read') {
       // Page-cache hits are served on the spot; the rest (and any error) takes the thread pool.
-      done = this.readCached(offset, list);
-      if (done > 0) list = skipBytes(list, done);
+      done = this.readCached(offset, sliceScatter(buffers, 0, length));
     }
     while (done < length) {
       const list = sliceScatter(buffers, done, length - done);
