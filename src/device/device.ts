@@ -126,7 +126,7 @@ export class Device {
    */
   irqPending(index: number, vector: number): boolean {
     if (index === IrqIndex.MSIX) return this.msix?.isPending(vector) ?? false;
-    if (index === IrqIndex.MSI) return ((this.config.msiState()?.pending ?? 0) >>> vector) & 1 ? true : false;
+    if (index === IrqIndex.MSI) return (((this.config.msiState()?.pending ?? 0) >>> vector) & 1) !== 0;
     if (index === IrqIndex.INTX) return this.irqs.isIntxPending;
     return false;
   }
