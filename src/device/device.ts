@@ -65,23 +65,21 @@ export class Device {
       hooks: spec.config,
     });
     this.msix = this.config.msix;
-    this.irqs = new IrqState({
-      intx: interrupts.intx ? 1 : 0,
-      msi: interrupts.msi ?? 0,
-      msix: this.msixPlacement?.vectors ?? 0,
-      err: interrupts.err ? 1 : 0,
-      req: interrupts.req ? 1 : 0,
-    });
-    this.irqs.externalMask = (index, vector) => this.configMasks(index, vector);
-    // Mirror MSI-X pending bits into the PBA the client can read.
-    this.irqs.onPending = (index, vector, pending) => {
-      if (index === IrqIndex.MSIX) this.msix?.setPending(vector, pending);
-    };
+    this.irqs = new IrqState(
+      {
+        intx: interrupts.intx ? 1 : 0,
+        msi: interrupts.msi ?? 0,
+        msix: this.msixPlacement?.vectors ?? 0,
+        err: interrupts.err ? 1 : 0,
+        req: interrupts.req ? 1 : 0,
+      },
+      (index, vector) => this.firePending(index, vector),
+    );
     this.regions = buildRegions(spec, bars, this.config.size);
     this.config.onChange((ev) => {
-      if (ev.type === 'msix' || ev.type === 'command' || ev.type === 'msi') this.refirePending();
-      else if (ev.type === 'msix-fire') this.irqs.firePending(IrqIndex.MSIX, ev.vector);
-      else if (ev.type === 'msi-fire') this.irqs.firePending(IrqIndex.MSI, ev.vector);
+      if (ev.type === 'command') this.refirePending(IrqIndex.INTX);
+      else if (ev.type === 'msi' || ev.type === 'msi-mask') this.refirePending(IrqIndex.MSI);
+      else if (ev.type === 'msix') this.refirePending(IrqIndex.MSIX);
       else if (ev.type === 'flr') this.startConfigReset();
     });
   }
@@ -111,14 +109,35 @@ export class Device {
       this.deferred.push({ index, vector });
       return 'pending';
     }
-    return this.irqs.trigger(index, vector);
+    return this.raise(index, vector);
   }
 
-  /** Replays interrupts deferred while quiesced. */
+  /** Replays interrupts deferred while quiesced, then sends those unmasked meanwhile. */
   resumeInterrupts(): void {
     const list = this.deferred;
     this.deferred = [];
-    for (const t of list) this.irqs.trigger(t.index, t.vector);
+    for (const t of list) this.raise(t.index, t.vector);
+    for (const index of [IrqIndex.INTX, IrqIndex.MSI, IrqIndex.MSIX]) this.refirePending(index);
+  }
+
+  /**
+   * Whether a vector was raised while masked and waits to be sent: the
+   * MSI-X PBA or MSI pending register the guest reads, or INTx's bit.
+   */
+  irqPending(index: number, vector: number): boolean {
+    if (index === IrqIndex.MSIX) return this.msix?.isPending(vector) ?? false;
+    if (index === IrqIndex.MSI) return (((this.config.msiState()?.pending ?? 0) >>> vector) & 1) !== 0;
+    if (index === IrqIndex.INTX) return this.irqs.isIntxPending;
+    return false;
+  }
+
+  /**
+   * Writes the MSI-X table (a client's BAR access) and sends pending
+   * vectors whose entries it unmasked.
+   */
+  writeMsixTable(offset: number, data: Uint8Array): void {
+    const { first, last } = this.msix!.write(offset, data);
+    for (let v = first; v <= last; v++) this.firePending(IrqIndex.MSIX, v);
   }
 
   /** Interrupts deferred while quiesced, oldest first (read only). */
@@ -172,6 +191,43 @@ export class Device {
     this.configReset = p;
   }
 
+  /**
+   * The one path that raises a vector: masked by the client (SET_IRQS,
+   * INTx automask) or by config space, it is left pending where the guest
+   * sees it; otherwise its eventfd is signalled.
+   */
+  private raise(index: number, vector: number): TriggerResult {
+    this.irqs.checkVector(index, vector);
+    if (this.isMasked(index, vector)) {
+      this.setIrqPending(index, vector, true);
+      return 'pending';
+    }
+    return this.irqs.signal(index, vector);
+  }
+
+  /** Sends a pending vector that is no longer masked (not while quiesced: resume does it). */
+  private firePending(index: number, vector: number): void {
+    if (this.link?.quiesced || !this.irqPending(index, vector) || this.isMasked(index, vector)) return;
+    this.setIrqPending(index, vector, false);
+    this.irqs.signal(index, vector);
+  }
+
+  /** Sends every pending vector of `index` that is no longer masked. */
+  private refirePending(index: number): void {
+    for (let v = 0; v < this.irqs.count(index); v++) this.firePending(index, v);
+  }
+
+  private setIrqPending(index: number, vector: number, pending: boolean): void {
+    if (index === IrqIndex.MSIX) this.msix?.setPending(vector, pending);
+    else if (index === IrqIndex.MSI) this.config.setMsiPending(vector, pending);
+    else if (index === IrqIndex.INTX) this.irqs.setIntxPending(pending);
+  }
+
+  /** Masked by the client (SET_IRQS, INTx automask) or by config space. */
+  private isMasked(index: number, vector: number): boolean {
+    return this.irqs.isMasked(index, vector) || this.configMasks(index, vector);
+  }
+
   private configMasks(index: number, vector: number): boolean {
     if (index === IrqIndex.INTX) return this.config.intxDisabled;
     if (index === IrqIndex.MSIX && this.config.msixEnabled) {
@@ -184,12 +240,6 @@ export class Device {
       return msi !== undefined && msi.perVectorMask && (msi.mask & (1 << vector)) !== 0;
     }
     return false;
-  }
-
-  private refirePending(): void {
-    for (const index of [IrqIndex.INTX, IrqIndex.MSI, IrqIndex.MSIX]) {
-      for (let v = 0; v < this.irqs.count(index); v++) this.irqs.firePending(index, v);
-    }
   }
 
   /** Releases the device's own resources (region memfds). */

@@ -1,8 +1,11 @@
 /**
- * Interrupt state of one device: per IRQ index, the client's eventfds and the
- * mask and pending bits of each vector. Follows VFIO semantics: the index
- * that last received trigger eventfds among INTx, MSI and MSI-X is the
- * active interrupt mode; INTx is automasked after each trigger.
+ * What VFIO owns of a device's interrupts: per IRQ index, the client's
+ * eventfds and the SET_IRQS mask bit of each vector, the INTx automask and
+ * resample fd, and INTx's pending bit. MSI and MSI-X pending bits and the
+ * config-space masks belong to the PCI model (PBA, MSI pending register);
+ * {@link Device} combines both and owns the trigger and unmask paths.
+ * The index that last received trigger eventfds among INTx, MSI and MSI-X
+ * is the active interrupt mode; INTx is automasked after each signal.
  */
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
 import { IrqIndex } from '../protocol/constants.js';
@@ -24,7 +27,6 @@ export interface IrqCounts {
 class IrqLine {
   fds: number[];
   masked: boolean[];
-  pending: boolean[];
   /** INTx only: fd that unmasks when signalled (resample). */
   unmaskFd = -1;
   unmaskPoll: PollHandle | undefined;
@@ -32,26 +34,29 @@ class IrqLine {
   constructor(readonly count: number) {
     this.fds = new Array<number>(count).fill(-1);
     this.masked = new Array<boolean>(count).fill(false);
-    this.pending = new Array<boolean>(count).fill(false);
   }
 }
 
 /** Outcome of a trigger, for logs and tests. */
 export type TriggerResult = 'sent' | 'pending' | 'no-eventfd';
 
-/** The interrupt state of one device. */
+/** Told when the client clears a vector's SET_IRQS mask (a pending vector may now fire). */
+export type UnmaskListener = (index: number, vector: number) => void;
+
+/** The VFIO side of one device's interrupts. */
 export class IrqState {
   private readonly lines: IrqLine[];
   /** Active mode among INTx/MSI/MSI-X; -1 when none has eventfds. */
   private active = -1;
-  /** Extra masking from config space (MSI-X table/function mask, INTx disable). */
-  externalMask: (index: number, vector: number) => boolean = () => false;
-  /** Told when a vector's pending bit changes. */
-  onPending: (index: number, vector: number, pending: boolean) => void = () => {};
+  /** INTx raised while masked; INTx has no PCI-model pending bit of its own. */
+  private intxPending = false;
   /** Number of eventfd signals sent, for statistics. */
   signals = 0;
 
-  constructor(readonly counts: IrqCounts) {
+  constructor(
+    readonly counts: IrqCounts,
+    private readonly onUnmask: UnmaskListener = () => {},
+  ) {
     this.lines = [counts.intx, counts.msi, counts.msix, counts.err, counts.req].map((c) => new IrqLine(c));
   }
 
@@ -98,54 +103,45 @@ export class IrqState {
     const line = this.lines[index];
     this.setEventfds(index, 0, new Array<number>(line.count).fill(-1));
     line.masked.fill(false);
-    line.pending.fill(false);
-    if (index === IrqIndex.INTX) this.setUnmaskFd(-1);
+    if (index === IrqIndex.INTX) {
+      this.intxPending = false;
+      this.setUnmaskFd(-1);
+    }
   }
 
-  /** Sets per-vector mask bits; unmasking fires a pending vector. */
+  /** Sets per-vector SET_IRQS mask bits; the unmask listener hears each cleared one. */
   setMasked(index: number, start: number, count: number, masked: boolean, which?: Uint8Array): void {
     const line = this.lines[index];
     for (let i = 0; i < count; i++) {
       if (which && !which[i]) continue;
       line.masked[start + i] = masked;
-      if (!masked) this.firePending(index, start + i);
+      if (!masked) this.onUnmask(index, start + i);
     }
   }
 
-  /** Re-evaluates a vector whose external (config space) mask changed. */
-  firePending(index: number, vector: number): void {
-    const line = this.lines[index];
-    if (line?.pending[vector] && !this.isMasked(index, vector)) {
-      line.pending[vector] = false;
-      this.onPending(index, vector, false);
-      this.trigger(index, vector);
-    }
-  }
-
-  /** True when the vector is masked by the client or by config space. */
+  /** True when the client masked the vector (SET_IRQS, or INTx automask). */
   isMasked(index: number, vector: number): boolean {
-    return this.lines[index].masked[vector] || this.externalMask(index, vector);
+    return this.lines[index]?.masked[vector] ?? false;
   }
 
-  /** Pending bit of a vector. */
-  isPending(index: number, vector: number): boolean {
-    return this.lines[index]?.pending[vector] ?? false;
+  /** Whether INTx was raised while masked and waits for an unmask. */
+  get isIntxPending(): boolean {
+    return this.intxPending;
+  }
+
+  /** Sets or clears INTx's pending bit (no delivery happens here). */
+  setIntxPending(pending: boolean): void {
+    this.intxPending = pending;
   }
 
   /**
-   * Raises a vector: signals its eventfd unless masked (then it is left
-   * pending and fires on unmask). INTx masks itself after firing.
+   * Signals a vector's eventfd now, regardless of masks (the caller checked
+   * them). INTx masks itself after firing.
+   * @throws DeviceError EINVAL for a vector the index does not have.
    */
-  trigger(index: number, vector: number): TriggerResult {
+  signal(index: number, vector: number): TriggerResult {
+    this.checkVector(index, vector);
     const line = this.lines[index];
-    if (!line || vector < 0 || vector >= line.count) {
-      throw new DeviceError(Errno.EINVAL, `no vector ${vector} in IRQ index ${index}`);
-    }
-    if (this.isMasked(index, vector)) {
-      if (!line.pending[vector]) this.onPending(index, vector, true);
-      line.pending[vector] = true;
-      return 'pending';
-    }
     const fd = line.fds[vector];
     if (fd < 0) return 'no-eventfd';
     native.eventfdWrite(fd, 1);
@@ -168,11 +164,17 @@ export class IrqState {
     }
   }
 
-  /** Clears mask and pending bits but keeps the client's eventfds (device reset). */
+  /** Clears mask bits and INTx pending but keeps the client's eventfds (device reset). */
   clearState(): void {
-    for (const line of this.lines) {
-      line.masked.fill(false);
-      line.pending.fill(false);
+    for (const line of this.lines) line.masked.fill(false);
+    this.intxPending = false;
+  }
+
+  /** Throws EINVAL unless `index` has a vector `vector`. */
+  checkVector(index: number, vector: number): void {
+    const line = this.lines[index];
+    if (!line || !Number.isInteger(vector) || vector < 0 || vector >= line.count) {
+      throw new DeviceError(Errno.EINVAL, `no vector ${vector} in IRQ index ${index}`);
     }
   }
 

@@ -44,7 +44,7 @@ export function writeRegion(device: Device, r: Region, offset: number, data: Buf
     return device.takeConfigReset();
   }
   const msix = msixPart(device, r.index, offset, data.length);
-  if (msix === 'table') return device.msix!.write(offset - device.msixPlacement!.tableOffset, data);
+  if (msix === 'table') return device.writeMsixTable(offset - device.msixPlacement!.tableOffset, data);
   if (msix === 'pba') return; // read-only
   const spec = r.spec;
   if (spec?.write) return keepWhilePending(spec.write(offset, data, device), data);

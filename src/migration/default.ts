@@ -50,7 +50,7 @@ function sectionHead(kind: number, id: number, length: number): Buffer {
 function pendingInterrupts(device: Device): [number, number][] {
   const out: [number, number][] = device.deferredInterrupts().map((t) => [t.index, t.vector]);
   for (const index of [IrqIndex.INTX, IrqIndex.MSI, IrqIndex.MSIX]) {
-    for (let v = 0; v < device.irqs.count(index); v++) if (device.irqs.isPending(index, v)) out.push([index, v]);
+    for (let v = 0; v < device.irqs.count(index); v++) if (device.irqPending(index, v)) out.push([index, v]);
   }
   return out;
 }

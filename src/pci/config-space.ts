@@ -32,7 +32,7 @@ interface Watched {
   bars: (bigint | undefined)[];
   msiEnabled: boolean;
   msiVectors: number;
-  msiBlocked: boolean[];
+  msiMask: number;
   msixEnabled: boolean;
   msixMask: boolean;
   power: number;
@@ -80,7 +80,6 @@ export class ConfigSpace {
     this.msi = this.layout.msi && new MsiFunction(this.img, this.layout.msi);
     this.msixLayout = this.layout.msix && withoutOffset(this.layout.msix);
     this.msix = this.layout.msix && new MsixTable(this.layout.msix.vectors);
-    this.msix?.onFire((vector) => this.emit({ type: 'msix-fire', vector }));
     this.hooks = desc.hooks ?? {};
   }
 
@@ -117,7 +116,7 @@ export class ConfigSpace {
     buf.forEach((b, i) => this.img.writeByte(offset + i, b));
     this.fixPowerState(before.power);
     const flr = this.takeFlr();
-    this.settle(before, true);
+    this.settle(before);
     if (flr) this.functionLevelReset();
   }
 
@@ -173,12 +172,12 @@ export class ConfigSpace {
   }
 
   /**
-   * The device raises MSI `vector`: true when the server must send it now;
-   * masked vectors become pending and are reported by an `msi-fire` event
-   * when unmasked. False without MSI or when disabled.
+   * Sets or clears MSI `vector`'s pending bit, which the guest reads; a
+   * no-op without MSI or per-vector masking.
+   * @throws PciConfigError (errno 22) for a vector beyond the capable count.
    */
-  triggerMsi(vector: number): boolean {
-    return this.msi?.trigger(vector) ?? false;
+  setMsiPending(vector: number, pending: boolean): void {
+    this.msi?.setPending(vector, pending);
   }
 
   /** The MSI message (address, data with vector bits) for `vector`. */
@@ -208,7 +207,7 @@ export class ConfigSpace {
     this.initial.data.copy(this.img.data);
     this.intx = false;
     this.msix?.reset();
-    this.settle(before, false);
+    this.settle(before);
   }
 
   /** Serializes the whole mutable state (config bytes, INTx, MSI-X table). */
@@ -235,7 +234,7 @@ export class ConfigSpace {
     this.msix?.restore(snap.subarray(SNAPSHOT_HEADER + this.size + 4));
     config.copy(this.img.data);
     this.intx = (snap[5]! & 1) !== 0;
-    this.settle(before, false);
+    this.settle(before);
   }
 
   /** Validates a snapshot's framing and compatibility; returns its config bytes. */
@@ -263,14 +262,11 @@ export class ConfigSpace {
   }
 
   /** Syncs MSI-X control into the table and emits events for what changed since `before`. */
-  private settle(before: Watched, deliver: boolean): void {
+  private settle(before: Watched): void {
     const after = this.watch();
-    this.emitDiff(before, after);
     const { enabled, functionMask } = this.msixControl();
     this.msix?.setControl(enabled, functionMask);
-    if (deliver && this.msi) {
-      for (const vector of this.msi.deliverUnblocked(before.msiBlocked)) this.emit({ type: 'msi-fire', vector });
-    }
+    this.emitDiff(before, after);
   }
 
   /** Emits one event per changed field. */
@@ -282,6 +278,7 @@ export class ConfigSpace {
     if (a.msiEnabled !== b.msiEnabled || a.msiVectors !== b.msiVectors) {
       this.emit({ type: 'msi', enabled: b.msiEnabled, vectors: b.msiVectors });
     }
+    if (a.msiMask !== b.msiMask) this.emit({ type: 'msi-mask', mask: b.msiMask });
     if (a.msixEnabled !== b.msixEnabled || a.msixMask !== b.msixMask) {
       this.emit({ type: 'msix', enabled: b.msixEnabled, functionMask: b.msixMask });
     }
@@ -296,7 +293,7 @@ export class ConfigSpace {
       bars: this.bars.map((_, i) => this.barAddress(i)),
       msiEnabled: this.msi?.enabled ?? false,
       msiVectors: this.msi?.enabled ? this.msi.vectors : 0,
-      msiBlocked: this.msi?.blocked() ?? [],
+      msiMask: this.msi?.state().mask ?? 0,
       msixEnabled: msix.enabled,
       msixMask: msix.functionMask,
       power: this.powerState,

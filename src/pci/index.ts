@@ -7,7 +7,7 @@ export { EINVAL, EIO, PciConfigError } from './errors.js';
 export * from './regs.js';
 export type * from './types.js';
 export { ConfigSpace } from './config-space.js';
-export { MsixTable, type MsixEntryState, type MsixFireListener } from './msix.js';
+export { MsixTable, type MsixEntryState } from './msix.js';
 export { MsiFunction, type MsiMessage } from './msi.js';
 export { ConfigImage } from './image.js';
 export { buildCapabilities, capabilitySize, extendedCapabilitySize, type CapabilityLayout, type MsiLayout } from './capabilities.js';

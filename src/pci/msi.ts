@@ -15,7 +15,8 @@ export interface MsiMessage {
 /**
  * Reads and updates the MSI capability registers of a config image. Mask
  * and pending bits exist only with per-vector masking; without it nothing
- * is ever masked.
+ * is ever masked. These registers are where MSI mask and pending state
+ * lives; deciding when to send a vector is the device's job.
  */
 export class MsiFunction {
   /** Wraps the MSI capability placed at `layout.offset` in `img`. */
@@ -79,38 +80,6 @@ export class MsiFunction {
     const bit = (1 << vector) >>> 0;
     const v = this.img.u32(off);
     this.img.setU32(off, pending ? v | bit : v & ~bit);
-  }
-
-  /**
-   * The device raises `vector`: true when the message must be sent now;
-   * masked vectors become pending (false); disabled or not-enabled vectors
-   * return false.
-   */
-  trigger(vector: number): boolean {
-    this.checkVector(vector);
-    if (!this.enabled || vector >= this.vectors) return false;
-    if (!this.isMasked(vector)) return true;
-    this.setPending(vector, true);
-    return false;
-  }
-
-  /** For each capable vector: whether its message could not be sent now. */
-  blocked(): boolean[] {
-    const out: boolean[] = [];
-    for (let v = 0; v < this.layout.capableVectors; v++) out.push(!this.enabled || v >= this.vectors || this.isMasked(v));
-    return out;
-  }
-
-  /** Clears and returns pending vectors that were blocked (per `before`) and are not now. */
-  deliverUnblocked(before: readonly boolean[]): number[] {
-    const now = this.blocked();
-    const fired: number[] = [];
-    before.forEach((was, v) => {
-      if (!was || now[v] || !this.isPending(v)) return;
-      this.setPending(v, false);
-      fired.push(v);
-    });
-    return fired;
   }
 
   /** Message control register. */

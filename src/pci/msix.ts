@@ -18,14 +18,10 @@ export interface MsixEntryState {
   masked: boolean;
 }
 
-/** Receives vectors that must be signalled now (pending and just unmasked). */
-export type MsixFireListener = (vector: number) => void;
-
 /**
- * MSI-X table of N 16-byte entries and its read-only PBA. All vectors are
- * masked at reset. A vector triggered while masked becomes pending; when it
- * is unmasked (entry mask or function mask cleared, MSI-X enabled) its
- * pending bit is cleared and fire listeners are told to send it.
+ * MSI-X table of N 16-byte entries and its PBA, read-only to software. All
+ * vectors are masked at reset. This is where MSI-X mask and pending bits
+ * live; deciding when to send a vector is the device's job.
  */
 export class MsixTable {
   /** Number of vectors. */
@@ -44,7 +40,6 @@ export class MsixTable {
    * at reset) say nothing about what the client wants.
    */
   touched = false;
-  private readonly listeners = new Set<MsixFireListener>();
 
   /** Creates a table of `vectors` (1..2048) entries, all masked. */
   constructor(vectors: number) {
@@ -57,27 +52,22 @@ export class MsixTable {
     this.reset();
   }
 
-  /** Subscribes to vectors that must be fired; returns an unsubscribe function. */
-  onFire(listener: MsixFireListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
   /** Reads `length` bytes of the table at `offset` (relative to the table start). */
   read(offset: number, length: number): Buffer {
     checkAccess(offset, length, this.tableSize, 'MSI-X table');
     return Buffer.from(this.table.subarray(offset, offset + length));
   }
 
-  /** Writes table bytes at `offset`; read-only bits are ignored. */
-  write(offset: number, data: Uint8Array): void {
+  /**
+   * Writes table bytes at `offset`; read-only bits are ignored. Returns the
+   * vectors whose entries the write covered (their masks may have changed).
+   */
+  write(offset: number, data: Uint8Array): { first: number; last: number } {
     checkAccess(offset, data.length, this.tableSize, 'MSI-X table');
     this.touched = true;
-    const first = Math.floor(offset / MsixEntry.SIZE);
-    const last = Math.floor((offset + Math.max(data.length, 1) - 1) / MsixEntry.SIZE);
-    const blocked = this.blockedRange(first, last);
     data.forEach((b, i) => this.writeByte(offset + i, b));
-    this.deliverUnblocked(first, blocked);
+    const first = Math.floor(offset / MsixEntry.SIZE);
+    return { first, last: Math.floor((offset + Math.max(data.length, 1) - 1) / MsixEntry.SIZE) };
   }
 
   /** Reads `length` bytes of the PBA at `offset` (relative to the PBA start). */
@@ -111,19 +101,6 @@ export class MsixTable {
     this.pba[i] = pending ? this.pba[i]! | bit : this.pba[i]! & ~bit;
   }
 
-  /**
-   * The device raises `vector`: returns true when the caller must send the
-   * message now; when masked, marks it pending and returns false; when MSI-X
-   * is disabled, returns false and changes nothing.
-   */
-  trigger(vector: number): boolean {
-    this.checkVector(vector);
-    if (!this.enabled) return false;
-    if (!this.isMasked(vector)) return true;
-    this.setPending(vector, true);
-    return false;
-  }
-
   /** Decoded entry of `vector`. */
   entry(vector: number): MsixEntryState {
     this.checkVector(vector);
@@ -143,15 +120,10 @@ export class MsixTable {
     return this.functionMask;
   }
 
-  /**
-   * Mirrors the capability's enable and function mask bits; vectors that
-   * become unmasked while pending are fired.
-   */
+  /** Mirrors the capability's enable and function mask bits. */
   setControl(enabled: boolean, functionMask: boolean): void {
-    const blocked = this.blockedRange(0, this.vectors - 1);
     this.enabled = enabled;
     this.functionMask = functionMask;
-    this.deliverUnblocked(0, blocked);
   }
 
   /** Back to power-on state: entries zero and masked, nothing pending, disabled. */
@@ -187,28 +159,6 @@ export class MsixTable {
   private writeByte(offset: number, value: number): void {
     const mask = ENTRY_WMASK[offset % MsixEntry.SIZE]!;
     this.table[offset] = (this.table[offset]! & ~mask) | (value & mask);
-  }
-
-  /** Whether a message for `vector` could not be sent now (disabled or masked). */
-  private isBlocked(vector: number): boolean {
-    return !this.enabled || this.isMasked(vector);
-  }
-
-  /** isBlocked() of vectors first..last. */
-  private blockedRange(first: number, last: number): boolean[] {
-    const out: boolean[] = [];
-    for (let v = first; v <= last && v < this.vectors; v++) out.push(this.isBlocked(v));
-    return out;
-  }
-
-  /** Fires pending vectors that were blocked (per `before`, from `first`) and no longer are. */
-  private deliverUnblocked(first: number, before: readonly boolean[]): void {
-    before.forEach((was, i) => {
-      const v = first + i;
-      if (!was || this.isBlocked(v) || !this.isPending(v)) return;
-      this.setPending(v, false);
-      for (const l of this.listeners) l(v);
-    });
   }
 
   /** Throws unless `vector` is a valid index. */

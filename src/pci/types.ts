@@ -185,12 +185,10 @@ export type ConfigEvent =
   | { type: 'bar'; index: number; address: bigint }
   /** MSI enable or enabled vector count changed; `vectors` is 0 while disabled. */
   | { type: 'msi'; enabled: boolean; vectors: number }
-  /** A pending MSI vector was unmasked: the server must send it now. */
-  | { type: 'msi-fire'; vector: number }
+  /** The MSI per-vector mask register changed: pending vectors may now be sent. */
+  | { type: 'msi-mask'; mask: number }
   /** MSI-X enable or function mask changed. */
   | { type: 'msix'; enabled: boolean; functionMask: boolean }
-  /** A pending MSI-X vector became deliverable: the server must send it now. */
-  | { type: 'msix-fire'; vector: number }
   /** PM power state changed (0 = D0, 3 = D3hot). */
   | { type: 'power'; state: number }
   /** Function Level Reset: config space was reset; the device must reset too. */
