@@ -2,26 +2,13 @@
 // server that breaks the rule it checks (test/helpers/broken-servers.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ALL_CHECKS, runChecks } from '../src/cli/check/index.js';
 import { SAMPLES } from '../src/samples/index.js';
 import { BROKEN_SERVERS, TRANSPARENT, startBroken } from './helpers/broken-servers.js';
-import { MAIN, startServer } from './helpers/timer-process.js';
-
-/** Runs `muser <args>` without blocking this process's event loop (it may serve the socket). */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { MAIN, runCli as cli, startServer } from './helpers/timer-process.js';
 
 /** Options a sample cannot run without. */
 const REQUIRED_OPTIONS: Record<string, string[]> = { 'virtio-blk': ['--size', '16M'], nvme: ['--size', '16M'] };
