@@ -14,6 +14,7 @@ export const BIN = join(ROOT, 'bench', 'bin');
 export const PINGPONG = join(BIN, 'pingpong');
 export const LOADGEN = join(BIN, 'loadgen');
 export const BLKDRV = join(BIN, 'blkdrv');
+export const NVMEDRV = join(BIN, 'nvmedrv');
 export const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 export const DEVICES_HOST = join(ROOT, 'dist', 'bench', 'devices-host.js');
 
@@ -31,7 +32,7 @@ export function buildC(): void {
   if (!have(cc)) throw new BenchError(`C compiler \`${cc}\` not found: install gcc (e.g. \`apt-get install gcc\`) to build bench/c`);
   const r = spawnSync('make', ['-s', '-C', join(ROOT, 'bench', 'c')], { encoding: 'utf8' });
   if (r.status !== 0) throw new BenchError(`make -C bench/c failed:\n${r.stdout}${r.stderr}`);
-  for (const p of [PINGPONG, LOADGEN, BLKDRV]) if (!existsSync(p)) throw new BenchError(`${p} missing after make -C bench/c`);
+  for (const p of [PINGPONG, LOADGEN, BLKDRV, NVMEDRV]) if (!existsSync(p)) throw new BenchError(`${p} missing after make -C bench/c`);
   if (!have('taskset')) throw new BenchError('`taskset` not found (util-linux): the bench pins the server to CPU 0');
   if (!existsSync(CLI) || !existsSync(DEVICES_HOST)) throw new BenchError('dist/ is not built: run `npx tsc -p .` first');
 }

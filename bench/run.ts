@@ -14,12 +14,13 @@
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
  * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk,
- * file; file needs fio and is skipped with a note without it).
+ * nvme, file; file needs fio and is skipped with a note without it).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { measureBlk, type BlkRow } from './blk.js';
+import { measureNvme, type NvmeRow } from './nvme.js';
 import { haveFio, measureFile, type FileResult } from './file.js';
 import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js';
 import { devicesRun, type DevicesRun } from './devices.js';
@@ -28,7 +29,7 @@ import { measureViews, type ViewsResult } from './views.js';
 
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? 1));
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,file').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,nvme,file').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
@@ -256,6 +257,7 @@ async function main(): Promise<void> {
   let devs: DevicesSummary | undefined;
   let cross: ReturnType<typeof summarizeCross> | undefined;
   let blk: BlkRow[] | undefined;
+  let nvme: NvmeRow[] | undefined;
   let fileBacked: FileResult | undefined;
   let fileSkipped = false;
   const loadAtStart = loadAverage();
@@ -271,6 +273,7 @@ async function main(): Promise<void> {
     if (ONLY.has('devices')) devs = await devices(log);
     if (ONLY.has('cross')) cross = summarizeCross(await measureCross(dir, ROUNDS, it, log));
     if (ONLY.has('blk')) blk = await measureBlk(dir, ROUNDS, SCALE, log);
+    if (ONLY.has('nvme')) nvme = await measureNvme(dir, ROUNDS, SCALE, log);
     if (ONLY.has('file')) {
       if (haveFio()) fileBacked = await measureFile(dir, ROUNDS, SCALE, log);
       else fileSkipped = true;
@@ -399,6 +402,32 @@ async function main(): Promise<void> {
     out.push(`2 queues vs 1 queue at QD32 (one JS thread, no workers yet): ${push('blk_2q_vs_1q', '>= 1.5', scaling, scaling >= 1.5)}`);
     out.push('');
   }
+  if (nvme) {
+    out.push('NVMe data path: bench/bin/nvmedrv (driver, CPU 0) against muser run nvme --size 64M --queues 2 (CPU 1), and against a forked minimal C NVMe controller (CPU 1)');
+    out.push('reading the same posted doorbell messages and doing the same queue work; 4 KiB random reads on a RAM disk; IOPS, latency p50 / p99 us (submit to reap),');
+    out.push('doorbell messages per command; ratios are medians of per-round ratios');
+    out.push(
+      table(
+        ['workload', 'C controller', 'muser', 'db/cmd C', 'db/cmd muser', 'IOPS vs C', 'p50 vs C', 'load'],
+        nvme.map((r) => [
+          r.config.label,
+          `${si(r.floor.iops)}  ${lat({ ops: 0, p50: r.floor.p50, p99: r.floor.p99 })}`,
+          `${si(r.muser.iops)}  ${lat({ ops: 0, p50: r.muser.p50, p99: r.muser.p99 })}`,
+          r.floor.doorbells.toFixed(3),
+          r.muser.doorbells.toFixed(3),
+          r.iopsVsFloor.toFixed(2),
+          r.p50VsFloor.toFixed(2),
+          r.load.toFixed(1),
+        ]),
+      ),
+    );
+    const byKey = (k: string): NvmeRow => nvme!.find((r) => r.config.key === k)!;
+    const shadowGains = nvme.filter((r) => !r.config.shadow).map((r) => {
+      const s = byKey(`${r.config.key}_shadow`);
+      return `${r.config.label}: ${(s.muser.iops / r.muser.iops).toFixed(2)} (C: ${(s.floor.iops / r.floor.iops).toFixed(2)})`;
+    });
+    out.push(`muser IOPS with shadow doorbells / without: ${shadowGains.join('; ')}`, '');
+  }
   if (fileBacked) {
     const file = fileBacked;
     const f = (x: { iops: number; p50: number; p99: number }): string => `${si(x.iops)} IOPS  ${us(x.p50)} / ${us(x.p99)}`;
@@ -432,6 +461,7 @@ async function main(): Promise<void> {
     devices: devs,
     cross,
     blk,
+    nvme,
     file: fileBacked,
     loadAverage: { start: loadAtStart, end: loadAverage() },
     targets,

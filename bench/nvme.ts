@@ -1,0 +1,106 @@
+/**
+ * NVMe data path: bench/bin/nvmedrv plays the guest's NVMe driver (guest
+ * RAM in a sealed memfd, posted BAR0 doorbell writes, MSI-X eventfds)
+ * against `muser run nvme --size 64M --queues 2` and against its floor, a
+ * forked minimal C NVMe controller reading the same doorbell messages and
+ * doing the same queue work. Driver on CPU 0, controller on CPU 1. 4 KiB
+ * random reads at QD 1 and 32 on 1 and 2 queues, each with and without
+ * shadow doorbells (Doorbell Buffer Config, as Linux uses when offered).
+ */
+import { join } from 'node:path';
+import { CliServer, loadAverage, median, num, runJson, NVMEDRV, type Json } from './proc.js';
+
+const DRIVER_CPU = 0;
+const DEVICE_CPU = 1;
+const DISK_MIB = 64;
+
+export interface NvmeFig {
+  iops: number;
+  p50: number;
+  p99: number;
+  /** Doorbell messages per command. */
+  doorbells: number;
+}
+
+export interface NvmeConfig {
+  key: string;
+  label: string;
+  queues: number;
+  qd: number;
+  shadow: boolean;
+}
+
+export const NVME_CONFIGS: NvmeConfig[] = [1, 32].flatMap((qd) =>
+  [1, 2].flatMap((queues) =>
+    [false, true].map((shadow) => ({
+      key: `r_q${queues}_qd${qd}${shadow ? '_shadow' : ''}`,
+      label: `read QD${qd}, ${queues} queue${queues > 1 ? 's' : ''}${shadow ? ', shadow' : ''}`,
+      queues,
+      qd,
+      shadow,
+    })),
+  ),
+);
+
+export interface NvmeRound {
+  load: number;
+  floor: NvmeFig;
+  muser: NvmeFig;
+}
+
+export interface NvmeRow {
+  config: NvmeConfig;
+  rounds: NvmeRound[];
+  floor: NvmeFig;
+  muser: NvmeFig;
+  /** Medians of per-round ratios. */
+  iopsVsFloor: number;
+  p50VsFloor: number;
+  load: number;
+}
+
+const fig = (j: Json): NvmeFig => ({ iops: num(j, 'iops'), p50: num(j, 'p50_us'), p99: num(j, 'p99_us'), doorbells: num(j, 'doorbells_per_op') });
+
+function args(c: NvmeConfig, seconds: number): string[] {
+  return ['--queues', String(c.queues), '--qd', String(c.qd), '--seconds', String(seconds), '--disk-mib', String(DISK_MIB), '--cpu', String(DRIVER_CPU), ...(c.shadow ? ['--shadow'] : [])];
+}
+
+/** Runs `rounds` interleaved rounds (floor, then muser, per config). */
+export async function measureNvme(dir: string, rounds: number, scale: number, log: (s: string) => void): Promise<NvmeRow[]> {
+  const server = await CliServer.start(join(dir, 'nvme.sock'), DEVICE_CPU, ['--size', `${DISK_MIB}M`, '--queues', '2'], 'nvme');
+  const seconds = Math.max(1, Math.round(scale));
+  try {
+    // Untimed warm-up: JIT, and the RAM disk's pages touched once.
+    await server.client(NVMEDRV, ['--socket', server.socket, '--qd', '32', '--seconds', '1', '--write', '--cpu', String(DRIVER_CPU)]);
+    const rs = new Map<string, NvmeRound[]>(NVME_CONFIGS.map((c) => [c.key, []]));
+    for (let r = 0; r < rounds; r++) {
+      log(`round ${r + 1}/${rounds}: NVMe data path (driver CPU ${DRIVER_CPU}, controller CPU ${DEVICE_CPU})`);
+      for (const c of NVME_CONFIGS) {
+        const load = loadAverage();
+        const floor = fig(await runJson(NVMEDRV, ['--responder', '--server-cpu', String(DEVICE_CPU), ...args(c, seconds)]));
+        const muser = fig(await server.client(NVMEDRV, ['--socket', server.socket, ...args(c, seconds)]));
+        rs.get(c.key)!.push({ load, floor, muser });
+      }
+    }
+    const med = (fs: NvmeFig[]): NvmeFig => ({
+      iops: median(fs.map((f) => f.iops)),
+      p50: median(fs.map((f) => f.p50)),
+      p99: median(fs.map((f) => f.p99)),
+      doorbells: median(fs.map((f) => f.doorbells)),
+    });
+    return NVME_CONFIGS.map((config) => {
+      const rounds = rs.get(config.key)!;
+      return {
+        config,
+        rounds,
+        floor: med(rounds.map((x) => x.floor)),
+        muser: med(rounds.map((x) => x.muser)),
+        iopsVsFloor: median(rounds.map((x) => x.muser.iops / x.floor.iops)),
+        p50VsFloor: median(rounds.map((x) => x.muser.p50 / x.floor.p50)),
+        load: median(rounds.map((x) => x.load)),
+      };
+    });
+  } finally {
+    await server.stop();
+  }
+}
