@@ -8,7 +8,7 @@
  * EVENT_IDX negotiated (interrupt and kick suppression, as Linux uses).
  */
 import { join } from 'node:path';
-import { CliServer, loadAverage, median, num, runJson, BLKDRV, type Json } from './proc.js';
+import { CliServer, loadAverage, median, medianFields, num, runJson, BLKDRV, type Json } from './proc.js';
 
 const DRIVER_CPU = 0;
 const DEVICE_CPU = 1;
@@ -90,7 +90,7 @@ export async function measureBlk(dir: string, rounds: number, scale: number, log
         rs.get(c.key)!.push({ load, floor, muser, muserPoll });
       }
     }
-    const med = (fs: BlkFig[]): BlkFig => ({ iops: median(fs.map((f) => f.iops)), p50: median(fs.map((f) => f.p50)), p99: median(fs.map((f) => f.p99)) });
+    const med = (fs: BlkFig[]): BlkFig => medianFields(fs);
     return BLK_CONFIGS.map((config) => {
       const rounds = rs.get(config.key)!;
       return {

@@ -8,7 +8,7 @@
  * /proc/<pid>/stat.
  */
 import { join } from 'node:path';
-import { CliServer, cpuSeconds, loadAverage, median, num, runJson, PINGPONG, type Json } from './proc.js';
+import { CliServer, cpuSeconds, loadAverage, median, medianFields, num, runJson, PINGPONG, type Json } from './proc.js';
 
 export const CLIENT_CPU = 0;
 export const SERVER_CPU = 1;
@@ -101,7 +101,7 @@ export function summarizeCross(x: CrossResult): {
   idlePollCpu: number;
   idleCpu: number;
 } {
-  const med = (fs: CrossFig[]): CrossFig => ({ ops: median(fs.map((f) => f.ops)), p50: median(fs.map((f) => f.p50)), p99: median(fs.map((f) => f.p99)) });
+  const med = (fs: CrossFig[]): CrossFig => medianFields(fs);
   return {
     rows: x.cases.map((c) => ({
       key: c.key,

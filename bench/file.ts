@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { openSync, writeSync, closeSync, readFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { join } from 'node:path';
-import { CliServer, loadAverage, median, num, BLKDRV, BenchError } from './proc.js';
+import { CliServer, loadAverage, median, medianFields, num, BLKDRV, BenchError } from './proc.js';
 
 const IMAGE_MIB = 64;
 const QD = 32;
@@ -76,7 +76,7 @@ export async function measureFile(dir: string, rounds: number, scale: number, lo
       const f = fio(image, Math.max(1, Math.round(2 * scale)));
       rs.push({ load, fio: f, muser: await drive(plain), muserPoll: await drive(poll) });
     }
-    const med = (fs: FileFig[]): FileFig => ({ iops: median(fs.map((f) => f.iops)), p50: median(fs.map((f) => f.p50)), p99: median(fs.map((f) => f.p99)) });
+    const med = (fs: FileFig[]): FileFig => medianFields(fs);
     return {
       rounds: rs,
       fio: med(rs.map((x) => x.fio)),

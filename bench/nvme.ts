@@ -8,7 +8,7 @@
  * shadow doorbells (Doorbell Buffer Config, as Linux uses when offered).
  */
 import { join } from 'node:path';
-import { CliServer, loadAverage, median, num, runJson, NVMEDRV, type Json } from './proc.js';
+import { CliServer, loadAverage, median, medianFields, num, runJson, NVMEDRV, type Json } from './proc.js';
 
 const DRIVER_CPU = 0;
 const DEVICE_CPU = 1;
@@ -82,12 +82,7 @@ export async function measureNvme(dir: string, rounds: number, scale: number, lo
         rs.get(c.key)!.push({ load, floor, muser });
       }
     }
-    const med = (fs: NvmeFig[]): NvmeFig => ({
-      iops: median(fs.map((f) => f.iops)),
-      p50: median(fs.map((f) => f.p50)),
-      p99: median(fs.map((f) => f.p99)),
-      doorbells: median(fs.map((f) => f.doorbells)),
-    });
+    const med = (fs: NvmeFig[]): NvmeFig => medianFields(fs);
     return NVME_CONFIGS.map((config) => {
       const rounds = rs.get(config.key)!;
       return {

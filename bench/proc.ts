@@ -204,6 +204,12 @@ export function machine(): Machine {
   };
 }
 
+/** Field by field, the median of several rounds' figures. */
+export function medianFields<T extends { [K in keyof T]: number }>(rounds: readonly T[]): T {
+  const keys = Object.keys(rounds[0] ?? {}) as (keyof T)[];
+  return Object.fromEntries(keys.map((k) => [k, median(rounds.map((r) => r[k]))])) as T;
+}
+
 export function median(xs: number[]): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
