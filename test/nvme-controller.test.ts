@@ -462,6 +462,18 @@ describe('nvme: reset and shutdown', () => {
   let r: Rig | undefined;
   afterEach(() => close(r));
 
+  /** A controller with one I/O queue and one read the backend holds in flight. */
+  async function heldRead(extra: { cid?: number } = {}): Promise<{ d: Rig['driver']; b: Rig['backends'][number] }> {
+    r = await rig({ ioQueues: 1 });
+    const d = r.driver;
+    const b = r.backends[0];
+    b.holding = true;
+    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0, ...extra });
+    await d.submit(1);
+    await b.waitHeld(1);
+    return { d, b };
+  }
+
   test('shutdown: SHST reaches complete after a flush; commands after it are not executed; a reset brings it back', async () => {
     r = await rig({ ioQueues: 1 });
     const d = r.driver;
@@ -479,13 +491,7 @@ describe('nvme: reset and shutdown', () => {
   });
 
   test('a host that re-enables before CSTS.RDY cleared starts a fresh session; the old command is dropped', async () => {
-    r = await rig({ ioQueues: 1 });
-    const d = r.driver;
-    const b = r.backends[0];
-    b.holding = true;
-    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0 });
-    await d.submit(1);
-    await b.waitHeld(1);
+    const { d, b } = await heldRead();
     await d.write32(REG.CC, 0);
     // Not waiting for RDY to clear (a driver bug), straight back to enabled.
     await d.write32(REG.AQA, (31 << 16) | 31);
@@ -499,17 +505,11 @@ describe('nvme: reset and shutdown', () => {
     await d.createIoQueues(1);
     b.releaseAll();
     assert.equal((await d.rw(1, false, 0, 1)).cqe.status, 0);
-    assert.equal(r.controller.sqs.size, 2);
+    assert.equal(r!.controller.sqs.size, 2);
   });
 
   test('Delete I/O SQ waits for its command in flight, which completes first', async () => {
-    r = await rig({ ioQueues: 1 });
-    const d = r.driver;
-    const b = r.backends[0];
-    b.holding = true;
-    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0, cid: 0x77 });
-    await d.submit(1);
-    await b.waitHeld(1);
+    const { d, b } = await heldRead({ cid: 0x77 });
     d.put(0, { opcode: 0x00, cdw10: 1, cid: 0x55 });
     await d.submit(0);
     b.releaseAll();
@@ -517,17 +517,11 @@ describe('nvme: reset and shutdown', () => {
     assert.deepEqual([io.cid, io.status], [0x77, 0]);
     const del = await d.reap(0);
     assert.deepEqual([del.cid, del.status], [0x55, 0]);
-    assert.equal(r.controller.sqs.has(1), false);
+    assert.equal(r!.controller.sqs.has(1), false);
   });
 
   test('a reset while Delete I/O SQ waits ends the wait; the controller comes back', async () => {
-    r = await rig({ ioQueues: 1 });
-    const d = r.driver;
-    const b = r.backends[0];
-    b.holding = true;
-    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0 });
-    await d.submit(1);
-    await b.waitHeld(1);
+    const { d, b } = await heldRead();
     d.put(0, { opcode: 0x00, cdw10: 1 });
     await d.submit(0);
     await d.write32(REG.CC, 0);
@@ -539,13 +533,7 @@ describe('nvme: reset and shutdown', () => {
   });
 
   test('disable waits for I/O in flight before CSTS.RDY clears, and drops its completion', async () => {
-    r = await rig({ ioQueues: 1 });
-    const d = r.driver;
-    const b = r.backends[0];
-    b.holding = true;
-    d.put(1, { opcode: 2, nsid: 1, prp1: d.alloc(PAGE), cdw10: 0, cdw12: 0 });
-    await d.submit(1);
-    await b.waitHeld(1);
+    const { d, b } = await heldRead();
     await d.write32(REG.CC, 0);
     assert.equal((await d.read32(REG.CSTS)) & 1, 1, 'still ready while the read holds guest memory');
     b.releaseAll();
