@@ -218,9 +218,16 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
 enum { MODE_STREAM = 0, MODE_EVENTFD = 1, MODE_READABLE = 2 };
 enum { EV_DATA = 0, EV_EOF = 1, EV_ERROR = 2, EV_WRITABLE = 3, EV_COUNT = 4, EV_READABLE = 5 };
 
+typedef struct poller poller_t;
+
 /* Per-instance (per-thread) state. */
 typedef struct {
     uint8_t *recv_buf;
+    /* Live pollers of this thread, closed when its environment goes away
+     * (a worker thread ending with a doorbell still watched). */
+    poller_t *pollers;
+    /* While tearing down: handles whose close has not completed yet. */
+    int closing_handles;
     /* Busy polling: while `spinning`, an active idle handle makes libuv poll
      * with a zero timeout, so the loop never sleeps; it stops once
      * uv_hrtime() passes spin_until (no activity for an idle window). */
@@ -232,9 +239,10 @@ typedef struct {
     napi_async_cleanup_hook_handle cleanup;
 } instance_t;
 
-typedef struct {
+struct poller {
     uv_poll_t handle;
     instance_t *inst;
+    poller_t *prev, *next;
     uint64_t spin_ns; /* 0: this poller never makes the loop spin */
     napi_env env;
     napi_ref callback;
@@ -248,7 +256,9 @@ typedef struct {
     napi_ref user_buf_ref;
     uint8_t *user_buf;
     size_t user_buf_len;
-} poller_t;
+};
+
+static void instance_handle_closed(instance_t *inst);
 
 static void spin_cb(uv_idle_t *h) {
     instance_t *inst = h->data;
@@ -398,10 +408,15 @@ static void poller_cb(uv_poll_t *h, int status, int events) {
 
 static void poller_closed(uv_handle_t *h) {
     poller_t *p = (poller_t *)h->data;
+    instance_t *inst = p->inst;
+    if (p->prev) p->prev->next = p->next;
+    else inst->pollers = p->next;
+    if (p->next) p->next->prev = p->prev;
     napi_delete_reference(p->env, p->callback);
     napi_delete_reference(p->env, p->self);
     if (p->user_buf_ref) napi_delete_reference(p->env, p->user_buf_ref);
     free(p);
+    if (inst->closing_handles > 0) instance_handle_closed(inst);
 }
 
 static poller_t *get_poller(napi_env env, napi_value v) {
@@ -450,6 +465,9 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     napi_create_external(env, p, NULL, NULL, &ext);
     napi_create_reference(env, ext, 1, &p->self);
     p->events = UV_READABLE | UV_DISCONNECT;
+    p->next = p->inst->pollers;
+    if (p->next) p->next->prev = p;
+    p->inst->pollers = p;
     uv_poll_start(&p->handle, p->events, poller_cb);
     return ext;
 }
@@ -848,20 +866,34 @@ static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(
         napi_set_named_property(env, exports, name, f);                        \
     } while (0)
 
-static void instance_closed(uv_handle_t *h) {
-    instance_t *inst = h->data;
+/* One more handle of a tearing-down instance closed; the last one frees it. */
+static void instance_handle_closed(instance_t *inst) {
+    if (--inst->closing_handles > 0) return;
     napi_remove_async_cleanup_hook(inst->cleanup);
     free(inst->recv_buf);
     free(inst);
 }
 
+static void spin_closed(uv_handle_t *h) { instance_handle_closed(h->data); }
+
 /* The environment (main thread or a worker) goes away: close the spin
- * handle on its loop, then free the instance. */
+ * handle and every poller still open on its loop (libuv refuses to close a
+ * loop with open handles), then free the instance. */
 static void instance_cleanup(napi_async_cleanup_hook_handle handle, void *arg) {
+    (void)handle;
     instance_t *inst = arg;
+    inst->closing_handles = 1;
+    for (poller_t *p = inst->pollers; p; p = p->next) inst->closing_handles++;
+    for (poller_t *p = inst->pollers, *next; p; p = next) {
+        next = p->next;
+        if (p->closing) continue; /* its close is already on the way */
+        p->closing = true;
+        uv_poll_stop(&p->handle);
+        uv_close((uv_handle_t *)&p->handle, poller_closed);
+    }
     inst->spinning = false;
     uv_idle_stop(&inst->spin);
-    uv_close((uv_handle_t *)&inst->spin, instance_closed);
+    uv_close((uv_handle_t *)&inst->spin, spin_closed);
 }
 
 static napi_value init(napi_env env, napi_value exports) {

@@ -71,6 +71,12 @@ export {
   type FileBackendOptions,
   type RamBackend,
   type RamBackendOptions,
+  memfdBackend,
+  type MemfdBackendOptions,
+  openSharedBackend,
+  isShareable,
+  type SharedBackend,
+  type ShareableBackend,
   openNbdBackend,
   parseNbdUri,
   formatNbdAddress,
@@ -104,8 +110,11 @@ export {
   type Descriptor,
   type IoBuffers,
   type QueueMemory,
+  type QueueWorkerSpec,
+  type WorkerQueueHandler,
+  type WorkerQueueContext,
 } from './virtio/index.js';
-export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions } from './virtio/blk.js';
+export { virtioBlk, BlkFeature, BlkRequestType, BlkStatus, type VirtioBlkOptions, type BlkLimits, type BlkWorkerData } from './virtio/blk.js';
 export { virtioRng } from './virtio/rng.js';
 export {
   nvmeController,

@@ -10,6 +10,7 @@ import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorC
 import { byteLength, checkCapacity, checkRange, checkWritable, SECTOR_SIZE } from './checks.js';
 import { InFlight } from './inflight.js';
 import { sliceScatter } from './scatter.js';
+import type { ShareableBackend, SharedBackend } from './shared.js';
 
 /** Options of {@link openFileBackend}. */
 export interface FileBackendOptions {
@@ -17,8 +18,8 @@ export interface FileBackendOptions {
   readonly readOnly?: boolean;
 }
 
-/** A file backend. */
-export interface FileBackend extends BlockBackend {
+/** A file backend; worker threads open the same file by path (see {@link ShareableBackend}). */
+export interface FileBackend extends ShareableBackend {
   /** The path it was opened from. */
   readonly path: string;
 }
@@ -89,6 +90,10 @@ class FileDisk implements FileBackend {
     readonly size: number,
     readonly readOnly: boolean,
   ) {}
+
+  share(): SharedBackend {
+    return { kind: 'file', path: this.path, readOnly: this.readOnly };
+  }
 
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     return this.inflight.run(async () => {

@@ -2,6 +2,9 @@
 export { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from './backend.js';
 export { BlockDevice, type BlockDeviceOptions, type BlockOperation } from './device.js';
 export { ramBackend, type RamBackend, type RamBackendOptions } from './ram.js';
+export { memfdBackend, openSharedMemfd, type MemfdBackendOptions } from './memfd.js';
+export { isShareable, type SharedBackend, type ShareableBackend } from './shared.js';
+export { openSharedBackend } from './open-shared.js';
 export { openFileBackend, type FileBackend, type FileBackendOptions } from './file.js';
 export { SECTOR_SIZE } from './checks.js';
 export {

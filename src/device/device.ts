@@ -47,6 +47,8 @@ export class Device {
   private readonly resetListeners: (() => void)[] = [];
   /** Triggers that arrived while quiesced; replayed when running again. */
   private deferred: { index: number; vector: number }[] = [];
+  /** See {@link onInterruptRouting}. */
+  private readonly routingListeners = new Set<() => void>();
   /** A reset a config write started (FLR), until the write's reply takes it. */
   private configReset: Promise<void> | undefined;
 
@@ -74,6 +76,7 @@ export class Device {
         req: interrupts.req ? 1 : 0,
       },
       (index, vector) => this.firePending(index, vector),
+      () => this.routingChanged(),
     );
     this.regions = buildRegions(spec, bars, this.config.size);
     this.config.onChange((ev) => {
@@ -81,6 +84,7 @@ export class Device {
       else if (ev.type === 'msi' || ev.type === 'msi-mask') this.refirePending(IrqIndex.MSI);
       else if (ev.type === 'msix') this.refirePending(IrqIndex.MSIX);
       else if (ev.type === 'flr') this.startConfigReset();
+      this.routingChanged();
     });
   }
 
@@ -118,6 +122,7 @@ export class Device {
     this.deferred = [];
     for (const t of list) this.raise(t.index, t.vector);
     for (const index of [IrqIndex.INTX, IrqIndex.MSI, IrqIndex.MSIX]) this.refirePending(index);
+    this.routingChanged();
   }
 
   /**
@@ -138,6 +143,37 @@ export class Device {
   writeMsixTable(offset: number, data: Uint8Array): void {
     const { first, last } = this.msix!.write(offset, data);
     for (let v = first; v <= last; v++) this.firePending(IrqIndex.MSIX, v);
+    this.routingChanged();
+  }
+
+  /**
+   * The eventfd that raising `vector` of `index` would signal right now,
+   * or -1 when raising it would do anything else (masked: left pending;
+   * quiesced: deferred; another mode active; no eventfd). Code that
+   * signals from another thread (queue workers) may write this eventfd
+   * directly until {@link onInterruptRouting} reports a change; otherwise
+   * it must go through {@link triggerIrq}.
+   */
+  directEventfd(index: number, vector: number): number {
+    if (this.link?.quiesced || this.irqs.activeIndex !== index) return -1;
+    if (!Number.isInteger(vector) || vector < 0 || vector >= this.irqs.count(index) || index === IrqIndex.INTX) return -1;
+    if (this.isMasked(index, vector)) return -1;
+    return this.irqs.eventfd(index, vector);
+  }
+
+  /**
+   * Calls `listener` (synchronously) after anything that may change what
+   * {@link directEventfd} returns: SET_IRQS, config-space mask and enable
+   * bits, MSI-X table writes, reset, resuming from quiesce. Returns an
+   * unsubscribe function.
+   */
+  onInterruptRouting(listener: () => void): () => void {
+    this.routingListeners.add(listener);
+    return () => this.routingListeners.delete(listener);
+  }
+
+  private routingChanged(): void {
+    for (const l of this.routingListeners) l();
   }
 
   /** Interrupts deferred while quiesced, oldest first (read only). */
@@ -242,9 +278,10 @@ export class Device {
     return false;
   }
 
-  /** Releases the device's own resources (region memfds). */
+  /** Releases the device's own resources (region memfds), then the spec's (onDispose). */
   dispose(): void {
     for (const r of this.regions) if (r?.memory) closeMemory(r);
+    this.spec.onDispose?.(this);
   }
 }
 

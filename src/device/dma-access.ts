@@ -3,7 +3,7 @@
  * client shared an fd that cannot shrink, pread/pwrite through the fd where
  * it could, DMA_READ / DMA_WRITE messages where it shared none.
  */
-import type { DmaSegment, DmaTable } from './dma.js';
+import type { DmaRegion, DmaSegment, DmaTable, DmaTableObserver } from './dma.js';
 import { DeviceError, Errno } from './errors.js';
 import { native } from '../native/index.js';
 
@@ -57,6 +57,30 @@ export class DmaAccess {
     const segs = this.sgl(iova, length, write);
     if (segs.length !== 1) throw new DeviceError(Errno.EFAULT, `DMA range 0x${iova.toString(16)}+${length} spans ${segs.length} regions`);
     return this.viewOf(segs[0], write);
+  }
+
+  /**
+   * Follows the client's DMA map table (see {@link DmaTableObserver}); for
+   * code that shares the client's memory with worker threads. Returns an
+   * unsubscribe function.
+   */
+  observe(observer: DmaTableObserver): () => void {
+    return this.table.observe(observer);
+  }
+
+  /** Regions mapped now, in IOVA order (read only). */
+  mappedRegions(): readonly DmaRegion[] {
+    return this.table.list();
+  }
+
+  /** Records that something (a worker thread) wrote [iova, iova+length), for the dirty-page log. */
+  markDirty(iova: number, length: number): void {
+    this.table.markDirtyRange(iova, length);
+  }
+
+  /** Pins a whole region (see {@link pin}), whatever its rights; for a region a worker thread mapped too. */
+  pinRegion(region: DmaRegion): () => void {
+    return this.table.pinRegion(region);
   }
 
   /** True when accesses are allowed now (subclasses gate them); never throws. */

@@ -61,9 +61,30 @@ const MAX_IOVA = Number.MAX_SAFE_INTEGER;
  */
 export const MAX_KEPT_DMA_FDS = 1024;
 
+/**
+ * Told of every change to a DMA table, synchronously: how memory shared
+ * with worker threads follows the connection's maps.
+ */
+export interface DmaTableObserver {
+  /**
+   * A region was added. `fd` is the client's fd (or undefined when it sent
+   * none), open only for the duration of the call: dup it to keep it.
+   */
+  added(region: DmaRegion, fd: number | undefined): void;
+  /**
+   * A region was taken out of the table. Pins taken on it (see
+   * {@link DmaTable.pin}) defer its unmap, and the DMA_UNMAP reply, until
+   * released.
+   */
+  removed(region: DmaRegion): void;
+  /** Dirty-page logging started with `pageSize`, or stopped (0). */
+  logging?(pageSize: number): void;
+}
+
 /** The DMA map table of one connection. */
 export class DmaTable {
   private regions: DmaRegion[] = [];
+  private readonly observers = new Set<DmaTableObserver>();
   /** Page size for dirty bitmaps while logging is on; 0 when off. */
   dirtyPageSize = 0;
   /** Regions holding an unmapped fd (see MAX_KEPT_DMA_FDS). */
@@ -100,6 +121,7 @@ export class DmaTable {
       region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize);
       this.regions.splice(this.insertionIndex(iova), 0, region);
       if (region.fd !== undefined) this.keptFds++;
+      for (const o of this.observers) o.added(region, fd);
       return region;
     } finally {
       if (fd !== undefined && region?.fd !== fd) native.close(fd);
@@ -116,14 +138,27 @@ export class DmaTable {
     if (!r || r.size !== size) throw new DeviceError(Errno.ENOENT, `no DMA region at 0x${iova.toString(16)}+0x${size.toString(16)}`);
     this.regions.splice(i, 1);
     if (r.fd !== undefined) this.keptFds--;
+    for (const o of this.observers) o.removed(r);
     retire(r);
     return r;
+  }
+
+  /**
+   * Subscribes to additions and removals; returns an unsubscribe function.
+   * The observer is not told of regions already in the table (see list()).
+   */
+  observe(observer: DmaTableObserver): () => void {
+    this.observers.add(observer);
+    return () => this.observers.delete(observer);
   }
 
   /** Removes every region; returns them (pinned ones unmap later, see {@link whenUnmapped}). */
   clear(): DmaRegion[] {
     const removed = this.regions;
-    for (const r of removed) retire(r);
+    for (const r of removed) {
+      for (const o of this.observers) o.removed(r);
+      retire(r);
+    }
     this.regions = [];
     this.keptFds = 0;
     return removed;
@@ -145,6 +180,17 @@ export class DmaTable {
       if (released) return;
       released = true;
       for (const r of regions) if (--r.pins === 0) r.finishUnmap?.();
+    };
+  }
+
+  /** Pins one whole region, whatever its rights (see {@link pin}). */
+  pinRegion(r: DmaRegion): () => void {
+    r.pins++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--r.pins === 0) r.finishUnmap?.();
     };
   }
 
@@ -189,12 +235,34 @@ export class DmaTable {
   startLogging(pageSize: number): void {
     this.dirtyPageSize = pageSize;
     for (const r of this.regions) r.dirty = dirtyBitmap(r.size, pageSize);
+    for (const o of this.observers) o.logging?.(pageSize);
   }
 
   /** Stops dirty logging. */
   stopLogging(): void {
     this.dirtyPageSize = 0;
     for (const r of this.regions) r.dirty = undefined;
+    for (const o of this.observers) o.logging?.(0);
+  }
+
+  /** Records a write to [iova, iova+length) while logging; unmapped parts are skipped. */
+  markDirtyRange(iova: number, length: number): void {
+    if (this.dirtyPageSize === 0 || !Number.isSafeInteger(iova) || !Number.isSafeInteger(length)) return;
+    const end = iova + length;
+    let at = iova;
+    while (at < end) {
+      const r = this.regionAt(at);
+      if (!r) {
+        // Skip to the next region (or stop): the range may straddle a hole.
+        const next = this.regions.find((x) => x.iova > at);
+        if (!next) return;
+        at = next.iova;
+        continue;
+      }
+      const take = Math.min(end, r.iova + r.size) - at;
+      this.markDirty(r, at - r.iova, take);
+      at += take;
+    }
   }
 
   /** Region containing `iova`, if any. */

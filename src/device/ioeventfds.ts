@@ -10,7 +10,9 @@ import type { IoEventFdSpec } from './spec.js';
 
 interface Doorbell {
   fd: number;
-  poll: PollHandle;
+  /** Watched here, or claimed by the device (then its release function). */
+  poll: PollHandle | undefined;
+  release: (() => void) | undefined;
 }
 
 /** The ioeventfds of one connection, by region. */
@@ -38,7 +40,12 @@ export class IoEventFds {
   close(): void {
     for (const list of this.byRegion.values()) {
       for (const d of list) {
-        native.pollStop(d.poll);
+        if (d.poll) native.pollStop(d.poll);
+        try {
+          d.release?.();
+        } catch (e) {
+          this.log.error(`releasing a claimed doorbell failed: ${String(e)}`);
+        }
         native.close(d.fd);
       }
     }
@@ -47,6 +54,8 @@ export class IoEventFds {
 
   private open(index: number, spec: IoEventFdSpec): Doorbell {
     const fd = native.eventfd(0);
+    const release = spec.claim?.(fd, this.device, this.pollIdleMs);
+    if (release) return { fd, poll: undefined, release };
     // A device callback that throws (or rejects) must not take the process down.
     const fail = (e: unknown): void => this.log.error(`doorbell handler of region ${index} at 0x${spec.offset.toString(16)} failed: ${String(e)}`);
     const poll = native.pollStart(fd, PollMode.EventFd, (kind, count) => {
@@ -59,6 +68,6 @@ export class IoEventFds {
       }
     });
     if (this.pollIdleMs > 0) native.pollSpin(poll, Math.round(this.pollIdleMs * 1e6));
-    return { fd, poll };
+    return { fd, poll, release: undefined };
   }
 }

@@ -52,10 +52,14 @@ export class IrqState {
   private intxPending = false;
   /** Number of eventfd signals sent, for statistics. */
   signals = 0;
+  /** Bumped whenever eventfds are installed or dropped: the same fd number may then name another eventfd. */
+  fdVersion = 0;
 
   constructor(
     readonly counts: IrqCounts,
     private readonly onUnmask: UnmaskListener = () => {},
+    /** Told after any change of eventfds or masks (worker threads route interrupts by them). */
+    private readonly onChange: () => void = () => {},
   ) {
     this.lines = [counts.intx, counts.msi, counts.msix, counts.err, counts.req].map((c) => new IrqLine(c));
   }
@@ -95,7 +99,9 @@ export class IrqState {
       if (old >= 0) native.close(old);
       line.fds[start + i] = fd;
     });
+    this.fdVersion++;
     if (index <= IrqIndex.MSIX) this.active = line.fds.some((fd) => fd >= 0) ? index : this.active === index ? -1 : this.active;
+    this.onChange();
   }
 
   /** Closes every eventfd of `index` (DATA_NONE trigger with count 0). */
@@ -117,6 +123,7 @@ export class IrqState {
       line.masked[start + i] = masked;
       if (!masked) this.onUnmask(index, start + i);
     }
+    this.onChange();
   }
 
   /** True when the client masked the vector (SET_IRQS, or INTx automask). */
@@ -146,7 +153,10 @@ export class IrqState {
     if (fd < 0) return 'no-eventfd';
     native.eventfdWrite(fd, 1);
     this.signals++;
-    if (index === IrqIndex.INTX) line.masked[vector] = true;
+    if (index === IrqIndex.INTX) {
+      line.masked[vector] = true;
+      this.onChange();
+    }
     return 'sent';
   }
 
@@ -168,6 +178,7 @@ export class IrqState {
   clearState(): void {
     for (const line of this.lines) line.masked.fill(false);
     this.intxPending = false;
+    this.onChange();
   }
 
   /** Throws EINVAL unless `index` has a vector `vector`. */
@@ -182,6 +193,7 @@ export class IrqState {
   reset(): void {
     for (let i = 0; i < this.lines.length; i++) if (this.lines[i].count > 0) this.disable(i);
     this.active = -1;
+    this.onChange();
   }
 
   /** Open eventfds, for leak checks. */

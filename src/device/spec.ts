@@ -27,6 +27,15 @@ export interface IoEventFdSpec {
   datamatch?: number;
   /** Called with how many writes arrived since the last call. */
   onSignal(count: number, device: Device): void;
+  /**
+   * Takes the doorbell's eventfd to watch elsewhere (a worker thread):
+   * return a release function and the server does not watch it (onSignal
+   * is not called); release runs when the connection ends, before the
+   * server closes its own fd (dup it to keep it). Return undefined to
+   * leave it to the server. `pollIdleMs` is the server's busy-poll window
+   * (0: sleep in epoll), for the watcher to do the same.
+   */
+  claim?(fd: number, device: Device, pollIdleMs: number): (() => void) | undefined;
 }
 
 /** Behaviour shared by BARs and device-specific regions. */
@@ -134,4 +143,6 @@ export interface DeviceSpec {
   onConnect?(device: Device): void;
   /** The client went away; per-connection state is already dropped. */
   onDisconnect?(device: Device): void;
+  /** The server stopped serving the device for good: release threads and other resources. */
+  onDispose?(device: Device): void;
 }

@@ -17,7 +17,8 @@ import { BlockError, type BlockBackend } from '../block/backend.js';
 import { BlockDevice } from '../block/device.js';
 import type { DeviceSpec } from '../device/spec.js';
 import { featureBit } from './constants.js';
-import { virtioDevice } from './device.js';
+import { virtioDevice, type VirtioQueueSpec } from './device.js';
+import { isShareable, type ShareableBackend, type SharedBackend } from '../block/shared.js';
 import { RequestError, type VirtqueueRequest } from './request.js';
 import type { VirtioContext } from './transport.js';
 
@@ -81,6 +82,12 @@ export interface VirtioBlkOptions {
   maxDiscardSegments?: number;
   /** Device name for logs. */
   name?: string;
+  /**
+   * Serve the queues on this many worker threads (queue i on thread
+   * i % workers), each with its own backend over the same storage: the
+   * backend must be shareable (openFileBackend, memfdBackend).
+   */
+  workers?: number;
 }
 
 /** Builds a virtio-blk device over `backend`. */
@@ -111,15 +118,29 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
     features |= featureBit(BlkFeature.WRITE_ZEROES);
   }
 
-  const limits: Limits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax };
-  const handle = (req: VirtqueueRequest, ctx: VirtioContext): Promise<number> => serveRequest(req, ctx, disk, limits);
+  const limits: BlkLimits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax };
+  const handle = (req: VirtqueueRequest, ctx: VirtioContext): Promise<number> => serveBlkRequest(req, ctx, disk, limits);
+  const workers = options.workers ?? 0;
+  if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new RangeError(`workers must be 0..${queues} (the queue count), got ${workers}`);
+  if (workers > 0 && !isShareable(backend)) throw new TypeError('virtio-blk on worker threads needs a backend each thread can open: openFileBackend() or memfdBackend()');
+  const queueSpec = (i: number): VirtioQueueSpec =>
+    workers > 0
+      ? {
+          size: queueSize,
+          worker: {
+            module: new URL('./blk-worker.js', import.meta.url),
+            data: (): BlkWorkerData => ({ backend: (backend as ShareableBackend).share(), readOnly, limits }),
+            thread: i % workers,
+          },
+        }
+      : { size: queueSize, handle };
 
   return virtioDevice({
     name: options.name ?? 'virtio-blk',
     type: VIRTIO_BLK_TYPE,
     classCode: 0x010000,
     features,
-    queues: Array.from({ length: queues }, () => ({ size: queueSize, handle })),
+    queues: Array.from({ length: queues }, (_, i) => queueSpec(i)),
     config: [
       { name: 'capacity', type: 'u64' },
       { name: 'size_max', type: 'u32' },
@@ -163,17 +184,25 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
   });
 }
 
-interface Limits {
+/** The request limits a virtio-blk device announces (plain data: worker threads get a copy). */
+export interface BlkLimits {
   sizeMax: number;
   segMax: number;
   totalMax: number;
   maxRangeSectors: number;
   maxRangeSegs: number;
-  serial: Buffer;
+  serial: Uint8Array;
+}
+
+/** What a virtio-blk worker thread starts with. */
+export interface BlkWorkerData {
+  backend: SharedBackend;
+  readOnly: boolean;
+  limits: BlkLimits;
 }
 
 /** Serves one request and writes its status byte; resolves with the bytes written. */
-async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, disk: BlockDevice, limits: Limits): Promise<number> {
+export async function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits): Promise<number> {
   if (req.writableLength < 1) {
     ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
     return 0;
@@ -199,7 +228,7 @@ async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, disk: Blo
 class Unsupported extends Error {}
 
 /** Runs the request; resolves with data bytes written (before the status byte). */
-async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: Limits, statusAt: number): Promise<number> {
+async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimits, statusAt: number): Promise<number> {
   if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
   const header = await req.read(0, HEADER);
   const type = header.readUInt32LE(0);
@@ -238,7 +267,7 @@ async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: Limits,
 }
 
 /** Checks a data transfer against size_max / seg_max; returns its byte offset (the disk checks range and alignment). */
-function dataRange(sector: bigint, length: number, limits: Limits, descs: readonly { len: number }[], skip = 0): number {
+function dataRange(sector: bigint, length: number, limits: BlkLimits, descs: readonly { len: number }[], skip = 0): number {
   if (length > limits.totalMax) throw new RequestError(`request of ${length} bytes exceeds ${limits.totalMax}`);
   let left = skip;
   for (const d of descs) {
@@ -263,7 +292,7 @@ async function transfer(req: VirtqueueRequest, area: 'readable' | 'writable', of
 }
 
 /** DISCARD and WRITE_ZEROES: a list of {u64 sector, u32 sectors, u32 flags}. */
-async function ranges(req: VirtqueueRequest, type: number, disk: BlockDevice, limits: Limits, bytes: number, statusAt: number): Promise<number> {
+async function ranges(req: VirtqueueRequest, type: number, disk: BlockDevice, limits: BlkLimits, bytes: number, statusAt: number): Promise<number> {
   if (statusAt !== 0) throw new RequestError('range lists must be device-readable');
   const op = type === BlkRequestType.DISCARD ? 'discard' : 'write-zeroes';
   if (bytes === 0 || bytes % SEGMENT !== 0) throw new RequestError(`range list of ${bytes} bytes`);

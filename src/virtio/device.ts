@@ -25,22 +25,31 @@ import type { Device } from '../device/device.js';
 import { DeviceError, Errno } from '../device/errors.js';
 import { MigrationState } from '../device/migration-spec.js';
 import type { DeviceSpec, IoEventFdSpec } from '../device/spec.js';
-import { VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
+import { CommonCfg, VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
 import { VirtioConfig, type ConfigField, type ConfigValues } from './config.js';
 import { pciCfgWindow, virtioCapabilities, type VirtioBarLayout } from './pci-caps.js';
 import { transportFeatures, VirtioPciTransport, type QueueHandler, type TransportState, type VirtioContext } from './transport.js';
+import type { QueueWorkerSpec } from './worker/handler.js';
 
 /** One virtqueue of a device. */
 export interface VirtioQueueSpec {
   /** Largest queue size the driver may choose: a power of two up to 32768 (default 256). */
   size?: number;
   /**
-   * Serves one request (a descriptor chain). Resolve with how many bytes
-   * were written into the request's writable area. Requests complete in
-   * whatever order their handlers finish. A handler that throws completes
-   * the request with 0 bytes.
+   * Serves one request (a descriptor chain) on the main thread. Resolve
+   * with how many bytes were written into the request's writable area.
+   * Requests complete in whatever order their handlers finish. A handler
+   * that throws completes the request with 0 bytes. Give this or `worker`.
    */
-  handle: QueueHandler;
+  handle?: QueueHandler;
+  /**
+   * Serves the queue on a worker thread instead: the thread maps guest
+   * memory itself, takes the queue's doorbell and signals its MSI-X
+   * eventfd directly, so requests never pass through the main thread.
+   * `data` may be a function: it is called for each thread started
+   * (to hand each its own fds).
+   */
+  worker?: QueueWorkerSpec;
 }
 
 /** A virtio device, as its author describes it. */
@@ -93,6 +102,9 @@ export function virtioTransportOf(spec: DeviceSpec): VirtioPciTransport | undefi
 export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
   if (!Number.isInteger(spec.type) || spec.type < 1 || spec.type > 0xbf) throw new RangeError(`virtio device type ${spec.type} is out of range`);
   if (spec.queues.length === 0 || spec.queues.length > 1024) throw new RangeError('a virtio device has 1 to 1024 queues');
+  spec.queues.forEach((q, i) => {
+    if ((q.handle === undefined) === (q.worker === undefined)) throw new TypeError(`virtio queue ${i}: give exactly one of handle and worker`);
+  });
   const config = new VirtioConfig(spec.config ?? [], spec.configValues);
   if (config.size > 0x1000) throw new RangeError('virtio device config is larger than 4096 bytes');
   const layout: VirtioBarLayout = {
@@ -104,7 +116,8 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
   };
   const transport = new VirtioPciTransport({
     features: (spec.features ?? 0n) | transportFeatures({ indirectDesc: spec.indirectDesc ?? true, eventIdx: spec.eventIdx ?? true }),
-    queues: spec.queues.map((q) => ({ size: q.size ?? 256, handle: q.handle })),
+    queues: spec.queues.map((q) => ({ size: q.size ?? 256, handle: q.handle, worker: q.worker })),
+    log: (m) => process.stderr.write(`[${spec.name ?? `virtio-${spec.type}`}] error: ${m}\n`),
     config,
     acceptFeatures: spec.acceptFeatures,
     onReady: spec.onReady,
@@ -126,8 +139,12 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     if (offset < 0x3000) return config.read(offset - 0x2000, length);
     return Buffer.alloc(length);
   };
-  const barWrite = (offset: number, data: Buffer): void => {
-    if (offset < 0x1000) transport.writeCommon(offset, data);
+  const barWrite = (offset: number, data: Buffer): void | Promise<void> => {
+    if (offset < 0x1000) {
+      transport.writeCommon(offset, data);
+      // A reset by the driver (status 0) completes once worker threads let go of its old requests.
+      if (offset === CommonCfg.DEVICE_STATUS && data.length === 1 && data[0] === 0) return transport.settled();
+    }
     else if (offset >= 0x2000 && offset < 0x3000) config.write(offset - 0x2000, data);
     else if (offset >= 0x3000 && (offset - 0x3000) % NOTIFY_MULTIPLIER === 0) transport.kick((offset - 0x3000) / NOTIFY_MULTIPLIER);
   };
@@ -139,7 +156,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     {
       read: (bar, offset, length) => (bar === VIRTIO_BAR && offset + length <= BAR_SIZE ? barRead(offset, length) : Buffer.alloc(length)),
       write: (bar, offset, data) => {
-        if (bar === VIRTIO_BAR && offset + data.length <= BAR_SIZE) barWrite(offset, data);
+        if (bar === VIRTIO_BAR && offset + data.length <= BAR_SIZE) void barWrite(offset, data);
       },
     },
     (offset, length) => device?.config.read(offset, length),
@@ -147,12 +164,19 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
 
   const ioeventfds: IoEventFdSpec[] =
     spec.queues.length <= MAX_IOEVENTFD_QUEUES
-      ? spec.queues.map((_, i) => ({ offset: 0x3000 + i * NOTIFY_MULTIPLIER, size: 2, onSignal: (_count: number, d: Device) => attach(d).kick(i) }))
+      ? spec.queues.map((q, i) => ({
+          offset: 0x3000 + i * NOTIFY_MULTIPLIER,
+          size: 2 as const,
+          onSignal: (_count: number, d: Device) => attach(d).kick(i),
+          // A queue on a worker thread takes its doorbell there.
+          claim: q.worker ? (fd: number, _d: Device, pollIdleMs: number) => transport.threads!.claimDoorbell(i, fd, pollIdleMs) : undefined,
+        }))
       : [];
 
   const connect = (d: Device): void => {
     device = d;
     attach(d);
+    transport.threads?.connect(d);
     // The PCI config access capability is the last vendor capability.
     pciCfgOffset = d.config.capabilities.filter((c) => c.id === 'vendor').at(-1)?.offset;
   };
@@ -176,7 +200,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
         },
         write: (offset, data, d) => {
           attach(d);
-          barWrite(offset, data);
+          return barWrite(offset, data);
         },
         ioeventfds,
       },
@@ -185,7 +209,12 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     interrupts: { intx: true, msix: spec.queues.length + 1 },
     config: hooks,
     onConnect: connect,
-    onReset: () => transport.reset(),
+    onDisconnect: () => transport.threads?.disconnect(),
+    onDispose: () => transport.threads?.close(),
+    onReset: () => {
+      transport.reset();
+      return transport.settled();
+    },
     migration: spec.migration === false ? false : migrationOf(transport),
     state: {},
   };

@@ -18,6 +18,9 @@ import type { VirtioConfig } from './config.js';
 import { dmaQueueMemory, type QueueMemory } from '../device/queue-memory.js';
 import { BounceBudget, type VirtqueueRequest } from './request.js';
 import { Virtqueue, type RingFeatures, type VirtqueueHost, type VirtqueueState } from './virtqueue.js';
+import type { QueueControl } from './queue-control.js';
+import type { QueueWorkerSpec } from './worker/handler.js';
+import { QueueThreads } from './worker/pool.js';
 
 /** What a request handler may use besides the request. */
 export interface VirtioContext {
@@ -37,7 +40,10 @@ export type QueueHandler = (request: VirtqueueRequest, ctx: VirtioContext) => Ma
 /** What the transport needs from the device description. */
 export interface TransportOptions {
   features: bigint;
-  queues: readonly { size: number; handle: QueueHandler }[];
+  /** Each queue is served here (`handle`) or on a worker thread (`worker`). */
+  queues: readonly { size: number; handle?: QueueHandler; worker?: QueueWorkerSpec }[];
+  /** Where worker-thread failures are reported. */
+  log?(message: string): void;
   config: VirtioConfig;
   acceptFeatures?(features: bigint, ctx: VirtioContext): boolean;
   onReady?(ctx: VirtioContext): void;
@@ -62,7 +68,9 @@ export interface TransportState {
 export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   readonly memory: QueueMemory;
   readonly bounce = new BounceBudget();
-  readonly queues: Virtqueue[];
+  readonly queues: QueueControl[];
+  /** The worker threads serving queues off the main thread, when any do. */
+  readonly threads: QueueThreads | undefined;
   /** Set when a client connects (or on first access). */
   device: Device | undefined;
   status = 0;
@@ -82,7 +90,17 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
       if (!this.device) throw new Error('virtio: no device');
       return this.device.dma;
     });
-    this.queues = options.queues.map((q, i) => new Virtqueue(i, q.size, this));
+    const remote = options.queues.flatMap((q, index) => (q.worker ? [{ index, maxSize: q.size, worker: q.worker }] : []));
+    this.threads =
+      remote.length === 0
+        ? undefined
+        : new QueueThreads(remote, this, {
+            interrupt: (q) => this.raise(IsrBit.QUEUE, this.queues[q].msixVector),
+            needsReset: (reason) => this.needsReset(reason),
+            features: () => this.driverFeatures,
+            log: (m) => options.log?.(m),
+          });
+    this.queues = options.queues.map((q, i) => this.threads?.queues[i] ?? new Virtqueue(i, q.size, this));
     options.config.onDeviceChange = () => {
       this.configGeneration = (this.configGeneration + 1) & 0xff;
       if (this.status & VirtioStatus.DRIVER_OK) this.configInterrupt();
@@ -213,6 +231,10 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
 
   dispatch(request: VirtqueueRequest): void {
     const handler = this.options.queues[request.queue].handle;
+    if (!handler) {
+      request.complete(0); // served on a worker thread: never dispatched here
+      return;
+    }
     let result: MaybePromise<number>;
     try {
       result = handler(request, this);
@@ -230,11 +252,11 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     }
   }
 
-  interrupt(q: Virtqueue): void {
+  interrupt(q: QueueControl): void {
     this.raise(IsrBit.QUEUE, q.msixVector);
   }
 
-  onBroken(_q: Virtqueue, reason: string): void {
+  onBroken(_q: QueueControl, reason: string): void {
     this.needsReset(reason);
   }
 
@@ -257,11 +279,21 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     this.queueSelect = 0;
     this.isr = 0;
     this.brokenReason = undefined;
+    this.threads?.revive();
     for (const q of this.queues) {
       q.reset();
       if (!this.paused) q.resume();
     }
     this.options.onReset?.(this);
+  }
+
+  /**
+   * Resolves once worker threads let go of the requests the last reset
+   * abandoned (at most 30 s); at once without workers. A reset's reply
+   * waits for it, so no old request touches guest memory after it.
+   */
+  settled(): Promise<void> {
+    return this.threads?.settled() ?? Promise.resolve();
   }
 
   /**
@@ -365,7 +397,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     return this.options.acceptFeatures?.(f, this) ?? true;
   }
 
-  private enableQueue(q: Virtqueue): void {
+  private enableQueue(q: QueueControl): void {
     if (!(this.status & VirtioStatus.FEATURES_OK)) return this.needsReset(`queue ${q.index} enabled before FEATURES_OK`);
     const err = q.enable(this.ringFeatures());
     if (err) return this.needsReset(err);
@@ -411,7 +443,7 @@ function fieldAt(offset: number, n: number): string | undefined {
   return undefined;
 }
 
-function setAddress(q: Virtqueue, offset: number, n: number, data: Buffer): void {
+function setAddress(q: QueueControl, offset: number, n: number, data: Buffer): void {
   const base = offset >= CommonCfg.QUEUE_DEVICE ? CommonCfg.QUEUE_DEVICE : offset >= CommonCfg.QUEUE_DRIVER ? CommonCfg.QUEUE_DRIVER : CommonCfg.QUEUE_DESC;
   const key = base === CommonCfg.QUEUE_DESC ? 'desc' : base === CommonCfg.QUEUE_DRIVER ? 'driver' : 'device';
   const old = BigInt(q[key]);

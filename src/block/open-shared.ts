@@ -1,0 +1,11 @@
+/** Opens a {@link SharedBackend} handle in this thread. */
+import type { BlockBackend } from './backend.js';
+import { openFileBackend } from './file.js';
+import { openSharedMemfd } from './memfd.js';
+import type { SharedBackend } from './shared.js';
+
+/** This thread's own backend over the storage a handle names (takes ownership of a memfd handle's fd). */
+export async function openSharedBackend(handle: SharedBackend): Promise<BlockBackend> {
+  if (handle.kind === 'memfd') return openSharedMemfd(handle);
+  return openFileBackend(handle.path, { readOnly: handle.readOnly });
+}

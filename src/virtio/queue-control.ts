@@ -1,0 +1,35 @@
+/**
+ * What the transport needs from one of its queues: the configuration the
+ * driver writes through the common config, and the controls of a running
+ * queue. A {@link Virtqueue} serves its ring on the main thread; a
+ * RemoteQueue (worker/remote-queue.ts) forwards to a worker thread that
+ * serves it there.
+ */
+import type { RingFeatures, VirtqueueState } from './virtqueue.js';
+
+export interface QueueControl {
+  readonly index: number;
+  readonly maxSize: number;
+  size: number;
+  desc: number;
+  driver: number;
+  device: number;
+  msixVector: number;
+  readonly isEnabled: boolean;
+  /** Enables the queue with the size and addresses the driver wrote; an error message when unusable. */
+  enable(ring: RingFeatures): string | undefined;
+  /** Back to the reset state; requests in flight are abandoned. */
+  reset(): void;
+  /** The driver notified the queue. */
+  kick(): void;
+  /** Stops taking requests (completions still publish). */
+  pause(): void;
+  /** Takes requests again. */
+  resume(): void;
+  /** Resolves when nothing is in flight or waiting to be published. */
+  idle(): Promise<void>;
+  /** The state that migrates (take it while idle). */
+  save(): VirtqueueState;
+  /** Restores saved state; an error message when unusable. */
+  restore(s: VirtqueueState, ring: RingFeatures): string | undefined;
+}
