@@ -11,11 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
 import type { Client } from '../src/client/index.js';
-import { memfdBackend, serve, virtioBlk, virtioDevice, type Server, type ShareableBackend } from '../src/index.js';
+import { dirtyReport, getMigrationState, migrate, MigrationState, startDirtyLogging, stopDirtyLogging } from '../src/client/index.js';
+import { memfdBackend, openSharedBackend, serve, virtioBlk, virtioDevice, type Server, type ShareableBackend } from '../src/index.js';
 import { IrqIndex } from '../src/protocol/constants.js';
 import { virtioTransportOf, VirtioStatus } from '../src/virtio/index.js';
 import type { HeldQueueData } from './fixtures/held-queue.js';
 import { connectClient } from './helpers/raw.js';
+import { MAIN, runCli, startServer } from './helpers/timer-process.js';
 import { S_OK, T_GET_ID, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 
@@ -196,5 +198,95 @@ describe('a queue module on a worker thread', () => {
     await h.driver.setStatus(0);
     await waitFor(() => transport.threads!.threadCount === 1, 'a new thread');
     assert.equal(h.server.device.irqs.count(IrqIndex.MSIX) > 0, true);
+  });
+});
+
+describe('muser run virtio-blk --workers', () => {
+  test('serves a RAM disk from two threads, and stops cleanly on SIGTERM', async () => {
+    const path = join(dir, `cli${serial++}.sock`);
+    const server = await startServer([MAIN, 'run', 'virtio-blk', path, '--size', '4M', '--queues', '2', '--workers', '2'], path, `on ${path}`, 'muser run');
+    const client = await connectClient(path);
+    const driver = await VirtioDriver.open(client);
+    try {
+      await driver.start(2);
+      const data = pattern(8192, 11);
+      assert.equal((await blk(driver, 0, T_OUT, 64, { out: data, kick: 'eventfd' })).status, S_OK);
+      assert.deepEqual((await blk(driver, 1, T_IN, 64, { inLen: 8192, kick: 'eventfd' })).data, data);
+    } finally {
+      driver.close();
+      client.close();
+    }
+    const exited = new Promise<number | null>((resolve) => server.child.once('exit', (code) => resolve(code)));
+    server.child.kill('SIGTERM');
+    assert.equal(await exited, 0, server.stderr);
+  });
+
+  test('refuses --workers with an NBD disk, or more workers than queues', async () => {
+    const nbd = await runCli(['run', 'virtio-blk', join(dir, 'x.sock'), '--nbd', 'nbd://127.0.0.1:1/x', '--workers', '1']);
+    assert.notEqual(nbd.code, 0);
+    assert.match(nbd.stderr, /worker threads serve --image or --size disks, not --nbd/);
+    const many = await runCli(['run', 'virtio-blk', join(dir, 'y.sock'), '--size', '1M', '--workers', '2']);
+    assert.notEqual(many.code, 0);
+    assert.match(many.stderr, /--workers must be 0..1/);
+  });
+});
+
+describe('virtio-blk on worker threads under migration', () => {
+  test('pages the threads write are in the dirty-page log', async () => {
+    const r = await blkRig();
+    try {
+      const size = r.driver.mem.bytes.length;
+      await startDirtyLogging(r.client, 4096, [{ iova: GUEST_BASE, length: size }]);
+      await dirtyReport(r.client, GUEST_BASE, size); // clear what setup marked
+      const header = Buffer.alloc(16);
+      header.writeUInt32LE(T_IN);
+      const data = r.driver.alloc(4096, 4096);
+      const status = r.driver.alloc(1, 4096);
+      r.driver.post(1, [{ addr: r.driver.put(header, 16), len: 16 }, { addr: data, len: 4096, write: true }, { addr: status, len: 1, write: true }]);
+      await r.driver.kick(1, 'eventfd');
+      await r.driver.waitUsed(1, 1);
+      const pages = await dirtyReport(r.client, GUEST_BASE, size);
+      assert.ok(pages.includes(data), 'the data page a thread wrote is dirty');
+      assert.ok(pages.includes(status - (status % 4096)), 'the status page is dirty');
+      await stopDirtyLogging(r.client);
+    } finally {
+      close(r);
+    }
+  });
+
+  test('migrates between two processes\' worth of servers with threads, over one memfd disk', async () => {
+    const disk = memfdBackend(4 * MiB);
+    const twin = await openSharedBackend(disk.share());
+    const source = serve(virtioBlk({ backend: disk, queues: 2, workers: 2, queueSize: 64 }), join(dir, `ms${serial++}.sock`), { log: 'silent' });
+    const destination = serve(virtioBlk({ backend: twin as ShareableBackend, queues: 2, workers: 1, queueSize: 64 }), join(dir, `md${serial++}.sock`), { log: 'silent' });
+    const a = await connectClient(source.path);
+    const b = await connectClient(destination.path);
+    const d = await VirtioDriver.open(a);
+    try {
+      await d.start(2);
+      for (const q of [0, 1]) assert.equal((await blk(d, q, T_OUT, q * 64, { out: pattern(4096, q + 1) })).status, S_OK);
+      await d.attachTo(b);
+      let preCopy: Promise<number> | undefined;
+      await migrate(a, b, {
+        onStep(step) {
+          if (step === 'source: PRE_COPY') preCopy = blk(d, 1, T_OUT, 200, { out: pattern(4096, 9) }).then((x) => x.status);
+        },
+      });
+      assert.equal(await preCopy, S_OK);
+      assert.equal(await getMigrationState(b), MigrationState.RUNNING);
+      d.useClient(b);
+      for (const q of [0, 1]) {
+        assert.deepEqual((await blk(d, q, T_IN, q * 64, { inLen: 4096, kick: 'eventfd' })).data, pattern(4096, q + 1));
+      }
+      assert.deepEqual((await blk(d, 0, T_IN, 200, { inLen: 4096 })).data, pattern(4096, 9));
+    } finally {
+      d.close();
+      a.close();
+      b.close();
+      source.close();
+      destination.close();
+      await disk.close();
+      await twin.close();
+    }
   });
 });

@@ -3,7 +3,7 @@
  * raw image file (`--image`), a RAM disk (`--size`) or an NBD export
  * (`--nbd`), all from src/block/.
  */
-import { openFileBackend, openNbdBackend, ramBackend, virtioBlk, type BlockBackend } from '../index.js';
+import { memfdBackend, openFileBackend, openNbdBackend, ramBackend, virtioBlk, type BlockBackend } from '../index.js';
 import type { Sample } from './index.js';
 
 /** Parses a size like 512, 64K, 64M or 2G (powers of 1024). */
@@ -16,17 +16,21 @@ export function parseSize(text: string): number {
   return n;
 }
 
-/** Opens the backend the command line asks for. */
-export async function openBlockBackend(o: { image?: string; size?: string; nbd?: string; readOnly: boolean }): Promise<BlockBackend> {
+/**
+ * Opens the backend the command line asks for. `shared`: worker threads
+ * will open it too (a RAM disk is then a memfd; NBD is refused).
+ */
+export async function openBlockBackend(o: { image?: string; size?: string; nbd?: string; readOnly: boolean; shared?: boolean }): Promise<BlockBackend> {
   const chosen = [o.image, o.size, o.nbd].filter((v) => v !== undefined).length;
   if (chosen > 1) throw new Error('a disk takes one of --image, --size or --nbd');
+  if (o.nbd !== undefined && o.shared) throw new Error('worker threads serve --image or --size disks, not --nbd');
   if (o.nbd !== undefined) return openNbdBackend(o.nbd, { readOnly: o.readOnly });
   if (o.image !== undefined) return openFileBackend(o.image, { readOnly: o.readOnly });
-  if (o.size !== undefined) return ramBackend(parseSize(o.size), { readOnly: o.readOnly });
+  if (o.size !== undefined) return o.shared ? memfdBackend(parseSize(o.size), { readOnly: o.readOnly }) : ramBackend(parseSize(o.size), { readOnly: o.readOnly });
   throw new Error('a disk needs --image <file>, --size <N[KMG]> or --nbd <uri>');
 }
 
-/** `muser run virtio-blk <socket> (--image <file> | --size <N> | --nbd <uri>) [--read-only] [--queues N]`. */
+/** `muser run virtio-blk <socket> (--image <file> | --size <N> | --nbd <uri>) [--read-only] [--queues N] [--workers N]`. */
 export const virtioBlkSample: Sample = {
   description: 'virtio-blk disk from a raw image file (--image), a RAM disk (--size) or an NBD export (--nbd)',
   options: {
@@ -35,13 +39,16 @@ export const virtioBlkSample: Sample = {
     nbd: { type: 'string', description: 'serve an NBD export: nbd://host:port/export or nbd+unix:///export?socket=/path' },
     'read-only': { type: 'boolean', description: 'refuse writes' },
     queues: { type: 'string', description: 'request queues (default 1)' },
+    workers: { type: 'string', description: 'serve the queues on N worker threads, queue i on thread i % N (default 0: the main thread)' },
   },
   async create(values) {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues must be 1..64, got ${String(values.queues)}`);
+    const workers = values.workers === undefined ? 0 : Number(values.workers);
+    if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new Error(`--workers must be 0..${queues} (at most one per queue), got ${String(values.workers)}`);
     const readOnly = values['read-only'] === true;
-    const backend = await openBlockBackend({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly });
-    return virtioBlk({ backend, queues, readOnly });
+    const backend = await openBlockBackend({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, shared: workers > 0 });
+    return virtioBlk({ backend, queues, readOnly, workers });
   },
 };
 
