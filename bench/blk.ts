@@ -6,6 +6,11 @@
  * on CPU 0, device on CPU 1. 4 KiB random reads at QD 1, 32, 128 on 1 and 2
  * queues, 4 KiB random writes at QD 32 on one queue, and QD 32 reads with
  * EVENT_IDX negotiated (interrupt and kick suppression, as Linux uses).
+ *
+ * Queues on worker threads: `--queues 2 --workers 2`, QD 32 reads on one
+ * queue (one thread busy) and on two (both), with the device pinned to
+ * CPU 1 as above and with it free to use both CPUs (which the driver's
+ * threads, pinned to CPU 0, share).
  */
 import { join } from 'node:path';
 import { CliServer, loadAverage, median, medianFields, num, runJson, BLKDRV, type Json } from './proc.js';
@@ -42,6 +47,18 @@ export const BLK_CONFIGS: BlkConfig[] = [
   { key: 'r_q1_qd32_ei', label: 'read QD32, 1 queue, EVENT_IDX', queues: 1, qd: 32, write: false, eventIdx: true },
 ];
 
+/** Queues on worker threads: QD32 reads on 1 and on 2 queues. */
+export interface BlkWorkerRow {
+  label: string;
+  /** Where the device may run: taskset CPU list. */
+  cpus: string;
+  q1: BlkFig;
+  q2: BlkFig;
+  /** Median of per-round 2-queue / 1-queue IOPS. */
+  scaling: number;
+  load: number;
+}
+
 export interface BlkRound {
   load: number;
   floor: BlkFig;
@@ -67,6 +84,44 @@ const fig = (j: Json): BlkFig => ({ iops: num(j, 'iops'), p50: num(j, 'p50_us'),
 
 function args(c: BlkConfig, ops: number): string[] {
   return ['--queues', String(c.queues), '--qd', String(c.qd), '--ops', String(ops), '--disk-mib', String(DISK_MIB), '--cpu', String(DRIVER_CPU), ...(c.write ? ['--write'] : []), ...(c.eventIdx ? ['--event-idx'] : [])];
+}
+
+const WORKER_SETUPS = [
+  { label: 'muser --workers 2, device on CPU 1', cpus: String(DEVICE_CPU) },
+  { label: 'muser --workers 2, device on CPUs 0-1', cpus: `${DRIVER_CPU},${DEVICE_CPU}` },
+];
+
+/** Interleaved rounds of QD32 reads on 1 and 2 queues against `--workers 2` servers. */
+export async function measureBlkWorkers(dir: string, rounds: number, scale: number, log: (s: string) => void): Promise<BlkWorkerRow[]> {
+  const servers: CliServer[] = [];
+  const q1: BlkConfig = { key: 'w_q1', label: '', queues: 1, qd: 32, write: false };
+  const q2: BlkConfig = { key: 'w_q2', label: '', queues: 2, qd: 32, write: false };
+  const n = Math.max(100, Math.round(20000 * scale));
+  try {
+    for (const [i, w] of WORKER_SETUPS.entries()) {
+      servers.push(await CliServer.start(join(dir, `blk-workers${i}.sock`), w.cpus, ['--size', DISK, '--queues', '2', '--workers', '2'], 'virtio-blk'));
+    }
+    const drive = (s: CliServer, c: BlkConfig, ops: number): Promise<Json> => s.client(BLKDRV, ['--socket', s.socket, ...args(c, ops)]);
+    for (const s of servers) await drive(s, { ...q2, write: true }, n);
+    const per = WORKER_SETUPS.map(() => [] as { q1: BlkFig; q2: BlkFig; load: number }[]);
+    for (let r = 0; r < rounds; r++) {
+      log(`round ${r + 1}/${rounds}: virtio-blk queues on worker threads`);
+      for (const [i, s] of servers.entries()) {
+        const load = loadAverage();
+        per[i].push({ load, q1: fig(await drive(s, q1, n)), q2: fig(await drive(s, q2, n)) });
+      }
+    }
+    return WORKER_SETUPS.map((w, i) => ({
+      label: w.label,
+      cpus: w.cpus,
+      q1: medianFields(per[i].map((x) => x.q1)),
+      q2: medianFields(per[i].map((x) => x.q2)),
+      scaling: median(per[i].map((x) => x.q2.iops / x.q1.iops)),
+      load: median(per[i].map((x) => x.load)),
+    }));
+  } finally {
+    for (const s of servers) await s.stop();
+  }
 }
 
 /** Runs `rounds` interleaved rounds (floor, muser, muser --poll per config). */

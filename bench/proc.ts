@@ -89,7 +89,7 @@ export class CliServer {
 
   private constructor(
     readonly socket: string,
-    cpu: number,
+    cpu: number | string,
     runArgs: string[],
     sample: string,
   ) {
@@ -107,7 +107,7 @@ export class CliServer {
   }
 
   /** Serves `sample` (default bench) on `socket`, pinned to `cpu` (default 0), with extra `muser run` device options (e.g. `--poll`). */
-  static async start(socket: string, cpu = 0, runArgs: string[] = [], sample = 'bench'): Promise<CliServer> {
+  static async start(socket: string, cpu: number | string = 0, runArgs: string[] = [], sample = 'bench'): Promise<CliServer> {
     const s = new CliServer(socket, cpu, runArgs, sample);
     await s.until(() => s.stderr.includes('serving'), 10_000, 'the server did not start');
     return s;

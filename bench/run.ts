@@ -19,7 +19,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { measureBlk, type BlkRow } from './blk.js';
+import { measureBlk, measureBlkWorkers, type BlkRow, type BlkWorkerRow } from './blk.js';
 import { measureNvme, type NvmeRow } from './nvme.js';
 import { haveFio, measureFile, type FileResult } from './file.js';
 import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js';
@@ -257,6 +257,7 @@ async function main(): Promise<void> {
   let devs: DevicesSummary | undefined;
   let cross: ReturnType<typeof summarizeCross> | undefined;
   let blk: BlkRow[] | undefined;
+  let blkWorkers: BlkWorkerRow[] | undefined;
   let nvme: NvmeRow[] | undefined;
   let fileBacked: FileResult | undefined;
   let fileSkipped = false;
@@ -272,7 +273,10 @@ async function main(): Promise<void> {
     }
     if (ONLY.has('devices')) devs = await devices(log);
     if (ONLY.has('cross')) cross = summarizeCross(await measureCross(dir, ROUNDS, it, log));
-    if (ONLY.has('blk')) blk = await measureBlk(dir, ROUNDS, SCALE, log);
+    if (ONLY.has('blk')) {
+      blk = await measureBlk(dir, ROUNDS, SCALE, log);
+      blkWorkers = await measureBlkWorkers(dir, ROUNDS, SCALE, log);
+    }
     if (ONLY.has('nvme')) nvme = await measureNvme(dir, ROUNDS, SCALE, log);
     if (ONLY.has('file')) {
       if (haveFio()) fileBacked = await measureFile(dir, ROUNDS, SCALE, log);
@@ -399,7 +403,19 @@ async function main(): Promise<void> {
     out.push(`  the same with EVENT_IDX negotiated (as Linux guests do): ${push('blk_qd32_iops_event_idx', '>= 0.5', bestEi, bestEi >= 0.5)}`);
     const two = by('r_q2_qd32');
     const scaling = Math.max(two.muser.iops / qd32.muser.iops, two.muserPoll.iops / qd32.muserPoll.iops);
-    out.push(`2 queues vs 1 queue at QD32 (one JS thread, no workers yet): ${push('blk_2q_vs_1q', '>= 1.5', scaling, scaling >= 1.5)}`);
+    out.push(`2 queues vs 1 queue at QD32, one JS thread (C responder: ${(two.floor.iops / qd32.floor.iops).toFixed(2)}): ${scaling.toFixed(2)}`);
+    if (blkWorkers) {
+      out.push('');
+      out.push('queues on worker threads: muser run virtio-blk --size 64M --queues 2 --workers 2; 4 KiB random reads at QD32 per queue; driver threads on CPU 0');
+      out.push(
+        table(
+          ['device', '1 queue (1 thread busy)', '2 queues (2 threads)', '2 queues / 1 queue', 'load'],
+          blkWorkers.map((w) => [w.label, `${si(w.q1.iops)}  ${lat({ ops: 0, p50: w.q1.p50, p99: w.q1.p99 })}`, `${si(w.q2.iops)}  ${lat({ ops: 0, p50: w.q2.p50, p99: w.q2.p99 })}`, w.scaling.toFixed(2), w.load.toFixed(1)]),
+        ),
+      );
+      const best = Math.max(...blkWorkers.map((w) => w.scaling));
+      out.push(`2 queues on 2 worker threads vs 1 queue at QD32 (best setup): ${push('blk_workers_2q_vs_1q', '>= 1.5', best, best >= 1.5)}`);
+    }
     out.push('');
   }
   if (nvme) {
@@ -461,6 +477,7 @@ async function main(): Promise<void> {
     devices: devs,
     cross,
     blk,
+    blkWorkers,
     nvme,
     file: fileBacked,
     loadAverage: { start: loadAtStart, end: loadAverage() },

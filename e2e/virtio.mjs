@@ -58,6 +58,14 @@ export function virtioScenarios() {
       sample: 'virtio-blk',
       flow: (/** @type {Run} */ r, /** @type {Harness} */ h) => blkMqFlow(r, h, backend),
     };
+    if (backend === 'muser') {
+      out['virtio-blk-workers'] = {
+        ...base,
+        what: 'virtio-blk (the muser sample, --workers 2) with 2 queues on 2 vCPUs, each queue served on its own worker thread',
+        sample: 'virtio-blk',
+        flow: (/** @type {Run} */ r, /** @type {Harness} */ h) => blkMqFlow(r, h, backend, ['--workers', '2']),
+      };
+    }
     out[`${pre}virtio-rng`] = {
       ...base,
       what: `virtio-rng (${by}): the guest's hw_random uses it`,
@@ -274,12 +282,12 @@ async function blkFlow(r, h, backend) {
  * One boot, 2 vCPUs, a disk with 2 queues: I/O from each CPU completes on
  * that CPU's queue (its MSI-X vector counts it), reads back from the other
  * CPU, and is in the image on the host.
- * @param {Run} r @param {Harness} h @param {Backend} backend
+ * @param {Run} r @param {Harness} h @param {Backend} backend @param {string[]} [extra] further `muser run` options
  */
-async function blkMqFlow(r, h, backend) {
+async function blkMqFlow(r, h, backend, extra = /** @type {string[]} */ ([])) {
   if (!(await available(r, backend, 'virtio-blk'))) return;
   const image = newImage(r);
-  const lines = await bootWith(r, h, backend, { kind: 'blk', image, queues: 2 }, { tests: 'blk-mq', smp: 2, label: 'boot' });
+  const lines = await bootWith(r, h, backend, { kind: 'blk', image, queues: 2, extra }, { tests: 'blk-mq', smp: 2, label: 'boot' });
   checkDisk(r, h, lines, 'boot', { ro: '0', queues: '2' });
   const mq = pick(lines, 'E2E-MQ:');
   const data = readFileSync(image);
