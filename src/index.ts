@@ -89,7 +89,7 @@ export {
   type NbdReconnectOptions,
 } from './block/index.js';
 export type { ServerLimits } from './server/session.js';
-export type { DmaRegion, DmaSegment } from './device/dma.js';
+export type { DmaRegion, DmaSegment, DmaTableObserver } from './device/dma.js';
 export {
   virtioDevice,
   VirtioConfig,

@@ -72,8 +72,8 @@ export interface DmaTableObserver {
    */
   added(region: DmaRegion, fd: number | undefined): void;
   /**
-   * A region was taken out of the table. Pins taken on it (see
-   * {@link DmaTable.pin}) defer its unmap, and the DMA_UNMAP reply, until
+   * A region was taken out of the table. Pins taken on it (DmaAccess.pin,
+   * DmaAccess.pinRegion) defer its unmap, and the DMA_UNMAP reply, until
    * released.
    */
   removed(region: DmaRegion): void;
