@@ -20,6 +20,7 @@ export type {
   ExtraRegionSpec,
   InterruptSpec,
   IoEventFdSpec,
+  DoorbellWorkerSpec,
   MaybePromise,
   ReadResult,
   RegionSpec,
@@ -90,6 +91,7 @@ export {
 } from './block/index.js';
 export type { ServerLimits } from './server/session.js';
 export type { DmaRegion, DmaSegment, DmaTableObserver } from './device/dma.js';
+export type { DoorbellHandler, DoorbellContext } from './device/threads/doorbell.js';
 export {
   virtioDevice,
   VirtioConfig,

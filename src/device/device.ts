@@ -9,6 +9,7 @@ import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
 import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region } from './regions.js';
 import type { GatedDmaAccess } from './gated-dma.js';
+import { DoorbellThreads } from './threads/doorbell.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
@@ -39,6 +40,8 @@ export class Device {
   readonly msixPlacement: MsixPlacement | undefined;
   /** Regions by index; holes are undefined. */
   readonly regions: (Region | undefined)[];
+  /** The worker threads of doorbells served off the main thread (`ioeventfds: [{ worker }]`), if any. */
+  readonly doorbellThreads: DoorbellThreads | undefined;
   /** Plain-data device state, migrated as JSON when no custom migration is given. */
   state: Record<string, unknown>;
   /** Set while a client is connected. */
@@ -79,6 +82,7 @@ export class Device {
       () => this.routingChanged(),
     );
     this.regions = buildRegions(spec, bars, this.config.size);
+    this.doorbellThreads = DoorbellThreads.of(this.regions, (m) => process.stderr.write(`[${this.name}] error: ${m}\n`));
     this.config.onChange((ev) => {
       if (ev.type === 'command') this.refirePending(IrqIndex.INTX);
       else if (ev.type === 'msi' || ev.type === 'msi-mask') this.refirePending(IrqIndex.MSI);
@@ -201,6 +205,7 @@ export class Device {
     for (const listener of this.resetListeners) listener();
     // The client owns its IRQ configuration and re-sends it after a reset.
     this.irqs.clearState();
+    this.doorbellThreads?.threads.revive();
     await this.spec.onReset?.(reason, this);
   }
 
@@ -281,6 +286,7 @@ export class Device {
   /** Releases the device's own resources (region memfds), then the spec's (onDispose). */
   dispose(): void {
     for (const r of this.regions) if (r?.memory) closeMemory(r);
+    this.doorbellThreads?.close();
     this.spec.onDispose?.(this);
   }
 }

@@ -79,6 +79,11 @@ export interface DmaTableObserver {
   removed(region: DmaRegion): void;
   /** Dirty-page logging started with `pageSize`, or stopped (0). */
   logging?(pageSize: number): void;
+  /**
+   * A dirty-page report is about to be made: resolve once writes made
+   * elsewhere (worker threads) so far are recorded in this table.
+   */
+  sync?(): Promise<void>;
 }
 
 /** The DMA map table of one connection. */
@@ -141,6 +146,16 @@ export class DmaTable {
     for (const o of this.observers) o.removed(r);
     retire(r);
     return r;
+  }
+
+  /**
+   * Before a dirty-page report: resolves once every observer recorded the
+   * writes it knows of; undefined (nothing to wait for) when none has any.
+   */
+  syncWriters(): Promise<void> | undefined {
+    const waits: Promise<void>[] = [];
+    for (const o of this.observers) if (o.sync) waits.push(o.sync());
+    return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
   }
 
   /**

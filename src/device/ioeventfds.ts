@@ -54,14 +54,14 @@ export class IoEventFds {
 
   private open(index: number, spec: IoEventFdSpec): Doorbell {
     const fd = native.eventfd(0);
-    const release = spec.claim?.(fd, this.device, this.pollIdleMs);
+    const release = spec.worker ? this.device.doorbellThreads?.claim(spec, fd, this.pollIdleMs) : spec.claim?.(fd, this.device, this.pollIdleMs);
     if (release) return { fd, poll: undefined, release };
     // A device callback that throws (or rejects) must not take the process down.
     const fail = (e: unknown): void => this.log.error(`doorbell handler of region ${index} at 0x${spec.offset.toString(16)} failed: ${String(e)}`);
     const poll = native.pollStart(fd, PollMode.EventFd, (kind, count) => {
       if (kind !== PollEvent.Count) return;
       try {
-        const r: unknown = spec.onSignal(count as number, this.device);
+        const r: unknown = spec.onSignal?.(count as number, this.device);
         if (r instanceof Promise) r.catch(fail);
       } catch (e) {
         fail(e);

@@ -46,6 +46,8 @@ export function writeRegion(device: Device, r: Region, offset: number, data: Buf
   const msix = msixPart(device, r.index, offset, data.length);
   if (msix === 'table') return device.writeMsixTable(offset - device.msixPlacement!.tableOffset, data);
   if (msix === 'pba') return; // read-only
+  // A doorbell served on a worker thread: the write goes to that thread.
+  if (device.doorbellThreads?.forward(r.index, offset, data)) return;
   const spec = r.spec;
   if (spec?.write) return keepWhilePending(spec.write(offset, data, device), data);
   if (r.memory) r.memory.bytes.set(data, offset);

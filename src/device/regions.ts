@@ -40,6 +40,11 @@ export interface Region {
 
 /** Builds a region from its spec; allocates its memfd when asked. */
 export function makeRegion(index: number, spec: RegionSpec, type?: { type: number; subtype: number }): Region {
+  for (const io of spec.ioeventfds ?? []) {
+    if ((io.onSignal === undefined) === (io.worker === undefined)) {
+      throw new TypeError(`region ${index}: the doorbell at 0x${io.offset.toString(16)} needs exactly one of onSignal and worker`);
+    }
+  }
   const memory = spec.memory ? allocateMemory(`muser-region${index}`, spec.size) : undefined;
   const areas = memory ? mmapAreasOf(spec, index) : [];
   const flags =

@@ -25,8 +25,18 @@ export interface IoEventFdSpec {
   size: 1 | 2 | 4 | 8;
   /** Only writes of this value signal the eventfd (any value when omitted). */
   datamatch?: number;
-  /** Called with how many writes arrived since the last call. */
-  onSignal(count: number, device: Device): void;
+  /**
+   * Called with how many writes arrived since the last call. Give this or
+   * `worker`.
+   */
+  onSignal?(count: number, device: Device): void;
+  /**
+   * Serves the doorbell on a worker thread instead: the thread watches the
+   * eventfd itself (a REGION_WRITE to the doorbell is forwarded to it),
+   * maps guest memory itself and raises MSI-X vectors by writing their
+   * eventfds directly.
+   */
+  worker?: DoorbellWorkerSpec;
   /**
    * Takes the doorbell's eventfd to watch elsewhere (a worker thread):
    * return a release function and the server does not watch it (onSignal
@@ -36,6 +46,20 @@ export interface IoEventFdSpec {
    * (0: sleep in epoll), for the watcher to do the same.
    */
   claim?(fd: number, device: Device, pollIdleMs: number): (() => void) | undefined;
+}
+
+/**
+ * Where a doorbell is served off the main thread. The module exports
+ * `createDoorbellHandler(data): DoorbellHandler | Promise<DoorbellHandler>`,
+ * called once per thread start.
+ */
+export interface DoorbellWorkerSpec {
+  /** The module, as a file URL (or an absolute path). */
+  module: string | URL;
+  /** Structured-cloneable data for createDoorbellHandler; a function is called for each thread start. */
+  data?: unknown;
+  /** Doorbells with the same thread number share one worker thread (default: one thread per doorbell). */
+  thread?: number;
 }
 
 /** Behaviour shared by BARs and device-specific regions. */

@@ -105,8 +105,13 @@ export function handleDeviceFeature(s: Session, req: Request): Reply | Promise<R
       const size = HEAD + 24 + bytes;
       needArgsz(m, size, 'DMA_LOGGING_REPORT');
       if (bytes > s.limits.maxDataXferSize) throw new DeviceError(Errno.E2BIG, `DMA_LOGGING_REPORT: a ${bytes}-byte bitmap exceeds max_data_xfer_size`);
-      const bitmap = s.dirtyLog.report(iova, length, pageSize);
-      return { payload: encodeDeviceFeatureReply({ argsz: size, flags: m.flags, data: { kind: 'dma-logging-bitmap', iova, length, pageSize, bitmap } }) };
+      const reply = (): Reply => {
+        const bitmap = s.dirtyLog.report(iova, length, pageSize);
+        return { payload: encodeDeviceFeatureReply({ argsz: size, flags: m.flags, data: { kind: 'dma-logging-bitmap', iova, length, pageSize, bitmap } }) };
+      };
+      // Writes made on worker threads are recorded first.
+      const synced = s.dmaTable.syncWriters();
+      return synced ? synced.then(reply) : reply();
     }
     default:
       throw new DeviceError(Errno.ENOTSUP, `feature ${id} not supported`);

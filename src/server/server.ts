@@ -138,6 +138,7 @@ export class Server extends EventEmitter {
       .reset('disconnect')
       .catch((e: unknown) => this.log.error(`reset after disconnect failed: ${String(e)}`))
       .finally(() => {
+        device.doorbellThreads?.disconnect();
         try {
           if (session.negotiated) device.spec.onDisconnect?.(device);
         } catch (e) {

@@ -145,6 +145,7 @@ export class Session implements DmaMessenger, SessionContext {
     this.versionTimer = undefined;
     this.channel.setMaxMessageSize(this.maxMessageSize);
     this.device.link = this;
+    this.device.doorbellThreads?.connect(this.device);
     try {
       this.device.spec.onConnect?.(this.device);
     } catch (e) {

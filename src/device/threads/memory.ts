@@ -1,15 +1,15 @@
 /**
- * Guest memory as a queue worker thread sees it: its own map table,
+ * Guest memory as a device worker thread sees it: its own map table,
  * following the main thread's (every DMA_MAP arrives with a dup of the
  * client's fd, mapped here by this thread's addon instance), with the
  * same rules as on the main thread: zero-copy views of sealed memfds,
  * pread/pwrite for memory that may shrink, and DMA messages (sent by the
  * main thread) for memory without an fd.
  */
-import { DmaAccess, type DmaMessenger } from '../../device/dma-access.js';
-import { DmaTable, type DmaRegion } from '../../device/dma.js';
-import { DeviceError, Errno } from '../../device/errors.js';
-import type { DmaSegment } from '../../device/dma.js';
+import { DmaAccess, type DmaMessenger } from '../dma-access.js';
+import { DmaTable, type DmaRegion } from '../dma.js';
+import { DeviceError, Errno } from '../errors.js';
+import type { DmaSegment } from '../dma.js';
 
 /** A map table that reports device writes to the main thread's dirty log. */
 export class WorkerDmaTable extends DmaTable {

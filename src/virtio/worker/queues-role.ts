@@ -1,0 +1,147 @@
+/**
+ * The virtio queue role of a device worker thread: serves the virtqueues
+ * it was given with a handler from the device's worker module. Kicks come
+ * by message or on the queue's ioeventfd (slot = queue index); a queue's
+ * interrupt is its MSI-X vector, raised straight from here while routed.
+ */
+import { DeviceError, Errno } from '../../device/errors.js';
+import type { RoleHandlers, StartRole } from '../../device/threads/runtime.js';
+import { hasFeature, VIRTIO_MSI_NO_VECTOR } from '../constants.js';
+import { BounceBudget, type VirtqueueRequest } from '../request.js';
+import { Virtqueue, type VirtqueueHost } from '../virtqueue.js';
+import type { WorkerQueueContext, WorkerQueueHandler } from './handler.js';
+import type { AskQueues, FromQueues, QueueRoleData, ToQueues } from './messages.js';
+
+export const startRole: StartRole = async (rt, raw) => {
+  const data = raw as QueueRoleData;
+  const post = (m: FromQueues): void => rt.post(m);
+  const mod = (await import(data.module)) as { createQueueHandler?: (data: unknown) => WorkerQueueHandler | Promise<WorkerQueueHandler> };
+  if (typeof mod.createQueueHandler !== 'function') throw new DeviceError(Errno.EINVAL, `${data.module} does not export createQueueHandler(data)`);
+  const handler = await mod.createQueueHandler(data.data);
+  if (typeof handler !== 'function') throw new DeviceError(Errno.EINVAL, `createQueueHandler of ${data.module} did not return a function`);
+
+  let features = 0n;
+  const ctx: WorkerQueueContext = {
+    get features() {
+      return features;
+    },
+    hasFeature: (n) => hasFeature(features, n),
+    needsReset: (reason) => post({ t: 'needs-reset', reason }),
+  };
+
+  /** Handler calls not yet settled, by queue (a reset waits for them). */
+  const running = new Map<number, number>();
+  const settledWaiters = new Map<number, (() => void)[]>();
+  const vectors = new Map<number, number>();
+  const settle = (q: number): void => {
+    const n = (running.get(q) ?? 1) - 1;
+    running.set(q, n);
+    if (n > 0) return;
+    for (const w of settledWaiters.get(q) ?? []) w();
+    settledWaiters.delete(q);
+  };
+  const whenSettled = (q: number): Promise<void> =>
+    (running.get(q) ?? 0) === 0
+      ? Promise.resolve()
+      : new Promise((resolve) => settledWaiters.set(q, [...(settledWaiters.get(q) ?? []), resolve]));
+
+  const host: VirtqueueHost = {
+    memory: rt.memory,
+    bounce: new BounceBudget(),
+    interrupt(queue) {
+      const vector = vectors.get(queue.index) ?? VIRTIO_MSI_NO_VECTOR;
+      rt.signal(vector, { t: 'irq', q: queue.index } satisfies FromQueues);
+    },
+    onBroken(queue, reason) {
+      post({ t: 'broken', q: queue.index, reason });
+    },
+    dispatch(request: VirtqueueRequest) {
+      const q = request.queue;
+      running.set(q, (running.get(q) ?? 0) + 1);
+      let result: number | Promise<number>;
+      try {
+        result = handler(request, ctx);
+      } catch {
+        request.complete(0);
+        settle(q);
+        return;
+      }
+      if (result instanceof Promise) {
+        result
+          .then(
+            (n) => request.complete(n),
+            () => request.complete(0),
+          )
+          .finally(() => settle(q));
+      } else {
+        request.complete(result);
+        settle(q);
+      }
+    },
+  };
+
+  const queues = new Map<number, Virtqueue>();
+  for (const q of data.queues) queues.set(q.index, new Virtqueue(q.index, q.maxSize, host));
+  const queue = (q: number): Virtqueue => {
+    const vq = queues.get(q);
+    if (!vq) throw new Error(`queue ${q} is not served by this thread`);
+    return vq;
+  };
+  rt.onDoorbell = (slot) => queues.get(slot)?.kick();
+
+  const handlers: RoleHandlers = {
+    message(raw) {
+      const m = raw as ToQueues;
+      switch (m.t) {
+        case 'enable': {
+          features = BigInt(m.features);
+          vectors.set(m.q, m.vector);
+          const vq = queue(m.q);
+          vq.size = m.size;
+          vq.desc = m.desc;
+          vq.driver = m.driver;
+          vq.device = m.device;
+          // The main thread checked the rings; start paused, a resume follows when the driver is ready.
+          vq.pause();
+          const err = vq.enable(m.ring, false);
+          if (err) post({ t: 'broken', q: m.q, reason: err });
+          return;
+        }
+        case 'restore': {
+          features = BigInt(m.features);
+          vectors.set(m.q, m.state.msixVector);
+          const vq = queue(m.q);
+          const err = vq.restore(m.state, m.ring);
+          vq.pause();
+          if (err) post({ t: 'broken', q: m.q, reason: err });
+          return;
+        }
+        case 'vector':
+          vectors.set(m.q, m.vector);
+          return;
+        case 'pause':
+          queue(m.q).pause();
+          return;
+        case 'resume':
+          queue(m.q).resume();
+          return;
+        case 'kick':
+          queue(m.q).kick();
+          return;
+      }
+    },
+    async ask(raw) {
+      const m = raw as AskQueues;
+      const vq = queue(m.q);
+      if (m.t === 'reset') {
+        vq.reset();
+        await whenSettled(m.q);
+        return true;
+      }
+      await vq.idle();
+      rt.flushDirty();
+      return vq.save();
+    },
+  };
+  return handlers;
+};
