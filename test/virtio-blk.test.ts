@@ -18,6 +18,7 @@ import { DescFlag, VirtioFeature, VirtioStatus, featureBit, hasFeature } from '.
 import { connectClient } from './helpers/raw.js';
 import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
+import { fuzzRing } from './helpers/ring-fuzz.js';
 import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, blk, buildBlk, pattern, rangeList } from './helpers/virtio-blk-driver.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vblk-'));
@@ -328,53 +329,8 @@ describe('virtio-blk: seeded fuzz of guest ring memory', () => {
   test('random descriptors, avail entries and indirect tables never crash or hang the device', async () => {
     r = await rig();
     const d = r.driver;
-    let x = 0x9e3779b9;
-    const rnd = (n: number): number => {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      return (x >>> 0) % n;
-    };
-    const pool = d.alloc(64 * 1024, 4096);
-    const base = d.mark();
-    /** An address: mostly inside guest memory, sometimes anywhere. */
-    const addr = (): number | bigint => (rnd(8) === 0 ? BigInt(rnd(0xffffffff)) << BigInt(rnd(33)) : pool + rnd(64 * 1024));
-    let broken = 0;
-    for (let round = 0; round < 150; round++) {
-      const seen = d.vectors[0].total;
-      const q = d.queues.get(0)!;
-      // Scribble over some descriptors, an indirect table, avail slots.
-      for (let i = 0; i < 8; i++) {
-        const flags = rnd(8) & (DescFlag.NEXT | DescFlag.WRITE | DescFlag.INDIRECT);
-        d.writeDesc(q.desc, rnd(q.size), { addr: flags & DescFlag.INDIRECT && rnd(2) ? pool : addr(), len: rnd(4) === 0 ? rnd(0xffffffff) : rnd(9000), flags, next: rnd(4) === 0 ? rnd(0xffff) : rnd(q.size) });
-      }
-      const table = d.bytes(pool, 512);
-      for (let i = 0; i < 16; i++) table[rnd(512)] = rnd(256);
-      // A valid request header at the pool start keeps some requests reaching the blk code.
-      const header = Buffer.alloc(16);
-      header.writeUInt32LE([T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD, T_WRITE_ZEROES, 77][rnd(7)]);
-      header.writeBigUInt64LE(BigInt(rnd(4096)), 8);
-      d.bytes(pool + 4096, 16).set(header);
-      const posts = 1 + rnd(4);
-      for (let i = 0; i < posts; i++) d.publish(0, rnd(8) === 0 ? rnd(0xffff) : rnd(q.size));
-      if (rnd(16) === 0) d.setAvailIdx(0, rnd(0xffff));
-      await d.kick(0, (['message', 'posted', 'eventfd'] as const)[rnd(3)]);
-      // The server answers, whatever happened to the ring.
-      const status = await d.status();
-      if (status & VirtioStatus.DEVICE_NEEDS_RESET || rnd(10) === 0) {
-        if (status & VirtioStatus.DEVICE_NEEDS_RESET) {
-          broken++;
-          await d.vectors[0].waitFor(seen + 1);
-        }
-        d.rewind(base);
-        await d.start(1);
-      } else {
-        d.takeUsed(0);
-      }
-    }
+    const broken = await fuzzRing(d, 150);
     assert.ok(broken > 0, 'the fuzz broke the ring at least once');
-    d.rewind(base);
-    await d.start(1);
     const data = pattern(4096, 3);
     assert.equal((await blk(d, 0, T_OUT, 0, { out: data })).status, S_OK);
     assert.deepEqual((await blk(d, 0, T_IN, 0, { inLen: 4096 })).data, data);

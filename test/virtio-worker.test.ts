@@ -17,6 +17,7 @@ import { IrqIndex } from '../src/protocol/constants.js';
 import { virtioTransportOf, VirtioStatus } from '../src/virtio/index.js';
 import type { HeldQueueData } from './fixtures/held-queue.js';
 import { connectClient } from './helpers/raw.js';
+import { fuzzRing } from './helpers/ring-fuzz.js';
 import { MAIN, runCli, startServer } from './helpers/timer-process.js';
 import { S_OK, T_GET_ID, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
@@ -109,6 +110,16 @@ describe('virtio-blk with queues on worker threads', () => {
     assert.equal(saved.queues[0].lastAvail, 0);
     transport.resume();
     assert.equal((await blk(r.driver, 1, T_GET_ID, 0, { inLen: 20 })).status, S_OK);
+  });
+
+  test('a seeded fuzz of ring memory served on a thread never crashes or hangs the device', async () => {
+    r = await blkRig();
+    const broken = await fuzzRing(r.driver, 120, 0x51f15eed);
+    assert.ok(broken > 0, 'the fuzz broke the ring at least once');
+    const data = pattern(4096, 5);
+    assert.equal((await blk(r.driver, 0, T_OUT, 0, { out: data })).status, S_OK);
+    assert.deepEqual((await blk(r.driver, 0, T_IN, 0, { inLen: 4096 })).data, data);
+    assert.equal(virtioTransportOf(r.server.device.spec)!.threads!.threadCount, 2, 'no thread died');
   });
 
   test('a backend that threads cannot open is refused up front', () => {

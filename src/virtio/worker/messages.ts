@@ -27,4 +27,4 @@ export type ToQueues =
 export type AskQueues = { t: 'reset'; q: number } | { t: 'idle'; q: number };
 
 /** Queue thread to main thread. */
-export type FromQueues = { t: 'irq'; q: number } | { t: 'broken'; q: number; reason: string } | { t: 'needs-reset'; reason: string };
+export type FromQueues = { t: 'irq'; q: number } | { t: 'broken'; q: number; reason: string } | { t: 'needs-reset'; q: number; reason: string };

@@ -30,6 +30,8 @@ export class QueueThreads implements QueueLink {
   readonly queues: RemoteQueue[] = [];
   readonly threads: DeviceThreads;
   private readonly threadOf = new Map<number, number>();
+  /** Resets sent and not yet answered, by queue: the thread's events until the answer are of the old generation. */
+  private readonly resetting = new Map<number, number>();
 
   constructor(
     specs: readonly { index: number; maxSize: number; worker: QueueWorkerSpec }[],
@@ -116,7 +118,12 @@ export class QueueThreads implements QueueLink {
   }
 
   async reset(q: number): Promise<void> {
-    await this.ask(q, { t: 'reset', q });
+    this.resetting.set(q, (this.resetting.get(q) ?? 0) + 1);
+    try {
+      await this.ask(q, { t: 'reset', q });
+    } finally {
+      this.resetting.set(q, this.resetting.get(q)! - 1);
+    }
   }
 
   async idle(q: number): Promise<VirtqueueState | undefined> {
@@ -142,6 +149,8 @@ export class QueueThreads implements QueueLink {
   }
 
   private onEvent(m: FromQueues): void {
+    // Reported before the thread took a reset still unanswered: about requests or rings the reset discarded.
+    if ((this.resetting.get(m.q) ?? 0) > 0) return;
     if (m.t === 'irq') this.host.interrupt(m.q);
     else this.host.needsReset(m.reason);
   }

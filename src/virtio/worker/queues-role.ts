@@ -21,12 +21,20 @@ export const startRole: StartRole = async (rt, raw) => {
   if (typeof handler !== 'function') throw new DeviceError(Errno.EINVAL, `createQueueHandler of ${data.module} did not return a function`);
 
   let features = 0n;
-  const ctx: WorkerQueueContext = {
-    get features() {
-      return features;
-    },
-    hasFeature: (n) => hasFeature(features, n),
-    needsReset: (reason) => post({ t: 'needs-reset', reason }),
+  const contexts = new Map<number, WorkerQueueContext>();
+  const ctxOf = (q: number): WorkerQueueContext => {
+    let c = contexts.get(q);
+    if (!c) {
+      c = {
+        get features() {
+          return features;
+        },
+        hasFeature: (n) => hasFeature(features, n),
+        needsReset: (reason) => post({ t: 'needs-reset', q, reason }),
+      };
+      contexts.set(q, c);
+    }
+    return c;
   };
 
   /** Handler calls not yet settled, by queue (a reset waits for them). */
@@ -60,7 +68,7 @@ export const startRole: StartRole = async (rt, raw) => {
       running.set(q, (running.get(q) ?? 0) + 1);
       let result: number | Promise<number>;
       try {
-        result = handler(request, ctx);
+        result = handler(request, ctxOf(q));
       } catch {
         request.complete(0);
         settle(q);
