@@ -52,4 +52,16 @@ export interface BlockBackend {
   writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void>;
   /** Waits for in-flight requests, then releases the backend. */
   close(): Promise<void>;
+  /**
+   * Optional synchronous variants, for backends that can sometimes finish
+   * at once (a RAM disk; a file read the page cache holds). Each either
+   * does the whole request before returning true, or does nothing and
+   * returns false (then the caller uses the asynchronous method). They
+   * check and throw as the asynchronous methods reject. They spare the
+   * caller a Promise per request, and their buffers need no pin: they are
+   * not used after the call returns.
+   */
+  readNow?(offset: number, buffers: readonly Uint8Array[]): boolean;
+  writeNow?(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): boolean;
+  flushNow?(): boolean;
 }

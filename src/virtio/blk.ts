@@ -12,10 +12,17 @@
  * VIRTIO_BLK_S_IOERR (UNSUPP for unknown types and BlockError ENOTSUP); one
  * without a writable status byte sets DEVICE_NEEDS_RESET, since there is
  * nowhere to report its failure.
+ *
+ * Reads, writes, flushes and GET_ID whose guest memory has views and whose
+ * backend finishes at once (a RAM disk, a cached file read) are served
+ * synchronously, without a Promise; the others, and any request that meets
+ * memory reached by messages or a backend that must wait, take the
+ * asynchronous path from the start, with the same checks.
  */
 import { BlockError, type BlockBackend } from '../block/backend.js';
 import { BlockDevice } from '../block/device.js';
 import type { DeviceSpec } from '../device/spec.js';
+import type { MaybePromise } from '../device/spec.js';
 import { featureBit } from './constants.js';
 import { virtioDevice } from './device.js';
 import { RequestError, type VirtqueueRequest } from './request.js';
@@ -111,8 +118,8 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
     features |= featureBit(BlkFeature.WRITE_ZEROES);
   }
 
-  const limits: Limits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax };
-  const handle = (req: VirtqueueRequest, ctx: VirtioContext): Promise<number> => serveRequest(req, ctx, disk, limits);
+  const limits: Limits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax, header: Buffer.alloc(HEADER) };
+  const handle = (req: VirtqueueRequest, ctx: VirtioContext): MaybePromise<number> => serve(req, ctx, disk, limits);
 
   return virtioDevice({
     name: options.name ?? 'virtio-blk',
@@ -170,9 +177,99 @@ interface Limits {
   maxRangeSectors: number;
   maxRangeSegs: number;
   serial: Buffer;
+  /** Scratch for the synchronous path's header (used and done with before it returns). */
+  header: Buffer;
 }
 
-/** Serves one request and writes its status byte; resolves with the bytes written. */
+/** executeNow() could not finish at once, and did nothing the asynchronous path would not redo. */
+const NOT_NOW = -1;
+/** Status bytes, shared (they are only ever copied into guest memory). */
+const STATUS_BYTES = [Uint8Array.of(BlkStatus.OK), Uint8Array.of(BlkStatus.IOERR), Uint8Array.of(BlkStatus.UNSUPP)];
+
+/** Serves one request: at once when it can, else asynchronously; resolves with the bytes written. */
+function serve(req: VirtqueueRequest, ctx: VirtioContext, disk: BlockDevice, limits: Limits): MaybePromise<number> {
+  if (req.writableLength < 1) {
+    ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
+    return 0;
+  }
+  const statusAt = req.writableLength - 1;
+  let status: number = BlkStatus.OK;
+  let written = 0;
+  try {
+    written = executeNow(req, disk, limits, statusAt);
+    if (written === NOT_NOW) return serveRequest(req, ctx, disk, limits);
+  } catch (e) {
+    status = statusOf(e);
+    written = 0;
+  }
+  try {
+    if (req.writeNow(statusAt, STATUS_BYTES[status])) return written + 1;
+  } catch (e) {
+    return statusFailed(req, ctx, e);
+  }
+  return writeStatus(req, ctx, statusAt, status, written);
+}
+
+/**
+ * Runs the request at once if its memory has views and the backend
+ * finishes without waiting: returns data bytes written (before the status
+ * byte), or NOT_NOW having changed nothing. Throws as execute() rejects.
+ */
+function executeNow(req: VirtqueueRequest, disk: BlockDevice, limits: Limits, statusAt: number): number {
+  if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
+  const header = limits.header;
+  if (!req.readNow(0, header)) return NOT_NOW;
+  const type = header.readUInt32LE(0);
+  const extraReadable = req.readableLength - HEADER;
+  switch (type) {
+    case BlkRequestType.IN: {
+      if (extraReadable !== 0) throw new RequestError('IN data must be device-writable');
+      const offset = dataRange(sectorOf(header), statusAt, limits, req.writable);
+      disk.check('read', offset, statusAt);
+      if (statusAt === 0) return 0;
+      const views = req.viewsNow('writable', 0, statusAt);
+      return views && disk.readNow(offset, views) ? statusAt : NOT_NOW;
+    }
+    case BlkRequestType.OUT: {
+      if (statusAt !== 0) throw new RequestError('OUT data must be device-readable');
+      const offset = dataRange(sectorOf(header), extraReadable, limits, req.readable, HEADER);
+      disk.check('write', offset, extraReadable);
+      if (extraReadable === 0) return 0;
+      const views = req.viewsNow('readable', HEADER, extraReadable);
+      return views && disk.writeNow(offset, views) ? 0 : NOT_NOW;
+    }
+    case BlkRequestType.FLUSH:
+      return !disk.capabilities.flush || disk.flushNow() ? 0 : NOT_NOW;
+    case BlkRequestType.GET_ID: {
+      if (extraReadable !== 0) throw new RequestError('GET_ID buffer must be device-writable');
+      const n = Math.min(ID_BYTES, statusAt);
+      return req.writeNow(0, limits.serial.subarray(0, n)) ? n : NOT_NOW;
+    }
+    default:
+      // Range lists and unknown types are rare: the asynchronous path has them.
+      return NOT_NOW;
+  }
+}
+
+function statusOf(e: unknown): number {
+  return (e instanceof BlockError && e.code === 'ENOTSUP') || e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
+}
+
+async function writeStatus(req: VirtqueueRequest, ctx: VirtioContext, statusAt: number, status: number, written: number): Promise<number> {
+  try {
+    await req.write(statusAt, STATUS_BYTES[status]);
+  } catch (e) {
+    return statusFailed(req, ctx, e);
+  }
+  return written + 1;
+}
+
+function statusFailed(req: VirtqueueRequest, ctx: VirtioContext, e: unknown): number {
+  ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
+  return 0;
+}
+
+/** Serves one request asynchronously and writes its status byte; resolves with the bytes written. */
 async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, disk: BlockDevice, limits: Limits): Promise<number> {
   if (req.writableLength < 1) {
     ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
@@ -184,16 +281,10 @@ async function serveRequest(req: VirtqueueRequest, ctx: VirtioContext, disk: Blo
   try {
     written = await execute(req, disk, limits, statusAt);
   } catch (e) {
-    status = e instanceof BlockError && e.code === 'ENOTSUP' ? BlkStatus.UNSUPP : e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
+    status = statusOf(e);
     written = 0;
   }
-  try {
-    await req.write(statusAt, Uint8Array.of(status));
-  } catch (e) {
-    ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
-    return 0;
-  }
-  return written + 1;
+  return writeStatus(req, ctx, statusAt, status, written);
 }
 
 class Unsupported extends Error {}
@@ -203,7 +294,7 @@ async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: Limits,
   if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
   const header = await req.read(0, HEADER);
   const type = header.readUInt32LE(0);
-  const sector = header.readBigUInt64LE(8);
+  const sector = sectorOf(header);
   const extraReadable = req.readableLength - HEADER;
   switch (type) {
     case BlkRequestType.IN: {
@@ -238,7 +329,7 @@ async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: Limits,
 }
 
 /** Checks a data transfer against size_max / seg_max; returns its byte offset (the disk checks range and alignment). */
-function dataRange(sector: bigint, length: number, limits: Limits, descs: readonly { len: number }[], skip = 0): number {
+function dataRange(sector: number, length: number, limits: Limits, descs: readonly { len: number }[], skip = 0): number {
   if (length > limits.totalMax) throw new RequestError(`request of ${length} bytes exceeds ${limits.totalMax}`);
   let left = skip;
   for (const d of descs) {
@@ -246,7 +337,12 @@ function dataRange(sector: bigint, length: number, limits: Limits, descs: readon
     left = Math.max(0, left - d.len);
     if (data > limits.sizeMax) throw new RequestError(`a segment of ${data} bytes exceeds size_max`);
   }
-  return Number(sector) * SECTOR;
+  return sector * SECTOR;
+}
+
+/** The header's u64 sector as a number (rounded beyond 2^53: the disk's range check then refuses it). */
+function sectorOf(header: Buffer): number {
+  return header.readUInt32LE(12) * 0x1_0000_0000 + header.readUInt32LE(8);
 }
 
 /** Lends the area's buffers to the backend (zero-copy when possible) and finishes them. */
