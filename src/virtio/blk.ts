@@ -21,8 +21,7 @@
  */
 import { BlockError, type BlockBackend } from '../block/backend.js';
 import { BlockDevice } from '../block/device.js';
-import type { DeviceSpec } from '../device/spec.js';
-import type { MaybePromise } from '../device/spec.js';
+import type { DeviceSpec, MaybePromise } from '../device/spec.js';
 import { featureBit } from './constants.js';
 import { virtioDevice } from './device.js';
 import { RequestError, type VirtqueueRequest } from './request.js';
@@ -251,10 +250,12 @@ function executeNow(req: VirtqueueRequest, disk: BlockDevice, limits: Limits, st
   }
 }
 
+/** The status byte a failure reports. */
 function statusOf(e: unknown): number {
   return (e instanceof BlockError && e.code === 'ENOTSUP') || e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
 }
 
+/** Writes the status byte by message (memory without views); resolves with the bytes written. */
 async function writeStatus(req: VirtqueueRequest, ctx: VirtioContext, statusAt: number, status: number, written: number): Promise<number> {
   try {
     await req.write(statusAt, STATUS_BYTES[status]);
@@ -264,6 +265,7 @@ async function writeStatus(req: VirtqueueRequest, ctx: VirtioContext, statusAt: 
   return written + 1;
 }
 
+/** Nowhere to report the request's failure: the device needs a reset. */
 function statusFailed(req: VirtqueueRequest, ctx: VirtioContext, e: unknown): number {
   ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
   return 0;
