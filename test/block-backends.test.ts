@@ -1,5 +1,5 @@
 /**
- * The block backends (RAM and raw file) against the shared backend suite
+ * The block backends (RAM, memfd RAM, raw file) against the shared backend suite
  * (test/helpers/block-suite.ts), plus what is particular to each.
  */
 import assert from 'node:assert/strict';
@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { openFileBackend, ramBackend } from '../src/index.js';
+import { memfdBackend, openFileBackend, openSharedBackend, ramBackend } from '../src/index.js';
 import { blockBackendSuite, type BackendKind } from './helpers/block-suite.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-block-'));
@@ -17,6 +17,17 @@ let files = 0;
 
 const kinds: BackendKind[] = [
   { name: 'ram', create: async (size, readOnly) => ramBackend(size, { readOnly }) },
+  { name: 'memfd', create: async (size, readOnly) => memfdBackend(size, { readOnly }) },
+  {
+    // What a worker thread opens: a second backend over the first one's memfd.
+    name: 'memfd, opened from a shared handle',
+    create: async (size, readOnly) => {
+      const first = memfdBackend(size, { readOnly });
+      const second = await openSharedBackend(first.share());
+      await first.close();
+      return second;
+    },
+  },
   {
     name: 'file',
     create: async (size, readOnly) => {
@@ -51,4 +62,47 @@ test('ram: capacities that are not positive multiples of 512 are refused', () =>
   for (const bad of [0, -512, 1000, 1.5 * 512, Number.NaN, 2 ** 60]) {
     assert.throws(() => ramBackend(bad), TypeError, String(bad));
   }
+});
+
+test('ram: the synchronous variants always serve, across chunks and scatter lists, and agree with the asynchronous ones', async () => {
+  const disk = ramBackend(1 << 20);
+  const data = new Uint8Array(200 * 1024);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7 + 3) & 0xff;
+  // 200 KiB from 60 KiB on: four 64 KiB chunks, written as three unequal pieces.
+  assert.equal(disk.writeNow!(60 * 1024, [data.subarray(0, 1000), data.subarray(1000, 70_000), data.subarray(70_000)]), true);
+  const back = new Uint8Array(data.length);
+  await disk.read(60 * 1024, [back]);
+  assert.deepEqual(back, data);
+  await disk.write(0, [data.subarray(0, 4096)]);
+  const parts = [new Uint8Array(1), new Uint8Array(4095), new Uint8Array(64 * 1024)];
+  assert.equal(disk.readNow!(0, parts), true);
+  assert.deepEqual(Buffer.concat(parts).subarray(0, 4096), Buffer.from(data.subarray(0, 4096)));
+  assert.deepEqual(Buffer.concat(parts).subarray(60 * 1024, 60 * 1024 + 4096), Buffer.from(data.subarray(0, 4096)));
+  const unwritten = new Uint8Array(4096).fill(1);
+  assert.equal(disk.readNow!((1 << 20) - 4096, [unwritten]), true);
+  assert.ok(unwritten.every((b) => b === 0), 'never written: zeros');
+  assert.equal(disk.allocatedBytes, 5 * 64 * 1024, 'reads allocate nothing');
+  assert.equal(disk.flushNow!(), true);
+  await disk.close();
+});
+
+test('memfd: two backends over one shared memfd see each other\'s writes; the handle is sealed and sized', async () => {
+  const a = memfdBackend(1 << 20);
+  const b = await openSharedBackend(a.share());
+  try {
+    const data = Buffer.alloc(4096, 0x3c);
+    await a.write(8192, [data]);
+    const back = Buffer.alloc(4096);
+    await b.read(8192, [back]);
+    assert.deepEqual(back, data);
+    await b.discard(8192, 4096);
+    await a.read(8192, [back]);
+    assert.ok(back.every((x) => x === 0), 'discarded through the other backend');
+  } finally {
+    await a.close();
+    await b.close();
+  }
+  const { native } = await import('../src/native/index.js');
+  const fd = native.memfd('unsealed', 1 << 20, true);
+  await assert.rejects(openSharedBackend({ kind: 'memfd', fd, size: 1 << 20, readOnly: false }), /not sealed/);
 });

@@ -125,3 +125,31 @@ test('a BlockDevice over a RAM disk reads back what it wrote', async () => {
   assert.ok(b.subarray(0, 512).every((v) => v === 0) && b.subarray(512).every((v) => v === 6));
   await dev.close();
 });
+
+test('readNow / writeNow / flushNow: the same refusals before the backend; declined where the backend has no variant; EIO once closing', async () => {
+  const be = new GatedBackend();
+  const ro = new BlockDevice(be, { readOnly: true, blockSize: 4096 });
+  assert.throws(() => ro.readNow(512, [new Uint8Array(4096)]), code('ERANGE'));
+  assert.throws(() => ro.readNow(be.size, [new Uint8Array(4096)]), code('ERANGE'));
+  assert.throws(() => ro.writeNow(0, [new Uint8Array(4096)]), code('EROFS'));
+  const rw = new BlockDevice(be);
+  assert.equal(rw.readNow(0, [new Uint8Array(512)]), false, 'no variant: the caller uses read()');
+  assert.equal(rw.writeNow(0, [new Uint8Array(512)]), false);
+  assert.equal(rw.flushNow(), false);
+  assert.deepEqual(be.calls, [], 'nothing reached the backend');
+
+  const dev = new BlockDevice(ramBackend(1 << 20));
+  assert.equal(dev.writeNow(4096, [new Uint8Array(512).fill(5)]), true);
+  const b = new Uint8Array(512);
+  assert.equal(dev.readNow(4096, [b]), true);
+  assert.ok(b.every((v) => v === 5));
+  assert.equal(dev.flushNow(), true);
+  const held = new BlockDevice(new GatedBackend());
+  const w = held.write(0, [new Uint8Array(512)]);
+  const closing = held.close();
+  assert.throws(() => held.readNow(0, [new Uint8Array(512)]), code('EIO'), 'refused while close() waits');
+  assert.throws(() => held.flushNow(), code('EIO'));
+  (held.backend as GatedBackend).release('write@0');
+  await Promise.all([w, closing, dev.close()]);
+  assert.throws(() => dev.writeNow(0, [new Uint8Array(512)]), code('EIO'));
+});

@@ -164,3 +164,27 @@ test('where the filesystem refuses ZERO_RANGE (tmpfs), write-zeroes still zeroes
     rmSync(sub, { recursive: true, force: true });
   }
 });
+
+test('a read the page cache holds is served at once (where the filesystem offers RWF_NOWAIT); one it cannot serve is declined', async (t) => {
+  const path = join(dir, 'nowait.img');
+  writeFileSync(path, Buffer.alloc(MiB));
+  const fd = openSync(path, 'r');
+  const rc = native.preadvNowait(fd, [new Uint8Array(512)], 0);
+  closeSync(fd);
+  if (rc < 0 && rc !== -11) {
+    t.skip(`preadv2(RWF_NOWAIT) is refused here (errno ${-rc})`);
+    return;
+  }
+  const disk = await openFileBackend(path);
+  try {
+    const data = pattern(8192, 5);
+    await disk.write(4096, [data]);
+    const parts = [new Uint8Array(512), new Uint8Array(7680)];
+    assert.equal(disk.readNow!(4096, parts), true, 'just written: in the page cache');
+    assert.deepEqual(Buffer.concat(parts), Buffer.from(data));
+    assert.equal(disk.readNow!(0, []), false, 'nothing to read: declined (read() handles it)');
+    assert.throws(() => disk.readNow!(MiB - 512, [new Uint8Array(1024)]), (e: unknown) => e instanceof BlockError && e.code === 'ERANGE');
+  } finally {
+    await disk.close();
+  }
+});

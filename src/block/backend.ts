@@ -52,4 +52,19 @@ export interface BlockBackend {
   writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void>;
   /** Waits for in-flight requests, then releases the backend. */
   close(): Promise<void>;
+  /**
+   * Optional synchronous variants, for backends that can sometimes finish
+   * at once (a RAM disk; a file read the page cache holds). Each either
+   * does the whole request before returning true, or returns false having
+   * changed nothing on the disk (then the caller uses the asynchronous
+   * method; a declined readNow may have filled part of `buffers`). They
+   * check and throw as the asynchronous methods reject. They spare the
+   * caller a Promise per request, and their buffers need no pin: they are
+   * not used after the call returns.
+   */
+  readNow?(offset: number, buffers: readonly Uint8Array[]): boolean;
+  /** write(), at once or not at all: see {@link BlockBackend.readNow}. */
+  writeNow?(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): boolean;
+  /** flush(), at once or not at all: see {@link BlockBackend.readNow}. */
+  flushNow?(): boolean;
 }

@@ -100,6 +100,30 @@ export class BlockDevice implements BlockBackend {
     });
   }
 
+  /**
+   * Reads at once when the backend can (see {@link BlockBackend.readNow}):
+   * true when done, false when nothing was done and read() is needed.
+   * Checks as read() does and throws its BlockError.
+   */
+  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
+    this.checkOpen();
+    this.check('read', offset, byteLength(buffers));
+    return this.backend.readNow?.(offset, buffers) ?? false;
+  }
+
+  /** Writes at once when the backend can; as {@link BlockDevice.readNow}. */
+  writeNow(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): boolean {
+    this.checkOpen();
+    this.check('write', offset, byteLength(buffers));
+    return this.backend.writeNow?.(offset, buffers, options) ?? false;
+  }
+
+  /** Flushes at once when the backend can; as {@link BlockDevice.readNow}. */
+  flushNow(): boolean {
+    this.checkOpen();
+    return this.backend.flushNow?.() ?? false;
+  }
+
   flush(): Promise<void> {
     // A read-only disk has nothing to make durable; flushing it is harmless.
     return this.inflight.run(() => this.backend.flush());
@@ -125,4 +149,8 @@ export class BlockDevice implements BlockBackend {
     return this.closing;
   }
 
+  /** The synchronous variants refuse requests after close() as the others do. */
+  private checkOpen(): void {
+    if (this.inflight.closed) throw new BlockError('EIO', 'the disk is closed');
+  }
 }

@@ -103,6 +103,18 @@ class FileDisk implements FileBackend {
     });
   }
 
+  /**
+   * Reads at once when the page cache holds the whole range (preadv2 with
+   * RWF_NOWAIT, on this thread); false when it does not (nothing is
+   * promised about `buffers` then: the caller reads again with read()).
+   */
+  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
+    if (this.inflight.closed) throw new BlockError('EIO', 'the disk is closed');
+    const length = byteLength(buffers);
+    checkRange(this.size, offset, length);
+    return length > 0 && this.readCached(offset, buffers) === length;
+  }
+
   write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void> {
     return this.inflight.run(async () => {
       checkWritable(this.readOnly, 'write');

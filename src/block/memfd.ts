@@ -81,30 +81,52 @@ class MemfdDisk implements ShareableBackend {
 
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     return this.inflight.run(async () => {
-      checkRange(this.size, offset, byteLength(buffers));
-      let at = offset;
-      for (const b of buffers) {
-        b.set(this.bytes.subarray(at, at + b.byteLength));
-        at += b.byteLength;
-      }
+      this.readNow(offset, buffers);
     });
   }
 
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     return this.inflight.run(async () => {
-      checkWritable(this.readOnly, 'write');
-      checkRange(this.size, offset, byteLength(buffers));
-      let at = offset;
-      for (const b of buffers) {
-        this.bytes.set(b, at);
-        at += b.byteLength;
-      }
+      this.writeNow(offset, buffers);
     });
   }
 
   /** Memory is as durable as it gets; nothing to do. */
   flush(): Promise<void> {
     return this.inflight.run(async () => {});
+  }
+
+  /** Always at once: the memory is mapped. */
+  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
+    this.checkOpen();
+    checkRange(this.size, offset, byteLength(buffers));
+    let at = offset;
+    for (const b of buffers) {
+      b.set(this.bytes.subarray(at, at + b.byteLength));
+      at += b.byteLength;
+    }
+    return true;
+  }
+
+  writeNow(offset: number, buffers: readonly Uint8Array[]): boolean {
+    this.checkOpen();
+    checkWritable(this.readOnly, 'write');
+    checkRange(this.size, offset, byteLength(buffers));
+    let at = offset;
+    for (const b of buffers) {
+      this.bytes.set(b, at);
+      at += b.byteLength;
+    }
+    return true;
+  }
+
+  flushNow(): boolean {
+    this.checkOpen();
+    return true;
+  }
+
+  private checkOpen(): void {
+    if (this.closing) throw new BlockError('EIO', 'the disk is closed');
   }
 
   discard(offset: number, length: number): Promise<void> {

@@ -2,7 +2,7 @@
  * A RAM disk. Sparse: storage is allocated in chunks on first write, so a
  * large disk costs nothing until written, and discard frees whole chunks.
  */
-import type { BlockBackend, BlockCapabilities } from './backend.js';
+import { BlockError, type BlockBackend, type BlockCapabilities } from './backend.js';
 import { byteLength, checkCapacity, checkRange, checkWritable } from './checks.js';
 import { InFlight } from './inflight.js';
 
@@ -23,7 +23,8 @@ const CHUNK = 64 * 1024;
 
 /**
  * Creates a RAM disk of `size` bytes (a positive multiple of 512), reading
- * as zeros until written. Requests complete immediately (in call order).
+ * as zeros until written. Requests complete immediately (in call order),
+ * and the synchronous variants (readNow, writeNow, flushNow) always succeed.
  *
  * @example
  * ```ts
@@ -52,35 +53,63 @@ class Ram implements RamBackend {
 
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     return this.inflight.run(async () => {
-      checkRange(this.size, offset, byteLength(buffers));
-      let pos = offset;
-      for (const buf of buffers) {
-        this.forEachPiece(pos, buf.byteLength, (chunk, at, len, done) => {
-          const dst = buf.subarray(done, done + len);
-          if (chunk) dst.set(chunk.subarray(at, at + len));
-          else dst.fill(0);
-        });
-        pos += buf.byteLength;
-      }
+      this.readNow(offset, buffers);
     });
   }
 
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     return this.inflight.run(async () => {
-      checkWritable(this.readOnly, 'write');
-      checkRange(this.size, offset, byteLength(buffers));
-      let pos = offset;
-      for (const buf of buffers) {
-        this.forEachPiece(pos, buf.byteLength, (chunk, at, len, done, index) => {
-          if (!chunk) {
-            chunk = new Uint8Array(CHUNK);
-            this.chunks.set(index, chunk);
-          }
-          chunk.set(buf.subarray(done, done + len), at);
-        });
-        pos += buf.byteLength;
-      }
+      this.writeNow(offset, buffers);
     });
+  }
+
+  /** Always at once: a RAM disk never waits. */
+  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
+    this.checkOpen();
+    checkRange(this.size, offset, byteLength(buffers));
+    let pos = offset;
+    for (const buf of buffers) {
+      // Chunk by chunk, without a callback: this is the per-request hot path.
+      for (let done = 0; done < buf.byteLength; ) {
+        const index = Math.floor((pos + done) / CHUNK);
+        const at = pos + done - index * CHUNK;
+        const len = Math.min(CHUNK - at, buf.byteLength - done);
+        const chunk = this.chunks.get(index);
+        if (chunk) buf.set(len === CHUNK ? chunk : chunk.subarray(at, at + len), done);
+        else buf.fill(0, done, done + len);
+        done += len;
+      }
+      pos += buf.byteLength;
+    }
+    return true;
+  }
+
+  writeNow(offset: number, buffers: readonly Uint8Array[]): boolean {
+    this.checkOpen();
+    checkWritable(this.readOnly, 'write');
+    checkRange(this.size, offset, byteLength(buffers));
+    let pos = offset;
+    for (const buf of buffers) {
+      for (let done = 0; done < buf.byteLength; ) {
+        const index = Math.floor((pos + done) / CHUNK);
+        const at = pos + done - index * CHUNK;
+        const len = Math.min(CHUNK - at, buf.byteLength - done);
+        let chunk = this.chunks.get(index);
+        if (!chunk) {
+          chunk = new Uint8Array(CHUNK);
+          this.chunks.set(index, chunk);
+        }
+        chunk.set(len === buf.byteLength ? buf : buf.subarray(done, done + len), at);
+        done += len;
+      }
+      pos += buf.byteLength;
+    }
+    return true;
+  }
+
+  flushNow(): boolean {
+    this.checkOpen();
+    return true;
   }
 
   /** Memory is as durable as it gets; nothing to do. */
@@ -98,6 +127,11 @@ class Ram implements RamBackend {
 
   close(): Promise<void> {
     return this.inflight.drain().then(() => this.chunks.clear());
+  }
+
+  /** Refuses requests once close() began, as the asynchronous methods do. */
+  private checkOpen(): void {
+    if (this.inflight.closed) throw new BlockError('EIO', 'the disk is closed');
   }
 
   /** Zeroes a range: whole chunks are freed, partial ones cleared in place. */

@@ -5,11 +5,12 @@
  */
 import { BlockDevice } from '../block/device.js';
 import { openSharedBackend } from '../block/open-shared.js';
-import { serveBlkRequest, type BlkWorkerData } from './blk.js';
+import { serveBlkRequest, workerLimits, type BlkWorkerData } from './blk.js';
 import type { WorkerQueueHandler } from './worker/handler.js';
 
 /** Called once per worker thread (see {@link QueueWorkerSpec}). */
 export async function createQueueHandler(data: BlkWorkerData): Promise<WorkerQueueHandler> {
   const disk = new BlockDevice(await openSharedBackend(data.backend), { readOnly: data.readOnly });
-  return (req, ctx) => serveBlkRequest(req, ctx, disk, data.limits);
+  const limits = workerLimits(data);
+  return (req, ctx) => serveBlkRequest(req, ctx, disk, limits);
 }

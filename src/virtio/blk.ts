@@ -12,10 +12,16 @@
  * VIRTIO_BLK_S_IOERR (UNSUPP for unknown types and BlockError ENOTSUP); one
  * without a writable status byte sets DEVICE_NEEDS_RESET, since there is
  * nowhere to report its failure.
+ *
+ * Reads, writes, flushes and GET_ID whose guest memory has views and whose
+ * backend finishes at once (a RAM disk, a cached file read) are served
+ * synchronously, without a Promise; the others, and any request that meets
+ * memory reached by messages or a backend that must wait, take the
+ * asynchronous path from the start, with the same checks.
  */
 import { BlockError, type BlockBackend } from '../block/backend.js';
 import { BlockDevice } from '../block/device.js';
-import type { DeviceSpec } from '../device/spec.js';
+import type { DeviceSpec, MaybePromise } from '../device/spec.js';
 import { featureBit } from './constants.js';
 import { virtioDevice, type VirtioQueueSpec } from './device.js';
 import { isShareable, type ShareableBackend, type SharedBackend } from '../block/shared.js';
@@ -118,8 +124,8 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
     features |= featureBit(BlkFeature.WRITE_ZEROES);
   }
 
-  const limits: BlkLimits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax };
-  const handle = (req: VirtqueueRequest, ctx: VirtioContext): Promise<number> => serveBlkRequest(req, ctx, disk, limits);
+  const limits: BlkLimits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax, header: Buffer.alloc(HEADER) };
+  const handle = (req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>): MaybePromise<number> => serveBlkRequest(req, ctx, disk, limits);
   const workers = options.workers ?? 0;
   if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new RangeError(`workers must be 0..${queues} (the queue count), got ${workers}`);
   if (workers > 0 && !isShareable(backend)) throw new TypeError('virtio-blk on worker threads needs a backend each thread can open: openFileBackend() or memfdBackend()');
@@ -129,7 +135,7 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
           size: queueSize,
           worker: {
             module: new URL('./blk-worker.js', import.meta.url),
-            data: (): BlkWorkerData => ({ backend: (backend as ShareableBackend).share(), readOnly, limits }),
+            data: (): BlkWorkerData => ({ backend: (backend as ShareableBackend).share(), readOnly, limits: { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial: Uint8Array.from(serial), totalMax: limits.totalMax } }),
             thread: i % workers,
           },
         }
@@ -184,7 +190,7 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
   });
 }
 
-/** The request limits a virtio-blk device announces (plain data: worker threads get a copy). */
+/** The request limits a virtio-blk device announces, and its scratch space. */
 export interface BlkLimits {
   sizeMax: number;
   segMax: number;
@@ -192,17 +198,116 @@ export interface BlkLimits {
   maxRangeSectors: number;
   maxRangeSegs: number;
   serial: Uint8Array;
+  /** Scratch for the synchronous path's header (used and done with before it returns). */
+  header: Buffer;
 }
 
-/** What a virtio-blk worker thread starts with. */
+/** What a virtio-blk worker thread starts with (structured-cloned: plain bytes, no Buffers). */
 export interface BlkWorkerData {
   backend: SharedBackend;
   readOnly: boolean;
-  limits: BlkLimits;
+  /** The limits without the scratch (each thread makes its own). */
+  limits: Omit<BlkLimits, 'header'>;
 }
 
-/** Serves one request and writes its status byte; resolves with the bytes written. */
-export async function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits): Promise<number> {
+/** The limits a worker thread serves with: its own scratch space. */
+export function workerLimits(data: BlkWorkerData): BlkLimits {
+  return { ...data.limits, header: Buffer.alloc(HEADER) };
+}
+
+/** executeNow() could not finish at once, and did nothing the asynchronous path would not redo. */
+const NOT_NOW = -1;
+/** Status bytes, shared (they are only ever copied into guest memory). */
+const STATUS_BYTES = [Uint8Array.of(BlkStatus.OK), Uint8Array.of(BlkStatus.IOERR), Uint8Array.of(BlkStatus.UNSUPP)];
+
+/** Serves one request: at once when it can, else asynchronously; resolves with the bytes written. */
+export function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits): MaybePromise<number> {
+  if (req.writableLength < 1) {
+    ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
+    return 0;
+  }
+  const statusAt = req.writableLength - 1;
+  let status: number = BlkStatus.OK;
+  let written = 0;
+  try {
+    written = executeNow(req, disk, limits, statusAt);
+    if (written === NOT_NOW) return serveRequest(req, ctx, disk, limits);
+  } catch (e) {
+    status = statusOf(e);
+    written = 0;
+  }
+  try {
+    if (req.writeNow(statusAt, STATUS_BYTES[status])) return written + 1;
+  } catch (e) {
+    return statusFailed(req, ctx, e);
+  }
+  return writeStatus(req, ctx, statusAt, status, written);
+}
+
+/**
+ * Runs the request at once if its memory has views and the backend
+ * finishes without waiting: returns data bytes written (before the status
+ * byte), or NOT_NOW having changed nothing. Throws as execute() rejects.
+ */
+function executeNow(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimits, statusAt: number): number {
+  if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
+  const header = limits.header;
+  if (!req.readNow(0, header)) return NOT_NOW;
+  const type = header.readUInt32LE(0);
+  const extraReadable = req.readableLength - HEADER;
+  switch (type) {
+    case BlkRequestType.IN: {
+      if (extraReadable !== 0) throw new RequestError('IN data must be device-writable');
+      const offset = dataRange(sectorOf(header), statusAt, limits, req.writable);
+      disk.check('read', offset, statusAt);
+      if (statusAt === 0) return 0;
+      const views = req.viewsNow('writable', 0, statusAt);
+      return views && disk.readNow(offset, views) ? statusAt : NOT_NOW;
+    }
+    case BlkRequestType.OUT: {
+      if (statusAt !== 0) throw new RequestError('OUT data must be device-readable');
+      const offset = dataRange(sectorOf(header), extraReadable, limits, req.readable, HEADER);
+      disk.check('write', offset, extraReadable);
+      if (extraReadable === 0) return 0;
+      const views = req.viewsNow('readable', HEADER, extraReadable);
+      return views && disk.writeNow(offset, views) ? 0 : NOT_NOW;
+    }
+    case BlkRequestType.FLUSH:
+      return !disk.capabilities.flush || disk.flushNow() ? 0 : NOT_NOW;
+    case BlkRequestType.GET_ID: {
+      if (extraReadable !== 0) throw new RequestError('GET_ID buffer must be device-writable');
+      const n = Math.min(ID_BYTES, statusAt);
+      return req.writeNow(0, limits.serial.subarray(0, n)) ? n : NOT_NOW;
+    }
+    default:
+      // Range lists and unknown types are rare: the asynchronous path has them.
+      return NOT_NOW;
+  }
+}
+
+/** The status byte a failure reports. */
+function statusOf(e: unknown): number {
+  return (e instanceof BlockError && e.code === 'ENOTSUP') || e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
+}
+
+/** Writes the status byte by message (memory without views); resolves with the bytes written. */
+async function writeStatus(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, statusAt: number, status: number, written: number): Promise<number> {
+  try {
+    await req.write(statusAt, STATUS_BYTES[status]);
+  } catch (e) {
+    return statusFailed(req, ctx, e);
+  }
+  return written + 1;
+}
+
+/** Nowhere to report the request's failure: the device needs a reset. */
+function statusFailed(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, e: unknown): number {
+  ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
+  return 0;
+}
+
+/** Serves one request asynchronously and writes its status byte; resolves with the bytes written. */
+async function serveRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits): Promise<number> {
   if (req.writableLength < 1) {
     ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
     return 0;
@@ -213,16 +318,10 @@ export async function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioCon
   try {
     written = await execute(req, disk, limits, statusAt);
   } catch (e) {
-    status = e instanceof BlockError && e.code === 'ENOTSUP' ? BlkStatus.UNSUPP : e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
+    status = statusOf(e);
     written = 0;
   }
-  try {
-    await req.write(statusAt, Uint8Array.of(status));
-  } catch (e) {
-    ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
-    return 0;
-  }
-  return written + 1;
+  return writeStatus(req, ctx, statusAt, status, written);
 }
 
 class Unsupported extends Error {}
@@ -232,7 +331,7 @@ async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimi
   if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
   const header = await req.read(0, HEADER);
   const type = header.readUInt32LE(0);
-  const sector = header.readBigUInt64LE(8);
+  const sector = sectorOf(header);
   const extraReadable = req.readableLength - HEADER;
   switch (type) {
     case BlkRequestType.IN: {
@@ -267,7 +366,7 @@ async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimi
 }
 
 /** Checks a data transfer against size_max / seg_max; returns its byte offset (the disk checks range and alignment). */
-function dataRange(sector: bigint, length: number, limits: BlkLimits, descs: readonly { len: number }[], skip = 0): number {
+function dataRange(sector: number, length: number, limits: BlkLimits, descs: readonly { len: number }[], skip = 0): number {
   if (length > limits.totalMax) throw new RequestError(`request of ${length} bytes exceeds ${limits.totalMax}`);
   let left = skip;
   for (const d of descs) {
@@ -275,7 +374,12 @@ function dataRange(sector: bigint, length: number, limits: BlkLimits, descs: rea
     left = Math.max(0, left - d.len);
     if (data > limits.sizeMax) throw new RequestError(`a segment of ${data} bytes exceeds size_max`);
   }
-  return Number(sector) * SECTOR;
+  return sector * SECTOR;
+}
+
+/** The header's u64 sector as a number (rounded beyond 2^53: the disk's range check then refuses it). */
+function sectorOf(header: Buffer): number {
+  return header.readUInt32LE(12) * 0x1_0000_0000 + header.readUInt32LE(8);
 }
 
 /** Lends the area's buffers to the backend (zero-copy when possible) and finishes them. */

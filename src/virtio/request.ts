@@ -78,6 +78,11 @@ export class RequestError extends Error {
   }
 }
 
+/** @internal Where a request reports its completion (its queue). */
+export interface RequestSink {
+  requestDone(generation: number, head: number, written: number): void;
+}
+
 /** A descriptor chain handed to a queue handler. */
 export class VirtqueueRequest {
   /** Bytes the device may read. */
@@ -97,7 +102,9 @@ export class VirtqueueRequest {
     readonly readable: readonly Descriptor[],
     readonly writable: readonly Descriptor[],
     private readonly memory: QueueMemory,
-    private readonly onComplete: (written: number) => void,
+    private readonly sink: RequestSink,
+    /** The queue's generation when it handed the request out: a reset since makes the completion moot. */
+    private readonly generation: number,
     private readonly bounce: BounceBudget = new BounceBudget(),
   ) {
     this.readableLength = total(readable);
@@ -113,7 +120,7 @@ export class VirtqueueRequest {
   complete(written: number): void {
     if (this.done) return;
     this.done = true;
-    this.onComplete(Math.max(0, Math.min(written, this.writableLength)));
+    this.sink.requestDone(this.generation, this.head, Math.max(0, Math.min(written, this.writableLength)));
   }
 
   /**
@@ -121,11 +128,7 @@ export class VirtqueueRequest {
    * Throws RequestError when the range is outside the area.
    */
   pieces(area: Area, offset: number, length: number): Descriptor[] {
-    const list = area === 'readable' ? this.readable : this.writable;
-    const size = area === 'readable' ? this.readableLength : this.writableLength;
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
-      throw new RequestError(`${area} bytes ${offset}+${length} are outside the ${size} the driver gave`);
-    }
+    const list = this.area(area, offset, length);
     const out: Descriptor[] = [];
     let skip = offset;
     let left = length;
@@ -180,6 +183,106 @@ export class VirtqueueRequest {
       }
       at += p.len;
     }
+  }
+
+  /**
+   * Copies [offset, offset + target.length) of the readable area into
+   * `target` at once, through views of guest memory. False when part of
+   * that memory has no views (use read()); `target` may then hold part of
+   * the bytes. Throws as read() rejects.
+   */
+  readNow(offset: number, target: Uint8Array): boolean {
+    const list = this.area('readable', offset, target.length);
+    let skip = offset;
+    let at = 0;
+    for (let i = 0; i < list.length && at < target.length; i++) {
+      const d = list[i];
+      if (skip >= d.len) {
+        skip -= d.len;
+        continue;
+      }
+      const take = Math.min(d.len - skip, target.length - at);
+      const views = this.memory.views(d.addr + skip, take, false);
+      if (!views) return false;
+      for (const v of views) {
+        // A view of memory unmapped meanwhile reads as empty: a fault, not zeros.
+        if (v.length === 0) throw new RequestError('guest memory went away');
+        target.set(v, at);
+        at += v.length;
+      }
+      skip = 0;
+    }
+    return true;
+  }
+
+  /**
+   * Copies `data` into the writable area at `offset` at once, through views
+   * of guest memory. False when part of that memory has no views (use
+   * write()); part of `data` may then be written. Throws as write() rejects.
+   */
+  writeNow(offset: number, data: Uint8Array): boolean {
+    const list = this.area('writable', offset, data.length);
+    let skip = offset;
+    let at = 0;
+    for (let i = 0; i < list.length && at < data.length; i++) {
+      const d = list[i];
+      if (skip >= d.len) {
+        skip -= d.len;
+        continue;
+      }
+      const take = Math.min(d.len - skip, data.length - at);
+      const views = this.memory.views(d.addr + skip, take, true);
+      if (!views) return false;
+      for (const v of views) {
+        if (v.length === 0) throw new RequestError('guest memory went away');
+        v.set(at === 0 && v.length === data.length ? data : data.subarray(at, at + v.length));
+        at += v.length;
+      }
+      skip = 0;
+    }
+    return true;
+  }
+
+  /**
+   * Zero-copy views of [offset, offset+length) of an area for I/O that ends
+   * before the caller returns: they are not pinned, so they must not be
+   * kept (use buffers() for asynchronous I/O). Views of the writable area
+   * are recorded dirty for migration. Undefined when part of the range has
+   * no views; throws as buffers() rejects for ranges that are outside the
+   * area or not mapped with the right access.
+   */
+  viewsNow(area: Area, offset: number, length: number): Uint8Array[] | undefined {
+    const write = area === 'writable';
+    const list = this.area(area, offset, length);
+    const out: Uint8Array[] = [];
+    let skip = offset;
+    let left = length;
+    for (let i = 0; i < list.length && left > 0; i++) {
+      const d = list[i];
+      if (skip >= d.len) {
+        skip -= d.len;
+        continue;
+      }
+      const take = Math.min(d.len - skip, left);
+      const views = this.memory.views(d.addr + skip, take, write);
+      if (!views) return undefined;
+      for (const v of views) {
+        if (v.length === 0) throw new RequestError('guest memory went away');
+        out.push(v);
+      }
+      left -= take;
+      skip = 0;
+    }
+    return out;
+  }
+
+  /** The descriptors of an area, once [offset, offset+length) is checked to lie inside it. */
+  private area(area: Area, offset: number, length: number): readonly Descriptor[] {
+    const size = area === 'readable' ? this.readableLength : this.writableLength;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+      throw new RequestError(`${area} bytes ${offset}+${length} are outside the ${size} the driver gave`);
+    }
+    return area === 'readable' ? this.readable : this.writable;
   }
 
   /**

@@ -12,12 +12,19 @@
  * Buffer-level faults (unmapped data, wrong direction, wrapping lengths)
  * are the request handler's to report (for example as an I/O error).
  *
+ * Where the rings and buffers have views (a sealed memfd, the usual case)
+ * and the handler finishes at once, a kick is served synchronously: ring
+ * walk, handler, used-ring update and interrupt without a Promise per
+ * request, completions published once per drain. Memory reached by
+ * messages takes the asynchronous path, with the same checks.
+ *
  * Depends only on {@link QueueMemory} and callbacks, so it can run off the
  * main thread.
  */
-import { DescFlag, MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
+import { MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { QueueMemory } from '../device/queue-memory.js';
-import { BounceBudget, VirtqueueRequest, type Descriptor } from './request.js';
+import { ChainWalker, DESC_SIZE, RingError } from './chain.js';
+import { BounceBudget, VirtqueueRequest, type Descriptor, type RequestSink } from './request.js';
 
 /** What a virtqueue needs from its transport. */
 export interface VirtqueueHost {
@@ -50,17 +57,11 @@ export interface VirtqueueState {
   usedIdx: number;
 }
 
-/** Thrown inside the queue when the driver broke the ring. */
-class RingError extends Error {}
-
-const DESC_SIZE = 16;
-/** Descriptors in one indirect table, at most (the spec's largest queue). */
-const MAX_INDIRECT = MAX_QUEUE_SIZE;
 /** Rounds of "take everything, look again" per wakeup before yielding to the event loop. */
 const MAX_PASSES = 4;
 
 /** One split virtqueue. Configure the public fields, then enable(). */
-export class Virtqueue {
+export class Virtqueue implements RequestSink {
   /** Size chosen by the driver (starts at the maximum). */
   size: number;
   desc = 0;
@@ -78,20 +79,26 @@ export class Virtqueue {
   private kickedWhilePaused = false;
   private draining = false;
   private again = false;
+  /** True while a synchronous drain hands out requests: their completions are published when it ends, not later. */
+  private collecting = false;
   private inflightHeads: Uint8Array;
   private inflightCount = 0;
+  /** Completed (head, length) pairs waiting to be published. */
   private completed: number[] = [];
   private flushing = false;
+  private flushScheduled = false;
   private idleWaiters: (() => void)[] = [];
   /**
-   * Read views of the descriptor table and the avail ring, taken once and
-   * reused: the hot path then reads ring fields without translating an
-   * address per field. A view of memory unmapped since reads length 0 and
-   * is taken again (or the slow path reports the fault). null: that memory
-   * offers no single view; undefined: not taken yet.
+   * Views of the descriptor table, the avail ring and the used ring, taken
+   * once and reused: the hot path then reads and writes ring fields without
+   * translating an address per field. A view of memory unmapped since reads
+   * length 0 and is taken again (or the slow path reports the fault). null:
+   * that memory offers no single view; undefined: not taken yet.
    */
   private descCache: Uint8Array | null | undefined;
   private availCache: Uint8Array | null | undefined;
+  private usedCache: Uint8Array | null | undefined;
+  private readonly walker: ChainWalker;
 
   constructor(
     readonly index: number,
@@ -101,6 +108,7 @@ export class Virtqueue {
     if (!isPowerOfTwo(maxSize) || maxSize > MAX_QUEUE_SIZE) throw new RangeError(`queue size must be a power of two up to ${MAX_QUEUE_SIZE}, got ${maxSize}`);
     this.size = maxSize;
     this.inflightHeads = new Uint8Array(maxSize);
+    this.walker = new ChainWalker((addr, length) => this.peek(addr, length));
   }
 
   /** True once the driver enabled the queue (and it is not broken). */
@@ -128,7 +136,7 @@ export class Virtqueue {
     }
     this.ring = ring;
     this.enabled = true;
-    this.descCache = this.availCache = undefined;
+    this.descCache = this.availCache = this.usedCache = undefined;
     return undefined;
   }
 
@@ -139,7 +147,7 @@ export class Virtqueue {
     this.broken = false;
     this.size = this.maxSize;
     this.desc = this.driver = this.device = 0;
-    this.descCache = this.availCache = undefined;
+    this.descCache = this.availCache = this.usedCache = undefined;
     this.msixVector = 0xffff;
     this.lastAvail = this.usedIdx = 0;
     this.inflightHeads.fill(0);
@@ -147,7 +155,7 @@ export class Virtqueue {
     this.completed = [];
     this.kickedWhilePaused = false;
     // Loops of the old generation notice the change and stop on their own.
-    this.draining = this.flushing = this.again = false;
+    this.draining = this.flushing = this.flushScheduled = this.again = this.collecting = false;
     this.wakeIdle();
   }
 
@@ -162,7 +170,7 @@ export class Virtqueue {
       this.again = true;
       return;
     }
-    void this.drain();
+    this.drain();
   }
 
   /** Stops taking requests (completions still publish); for migration. */
@@ -217,8 +225,22 @@ export class Virtqueue {
     return s.enabled ? this.enable(ring, false) : undefined;
   }
 
+  /**
+   * @internal A request of this queue finished (called by the request).
+   * Completions of an older generation (before a reset) are dropped.
+   */
+  requestDone(generation: number, head: number, written: number): void {
+    if (generation !== this.generation || !this.inflightHeads[head]) return;
+    this.inflightHeads[head] = 0;
+    this.inflightCount--;
+    this.completed.push(head, written >>> 0);
+    // A synchronous drain publishes what completed under it when it ends.
+    if (this.collecting) return;
+    this.scheduleFlush();
+  }
+
   private isIdle(): boolean {
-    return this.inflightCount === 0 && this.completed.length === 0 && !this.flushing && !this.draining;
+    return this.inflightCount === 0 && this.completed.length === 0 && !this.flushing && !this.flushScheduled && !this.draining;
   }
 
   private wakeIdle(): void {
@@ -234,14 +256,106 @@ export class Virtqueue {
     this.host.onBroken(this, reason);
   }
 
-  /** Takes every available chain, again while the driver keeps adding. */
-  private async drain(): Promise<void> {
-    this.draining = true;
+  private failWith(gen: number, e: unknown, what = ''): void {
+    if (gen === this.generation) this.fail(`queue ${this.index}: ${what}${e instanceof Error ? e.message : String(e)}`);
+  }
+
+  /**
+   * Takes every available chain. Synchronous while the rings and buffers
+   * have views and handlers finish at once (no Promise per request); from
+   * the first piece of memory that needs a message on, the asynchronous
+   * drain takes over.
+   */
+  private drain(): void {
     const gen = this.generation;
+    this.draining = true;
+    let handedOver = false;
+    try {
+      handedOver = !this.drainNow(gen);
+    } catch (e) {
+      this.failWith(gen, e);
+    } finally {
+      this.collecting = false;
+      if (gen === this.generation) {
+        // Whatever completed under this drain and is not published yet (a hand-over, a fault).
+        if (this.completed.length > 0) this.scheduleFlush();
+        if (!handedOver) {
+          this.draining = false;
+          this.wakeIdle();
+        }
+      }
+    }
+    if (handedOver && gen === this.generation) void this.drainAsync(gen);
+  }
+
+  /**
+   * The synchronous drain: returns true when done, false (before taking the
+   * chain that needs it) when some memory needs a copy by message.
+   */
+  private drainNow(gen: number): boolean {
+    let passes = 0;
+    do {
+      const desc = this.areaView(Area.Desc);
+      const avail = this.areaView(Area.Avail);
+      const used = this.areaView(Area.Used);
+      if (!desc || !avail || !used) return false;
+      // A driver that keeps adding buffers must not starve the event loop.
+      if (++passes > MAX_PASSES) {
+        setImmediate(() => this.kick());
+        return true;
+      }
+      this.again = false;
+      if (!this.ring.eventIdx) this.setUsedU16(used, 0, VIRTQ_USED_F_NO_NOTIFY);
+      this.collecting = true;
+      const finished = this.takeAvailableNow(gen, desc, avail);
+      this.collecting = false;
+      if (gen !== this.generation) return true;
+      this.flushNow(gen);
+      if (!finished) return false;
+      if (this.broken) return true;
+      // Publish where we are, then look once more: the driver may have
+      // added buffers without notifying while we were busy.
+      const u = this.areaView(Area.Used);
+      const a = this.areaView(Area.Avail);
+      if (!u || !a) return false;
+      if (this.ring.eventIdx) this.setUsedU16(u, 4 + 8 * this.size, this.lastAvail);
+      else this.setUsedU16(u, 0, 0);
+      if ((a[2] | (a[3] << 8)) !== this.lastAvail && !this.paused) this.again = true;
+    } while (this.again && gen === this.generation && !this.broken && !this.paused);
+    return true;
+  }
+
+  /**
+   * Hands out available chains while views allow; false when the next one
+   * needs a copy (it is left for the asynchronous drain). The ring views
+   * stay good throughout: an unmap, a DMA hold or a Bus Master Enable
+   * change comes in a message, which the event loop reads after this.
+   */
+  private takeAvailableNow(gen: number, desc: Uint8Array, avail: Uint8Array): boolean {
+    const size = this.size;
+    const availIdx = avail[2] | (avail[3] << 8);
+    let pending = (availIdx - this.lastAvail) & 0xffff;
+    if (pending > size) throw new RingError(`avail index ${availIdx} is ${pending} ahead of ${this.lastAvail}, more than the queue size ${size}`);
+    const w = this.walker;
+    while (pending > 0 && !this.paused) {
+      const at = 4 + 2 * (this.lastAvail % size);
+      const head = avail[at] | (avail[at + 1] << 8);
+      this.checkHead(head);
+      w.start(head, this.desc, size, this.ring.indirect, desc);
+      if (!w.step()) return false;
+      pending--;
+      this.handOut(gen, head, w.readable, w.writable);
+      if (gen !== this.generation) return true;
+    }
+    return true;
+  }
+
+  /** Takes every available chain, again while the driver keeps adding; reads and writes by message where memory needs it. */
+  private async drainAsync(gen: number): Promise<void> {
+    this.draining = true;
     let passes = 0;
     try {
       do {
-        // A driver that keeps adding buffers must not starve the event loop.
         if (++passes > MAX_PASSES) {
           setImmediate(() => this.kick());
           return;
@@ -250,15 +364,13 @@ export class Virtqueue {
         if (!this.ring.eventIdx) await this.writeU16(this.device, VIRTQ_USED_F_NO_NOTIFY);
         await this.takeAvailable(gen);
         if (gen !== this.generation || this.broken) return;
-        // Publish where we are, then look once more: the driver may have
-        // added buffers without notifying while we were busy.
         if (this.ring.eventIdx) await this.writeU16(this.device + 4 + 8 * this.size, this.lastAvail);
         else await this.writeU16(this.device, 0);
         if (gen !== this.generation) return;
         if ((await this.readU16(this.driver + 2)) !== this.lastAvail && !this.paused) this.again = true;
       } while (this.again && gen === this.generation && !this.broken && !this.paused);
     } catch (e) {
-      if (gen === this.generation) this.fail(`queue ${this.index}: ${e instanceof Error ? e.message : String(e)}`);
+      this.failWith(gen, e);
     } finally {
       if (gen === this.generation) {
         this.draining = false;
@@ -273,95 +385,107 @@ export class Virtqueue {
     if (gen !== this.generation) return;
     let pending = (availIdx - this.lastAvail) & 0xffff;
     if (pending > size) throw new RingError(`avail index ${availIdx} is ${pending} ahead of ${this.lastAvail}, more than the queue size ${size}`);
+    const w = this.walker;
     while (pending > 0 && !this.paused) {
-      const at = this.driver + 4 + 2 * (this.lastAvail % size);
-      const hb = this.peek(at, 2) ?? (await this.host.memory.read(at, 2));
-      const head = hb[0] | (hb[1] << 8);
+      const head = await this.readU16(this.driver + 4 + 2 * (this.lastAvail % size));
       if (gen !== this.generation) return;
-      if (head >= size) throw new RingError(`head index ${head} is outside the queue of ${size}`);
-      if (this.inflightHeads[head]) throw new RingError(`head ${head} made available again while in flight`);
-      const { readable, writable } = await this.walk(head);
-      if (gen !== this.generation) return;
-      this.lastAvail = (this.lastAvail + 1) & 0xffff;
+      this.checkHead(head);
+      // No table view here: after an await a view may be stale, and peek() checks each time.
+      w.start(head, this.desc, size, this.ring.indirect, undefined);
+      let copy: Uint8Array | undefined;
+      while (!w.step(copy)) {
+        copy = await this.host.memory.read(w.needAt, w.needLength);
+        if (gen !== this.generation) return;
+      }
       pending--;
-      this.inflightHeads[head] = 1;
-      this.inflightCount++;
-      const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, (len) => this.complete(gen, head, len), this.host.bounce);
-      try {
-        this.host.dispatch(req);
-      } catch {
-        req.complete(0);
-      }
+      this.handOut(gen, head, w.readable, w.writable);
+      if (gen !== this.generation) return;
     }
   }
 
-  /** Reads the chain starting at `head` into readable and writable buffers. */
-  private async walk(head: number): Promise<{ readable: Descriptor[]; writable: Descriptor[] }> {
-    const readable: Descriptor[] = [];
-    const writable: Descriptor[] = [];
-    let table: Uint8Array | undefined; // an indirect table, read whole
-    let tableSize = this.size;
-    let index = head;
-    let budget = this.size; // descriptors we accept in the direct part
-    for (;;) {
-      if (index >= tableSize) throw new RingError(`descriptor index ${index} is outside a table of ${tableSize}`);
-      if (budget-- <= 0) throw new RingError(`descriptor chain from head ${head} loops or is longer than its table`);
-      // Each field is read once into a local: the driver changing the memory meanwhile cannot make us use two values.
-      const at = this.desc + index * DESC_SIZE;
-      const d = table ? table.subarray(index * DESC_SIZE, (index + 1) * DESC_SIZE) : (this.peek(at, DESC_SIZE) ?? (await this.host.memory.read(at, DESC_SIZE)));
-      // Byte reads, not a DataView and a BigInt: this runs for every descriptor.
-      const addr = u64le(d, 0);
-      const len = (d[8] | (d[9] << 8) | (d[10] << 16) | (d[11] << 24)) >>> 0;
-      const flags = d[12] | (d[13] << 8);
-      const next = d[14] | (d[15] << 8);
-      if (flags & DescFlag.INDIRECT) {
-        if (!this.ring.indirect) throw new RingError('indirect descriptor without INDIRECT_DESC');
-        if (table) throw new RingError('indirect descriptor inside an indirect table');
-        if (flags & DescFlag.NEXT) throw new RingError('indirect descriptor with NEXT');
-        if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) throw new RingError(`indirect table of ${len} bytes`);
-        if (!Number.isSafeInteger(addr)) throw new RingError('indirect table address out of range');
-        table = this.peek(addr, len) ?? (await this.host.memory.read(addr, len));
-        tableSize = len / DESC_SIZE;
-        budget = tableSize;
-        index = 0;
-        continue;
-      }
-      const write = (flags & DescFlag.WRITE) !== 0;
-      if (!write && writable.length > 0) throw new RingError('device-readable descriptor after a device-writable one');
-      (write ? writable : readable).push({ addr, len });
-      if (!(flags & DescFlag.NEXT)) break;
-      index = next;
-    }
-    return { readable, writable };
+  private checkHead(head: number): void {
+    if (head >= this.size) throw new RingError(`head index ${head} is outside the queue of ${this.size}`);
+    if (this.inflightHeads[head]) throw new RingError(`head ${head} made available again while in flight`);
   }
 
-  private complete(gen: number, head: number, len: number): void {
-    if (gen !== this.generation || !this.inflightHeads[head]) return;
-    this.inflightHeads[head] = 0;
-    this.inflightCount--;
-    this.completed.push(head, len >>> 0);
-    if (!this.flushing) {
-      this.flushing = true;
-      // Completions from the same turn of the event loop share one used-index
-      // update and one interrupt: publish once the loop's callbacks of this
-      // turn (other requests' completions among them) have run, not after the
-      // first one's microtasks.
-      setImmediate(() => void this.flush(gen));
+  /** Consumes the avail entry and hands its chain to the device. */
+  private handOut(gen: number, head: number, readable: Descriptor[], writable: Descriptor[]): void {
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    this.inflightHeads[head] = 1;
+    this.inflightCount++;
+    const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, this, gen, this.host.bounce);
+    try {
+      this.host.dispatch(req);
+    } catch {
+      req.complete(0);
     }
   }
 
-  /** Writes completed entries to the used ring, then the index, then interrupts if asked. */
+  /** Publishes completions at the end of this turn of the event loop (once, however many complete meanwhile). */
+  private scheduleFlush(): void {
+    if (this.flushing || this.flushScheduled) return;
+    this.flushScheduled = true;
+    const gen = this.generation;
+    // Completions from the same turn of the event loop share one used-index
+    // update and one interrupt: publish once the loop's callbacks of this
+    // turn (other requests' completions among them) have run, not after the
+    // first one's microtasks.
+    setImmediate(() => {
+      if (gen !== this.generation) return;
+      this.flushScheduled = false;
+      if (!this.flushNow(gen)) void this.flush(gen);
+      else this.wakeIdle();
+    });
+  }
+
+  /**
+   * Publishes completions through the used ring's view at once: entries,
+   * then the index, then the interrupt if the driver wants one. False when
+   * the ring has no view (the asynchronous flush does it); true otherwise,
+   * also when there was nothing to do or the ring broke.
+   */
+  private flushNow(gen: number): boolean {
+    if (this.flushing) return true; // the flush under way takes these too
+    const list = this.completed;
+    if (list.length === 0 || this.broken) return true;
+    const used = this.areaView(Area.Used);
+    const avail = this.areaView(Area.Avail);
+    if (!used || !avail) return false;
+    const size = this.size;
+    const old = this.usedIdx;
+    let idx = old;
+    for (let i = 0; i < list.length; i += 2) {
+      const at = 4 + 8 * (idx % size);
+      setU32(used, at, list[i]);
+      setU32(used, at + 4, list[i + 1]);
+      idx = (idx + 1) & 0xffff;
+    }
+    list.length = 0;
+    this.usedIdx = idx;
+    used[2] = idx & 0xff;
+    used[3] = idx >> 8;
+    // One dirty record for the entries and the index (a no-op unless migration logs).
+    this.host.memory.markDirty(this.device, 6 + 8 * size);
+    try {
+      if (this.wantsInterruptFrom(avail, old, idx)) this.host.interrupt(this);
+    } catch (e) {
+      this.failWith(gen, e, 'cannot interrupt: ');
+    }
+    return true;
+  }
+
+  /** Writes completed entries to the used ring, then the index, then interrupts if asked; by message where the ring needs it. */
   private async flush(gen: number): Promise<void> {
+    this.flushing = true;
     try {
       while (this.completed.length > 0 && gen === this.generation && !this.broken) {
         const list = this.completed;
         this.completed = [];
         const old = this.usedIdx;
         const elem = new Uint8Array(8);
-        const ev = new DataView(elem.buffer);
         for (let i = 0; i < list.length; i += 2) {
-          ev.setUint32(0, list[i], true);
-          ev.setUint32(4, list[i + 1], true);
+          setU32(elem, 0, list[i]);
+          setU32(elem, 4, list[i + 1]);
           const at = this.device + 4 + 8 * (this.usedIdx % this.size);
           if (!this.poke(at, elem)) {
             await this.host.memory.write(at, elem);
@@ -375,7 +499,7 @@ export class Virtqueue {
         if (await this.wantsInterrupt(old, this.usedIdx)) this.host.interrupt(this);
       }
     } catch (e) {
-      if (gen === this.generation) this.fail(`queue ${this.index}: cannot publish used buffers: ${e instanceof Error ? e.message : String(e)}`);
+      this.failWith(gen, e, 'cannot publish used buffers: ');
     } finally {
       if (gen === this.generation) {
         this.flushing = false;
@@ -392,36 +516,54 @@ export class Virtqueue {
     return ((await this.readU16(this.driver)) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
+  /** The same decision, from the avail ring's view. */
+  private wantsInterruptFrom(avail: Uint8Array, old: number, now: number): boolean {
+    if (this.ring.eventIdx) {
+      const at = 4 + 2 * this.size;
+      const usedEvent = avail[at] | (avail[at + 1] << 8);
+      return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
+    }
+    return (avail[0] & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /** Writes a u16 of the used ring through its view, recording the page dirty for migration. */
+  private setUsedU16(used: Uint8Array, at: number, value: number): void {
+    used[at] = value & 0xff;
+    used[at + 1] = (value >> 8) & 0xff;
+    this.host.memory.markDirty(this.device + at, 2);
+  }
+
   /** The cached view of a ring area, (re)taken when missing or unmapped; undefined when there is none. */
-  private areaView(which: 'desc' | 'avail'): Uint8Array | undefined {
-    const cached = which === 'desc' ? this.descCache : this.availCache;
+  private areaView(which: Area): Uint8Array | undefined {
+    const cached = which === Area.Desc ? this.descCache : which === Area.Avail ? this.availCache : this.usedCache;
     if (cached === null) return undefined;
-    const start = which === 'desc' ? this.desc : this.driver;
-    const length = which === 'desc' ? DESC_SIZE * this.size : 6 + 2 * this.size;
     // Views skip the per-access checks: ask for them once (migration hold, Bus Master Enable).
     if (!this.host.memory.accessible()) return undefined;
+    const length = which === Area.Desc ? DESC_SIZE * this.size : which === Area.Avail ? 6 + 2 * this.size : 6 + 8 * this.size;
     if (cached && cached.length === length) return cached;
+    const start = which === Area.Desc ? this.desc : which === Area.Avail ? this.driver : this.device;
     let view: Uint8Array | null = null;
     try {
-      const v = this.host.memory.views(start, length, false);
+      const v = this.host.memory.views(start, length, which === Area.Used);
       if (v && v.length === 1 && v[0].length === length) view = v[0];
     } catch {
       // Not mapped (now): the slow path reports it as it always did.
       return undefined;
     }
-    if (which === 'desc') this.descCache = view;
-    else this.availCache = view;
+    if (which === Area.Desc) this.descCache = view;
+    else if (which === Area.Avail) this.availCache = view;
+    else this.usedCache = view;
     return view ?? undefined;
   }
 
   /** Bytes of a ring area from its cached view, when [addr, addr+length) lies in one. */
   private fromCache(addr: number, length: number): Uint8Array | undefined {
     if (addr >= this.desc && addr + length <= this.desc + DESC_SIZE * this.size) {
-      const v = this.areaView('desc');
+      const v = this.areaView(Area.Desc);
       return v && v.subarray(addr - this.desc, addr - this.desc + length);
     }
     if (addr >= this.driver && addr + length <= this.driver + 6 + 2 * this.size) {
-      const v = this.areaView('avail');
+      const v = this.areaView(Area.Avail);
       return v && v.subarray(addr - this.driver, addr - this.driver + length);
     }
     return undefined;
@@ -450,7 +592,7 @@ export class Virtqueue {
   private async readU16(addr: number): Promise<number> {
     // The avail ring's fields, straight from its cached view: no allocation.
     if (addr >= this.driver && addr + 2 <= this.driver + 6 + 2 * this.size) {
-      const v = this.areaView('avail');
+      const v = this.areaView(Area.Avail);
       if (v) return v[addr - this.driver] | (v[addr - this.driver + 1] << 8);
     }
     const b = this.peek(addr, 2) ?? (await this.host.memory.read(addr, 2));
@@ -466,13 +608,20 @@ export class Virtqueue {
   }
 }
 
-function isPowerOfTwo(n: number): boolean {
-  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+/** The three ring areas a queue keeps views of. */
+const enum Area {
+  Desc,
+  Avail,
+  Used,
 }
 
-/** A little-endian u64 as a number; NaN when beyond 2^53 - 1 (every access to it then fails). */
-function u64le(b: Uint8Array, at: number): number {
-  const lo = (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-  const hi = (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16) | (b[at + 7] << 24)) >>> 0;
-  return hi < 0x200000 ? hi * 0x1_0000_0000 + lo : NaN;
+function setU32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v & 0xff;
+  b[at + 1] = (v >>> 8) & 0xff;
+  b[at + 2] = (v >>> 16) & 0xff;
+  b[at + 3] = v >>> 24;
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }

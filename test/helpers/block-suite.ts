@@ -92,6 +92,83 @@ export function blockBackendSuite(kind: BackendKind): void {
       );
     });
 
+    test('the synchronous variants, where offered, agree with the model, and change nothing when they decline', async (t) => {
+      const probe = await kind.create(SIZE);
+      const offered = probe.readNow !== undefined || probe.writeNow !== undefined || probe.flushNow !== undefined;
+      await probe.close();
+      if (!offered) {
+        t.skip('this backend offers no synchronous variants');
+        return;
+      }
+      await fc.assert(
+        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
+          const disk = await kind.create(SIZE);
+          const model = new Uint8Array(SIZE);
+          try {
+            for (const o of ops) {
+              if (o.kind === 'write') {
+                const bufs = scatter(o.r.length, o.cuts);
+                let i = 0;
+                for (const b of bufs) for (let k = 0; k < b.length; k++) b[k] = (o.seed + 7 * i++) & 0xff;
+                // Declined: it must have written nothing, which the reads below would show.
+                if (disk.writeNow?.(o.r.offset, bufs, { fua: o.fua })) {
+                  model.set(concat(bufs), o.r.offset);
+                }
+              } else if (o.kind === 'read') {
+                const bufs = scatter(o.r.length, o.cuts);
+                if (disk.readNow?.(o.r.offset, bufs)) {
+                  assert.deepEqual(concat(bufs), Buffer.from(model.subarray(o.r.offset, o.r.offset + o.r.length)));
+                }
+              } else if (o.kind === 'discard') {
+                await disk.discard(o.r.offset, o.r.length);
+                model.fill(0, o.r.offset, o.r.offset + o.r.length);
+              } else if (o.kind === 'zeroes') {
+                // Zeroed by a write of zeros through the variant when offered, else the usual way.
+                if (!disk.writeNow?.(o.r.offset, [new Uint8Array(o.r.length)])) await disk.writeZeroes(o.r.offset, o.r.length);
+                model.fill(0, o.r.offset, o.r.offset + o.r.length);
+              } else if (!disk.flushNow?.()) {
+                await disk.flush();
+              }
+            }
+            const all = new Uint8Array(SIZE);
+            await disk.read(0, [all]);
+            assert.deepEqual(Buffer.from(all), Buffer.from(model));
+          } finally {
+            await disk.close();
+          }
+        }),
+        { seed: 0x5eed, numRuns: kind.runs ?? 40 },
+      );
+    });
+
+    test('the synchronous variants throw what the others reject with: ERANGE, EROFS, EIO after close', async (t) => {
+      const disk = await kind.create(SIZE);
+      const ro = await kind.create(SIZE, true);
+      try {
+        if (!disk.readNow && !disk.writeNow) {
+          t.skip('this backend offers no synchronous variants');
+          return;
+        }
+        const is = (c: string) => (e: unknown) => e instanceof BlockError && e.code === c;
+        if (disk.readNow) {
+          assert.throws(() => disk.readNow!(SIZE - 512, [new Uint8Array(1024)]), is('ERANGE'));
+          assert.throws(() => disk.readNow!(0.5, [new Uint8Array(512)]), is('ERANGE'));
+        }
+        if (disk.writeNow) {
+          assert.throws(() => disk.writeNow!(-512, [new Uint8Array(512)]), is('ERANGE'));
+          assert.throws(() => disk.writeNow!(2 ** 60, [new Uint8Array(512)]), is('ERANGE'));
+        }
+        if (ro.writeNow) assert.throws(() => ro.writeNow!(0, [new Uint8Array(512)]), is('EROFS'));
+        await disk.close();
+        if (disk.readNow) assert.throws(() => disk.readNow!(0, [new Uint8Array(512)]), is('EIO'));
+        if (disk.writeNow) assert.throws(() => disk.writeNow!(0, [new Uint8Array(512)]), is('EIO'));
+        if (disk.flushNow) assert.throws(() => disk.flushNow!(), is('EIO'));
+      } finally {
+        await disk.close();
+        await ro.close();
+      }
+    });
+
     test('concurrent requests on disjoint ranges all complete with the right data', async () => {
       const disk = await kind.create(SIZE);
       const piece = SIZE / 16;

@@ -3,7 +3,10 @@
  * steer it: call counts, the unmap flags write-zeroes saw, reads, writes and
  * flushes held until the test lets them go (to force completion order),
  * injected failures, capabilities turned off, and direct access to the
- * storage below that bypasses all of these.
+ * storage below that bypasses all of these. It offers the synchronous
+ * variants (readNow, writeNow, flushNow) as the RAM disk below does, except
+ * while holding or when `offerNow` is off; `served` says which way each
+ * read, write and flush went.
  */
 import { BlockError, ramBackend, type BlockBackend, type BlockCapabilities } from '../../src/block/index.js';
 
@@ -16,6 +19,10 @@ export class ProbeBackend implements BlockBackend {
   holding = false;
   /** Fail the next read, write or flush with this code. */
   failNext: BlockError['code'] | undefined;
+  /** Offer readNow / writeNow / flushNow (default true). */
+  offerNow = true;
+  /** Reads, writes and flushes served at once (by the synchronous variants) and asynchronously. */
+  served = { now: 0, async: 0 };
   private held: (() => void)[] = [];
   private heldWaiters: (() => void)[] = [];
 
@@ -79,20 +86,47 @@ export class ProbeBackend implements BlockBackend {
 
   async read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     this.calls.read++;
+    this.served.async++;
     await this.gate();
     return this.inner.read(offset, buffers);
   }
 
   async write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void> {
     this.calls.write++;
+    this.served.async++;
     await this.gate();
     return this.inner.write(offset, buffers, options);
   }
 
   async flush(): Promise<void> {
     this.calls.flush++;
+    this.served.async++;
     await this.gate();
     return this.inner.flush();
+  }
+
+  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
+    if (!this.offerNow || this.holding || !this.inner.readNow) return false;
+    this.calls.read++;
+    this.served.now++;
+    this.failNow();
+    return this.inner.readNow(offset, buffers);
+  }
+
+  writeNow(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): boolean {
+    if (!this.offerNow || this.holding || !this.inner.writeNow) return false;
+    this.calls.write++;
+    this.served.now++;
+    this.failNow();
+    return this.inner.writeNow(offset, buffers, options);
+  }
+
+  flushNow(): boolean {
+    if (!this.offerNow || this.holding || !this.inner.flushNow) return false;
+    this.calls.flush++;
+    this.served.now++;
+    this.failNow();
+    return this.inner.flushNow();
   }
 
   discard(offset: number, length: number): Promise<void> {
@@ -111,12 +145,16 @@ export class ProbeBackend implements BlockBackend {
     return this.inner.close();
   }
 
-  private async gate(): Promise<void> {
+  private failNow(): void {
     const code = this.failNext;
     if (code) {
       this.failNext = undefined;
       throw new BlockError(code, 'injected failure');
     }
+  }
+
+  private async gate(): Promise<void> {
+    this.failNow();
     if (!this.holding) return;
     await new Promise<void>((r) => {
       this.held.push(r);

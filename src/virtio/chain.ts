@@ -1,0 +1,167 @@
+/**
+ * Walking one split-virtqueue descriptor chain (virtio 1.2, 2.7.5 and
+ * 2.7.5.3, INDIRECT_DESC included) into its readable and writable buffers,
+ * with every guest value checked. The walk reads guest memory through views
+ * where it can and stops, asking for a copy, where it cannot: one walker
+ * then serves both the synchronous fast path (rings in memory with views)
+ * and the asynchronous one (memory reached by messages), with the same
+ * checks.
+ */
+import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
+import type { Descriptor } from './request.js';
+
+/** The driver broke the ring: the queue stops and asks for a reset. */
+export class RingError extends Error {}
+
+/** Bytes of one descriptor. */
+export const DESC_SIZE = 16;
+/** Descriptors in one indirect table, at most (the spec's largest queue). */
+const MAX_INDIRECT = MAX_QUEUE_SIZE;
+
+/**
+ * A view of guest memory [addr, addr+length) for reading, or undefined when
+ * the bytes need a copy. Throws when the memory is not mapped.
+ */
+export type PeekGuest = (addr: number, length: number) => Uint8Array | undefined;
+
+const enum Step {
+  Next,
+  Done,
+  NeedCopy,
+}
+
+const enum Pending {
+  None,
+  Descriptor,
+  Table,
+}
+
+/**
+ * Walks chains one at a time (a queue takes its chains in order, so it
+ * keeps one walker). start(), then step() until it returns true; while it
+ * returns false, copy guest bytes [needAt, needAt + needLength) and pass
+ * them to the next step(). Throws RingError for a broken chain.
+ */
+export class ChainWalker {
+  /** The chain's device-readable buffers (a new list per chain: requests keep it). */
+  readable: Descriptor[] = [];
+  /** The chain's device-writable buffers. */
+  writable: Descriptor[] = [];
+  /** Where the bytes the walk waits for start, when step() returned false. */
+  needAt = 0;
+  /** How many bytes the walk waits for. */
+  needLength = 0;
+  private head = 0;
+  private index = 0;
+  private tableBase = 0;
+  private tableSize = 0;
+  /** Descriptors we still accept in the current table. */
+  private budget = 0;
+  /** An indirect table being walked, read whole. */
+  private table: Uint8Array | undefined;
+  private indirect = false;
+  /** A view of the whole descriptor table, good for the whole walk; or undefined: peek each descriptor. */
+  private descView: Uint8Array | undefined;
+  private pending = Pending.None;
+
+  constructor(private readonly peek: PeekGuest) {}
+
+  /**
+   * Begins the chain at `head` of a `size`-entry table at guest address
+   * `desc`. `descView`: a view of that table that stays good until the walk
+   * ends (only for a walk that does not wait); else each descriptor is peeked.
+   */
+  start(head: number, desc: number, size: number, indirect: boolean, descView: Uint8Array | undefined): void {
+    this.readable = [];
+    this.writable = [];
+    this.head = this.index = head;
+    this.tableBase = desc;
+    this.tableSize = this.budget = size;
+    this.table = undefined;
+    this.indirect = indirect;
+    this.descView = descView;
+    this.pending = Pending.None;
+  }
+
+  /**
+   * Walks on as far as views allow. True when the chain is complete; false
+   * when it needs a copy of [needAt, needAt + needLength), which the next
+   * call takes as `copy`.
+   */
+  step(copy?: Uint8Array): boolean {
+    if (this.pending !== Pending.None) {
+      if (copy === undefined || copy.length !== this.needLength) throw new TypeError('the walk waits for a copy of the bytes it asked for');
+      const pending = this.pending;
+      this.pending = Pending.None;
+      if (pending === Pending.Table) this.enterTable(copy);
+      else {
+        const r = this.visit(copy, 0);
+        if (r !== Step.Next) return r === Step.Done;
+      }
+    }
+    for (;;) {
+      const index = this.index;
+      if (index >= this.tableSize) throw new RingError(`descriptor index ${index} is outside a table of ${this.tableSize}`);
+      if (this.budget-- <= 0) throw new RingError(`descriptor chain from head ${this.head} loops or is longer than its table`);
+      let r: Step;
+      const table = this.table ?? this.descView;
+      if (table) r = this.visit(table, index * DESC_SIZE);
+      else {
+        const at = this.tableBase + index * DESC_SIZE;
+        const d = this.peek(at, DESC_SIZE);
+        if (!d) return this.wait(Pending.Descriptor, at, DESC_SIZE);
+        r = this.visit(d, 0);
+      }
+      if (r !== Step.Next) return r === Step.Done;
+    }
+  }
+
+  /** Takes the descriptor at `b[at]`; each field is read once, so the driver changing it meanwhile cannot make us use two values. */
+  private visit(b: Uint8Array, at: number): Step {
+    // Byte reads, not a DataView and a BigInt: this runs for every descriptor.
+    const addr = u64le(b, at);
+    const len = (b[at + 8] | (b[at + 9] << 8) | (b[at + 10] << 16) | (b[at + 11] << 24)) >>> 0;
+    const flags = b[at + 12] | (b[at + 13] << 8);
+    const next = b[at + 14] | (b[at + 15] << 8);
+    if (flags & DescFlag.INDIRECT) {
+      if (!this.indirect) throw new RingError('indirect descriptor without INDIRECT_DESC');
+      if (this.table) throw new RingError('indirect descriptor inside an indirect table');
+      if (flags & DescFlag.NEXT) throw new RingError('indirect descriptor with NEXT');
+      if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) throw new RingError(`indirect table of ${len} bytes`);
+      if (!Number.isSafeInteger(addr)) throw new RingError('indirect table address out of range');
+      const t = this.peek(addr, len);
+      if (!t) {
+        this.wait(Pending.Table, addr, len);
+        return Step.NeedCopy;
+      }
+      this.enterTable(t);
+      return Step.Next;
+    }
+    const write = (flags & DescFlag.WRITE) !== 0;
+    if (!write && this.writable.length > 0) throw new RingError('device-readable descriptor after a device-writable one');
+    (write ? this.writable : this.readable).push({ addr, len });
+    if (!(flags & DescFlag.NEXT)) return Step.Done;
+    this.index = next;
+    return Step.Next;
+  }
+
+  private enterTable(t: Uint8Array): void {
+    this.table = t;
+    this.tableSize = this.budget = t.length / DESC_SIZE;
+    this.index = 0;
+  }
+
+  private wait(what: Pending, at: number, length: number): false {
+    this.pending = what;
+    this.needAt = at;
+    this.needLength = length;
+    return false;
+  }
+}
+
+/** A little-endian u64 as a number; NaN when beyond 2^53 - 1 (every access to it then fails). */
+function u64le(b: Uint8Array, at: number): number {
+  const lo = (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+  const hi = (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16) | (b[at + 7] << 24)) >>> 0;
+  return hi < 0x200000 ? hi * 0x1_0000_0000 + lo : NaN;
+}
