@@ -17,7 +17,7 @@ import { BlkFeature } from '../src/virtio/blk.js';
 import { DescFlag, VirtioFeature, VirtioStatus, featureBit, hasFeature } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
-import { VirtioDriver } from './helpers/virtio-driver.js';
+import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { fuzzRing } from './helpers/ring-fuzz.js';
 import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, blk, buildBlk, pattern, rangeList } from './helpers/virtio-blk-driver.js';
 
@@ -305,6 +305,26 @@ describe('virtio-blk: concurrency, queues, memory, resets', () => {
     assert.equal(d.usedState(0).idx, 0);
     await d.start(1);
     assert.equal((await blk(d, 0, T_GET_ID, 0, { inLen: 20 })).status, S_OK);
+  });
+
+  test('a request the driver reset away whose memory is then unmapped does not break the fresh device', async () => {
+    r = await rig();
+    const d = r.driver;
+    r.backend.holding = true;
+    const req = buildBlk(d, T_IN, 0, { inLen: 4096 });
+    d.post(0, req.bufs);
+    await d.kick(0);
+    await r.backend.waitHeld(1);
+    await d.setStatus(0);
+    // The unmap waits for the request's pinned data views; its status byte then has no memory left.
+    const unmap = r.client.dmaUnmap(GUEST_BASE, d.mem.bytes.length);
+    const device = r.server.device;
+    while (device.dma.mappedRegions().length > 0) await new Promise((res) => setTimeout(res, 2));
+    r.backend.releaseAll();
+    await unmap;
+    // The abandoned request fails to write its data and status into memory that is gone.
+    await new Promise((res) => setTimeout(res, 50));
+    assert.equal((await d.status()) & VirtioStatus.DEVICE_NEEDS_RESET, 0, 'no DEVICE_NEEDS_RESET on the reset device');
   });
 
   test('reconnect: a new client after a disconnect finds a fresh device and the same disk', async () => {

@@ -302,7 +302,8 @@ async function writeStatus(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'need
 
 /** Nowhere to report the request's failure: the device needs a reset. */
 function statusFailed(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, e: unknown): number {
-  ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
+  // A request the driver reset away: its memory may be gone, and the new setup is not broken.
+  if (!req.abandoned) ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
   return 0;
 }
 

@@ -81,6 +81,8 @@ export class RequestError extends Error {
 /** @internal Where a request reports its completion (its queue). */
 export interface RequestSink {
   requestDone(generation: number, head: number, written: number): void;
+  /** False once the queue was reset after handing out a request of `generation`. */
+  isCurrent(generation: number): boolean;
 }
 
 /** A descriptor chain handed to a queue handler. */
@@ -114,6 +116,15 @@ export class VirtqueueRequest {
   /** True once completed. */
   get completed(): boolean {
     return this.done;
+  }
+
+  /**
+   * True when the queue was reset since it handed the request out: its
+   * completion will be dropped, and what goes wrong with it (say, its
+   * memory is gone) is no longer the device's concern.
+   */
+  get abandoned(): boolean {
+    return !this.sink.isCurrent(this.generation);
   }
 
   /** Returns the chain to the driver with `written` bytes written. Later calls do nothing. */

@@ -229,6 +229,10 @@ export class Virtqueue implements RequestSink {
    * @internal A request of this queue finished (called by the request).
    * Completions of an older generation (before a reset) are dropped.
    */
+  isCurrent(generation: number): boolean {
+    return generation === this.generation;
+  }
+
   requestDone(generation: number, head: number, written: number): void {
     if (generation !== this.generation || !this.inflightHeads[head]) return;
     this.inflightHeads[head] = 0;
