@@ -5,26 +5,27 @@
  *   node virtio-serve.js <blk|rng|nvme> <socket> [options-json]
  *
  * blk and nvme options: { size, queues, readOnly } over a RAM disk; blk also
- * over an existing image file shared with other processes with { file }.
+ * over an existing image file shared with other processes with { file }, and
+ * with its queues on worker threads with { workers } (then a memfd RAM disk).
  * stdout: `{"ready":true}` once listening; `stats` answers {fds, connected}.
  */
 import { readdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { nvmeController, serve, virtioBlk, type DeviceSpec } from '../../src/index.js';
 import { virtioRng } from '../../src/virtio/rng.js';
-import { openFileBackend, ramBackend } from '../../src/block/index.js';
+import { memfdBackend, openFileBackend, ramBackend } from '../../src/block/index.js';
 
 const [, , kind, path, json] = process.argv;
 if (!kind || !path) {
   // `node --test dist/test/` may load this file without arguments: nothing to serve.
   process.exit(process.env.NODE_TEST_CONTEXT === undefined ? 2 : 0);
 }
-const o = (json ? JSON.parse(json) : {}) as { size?: number; queues?: number; readOnly?: boolean; file?: string };
+const o = (json ? JSON.parse(json) : {}) as { size?: number; queues?: number; readOnly?: boolean; file?: string; workers?: number };
 let spec: DeviceSpec;
 const size = o.size ?? 1024 * 1024;
 if (kind === 'blk') {
-  const backend = o.file ? await openFileBackend(o.file) : ramBackend(size);
-  spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'child' });
+  const backend = o.file ? await openFileBackend(o.file) : o.workers ? memfdBackend(size) : ramBackend(size);
+  spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'child', workers: o.workers });
 }
 else if (kind === 'rng') spec = virtioRng();
 else if (kind === 'nvme') spec = nvmeController({ namespaces: [ramBackend(size)], queues: o.queues, readOnly: o.readOnly, serial: 'child' });
