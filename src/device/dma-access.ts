@@ -93,6 +93,11 @@ export class DmaAccess {
     return this.table.dirtyPageSize > 0;
   }
 
+  /** The dirty-page log's page size, 0 while logging is off. */
+  get dirtyPageSize(): number {
+    return this.table.dirtyPageSize;
+  }
+
   /** True when the whole range is mapped zero-copy (views() will succeed). */
   isDirect(iova: number, length: number): boolean {
     try {

@@ -76,6 +76,8 @@ export class DeviceThreads {
   private nextId = 1;
   /** Last route sent per vector: `${fd}/${fdVersion}`. */
   private readonly routeKeys = new Map<number, string>();
+  /** A dup of each region's fd, so that a thread started later maps it zero-copy too. */
+  private readonly regionFds = new Map<DmaRegion, number>();
   /** Claimed doorbell eventfds (our dup) by thread and slot, to give restarted threads. */
   private readonly doorbells = new Map<string, { thread: number; slot: number; fd: number; spinNs: number }>();
   private closed = false;
@@ -99,9 +101,16 @@ export class DeviceThreads {
     for (const t of this.threads.values()) if (!t.alive) this.spawn(t);
     const observer: DmaTableObserver = {
       added: (region, fd) => {
-        for (const t of this.threads.values()) this.mapInto(t, region, fd);
+        if (fd !== undefined) {
+          const kept = native.dup(fd);
+          if (kept >= 0) this.regionFds.set(region, kept);
+        }
+        for (const t of this.threads.values()) this.mapInto(t, region);
       },
       removed: (region) => {
+        const kept = this.regionFds.get(region);
+        if (kept !== undefined) native.close(kept);
+        this.regionFds.delete(region);
         for (const t of this.threads.values()) this.unmapFrom(t, region);
       },
       logging: (pageSize) => {
@@ -119,6 +128,8 @@ export class DeviceThreads {
   disconnect(): void {
     for (const u of this.unsubscribe) u();
     this.unsubscribe = [];
+    for (const fd of this.regionFds.values()) native.close(fd);
+    this.regionFds.clear();
     this.device = undefined;
     this.refresh();
   }
@@ -135,10 +146,15 @@ export class DeviceThreads {
   /** Starts threads that died, with the connection's current memory (after a device reset). */
   revive(): void {
     if (this.closed || !this.device) return;
+    // A reset on disconnect comes after the link is gone: nothing to hand over then.
+    const connected = this.device.link !== undefined;
     for (const t of this.threads.values()) {
       if (t.alive) continue;
       this.spawn(t);
-      for (const r of this.device.dma.mappedRegions()) this.mapInto(t, r, undefined, true);
+      if (!connected) continue;
+      for (const r of this.device.dma.mappedRegions()) this.mapInto(t, r);
+      const pageSize = this.device.dma.dirtyPageSize;
+      if (pageSize > 0) t.post({ t: 'logging', pageSize });
     }
   }
 
@@ -273,13 +289,12 @@ export class DeviceThreads {
     }
   }
 
-  private mapInto(t: DeviceThread, region: DmaRegion, fd: number | undefined, replay = false): void {
+  private mapInto(t: DeviceThread, region: DmaRegion): void {
     if (!t.alive || !this.device) return;
-    // A restarted thread gets the kept fd of memory that may shrink; a mapped
-    // region's fd was closed after mapping, so that thread reaches it by message.
-    const source = fd ?? (replay ? region.fd : undefined);
-    const dup = source !== undefined ? native.dup(source) : undefined;
-    t.post({ t: 'map', iova: region.iova, size: region.size, offset: region.offset, prot: region.prot, fd: dup !== undefined && dup >= 0 ? dup : undefined });
+    // Without an fd (none sent, or no fd left to dup) the thread reaches the region by DMA messages.
+    const kept = this.regionFds.get(region);
+    const dup = kept !== undefined ? native.dup(kept) : -1;
+    t.post({ t: 'map', iova: region.iova, size: region.size, offset: region.offset, prot: region.prot, fd: dup >= 0 ? dup : undefined });
     t.pins.set(region, this.device.dma.pinRegion(region));
   }
 
