@@ -19,6 +19,7 @@ import type { HeldQueueData } from './fixtures/held-queue.js';
 import { connectClient } from './helpers/raw.js';
 import { fuzzRing } from './helpers/ring-fuzz.js';
 import { MAIN, runCli, startServer } from './helpers/timer-process.js';
+import { parseRunArgs } from '../src/cli/run/index.js';
 import { S_OK, T_GET_ID, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 
@@ -236,6 +237,14 @@ describe('muser run virtio-blk --workers', () => {
     const exited = new Promise<number | null>((resolve) => server.child.once('exit', (code) => resolve(code)));
     server.child.kill('SIGTERM');
     assert.equal(await exited, 0, server.stderr);
+  });
+
+  test('--workers alone means one thread per queue; it takes a following number only', () => {
+    const run = parseRunArgs(['virtio-blk', 'a.sock', '--size', '4M', '--queues', '2', '--workers', 'counter', 'b.sock']);
+    assert.equal(run.devices[0].options.workers, true);
+    assert.equal(run.devices[1].device, 'counter');
+    assert.equal(parseRunArgs(['virtio-blk', 'a.sock', '--workers', '2']).devices[0].options.workers, '2');
+    assert.equal(parseRunArgs(['virtio-blk', 'a.sock', '--workers=1']).devices[0].options.workers, '1');
   });
 
   test('refuses --workers with an NBD disk, or more workers than queues', async () => {

@@ -12,6 +12,11 @@ import { virtioRng } from '../index.js';
 export interface SampleOption {
   /** A string option takes the next argument; a boolean takes none. */
   type: 'string' | 'boolean';
+  /**
+   * A string option whose value may be left out: it then takes the next
+   * argument only when that is a number, and is `true` otherwise.
+   */
+  optionalNumber?: boolean;
   description: string;
 }
 

@@ -30,7 +30,7 @@ export async function openBlockBackend(o: { image?: string; size?: string; nbd?:
   throw new Error('a disk needs --image <file>, --size <N[KMG]> or --nbd <uri>');
 }
 
-/** `muser run virtio-blk <socket> (--image <file> | --size <N> | --nbd <uri>) [--read-only] [--queues N] [--workers N]`. */
+/** `muser run virtio-blk <socket> (--image <file> | --size <N> | --nbd <uri>) [--read-only] [--queues N] [--workers [N]]`. */
 export const virtioBlkSample: Sample = {
   description: 'virtio-blk disk from a raw image file (--image), a RAM disk (--size) or an NBD export (--nbd)',
   options: {
@@ -39,12 +39,12 @@ export const virtioBlkSample: Sample = {
     nbd: { type: 'string', description: 'serve an NBD export: nbd://host:port/export or nbd+unix:///export?socket=/path' },
     'read-only': { type: 'boolean', description: 'refuse writes' },
     queues: { type: 'string', description: 'request queues (default 1)' },
-    workers: { type: 'string', description: 'serve the queues on N worker threads, queue i on thread i % N (default 0: the main thread)' },
+    workers: { type: 'string', optionalNumber: true, description: 'serve the queues on N worker threads, queue i on thread i % N (alone: one per queue; default: the main thread)' },
   },
   async create(values) {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues must be 1..64, got ${String(values.queues)}`);
-    const workers = values.workers === undefined ? 0 : Number(values.workers);
+    const workers = values.workers === undefined ? 0 : values.workers === true ? queues : Number(values.workers);
     if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new Error(`--workers must be 0..${queues} (at most one per queue), got ${String(values.workers)}`);
     const readOnly = values['read-only'] === true;
     const backend = await openBlockBackend({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, shared: workers > 0 });

@@ -76,6 +76,7 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
       const spec = optionSpecs(current.device)?.[name];
       if (optionSpecs(current.device) && !spec) throw new UsageError(`run: sample '${current.device}' has no option --${name}`);
       if (inline !== undefined) current.options[name] = spec?.type === 'boolean' ? inline !== 'false' : inline;
+      else if (spec?.type === 'string' && spec.optionalNumber && !/^\d+$/.test(args[i + 1] ?? '')) current.options[name] = true;
       else if (spec?.type === 'string') {
         const value = args[++i];
         if (value === undefined) throw new UsageError(`run: --${name} needs a value`);
