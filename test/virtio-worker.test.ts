@@ -130,11 +130,11 @@ describe('virtio-blk with queues on worker threads', () => {
 });
 
 function heldRig(): { gate: Int32Array; spec: ReturnType<typeof virtioDevice> } {
-  const sab = new SharedArrayBuffer(12);
+  const sab = new SharedArrayBuffer(16);
   const data: HeldQueueData = { gate: sab, fill: 0x5a };
   const spec = virtioDevice({
     type: 4,
-    queues: [{ worker: { module: new URL('./fixtures/held-queue.js', import.meta.url), data } }],
+    queues: [{ worker: { module: new URL('./fixtures/held-queue.js', import.meta.url), data, resetTimeoutMs: 500 } }],
   });
   return { gate: new Int32Array(sab), spec };
 }
@@ -196,6 +196,22 @@ describe('a queue module on a worker thread', () => {
     Atomics.store(h.gate, 1, 1);
     await reset;
     assert.equal(h.driver.usedState(0).idx, 0, 'the abandoned request never completed');
+  });
+
+  test('a handler stuck in a loop: the reset ends its thread after the reset timeout and a new thread serves', async () => {
+    const h = await start();
+    Atomics.store(h.gate, 3, 1);
+    h.driver.post(0, [{ addr: h.driver.alloc(64), len: 64, write: true }]);
+    await h.driver.kick(0);
+    await waitFor(() => Atomics.load(h.gate, 0) === 1, 'the handler to start spinning');
+    // The main thread is not stuck: the device answers.
+    assert.equal((await h.driver.status()) & VirtioStatus.DEVICE_NEEDS_RESET, 0);
+    Atomics.store(h.gate, 3, 0);
+    Atomics.store(h.gate, 1, 1);
+    await h.driver.start(1); // resets: waits 500 ms, then restarts the thread
+    const buf = { addr: h.driver.alloc(4096, 4096), len: 4096, write: true };
+    await h.driver.roundTrip(0, [buf]);
+    assert.equal(h.driver.bytes(buf.addr, 4096)[0], 0x5a, 'served by the new thread');
   });
 
   test('a thread that dies sets DEVICE_NEEDS_RESET; the process serves on, and a reset starts a new thread that serves', async () => {

@@ -158,6 +158,17 @@ export class DeviceThreads {
     }
   }
 
+  /**
+   * Ends thread `id` (whatever it is doing: a loop that never yields too)
+   * and starts it afresh with the connection's memory; what waited on it
+   * is released. Not reported as a failure.
+   */
+  restart(id: number): void {
+    const t = this.thread(id);
+    this.bury(t, undefined);
+    this.revive();
+  }
+
   /** Sends a role message to thread `id` (dropped when it is not running). */
   tell(id: number, m: unknown): void {
     this.thread(id).post({ t: 'role', m });

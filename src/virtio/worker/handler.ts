@@ -44,4 +44,10 @@ export interface QueueWorkerSpec {
   data?: unknown;
   /** Queues with the same thread number share one worker thread (default: the queue's own index). */
   thread?: number;
+  /**
+   * How long a reset waits for the thread to let go of the requests it
+   * abandons before ending the thread and starting a new one (default
+   * 30000 ms; the shortest of a thread's queues applies).
+   */
+  resetTimeoutMs?: number;
 }

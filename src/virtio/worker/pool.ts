@@ -22,7 +22,7 @@ export interface PoolHost {
   log(message: string): void;
 }
 
-/** How long a reset waits for a thread's abandoned requests to settle. */
+/** How long a reset waits for a thread's abandoned requests to settle, by default. */
 const RESET_SETTLE_MS = 30_000;
 const ROLE_URL = new URL('./queues-role.js', import.meta.url);
 
@@ -30,6 +30,8 @@ export class QueueThreads implements QueueLink {
   readonly queues: RemoteQueue[] = [];
   readonly threads: DeviceThreads;
   private readonly threadOf = new Map<number, number>();
+  /** Per thread: how long a reset waits for it before restarting it. */
+  private readonly resetTimeout = new Map<number, number>();
   /** Resets sent and not yet answered, by queue: the thread's events until the answer are of the old generation. */
   private readonly resetting = new Map<number, number>();
 
@@ -45,6 +47,7 @@ export class QueueThreads implements QueueLink {
       entry.queues.push({ index: s.index, maxSize: s.maxSize });
       byThread.set(id, entry);
       this.threadOf.set(s.index, id);
+      this.resetTimeout.set(id, Math.min(this.resetTimeout.get(id) ?? Infinity, s.worker.resetTimeoutMs ?? RESET_SETTLE_MS));
       this.queues[s.index] = new RemoteQueue(s.index, s.maxSize, shadowHost, this);
     }
     this.threads = new DeviceThreads(
@@ -93,12 +96,27 @@ export class QueueThreads implements QueueLink {
     return this.threads.claimDoorbell(this.thread(q), q, fd, pollIdleMs);
   }
 
-  /** Waits (bounded) until every thread finished its last reset. */
+  /**
+   * Waits until every thread finished its last reset. A thread that does
+   * not within its reset timeout (a handler stuck in a loop, a backend that
+   * never answers) is ended and started afresh: the reset then completes,
+   * and the thread's queues start from their reset state.
+   */
   async settled(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, RESET_SETTLE_MS)));
-    await Promise.race([Promise.all(this.queues.filter((q) => q).map((q) => q.settled)), late]);
-    clearTimeout(timer);
+    const byThread = new Map<number, Promise<void>[]>();
+    for (const q of this.queues) if (q) byThread.set(this.thread(q.index), [...(byThread.get(this.thread(q.index)) ?? []), q.settled]);
+    await Promise.all(
+      [...byThread].map(async ([id, waits]) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), this.resetTimeout.get(id))));
+        const stuck = await Promise.race([Promise.all(waits).then(() => false), late]);
+        clearTimeout(timer);
+        if (stuck) {
+          this.host.log(`worker thread ${id} did not finish its requests within ${this.resetTimeout.get(id)} ms of a reset: restarting it`);
+          this.threads.restart(id);
+        }
+      }),
+    );
   }
 
   // ---- QueueLink ----
