@@ -231,7 +231,7 @@ export function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 
   let written = 0;
   try {
     written = executeNow(req, disk, limits, statusAt);
-    if (written === NOT_NOW) return serveRequest(req, ctx, disk, limits);
+    if (written === NOT_NOW) return serveRequest(req, ctx, disk, limits, statusAt);
   } catch (e) {
     status = statusOf(e);
     written = 0;
@@ -307,13 +307,8 @@ function statusFailed(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsRese
   return 0;
 }
 
-/** Serves one request asynchronously and writes its status byte; resolves with the bytes written. */
-async function serveRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits): Promise<number> {
-  if (req.writableLength < 1) {
-    ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
-    return 0;
-  }
-  const statusAt = req.writableLength - 1;
+/** Serves one request asynchronously and writes its status byte (at `statusAt`); resolves with the bytes written. */
+async function serveRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits, statusAt: number): Promise<number> {
   let status: number = BlkStatus.OK;
   let written = 0;
   try {
