@@ -10,10 +10,15 @@
  * makes room.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 import { privateMemory, type GuestMemory } from '../src/client/index.js';
-import { PAGE, pattern, type Cmd, type Cqe, type NvmeDriver } from './helpers/nvme-driver.js';
+import { nvmeController, nvmeControllerOf, ramBackend, serve, sliceBackend } from '../src/index.js';
+import { NvmeDriver, PAGE, pattern, type Cmd, type Cqe } from './helpers/nvme-driver.js';
 import { close, rig, type Rig } from './helpers/nvme-rig.js';
+import { connectClient } from './helpers/raw.js';
 
 const READ = 0x02;
 const WRITE = 0x01;
@@ -297,4 +302,30 @@ describe('nvme fast path', () => {
       assert.ok(r.controller.stats.fastCommands >= 10);
     });
   }
+
+  test('namespaces sliced from one backend take the fast path, each in its own range', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'muser-nvme-fast-'));
+    const disk = ramBackend(2 * 1024 * 1024);
+    const spec = nvmeController({ namespaces: sliceBackend(disk, 2), queues: 1 });
+    const server = serve(spec, join(dir, 'nvme.sock'), { log: 'silent' });
+    const client = await connectClient(server.path);
+    const d = await NvmeDriver.open(client);
+    try {
+      await d.enable();
+      await d.createIoQueues(1);
+      const data = pattern(PAGE, 6);
+      assert.equal((await d.rw(1, true, 8, 8, data, 2)).cqe.status, 0);
+      assert.deepEqual((await d.rw(1, false, 8, 8, undefined, 2)).data, Buffer.from(data));
+      assert.equal((await d.run(1, { opcode: FLUSH, nsid: NSID_ALL })).status, 0);
+      const stored = Buffer.alloc(PAGE);
+      await disk.read(1024 * 1024 + 8 * 512, [stored]);
+      assert.deepEqual(stored, Buffer.from(data), 'namespace 2 wrote into the second half');
+      assert.equal(nvmeControllerOf(spec)!.stats.fastCommands, 3);
+    } finally {
+      d.close();
+      client.close();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
