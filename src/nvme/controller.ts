@@ -7,6 +7,12 @@
  * {@link QueueMemory} and interrupts only through {@link ControllerHost},
  * so it can run wherever those are (a worker thread later).
  *
+ * I/O queues whose memory has zero-copy views are served synchronously on
+ * their doorbell (see {@link NvmeController.drainNow}): Read, Write and
+ * Flush that the backend finishes at once complete without a Promise, and
+ * each batch's completions are posted with one interrupt. Everything else
+ * takes the asynchronous path, with the same checks and status codes.
+ *
  * Failures the spec reports through a completion get a status code; those
  * it cannot report (a submission queue entry that cannot be read, a
  * completion that cannot be written) set CSTS.CFS and stop the controller
