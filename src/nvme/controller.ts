@@ -8,7 +8,7 @@
  * so it can run wherever those are (a worker thread later).
  *
  * I/O queues whose memory has zero-copy views are served synchronously on
- * their doorbell (see {@link NvmeController.drainNow}): Read, Write and
+ * their doorbell (the controller's drainNow): Read, Write and
  * Flush that the backend finishes at once complete without a Promise, and
  * each batch's completions are posted with one interrupt. Everything else
  * takes the asynchronous path, with the same checks and status codes.
