@@ -119,10 +119,13 @@ async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Prom
   return transfer(t, await walk.walk(), ctx);
 }
 
-/** Moves a checked transfer's data between the backend and the guest ranges, asynchronously. */
-async function transfer(t: Transfer, ranges: readonly GuestRange[], ctx: IoContext): Promise<CommandResult> {
+/**
+ * Moves a checked transfer's data between the backend and the guest ranges,
+ * asynchronously; `views`: the ranges' views, taken in this same turn.
+ */
+async function transfer(t: Transfer, ranges: readonly GuestRange[], ctx: IoContext, views?: Uint8Array[]): Promise<CommandResult> {
   const { ns, offset, write, fua } = t;
-  await withGuestBuffers(ctx.memory, ranges, !write, (buffers) => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write));
+  await withGuestBuffers(ctx.memory, ranges, !write, (buffers) => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write), views);
   ctx.account(write, t.length);
   return {};
 }
@@ -184,7 +187,8 @@ function readWriteNow(cmd: FastCommand, ctx: IoContext, write: boolean): number 
       return Status.SUCCESS;
     }
   }
-  return transfer(t, walk.ranges, ctx);
+  // The backend must wait (or the memory has no views): the same views, pinned, or a bounce buffer.
+  return transfer(t, walk.ranges, ctx, views);
 }
 
 function flushNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandResult> {

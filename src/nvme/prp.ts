@@ -192,13 +192,15 @@ function transferError(e: unknown): CommandError {
  * Lends the ranges to `io` as buffers: views of guest memory when every
  * range offers them (pinned until `io` settles), otherwise one bounce
  * buffer copied in before (`write` false) or out after (`write` true).
- * Guest memory failures become Data Transfer Error.
+ * Guest memory failures become Data Transfer Error. `taken`: the views of
+ * the ranges, already taken in this turn of the event loop.
  */
-export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestRange[], write: boolean, io: (buffers: Uint8Array[]) => Promise<void>): Promise<void> {
-  const views: Uint8Array[] = [];
+export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestRange[], write: boolean, io: (buffers: Uint8Array[]) => Promise<void>, taken?: Uint8Array[]): Promise<void> {
+  // `taken`: views of the ranges made in this same turn (by a PRP walk), not to be taken again.
+  const views: Uint8Array[] = taken ?? [];
   let direct = true;
   try {
-    for (const r of ranges) {
+    for (const r of taken ? [] : ranges) {
       const v = mem.views(r.addr, r.len, write);
       if (!v) {
         direct = false;
