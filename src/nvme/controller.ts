@@ -7,6 +7,12 @@
  * {@link QueueMemory} and interrupts only through {@link ControllerHost},
  * so it can run wherever those are (a worker thread later).
  *
+ * I/O queues whose memory has zero-copy views are served synchronously on
+ * their doorbell (the controller's drainNow): Read, Write and
+ * Flush that the backend finishes at once complete without a Promise, and
+ * each batch's completions are posted with one interrupt. Everything else
+ * takes the asynchronous path, with the same checks and status codes.
+ *
  * Failures the spec reports through a completion get a status code; those
  * it cannot report (a submission queue entry that cannot be read, a
  * completion that cannot be written) set CSTS.CFS and stop the controller
@@ -17,9 +23,9 @@ import { executeAdmin, type AdminTarget } from './admin.js';
 import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, AsyncEvent, Cc, CQE_SIZE, Csts, LogPageId, NvmeReg, PAGE_SIZE, Shutdown, SQE_SIZE, Status } from './constants.js';
 import type { ErrorEntry, HealthCounters } from './identify.js';
-import { executeIo, type IoContext } from './io.js';
+import { executeIo, executeIoNow, type FastCommand, type IoContext } from './io.js';
 import type { Namespace } from './namespace.js';
-import { CompletionQueue, encodeCompletion, SubmissionQueue } from './queues.js';
+import { CompletionQueue, encodeCompletion, SubmissionQueue, writeCompletion } from './queues.js';
 import { checkArray, checkInt, checkObject, type ControllerState } from './state.js';
 
 /** What the controller needs from the device around it. */
@@ -72,6 +78,8 @@ export interface ControllerStats {
   ioDoorbellWrites: number;
   completions: number;
   interrupts: number;
+  /** I/O commands that finished during their doorbell, without waiting (the synchronous fast path). */
+  fastCommands: number;
 }
 
 /** Why the controller set CSTS.CFS, for logs and tests. */
@@ -84,6 +92,31 @@ const ERROR_LOG_ENTRIES = 4;
 const MAX_PENDING_EVENTS = 16;
 const DSTRD = 0;
 const DOORBELL_STRIDE = 4 << DSTRD;
+/** Passes of one synchronous drain before it yields to the event loop (a driver that never stops adding). */
+const MAX_DRAIN_PASSES = 64;
+/** What a synchronous drain leaves to the asynchronous one. */
+const enum Drained {
+  /** Nothing: the drain is over. */
+  DONE,
+  /** The rest, with the tail already known (a doorbell register carried it). */
+  FRESH,
+  /** The rest, the shadow tail to be read first. */
+  REST,
+}
+
+/** The fast path's scratch decode of a submission queue entry (one at a time, never kept). */
+interface ScratchCommand extends FastCommand {
+  opcode: number;
+  fuse: number;
+  psdt: number;
+  cid: number;
+  nsid: number;
+  prp1: number;
+  prp2: number;
+  cdw10: number;
+  cdw11: number;
+  cdw12: number;
+}
 
 /** The saved feature values (Get / Set Features). */
 export interface FeatureValues {
@@ -123,7 +156,7 @@ interface AsyncEventRecord {
 
 /** One NVMe controller. */
 export class NvmeController implements AdminTarget, IoContext {
-  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, completions: 0, interrupts: 0 };
+  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, completions: 0, interrupts: 0, fastCommands: 0 };
   /** Why CSTS.CFS was set (undefined while healthy). */
   fatalReason: FatalReason | undefined;
   readonly sqs = new Map<number, SubmissionQueue>();
@@ -152,6 +185,12 @@ export class NvmeController implements AdminTarget, IoContext {
   private readonly maskedEventTypes = new Set<number>();
   private readonly startedAt = Date.now();
   private paused = false;
+  /** Inside a synchronous drain's fetch loop: completions wait in `collected` for the batch's end. */
+  private collecting = 0;
+  private readonly collected: CompletionQueue[] = [];
+  /** Views of the shadow doorbell and EventIdx buffers, for the `dbbuf` they were taken for. */
+  private shadowCache: { of: { doorbells: number; eventIdx: number }; doorbells: Uint8Array; eventIdx: Uint8Array } | undefined;
+  private readonly scratch: ScratchCommand = { opcode: 0, fuse: 0, psdt: 0, cid: 0, nsid: 0, prp1: 0, prp2: 0, cdw10: 0, cdw11: 0, cdw12: 0 };
 
   constructor(
     readonly config: ControllerConfig,
@@ -434,7 +473,11 @@ export class NvmeController implements AdminTarget, IoContext {
       if (!cq) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
       if (value >= cq.size || (!cq.shadow && !cq.validHead(value))) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
       if (cq.shadow) {
-        void this.shadowHead(cq);
+        const db = this.memory.accessible() ? this.shadowViews() : undefined;
+        if (!db) return void this.shadowHead(cq);
+        const v = u32(db.doorbells, cq.shadow.doorbell - this.dbbuf!.doorbells);
+        if (cq.validHead(v)) cq.head = v;
+        this.flushCq(cq);
         return;
       }
       cq.head = value;
@@ -445,11 +488,11 @@ export class NvmeController implements AdminTarget, IoContext {
     if (!sq) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
     if (value >= sq.size) return this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
     if (sq.shadow) {
-      void this.drain(sq);
+      this.drain(sq);
       return;
     }
     sq.tail = value;
-    void this.drain(sq, true);
+    this.drain(sq, true);
   }
 
   /** A CQ head doorbell under shadow doorbells: take the head from the shadow buffer, then post what waits. */
@@ -493,8 +536,170 @@ export class NvmeController implements AdminTarget, IoContext {
    * Fetches and starts every command between head and tail, as far as the
    * queue's completion budget allows. `fromDoorbell`: the tail was just
    * written to the doorbell register (queues without shadow doorbells).
+   * I/O queues go synchronously while their memory has views (see
+   * {@link drainNow}); the rest goes on asynchronously.
    */
-  private async drain(sq: SubmissionQueue, fromDoorbell = false): Promise<void> {
+  private drain(sq: SubmissionQueue, fromDoorbell = false): void {
+    if (sq.draining) {
+      sq.again = true;
+      return;
+    }
+    let fresh = fromDoorbell;
+    if (sq.id !== 0) {
+      const epoch = this.epoch;
+      let rest = Drained.DONE;
+      sq.draining = true;
+      try {
+        rest = this.drainNow(sq, fresh);
+      } catch (e) {
+        if (!sq.dead && this.epoch === epoch && this.ready) this.fatal(`SQ ${sq.id}: ${(e as Error).message}`);
+      } finally {
+        sq.draining = false;
+        // Whatever a fault left collected.
+        this.publish();
+      }
+      if (rest === Drained.DONE) return;
+      fresh = rest === Drained.FRESH;
+    }
+    void this.drainAsync(sq, fresh);
+  }
+
+  /**
+   * The synchronous drain of an I/O queue: reads the shadow tail, fetches
+   * entries and runs them through {@link executeIoNow} from views of the
+   * queue and doorbell memory, posts the batch's completions with one
+   * interrupt per completion queue, and updates EventIdx, without a
+   * Promise per command. A command that must wait continues on its own
+   * Promise; one the fast path does not take goes to {@link runIo}. When
+   * queue memory has no views (or cannot be reached now), it stops before
+   * touching it and returns what the asynchronous drain must do.
+   */
+  private drainNow(sq: SubmissionQueue, fresh: boolean): Drained {
+    const epoch = this.epoch;
+    let passes = 0;
+    do {
+      const db = sq.shadow ? this.shadowViews() : undefined;
+      const ring = this.memory.accessible() ? this.sqRing(sq) : undefined;
+      if (!ring || (sq.shadow && !db)) return fresh ? Drained.FRESH : Drained.REST;
+      if (++passes > MAX_DRAIN_PASSES) {
+        setImmediate(() => this.drain(sq));
+        return Drained.DONE;
+      }
+      sq.again = false;
+      if (!fresh && db && !this.shadowTailNow(sq, db)) return Drained.DONE;
+      fresh = false;
+      this.collecting++;
+      try {
+        while (this.live(sq, epoch) && !sq.empty && sq.outstanding < sq.size - 1) this.fetchNow(sq, ring);
+      } finally {
+        this.collecting--;
+      }
+      this.publish();
+      if (this.live(sq, epoch) && db && sq.shadow) {
+        const eventIdx = sq.shadow.eventIdx - this.dbbuf!.eventIdx;
+        if (this.config.pollMicroseconds > 0) {
+          // EventIdx one behind the tail: the driver's next submissions do not ring while we poll.
+          this.setShadow(db.eventIdx, eventIdx, sq.shadow.eventIdx, (sq.tail - 1) & 0xffff);
+          this.startPolling(sq);
+        } else {
+          // Tell the driver where we are, then look again: it may have moved the tail meanwhile without ringing.
+          this.setShadow(db.eventIdx, eventIdx, sq.shadow.eventIdx, sq.tail);
+          const before = sq.tail;
+          if (!this.shadowTailNow(sq, db)) return Drained.DONE;
+          if (sq.tail !== before) sq.again = true;
+        }
+      }
+    } while (sq.again && this.live(sq, epoch));
+    return Drained.DONE;
+  }
+
+  /** The queue is fetching for the session of `epoch`. */
+  private live(sq: SubmissionQueue, epoch: number): boolean {
+    return !sq.dead && this.epoch === epoch && this.ready;
+  }
+
+  /** Fetches the entry at the head from the queue's view and runs it: at once if it can, else on its own Promise. */
+  private fetchNow(sq: SubmissionQueue, ring: Uint8Array): void {
+    const at = sq.head * SQE_SIZE;
+    sq.head = (sq.head + 1) % sq.size;
+    sq.outstanding++;
+    this.stats.commands++;
+    this.stats.ioCommands++;
+    const cmd = decodeInto(this.scratch, ring, at);
+    const result = executeIoNow(cmd, this);
+    if (result === undefined) {
+      void this.runIo(sq, parseCommand(ring.subarray(at, at + SQE_SIZE)));
+    } else if (typeof result === 'number') {
+      this.stats.fastCommands++;
+      this.complete(sq, cmd.cid, cmd.nsid, result, 0);
+    } else {
+      void this.completeWith(sq, { cid: cmd.cid, nsid: cmd.nsid }, this.epoch, result);
+    }
+  }
+
+  /** Takes the SQ tail from the shadow doorbell's view; false when the driver wrote an impossible value. */
+  private shadowTailNow(sq: SubmissionQueue, db: { doorbells: Uint8Array }): boolean {
+    this.stats.shadowReads++;
+    const v = u32(db.doorbells, sq.shadow!.doorbell - this.dbbuf!.doorbells);
+    if (v >= sq.size) {
+      this.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
+      return false;
+    }
+    sq.tail = v;
+    return true;
+  }
+
+  /** Writes a shadow buffer dword through its view, recording it for migration's dirty log. */
+  private setShadow(view: Uint8Array, at: number, addr: number, v: number): void {
+    view[at] = v & 0xff;
+    view[at + 1] = (v >>> 8) & 0xff;
+    view[at + 2] = (v >>> 16) & 0xff;
+    view[at + 3] = v >>> 24;
+    this.memory.markDirty(addr, 4);
+  }
+
+  /** The view of a whole submission queue, (re)taken when missing or unmapped; undefined when it has none. */
+  private sqRing(sq: SubmissionQueue): Uint8Array | undefined {
+    const length = sq.size * SQE_SIZE;
+    if (sq.ring?.length !== length) sq.ring = this.viewOf(sq.base, length, false);
+    return sq.ring;
+  }
+
+  /** The view of a whole completion queue and its words, as {@link sqRing}. */
+  private cqRing(cq: CompletionQueue): DataView | undefined {
+    const length = cq.size * CQE_SIZE;
+    if (cq.ring?.length !== length) {
+      cq.ring = this.viewOf(cq.base, length, true);
+      cq.words = cq.ring && new DataView(cq.ring.buffer, cq.ring.byteOffset, length);
+    }
+    return cq.words;
+  }
+
+  /** Views of the shadow doorbell and EventIdx buffers, as {@link sqRing}. */
+  private shadowViews(): { doorbells: Uint8Array; eventIdx: Uint8Array } | undefined {
+    const dbbuf = this.dbbuf;
+    if (!dbbuf) return undefined;
+    const length = this.doorbellBufferBytes;
+    const c = this.shadowCache;
+    if (c && c.of === dbbuf && c.doorbells.length === length && c.eventIdx.length === length) return c;
+    const doorbells = this.viewOf(dbbuf.doorbells, length, false);
+    const eventIdx = this.viewOf(dbbuf.eventIdx, length, true);
+    this.shadowCache = doorbells && eventIdx ? { of: dbbuf, doorbells, eventIdx } : undefined;
+    return this.shadowCache;
+  }
+
+  /** One zero-copy view of [addr, addr+length), or undefined (no views there, not mapped, not accessible now). */
+  private viewOf(addr: number, length: number, write: boolean): Uint8Array | undefined {
+    try {
+      const v = this.memory.views(addr, length, write);
+      return v && v.length === 1 && v[0].length === length ? v[0] : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The asynchronous drain: queue memory by copies (or messages), for the admin queue and memory without views. */
+  private async drainAsync(sq: SubmissionQueue, fromDoorbell: boolean): Promise<void> {
     if (sq.draining) {
       sq.again = true;
       return;
@@ -562,7 +767,7 @@ export class NvmeController implements AdminTarget, IoContext {
         if (!(await this.shadowTail(sq))) return void (sq.polling = false);
         if (sq.tail !== before) {
           sq.polling = false;
-          void this.drain(sq);
+          this.drain(sq);
           return;
         }
         if (performance.now() < sq.pollUntil) {
@@ -573,7 +778,7 @@ export class NvmeController implements AdminTarget, IoContext {
         sq.polling = false;
         await this.writeU32(sq.shadow.eventIdx, sq.tail);
         if (!(await this.shadowTail(sq))) return;
-        if (sq.tail !== before) void this.drain(sq);
+        if (sq.tail !== before) this.drain(sq);
       } catch (e) {
         sq.polling = false;
         if (this.epoch === epoch && !sq.dead) this.fatal(`SQ ${sq.id} shadow doorbell: ${(e as Error).message}`);
@@ -598,7 +803,7 @@ export class NvmeController implements AdminTarget, IoContext {
     const epoch = this.epoch;
     if (cmd.opcode === AdminOpcode.ASYNC_EVENT_REQUEST) {
       if (this.aers.length >= AER_LIMIT) {
-        this.complete(sq, cmd, Status.ASYNC_EVENT_LIMIT_EXCEEDED, 0);
+        this.complete(sq, cmd.cid, cmd.nsid, Status.ASYNC_EVENT_LIMIT_EXCEEDED, 0);
         return;
       }
       this.aers.push({ sq, cid: cmd.cid });
@@ -612,7 +817,7 @@ export class NvmeController implements AdminTarget, IoContext {
    * Waits for a command's execution and posts its completion, unless a reset
    * (a new `epoch`) has discarded the queue meanwhile.
    */
-  private async completeWith(sq: SubmissionQueue, cmd: NvmeCommand, epoch: number, execution: Promise<CommandResult>): Promise<void> {
+  private async completeWith(sq: SubmissionQueue, cmd: Pick<NvmeCommand, 'cid' | 'nsid'>, epoch: number, execution: Promise<CommandResult>): Promise<void> {
     let status: number = Status.SUCCESS;
     let dw0 = 0;
     try {
@@ -620,30 +825,111 @@ export class NvmeController implements AdminTarget, IoContext {
     } catch (e) {
       status = e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
     }
-    if (this.epoch === epoch) this.complete(sq, cmd, status, dw0);
+    if (this.epoch === epoch) this.complete(sq, cmd.cid, cmd.nsid, status, dw0);
   }
 
   // ---- completions ----
 
-  private complete(sq: SubmissionQueue, cmd: Pick<NvmeCommand, 'cid' | 'nsid'>, status: number, dw0: number): void {
+  private complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number): void {
     if (status !== Status.SUCCESS) {
       this.health.errorEntries++;
-      this.errors.push({ count: this.health.errorEntries, sqid: sq.id, cid: cmd.cid, status, nsid: cmd.nsid });
+      this.errors.push({ count: this.health.errorEntries, sqid: sq.id, cid, status, nsid });
       if (this.errors.length > ERROR_LOG_ENTRIES) this.errors.shift();
     }
     const cq = sq.cq;
-    cq.pending.push({ sq, cid: cmd.cid, status, dw0 });
-    if (!cq.flushing) {
-      cq.flushing = true;
+    cq.pending.push({ sq, cid, status, dw0 });
+    if (this.collecting > 0) {
+      // A synchronous drain posts its batch when its fetch loop ends.
+      if (!cq.collected) {
+        cq.collected = true;
+        this.collected.push(cq);
+      }
+      return;
+    }
+    if (!cq.flushing && !cq.scheduled) {
+      cq.scheduled = true;
       // Completions that finish in the same turn share one pass and one interrupt.
-      queueMicrotask(() => void this.postPending(cq));
+      queueMicrotask(() => {
+        cq.scheduled = false;
+        this.flushCq(cq);
+      });
     }
   }
 
+  /** Posts the completions a synchronous drain collected. */
+  private publish(): void {
+    while (this.collected.length > 0) {
+      const cq = this.collected.pop()!;
+      cq.collected = false;
+      this.flushCq(cq);
+    }
+  }
+
+  /** Posts what waits: at once through the queue's view when it can, else asynchronously. */
   private flushCq(cq: CompletionQueue): void {
     if (cq.flushing || cq.pending.length === 0) return;
+    if (this.postNow(cq)) return;
     cq.flushing = true;
     void this.postPending(cq);
+  }
+
+  /**
+   * {@link postPending} at once, through views of the completion queue (and
+   * of the shadow doorbells when it is full). True when done (also when the
+   * queue is full and stays so); false when the rest needs the asynchronous
+   * pass (no views, or memory not accessible now).
+   */
+  private postNow(cq: CompletionQueue): boolean {
+    const words = this.memory.accessible() ? this.cqRing(cq) : undefined;
+    if (!words) return false;
+    const pending = cq.pending;
+    let done = true;
+    let n = 0;
+    let freed: SubmissionQueue | Set<SubmissionQueue> | undefined;
+    for (; n < pending.length; n++) {
+      if (cq.full) {
+        const room = cq.shadow ? this.roomFromShadowNow(cq) : false;
+        if (room === undefined) done = false;
+        if (!room) break;
+      }
+      const c = pending[n];
+      writeCompletion(words, cq.tail * CQE_SIZE, c, cq.phase);
+      cq.advance();
+      if (--c.sq.outstanding === 0) c.sq.wakeIdle();
+      // Nearly always one submission queue: spare the Set.
+      if (freed === undefined) freed = c.sq;
+      else if (freed !== c.sq) {
+        if (!(freed instanceof Set)) freed = new Set([freed]);
+        freed.add(c.sq);
+      }
+    }
+    if (n === 0) return done;
+    pending.splice(0, n);
+    this.stats.completions += n;
+    // One dirty record for the batch (a no-op unless migration logs).
+    this.memory.markDirty(cq.base, cq.size * CQE_SIZE);
+    if (cq.interruptsEnabled) this.interrupt(cq.vector);
+    // Room in the completion budget: queues that stopped fetching may go on.
+    if (freed instanceof Set) {
+      for (const sq of freed) if (!sq.empty && !sq.dead) this.drain(sq);
+    } else if (freed && !freed.empty && !freed.dead) {
+      this.drain(freed);
+    }
+    return done;
+  }
+
+  /** {@link roomFromShadow} through views; undefined when the shadow buffers have none now. */
+  private roomFromShadowNow(cq: CompletionQueue): boolean | undefined {
+    const db = this.shadowViews();
+    if (!db || !cq.shadow) return undefined;
+    const head = cq.shadow.doorbell - this.dbbuf!.doorbells;
+    const v = u32(db.doorbells, head);
+    if (cq.validHead(v)) cq.head = v;
+    if (!cq.full) return true;
+    this.setShadow(db.eventIdx, cq.shadow.eventIdx - this.dbbuf!.eventIdx, cq.shadow.eventIdx, cq.head);
+    const again = u32(db.doorbells, head);
+    if (cq.validHead(again)) cq.head = again;
+    return !cq.full;
   }
 
   /** Writes pending completions while the queue has room, then raises its interrupt once. */
@@ -675,7 +961,7 @@ export class NvmeController implements AdminTarget, IoContext {
     if (this.epoch !== epoch) return;
     if (posted > 0 && cq.interruptsEnabled) this.interrupt(cq.vector);
     // Room in the completion budget: queues that stopped fetching may go on.
-    for (const sq of freed) if (!sq.empty && !sq.dead) void this.drain(sq);
+    for (const sq of freed) if (!sq.empty && !sq.dead) this.drain(sq);
     // Completions that arrived while this pass awaited memory.
     if (cq.pending.length > 0 && !cq.full) this.flushCq(cq);
   }
@@ -736,7 +1022,7 @@ export class NvmeController implements AdminTarget, IoContext {
       const aer = this.aers.shift()!;
       // An event type stays masked until the host reads its log page.
       this.maskedEventTypes.add(e.type);
-      this.complete(aer.sq, { cid: aer.cid, nsid: 0 }, Status.SUCCESS, e.type | (e.info << 8) | (e.log << 16));
+      this.complete(aer.sq, aer.cid, 0, Status.SUCCESS, e.type | (e.info << 8) | (e.log << 16));
     }
   }
 
@@ -827,7 +1113,7 @@ export class NvmeController implements AdminTarget, IoContext {
   async quiesce(): Promise<void> {
     this.paused = true;
     await this.whenIdle();
-    const busy = (): boolean => [...this.sqs.values()].some((q) => q.draining) || [...this.cqs.values()].some((q) => q.flushing);
+    const busy = (): boolean => [...this.sqs.values()].some((q) => q.draining) || [...this.cqs.values()].some((q) => q.flushing || q.scheduled);
     while (busy()) await new Promise((r) => setImmediate(r));
   }
 
@@ -836,7 +1122,7 @@ export class NvmeController implements AdminTarget, IoContext {
     this.paused = false;
     if (!this.ready) return;
     for (const cq of this.cqs.values()) this.flushCq(cq);
-    for (const sq of this.sqs.values()) if (!sq.empty || sq.shadow) void this.drain(sq);
+    for (const sq of this.sqs.values()) if (!sq.empty || sq.shadow) this.drain(sq);
   }
 
   /** The state that migrates; take it while quiesced. */
@@ -958,6 +1244,27 @@ export class NvmeController implements AdminTarget, IoContext {
     const h = checkObject(s.health, 'health');
     for (const key of Object.keys(this.health) as (keyof HealthCounters)[]) this.health[key] = checkInt(h[key], 0, Number.MAX_SAFE_INTEGER, `health.${key}`);
   }
+}
+
+/** A little-endian dword of a view. */
+function u32(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+
+/** Decodes the fields the fast path reads of the entry at `at` into `out`. */
+function decodeInto(out: ScratchCommand, b: Uint8Array, at: number): ScratchCommand {
+  const flags = b[at + 1];
+  out.opcode = b[at];
+  out.fuse = flags & 3;
+  out.psdt = (flags >> 6) & 3;
+  out.cid = b[at + 2] | (b[at + 3] << 8);
+  out.nsid = u32(b, at + 4);
+  out.prp1 = u32(b, at + 28) * 0x1_0000_0000 + u32(b, at + 24);
+  out.prp2 = u32(b, at + 36) * 0x1_0000_0000 + u32(b, at + 32);
+  out.cdw10 = u32(b, at + 40);
+  out.cdw11 = u32(b, at + 44);
+  out.cdw12 = u32(b, at + 48);
+  return out;
 }
 
 function setHalf(v: bigint, half: number, dword: number): bigint {

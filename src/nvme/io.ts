@@ -9,7 +9,7 @@ import type { QueueMemory } from '../device/queue-memory.js';
 import { CommandError, type CommandResult, type NvmeCommand } from './command.js';
 import { IoOpcode, Status } from './constants.js';
 import type { Namespace } from './namespace.js';
-import { copyFromGuest, walkPrps, withGuestBuffers } from './prp.js';
+import { copyFromGuest, PrpWalk, walkPrps, withGuestBuffers, type GuestRange } from './prp.js';
 
 /** What the I/O path needs from its controller. */
 export interface IoContext {
@@ -48,52 +48,164 @@ export async function executeIo(cmd: NvmeCommand, ctx: IoContext): Promise<Comma
   }
 }
 
-function namespaceOf(cmd: NvmeCommand, ctx: IoContext): Namespace {
+/**
+ * The fields of a command the I/O checks read; {@link NvmeCommand} has them,
+ * and so does the fast path's scratch decode.
+ */
+export interface IoFields {
+  readonly opcode: number;
+  readonly fuse: number;
+  readonly psdt: number;
+  readonly nsid: number;
+  readonly cdw10: number;
+  readonly cdw11: number;
+  readonly cdw12: number;
+}
+
+/** A command decoded by the fast path: PRPs as numbers (values beyond 2^53 fail their walk as unmapped). */
+export interface FastCommand extends IoFields {
+  readonly prp1: number;
+  readonly prp2: number;
+}
+
+function namespaceOf(cmd: IoFields, ctx: IoContext): Namespace {
   const ns = ctx.namespace(cmd.nsid);
   if (!ns) throw new CommandError(Status.INVALID_NAMESPACE, `namespace ${cmd.nsid} does not exist`);
   return ns;
 }
 
-function checkPrps(cmd: NvmeCommand): void {
+function checkPrps(cmd: IoFields): void {
   if (cmd.psdt !== 0) throw new CommandError(Status.INVALID_FIELD, 'SGLs are not supported');
 }
 
 /** Starting LBA (CDW10-11) and block count (CDW12 bits 15:0, 0-based), checked against the namespace. */
-function lbaRange(cmd: NvmeCommand, ns: Namespace): { offset: number; length: number; blocks: number } {
-  const slba = (BigInt(cmd.cdw11) << 32n) | BigInt(cmd.cdw10);
+function lbaRange(cmd: IoFields, ns: Namespace): { offset: number; length: number; blocks: number } {
+  // Above 2^53 the sum is inexact but still beyond any namespace, so the check holds.
+  const slba = cmd.cdw11 * 0x1_0000_0000 + cmd.cdw10;
   const blocks = (cmd.cdw12 & 0xffff) + 1;
-  if (slba + BigInt(blocks) > BigInt(ns.blocks)) throw new CommandError(Status.LBA_OUT_OF_RANGE, `LBAs ${slba}+${blocks} beyond ${ns.blocks}`);
-  return { offset: Number(slba) * ns.lbaSize, length: blocks * ns.lbaSize, blocks };
+  if (slba + blocks > ns.blocks) throw new CommandError(Status.LBA_OUT_OF_RANGE, `LBAs ${slba}+${blocks} beyond ${ns.blocks}`);
+  return { offset: slba * ns.lbaSize, length: blocks * ns.lbaSize, blocks };
 }
 
 function checkWritable(ns: Namespace): void {
   if (ns.readOnly) throw new CommandError(Status.NAMESPACE_WRITE_PROTECTED, `namespace ${ns.id} is write protected`);
 }
 
-async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Promise<CommandResult> {
+/** A Read or Write whose fields passed every check. */
+interface Transfer {
+  readonly ns: Namespace;
+  readonly offset: number;
+  readonly length: number;
+  readonly write: boolean;
+  readonly fua: boolean;
+}
+
+/** The checks of a Read or Write before its data pointers, in the order the spec's statuses take precedence here. */
+function checkTransfer(cmd: IoFields, ctx: IoContext, write: boolean): Transfer {
   const ns = namespaceOf(cmd, ctx);
   checkPrps(cmd);
   const { offset, length } = lbaRange(cmd, ns);
   if (length > ctx.maxTransfer) throw new CommandError(Status.INVALID_FIELD, `transfer of ${length} bytes exceeds MDTS (${ctx.maxTransfer})`);
   if (write) checkWritable(ns);
-  // A Read writes guest memory; a Write reads it.
-  const ranges = await walkPrps(ctx.memory, cmd.prp1, cmd.prp2, length, !write);
   // With the volatile write cache turned off (Set Features), every write is durable before it completes.
   const fua = (cmd.cdw12 & FUA) !== 0 || (write && ns.capabilities.flush && !ctx.writeCacheEnabled);
-  await withGuestBuffers(ctx.memory, ranges, !write, (buffers) => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write));
-  ctx.account(write, length);
+  return { ns, offset, length, write, fua };
+}
+
+async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Promise<CommandResult> {
+  const t = checkTransfer(cmd, ctx, write);
+  // A Read writes guest memory; a Write reads it.
+  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, false);
+  return transfer(t, await walk.walk(), ctx);
+}
+
+/**
+ * Moves a checked transfer's data between the backend and the guest ranges,
+ * asynchronously; `views`: the ranges' views, taken in this same turn.
+ */
+async function transfer(t: Transfer, ranges: readonly GuestRange[], ctx: IoContext, views?: Uint8Array[]): Promise<CommandResult> {
+  const { ns, offset, write, fua } = t;
+  await withGuestBuffers(ctx.memory, ranges, !write, (buffers) => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write), views);
+  ctx.account(write, t.length);
   return {};
 }
 
-async function flush(cmd: NvmeCommand, ctx: IoContext): Promise<CommandResult> {
+function flushTargets(cmd: IoFields, ctx: IoContext): Namespace[] {
   const targets: Namespace[] = [];
   if (cmd.nsid === NSID_ALL) {
     for (let id = 1; ctx.namespace(id); id++) targets.push(ctx.namespace(id)!);
   } else {
     targets.push(namespaceOf(cmd, ctx));
   }
+  return targets;
+}
+
+async function flush(cmd: NvmeCommand, ctx: IoContext): Promise<CommandResult> {
+  return flushAll(flushTargets(cmd, ctx));
+}
+
+async function flushAll(targets: readonly Namespace[]): Promise<CommandResult> {
   for (const ns of targets) if (ns.capabilities.flush) await backendCall(() => ns.disk.flush(), true);
   return {};
+}
+
+/**
+ * The synchronous fast path of an I/O command: Read, Write and Flush whose
+ * guest memory has views and whose backend finishes at once. Returns the
+ * completion status when the command finished here (success or failure,
+ * the same status {@link executeIo} gives); a Promise when it was checked
+ * and started but must wait (memory without views, a backend that
+ * declined, a PRP list page to copy), settling as executeIo's does and
+ * redoing none of the checks; undefined when the command is not one this
+ * path takes (nothing was done: give it to executeIo).
+ */
+export function executeIoNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandResult> | undefined {
+  if (cmd.fuse !== 0) return undefined;
+  const op = cmd.opcode;
+  if (op !== IoOpcode.READ && op !== IoOpcode.WRITE && op !== IoOpcode.FLUSH) return undefined;
+  try {
+    return op === IoOpcode.FLUSH ? flushNow(cmd, ctx) : readWriteNow(cmd, ctx, op === IoOpcode.WRITE);
+  } catch (e) {
+    return e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
+  }
+}
+
+function readWriteNow(cmd: FastCommand, ctx: IoContext, write: boolean): number | Promise<CommandResult> {
+  const t = checkTransfer(cmd, ctx, write);
+  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, true);
+  if (!walk.walkNow()) return walk.walk().then((ranges) => transfer(t, ranges, ctx));
+  const views = walk.views;
+  if (views) {
+    let done: boolean;
+    try {
+      done = write ? t.ns.disk.writeNow(t.offset, views, { fua: t.fua }) : t.ns.disk.readNow(t.offset, views);
+    } catch (e) {
+      throw failure(e, write);
+    }
+    if (done) {
+      ctx.account(write, t.length);
+      return Status.SUCCESS;
+    }
+  }
+  // The backend must wait (or the memory has no views): the same views, pinned, or a bounce buffer.
+  return transfer(t, walk.ranges, ctx, views);
+}
+
+function flushNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandResult> {
+  const targets = flushTargets(cmd, ctx);
+  for (let i = 0; i < targets.length; i++) {
+    const ns = targets[i];
+    if (!ns.capabilities.flush) continue;
+    let done: boolean;
+    try {
+      done = ns.disk.flushNow();
+    } catch (e) {
+      throw failure(e, true);
+    }
+    // The namespaces flushed already stay flushed: the rest wait.
+    if (!done) return flushAll(targets.slice(i));
+  }
+  return Status.SUCCESS;
 }
 
 async function writeZeroes(cmd: NvmeCommand, ctx: IoContext): Promise<CommandResult> {
@@ -142,21 +254,26 @@ async function backendCall(call: () => Promise<void>, write: boolean): Promise<v
   try {
     await call();
   } catch (e) {
-    if (e instanceof CommandError) throw e;
-    if (e instanceof BlockError) {
-      switch (e.code) {
-        case 'EROFS':
-          throw new CommandError(Status.NAMESPACE_WRITE_PROTECTED, e.message);
-        case 'ERANGE':
-          throw new CommandError(Status.LBA_OUT_OF_RANGE, e.message);
-        case 'ENOTSUP':
-          throw new CommandError(Status.INVALID_FIELD, e.message);
-        case 'ENOSPC':
-          throw new CommandError(Status.CAPACITY_EXCEEDED, e.message);
-        default:
-          break;
-      }
-    }
-    throw new CommandError(write ? Status.WRITE_FAULT : Status.UNRECOVERED_READ_ERROR, (e as Error).message);
+    throw failure(e, write);
   }
+}
+
+/** The CommandError a failed backend call completes with. */
+function failure(e: unknown, write: boolean): CommandError {
+  if (e instanceof CommandError) return e;
+  if (e instanceof BlockError) {
+    switch (e.code) {
+      case 'EROFS':
+        return new CommandError(Status.NAMESPACE_WRITE_PROTECTED, e.message);
+      case 'ERANGE':
+        return new CommandError(Status.LBA_OUT_OF_RANGE, e.message);
+      case 'ENOTSUP':
+        return new CommandError(Status.INVALID_FIELD, e.message);
+      case 'ENOSPC':
+        return new CommandError(Status.CAPACITY_EXCEEDED, e.message);
+      default:
+        break;
+    }
+  }
+  return new CommandError(write ? Status.WRITE_FAULT : Status.UNRECOVERED_READ_ERROR, (e as Error).message);
 }

@@ -17,71 +17,170 @@ export interface GuestRange {
   len: number;
 }
 
-const MAX_ADDR = BigInt(Number.MAX_SAFE_INTEGER);
-
-function address(v: bigint, what: string): number {
-  if (v > MAX_ADDR) throw new CommandError(Status.DATA_TRANSFER_ERROR, `${what} 0x${v.toString(16)} is beyond any mapping`);
+function address(v: number | bigint, what: string): number {
+  if (v > Number.MAX_SAFE_INTEGER) throw new CommandError(Status.DATA_TRANSFER_ERROR, `${what} 0x${v.toString(16)} is beyond any mapping`);
   return Number(v);
+}
+
+/**
+ * One walk over PRP1/PRP2 and their lists, resumable so that the same
+ * checks serve the synchronous fast path (list pages read through views)
+ * and the asynchronous path (list pages copied, maybe by message): while
+ * not `done`, step() takes the `needLength` bytes of PRP list at `needAt`
+ * (walkNow() and walk() do that loop). Every data
+ * range is checked against the DMA maps as it is added; with `collectViews`
+ * the check is taking its zero-copy views, kept in `views` (undefined once
+ * a range has none).
+ */
+export class PrpWalk {
+  /** The guest ranges, adjacent pieces merged. */
+  readonly ranges: GuestRange[] = [];
+  /** Views of every range in order, while all of them have views (collectViews only). */
+  views: Uint8Array[] | undefined;
+  /** Where the next step() needs PRP list bytes (while not done). */
+  needAt = 0;
+  needLength = 0;
+  private left = 0;
+  private list = 0;
+  private visited: Set<number> | undefined;
+
+  /**
+   * `write`: the controller writes guest memory (a Read command). Throws
+   * {@link CommandError} for PRP1 and PRP2 problems.
+   */
+  constructor(
+    private readonly mem: QueueMemory,
+    prp1: number | bigint,
+    prp2: number | bigint,
+    length: number,
+    private readonly write: boolean,
+    collectViews: boolean,
+  ) {
+    if (collectViews) this.views = [];
+    if (length === 0) return;
+    const first = address(prp1, 'PRP1');
+    if (first % 4 !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP1 is not dword aligned');
+    const firstLen = Math.min(length, PAGE_SIZE - (first % PAGE_SIZE));
+    this.add(first, firstLen);
+    const left = length - firstLen;
+    if (left === 0) return;
+    const second = address(prp2, 'PRP2');
+    if (left <= PAGE_SIZE) {
+      if (second % PAGE_SIZE !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP2 data pointer is not page aligned');
+      this.add(second, left);
+      return;
+    }
+    // PRP2 points to a list; each list page's last entry chains to the next page while more entries remain.
+    if (second % 8 !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP list pointer is not qword aligned');
+    this.left = left;
+    this.list = second;
+    this.visited = new Set();
+    this.enterList();
+  }
+
+  /** True once every range is known. */
+  get done(): boolean {
+    return this.left === 0;
+  }
+
+  /** Checks the next list page and says which bytes of it are needed. */
+  private enterList(): void {
+    const list = this.list;
+    const page = Math.floor(list / PAGE_SIZE);
+    if (this.visited!.has(page)) throw new CommandError(Status.INVALID_FIELD, `PRP list returns to page 0x${(page * PAGE_SIZE).toString(16)}`);
+    this.visited!.add(page);
+    const slots = (PAGE_SIZE - (list % PAGE_SIZE)) / 8;
+    const needed = Math.ceil(this.left / PAGE_SIZE);
+    const take = needed <= slots ? needed : slots; // the last slot chains when more are needed
+    if (!this.mem.mapped(list, take * 8, false)) throw new CommandError(Status.DATA_TRANSFER_ERROR, `PRP list at 0x${list.toString(16)} is not mapped`);
+    this.needAt = list;
+    this.needLength = take * 8;
+  }
+
+  /** Takes the `needLength` bytes of PRP list asked for at `needAt` (while not done). */
+  step(bytes: Uint8Array): void {
+    const take = this.needLength / 8;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, this.needLength);
+    const needed = Math.ceil(this.left / PAGE_SIZE);
+    const dataEntries = needed <= take ? take : take - 1;
+    for (let i = 0; i < dataEntries; i++) {
+      const entry = address(view.getBigUint64(i * 8, true), 'PRP entry');
+      if (entry % PAGE_SIZE !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, `PRP entry ${i} is not page aligned`);
+      const len = Math.min(this.left, PAGE_SIZE);
+      this.add(entry, len);
+      this.left -= len;
+    }
+    if (this.left > 0) {
+      const next = address(view.getBigUint64((take - 1) * 8, true), 'PRP list chain');
+      if (next % PAGE_SIZE !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP list chain pointer is not page aligned');
+      this.list = next;
+      this.enterList();
+    }
+  }
+
+  private add(addr: number, len: number): void {
+    if (this.views) {
+      // Taking the views is the mapping check: they throw exactly where mapped() is false.
+      let v: Uint8Array[] | undefined;
+      try {
+        v = this.mem.views(addr, len, this.write);
+      } catch {
+        throw this.unmapped(addr, len);
+      }
+      if (v) for (const x of v) this.views.push(x);
+      else this.views = undefined;
+    } else if (!this.mem.mapped(addr, len, this.write)) {
+      throw this.unmapped(addr, len);
+    }
+    const last = this.ranges[this.ranges.length - 1];
+    if (last && last.addr + last.len === addr) last.len += len;
+    else this.ranges.push({ addr, len });
+  }
+
+  private unmapped(addr: number, len: number): CommandError {
+    return new CommandError(Status.DATA_TRANSFER_ERROR, `data at 0x${addr.toString(16)}+${len} is not mapped ${this.write ? 'writable' : 'readable'}`);
+  }
+
+  /** Finishes the walk at once where list pages have views; false when one needs a copy (then use walk()). */
+  walkNow(): boolean {
+    while (this.left > 0) {
+      let v: Uint8Array[] | undefined;
+      try {
+        v = this.mem.views(this.needAt, this.needLength, false);
+      } catch (e) {
+        throw new CommandError(Status.DATA_TRANSFER_ERROR, `cannot read the PRP list: ${(e as Error).message}`);
+      }
+      if (!v || v.length !== 1) return false;
+      this.step(v[0]);
+    }
+    return true;
+  }
+
+  /** Finishes the walk, copying list pages out of guest memory (by mapping or by message). */
+  async walk(): Promise<GuestRange[]> {
+    while (this.left > 0) {
+      let bytes: Uint8Array;
+      try {
+        bytes = await this.mem.read(this.needAt, this.needLength);
+      } catch (e) {
+        throw new CommandError(Status.DATA_TRANSFER_ERROR, `cannot read the PRP list: ${(e as Error).message}`);
+      }
+      this.step(bytes);
+    }
+    return this.ranges;
+  }
 }
 
 /**
  * The guest ranges a transfer of `length` bytes described by PRP1/PRP2
  * covers. `write`: the controller writes guest memory (a Read command).
  */
-export async function walkPrps(mem: QueueMemory, prp1: bigint, prp2: bigint, length: number, write: boolean): Promise<GuestRange[]> {
-  if (length === 0) return [];
-  const first = address(prp1, 'PRP1');
-  if (first % 4 !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP1 is not dword aligned');
-  const ranges: GuestRange[] = [];
-  const add = (addr: number, len: number): void => {
-    if (!mem.mapped(addr, len, write)) throw new CommandError(Status.DATA_TRANSFER_ERROR, `data at 0x${addr.toString(16)}+${len} is not mapped ${write ? 'writable' : 'readable'}`);
-    const last = ranges[ranges.length - 1];
-    if (last && last.addr + last.len === addr) last.len += len;
-    else ranges.push({ addr, len });
-  };
-  const firstLen = Math.min(length, PAGE_SIZE - (first % PAGE_SIZE));
-  add(first, firstLen);
-  let left = length - firstLen;
-  if (left === 0) return ranges;
-  const second = address(prp2, 'PRP2');
-  if (left <= PAGE_SIZE) {
-    if (second % PAGE_SIZE !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP2 data pointer is not page aligned');
-    add(second, left);
-    return ranges;
+export function walkPrps(mem: QueueMemory, prp1: bigint, prp2: bigint, length: number, write: boolean): Promise<GuestRange[]> {
+  try {
+    return new PrpWalk(mem, prp1, prp2, length, write, false).walk();
+  } catch (e) {
+    return Promise.reject(e);
   }
-  // PRP2 points to a list; each list page's last entry chains to the next page while more entries remain.
-  if (second % 8 !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP list pointer is not qword aligned');
-  let list = second;
-  const visited = new Set<number>();
-  while (left > 0) {
-    const page = Math.floor(list / PAGE_SIZE);
-    if (visited.has(page)) throw new CommandError(Status.INVALID_FIELD, `PRP list returns to page 0x${(page * PAGE_SIZE).toString(16)}`);
-    visited.add(page);
-    const slots = (PAGE_SIZE - (list % PAGE_SIZE)) / 8;
-    const needed = Math.ceil(left / PAGE_SIZE);
-    const take = needed <= slots ? needed : slots; // the last slot chains when more are needed
-    if (!mem.mapped(list, take * 8, false)) throw new CommandError(Status.DATA_TRANSFER_ERROR, `PRP list at 0x${list.toString(16)} is not mapped`);
-    let bytes: Uint8Array;
-    try {
-      bytes = await mem.read(list, take * 8);
-    } catch (e) {
-      throw new CommandError(Status.DATA_TRANSFER_ERROR, `cannot read the PRP list: ${(e as Error).message}`);
-    }
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const dataEntries = needed <= slots ? take : take - 1;
-    for (let i = 0; i < dataEntries; i++) {
-      const entry = address(view.getBigUint64(i * 8, true), 'PRP entry');
-      if (entry % PAGE_SIZE !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, `PRP entry ${i} is not page aligned`);
-      const len = Math.min(left, PAGE_SIZE);
-      add(entry, len);
-      left -= len;
-    }
-    if (left > 0) {
-      list = address(view.getBigUint64((take - 1) * 8, true), 'PRP list chain');
-      if (list % PAGE_SIZE !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP list chain pointer is not page aligned');
-    }
-  }
-  return ranges;
 }
 
 function transferError(e: unknown): CommandError {
@@ -93,13 +192,15 @@ function transferError(e: unknown): CommandError {
  * Lends the ranges to `io` as buffers: views of guest memory when every
  * range offers them (pinned until `io` settles), otherwise one bounce
  * buffer copied in before (`write` false) or out after (`write` true).
- * Guest memory failures become Data Transfer Error.
+ * Guest memory failures become Data Transfer Error. `taken`: the views of
+ * the ranges, already taken in this turn of the event loop.
  */
-export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestRange[], write: boolean, io: (buffers: Uint8Array[]) => Promise<void>): Promise<void> {
-  const views: Uint8Array[] = [];
+export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestRange[], write: boolean, io: (buffers: Uint8Array[]) => Promise<void>, taken?: Uint8Array[]): Promise<void> {
+  // `taken`: views of the ranges made in this same turn (by a PRP walk), not to be taken again.
+  const views: Uint8Array[] = taken ?? [];
   let direct = true;
   try {
-    for (const r of ranges) {
+    for (const r of taken ? [] : ranges) {
       const v = mem.views(r.addr, r.len, write);
       if (!v) {
         direct = false;

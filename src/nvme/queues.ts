@@ -29,8 +29,15 @@ export class CompletionQueue {
   readonly pending: PendingCompletion[] = [];
   /** Submission queues that post here. */
   readonly sqs = new Set<SubmissionQueue>();
-  /** A flush of `pending` is running or scheduled. */
+  /** An asynchronous flush of `pending` is running. */
   flushing = false;
+  /** A flush of `pending` is scheduled for the end of this turn. */
+  scheduled = false;
+  /** Completions of a synchronous drain wait here to be posted when the drain's batch ends. */
+  collected = false;
+  /** The fast path's cached view of the whole queue (reading length 0 once unmapped), and its words. */
+  ring: Uint8Array | undefined;
+  words: DataView | undefined;
 
   constructor(
     readonly id: number,
@@ -79,6 +86,8 @@ export class SubmissionQueue {
   dead = false;
   /** Called once `outstanding` drops to zero (or the controller resets). */
   idleWaiters: (() => void)[] = [];
+  /** The fast path's cached view of the whole queue (reading length 0 once unmapped). */
+  ring: Uint8Array | undefined;
   /** Shadow doorbell polling: running, and until when (ms, performance.now()). */
   polling = false;
   pollUntil = 0;
@@ -98,6 +107,18 @@ export class SubmissionQueue {
   wakeIdle(): void {
     for (const w of this.idleWaiters.splice(0)) w();
   }
+}
+
+/**
+ * Writes a completion queue entry at `at` of a queue's view (`words` over
+ * the same bytes), dword 3 with the phase tag last and in one store, so a
+ * driver that sees the new phase sees the whole entry (NVMe 1.4, 4.6).
+ */
+export function writeCompletion(words: DataView, at: number, c: PendingCompletion, phase: number): void {
+  words.setUint32(at, c.dw0 >>> 0, true);
+  words.setUint32(at + 4, 0, true);
+  words.setUint32(at + 8, (c.sq.head | (c.sq.id << 16)) >>> 0, true);
+  words.setUint32(at + 12, (c.cid | ((((c.status << 1) | phase) & 0xffff) << 16)) >>> 0, true);
 }
 
 /** Encodes a completion queue entry (NVMe 1.4, 4.6). */
