@@ -25,7 +25,10 @@ test('the addon loads and polls in two workers at once, and the main thread stil
   const mainStarts = native.spinState()[1];
   const runs = await Promise.all([runWorker(), runWorker()]);
   for (const { result } of runs) {
-    assert.deepEqual(result, { data: 'from the worker', count: 3, spinStarts: 1 });
+    const r = result as { data: string; count: number; spinStarts: number };
+    assert.deepEqual({ data: r.data, count: r.count }, { data: 'from the worker', count: 3 });
+    // The worker's own loop busy-polled (more than once when a loaded machine let its 1 ms window lapse between events).
+    assert.ok(r.spinStarts >= 1, `spin starts ${r.spinStarts}`);
   }
   // The workers' busy polling is theirs: the main thread's state did not move.
   assert.equal(native.spinState()[1], mainStarts);
