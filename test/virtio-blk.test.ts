@@ -291,15 +291,19 @@ describe('virtio-blk: concurrency, queues, memory, resets', () => {
     assert.equal((await blk(d, 0, T_GET_ID, 0, { inLen: 20 })).data.toString(), 'muser-test-serial-01');
   });
 
+  /** Posts a read the backend holds, then resets the device under it. */
+  async function resetUnderHeldRead(r: Rig): Promise<void> {
+    r.backend.holding = true;
+    r.driver.post(0, buildBlk(r.driver, T_IN, 0, { inLen: 4096 }).bufs);
+    await r.driver.kick(0);
+    await r.backend.waitHeld(1);
+    await r.driver.setStatus(0);
+  }
+
   test('reset during I/O: requests in flight never complete; the device works after setup', async () => {
     r = await rig();
     const d = r.driver;
-    r.backend.holding = true;
-    const req = buildBlk(d, T_IN, 0, { inLen: 4096 });
-    d.post(0, req.bufs);
-    await d.kick(0);
-    await r.backend.waitHeld(1);
-    await d.setStatus(0);
+    await resetUnderHeldRead(r);
     r.backend.releaseAll();
     await r.client.regionRead(0, 0, 4);
     assert.equal(d.usedState(0).idx, 0);
@@ -310,12 +314,7 @@ describe('virtio-blk: concurrency, queues, memory, resets', () => {
   test('a request the driver reset away whose memory is then unmapped does not break the fresh device', async () => {
     r = await rig();
     const d = r.driver;
-    r.backend.holding = true;
-    const req = buildBlk(d, T_IN, 0, { inLen: 4096 });
-    d.post(0, req.bufs);
-    await d.kick(0);
-    await r.backend.waitHeld(1);
-    await d.setStatus(0);
+    await resetUnderHeldRead(r);
     // The unmap waits for the request's pinned data views; its status byte then has no memory left.
     const unmap = r.client.dmaUnmap(GUEST_BASE, d.mem.bytes.length);
     const device = r.server.device;
