@@ -63,7 +63,7 @@ export function virtioScenarios() {
         ...base,
         what: 'virtio-blk (the muser sample, --workers 2) with 2 queues on 2 vCPUs, each queue served on its own worker thread',
         sample: 'virtio-blk',
-        flow: (/** @type {Run} */ r, /** @type {Harness} */ h) => blkMqFlow(r, h, backend, ['--workers', '2']),
+        flow: (/** @type {Run} */ r, /** @type {Harness} */ h) => blkMqFlow(r, h, backend, ['--workers', '2', '--stats']),
       };
     }
     out[`${pre}virtio-rng`] = {
@@ -303,6 +303,14 @@ async function blkMqFlow(r, h, backend, extra = /** @type {string[]} */ ([])) {
     "both queues carry I/O: each CPU's writes complete on its own queue's MSI-X vector " +
       `(queue ${perCpu[0].queue}: ${perCpu[0].irqs_before} -> ${perCpu[0].irqs_after}, queue ${perCpu[1].queue}: ${perCpu[1].irqs_before} -> ${perCpu[1].irqs_after} interrupts)`,
     mq.join(' | '));
+  if (extra.includes('--workers')) {
+    // `--stats`: what each queue served, and where, printed when QEMU left.
+    const line = [...r.device].reverse().find((/** @type {string} */ l) => l.startsWith('virtio-blk: stats ')) ?? '';
+    const k = h.kv(line.slice('virtio-blk: stats '.length));
+    const [q0, q1] = [k.q0 ?? '', k.q1 ?? ''].map((v) => /^thread(\d+):(\d+)$/.exec(v));
+    r.assert(q0 !== null && q1 !== null && q0[1] !== q1[1] && Number(q0[2]) > 0 && Number(q1[2]) > 0,
+      `each queue's requests were served on its own worker thread (queue 0: ${k.q0}, queue 1: ${k.q1})`, line);
+  }
 }
 
 // ------------------------------------------------------------------ virtio-rng

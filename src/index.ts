@@ -94,6 +94,8 @@ export type { DmaRegion, DmaSegment, DmaTableObserver } from './device/dma.js';
 export type { DoorbellHandler, DoorbellContext } from './device/threads/doorbell.js';
 export {
   virtioDevice,
+  virtioQueueStats,
+  type VirtioQueueStats,
   VirtioConfig,
   VirtqueueRequest,
   RequestError,

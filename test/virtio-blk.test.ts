@@ -14,7 +14,7 @@ import { Client } from '../src/client/index.js';
 import { DmaMapFlag } from '../src/protocol/constants.js';
 import { serve, virtioBlk, type Server } from '../src/index.js';
 import { BlkFeature } from '../src/virtio/blk.js';
-import { DescFlag, VirtioFeature, VirtioStatus, featureBit, hasFeature } from '../src/virtio/index.js';
+import { DescFlag, VirtioFeature, VirtioStatus, featureBit, hasFeature, virtioTransportOf } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
@@ -278,6 +278,8 @@ describe('virtio-blk: concurrency, queues, memory, resets', () => {
       assert.equal((await blk(d, q, T_OUT, 100 * q, { out: data })).status, S_OK);
       assert.deepEqual((await blk(d, q, T_IN, 100 * q, { inLen: 2048 })).data, data);
     }
+    const counts = virtioTransportOf(r.server.device.spec)!.requestCounts();
+    assert.deepEqual(counts, [{ queue: 0, thread: 'main', requests: 2 }, { queue: 1, thread: 'main', requests: 2 }]);
   });
 
   test('guest memory without an fd: the same requests by DMA messages', async () => {

@@ -80,6 +80,9 @@ describe('virtio-blk with queues on worker threads', () => {
     assert.equal((await blk(r.driver, 0, T_GET_ID, 0, { inLen: 20 })).data.subarray(0, 13).toString(), 'worker-serial');
     // Every completion interrupt went from the threads straight to the MSI-X eventfds.
     assert.equal(r.server.device.irqs.signals, 0, 'the main thread signalled no interrupt');
+    const counts = transport.requestCounts();
+    assert.deepEqual(counts.map((c) => c.thread), [0, 1], 'each queue on its own thread');
+    assert.deepEqual(counts.map((c) => c.requests), [7, 6], 'the threads served every request');
   });
 
   test('INTx: the threads ask the main thread, which sets the ISR and signals INTx', async () => {
@@ -238,7 +241,7 @@ describe('a queue module on a worker thread', () => {
 describe('muser run virtio-blk --workers', () => {
   test('serves a RAM disk from two threads, and stops cleanly on SIGTERM', async () => {
     const path = join(dir, `cli${serial++}.sock`);
-    const server = await startServer([MAIN, 'run', 'virtio-blk', path, '--size', '4M', '--queues', '2', '--workers', '2'], path, `on ${path}`, 'muser run');
+    const server = await startServer([MAIN, 'run', 'virtio-blk', path, '--size', '4M', '--queues', '2', '--workers', '--stats'], path, `on ${path}`, 'muser run');
     const client = await connectClient(path);
     const driver = await VirtioDriver.open(client);
     try {
@@ -246,10 +249,15 @@ describe('muser run virtio-blk --workers', () => {
       const data = pattern(8192, 11);
       assert.equal((await blk(driver, 0, T_OUT, 64, { out: data, kick: 'eventfd' })).status, S_OK);
       assert.deepEqual((await blk(driver, 1, T_IN, 64, { inLen: 8192, kick: 'eventfd' })).data, data);
+      assert.equal((await blk(driver, 1, T_GET_ID, 0, { inLen: 20 })).status, S_OK);
     } finally {
       driver.close();
       client.close();
     }
+    // --stats: when the client left, each queue's requests were counted on its own thread.
+    const deadline = Date.now() + 5000;
+    while (!/virtio-blk: stats .*\n/.test(server.stderr) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+    assert.match(server.stderr, /virtio-blk: stats q0=thread0:1 q1=thread1:2\n/);
     const exited = new Promise<number | null>((resolve) => server.child.once('exit', (code) => resolve(code)));
     server.child.kill('SIGTERM');
     assert.equal(await exited, 0, server.stderr);

@@ -3,7 +3,7 @@
  * raw image file (`--image`), a RAM disk (`--size`) or an NBD export
  * (`--nbd`), all from src/block/.
  */
-import { memfdBackend, openFileBackend, openNbdBackend, ramBackend, virtioBlk, type BlockBackend } from '../index.js';
+import { memfdBackend, openFileBackend, openNbdBackend, ramBackend, virtioBlk, virtioQueueStats, type BlockBackend, type DeviceSpec } from '../index.js';
 import type { Sample } from './index.js';
 
 /** Parses a size like 512, 64K, 64M or 2G (powers of 1024). */
@@ -40,6 +40,7 @@ export const virtioBlkSample: Sample = {
     'read-only': { type: 'boolean', description: 'refuse writes' },
     queues: { type: 'string', description: 'request queues (default 1)' },
     workers: { type: 'string', optionalNumber: true, description: 'serve the queues on N worker threads, queue i on thread i % N (alone: one per queue; default: the main thread)' },
+    stats: { type: 'boolean', description: 'print the requests each queue served, and on which thread, when a client leaves' },
   },
   async create(values) {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
@@ -48,9 +49,21 @@ export const virtioBlkSample: Sample = {
     if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new Error(`--workers must be 0..${queues} (at most one per queue), got ${String(values.workers)}`);
     const readOnly = values['read-only'] === true;
     const backend = await openBlockBackend({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, shared: workers > 0 });
-    return virtioBlk({ backend, queues, readOnly, workers });
+    const spec = virtioBlk({ backend, queues, readOnly, workers });
+    return values.stats === true ? withStats(spec) : spec;
   },
 };
+
+/** Prints `virtio-blk: stats q0=thread0:N q1=main:M ...` (requests served, cumulative) when a client leaves. */
+function withStats(spec: DeviceSpec): DeviceSpec {
+  const inner = spec.onDisconnect;
+  spec.onDisconnect = (device) => {
+    inner?.(device);
+    const fields = virtioQueueStats(spec).map((c) => `q${c.queue}=${c.thread === 'main' ? 'main' : `thread${c.thread}`}:${c.requests}`);
+    process.stderr.write(`virtio-blk: stats ${fields.join(' ')}\n`);
+  };
+  return spec;
+}
 
 function str(v: string | boolean | undefined): string | undefined {
   return typeof v === 'string' ? v : undefined;

@@ -98,6 +98,26 @@ export function virtioTransportOf(spec: DeviceSpec): VirtioPciTransport | undefi
   return transports.get(spec);
 }
 
+/** How many requests one queue's handler was given, and where it runs. */
+export interface VirtioQueueStats {
+  queue: number;
+  /** 'main', or the number of the worker thread serving the queue. */
+  thread: 'main' | number;
+  /** Requests handed to the handler since the device was made. */
+  requests: number;
+}
+
+/**
+ * Requests each queue of a device made by {@link virtioDevice} served so
+ * far, and on which thread (counted in shared memory, so a thread that
+ * ended still counts). Throws TypeError for any other spec.
+ */
+export function virtioQueueStats(spec: DeviceSpec): VirtioQueueStats[] {
+  const t = transports.get(spec);
+  if (!t) throw new TypeError('not a device made by virtioDevice()');
+  return t.requestCounts();
+}
+
 /** Builds the DeviceSpec of a virtio device over the modern virtio-pci transport. */
 export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
   if (!Number.isInteger(spec.type) || spec.type < 1 || spec.type > 0xbf) throw new RangeError(`virtio device type ${spec.type} is out of range`);

@@ -1,5 +1,5 @@
 /** Virtio devices over the modern virtio-pci transport. */
-export { virtioDevice, virtioTransportOf, type VirtioDeviceSpec, type VirtioQueueSpec } from './device.js';
+export { virtioDevice, virtioTransportOf, virtioQueueStats, type VirtioDeviceSpec, type VirtioQueueSpec, type VirtioQueueStats } from './device.js';
 export { VirtioConfig, type ConfigField, type ConfigFieldType, type ConfigValues } from './config.js';
 export { VirtqueueRequest, RequestError, BounceBudget, type Area, type Descriptor, type IoBuffers } from './request.js';
 export { VirtioPciTransport, type QueueHandler, type VirtioContext, type TransportState } from './transport.js';

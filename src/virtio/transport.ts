@@ -84,8 +84,11 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   private configGeneration = 0;
   private isr = 0;
   private paused = false;
+  /** Requests handed to each queue's handler on this thread. */
+  private readonly served: number[];
 
   constructor(private readonly options: TransportOptions) {
+    this.served = options.queues.map(() => 0);
     this.memory = dmaQueueMemory(() => {
       if (!this.device) throw new Error('virtio: no device');
       return this.device.dma;
@@ -235,6 +238,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
       request.complete(0); // served on a worker thread: never dispatched here
       return;
     }
+    this.served[request.queue]++;
     let result: MaybePromise<number>;
     try {
       result = handler(request, this);
@@ -285,6 +289,18 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
       if (!this.paused) q.resume();
     }
     this.options.onReset?.(this);
+  }
+
+  /**
+   * Requests each queue's handler was given since the device was made,
+   * and where it runs: 'main', or the number of its worker thread.
+   */
+  requestCounts(): { queue: number; thread: 'main' | number; requests: number }[] {
+    const remote = this.threads?.requestCounts() ?? new Map<number, { thread: number; requests: number }>();
+    return this.queues.map((_, queue) => {
+      const r = remote.get(queue);
+      return r ? { queue, thread: r.thread, requests: r.requests } : { queue, thread: 'main' as const, requests: this.served[queue] };
+    });
   }
 
   /**

@@ -12,6 +12,8 @@ export interface QueueRoleData {
   data: unknown;
   /** The queues this thread serves: index and largest size. */
   queues: { index: number; maxSize: number }[];
+  /** Requests served, an Int32 per queue index (shared: the main thread reads it whenever it likes). */
+  served: SharedArrayBuffer;
 }
 
 export type { QueueWorkerSpec };

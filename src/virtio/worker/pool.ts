@@ -32,6 +32,8 @@ export class QueueThreads implements QueueLink {
   private readonly threadOf = new Map<number, number>();
   /** Per thread: how long a reset waits for it before restarting it. */
   private readonly resetTimeout = new Map<number, number>();
+  /** Requests served, an Int32 per queue index, counted by the threads. */
+  private readonly served: Int32Array;
   /** Resets sent and not yet answered, by queue: the thread's events until the answer are of the old generation. */
   private readonly resetting = new Map<number, number>();
 
@@ -40,6 +42,7 @@ export class QueueThreads implements QueueLink {
     shadowHost: VirtqueueHost,
     private readonly host: PoolHost,
   ) {
+    this.served = new Int32Array(new SharedArrayBuffer(4 * Math.max(1, ...specs.map((s) => s.index + 1))));
     const byThread = new Map<number, { spec: QueueWorkerSpec; queues: { index: number; maxSize: number }[] }>();
     for (const s of specs) {
       const id = s.worker.thread ?? s.index;
@@ -58,6 +61,7 @@ export class QueueThreads implements QueueLink {
           module: String(e.spec.module),
           data: typeof e.spec.data === 'function' ? (e.spec.data as () => unknown)() : e.spec.data,
           queues: e.queues,
+          served: this.served.buffer as SharedArrayBuffer,
         }),
       })),
       {
@@ -117,6 +121,13 @@ export class QueueThreads implements QueueLink {
         }
       }),
     );
+  }
+
+  /** Requests each queue's thread served so far (counted in shared memory: also after the thread ended), by queue. */
+  requestCounts(): Map<number, { thread: number; requests: number }> {
+    const out = new Map<number, { thread: number; requests: number }>();
+    for (const [q, thread] of this.threadOf) out.set(q, { thread, requests: Atomics.load(this.served, q) });
+    return out;
   }
 
   // ---- QueueLink ----

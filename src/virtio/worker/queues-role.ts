@@ -39,6 +39,8 @@ export const startRole: StartRole = async (rt, raw) => {
 
   /** Handler calls not yet settled, by queue (a reset waits for them). */
   const running = new Map<number, number>();
+  /** Requests handed to the handler, by queue index. */
+  const served = new Int32Array(data.served);
   const settledWaiters = new Map<number, (() => void)[]>();
   const vectors = new Map<number, number>();
   const settle = (q: number): void => {
@@ -66,6 +68,7 @@ export const startRole: StartRole = async (rt, raw) => {
     dispatch(request: VirtqueueRequest) {
       const q = request.queue;
       running.set(q, (running.get(q) ?? 0) + 1);
+      Atomics.add(served, q, 1);
       let result: number | Promise<number>;
       try {
         result = handler(request, ctxOf(q));
