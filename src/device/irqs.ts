@@ -58,7 +58,7 @@ export class IrqState {
   constructor(
     readonly counts: IrqCounts,
     private readonly onUnmask: UnmaskListener = () => {},
-    /** Told after any change of eventfds or masks (worker threads route interrupts by them). */
+    /** Told after eventfds or masks change (worker threads route MSI-X by them; INTx automask is not reported). */
     private readonly onChange: () => void = () => {},
   ) {
     this.lines = [counts.intx, counts.msi, counts.msix, counts.err, counts.req].map((c) => new IrqLine(c));
@@ -153,10 +153,8 @@ export class IrqState {
     if (fd < 0) return 'no-eventfd';
     native.eventfdWrite(fd, 1);
     this.signals++;
-    if (index === IrqIndex.INTX) {
-      line.masked[vector] = true;
-      this.onChange();
-    }
+    // INTx's automask is per interrupt and never changes an MSI-X route: no change to report.
+    if (index === IrqIndex.INTX) line.masked[vector] = true;
     return 'sent';
   }
 
