@@ -170,7 +170,7 @@ export class Client {
    */
   request(command: number, payload: Buffer, fds?: readonly number[]): Promise<ReplyFrame> {
     return new Promise((resolve, reject) => {
-      if (this.channel.isClosed) return reject(new Error('connection closed'));
+      if (this.channel.isClosed) return reject(new Error(`connection closed: cannot send ${commandName(command)}`));
       const msgId = this.allocId();
       const timer = setTimeout(() => {
         this.pending.delete(msgId);
@@ -433,7 +433,7 @@ export class Client {
   private onClose(_e?: Error): void {
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
-      p.reject(new Error('connection closed'));
+      p.reject(new Error(`connection closed while waiting for the reply to ${commandName(p.command)} (msg_id ${p.msgId})`));
     }
     this.pending.clear();
     this.markClosed();

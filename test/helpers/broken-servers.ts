@@ -226,6 +226,7 @@ export const BROKEN_SERVERS: BrokenServer[] = [
   { name: 'refuses DMA_MAP', fails: ['dma.map-fd', 'dma.map-no-fd'], rule: (m) => (reply(m, Command.DMA_MAP) ? failure(m, Errno.EINVAL) : m.bytes) },
   acceptsWhatIsRefused('unmaps what was never mapped', 'dma.unmap-unknown', Command.DMA_UNMAP),
   acceptsWhatIsRefused('maps overlapping ranges', 'dma.map-overlap', Command.DMA_MAP),
+  { name: 'refuses overlapping maps with EINVAL, not EEXIST', fails: ['dma.map-overlap'], rule: (m) => (reply(m, Command.DMA_MAP) && m.isError && m.bytes.readUInt32LE(12) === Errno.EEXIST ? failure(m, Errno.EINVAL) : m.bytes) },
   mapsWhatIsRefused('maps zero bytes', 'dma.map-zero-size', (r) => r.size === 0n),
   mapsWhatIsRefused('maps ranges off a page boundary', 'dma.map-unaligned', (r) => (r.address | r.size | r.offset) % 4096n !== 0n),
   mapsWhatIsRefused('maps ranges that wrap past 2^64', 'dma.map-wrap', (r) => r.address + r.size > 1n << 64n),

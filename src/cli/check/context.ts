@@ -21,9 +21,12 @@ export function errnoName(errno: number): string {
 
 /** A connection the run made: which check opened it and, once known, who ended it. */
 interface ConnectionRecord {
+  /** The check that opened it; '' for the run's first, shared connection. */
   check: string;
   /** `us`: closed in step; `server`: the server closed it; `out-of-step`: closed because it was. */
   end?: 'us' | 'server' | 'out-of-step';
+  /** The check running when it ended. */
+  endedDuring?: string;
 }
 
 /** The shared context of one `muser check` run. */
@@ -71,7 +74,11 @@ export class Session implements CheckContext {
     }
     const record = this.record();
     if (this.made.length > 1) this.servedAnother = true;
-    void client.whenClosed.then(() => (record.end ??= 'server'));
+    void client.whenClosed.then(() => {
+      if (record.end) return;
+      record.end = 'server';
+      record.endedDuring = this.check;
+    });
     this.current = client;
     return client;
   }
@@ -94,7 +101,7 @@ export class Session implements CheckContext {
     const record = this.record();
     const outcome = await exchange(fd, messages, want, this.timeoutMs);
     if (outcome.replies.length > 0) this.servedAnother = true;
-    if (outcome.closed) record.end = 'server';
+    if (outcome.closed) Object.assign(record, { end: 'server', endedDuring: this.check });
     // Closed without a word: a refusal, or a server that was leaving (queued, then dropped)?
     if (outcome.closed && outcome.replies.length === 0) await this.expectListening();
     return outcome;
@@ -165,8 +172,9 @@ export class Session implements CheckContext {
       return new CheckSkip(`needs a new connection, but the server stopped listening (${e.code}) when its first client left: it serves one client in its life, as libvfio-user's server sample does`);
     }
     const last = this.made[this.made.length - 1];
-    const how = last?.end === 'server' ? ', which the server ended' : last?.end === 'out-of-step' ? ', ended for being out of step' : '';
-    return new CheckFailure(`${e.message}: the server stopped listening after the connection of ${last?.check || 'the first check'}${how}`);
+    const which = last?.check ? `the connection of ${last.check}` : 'the shared connection';
+    const how = last?.end === 'server' ? `, which it ended${last.endedDuring ? ` during ${last.endedDuring}` : ''}` : last?.end === 'out-of-step' ? ', ended for being out of step' : '';
+    return new CheckFailure(`${e.message}: the server stopped listening after ${which}${how}`);
   }
 }
 
