@@ -57,7 +57,7 @@ export interface ClientOptions {
 }
 
 /** A message from the server that fits no request in flight: the two ends are out of step. */
-export interface UnexpectedReply {
+export interface UnexpectedMessage {
   header: Header;
   /** Why it was unexpected. */
   reason: string;
@@ -112,7 +112,7 @@ export class Client {
    * request, a command other than DMA_READ / DMA_WRITE. The caller may drain
    * it. A late reply to a request that timed out is not counted.
    */
-  readonly unexpectedReplies: UnexpectedReply[] = [];
+  readonly unexpectedMessages: UnexpectedMessage[] = [];
   private readonly channel: Channel;
   private readonly pending = new Map<number, Pending>();
   private readonly lent: LentMemory[] = [];
@@ -143,7 +143,7 @@ export class Client {
     } catch (e) {
       client.close();
       // Say what came instead of the VERSION reply, if anything did.
-      if (e instanceof Error && client.unexpectedReplies.length > 0) e.message += `; instead: ${client.unexpectedReplies.map((u) => u.reason).join('; ')}`;
+      if (e instanceof Error && client.unexpectedMessages.length > 0) e.message += `; instead: ${client.unexpectedMessages.map((u) => u.reason).join('; ')}`;
       throw e;
     }
     return client;
@@ -372,7 +372,7 @@ export class Client {
       if (!p) {
         closeAll(frame.fds);
         if (!this.timedOut.delete(header.msgId)) {
-          this.unexpectedReplies.push({ header, reason: `a reply (${commandName(header.command)}, msg_id ${header.msgId}) to no request in flight` });
+          this.unexpectedMessages.push({ header, reason: `a reply (${commandName(header.command)}, msg_id ${header.msgId}) to no request in flight` });
         }
         return;
       }
@@ -382,7 +382,7 @@ export class Client {
         // The server answered something else under this msg_id: the two ends are out of step.
         closeAll(frame.fds);
         const reason = `the reply to ${commandName(p.command)} (msg_id ${p.msgId}) names command ${commandName(header.command)}`;
-        this.unexpectedReplies.push({ header, reason });
+        this.unexpectedMessages.push({ header, reason });
         p.reject(new Error(reason));
         return;
       }
@@ -396,7 +396,7 @@ export class Client {
     }
     closeAll(frame.fds);
     if (header.command !== Command.DMA_READ && header.command !== Command.DMA_WRITE) {
-      this.unexpectedReplies.push({ header, reason: `${commandName(header.command)} (msg_id ${header.msgId}) from the server, not flagged as a reply` });
+      this.unexpectedMessages.push({ header, reason: `${commandName(header.command)} (msg_id ${header.msgId}) from the server, not flagged as a reply` });
     }
     this.serveDeviceRequest(header, payload);
   }

@@ -1,5 +1,5 @@
 /** The muser vfio-user client library. */
-export { Client, ClientError, ReplyTimeout, type ClientOptions, type ReplyFrame, type UnexpectedReply } from './client.js';
+export { Client, ClientError, ReplyTimeout, type ClientOptions, type ReplyFrame, type UnexpectedMessage } from './client.js';
 export { ConnectError } from '../transport/connect.js';
 export { EventFd } from './eventfd.js';
 export { sharedMemory, privateMemory, type GuestMemory } from './guest-memory.js';

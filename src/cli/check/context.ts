@@ -120,7 +120,7 @@ export class Session implements CheckContext {
 
   /** What arrived out of step on the shared connection since the last call. */
   drainUnexpected(): string[] {
-    return this.current?.unexpectedReplies.splice(0).map((u) => u.reason) ?? [];
+    return this.current?.unexpectedMessages.splice(0).map((u) => u.reason) ?? [];
   }
 
   /** After a failed check: keeps the shared connection if it still answers in step, else ends it. */
@@ -211,6 +211,6 @@ export async function expectInSync(client: Client, after: string): Promise<void>
   } catch (e) {
     throw new CheckFailure(`after ${after}, the server no longer answers in step: ${(e as Error).message}`);
   }
-  const odd = client.unexpectedReplies.splice(0);
+  const odd = client.unexpectedMessages.splice(0);
   if (odd.length > 0) throw new CheckFailure(`after ${after}, the connection is out of step: ${odd.map((u) => u.reason).join('; ')}`);
 }
