@@ -127,21 +127,22 @@ static napi_value js_accept(napi_env env, napi_callback_info info) {
     return make_int(env, fd < 0 ? -errno : fd);
 }
 
-/* connect(path) -> non-blocking fd; throws on failure. */
+/* connect(path) -> non-blocking fd, or -errno; throws only for a bad path.
+ * Never blocks: a listener whose backlog is full gives -EAGAIN (AF_UNIX
+ * never answers EINPROGRESS), and the caller retries until its deadline. */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
     napi_value argv[1];
     struct sockaddr_un sa;
     if (get_args(env, info, 1, argv) < 0) return NULL;
     int rc = arg_path(env, argv[0], &sa);
     if (rc < 0) return throw_errno(env, "connect", -rc);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return throw_errno(env, "socket", errno);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return make_int(env, -errno);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         int e = errno;
         close(fd);
-        return throw_errno(env, "connect", e);
+        return make_int(env, -e);
     }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return make_int(env, fd);
 }
 

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../src/native/index.js';
 import { Channel } from '../src/transport/channel.js';
-import { connectSocket } from '../src/transport/listener.js';
+import { connectNow } from '../src/transport/connect.js';
 import { Command, HeaderFlag } from '../src/protocol/constants.js';
 import { encodeMessage } from '../src/protocol/header.js';
 import { encodeVersion } from '../src/protocol/version.js';
@@ -24,7 +24,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** Connects, negotiates VERSION, then stops reading: every reply stays with the server. */
 async function deafClient(path: string, onReply: (size: number) => void = () => undefined): Promise<{ fd: number; channel: Channel }> {
-  const fd = connectSocket(path);
+  const fd = connectNow(path);
   let answered!: (ok: boolean) => void;
   const version = new Promise<boolean>((r) => (answered = r));
   let negotiated = false;

@@ -52,7 +52,7 @@ function closureCounter(migration?: DeviceSpec['migration']): DeviceSpec {
   };
 }
 
-test('hidden state must say how to migrate: not offered unless it does', async () => {
+test('hidden state must say how to migrate: not offered (in VERSION or DEVICE_FEATURE) unless it does', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-'));
   const cases: [string, DeviceSpec, boolean][] = [
     ['callbacks, no state, no migration', closureCounter(), false],
@@ -65,6 +65,8 @@ test('hidden state must say how to migrate: not offered unless it does', async (
     const server = serve(spec, join(dir, `${i}.sock`), { log: 'silent' });
     const c = await Client.connect(server.path);
     try {
+      // VERSION advertises migration exactly when the device offers it: a client plans by it.
+      assert.equal(c.server.migration !== undefined, offered, `${what}: VERSION's migration capability`);
       if (offered) assert.ok((await migrationFlags(c)) !== 0, what);
       else await assert.rejects(migrationFlags(c), (e) => e instanceof ClientError && e.errno === ENOTSUP, what);
       if (!offered && spec.migration === undefined) assert.match(server.migration.unavailable ?? '', /BAR0 served by callbacks/);

@@ -21,6 +21,7 @@ import { benchDevice } from '../src/samples/bench.js';
 import { RawConn, selfFdCount } from './helpers/raw.js';
 
 const EAGAIN = 11;
+const ENOENT = 2;
 const EBADF = 9;
 const EINVAL = 22;
 const O_CLOEXEC = 0o2000000;
@@ -134,7 +135,22 @@ describe('sockets with SCM_RIGHTS', () => {
     assert.equal(native.sendmsg(cfd, Buffer.from('ping')), 4);
     assert.equal((await got).data.toString(), 'ping');
     for (const fd of [cfd, sfd, lfd]) native.close(fd);
-    assert.throws(() => native.connect(join(dir, 'nobody.sock')), /connect/);
+    assert.equal(native.connect(join(dir, 'nobody.sock')), -ENOENT, 'connect answers -errno, never throws for a missing socket');
+  });
+
+  test('connect never blocks: a listener with a backlog of 0 and one unaccepted connection gives -EAGAIN at once', () => {
+    const path = join(dir, 'backlog0.sock');
+    const lfd = native.listen(path, 0, 0o600);
+    const queued = native.connect(path);
+    assert.ok(queued >= 0, 'the first connection waits in the backlog');
+    const started = Date.now();
+    assert.equal(native.connect(path), -EAGAIN);
+    assert.ok(Date.now() - started < 1000);
+    const accepted = native.accept(lfd);
+    assert.ok(accepted >= 0);
+    const next = native.connect(path);
+    assert.ok(next >= 0, 'room again once the server accepted');
+    for (const fd of [queued, accepted, next, lfd]) native.close(fd);
   });
 
   test('Listener refuses to replace a file that is not a socket', () => {

@@ -4,7 +4,7 @@
  * DMA_READ / DMA_WRITE for memory without an fd) and receives IRQ eventfds.
  */
 import { Channel, closeAll } from '../transport/channel.js';
-import { connectSocket } from '../transport/listener.js';
+import { connectSocket } from '../transport/connect.js';
 import type { Frame } from '../transport/framer.js';
 import { Command, DeviceFeatureFlag, DmaMapFlag, DmaUnmapFlag, HEADER_SIZE, HeaderFlag, IrqSetFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
@@ -32,12 +32,35 @@ export class ClientError extends Error {
   }
 }
 
+/** No reply came in time; the message says to which request. */
+export class ReplyTimeout extends Error {
+  readonly code = 'ETIMEDOUT';
+  constructor(
+    readonly command: number,
+    readonly msgId: number,
+    readonly timeoutMs: number,
+  ) {
+    super(`no reply to ${commandName(command)} (msg_id ${msgId}) in ${timeoutMs} ms`);
+    this.name = 'ReplyTimeout';
+  }
+}
+
 /** Options for {@link Client.connect}. */
 export interface ClientOptions {
   /** Capabilities offered in VERSION. */
   capabilities?: VersionCapabilities;
-  /** Milliseconds to wait for each reply (default 5000). */
+  /**
+   * Milliseconds to wait for the connection (while the server's backlog is
+   * full) and then for each reply (default 5000).
+   */
   timeoutMs?: number;
+}
+
+/** A message from the server that fits no request in flight: the two ends are out of step. */
+export interface UnexpectedMessage {
+  header: Header;
+  /** Why it was unexpected. */
+  reason: string;
 }
 
 /** A received reply. */
@@ -49,6 +72,7 @@ export interface ReplyFrame {
 
 interface Pending {
   command: number;
+  msgId: number;
   resolve(r: ReplyFrame): void;
   reject(e: Error): void;
   timer: NodeJS.Timeout;
@@ -78,11 +102,22 @@ export class Client {
   server: VersionCapabilities = {};
   /** What this client offered in VERSION. */
   offered: VersionCapabilities = {};
+  /** The server's VERSION reply: its header and the version it speaks. */
+  versionReply: { header: Header; major: number; minor: number } | undefined;
   /** DMA_READ / DMA_WRITE requests served, for tests. */
   dmaRequestsServed = 0;
+  /**
+   * Messages that fit no request in flight: a reply to none (a second
+   * reply, an unknown msg_id), a reply naming another command than its
+   * request, a command other than DMA_READ / DMA_WRITE. The caller may drain
+   * it. A late reply to a request that timed out is not counted.
+   */
+  readonly unexpectedMessages: UnexpectedMessage[] = [];
   private readonly channel: Channel;
   private readonly pending = new Map<number, Pending>();
   private readonly lent: LentMemory[] = [];
+  /** msg_ids of requests that timed out, whose replies may still come. */
+  private readonly timedOut = new Set<number>();
   private nextId = 0;
   private closed: Promise<void>;
   private markClosed!: () => void;
@@ -95,13 +130,20 @@ export class Client {
     this.channel = new Channel(fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e) });
   }
 
-  /** Connects to `path` and negotiates the protocol version. */
+  /**
+   * Connects to `path` and negotiates the protocol version. Rejects at once
+   * when nothing listens there, and after `timeoutMs` when the server does
+   * not accept the connection (its backlog is full) or does not answer VERSION.
+   */
   static async connect(path: string, options: ClientOptions = {}): Promise<Client> {
-    const client = new Client(connectSocket(path), options.timeoutMs ?? 5000);
+    const timeoutMs = options.timeoutMs ?? 5000;
+    const client = new Client(await connectSocket(path, { timeoutMs }), timeoutMs);
     try {
       await client.negotiate({ ...DEFAULT_CAPS, ...options.capabilities });
     } catch (e) {
       client.close();
+      // Say what came instead of the VERSION reply, if anything did.
+      if (e instanceof Error && client.unexpectedMessages.length > 0) e.message += `; instead: ${client.unexpectedMessages.map((u) => u.reason).join('; ')}`;
       throw e;
     }
     return client;
@@ -128,13 +170,14 @@ export class Client {
    */
   request(command: number, payload: Buffer, fds?: readonly number[]): Promise<ReplyFrame> {
     return new Promise((resolve, reject) => {
-      if (this.channel.isClosed) return reject(new Error('connection closed'));
+      if (this.channel.isClosed) return reject(new Error(`connection closed: cannot send ${commandName(command)}`));
       const msgId = this.allocId();
       const timer = setTimeout(() => {
         this.pending.delete(msgId);
-        reject(new Error(`no reply to command ${command} in ${this.timeoutMs} ms`));
+        this.timedOut.add(msgId);
+        reject(new ReplyTimeout(command, msgId, this.timeoutMs));
       }, this.timeoutMs);
-      this.pending.set(msgId, { command, resolve, reject, timer });
+      this.pending.set(msgId, { command, msgId, resolve, reject, timer });
       this.channel.send(encodeMessage({ msgId, command }, payload), fds);
     });
   }
@@ -152,7 +195,9 @@ export class Client {
   private async negotiate(caps: VersionCapabilities): Promise<void> {
     this.offered = caps;
     const r = await this.request(Command.VERSION, encodeVersion({ major: 0, minor: 1, capabilities: caps }));
-    this.server = decodeVersion(r.payload).capabilities;
+    const v = decodeVersion(r.payload);
+    this.versionReply = { header: r.header, major: v.major, minor: v.minor };
+    this.server = v.capabilities;
   }
 
   /** DEVICE_GET_INFO. */
@@ -315,6 +360,7 @@ export class Client {
   private allocId(): number {
     do this.nextId = (this.nextId + 1) & 0xffff;
     while (this.pending.has(this.nextId));
+    this.timedOut.delete(this.nextId);
     return this.nextId;
   }
 
@@ -323,9 +369,23 @@ export class Client {
     const payload = frame.bytes.subarray(HEADER_SIZE, header.size);
     if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) {
       const p = this.pending.get(header.msgId);
-      if (!p) return closeAll(frame.fds);
+      if (!p) {
+        closeAll(frame.fds);
+        if (!this.timedOut.delete(header.msgId)) {
+          this.unexpectedMessages.push({ header, reason: `a reply (${commandName(header.command)}, msg_id ${header.msgId}) to no request in flight` });
+        }
+        return;
+      }
       this.pending.delete(header.msgId);
       clearTimeout(p.timer);
+      if (header.command !== p.command) {
+        // The server answered something else under this msg_id: the two ends are out of step.
+        closeAll(frame.fds);
+        const reason = `the reply to ${commandName(p.command)} (msg_id ${p.msgId}) names command ${commandName(header.command)}`;
+        this.unexpectedMessages.push({ header, reason });
+        p.reject(new Error(reason));
+        return;
+      }
       if (header.flags & HeaderFlag.ERROR) {
         closeAll(frame.fds);
         p.reject(new ClientError(p.command, header.errno));
@@ -335,6 +395,9 @@ export class Client {
       return;
     }
     closeAll(frame.fds);
+    if (header.command !== Command.DMA_READ && header.command !== Command.DMA_WRITE) {
+      this.unexpectedMessages.push({ header, reason: `${commandName(header.command)} (msg_id ${header.msgId}) from the server, not flagged as a reply` });
+    }
     this.serveDeviceRequest(header, payload);
   }
 
@@ -370,9 +433,14 @@ export class Client {
   private onClose(_e?: Error): void {
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
-      p.reject(new Error('connection closed'));
+      p.reject(new Error(`connection closed while waiting for the reply to ${commandName(p.command)} (msg_id ${p.msgId})`));
     }
     this.pending.clear();
     this.markClosed();
   }
+}
+
+/** `DEVICE_GET_INFO`, or the number of a command this client does not know. */
+export function commandName(command: number): string {
+  return Command[command] ?? `command ${command}`;
 }

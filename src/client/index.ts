@@ -1,5 +1,6 @@
 /** The muser vfio-user client library. */
-export { Client, ClientError, type ClientOptions, type ReplyFrame } from './client.js';
+export { Client, ClientError, ReplyTimeout, type ClientOptions, type ReplyFrame, type UnexpectedMessage } from './client.js';
+export { ConnectError } from '../transport/connect.js';
 export { EventFd } from './eventfd.js';
 export { sharedMemory, privateMemory, type GuestMemory } from './guest-memory.js';
 export { closeFd, mapRegion, type RegionMapping } from './region-map.js';

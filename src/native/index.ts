@@ -34,6 +34,7 @@ export type PollCallback = (kind: PollEvent, a: unknown, b: unknown) => void;
 export interface NativeAddon {
   listen(path: string, backlog: number, mode: number): number;
   accept(fd: number): number;
+  /** A connected non-blocking fd, or -errno (-EAGAIN while the listener's backlog is full); never blocks. */
   connect(path: string): number;
   socketpair(): [number, number];
   sendmsg(fd: number, data: Buffer | Buffer[], fds?: readonly number[]): number;

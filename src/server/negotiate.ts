@@ -1,6 +1,7 @@
 /**
  * VERSION negotiation: check the client's version, take the smaller of
- * each limit, and answer with what this server supports.
+ * each limit, and answer with what this server supports (the `migration`
+ * capability only when the device is offered for live migration).
  */
 import { decodeVersion, encodeVersion } from '../protocol/version.js';
 import { DeviceError, Errno } from '../device/errors.js';
@@ -35,7 +36,9 @@ export function negotiate(s: Session, req: Request): Reply {
       maxDmaMaps: s.limits.maxDmaMaps,
       pgsizes: pageSize,
       writeMultiple: true,
-      migration: { pgsize: pageSize, maxBitmapSize: s.limits.maxDataXferSize * 8 },
+      // Only a device DEVICE_FEATURE will offer for migration says so here:
+      // a client plans a migration from this object alone.
+      ...(s.migration.migration ? { migration: { pgsize: pageSize, maxBitmapSize: s.limits.maxDataXferSize * 8 } } : {}),
     },
   });
   return { payload, after: () => s.onNegotiated() };

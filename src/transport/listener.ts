@@ -3,7 +3,10 @@
  * the receiver wraps them in a Channel.
  */
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { constants } from 'node:os';
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
+
+const { EAGAIN } = constants.errno;
 
 /** Options for {@link Listener}. */
 export interface ListenOptions {
@@ -55,18 +58,12 @@ export class Listener {
 function removeStaleSocket(path: string): void {
   if (!existsSync(path)) return;
   if (!lstatSync(path).isSocket()) throw new Error(`${path} exists and is not a socket`);
-  let live = -1;
-  try {
-    live = native.connect(path);
-  } catch {
+  const live = native.connect(path);
+  // Connected, or refused only because the backlog is full: a live server.
+  if (live >= 0) native.close(live);
+  else if (live !== -EAGAIN) {
     unlinkSync(path); // nobody listens: a leftover of a dead process
     return;
   }
-  native.close(live);
   throw Object.assign(new Error(`${path}: another server is listening there`), { code: 'EADDRINUSE' });
-}
-
-/** Connects to a UNIX socket path; returns a non-blocking fd. */
-export function connectSocket(path: string): number {
-  return native.connect(path);
 }

@@ -11,8 +11,11 @@ import { join } from 'node:path';
 import { serve, type Server } from '../../src/index.js';
 import { counterDevice } from '../../src/samples/counter.js';
 import { Channel, closeAll } from '../../src/transport/channel.js';
-import { Listener, connectSocket } from '../../src/transport/listener.js';
+import { Listener } from '../../src/transport/listener.js';
+import { connectNow } from '../../src/transport/connect.js';
+import { native, PollEvent, PollMode } from '../../src/native/index.js';
 import { Command, Errno, FeatureId, HeaderFlag, IrqIndex, MigrationState, RegionIndex } from '../../src/protocol/constants.js';
+import { decodeVersion, encodeVersion, type VersionCapabilities } from '../../src/protocol/version.js';
 
 const P = 16; // payload offset
 
@@ -83,6 +86,29 @@ const acceptsWhatIsRefused = (name: string, fails: string, command: number): Bro
   fails: [fails],
   rule: (m) => (reply(m, command) && m.isError ? success(m, m.request!.subarray(P)) : m.bytes),
 });
+
+/** For DMA_MAP requests and their replies: the request's offset, address and size, full 64-bit. */
+function mapRange(m: Message): { offset: bigint; address: bigint; size: bigint } {
+  const r = m.isReply ? m.request! : m.bytes;
+  return { offset: r.readBigUInt64LE(P + 8), address: r.readBigUInt64LE(P + 16), size: r.readBigUInt64LE(P + 24) };
+}
+/** Replaces error replies to DMA_MAP requests that `bad` picks with successes. */
+const mapsWhatIsRefused = (name: string, fails: string, bad: (r: ReturnType<typeof mapRange>) => boolean): BrokenServer => ({
+  name,
+  fails: [fails],
+  rule: (m) => (reply(m, Command.DMA_MAP) && m.isError && bad(mapRange(m)) ? success(m) : m.bytes),
+});
+/** The VERSION reply re-encoded with its capabilities changed by `edit`. */
+function editVersion(m: Message, edit: (caps: VersionCapabilities) => void): Buffer {
+  const v = decodeVersion(m.bytes.subarray(P));
+  edit(v.capabilities);
+  const payload = encodeVersion(v);
+  const out = Buffer.alloc(P + payload.length);
+  m.bytes.copy(out, 0, 0, P);
+  out.writeUInt32LE(out.length, 4);
+  payload.copy(out, P);
+  return out;
+}
 
 /** Every broken server. */
 export const BROKEN_SERVERS: BrokenServer[] = [
@@ -200,6 +226,25 @@ export const BROKEN_SERVERS: BrokenServer[] = [
   { name: 'refuses DMA_MAP', fails: ['dma.map-fd', 'dma.map-no-fd'], rule: (m) => (reply(m, Command.DMA_MAP) ? failure(m, Errno.EINVAL) : m.bytes) },
   acceptsWhatIsRefused('unmaps what was never mapped', 'dma.unmap-unknown', Command.DMA_UNMAP),
   acceptsWhatIsRefused('maps overlapping ranges', 'dma.map-overlap', Command.DMA_MAP),
+  { name: 'refuses overlapping maps with EINVAL, not EEXIST', fails: ['dma.map-overlap'], rule: (m) => (reply(m, Command.DMA_MAP) && m.isError && m.bytes.readUInt32LE(12) === Errno.EEXIST ? failure(m, Errno.EINVAL) : m.bytes) },
+  mapsWhatIsRefused('maps zero bytes', 'dma.map-zero-size', (r) => r.size === 0n),
+  mapsWhatIsRefused('maps ranges off a page boundary', 'dma.map-unaligned', (r) => (r.address | r.size | r.offset) % 4096n !== 0n),
+  mapsWhatIsRefused('maps ranges that wrap past 2^64', 'dma.map-wrap', (r) => r.address + r.size > 1n << 64n),
+  {
+    name: 'answers a refused DMA_MAP under another msg_id',
+    fails: ['dma.map-zero-size'],
+    rule: (m) => (reply(m, Command.DMA_MAP) && m.isError ? (() => { const b = Buffer.from(m.bytes); b.writeUInt16LE((b.readUInt16LE(0) + 100) & 0xffff, 0); return b; })() : m.bytes),
+  },
+  {
+    name: 'advertises migration in VERSION but refuses it',
+    fails: ['migration.version-agrees'],
+    rule: (m) => (reply(m, Command.DEVICE_FEATURE) && (m.request!.readUInt32LE(P + 4) & 0xffff) === FeatureId.MIGRATION ? failure(m, Errno.ENOTSUP) : m.bytes),
+  },
+  {
+    name: 'offers migration but leaves it out of VERSION',
+    fails: ['migration.version-agrees'],
+    rule: (m) => (reply(m, Command.VERSION) && !m.isError ? editVersion(m, (caps) => delete caps.migration) : m.bytes),
+  },
   {
     name: 'names the wrong IRQ index',
     fails: ['irq.info'],
@@ -235,6 +280,11 @@ export const BROKEN_SERVERS: BrokenServer[] = [
     rule: (m) => (request(m, Command.REGION_READ) && m.bytes.length < P + 16 ? 'die' : m.bytes),
   },
   {
+    name: 'answers a bad region twice',
+    fails: ['hostile.bad-region'],
+    rule: (m) => (reply(m, Command.REGION_READ) && m.isError && access(m).region === 200 ? Buffer.concat([m.bytes, m.bytes]) : m.bytes),
+  },
+  {
     name: 'answers a bad region with EIO',
     fails: ['hostile.bad-region'],
     rule: (m) => (reply(m, Command.REGION_READ) && m.isError && access(m).region === 200 ? failure(m, Errno.EIO) : m.bytes),
@@ -257,28 +307,43 @@ export const TRANSPARENT: BrokenServer = { name: 'transparent', fails: [], rule:
 /** A running broken server. */
 export interface RunningBroken {
   path: string;
+  /** Connections accepted so far. */
+  readonly accepted: number;
   stop(): void;
 }
 
+/** Options for {@link startBroken}. */
+export interface BrokenOptions {
+  /**
+   * Serve one client in its whole life, as libvfio-user's samples do: listen
+   * with a backlog of 0, accept the first connection and no other (later
+   * ones queue, then find the backlog full), and stop listening (socket
+   * removed) once that client has left.
+   */
+  oneClient?: boolean;
+}
+
 /** Serves the counter sample behind `broken`'s interposer; `path` is where clients connect. */
-export function startBroken(broken: BrokenServer): RunningBroken {
+export function startBroken(broken: BrokenServer, options: BrokenOptions = {}): RunningBroken {
   const dir = mkdtempSync(join(tmpdir(), 'muser-broken-'));
   const devicePath = join(dir, 'device.sock');
   const path = join(dir, 'broken.sock');
   const server: Server = serve(counterDevice(), devicePath, { log: 'silent' });
   const links = new Set<Channel>();
   let dead = false;
+  let accepted = 0;
   const die = (): void => {
     if (dead) return;
     dead = true;
-    listener.close();
+    front.close();
     for (const ch of [...links]) ch.close();
     server.close();
   };
-  const listener = new Listener(path, (clientFd) => {
+  const link = (clientFd: number): void => {
+    accepted++;
     const state = new Map<string, unknown>();
     const requests = new Map<string, Buffer>();
-    const device = connectSocket(devicePath);
+    const device = connectNow(devicePath);
     let clientCh!: Channel;
     let deviceCh!: Channel;
     const pass = (dir: Message['dir'], bytes: Buffer, fds: number[]): void => {
@@ -303,18 +368,53 @@ export function startBroken(broken: BrokenServer): RunningBroken {
       links.delete(deviceCh);
       clientCh.close();
       deviceCh.close();
-      if (error && broken.onUntrustedHeader === 'die') die();
+      if ((error && broken.onUntrustedHeader === 'die') || options.oneClient) die();
     };
     clientCh = new Channel(clientFd, { onFrame: (f) => pass('c>s', f.bytes, f.fds), onClose: end });
     deviceCh = new Channel(device, { onFrame: (f) => pass('s>c', f.bytes, f.fds), onClose: () => end() });
     links.add(clientCh);
     links.add(deviceCh);
-  });
+  };
+  const front = options.oneClient ? oneClientListener(path, link) : new Listener(path, link);
   return {
     path,
+    get accepted() {
+      return accepted;
+    },
     stop() {
       die();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Listens with a backlog of 0 and accepts one connection only; close() stops listening and removes the socket. */
+function oneClientListener(path: string, onClient: (fd: number) => void): { close(): void } {
+  const fd = native.listen(path, 0, 0o600);
+  let taken = false;
+  let polling = true;
+  let closed = false;
+  const stopPolling = (): void => {
+    if (!polling) return;
+    polling = false;
+    native.pollStop(poll);
+  };
+  const poll = native.pollStart(fd, PollMode.Readable, (kind) => {
+    if (kind !== PollEvent.Readable || taken) return;
+    const client = native.accept(fd);
+    if (client < 0) return;
+    taken = true;
+    // Stop watching, outside this callback: later connections stay queued, never accepted.
+    setImmediate(stopPolling);
+    onClient(client);
+  });
+  return {
+    close() {
+      if (closed) return;
+      closed = true;
+      stopPolling();
+      native.close(fd);
+      rmSync(path, { force: true });
     },
   };
 }

@@ -5,7 +5,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { Channel, closeAll } from '../../src/transport/channel.js';
-import { connectSocket } from '../../src/transport/listener.js';
+import { connectNow } from '../../src/transport/connect.js';
 import { Command, HEADER_SIZE, HeaderFlag } from '../../src/protocol/constants.js';
 import { encodeMessage, type Header } from '../../src/protocol/header.js';
 import { encodeVersion, type VersionCapabilities } from '../../src/protocol/version.js';
@@ -54,7 +54,7 @@ export class RawConn {
   }
 
   static connect(path: string): RawConn {
-    return new RawConn(connectSocket(path));
+    return new RawConn(connectNow(path));
   }
 
   /** Connects and negotiates VERSION. */

@@ -1,7 +1,8 @@
 /** Checks of DEVICE_RESET and, where offered, migration (DEVICE_FEATURE). */
 import { getMigrationState, migrationFlags, setMigrationState } from '../../client/migrate.js';
 import { DeviceFeatureFlag, DeviceInfoFlag, FeatureId, MigrationFlag, MigrationState } from '../../protocol/constants.js';
-import { expectAlive } from './context.js';
+import { ClientError } from '../../client/client.js';
+import { errnoName, expectInSync } from './context.js';
 import { expect, CheckSkip, type Check } from './types.js';
 
 export const LIFECYCLE_CHECKS: Check[] = [
@@ -13,7 +14,27 @@ export const LIFECYCLE_CHECKS: Check[] = [
       if (!(info.flags & DeviceInfoFlag.RESET)) throw new CheckSkip('the device does not offer reset');
       const c = await ctx.client();
       await c.reset();
-      await expectAlive(c, 'DEVICE_RESET');
+      await expectInSync(c, 'DEVICE_RESET');
+    },
+  },
+  {
+    id: 'migration.version-agrees',
+    title: 'VERSION advertises migration exactly when DEVICE_FEATURE offers it',
+    async run(ctx) {
+      const c = await ctx.client();
+      const advertised = c.server.migration !== undefined;
+      let refusal: string | undefined;
+      try {
+        await c.deviceFeature(FeatureId.MIGRATION | DeviceFeatureFlag.GET | DeviceFeatureFlag.PROBE, { kind: 'none' }, 8);
+      } catch (e) {
+        if (!(e instanceof ClientError)) throw e;
+        refusal = errnoName(e.errno);
+      }
+      const offered = refusal === undefined;
+      // A client that trusts VERSION would plan a migration the device then refuses.
+      expect(!advertised || offered, `VERSION advertises migration (${JSON.stringify(c.server.migration)}) but DEVICE_FEATURE PROBE of MIGRATION is refused with ${refusal}`);
+      expect(advertised || !offered, 'DEVICE_FEATURE offers migration but VERSION has no migration capability');
+      return advertised ? 'both offer migration' : `neither offers migration (PROBE: ${refusal})`;
     },
   },
   {

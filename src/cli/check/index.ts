@@ -4,11 +4,13 @@
  * `--json`); exits 1 when any check failed.
  *
  *   --only a,b       run only checks whose id starts with these (`config`, `hostile.bad-region`)
- *   --timeout ms     how long to wait for each reply (default 2000)
+ *   --timeout ms     how long to wait for the connection and for each reply (default 2000)
+ *
+ * The first connection is the one the checks share (no probe connection
+ * before it: a server may serve one client in its whole life); a socket
+ * that cannot be reached is one error, not a FAIL per check.
  */
 import { parseArgs } from 'node:util';
-import { native } from '../../native/index.js';
-import { connectSocket } from '../../transport/listener.js';
 import { UsageError } from '../usage.js';
 import { runChecks } from './runner.js';
 import type { CheckResult } from './types.js';
@@ -29,11 +31,6 @@ export async function check(args: string[]): Promise<number> {
   const timeoutMs = values.timeout === undefined ? 2000 : Number(values.timeout);
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw new UsageError('--timeout wants milliseconds');
   const json = values.json === true;
-  try {
-    native.close(connectSocket(positionals[0]));
-  } catch (e) {
-    throw new Error(`cannot connect to ${positionals[0]}: ${(e as Error).message}`);
-  }
   const results = await runChecks(positionals[0], {
     timeoutMs,
     only: values.only?.split(',').map((s) => s.trim()).filter(Boolean),

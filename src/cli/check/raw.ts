@@ -1,29 +1,14 @@
-/** A bare connection for checks that must speak before (or instead of) VERSION. */
-import { Channel } from '../../transport/channel.js';
-import { connectSocket } from '../../transport/listener.js';
-import { closeAll } from '../../transport/channel.js';
-
-/** What came back on a raw connection. */
-export interface RawOutcome {
-  /** Whole messages received, header included. */
-  replies: Buffer[];
-  /** The server closed the connection. */
-  closed: boolean;
-}
+/** A bare connection, for checks that must speak before (or instead of) VERSION. */
+import { Channel, closeAll } from '../../transport/channel.js';
+import type { RawOutcome } from './types.js';
 
 /**
- * Connects, sends `messages` (one sendmsg each), and collects messages
- * until `want` arrived, the server closed, or `timeoutMs` passed.
+ * Sends `messages` on the connected `fd` (one sendmsg each), collects
+ * messages until `want` arrived, the server closed, or `timeoutMs` passed,
+ * and closes the fd.
  */
-export function rawExchange(path: string, messages: Buffer[], want: number, timeoutMs: number): Promise<RawOutcome> {
-  return new Promise((resolve, reject) => {
-    let fd: number;
-    try {
-      fd = connectSocket(path);
-    } catch (e) {
-      reject(e);
-      return;
-    }
+export function exchange(fd: number, messages: Buffer[], want: number, timeoutMs: number): Promise<RawOutcome> {
+  return new Promise((resolve) => {
     const outcome: RawOutcome = { replies: [], closed: false };
     let done = false;
     const finish = (): void => {

@@ -3,6 +3,14 @@ import type { Client } from '../../client/client.js';
 import type { DeviceInfo } from '../../protocol/device-info.js';
 import type { RegionInfoReply } from '../../protocol/region-info.js';
 
+/** What came back on a connection of a check's own. */
+export interface RawOutcome {
+  /** Whole messages received, header included. */
+  replies: Buffer[];
+  /** The server closed the connection. */
+  closed: boolean;
+}
+
 /** PASS, FAIL or SKIP (the server does not offer what the check needs). */
 export type CheckStatus = 'pass' | 'fail' | 'skip';
 
@@ -31,14 +39,26 @@ export interface DeviceFacts {
   regions: (RegionInfoReply & { fd: number | undefined })[];
 }
 
-/** What a check works with. */
+/**
+ * What a check works with. All checks share one negotiated connection, the
+ * first the run makes, so that a server that serves one client in its life
+ * (libvfio-user's samples) is checked on it; only the checks that need a
+ * connection of their own come last and open one.
+ */
 export interface CheckContext {
   /** The socket under test. */
   readonly path: string;
-  /** A negotiated connection (a new one if the last was closed). */
+  /** The shared negotiated connection (a new one if the last was closed). */
   client(): Promise<Client>;
-  /** Closes the current connection (the next client() reconnects). */
+  /** Closes the shared connection (the next client() reconnects). */
   disconnect(): void;
+  /**
+   * Closes the shared connection, sends `messages` on a connection of the
+   * check's own (not negotiated) and collects up to `want` messages back
+   * (see {@link RawOutcome}). Skips the check when the server stopped
+   * listening once its one client left.
+   */
+  exchangeAlone(messages: Buffer[], want: number): Promise<RawOutcome>;
   /** Device info and region info, fetched once. */
   facts(): Promise<DeviceFacts>;
   /** Milliseconds to wait for a reply. */

@@ -7,7 +7,8 @@
  * time since their request passed through.
  */
 import { Channel, closeAll } from '../../transport/channel.js';
-import { Listener, connectSocket } from '../../transport/listener.js';
+import { Listener } from '../../transport/listener.js';
+import { connectSocket } from '../../transport/connect.js';
 import type { Frame } from '../../transport/framer.js';
 import { HEADER_SIZE, HeaderFlag } from '../../protocol/constants.js';
 import { decodeMessage, type Direction, type TraceEvent } from './decode.js';
@@ -44,7 +45,7 @@ export class TraceProxy {
     private readonly onEvent: (e: TraceEvent) => void,
     private readonly options: TraceProxyOptions = {},
   ) {
-    this.listener = new Listener(listenPath, (fd) => this.accept(fd), { mode: options.mode });
+    this.listener = new Listener(listenPath, (fd) => void this.accept(fd), { mode: options.mode });
   }
 
   /** Stops listening, ends every proxied connection and removes the socket. */
@@ -58,16 +59,18 @@ export class TraceProxy {
     }
   }
 
-  private accept(clientFd: number): void {
+  private async accept(clientFd: number): Promise<void> {
     const conn = this.nextConn++;
     let deviceFd: number;
     try {
-      deviceFd = connectSocket(this.devicePath);
+      // The client's first messages wait in its socket while the device's backlog is full.
+      deviceFd = await connectSocket(this.devicePath);
     } catch (e) {
       closeAll([clientFd]);
       this.options.onConnection?.(conn, 'error', `cannot reach the device at ${this.devicePath}: ${(e as Error).message}`);
       return;
     }
+    if (this.closed) return closeAll([clientFd, deviceFd]);
     const link = { conn, pending: new Map<string, bigint>() } as Link;
     let ended = false;
     const end = (): void => {

@@ -1,70 +1,11 @@
-/** Checks of DMA_MAP / DMA_UNMAP and of IRQ info and SET_IRQS. */
+/** Checks of IRQ info and SET_IRQS. */
 import { EventFd } from '../../client/eventfd.js';
-import { privateMemory, sharedMemory } from '../../client/guest-memory.js';
-import { Command, DmaMapFlag, Errno, IrqIndex, IrqInfoFlag, IrqSetFlag } from '../../protocol/constants.js';
+import { Command, Errno, IrqIndex, IrqInfoFlag, IrqSetFlag } from '../../protocol/constants.js';
 import { encodeIrqInfoRequest } from '../../protocol/irq.js';
-import { expectAlive, expectRefused } from './context.js';
+import { expectInSync, expectRefused } from './context.js';
 import { expect, CheckSkip, type Check } from './types.js';
 
-/** IOVAs the checks use, far from anything a real client would pick first. */
-const IOVA_A = 0x7000_0000;
-const IOVA_B = 0x7010_0000;
-const SIZE = 64 * 1024;
-const RW = DmaMapFlag.READ | DmaMapFlag.WRITE;
-
-export const DMA_IRQ_CHECKS: Check[] = [
-  {
-    id: 'dma.map-fd',
-    title: 'DMA_MAP with a memfd, then DMA_UNMAP',
-    async run(ctx) {
-      const c = await ctx.client();
-      const memory = sharedMemory(SIZE, 'muser-check');
-      try {
-        await c.dmaMapRaw(IOVA_A, SIZE, RW, 0, memory.fd);
-        await c.dmaUnmap(IOVA_A, SIZE);
-      } finally {
-        memory.close();
-      }
-      await expectAlive(c, 'DMA_MAP with an fd');
-    },
-  },
-  {
-    id: 'dma.map-no-fd',
-    title: 'DMA_MAP without an fd (memory served by messages), then DMA_UNMAP',
-    async run(ctx) {
-      const c = await ctx.client();
-      const memory = privateMemory(SIZE);
-      try {
-        await c.dmaMap(IOVA_B, memory);
-        await c.dmaUnmap(IOVA_B, SIZE);
-      } finally {
-        memory.close();
-      }
-    },
-  },
-  {
-    id: 'dma.unmap-unknown',
-    title: 'DMA_UNMAP of a range never mapped is refused',
-    async run(ctx) {
-      const c = await ctx.client();
-      const detail = await expectRefused(c.dmaUnmap(IOVA_A + 0x100_0000, 4096), [Errno.ENOENT, Errno.EINVAL], 'unmap of an unmapped range');
-      await expectAlive(c, 'a bad DMA_UNMAP');
-      return detail;
-    },
-  },
-  {
-    id: 'dma.map-overlap',
-    title: 'DMA_MAP overlapping a mapped range is refused',
-    async run(ctx) {
-      const c = await ctx.client();
-      await c.dmaMapRaw(IOVA_A, SIZE, RW, 0);
-      try {
-        return await expectRefused(c.dmaMapRaw(IOVA_A + 4096, SIZE, RW, 0), [Errno.EEXIST, Errno.EINVAL], 'an overlapping DMA_MAP');
-      } finally {
-        await c.dmaUnmap(IOVA_A, SIZE).catch(() => {});
-      }
-    },
-  },
+export const IRQ_CHECKS: Check[] = [
   {
     id: 'irq.info',
     title: 'IRQ info for each index: right index, INTx at most one vector, eventfd-capable',
@@ -90,7 +31,7 @@ export const DMA_IRQ_CHECKS: Check[] = [
       const c = await ctx.client();
       const index = Math.max(info.numIrqs, IrqIndex.NUM) + 10;
       const detail = await expectRefused(c.request(Command.DEVICE_GET_IRQ_INFO, encodeIrqInfoRequest({ argsz: 16, flags: 0, index, count: 0 })), [Errno.EINVAL], `IRQ index ${index}`);
-      await expectAlive(c, 'a bad IRQ index');
+      await expectInSync(c, 'a bad IRQ index');
       return detail;
     },
   },
@@ -124,7 +65,7 @@ export const DMA_IRQ_CHECKS: Check[] = [
       const c = await ctx.client();
       const irq = await c.irqInfo(IrqIndex.INTX);
       const detail = await expectRefused(c.setIrqs(IrqIndex.INTX, IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, irq.count + 4, 1), [Errno.EINVAL], `INTx vector ${irq.count + 4}`);
-      await expectAlive(c, 'SET_IRQS out of range');
+      await expectInSync(c, 'SET_IRQS out of range');
       return detail;
     },
   },
