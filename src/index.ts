@@ -17,6 +17,7 @@ export { consoleLogger, silentLogger } from './device/logger.js';
 export type {
   BarSpec,
   DeviceSpec,
+  DmaPolicy,
   ExtraRegionSpec,
   InterruptSpec,
   IoEventFdSpec,
