@@ -17,7 +17,6 @@ export { consoleLogger, silentLogger } from './device/logger.js';
 export type {
   BarSpec,
   DeviceSpec,
-  DmaPolicy,
   ExtraRegionSpec,
   InterruptSpec,
   IoEventFdSpec,

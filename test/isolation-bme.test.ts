@@ -1,7 +1,7 @@
 // DMA needs Bus Master Enable: while the PCI command register's bit 2 is
 // clear, device DMA fails with EPERM on both paths (zero-copy views and
 // DMA_READ/DMA_WRITE messages), and no message reaches the client. A device
-// may waive it (dma: { requireBusMaster: false }), for test clients.
+// may waive it (requireBusMaster: false), for test clients.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -68,11 +68,11 @@ test('device DMA with Bus Master Enable clear fails with EPERM on views and mess
   }
 });
 
-test('dma: { requireBusMaster: false } lets the device DMA with Bus Master Enable clear; the default and true stay strict', async () => {
+test('requireBusMaster: false lets the device DMA with Bus Master Enable clear; the default and true stay strict', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-'));
   const identity = { vendorId: 0x1af4, deviceId: 0x10f1, classCode: 0xff0000 };
-  const relaxed = serve({ identity, dma: { requireBusMaster: false } }, join(dir, 'relaxed.sock'), { log: 'silent' });
-  const strict = serve({ identity, dma: { requireBusMaster: true } }, join(dir, 'strict.sock'), { log: 'silent' });
+  const relaxed = serve({ identity, requireBusMaster: false }, join(dir, 'relaxed.sock'), { log: 'silent' });
+  const strict = serve({ identity, requireBusMaster: true }, join(dir, 'strict.sock'), { log: 'silent' });
   const shared = sharedMemory(8192);
   const plain = privateMemory(8192);
   const clients: Client[] = [];
@@ -107,18 +107,18 @@ test('dma: { requireBusMaster: false } lets the device DMA with Bus Master Enabl
   }
 });
 
-test('a malformed dma policy is a TypeError naming the field', () => {
+test('requireBusMaster that is not a boolean is a TypeError naming the field', () => {
   const identity = { vendorId: 0x1af4, deviceId: 0x10f1 };
   const bad: [unknown, RegExp][] = [
-    [{ requireBusMaster: 'no' }, /dma\.requireBusMaster must be a boolean, got string/],
-    [{ requireBusmaster: false }, /dma\.requireBusmaster is not an option/],
-    [null, /dma must be a boolean or \{ requireBusMaster\?: boolean \}, got null/],
-    [1, /dma must be a boolean .* got number/],
-    [[], /dma must be a boolean .* got an array/],
+    ['no', /requireBusMaster must be a boolean, got string/],
+    [0, /requireBusMaster must be a boolean, got number/],
+    [null, /requireBusMaster must be a boolean, got null/],
+    [{}, /requireBusMaster must be a boolean, got object/],
   ];
-  for (const [dma, message] of bad) {
-    assert.throws(() => new Device({ identity, dma } as unknown as DeviceSpec), (e: unknown) => e instanceof TypeError && message.test((e as Error).message), String(JSON.stringify(dma)));
+  for (const [requireBusMaster, message] of bad) {
+    assert.throws(() => new Device({ identity, requireBusMaster } as unknown as DeviceSpec), (e: unknown) => e instanceof TypeError && message.test((e as Error).message), String(JSON.stringify(requireBusMaster)));
   }
-  for (const dma of [undefined, true, false, {}, { requireBusMaster: true }]) assert.equal(new Device({ identity, dma }).requiresBusMaster, true);
-  assert.equal(new Device({ identity, dma: { requireBusMaster: false } }).requiresBusMaster, false);
+  for (const requireBusMaster of [undefined, true]) assert.equal(new Device({ identity, requireBusMaster }).requiresBusMaster, true);
+  assert.equal(new Device({ identity, requireBusMaster: false }).requiresBusMaster, false);
+  assert.equal(new Device({ identity, dma: true, requireBusMaster: false }).requiresBusMaster, false);
 });

@@ -43,7 +43,7 @@ export class Device {
   readonly regions: (Region | undefined)[];
   /** The worker threads of doorbells served off the main thread (`ioeventfds: [{ worker }]`), if any. */
   readonly doorbellThreads: DoorbellThreads | undefined;
-  /** DMA needs Bus Master Enable (`dma.requireBusMaster`, default true). */
+  /** DMA needs Bus Master Enable (`spec.requireBusMaster`, default true). */
   readonly requiresBusMaster: boolean;
   /** Plain-data device state, migrated as JSON when no custom migration is given. */
   state: Record<string, unknown>;
@@ -309,18 +309,12 @@ function closeMemory(r: Region): void {
   native.close(r.memory!.fd);
 }
 
-/** Reads and checks `spec.dma`'s Bus Master policy (a typo must not silently relax nor keep it). */
+/** Reads `spec.requireBusMaster`: only `false` waives Bus Master Enable, and anything but a boolean is refused. */
 function requiresBusMaster(spec: DeviceSpec): boolean {
-  const dma: unknown = spec.dma;
-  if (dma === undefined || typeof dma === 'boolean') return true;
-  if (typeof dma !== 'object' || dma === null || Array.isArray(dma)) {
-    throw new TypeError(`dma must be a boolean or { requireBusMaster?: boolean }, got ${dma === null ? 'null' : Array.isArray(dma) ? 'an array' : typeof dma}`);
+  const require: unknown = spec.requireBusMaster;
+  if (require !== undefined && typeof require !== 'boolean') {
+    throw new TypeError(`requireBusMaster must be a boolean, got ${require === null ? 'null' : typeof require}`);
   }
-  for (const key of Object.keys(dma)) {
-    if (key !== 'requireBusMaster') throw new TypeError(`dma.${key} is not an option (dma takes requireBusMaster)`);
-  }
-  const require = (dma as { requireBusMaster?: unknown }).requireBusMaster;
-  if (require !== undefined && typeof require !== 'boolean') throw new TypeError(`dma.requireBusMaster must be a boolean, got ${typeof require}`);
   return require !== false;
 }
 

@@ -99,7 +99,7 @@ export class DmaGate {
  * also needs Bus Master Enable: while the PCI command register's bit 2 is
  * clear, every access (views and messages alike) fails with EPERM, as a
  * PCI function may not master the bus then (unless the device's spec says
- * `dma: { requireBusMaster: false }`: `busMaster` then always allows it).
+ * `requireBusMaster: false`: `busMaster` then always allows it).
  */
 export class GatedDmaAccess extends DmaAccess {
   readonly gate = new DmaGate();

@@ -120,22 +120,6 @@ export interface InterruptSpec {
 }
 
 /**
- * When the device may reach client memory, for `DeviceSpec.dma`.
- */
-export interface DmaPolicy {
-  /**
-   * DMA needs Bus Master Enable (PCI command register bit 2), as on real
-   * PCI: while it is clear every access fails with EPERM. Default true;
-   * keep it for anything a guest drives, whose driver sets the bit before
-   * DMA and clears it to stop the device. `false` lets the device DMA
-   * whenever a client has mapped memory: for devices whose clients are
-   * test programs that never touch the command register (the `timer`
-   * sample, for libvfio-user's sample client).
-   */
-  requireBusMaster?: boolean;
-}
-
-/**
  * Why the device is being reset: the client asked (DEVICE_RESET), the
  * client left, migration, or the guest started a Function Level Reset
  * (PCIe Device Control bit 15 written through config space).
@@ -157,12 +141,18 @@ export interface DeviceSpec {
   interrupts?: InterruptSpec;
   /** Custom config-space behaviour. */
   config?: ConfigHooks;
+  /** Accept DMA_MAP from the client (default true). */
+  dma?: boolean;
   /**
-   * DMA: `false` refuses DMA_MAP (the device does no DMA); `true` (the
-   * default) accepts it, with the strict {@link DmaPolicy}. An object
-   * accepts it with that policy.
+   * DMA needs Bus Master Enable (PCI command register bit 2), as on real
+   * PCI: while it is clear every access fails with EPERM. Default true;
+   * keep it for anything a guest drives, whose driver sets the bit before
+   * DMA and clears it to stop the device. `false` lets the device DMA
+   * whenever a client has mapped memory: for devices whose clients are
+   * test programs that never write the command register (the `timer`
+   * sample, for libvfio-user's sample client).
    */
-  dma?: boolean | DmaPolicy;
+  requireBusMaster?: boolean;
   /**
    * Live migration. Without save/load, the default migrates region memory,
    * `state`, config space and pending interrupts. Migration must be

@@ -15,8 +15,8 @@
  *   first DMA region (lowest IOVA) it writes 4 x 1 KiB ('A'..'D') with
  *   DMA_WRITE messages and reads them back with DMA_READ messages.
  *   Each path checks a CRC-32 of what it wrote against what it read.
- *   The timer does not wait for Bus Master Enable (`dma: { requireBusMaster:
- *   false }`): the original sample client never sets it.
+ *   The timer does not wait for Bus Master Enable (`requireBusMaster:
+ *   false`): the original sample client never sets it.
  * - Migration (PRE_COPY and P2P offered): PRE_COPY streams BAR1; STOP_COPY
  *   streams BAR1's contents, then BAR0's 8 bytes. A destination takes the
  *   last 16 KiB + 8 bytes of what it receives (a client may send the
@@ -171,7 +171,7 @@ export function timerDevice(options: TimerOptions = {}): DeviceSpec {
     // Its clients are test programs, not guests: libvfio-user's sample
     // client maps DMA and waits for the timer's DMA without ever setting
     // Bus Master Enable. A device a guest drives keeps the strict default.
-    dma: { requireBusMaster: false },
+    requireBusMaster: false,
     state: { status },
     bars: {
       0: {
