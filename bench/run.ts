@@ -15,6 +15,12 @@
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
  * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk,
  * nvme, file; file needs fio and is skipped with a note without it).
+ *
+ * `--quick` (CI's run): every part once with the fewest iterations (rounds 1,
+ * scale 0.01 unless the environment says otherwise), in well under a minute on
+ * an idle machine; its figures are too short to mean anything, so it writes
+ * bench/results/quick.json and leaves latest.json to full runs. Like a full
+ * run it fails only when something broke.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,14 +33,25 @@ import { devicesRun, type DevicesRun } from './devices.js';
 import { BenchError, buildC, CliServer, loadAverage, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
 import { measureViews, type ViewsResult } from './views.js';
 
-const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
-const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? 1));
+const QUICK = parseArgs(process.argv.slice(2));
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3)));
+const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? (QUICK ? 0.01 : 1)));
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,nvme,file').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
 
 const it = (n: number): string => String(Math.max(1, Math.round(n * SCALE)));
+
+/** True for `--quick`; anything else is a usage error. */
+function parseArgs(args: string[]): boolean {
+  const unknown = args.filter((a) => a !== '--quick');
+  if (unknown.length > 0) {
+    process.stderr.write(`bench: unknown argument ${unknown[0]}\nusage: npm run bench [-- --quick]\n`);
+    process.exit(2);
+  }
+  return args.includes('--quick');
+}
 
 /** One measured figure: a rate and its latency percentiles. */
 interface Fig {
@@ -288,7 +305,7 @@ async function main(): Promise<void> {
   const elapsedS = (Date.now() - t0) / 1000;
 
   const out: string[] = [];
-  out.push(`muser bench  ${date}  commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}`);
+  out.push(`muser bench${QUICK ? ' --quick (a smoke run: too short for its figures to mean anything)' : ''}  ${date}  commit ${m.commit}${m.dirty ? ' (+ uncommitted changes)' : ''}`);
   out.push(`machine: ${m.cpu}, ${m.nproc} CPUs, ${(m.memTotalMiB / 1024).toFixed(1)} GiB, ${m.kernel}, node ${m.node}`);
   out.push(`load average (1 min): ${loadAtStart.toFixed(2)} at start, ${loadAverage().toFixed(2)} at end`);
   out.push(`single-CPU parts: server and clients pinned to CPU 0; each figure is the median of ${ROUNDS} interleaved runs (floor, muser, ...);`);
@@ -470,7 +487,7 @@ async function main(): Promise<void> {
   const json = {
     date,
     machine: m,
-    config: { rounds: ROUNDS, scale: SCALE, pinnedCpu: 0, viewBytes: VIEW_BYTES, deviceCounts: DEVICE_COUNTS, deviceWindowMs: DEVICE_WINDOW_MS },
+    config: { quick: QUICK, rounds: ROUNDS, scale: SCALE, pinnedCpu: 0, viewBytes: VIEW_BYTES, deviceCounts: DEVICE_COUNTS, deviceWindowMs: DEVICE_WINDOW_MS },
     elapsedS,
     single: rows,
     views,
@@ -485,7 +502,7 @@ async function main(): Promise<void> {
   };
   const resultsDir = join(ROOT, 'bench', 'results');
   mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, 'latest.json');
+  const file = join(resultsDir, QUICK ? 'quick.json' : 'latest.json');
   writeFileSync(file, JSON.stringify(json, null, 2) + '\n');
   out.push(`results: ${file}`);
   process.stdout.write(out.join('\n') + '\n');

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <node_api.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -95,26 +96,58 @@ static int arg_path(napi_env env, napi_value v, struct sockaddr_un *sa) {
     return 0;
 }
 
-/* listen(path, backlog, mode) -> fd. Owner-only mode is applied before listen(),
- * so no client can connect while the socket is more open than requested. */
+/* Where a socket is set up before it is published at `path`: a name of this
+ * process in the same directory (link() needs the same filesystem). Returns 0
+ * when it does not fit in sun_path; the socket is then bound at `path` itself. */
+static int staging_path(const char *path, char *out, size_t size) {
+    static unsigned counter;
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    unsigned n = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
+    int len = snprintf(out, size, "%.*s.muser-%d-%u", dirlen, path, (int)getpid(), n);
+    return len > 0 && (size_t)len < size;
+}
+
+/* listen(path, backlog, mode) -> fd. The socket appears at `path` only once it
+ * listens, with its mode: bound, chmod'ed and listening under a staging name,
+ * then hard-linked to `path` (which fails if anything is there: EADDRINUSE, as
+ * bind would). A client that connects as soon as the path exists (libvfio-user's
+ * sample client polls stat() and connects at once) is never refused, and no
+ * client can connect while the socket is more open than requested. */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
     napi_value argv[3];
-    struct sockaddr_un sa;
+    struct sockaddr_un sa, staged;
     if (get_args(env, info, 3, argv) < 0) return NULL;
     int rc = arg_path(env, argv[0], &sa);
     if (rc < 0) return throw_errno(env, "listen", -rc);
+    staged = sa;
+    int staging = staging_path(sa.sun_path, staged.sun_path, sizeof staged.sun_path - 1);
+    struct sockaddr_un *at = staging ? &staged : &sa;
+    if (staging) unlink(staged.sun_path); /* left by a dead process that had our pid */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return throw_errno(env, "socket", errno);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    if (bind(fd, (struct sockaddr *)at, sizeof *at) < 0) {
         int e = errno;
         close(fd);
         return throw_errno(env, "bind", e);
     }
-    if (chmod(sa.sun_path, (mode_t)arg_i32(env, argv[2])) < 0 || listen(fd, arg_i32(env, argv[1])) < 0) {
+    if (chmod(at->sun_path, (mode_t)arg_i32(env, argv[2])) < 0 || listen(fd, arg_i32(env, argv[1])) < 0) {
         int e = errno;
         close(fd);
-        unlink(sa.sun_path);
+        unlink(at->sun_path);
         return throw_errno(env, "listen", e);
+    }
+    if (staging) {
+        /* A filesystem without hard links: rename, which would replace a file
+         * created at `path` since the caller checked it. */
+        int published = link(staged.sun_path, sa.sun_path) == 0 ||
+                        (errno != EEXIST && rename(staged.sun_path, sa.sun_path) == 0);
+        int e = errno == EEXIST ? EADDRINUSE : errno;
+        unlink(staged.sun_path);
+        if (!published) {
+            close(fd);
+            return throw_errno(env, "bind", e);
+        }
     }
     return make_int(env, fd);
 }

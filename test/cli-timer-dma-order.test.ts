@@ -1,5 +1,5 @@
 // The timer sample does its DMA in the original sample's order: through the
-// mapping first, then by messages. The original client unmaps everything
+// shared fd first, then by messages. The original client unmaps everything
 // right after the last DMA message; a direct DMA after that would fail.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -34,7 +34,7 @@ test('timer: direct DMA first, then DMA messages; unmapping after the last messa
     while (!server.stderr.includes('DMA by messages')) await new Promise((r) => setTimeout(r, 5));
     const log = server.stderr;
     assert.doesNotMatch(log, /DMA failed/);
-    const direct = log.indexOf('DMA through the mapping at 0x20000: ok');
+    const direct = log.indexOf('DMA through the shared fd (mapped) at 0x20000: ok');
     const messages = log.indexOf('DMA by messages at 0x10000: ok');
     assert.ok(direct >= 0 && messages > direct, `direct DMA logged before message DMA:\n${log}`);
     for (let i = 0; i < 4; i++) assert.equal(mapped.bytes[i * 1024], 0x61 + i, `mapped page quarter ${i}`);

@@ -11,6 +11,7 @@ import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region }
 import type { GatedDmaAccess } from './gated-dma.js';
 import { DoorbellThreads } from './threads/doorbell.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
+import { PciCommand } from '../pci/regs.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
 export interface MsixPlacement {
@@ -42,6 +43,8 @@ export class Device {
   readonly regions: (Region | undefined)[];
   /** The worker threads of doorbells served off the main thread (`ioeventfds: [{ worker }]`), if any. */
   readonly doorbellThreads: DoorbellThreads | undefined;
+  /** DMA needs Bus Master Enable (`spec.requireBusMaster`, default true). */
+  readonly requiresBusMaster: boolean;
   /** Plain-data device state, migrated as JSON when no custom migration is given. */
   state: Record<string, unknown>;
   /** Set while a client is connected. */
@@ -58,6 +61,7 @@ export class Device {
   constructor(readonly spec: DeviceSpec) {
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
     this.state = spec.state ?? {};
+    this.requiresBusMaster = requiresBusMaster(spec);
     const interrupts = spec.interrupts ?? {};
     this.msixPlacement = placeMsix(spec, interrupts);
     const bars = barDescriptions(spec, this.msixPlacement);
@@ -185,6 +189,15 @@ export class Device {
     return this.deferred;
   }
 
+  /**
+   * Whether the device may master the bus now: Bus Master Enable is set in
+   * the command register, or the device's DMA policy does not require it.
+   * Every DMA path (views, copies, messages, worker threads) asks this.
+   */
+  get busMasterAllowed(): boolean {
+    return !this.requiresBusMaster || (this.config.command & PciCommand.MASTER) !== 0;
+  }
+
   /** DMA into client memory. Throws ENOTCONN without a client. */
   get dma(): GatedDmaAccess {
     if (!this.link) throw new DeviceError(Errno.ENOTCONN, `${this.name}: no client, no DMA`);
@@ -294,6 +307,15 @@ export class Device {
 function closeMemory(r: Region): void {
   // The mapping itself goes with the ArrayBuffer; the fd is ours to close.
   native.close(r.memory!.fd);
+}
+
+/** Reads `spec.requireBusMaster`: only `false` waives Bus Master Enable, and anything but a boolean is refused. */
+function requiresBusMaster(spec: DeviceSpec): boolean {
+  const require: unknown = spec.requireBusMaster;
+  if (require !== undefined && typeof require !== 'boolean') {
+    throw new TypeError(`requireBusMaster must be a boolean, got ${require === null ? 'null' : typeof require}`);
+  }
+  return require !== false;
 }
 
 function placeMsix(spec: DeviceSpec, irq: InterruptSpec): MsixPlacement | undefined {

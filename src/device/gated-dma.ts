@@ -18,8 +18,14 @@ export interface DmaRegionInfo {
   size: number;
   /** DMA_READ | DMA_WRITE rights granted by the client. */
   prot: number;
-  /** True when the client shared an fd: views() work. */
+  /** True when the memory is mapped zero-copy (a sealed fd): views() work. */
   direct: boolean;
+  /**
+   * True when the client shared an fd: read() and write() reach the memory
+   * without messages (through the mapping when `direct`, else by
+   * pread/pwrite on an fd that could shrink).
+   */
+  shared: boolean;
 }
 
 /** Open or held, with a count of operations in flight. */
@@ -92,12 +98,13 @@ export class DmaGate {
  * {@link DmaAccess} that migration can hold, plus message-only DMA. DMA
  * also needs Bus Master Enable: while the PCI command register's bit 2 is
  * clear, every access (views and messages alike) fails with EPERM, as a
- * PCI function may not master the bus then.
+ * PCI function may not master the bus then (unless the device's spec says
+ * `requireBusMaster: false`: `busMaster` then always allows it).
  */
 export class GatedDmaAccess extends DmaAccess {
   readonly gate = new DmaGate();
 
-  /** @param busMaster whether the device may master the bus right now (PCI command bit 2). */
+  /** @param busMaster whether the device may master the bus right now (PCI command bit 2, or its DMA policy). */
   constructor(
     table: DmaTable,
     messenger: DmaMessenger,
@@ -108,7 +115,7 @@ export class GatedDmaAccess extends DmaAccess {
 
   /** The client's DMA regions in IOVA order. */
   regions(): DmaRegionInfo[] {
-    return this.table.list().map((r) => ({ iova: r.iova, size: r.size, prot: r.prot, direct: r.memory !== undefined }));
+    return this.table.list().map((r) => ({ iova: r.iova, size: r.size, prot: r.prot, direct: r.memory !== undefined, shared: r.memory !== undefined || r.fd !== undefined }));
   }
 
   override sgl(iova: number, length: number, write = false): DmaSegment[] {

@@ -119,7 +119,6 @@ export interface InterruptSpec {
   req?: boolean;
 }
 
-/** Why the device is being reset. */
 /**
  * Why the device is being reset: the client asked (DEVICE_RESET), the
  * client left, migration, or the guest started a Function Level Reset
@@ -144,6 +143,16 @@ export interface DeviceSpec {
   config?: ConfigHooks;
   /** Accept DMA_MAP from the client (default true). */
   dma?: boolean;
+  /**
+   * DMA needs Bus Master Enable (PCI command register bit 2), as on real
+   * PCI: while it is clear every access fails with EPERM. Default true;
+   * keep it for anything a guest drives, whose driver sets the bit before
+   * DMA and clears it to stop the device. `false` lets the device DMA
+   * whenever a client has mapped memory: for devices whose clients are
+   * test programs that never write the command register (the `timer`
+   * sample, for libvfio-user's sample client).
+   */
+  requireBusMaster?: boolean;
   /**
    * Live migration. Without save/load, the default migrates region memory,
    * `state`, config space and pending interrupts. Migration must be

@@ -19,7 +19,6 @@ import { decodeDmaReadReply, encodeDmaReadRequest, encodeDmaWriteRequest } from 
 import type { DmaMessenger } from '../device/dma-access.js';
 import { GatedDmaAccess } from '../device/gated-dma.js';
 import { IoEventFds } from '../device/ioeventfds.js';
-import { PciCommand } from '../pci/regs.js';
 import { DmaTable } from '../device/dma.js';
 import { DirtyLog } from '../migration/dirty-log.js';
 import type { Device } from '../device/device.js';
@@ -79,7 +78,7 @@ export class Session implements DmaMessenger, SessionContext {
     pollIdleMs = 0,
   ) {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
-    this.dma = new GatedDmaAccess(this.dmaTable, this, () => (device.config.command & PciCommand.MASTER) !== 0);
+    this.dma = new GatedDmaAccess(this.dmaTable, this, () => device.busMasterAllowed);
     this.dirtyLog = new DirtyLog(this.dmaTable);
     this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
     this.channel = new Channel(

@@ -5,6 +5,7 @@
  * commands with their exit code and output.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** The compiled `muser` CLI entry point. */
@@ -23,10 +24,11 @@ export interface ChildServer {
 
 /**
  * Runs `node <args>` with stderr piped and waits until stderr contains
- * `ready`. Throws (killing the child if it still runs) when it exits first
- * or does not get there within 10 s; `what` names it in the error.
+ * `ready` (or, for a function, until it returns true). Throws (killing the
+ * child if it still runs) when it exits first or does not get there within
+ * 10 s; `what` names it in the error.
  */
-export async function startServer(args: string[], path: string, ready: string, what = 'server'): Promise<ChildServer> {
+export async function startServer(args: string[], path: string, ready: string | (() => boolean), what = 'server'): Promise<ChildServer> {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
@@ -44,21 +46,27 @@ export async function startServer(args: string[], path: string, ready: string, w
       }),
   };
   const deadline = Date.now() + 10_000;
-  while (!err.includes(ready)) {
+  const isReady = typeof ready === 'string' ? () => err.includes(ready) : ready;
+  while (!isReady()) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited: ${err}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`${what} did not start: ${err}`);
     }
-    await new Promise((r) => setTimeout(r, 20));
+    // Polled often: a caller waiting for the socket file connects the moment it appears.
+    await new Promise((r) => setTimeout(r, typeof ready === 'string' ? 20 : 1));
   }
   return server;
 }
 
-/** Runs `muser run timer <path>` (with `-v` when `verbose`) and waits until it serves. */
-export function startTimer(path: string, options: { verbose?: boolean } = {}): Promise<ChildServer> {
+/**
+ * Runs `muser run timer <path>` (with `-v` when `verbose`) and waits until
+ * it says it serves, or with `untilSocket` only until the socket file
+ * exists, as libvfio-user's sample client waits for its destination server.
+ */
+export function startTimer(path: string, options: { verbose?: boolean; untilSocket?: boolean } = {}): Promise<ChildServer> {
   const args = [MAIN, 'run', 'timer', path, ...(options.verbose ? ['-v'] : [])];
-  return startServer(args, path, 'serving timer', 'timer server');
+  return startServer(args, path, options.untilSocket ? () => existsSync(path) : 'serving timer', 'timer server');
 }
 
 /**
