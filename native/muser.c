@@ -162,8 +162,8 @@ static bool arg_bool(napi_env env, const char *fn, const char *name, napi_value 
 }
 
 static bool arg_buffer(napi_env env, const char *fn, const char *name, int index, napi_value v, void **data, size_t *len) {
-    bool is = false;
-    if (napi_is_buffer(env, v, &is) == napi_ok && is && napi_get_buffer_info(env, v, data, len) == napi_ok) return true;
+    /* napi_get_buffer_info checks the type itself: one napi call on the hot path */
+    if (napi_get_buffer_info(env, v, data, len) == napi_ok) return true;
     return throw_arg(env, false, fn, name, index, "a Buffer", v);
 }
 
