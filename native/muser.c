@@ -15,7 +15,10 @@
  *
  * Every policy (framing, validation, fd ownership) lives in TypeScript.
  * Functions that can fail with an expected errno return -errno instead of
- * throwing, so the hot path never builds exception objects.
+ * throwing, so the hot path never builds exception objects. Misuse does
+ * throw: an argument of the wrong type (TypeError) or out of its C type's
+ * range (RangeError), named in the message, and a handle of the wrong kind
+ * (the argument checks are in args.h).
  */
 #include <errno.h>
 #include <linux/fs.h>
@@ -34,6 +37,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "args.h"
 
 #define MAX_FDS_PER_MSG 253 /* SCM_MAX_FD */
 #define RECV_BUF_SIZE (1 << 20)
@@ -67,35 +72,6 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
     return NULL;
 }
 
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-    size_t argc = want;
-    if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
-    for (size_t i = argc; i < want; i++) napi_get_undefined(env, &argv[i]);
-    return 0;
-}
-
-static int32_t arg_i32(napi_env env, napi_value v) {
-    int32_t r = -1;
-    napi_get_value_int32(env, v, &r);
-    return r;
-}
-
-static int64_t arg_i64(napi_env env, napi_value v) {
-    int64_t r = -1;
-    napi_get_value_int64(env, v, &r);
-    return r;
-}
-
-static int arg_path(napi_env env, napi_value v, struct sockaddr_un *sa) {
-    size_t len = 0;
-    memset(sa, 0, sizeof *sa);
-    sa->sun_family = AF_UNIX;
-    if (napi_get_value_string_utf8(env, v, sa->sun_path, sizeof sa->sun_path, &len) != napi_ok)
-        return -EINVAL;
-    if (len == 0 || len >= sizeof sa->sun_path - 1) return -ENAMETOOLONG;
-    return 0;
-}
-
 /* Where a socket is set up before it is published at `path`: a name of this
  * process in the same directory (link() needs the same filesystem). Returns 0
  * when it does not fit in sun_path; the socket is then bound at `path` itself. */
@@ -115,10 +91,12 @@ static int staging_path(const char *path, char *out, size_t size) {
  * sample client polls stat() and connects at once) is never refused, and no
  * client can connect while the socket is more open than requested. */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
-    napi_value argv[3];
     struct sockaddr_un sa, staged;
-    if (get_args(env, info, 3, argv) < 0) return NULL;
-    int rc = arg_path(env, argv[0], &sa);
+    ARGS(3, "listen");
+    int rc = arg_path(env, FN, argv[0], &sa);
+    if (rc > 0) return NULL;
+    ARG_INT(int, backlog, 1, "backlog", 0, INT32_MAX, NULL);
+    ARG_INT(mode_t, mode, 2, "mode", 0, 0777, "an integer in 0..0o777");
     if (rc < 0) return throw_errno(env, "listen", -rc);
     staged = sa;
     int staging = staging_path(sa.sun_path, staged.sun_path, sizeof staged.sun_path - 1);
@@ -131,7 +109,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
         close(fd);
         return throw_errno(env, "bind", e);
     }
-    if (chmod(at->sun_path, (mode_t)arg_i32(env, argv[2])) < 0 || listen(fd, arg_i32(env, argv[1])) < 0) {
+    if (chmod(at->sun_path, mode) < 0 || listen(fd, backlog) < 0) {
         int e = errno;
         close(fd);
         unlink(at->sun_path);
@@ -154,9 +132,9 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
 
 /* accept(fd) -> new fd, or -errno (-EAGAIN when nobody waits). */
 static napi_value js_accept(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    int fd = accept4(arg_i32(env, argv[0]), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    ARGS(1, "accept");
+    ARG_FD(lfd, 0);
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     return make_int(env, fd < 0 ? -errno : fd);
 }
 
@@ -164,10 +142,10 @@ static napi_value js_accept(napi_env env, napi_callback_info info) {
  * Never blocks: a listener whose backlog is full gives -EAGAIN (AF_UNIX
  * never answers EINPROGRESS), and the caller retries until its deadline. */
 static napi_value js_connect(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
     struct sockaddr_un sa;
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    int rc = arg_path(env, argv[0], &sa);
+    ARGS(1, "connect");
+    int rc = arg_path(env, FN, argv[0], &sa);
+    if (rc > 0) return NULL;
     if (rc < 0) return throw_errno(env, "connect", -rc);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return make_int(env, -errno);
@@ -190,43 +168,38 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info) {
     return arr;
 }
 
-/* sendmsg(fd, buffers: Buffer | Buffer[], fds?: number[]) -> bytes sent or -errno. */
+/* sendmsg(fd, data: Buffer | Buffer[], fds?: number[]) -> bytes sent or -errno. */
 #define MAX_IOV 64
 static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
-    napi_value argv[3];
     struct iovec iov[MAX_IOV];
     int fds[MAX_FDS_PER_MSG];
     size_t niov = 0;
     uint32_t nfds = 0;
     bool is_array = false;
-    if (get_args(env, info, 3, argv) < 0) return NULL;
-    int fd = arg_i32(env, argv[0]);
+    ARGS(3, "sendmsg");
+    ARG_FD(fd, 0);
     napi_is_array(env, argv[1], &is_array);
     if (is_array) {
         uint32_t n = 0;
-        napi_get_array_length(env, argv[1], &n);
-        if (n > MAX_IOV) return throw_errno(env, "sendmsg: too many buffers", E2BIG);
+        if (!arg_array(env, FN, "data", argv[1], MAX_IOV, "a Buffer or an array of Buffers", &n)) return NULL;
         for (uint32_t i = 0; i < n; i++) {
             napi_value b;
-            napi_get_element(env, argv[1], i, &b);
-            if (napi_get_buffer_info(env, b, &iov[niov].iov_base, &iov[niov].iov_len) != napi_ok)
-                return throw_errno(env, "sendmsg: not a Buffer", EINVAL);
+            CALL(env, napi_get_element(env, argv[1], i, &b));
+            if (!arg_buffer(env, FN, "data", (int)i, b, &iov[niov].iov_base, &iov[niov].iov_len)) return NULL;
             niov++;
         }
     } else {
-        if (napi_get_buffer_info(env, argv[1], &iov[0].iov_base, &iov[0].iov_len) != napi_ok)
-            return throw_errno(env, "sendmsg: not a Buffer", EINVAL);
+        if (!arg_buffer(env, FN, "data", -1, argv[1], &iov[0].iov_base, &iov[0].iov_len)) return NULL;
         niov = 1;
     }
-    napi_valuetype t;
-    napi_typeof(env, argv[2], &t);
-    if (t == napi_object) {
-        napi_get_array_length(env, argv[2], &nfds);
-        if (nfds > MAX_FDS_PER_MSG) return throw_errno(env, "sendmsg: too many fds", E2BIG);
+    if (!is_undefined(env, argv[2])) {
+        if (!arg_array(env, FN, "fds", argv[2], MAX_FDS_PER_MSG, "an array of fds or undefined", &nfds)) return NULL;
         for (uint32_t i = 0; i < nfds; i++) {
             napi_value v;
-            napi_get_element(env, argv[2], i, &v);
-            fds[i] = arg_i32(env, v);
+            int64_t f = 0;
+            CALL(env, napi_get_element(env, argv[2], i, &v));
+            if (!arg_int(env, FN, "fds", (int)i, v, INT32_MIN, INT32_MAX, "a 32-bit integer", &f)) return NULL;
+            fds[i] = (int)f;
         }
     }
     char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
@@ -275,6 +248,9 @@ typedef struct {
 
 struct poller {
     uv_poll_t handle;
+    /* Freed when both the uv handle has closed and the JS handle (an
+     * external) was collected: a stale JS handle never points at freed memory. */
+    int refs;
     instance_t *inst;
     poller_t *prev, *next;
     uint64_t spin_ns; /* 0: this poller never makes the loop spin */
@@ -335,7 +311,11 @@ static void close_fds(int *fds, int n) {
     for (int i = 0; i < n; i++) close(fds[i]);
 }
 
-/* One recvmsg into the shared buffer; returns bytes, 0 on EOF, -errno. */
+/* One recvmsg into the shared buffer; returns bytes, 0 on EOF, -errno.
+ * -EPROTO: the kernel truncated the message's fds (MSG_CTRUNC, e.g. this
+ * process is at its fd limit): the message cannot be handled without them
+ * and its bytes are gone from the stream, so the fds that did arrive are
+ * closed and the connection is to be treated as broken. */
 static ssize_t recv_chunk(int fd, uint8_t *buf, size_t len, int *fds, int *nfds) {
     char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
     struct iovec iov = {.iov_base = buf, .iov_len = len};
@@ -356,7 +336,9 @@ static ssize_t recv_chunk(int fd, uint8_t *buf, size_t len, int *fds, int *nfds)
         }
     }
     if (mh.msg_flags & MSG_CTRUNC) {
-        /* The kernel dropped fds it could not deliver; what did arrive is still ours. */
+        close_fds(fds, *nfds);
+        *nfds = 0;
+        return -EPROTO;
     }
     if (n == 0) {
         close_fds(fds, *nfds); /* fds with EOF belong to no message */
@@ -379,7 +361,14 @@ static void poller_read_stream(poller_t *p) {
         if (n == -EAGAIN || n == -EWOULDBLOCK) return;
         napi_handle_scope scope;
         napi_open_handle_scope(p->env, &scope);
-        if (n < 0) {
+        if (n == -EPROTO) {
+            napi_value why;
+            napi_create_string_utf8(p->env,
+                                    "fds sent with a message were dropped by the kernel (MSG_CTRUNC: is the fd limit "
+                                    "reached?); those that arrived were closed and the message is lost",
+                                    NAPI_AUTO_LENGTH, &why);
+            poller_emit(p, EV_ERROR, make_int(p->env, EPROTO), why);
+        } else if (n < 0) {
             poller_emit(p, EV_ERROR, make_int(p->env, -n), NULL);
         } else if (n == 0) {
             poller_emit(p, EV_EOF, NULL, NULL);
@@ -440,115 +429,166 @@ static void poller_cb(uv_poll_t *h, int status, int events) {
     }
 }
 
+static void poller_release(poller_t *p) {
+    if (--p->refs == 0) free(p);
+}
+
 static void poller_closed(uv_handle_t *h) {
     poller_t *p = (poller_t *)h->data;
     instance_t *inst = p->inst;
     if (p->prev) p->prev->next = p->next;
     else inst->pollers = p->next;
     if (p->next) p->next->prev = p->prev;
-    napi_delete_reference(p->env, p->callback);
-    napi_delete_reference(p->env, p->self);
+    if (p->callback) napi_delete_reference(p->env, p->callback);
+    if (p->self) napi_delete_reference(p->env, p->self);
     if (p->user_buf_ref) napi_delete_reference(p->env, p->user_buf_ref);
-    free(p);
+    p->callback = p->self = p->user_buf_ref = NULL;
+    p->user_buf = NULL;
+    poller_release(p);
     if (inst->closing_handles > 0) instance_handle_closed(inst);
 }
 
-static poller_t *get_poller(napi_env env, napi_value v) {
-    poller_t *p = NULL;
-    if (napi_get_value_external(env, v, (void **)&p) != napi_ok) return NULL;
-    return p;
+static void poller_handle_finalize(napi_env env, void *data, void *hint) { poller_release(data); }
+
+/* Handles are externals tagged with their kind, so a mapping handle (or any
+ * other value) given where a poller handle belongs throws instead of being
+ * read as one. */
+static const napi_type_tag POLLER_TAG = {0x6d75736572706f6cULL, 0x6c65722d68616e64ULL};
+static const napi_type_tag MAPPING_TAG = {0x6d757365726d6170ULL, 0x70696e672d68616eULL};
+
+static bool arg_handle(napi_env env, const char *fn, napi_value v, const napi_type_tag *tag, const char *want, void **out) {
+    bool ok = false;
+    if (napi_check_object_type_tag(env, v, tag, &ok) == napi_ok && ok && napi_get_value_external(env, v, out) == napi_ok)
+        return true;
+    /* napi_check_object_type_tag may have thrown for a non-object */
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+        napi_value ignored;
+        napi_get_and_clear_last_exception(env, &ignored);
+    }
+    return throw_arg(env, false, fn, "handle", -1, want, v);
+}
+
+#define ARG_POLLER(var, i)                                                         poller_t *var = NULL;                                                          if (!arg_handle(env, FN, argv[i], &POLLER_TAG, "a poller handle (from pollStart)", (void **)&var)) return NULL
+
+/* Watches p->events (non-zero); on failure leaves the poller as it was and throws. */
+static bool poller_watch(napi_env env, poller_t *p, int events, const char *fn) {
+    int rc = uv_poll_start(&p->handle, events, poller_cb);
+    if (rc < 0) {
+        char what[64];
+        snprintf(what, sizeof what, "%s: uv_poll_start", fn);
+        throw_errno(env, what, -rc);
+        return false;
+    }
+    p->events = events;
+    return true;
+}
+
+/* Watches `events`, or stops watching when there are none (libuv refuses 0 events). */
+static bool poller_set_events(napi_env env, poller_t *p, int events, const char *fn) {
+    if (events) return poller_watch(env, p, events, fn);
+    uv_poll_stop(&p->handle);
+    p->events = 0;
+    return true;
 }
 
 /* pollStart(fd, mode, callback, recvBuffer?) -> handle. The callback receives
  * (kind, a, b): DATA(buffer, fds?) - or DATA(length, fds?) when the data
- * landed in recvBuffer - EOF, ERROR(errno), WRITABLE, COUNT(n) for eventfds,
- * READABLE for raw fds. The fd is not owned. */
+ * landed in recvBuffer - EOF, ERROR(errno, reason?), WRITABLE, COUNT(n) for
+ * eventfds, READABLE for raw fds. The fd is not owned; one poller per fd. */
 static napi_value js_poll_start(napi_env env, napi_callback_info info) {
-    napi_value argv[4], ext;
-    if (get_args(env, info, 4, argv) < 0) return NULL;
+    napi_value ext;
+    napi_valuetype t = napi_undefined;
+    void *buf_data = NULL;
+    size_t buf_len = 0;
+    instance_t *inst = NULL;
+    ARGS(4, "pollStart");
+    ARG_FD(fd, 0);
+    ARG_INT(int, mode, 1, "mode", MODE_STREAM, MODE_READABLE, "a PollMode (0..2)");
+    if (napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function)
+        return throw_arg(env, false, FN, "callback", -1, "a function", argv[2]), NULL;
+    if (!is_undefined(env, argv[3])) {
+        if (!arg_buffer(env, FN, "recvBuffer", -1, argv[3], &buf_data, &buf_len)) return NULL;
+        if (buf_len == 0) return throw_arg(env, true, FN, "recvBuffer.length", -1, "at least 1", make_int(env, 0)), NULL;
+    }
     uv_loop_t *loop;
     CALL(env, napi_get_uv_event_loop(env, &loop));
+    if (napi_get_instance_data(env, (void **)&inst) != napi_ok || !inst)
+        return throw_errno(env, "pollStart: addon not initialised", EINVAL);
+    /* A second uv_poll_t on the fd would fail to start, and probing it
+     * (uv_poll_init) would take the first one's fd out of epoll. */
+    for (poller_t *q = inst->pollers; q; q = q->next)
+        if (q->fd == fd && !q->closing) return throw_errno(env, "pollStart: fd already watched by another poller", EEXIST);
     poller_t *p = calloc(1, sizeof *p);
     if (!p) return throw_errno(env, "pollStart", ENOMEM);
     p->env = env;
-    if (napi_get_instance_data(env, (void **)&p->inst) != napi_ok || !p->inst) {
-        free(p);
-        return throw_errno(env, "pollStart: addon not initialised", EINVAL);
-    }
-    p->fd = arg_i32(env, argv[0]);
-    p->mode = arg_i32(env, argv[1]);
+    p->inst = inst;
+    p->fd = fd;
+    p->mode = mode;
     int rc = uv_poll_init(loop, &p->handle, p->fd);
     if (rc < 0) {
         free(p);
         return throw_errno(env, "uv_poll_init", -rc);
     }
     p->handle.data = p;
-    bool is_buf = false;
-    napi_is_buffer(env, argv[3], &is_buf);
-    if (is_buf) {
-        void *data;
-        size_t len;
-        napi_get_buffer_info(env, argv[3], &data, &len);
-        if (len > 0) {
-            p->user_buf = data;
-            p->user_buf_len = len;
-            napi_create_reference(env, argv[3], 1, &p->user_buf_ref);
-        }
-    }
-    napi_create_reference(env, argv[2], 1, &p->callback);
-    napi_create_external(env, p, NULL, NULL, &ext);
-    napi_create_reference(env, ext, 1, &p->self);
-    p->events = UV_READABLE | UV_DISCONNECT;
-    p->next = p->inst->pollers;
+    p->refs = 1; /* the uv handle, until poller_closed */
+    p->next = inst->pollers;
     if (p->next) p->next->prev = p;
-    p->inst->pollers = p;
-    uv_poll_start(&p->handle, p->events, poller_cb);
+    inst->pollers = p;
+    const char *failed = NULL;
+    if (napi_create_reference(env, argv[2], 1, &p->callback) != napi_ok) failed = "napi_create_reference";
+    else if (buf_data && napi_create_reference(env, argv[3], 1, &p->user_buf_ref) != napi_ok) failed = "napi_create_reference";
+    else if (napi_create_external(env, p, poller_handle_finalize, NULL, &ext) != napi_ok) failed = "napi_create_external";
+    else {
+        p->refs++; /* the JS handle, until collected */
+        if (napi_type_tag_object(env, ext, &POLLER_TAG) != napi_ok) failed = "napi_type_tag_object";
+        else if (napi_create_reference(env, ext, 1, &p->self) != napi_ok) failed = "napi_create_reference";
+    }
+    if (buf_data) {
+        p->user_buf = buf_data;
+        p->user_buf_len = buf_len;
+    }
+    if (failed || !poller_watch(env, p, UV_READABLE | UV_DISCONNECT, FN)) {
+        p->closing = true;
+        uv_close((uv_handle_t *)&p->handle, poller_closed);
+        if (failed) return throw_errno(env, failed, ENOMEM);
+        return NULL;
+    }
     return ext;
 }
 
 /* pollWritable(handle, on): also wake when the fd becomes writable. */
 static napi_value js_poll_writable(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
-    bool on = false;
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    poller_t *p = get_poller(env, argv[0]);
-    if (!p || p->closing) return NULL;
-    napi_get_value_bool(env, argv[1], &on);
-    p->events = on ? (p->events | UV_WRITABLE) : (p->events & ~UV_WRITABLE);
-    /* Reading may be paused: with nothing left to watch, stop (libuv refuses 0 events). */
-    if (p->events) uv_poll_start(&p->handle, p->events, poller_cb);
-    else uv_poll_stop(&p->handle);
+    ARGS(2, "pollWritable");
+    ARG_POLLER(p, 0);
+    ARG_BOOL(on, 1, "on", false);
+    if (p->closing) return NULL;
+    /* Reading may be paused: then nothing may be left to watch. */
+    poller_set_events(env, p, on ? (p->events | UV_WRITABLE) : (p->events & ~UV_WRITABLE), FN);
     return NULL;
 }
 
 /* pollPause(handle, paused): stop or resume read wakeups (backpressure). */
 static napi_value js_poll_pause(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
-    bool paused = false;
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    poller_t *p = get_poller(env, argv[0]);
-    if (!p || p->closing) return NULL;
-    napi_get_value_bool(env, argv[1], &paused);
-    int ev = paused ? (p->events & UV_WRITABLE) : (p->events | UV_READABLE | UV_DISCONNECT);
-    p->events = ev;
-    if (ev) uv_poll_start(&p->handle, ev, poller_cb);
-    else uv_poll_stop(&p->handle);
+    ARGS(2, "pollPause");
+    ARG_POLLER(p, 0);
+    ARG_BOOL(paused, 1, "paused", false);
+    if (p->closing) return NULL;
+    poller_set_events(env, p, paused ? (p->events & UV_WRITABLE) : (p->events | UV_READABLE | UV_DISCONNECT), FN);
     return NULL;
 }
 
 /* pollSetBuffer(handle, buffer): later reads land in `buffer` instead of
  * the one given to pollStart (the old one may still be in use in JS). */
 static napi_value js_poll_set_buffer(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    poller_t *p = get_poller(env, argv[0]);
-    if (!p || p->closing || !p->user_buf) return throw_errno(env, "pollSetBuffer", EINVAL);
     void *data;
     size_t len;
-    bool is_buf = false;
-    napi_is_buffer(env, argv[1], &is_buf);
-    if (!is_buf || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || len == 0)
-        return throw_errno(env, "pollSetBuffer: not a Buffer", EINVAL);
+    ARGS(2, "pollSetBuffer");
+    ARG_POLLER(p, 0);
+    if (!arg_buffer(env, FN, "buffer", -1, argv[1], &data, &len)) return NULL;
+    if (len == 0) return throw_arg(env, true, FN, "buffer.length", -1, "at least 1", make_int(env, 0)), NULL;
+    if (p->closing || !p->user_buf) return throw_errno(env, "pollSetBuffer: a stopped poller, or one started without a recvBuffer", EINVAL);
     napi_ref ref;
     if (napi_create_reference(env, argv[1], 1, &ref) != napi_ok) return throw_errno(env, "pollSetBuffer", ENOMEM);
     napi_delete_reference(env, p->user_buf_ref);
@@ -563,12 +603,11 @@ static napi_value js_poll_set_buffer(napi_env env, napi_callback_info info) {
  * any; 0 turns it off. Arms the window at once, so a fresh connection is
  * polled from its first message. */
 static napi_value js_poll_spin(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    poller_t *p = get_poller(env, argv[0]);
-    if (!p || p->closing) return NULL;
-    int64_t ns = arg_i64(env, argv[1]);
-    p->spin_ns = ns > 0 ? (uint64_t)ns : 0;
+    ARGS(2, "pollSpin");
+    ARG_POLLER(p, 0);
+    ARG_INT(uint64_t, ns, 1, "idleNs", 0, MAX_SAFE_INT, "an integer >= 0");
+    if (p->closing) return NULL;
+    p->spin_ns = ns;
     if (p->spin_ns) spin_arm(p->inst, p->spin_ns);
     return NULL;
 }
@@ -586,10 +625,9 @@ static napi_value js_spin_state(napi_env env, napi_callback_info info) {
 
 /* pollStop(handle): stop watching; the fd stays open (its owner closes it). */
 static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    poller_t *p = get_poller(env, argv[0]);
-    if (!p || p->closing) return NULL;
+    ARGS(1, "pollStop");
+    ARG_POLLER(p, 0);
+    if (p->closing) return NULL;
     p->closing = true;
     uv_poll_stop(&p->handle);
     uv_close((uv_handle_t *)&p->handle, poller_closed);
@@ -620,12 +658,12 @@ static void mapping_handle_finalize(napi_env env, void *data, void *hint) { mapp
  * copy-on-write, for memory the peer granted read-only: a stray write
  * through a view then lands in a private copy instead of faulting. */
 static napi_value js_mmap(napi_env env, napi_callback_info info) {
-    napi_value argv[4], ab, handle, arr;
-    bool shared = false;
-    if (get_args(env, info, 4, argv) < 0) return NULL;
-    int fd = arg_i32(env, argv[0]);
-    int64_t off = arg_i64(env, argv[1]), len = arg_i64(env, argv[2]);
-    napi_get_value_bool(env, argv[3], &shared);
+    napi_value ab, handle, arr;
+    ARGS(4, "mmap");
+    ARG_FD(fd, 0);
+    ARG_I64(off, 1, "offset");
+    ARG_I64(len, 2, "length");
+    ARG_BOOL(shared, 3, "shared", false);
     if (off < 0 || len <= 0) return make_int(env, -EINVAL);
     void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, (off_t)off);
     if (addr == MAP_FAILED) return make_int(env, -errno);
@@ -643,23 +681,36 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
         free(m);
         return throw_errno(env, "mmap: external ArrayBuffer refused", ENOTSUP);
     }
-    napi_create_external(env, m, mapping_handle_finalize, NULL, &handle);
-    napi_create_array_with_length(env, 2, &arr);
-    napi_set_element(env, arr, 0, ab);
-    napi_set_element(env, arr, 1, handle);
+    /* From here the ArrayBuffer's finalizer owns one reference. */
+    if (napi_create_external(env, m, mapping_handle_finalize, NULL, &handle) != napi_ok) {
+        mapping_release(m);
+        return throw_errno(env, "mmap: napi_create_external", ENOMEM);
+    }
+    CALL(env, napi_type_tag_object(env, handle, &MAPPING_TAG));
+    CALL(env, napi_create_array_with_length(env, 2, &arr));
+    CALL(env, napi_set_element(env, arr, 0, ab));
+    CALL(env, napi_set_element(env, arr, 1, handle));
     return arr;
 }
 
 /* munmap(handle, arrayBuffer): detach first, so every view reads length 0,
  * then unmap. Idempotent. */
 static napi_value js_munmap(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
     mapping_t *m = NULL;
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    if (napi_get_value_external(env, argv[0], (void **)&m) != napi_ok || !m) return make_int(env, -EINVAL);
+    bool is_ab = false, detached = false;
+    void *data = NULL;
+    size_t len = 0;
+    ARGS(2, "munmap");
+    if (!arg_handle(env, FN, argv[0], &MAPPING_TAG, "a mapping handle (from mmap)", (void **)&m)) return NULL;
+    if (napi_is_arraybuffer(env, argv[1], &is_ab) != napi_ok || !is_ab)
+        return throw_arg(env, false, FN, "arrayBuffer", -1, "an ArrayBuffer", argv[1]), NULL;
     if (!m->mapped) return make_int(env, 0);
-    bool detached = false;
     napi_is_detached_arraybuffer(env, argv[1], &detached);
+    /* Unmapping under another mapping's live ArrayBuffer would leave it reading unmapped memory. */
+    if (!detached && (napi_get_arraybuffer_info(env, argv[1], &data, &len) != napi_ok || data != m->addr)) {
+        napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "munmap: arrayBuffer is not the one mmap returned with this handle");
+        return NULL;
+    }
     if (!detached && napi_detach_arraybuffer(env, argv[1]) != napi_ok)
         return throw_errno(env, "munmap: cannot detach", EINVAL);
     munmap(m->addr, m->len);
@@ -670,43 +721,41 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
 /* ------------------------------------------------------------------ fds */
 
 static napi_value js_eventfd(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    int fd = eventfd((unsigned)arg_i32(env, argv[0]), EFD_CLOEXEC | EFD_NONBLOCK);
+    ARGS(1, "eventfd");
+    ARG_INT(unsigned, initval, 0, "initval", 0, UINT32_MAX, NULL);
+    int fd = eventfd(initval, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) return throw_errno(env, "eventfd", errno);
     return make_int(env, fd);
 }
 
 /* eventfdWrite(fd, n) -> 0 or -errno */
 static napi_value js_eventfd_write(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    uint64_t v = (uint64_t)arg_i64(env, argv[1]);
-    ssize_t n = write(arg_i32(env, argv[0]), &v, sizeof v);
+    ARGS(2, "eventfdWrite");
+    ARG_FD(fd, 0);
+    ARG_INT(uint64_t, v, 1, "value", 0, MAX_SAFE_INT, "an integer >= 0");
+    ssize_t n = write(fd, &v, sizeof v);
     return make_int(env, n == sizeof v ? 0 : -errno);
 }
 
 /* eventfdRead(fd) -> counter value, or -errno (-EAGAIN when zero) */
 static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
-    if (get_args(env, info, 1, argv) < 0) return NULL;
+    ARGS(1, "eventfdRead");
+    ARG_FD(fd, 0);
     uint64_t v = 0;
-    ssize_t n = read(arg_i32(env, argv[0]), &v, sizeof v);
+    ssize_t n = read(fd, &v, sizeof v);
     return make_int(env, n == sizeof v ? (int64_t)v : -errno);
 }
 
 /* memfd(name, size, allowSealing?) -> fd; throws on failure. */
 static napi_value js_memfd(napi_env env, napi_callback_info info) {
-    napi_value argv[3];
-    char name[64] = "muser";
+    char name[64]; /* longer names are cut: only /proc shows them */
     size_t len;
-    bool sealing = false;
-    if (get_args(env, info, 3, argv) < 0) return NULL;
-    napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len);
-    napi_get_value_bool(env, argv[2], &sealing);
+    ARGS(3, "memfd");
+    if (!arg_string(env, FN, "name", argv[0], name, sizeof name, &len)) return NULL;
+    ARG_INT(int64_t, size, 1, "size", 0, MAX_SAFE_INT, "an integer >= 0");
+    ARG_BOOL(sealing, 2, "allowSealing", true);
     int fd = memfd_create(name, MFD_CLOEXEC | (sealing ? MFD_ALLOW_SEALING : 0));
     if (fd < 0) return throw_errno(env, "memfd_create", errno);
-    int64_t size = arg_i64(env, argv[1]);
     if (size > 0 && ftruncate(fd, size) < 0) {
         int e = errno;
         close(fd);
@@ -716,31 +765,32 @@ static napi_value js_memfd(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    int rc = ftruncate(arg_i32(env, argv[0]), arg_i64(env, argv[1]));
+    ARGS(2, "ftruncate");
+    ARG_FD(fd, 0);
+    ARG_I64(size, 1, "size");
+    int rc = ftruncate(fd, (off_t)size);
     return make_int(env, rc < 0 ? -errno : 0);
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    return make_int(env, close(arg_i32(env, argv[0])) < 0 ? -errno : 0);
+    ARGS(1, "close");
+    ARG_FD(fd, 0);
+    return make_int(env, close(fd) < 0 ? -errno : 0);
 }
 
 static napi_value js_dup(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    int fd = fcntl(arg_i32(env, argv[0]), F_DUPFD_CLOEXEC, 0);
+    ARGS(1, "dup");
+    ARG_FD(old, 0);
+    int fd = fcntl(old, F_DUPFD_CLOEXEC, 0);
     return make_int(env, fd < 0 ? -errno : fd);
 }
 
 /* fdSize(fd) -> st_size or -errno: lets TS check a DMA fd covers its range. */
 static napi_value js_fd_size(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
     struct stat st;
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    if (fstat(arg_i32(env, argv[0]), &st) < 0) return make_int(env, -errno);
+    ARGS(1, "fdSize");
+    ARG_FD(fd, 0);
+    if (fstat(fd, &st) < 0) return make_int(env, -errno);
     return make_int(env, (int64_t)st.st_size);
 }
 
@@ -774,14 +824,18 @@ static void fallocate_complete(napi_env env, napi_status status, void *data) {
 }
 
 static napi_value js_fallocate(napi_env env, napi_callback_info info) {
-    napi_value argv[4], promise, name;
-    if (get_args(env, info, 4, argv) < 0) return NULL;
+    napi_value promise, name;
+    ARGS(4, "fallocate");
+    ARG_FD(fd, 0);
+    ARG_INT(int, mode, 1, "mode", INT32_MIN, INT32_MAX, NULL);
+    ARG_I64(offset, 2, "offset");
+    ARG_I64(length, 3, "length");
     fallocate_req *r = calloc(1, sizeof *r);
     if (!r) return throw_errno(env, "fallocate", ENOMEM);
-    r->fd = arg_i32(env, argv[0]);
-    r->mode = arg_i32(env, argv[1]);
-    r->offset = arg_i64(env, argv[2]);
-    r->length = arg_i64(env, argv[3]);
+    r->fd = fd;
+    r->mode = mode;
+    r->offset = offset;
+    r->length = length;
     if (napi_create_promise(env, &r->deferred, &promise) != napi_ok) {
         free(r);
         napi_throw_error(env, NULL, "N-API call failed: napi_create_promise");
@@ -805,50 +859,39 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
 
 /* blockDeviceSize(fd) -> bytes or -errno (BLKGETSIZE64; st_size is 0 for block devices). */
 static napi_value js_block_device_size(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
     uint64_t size = 0;
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    if (ioctl(arg_i32(env, argv[0]), BLKGETSIZE64, &size) < 0) return make_int(env, -errno);
+    ARGS(1, "blockDeviceSize");
+    ARG_FD(fd, 0);
+    if (ioctl(fd, BLKGETSIZE64, &size) < 0) return make_int(env, -errno);
     return make_int(env, (int64_t)size);
 }
 
 /* fdSeals(fd) -> F_GET_SEALS bits, or -errno (EINVAL: the file has no seals, e.g. not a memfd). */
 static napi_value js_fd_seals(napi_env env, napi_callback_info info) {
-    napi_value argv[1];
-    if (get_args(env, info, 1, argv) < 0) return NULL;
-    int r = fcntl(arg_i32(env, argv[0]), F_GET_SEALS);
+    ARGS(1, "fdSeals");
+    ARG_FD(fd, 0);
+    int r = fcntl(fd, F_GET_SEALS);
     return make_int(env, r < 0 ? -errno : r);
 }
 
 /* addSeals(fd, seals) -> 0 or -errno. */
 static napi_value js_add_seals(napi_env env, napi_callback_info info) {
-    napi_value argv[2];
-    if (get_args(env, info, 2, argv) < 0) return NULL;
-    int r = fcntl(arg_i32(env, argv[0]), F_ADD_SEALS, arg_i32(env, argv[1]));
+    ARGS(2, "addSeals");
+    ARG_FD(fd, 0);
+    ARG_INT(int, seals, 1, "seals", INT32_MIN, INT32_MAX, NULL);
+    int r = fcntl(fd, F_ADD_SEALS, seals);
     return make_int(env, r < 0 ? -errno : 0);
-}
-
-static int typed_bytes(napi_env env, napi_value v, void **data, size_t *len) {
-    napi_typedarray_type t;
-    napi_value ab;
-    size_t off;
-    bool is_ta = false;
-    napi_is_typedarray(env, v, &is_ta);
-    if (!is_ta || napi_get_typedarray_info(env, v, &t, len, data, &ab, &off) != napi_ok || t != napi_uint8_array) return -1;
-    return 0;
 }
 
 /* pread(fd, bytes: Uint8Array, offset) / pwrite(...) -> bytes moved (short at end of
  * file), or -errno. How memory that may shrink is reached without mapping it:
  * a shrunk file gives a short count here where a mapping would raise SIGBUS. */
-static napi_value pio(napi_env env, napi_callback_info info, bool write) {
-    napi_value argv[3];
+static napi_value pio(napi_env env, napi_value *argv, const char *FN, bool write) {
     void *data;
     size_t len;
-    if (get_args(env, info, 3, argv) < 0) return NULL;
-    if (typed_bytes(env, argv[1], &data, &len) < 0) return make_int(env, -EINVAL);
-    int fd = arg_i32(env, argv[0]);
-    int64_t off = arg_i64(env, argv[2]);
+    ARG_FD(fd, 0);
+    if (!arg_bytes(env, FN, "bytes", -1, argv[1], &data, &len)) return NULL;
+    ARG_I64(off, 2, "offset");
     if (off < 0) return make_int(env, -EINVAL);
     size_t done = 0;
     while (done < len) {
@@ -868,30 +911,34 @@ static napi_value pio(napi_env env, napi_callback_info info, bool write) {
  * cached reads on the event loop and go to the thread pool only for the rest. */
 #define MAX_NOWAIT_IOV 64
 static napi_value js_preadv_nowait(napi_env env, napi_callback_info info) {
-    napi_value argv[3];
     struct iovec iov[MAX_NOWAIT_IOV];
     uint32_t n = 0;
-    bool is_array = false;
-    if (get_args(env, info, 3, argv) < 0) return NULL;
-    napi_is_array(env, argv[1], &is_array);
-    if (!is_array || napi_get_array_length(env, argv[1], &n) != napi_ok) return make_int(env, -EINVAL);
-    if (n == 0) return make_int(env, 0);
-    if (n > MAX_NOWAIT_IOV) return make_int(env, -E2BIG);
+    ARGS(3, "preadvNowait");
+    ARG_FD(fd, 0);
+    if (!arg_array(env, FN, "buffers", argv[1], UINT32_MAX, "an array of Uint8Arrays", &n)) return NULL;
+    if (n > MAX_NOWAIT_IOV) return make_int(env, -E2BIG); /* the caller splits the list */
     for (uint32_t i = 0; i < n; i++) {
         napi_value b;
-        napi_get_element(env, argv[1], i, &b);
-        if (typed_bytes(env, b, &iov[i].iov_base, &iov[i].iov_len) < 0) return make_int(env, -EINVAL);
+        CALL(env, napi_get_element(env, argv[1], i, &b));
+        if (!arg_bytes(env, FN, "buffers", (int)i, b, &iov[i].iov_base, &iov[i].iov_len)) return NULL;
     }
-    int64_t off = arg_i64(env, argv[2]);
+    ARG_I64(off, 2, "offset");
     if (off < 0) return make_int(env, -EINVAL);
+    if (n == 0) return make_int(env, 0);
     ssize_t r;
-    do r = preadv2(arg_i32(env, argv[0]), iov, (int)n, (off_t)off, RWF_NOWAIT);
+    do r = preadv2(fd, iov, (int)n, (off_t)off, RWF_NOWAIT);
     while (r < 0 && errno == EINTR);
     return make_int(env, r < 0 ? -errno : (int64_t)r);
 }
 
-static napi_value js_pread(napi_env env, napi_callback_info info) { return pio(env, info, false); }
-static napi_value js_pwrite(napi_env env, napi_callback_info info) { return pio(env, info, true); }
+static napi_value js_pread(napi_env env, napi_callback_info info) {
+    ARGS(3, "pread");
+    return pio(env, argv, FN, false);
+}
+static napi_value js_pwrite(napi_env env, napi_callback_info info) {
+    ARGS(3, "pwrite");
+    return pio(env, argv, FN, true);
+}
 
 #define EXPORT(name, fn)                                                       \
     do {                                                                       \

@@ -24,8 +24,10 @@ export function usage(): string {
                                           (./my-device.js, ./my-device.ts with tsx installed)
                                           whose default export is a DeviceSpec or a factory of one;
                                           --poll[=<idle-ms>] after a device busy-polls its socket and
-                                          doorbells (one CPU at 100% while busy, sleeps after 1 ms idle)
-  muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options"}]} lists
+                                          doorbells (one CPU at 100% while busy, sleeps after 1 ms idle);
+                                          --mode <octal> after a device sets its socket's file mode
+                                          (default 0600, owner only; e.g. 0660 adds the group)
+  muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options","poll","mode"}]} lists
   muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]
                                           a proxy for the client to connect to: prints every message decoded
   muser check [--json] [--only id,...] [--timeout ms] <socket-path>

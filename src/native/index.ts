@@ -24,21 +24,40 @@ export const enum PollMode {
   Readable = 2,
 }
 
-/** Opaque poller handle. */
+/** Opaque poller handle (type-tagged: given where another kind belongs, it throws). */
 export type PollHandle = { readonly __poll: unique symbol };
-/** Opaque mapping handle. */
+/** Opaque mapping handle (type-tagged, as a PollHandle). */
 export type MapHandle = { readonly __map: unique symbol };
 
+/**
+ * A poller's events: Data(buffer or length, fds?), Eof, Error(errno,
+ * reason?), Writable, Count(n), Readable. Error with EPROTO and a reason:
+ * the kernel dropped fds sent with a message (MSG_CTRUNC); the fds that did
+ * arrive were closed and the message's bytes are gone, so the stream is
+ * broken.
+ */
 export type PollCallback = (kind: PollEvent, a: unknown, b: unknown) => void;
 
+/**
+ * The addon's functions. Expected failures of a system call come back as
+ * -errno (or throw where noted); misuse always throws: an argument of the
+ * wrong type throws a TypeError and a number that is not an integer or does
+ * not fit its C type a RangeError, each naming the function and argument
+ * (`listen: mode must be an integer in 0..0o777, got string`); a handle of
+ * the wrong kind throws a TypeError.
+ */
 export interface NativeAddon {
+  /** A listening socket at `path` with file mode `mode` (0..0o777, set before listen()); throws on failure. */
   listen(path: string, backlog: number, mode: number): number;
   accept(fd: number): number;
   /** A connected non-blocking fd, or -errno (-EAGAIN while the listener's backlog is full); never blocks. */
   connect(path: string): number;
   socketpair(): [number, number];
   sendmsg(fd: number, data: Buffer | Buffer[], fds?: readonly number[]): number;
-  /** With `recvBuffer`, Stream data lands there and events carry its length. */
+  /**
+   * Watches `fd` (one poller per fd: a second one throws EEXIST). With
+   * `recvBuffer`, Stream data lands there and events carry its length.
+   */
   pollStart(fd: number, mode: PollMode, cb: PollCallback, recvBuffer?: Buffer): PollHandle;
   pollWritable(h: PollHandle, on: boolean): void;
   pollPause(h: PollHandle, paused: boolean): void;

@@ -11,6 +11,9 @@ import { consoleLogger, type Logger, type LogLevel } from '../device/logger.js';
 import { DEFAULT_LIMITS, Session, type ServerLimits } from './session.js';
 import type { DeviceSpec } from '../device/spec.js';
 import { offerMigration, type MigrationOffer } from '../migration/offer.js';
+import { checkServeOptions, DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './options.js';
+
+export { DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './options.js';
 
 /** Clients that may wait while another one is connected. */
 const MAX_WAITING = 4;
@@ -40,18 +43,6 @@ export interface ServeOptions extends ListenOptions {
   poll?: boolean | { idleMs?: number };
 }
 
-/** Default idle window of polling mode, in milliseconds. */
-export const DEFAULT_POLL_IDLE_MS = 1;
-
-/** The busy-poll idle window `poll` asks for, in ms (0: off). Throws RangeError on a bad window. */
-export function resolvePollIdleMs(poll: ServeOptions['poll']): number {
-  if (poll === undefined || poll === false) return 0;
-  if (poll === true) return DEFAULT_POLL_IDLE_MS;
-  const ms = poll.idleMs ?? DEFAULT_POLL_IDLE_MS;
-  if (!Number.isFinite(ms) || ms <= 0 || ms > 60_000) throw new RangeError(`poll.idleMs must be in (0, 60000], got ${ms}`);
-  return ms;
-}
-
 /** Serves a device over vfio-user on a socket path. */
 export class Server extends EventEmitter {
   readonly device: Device;
@@ -68,8 +59,10 @@ export class Server extends EventEmitter {
   private closing = false;
   private readonly pollIdleMs: number;
 
+  /** Throws TypeError/RangeError naming the option for a bad one, before anything is built or bound. */
   constructor(device: Device | DeviceSpec, readonly path: string, options: ServeOptions = {}) {
     super();
+    checkServeOptions(options);
     this.device = device instanceof Device ? device : new Device(device);
     this.log = typeof options.log === 'object' ? options.log : consoleLogger(this.device.name, options.log ?? 'warn');
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
@@ -151,7 +144,11 @@ export class Server extends EventEmitter {
   }
 }
 
-/** Builds a device from `spec` and serves it on `path`. */
+/**
+ * Builds a device from `spec` and serves it on `path`. Every option is
+ * checked first: a wrong type or value throws a TypeError or RangeError
+ * naming it, and no socket is created.
+ */
 export function serve(spec: DeviceSpec | Device, path: string, options?: ServeOptions): Server {
   return new Server(spec, path, options);
 }

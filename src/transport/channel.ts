@@ -224,7 +224,7 @@ export class Channel {
         this.close();
         break;
       case PollEvent.Error:
-        this.fail(new Error(`socket error: errno ${a as number}`));
+        this.fail(new Error(typeof b === 'string' ? `socket error: ${b}` : `socket error: errno ${a as number}`));
         break;
     }
   }

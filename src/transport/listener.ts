@@ -5,17 +5,11 @@
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { constants } from 'node:os';
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
+import { checkListenOptions, describeValue, type ListenOptions } from './listen-options.js';
 
 const { EAGAIN } = constants.errno;
 
-/** Options for {@link Listener}. */
-export interface ListenOptions {
-  /** File mode of the socket; owner-only (0o600) unless asked otherwise. */
-  mode?: number;
-  /** Replace a stale socket file left at the path. Default true. */
-  replaceStale?: boolean;
-  backlog?: number;
-}
+export type { ListenOptions } from './listen-options.js';
 
 /** Accepts connections on a UNIX socket path. */
 export class Listener {
@@ -28,6 +22,8 @@ export class Listener {
     onConnection: (fd: number) => void,
     options: ListenOptions = {},
   ) {
+    if (typeof path !== 'string') throw new TypeError(`listen: path must be a string, got ${describeValue(path)}`);
+    checkListenOptions(options);
     if (options.replaceStale !== false) removeStaleSocket(path);
     this.fd = native.listen(path, options.backlog ?? 16, options.mode ?? 0o600);
     this.poll = native.pollStart(this.fd, PollMode.Readable, (kind) => {

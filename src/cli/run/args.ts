@@ -13,6 +13,14 @@
  * `--poll` (or `--poll=<idle-ms>`) is common to every device: it serves that
  * device in polling mode (ServeOptions.poll). In a config file: `"poll": true`
  * or `"poll": <idle-ms>` beside "device" and "socket".
+ *
+ * `--mode <octal>` is common too: the socket's file mode (ServeOptions.mode),
+ * octal digits as chmod takes them ("660", "0660" or "0o660"), at most 0777.
+ * In a config file `"mode": "0660"`, a string: JSON has no octal numbers,
+ * and 660 read as decimal would be 0o1224, so a number is refused.
+ *
+ * A config entry's keys are checked: an unknown one (a typo) is refused
+ * rather than ignored.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -30,6 +38,8 @@ export interface DeviceArg {
   options: DeviceOptionValues;
   /** Polling mode's idle window in ms (`--poll`), absent when off. */
   pollIdleMs?: number;
+  /** The socket's file mode (`--mode`), absent for the default (0o600). */
+  mode?: number;
 }
 
 /** What `muser run` was asked to do. */
@@ -48,12 +58,13 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
   let verbose = false;
   let config: string | undefined;
   const devices: DeviceArg[] = [];
-  let current: { device: string; socket?: string; options: DeviceOptionValues; pollIdleMs?: number } | undefined;
+  let current: { device: string; socket?: string; options: DeviceOptionValues; pollIdleMs?: number; mode?: number } | undefined;
   const finish = (): void => {
     if (!current) return;
     if (current.socket === undefined) throw new UsageError(`run: device '${current.device}' needs a socket path`);
     const d: DeviceArg = { device: current.device, socket: current.socket, options: current.options };
     if (current.pollIdleMs !== undefined) d.pollIdleMs = current.pollIdleMs;
+    if (current.mode !== undefined) d.mode = current.mode;
     devices.push(d);
     current = undefined;
   };
@@ -71,6 +82,12 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
       const inline = eq < 0 ? undefined : arg.slice(eq + 1);
       if (name === 'poll') {
         current.pollIdleMs = parsePollIdleMs(inline ?? true, '--poll');
+        continue;
+      }
+      if (name === 'mode') {
+        const value = inline ?? args[++i];
+        if (value === undefined) throw new UsageError('run: --mode needs an octal file mode, such as 0660');
+        current.mode = parseSocketMode(value, '--mode');
         continue;
       }
       const spec = optionSpecs(current.device)?.[name];
@@ -124,6 +141,23 @@ function parsePollIdleMs(value: unknown, where: string): number {
   return ms;
 }
 
+/**
+ * `--mode` / config `"mode"` to a file mode: octal digits only ("660",
+ * "0660", "0o660"), at most 0777; never a decimal reading of them.
+ */
+function parseSocketMode(value: unknown, where: string): number {
+  if (typeof value === 'number') {
+    throw new UsageError(`run: ${where} must be a string of octal digits such as "0660" (JSON has no octal numbers; ${value} would be read as decimal), got ${value}`);
+  }
+  const m = typeof value === 'string' ? /^(?:0o?)?([0-7]{1,4})$/i.exec(value.trim()) : null;
+  const mode = m ? parseInt(m[1], 8) : NaN;
+  if (!(mode <= 0o777)) throw new UsageError(`run: ${where} takes an octal file mode in 0..0777 such as 0660, got ${JSON.stringify(value)}`);
+  return mode;
+}
+
+/** The keys a config file's device entry may have. */
+const CONFIG_ENTRY_KEYS = ['device', 'socket', 'options', 'poll', 'mode'];
+
 /** The options a sample declares, or undefined for a device file. */
 function optionSpecs(device: string): Sample['options'] | undefined {
   if (isModulePath(device)) return undefined;
@@ -146,9 +180,12 @@ export function readConfig(path: string): DeviceArg[] {
   if (!Array.isArray(list)) throw new UsageError(`run: config ${path} must be {"devices": [...]} or an array`);
   const base = dirname(resolve(path));
   return list.map((entry: unknown, i): DeviceArg => {
-    const e = entry as { device?: unknown; socket?: unknown; options?: unknown; poll?: unknown } | null;
+    const e = entry as { device?: unknown; socket?: unknown; options?: unknown; poll?: unknown; mode?: unknown } | null;
     if (typeof e?.device !== 'string' || typeof e.socket !== 'string') {
       throw new UsageError(`run: config ${path}: devices[${i}] needs "device" and "socket" strings`);
+    }
+    for (const key of Object.keys(e)) {
+      if (!CONFIG_ENTRY_KEYS.includes(key)) throw new UsageError(`run: config ${path}: devices[${i}] has an unknown key "${key}" (known: ${CONFIG_ENTRY_KEYS.join(', ')})`);
     }
     const options = e.options ?? {};
     if (typeof options !== 'object' || Array.isArray(options)) throw new UsageError(`run: config ${path}: devices[${i}].options must be an object`);
@@ -158,6 +195,7 @@ export function readConfig(path: string): DeviceArg[] {
     const device = isModulePath(e.device) ? resolve(base, e.device) : e.device;
     const d: DeviceArg = { device, socket: resolve(base, e.socket), options: options as DeviceOptionValues };
     if (e.poll !== undefined && e.poll !== false) d.pollIdleMs = parsePollIdleMs(e.poll, `config ${path}: devices[${i}].poll`);
+    if (e.mode !== undefined) d.mode = parseSocketMode(e.mode, `config ${path}: devices[${i}].mode`);
     return d;
   });
 }

@@ -38,7 +38,7 @@ export async function run(args: readonly string[]): Promise<void> {
       const spec = await loadDevice(d, verbose);
       if (stopping) break;
       const poll = d.pollIdleMs !== undefined ? { idleMs: d.pollIdleMs } : undefined;
-      servers.push(new Server(spec, d.socket, { log: verbose ? 'debug' : 'info', poll }));
+      servers.push(new Server(spec, d.socket, { log: verbose ? 'debug' : 'info', poll, mode: d.mode }));
     }
   } catch (e) {
     closeAll();
