@@ -11,6 +11,8 @@ import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region }
 import type { GatedDmaAccess } from './gated-dma.js';
 import { DoorbellThreads } from './threads/doorbell.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
+import { ConfigLayout } from './config-registers.js';
+import type { Logger } from './logger.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
 export interface MsixPlacement {
@@ -46,6 +48,13 @@ export class Device {
   state: Record<string, unknown>;
   /** Set while a client is connected. */
   link: DeviceLink | undefined;
+  /** @internal What owns each config-space byte: the standard model or a `configRegisters` entry. */
+  readonly configLayout: ConfigLayout;
+  /**
+   * Where access traces go (unclaimed config bytes, refused accesses): the
+   * serving Server's logger when it logs at debug level, else undefined.
+   */
+  traceLog: Logger | undefined;
   /** Run first on every reset: per-device machinery (migration) returns to its power-on state. */
   private readonly resetListeners: (() => void)[] = [];
   /** Triggers that arrived while quiesced; replayed when running again. */
@@ -69,6 +78,7 @@ export class Device {
       interruptPin: interrupts.intx ? 1 : 0,
       hooks: spec.config,
     });
+    this.configLayout = new ConfigLayout(this.config, spec.configRegisters);
     this.msix = this.config.msix;
     this.irqs = new IrqState(
       {
@@ -201,6 +211,7 @@ export class Device {
   /** Back to power-on state: config space, MSI-X, interrupts, the device's own hook. */
   async reset(reason: ResetReason): Promise<void> {
     this.config.reset();
+    this.spec.configRegisters?.reset();
     this.deferred = [];
     for (const listener of this.resetListeners) listener();
     // The client owns its IRQ configuration and re-sends it after a reset.

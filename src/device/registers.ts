@@ -135,11 +135,14 @@ export class RegisterMap<C = Device> {
   /** Readable / writable slots, sorted by offset, not overlapping. */
   private readonly readers: Slot<C>[];
   private readonly writers: Slot<C>[];
-  private readonly log: Logger | undefined;
+  private log: Logger | undefined;
+  /** Set when the log was given in the options: a server's logger does not replace it. */
+  private readonly ownLog: boolean;
 
   /** @see {@link defineRegisters} */
   constructor(entries: readonly RegisterEntry<C>[], options: RegisterMapOptions = {}) {
     this.log = options.log;
+    this.ownLog = options.log !== undefined;
     this.slots = entries.map(toSlot);
     for (const s of this.slots) {
       if (this.byName.has(s.name)) throw new TypeError(`register ${s.name} is defined twice`);
@@ -154,6 +157,20 @@ export class RegisterMap<C = Device> {
     return Math.max(0, ...this.slots.map((s) => s.offset + s.size));
   }
 
+  /** Every entry's name and the bytes it spans, in table order. */
+  layout(): readonly { name: string; offset: number; size: number }[] {
+    return this.slots.map((s) => ({ name: s.name, offset: s.offset, size: s.size }));
+  }
+
+  /**
+   * Traces accesses to `log` (at debug level) unless the map was defined
+   * with a log of its own. The server calls it with its logger, so
+   * `muser run -v` traces every map of a device without any wiring.
+   */
+  traceTo(log: Logger | undefined): void {
+    if (!this.ownLog) this.log = log;
+  }
+
   /**
    * A BAR served by this map. Every entry must lie inside `options.size`.
    * @example
@@ -163,11 +180,9 @@ export class RegisterMap<C = Device> {
    */
   bar(this: RegisterMap<Device>, options: RegisterBarOptions): BarSpec {
     if (this.size > options.size) throw new RangeError(`registers end at 0x${this.size.toString(16)}, past the BAR's ${options.size} bytes`);
-    return {
-      ...options,
-      read: (offset, length, device) => this.read(offset, length, device),
-      write: (offset, data, device) => this.write(offset, data, device),
-    };
+    const read: BarSpec['read'] = (offset, length, device) => this.read(offset, length, device);
+    mapsByReadHook.set(read, this);
+    return { ...options, read, write: (offset, data, device) => this.write(offset, data, device) };
   }
 
   /** Serves a read of `length` bytes at `offset`, as a BAR read would. */
@@ -355,6 +370,14 @@ export class RegisterMap<C = Device> {
     const shown = bytes.length <= 8 ? `val=0x${readLE(bytes).toString(16).padStart(bytes.length * 2, '0')}` : `len=${bytes.length} data=${Buffer.from(bytes.subarray(0, 16)).toString('hex')}`;
     this.log.debug(`${op} ${what} ${shown}${note}`);
   }
+}
+
+/** Which map serves a BAR built by {@link RegisterMap.bar}, keyed by its read hook (which survives a spread of the BarSpec). */
+const mapsByReadHook = new WeakMap<object, RegisterMap<Device>>();
+
+/** The register map behind a BAR built by {@link RegisterMap.bar}, if it is one. */
+export function registerMapOf(bar: Pick<BarSpec, 'read'> | undefined): RegisterMap<Device> | undefined {
+  return bar?.read ? mapsByReadHook.get(bar.read) : undefined;
 }
 
 /**

@@ -11,6 +11,7 @@ import { consoleLogger, type Logger, type LogLevel } from '../device/logger.js';
 import { DEFAULT_LIMITS, Session, type ServerLimits } from './session.js';
 import type { DeviceSpec } from '../device/spec.js';
 import { offerMigration, type MigrationOffer } from '../migration/offer.js';
+import { registerMapOf } from '../device/registers.js';
 
 /** Clients that may wait while another one is connected. */
 const MAX_WAITING = 4;
@@ -72,6 +73,7 @@ export class Server extends EventEmitter {
     super();
     this.device = device instanceof Device ? device : new Device(device);
     this.log = typeof options.log === 'object' ? options.log : consoleLogger(this.device.name, options.log ?? 'warn');
+    if (options.log === 'debug') traceDevice(this.device, this.log);
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.pollIdleMs = resolvePollIdleMs(options.poll);
     this.migration = offerMigration(this.device);
@@ -149,6 +151,18 @@ export class Server extends EventEmitter {
         this.release();
       });
   }
+}
+
+/**
+ * Debug logging traces every register access of the device by name: each
+ * BAR built by `registers.bar()` and the config register table (unless the
+ * map was given a log of its own), and unclaimed config bytes.
+ */
+function traceDevice(device: Device, log: Logger): void {
+  device.traceLog = log;
+  const prefixed = (prefix: string): Logger => ({ ...log, debug: (m) => log.debug(`${prefix} ${m}`) });
+  for (const [index, bar] of Object.entries(device.spec.bars ?? {})) registerMapOf(bar)?.traceTo(prefixed(`BAR${index}`));
+  device.spec.configRegisters?.traceTo(prefixed('config'));
 }
 
 /** Builds a device from `spec` and serves it on `path`. */
