@@ -12,6 +12,8 @@ import type { GatedDmaAccess } from './gated-dma.js';
 import { DoorbellThreads } from './threads/doorbell.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 import { ConfigLayout } from './config-registers.js';
+import { registerMapOf } from './registers.js';
+import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
@@ -65,6 +67,7 @@ export class Device {
   private configReset: Promise<void> | undefined;
 
   constructor(readonly spec: DeviceSpec) {
+    validateSpec(spec);
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
     this.state = spec.state ?? {};
     const interrupts = spec.interrupts ?? {};
@@ -318,7 +321,23 @@ function placeMsix(spec: DeviceSpec, irq: InterruptSpec): MsixPlacement | undefi
   const tableOffset = o.tableOffset ?? 0;
   const pbaOffset = o.pbaOffset ?? align(tableOffset + tableSize, 8);
   const bar = o.bar ?? firstFreeBar(spec);
-  return { vectors: o.vectors, bar, tableOffset, tableSize, pbaOffset, pbaSize };
+  const placement = { vectors: o.vectors, bar, tableOffset, tableSize, pbaOffset, pbaSize };
+  checkMsixOverRegisters(spec, placement);
+  return placement;
+}
+
+/** An MSI-X table or PBA over a register map's entries would shadow them: refused. */
+function checkMsixOverRegisters(spec: DeviceSpec, p: MsixPlacement): void {
+  const map = registerMapOf(spec.bars?.[p.bar as 0]);
+  for (const [what, start, size] of [['table', p.tableOffset, p.tableSize], ['PBA', p.pbaOffset, p.pbaSize]] as const) {
+    const hit = map?.layout().find((e) => e.offset < start + size && e.offset + e.size > start);
+    if (hit) {
+      throw new RangeError(
+        `interrupts.msix: the MSI-X ${what} (0x${start.toString(16)}-0x${(start + size - 1).toString(16)} in BAR${p.bar}) ` +
+          `would shadow register ${hit.name} (0x${hit.offset.toString(16)}, ${hit.size} bytes): give interrupts.msix a tableOffset/pbaOffset (or bar) clear of the registers`,
+      );
+    }
+  }
 }
 
 function firstFreeBar(spec: DeviceSpec): number {

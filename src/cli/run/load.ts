@@ -13,6 +13,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Device } from '../../device/device.js';
 import type { DeviceSpec } from '../../device/spec.js';
+import { validateSpec } from '../../device/validate-spec.js';
 import { SAMPLES } from '../../samples/index.js';
 import { isModulePath, type DeviceArg } from './args.js';
 
@@ -41,6 +42,11 @@ export async function loadDevice(arg: DeviceArg, verbose: boolean): Promise<Devi
   if (!isDeviceSpec(exported)) {
     throw new DeviceFileError(`${arg.device}: the default export must be a DeviceSpec (with identity.vendorId and identity.deviceId) or a function returning one`);
   }
+  try {
+    validateSpec(exported);
+  } catch (e) {
+    throw new DeviceFileError(`${arg.device}: ${(e as Error).message}`);
+  }
   return exported;
 }
 
@@ -59,7 +65,7 @@ async function importDeviceFile(file: string): Promise<{ default?: unknown }> {
   return inner && typeof inner === 'object' && 'default' in inner && !('identity' in inner) ? inner : module;
 }
 
+/** Looks like a DeviceSpec (an object with an identity); validateSpec says what is wrong with its fields. */
 function isDeviceSpec(value: unknown): value is DeviceSpec {
-  const identity = (value as { identity?: { vendorId?: unknown; deviceId?: unknown } } | null)?.identity;
-  return typeof identity?.vendorId === 'number' && typeof identity.deviceId === 'number';
+  return typeof value === 'object' && value !== null && 'identity' in value;
 }
