@@ -18,9 +18,13 @@ function flags(args: string[]) {
 const COMMANDS: Record<string, Command> = {
   run: async (args) => {
     const { run } = await import('./run/index.js');
-    await run(args);
-    // A device may hold the loop open (gpio's console reads stdin): stopped is stopped.
-    setImmediate(() => process.exit());
+    try {
+      await run(args);
+    } finally {
+      // A device may hold the loop open (gpio's console reads stdin, a failed
+      // device file's timers): stopped is stopped, and so is failed.
+      setImmediate(() => process.exit());
+    }
   },
   trace: async (args) => {
     const { trace } = await import('./trace/index.js');

@@ -53,6 +53,14 @@ export function resolvePollIdleMs(poll: ServeOptions['poll']): number {
   return ms;
 }
 
+/** Servers listening in this process (until close). */
+const liveServers = new Set<Server>();
+
+/** The Servers of this process that are listening: `muser run` stops those a failed device file started. */
+export function listeningServers(): ReadonlySet<Server> {
+  return liveServers;
+}
+
 /** Serves a device over vfio-user on a socket path. */
 export class Server extends EventEmitter {
   readonly device: Device;
@@ -81,6 +89,7 @@ export class Server extends EventEmitter {
       this.log.info(`not offered for live migration: ${this.migration.unavailable}`);
     }
     this.listener = new Listener(path, (fd) => this.onConnection(fd), options);
+    liveServers.add(this);
   }
 
   /** The connected client's session, if any. */
@@ -92,6 +101,7 @@ export class Server extends EventEmitter {
   close(): void {
     if (this.closing) return;
     this.closing = true;
+    liveServers.delete(this);
     this.listener.close();
     for (const fd of this.waiting.splice(0)) native.close(fd);
     this.current?.close();

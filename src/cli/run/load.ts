@@ -14,6 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { Device } from '../../device/device.js';
 import type { DeviceSpec } from '../../device/spec.js';
 import { validateSpec } from '../../device/validate-spec.js';
+import { listeningServers, type Server } from '../../server/server.js';
 import { SAMPLES } from '../../samples/index.js';
 import { isModulePath, type DeviceArg } from './args.js';
 
@@ -35,17 +36,53 @@ export async function loadDevice(arg: DeviceArg, verbose: boolean): Promise<Devi
   }
   const file = resolve(arg.device);
   if (!existsSync(file)) throw new DeviceFileError(`${arg.device}: no such file`);
-  const module = await importDeviceFile(file);
+  // Servers the file starts itself (a script calling serve()) are stopped
+  // when the load fails, so a failed load leaves no socket and no listener.
+  const before = new Set(listeningServers());
+  const started = (): Server[] => [...listeningServers()].filter((s) => !before.has(s));
+  const refuseOwnServers = (): void => {
+    const own = started();
+    if (own.length === 0) return;
+    throw new DeviceFileError(
+      `${arg.device} called serve() itself (on ${own.map((s) => s.path).join(', ')}; stopped): muser run serves the file's default export ` +
+        `on the socket given on the command line, the file must not serve it too. ${DEVICE_FILE_EXAMPLE}`,
+    );
+  };
+  try {
+    const module = await importDeviceFile(file);
+    refuseOwnServers();
+    const device = await deviceOf(arg.device, module, options);
+    refuseOwnServers();
+    return device;
+  } catch (e) {
+    for (const s of started()) s.close();
+    throw e;
+  }
+}
+
+/** What the message of a failed load shows. */
+const DEVICE_FILE_EXAMPLE = `A device file for muser run exports the device (a DeviceSpec, or a function returning one) and does not call serve():
+
+    import type { DeviceSpec } from 'muser';
+    export default function myDevice(options: { verbose: boolean }): DeviceSpec {
+      return { identity: { vendorId: 0x1234, deviceId: 0x0001 }, bars: { 0: { size: 4096, memory: true } } };
+    }
+
+(docs/guides/device-files.md)`;
+
+/** The device a loaded module's default export gives. */
+async function deviceOf(name: string, module: { default?: unknown }, options: Record<string, unknown>): Promise<DeviceSpec | Device> {
   let exported: unknown = module.default;
   if (typeof exported === 'function') exported = await (exported as (o: typeof options) => unknown)(options);
   if (exported instanceof Device) return exported;
   if (!isDeviceSpec(exported)) {
-    throw new DeviceFileError(`${arg.device}: the default export must be a DeviceSpec (with identity.vendorId and identity.deviceId) or a function returning one`);
+    const what = module.default === undefined ? 'has no default export' : 'has a default export that is not a DeviceSpec';
+    throw new DeviceFileError(`${name} ${what}. ${DEVICE_FILE_EXAMPLE}`);
   }
   try {
     validateSpec(exported);
   } catch (e) {
-    throw new DeviceFileError(`${arg.device}: ${(e as Error).message}`);
+    throw new DeviceFileError(`${name}: ${(e as Error).message}`);
   }
   return exported;
 }
