@@ -53,8 +53,12 @@ export function resolvePollIdleMs(poll: ServeOptions['poll']): number {
   return ms;
 }
 
-/** Servers listening in this process (until close). */
-const liveServers = new Set<Server>();
+/**
+ * Servers listening in this process (until close). Kept on globalThis so
+ * that every copy of muser loaded in the process shares it: tsx gives the
+ * modules a TypeScript device file imports copies of their own.
+ */
+const liveServers: Set<Server> = ((globalThis as unknown as Record<symbol, Set<Server> | undefined>)[Symbol.for('muser.listeningServers')] ??= new Set<Server>());
 
 /** The Servers of this process that are listening: `muser run` stops those a failed device file started. */
 export function listeningServers(): ReadonlySet<Server> {

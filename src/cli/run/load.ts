@@ -9,8 +9,9 @@
  * tsx's esbuild binary on every install (it is an optional peer dependency).
  */
 import { existsSync } from 'node:fs';
+import Module, { register } from 'node:module';
 import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Device } from '../../device/device.js';
 import type { DeviceSpec } from '../../device/spec.js';
 import { validateSpec } from '../../device/validate-spec.js';
@@ -76,7 +77,9 @@ async function deviceOf(name: string, module: { default?: unknown }, options: Re
   if (typeof exported === 'function') exported = await (exported as (o: typeof options) => unknown)(options);
   if (exported instanceof Device) return exported;
   if (!isDeviceSpec(exported)) {
-    const what = module.default === undefined ? 'has no default export' : 'has a default export that is not a DeviceSpec';
+    // A CommonJS module without exports shows up as `default: {}`.
+    const none = module.default === undefined || (typeof module.default === 'object' && module.default !== null && Object.keys(module.default).length === 0);
+    const what = none ? 'has no default export' : 'has a default export that is not a DeviceSpec';
     throw new DeviceFileError(`${name} ${what}. ${DEVICE_FILE_EXAMPLE}`);
   }
   try {
@@ -87,7 +90,47 @@ async function deviceOf(name: string, module: { default?: unknown }, options: Re
   return exported;
 }
 
+let resolutionRegistered = false;
+
+/**
+ * Device files outside a project that depends on muser import 'muser' too:
+ * it resolves to this muser (see resolve-muser.ts). Registered once, before
+ * the first device file is imported.
+ */
+async function registerMuserResolution(): Promise<void> {
+  if (resolutionRegistered) return;
+  resolutionRegistered = true;
+  const store = globalThis as unknown as Record<symbol, unknown>;
+  store[Symbol.for('muser.running')] = await import('../../index.js');
+  store[Symbol.for('muser.running/client')] = await import('../../client/index.js');
+  const entries = {
+    muser: new URL('../../index.js', import.meta.url).href,
+    'muser/client': new URL('../../client/index.js', import.meta.url).href,
+  };
+  register('./resolve-muser.js', { parentURL: import.meta.url, data: { entries } });
+  // tsx runs a .ts file outside a `"type": "module"` package as CommonJS,
+  // where require('muser') does not pass through module hooks: the same
+  // fallback for require(), to a CommonJS file that hands over the modules
+  // already loaded (a require() of muser's ES modules would load a copy).
+  const shims: Record<string, string> = {
+    muser: fileURLToPath(new URL('./running-muser.cjs', import.meta.url)),
+    'muser/client': fileURLToPath(new URL('./running-muser-client.cjs', import.meta.url)),
+  };
+  const cjs = Module as unknown as { _resolveFilename(request: string, ...rest: unknown[]): string };
+  const original = cjs._resolveFilename;
+  cjs._resolveFilename = function (request: string, ...rest: unknown[]): string {
+    try {
+      return original.call(this, request, ...rest);
+    } catch (e) {
+      const shim = shims[request];
+      if (shim === undefined || (e as { code?: string }).code !== 'MODULE_NOT_FOUND') throw e;
+      return shim;
+    }
+  };
+}
+
 async function importDeviceFile(file: string): Promise<{ default?: unknown }> {
+  await registerMuserResolution();
   const url = pathToFileURL(file).href;
   if (!/\.(c|m)?ts$/.test(file)) return (await import(url)) as { default?: unknown };
   let tsx: { tsImport(specifier: string, parent: string): Promise<unknown> };
