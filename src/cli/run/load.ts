@@ -100,13 +100,14 @@ let resolutionRegistered = false;
 async function registerMuserResolution(): Promise<void> {
   if (resolutionRegistered) return;
   resolutionRegistered = true;
-  const store = globalThis as unknown as Record<symbol, unknown>;
-  store[Symbol.for('muser.running')] = await import('../../index.js');
-  store[Symbol.for('muser.running/client')] = await import('../../client/index.js');
+  // The package's entry points, as a device file imports them (by URL: the CLI sits above them).
   const entries = {
     muser: new URL('../../index.js', import.meta.url).href,
     'muser/client': new URL('../../client/index.js', import.meta.url).href,
   };
+  const store = globalThis as unknown as Record<symbol, unknown>;
+  store[Symbol.for('muser.running')] = await import(entries.muser);
+  store[Symbol.for('muser.running/client')] = await import(entries['muser/client']);
   register('./resolve-muser.js', { parentURL: import.meta.url, data: { entries } });
   // tsx runs a .ts file outside a `"type": "module"` package as CommonJS,
   // where require('muser') does not pass through module hooks: the same
