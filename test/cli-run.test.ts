@@ -85,7 +85,7 @@ test('run: a device file without a device, or missing, fails with a message and 
     const throws = join(dir, 'throws.mjs');
     writeFileSync(throws, 'export default async () => { throw new Error("factory says no"); };\n');
     for (const [file, message] of [
-      [bad, /default export must be a DeviceSpec/],
+      [bad, /has a default export that is not a DeviceSpec. A device file for muser run exports the device/],
       [throws, /factory says no/],
       [join(dir, 'missing.js'), /no such file/],
     ] as const) {

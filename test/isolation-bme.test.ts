@@ -110,10 +110,10 @@ test('requireBusMaster: false lets the device DMA with Bus Master Enable clear; 
 test('requireBusMaster that is not a boolean is a TypeError naming the field', () => {
   const identity = { vendorId: 0x1af4, deviceId: 0x10f1 };
   const bad: [unknown, RegExp][] = [
-    ['no', /requireBusMaster must be a boolean, got string/],
-    [0, /requireBusMaster must be a boolean, got number/],
-    [null, /requireBusMaster must be a boolean, got null/],
-    [{}, /requireBusMaster must be a boolean, got object/],
+    ['no', /requireBusMaster: must be a boolean, got 'no'/],
+    [0, /requireBusMaster: must be a boolean, got 0/],
+    [null, /requireBusMaster: must be a boolean, got null/],
+    [{}, /requireBusMaster: must be a boolean, got an object/],
   ];
   for (const [requireBusMaster, message] of bad) {
     assert.throws(() => new Device({ identity, requireBusMaster } as unknown as DeviceSpec), (e: unknown) => e instanceof TypeError && message.test((e as Error).message), String(JSON.stringify(requireBusMaster)));

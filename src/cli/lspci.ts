@@ -6,6 +6,7 @@ import { Client } from '../client/client.js';
 import { collectSnapshot } from './lspci-collect.js';
 import { decodeLspci } from './lspci-decode.js';
 import { formatLspci, formatLspciJson } from './lspci-format.js';
+import { dumpLength, formatHexDump } from './lspci-hexdump.js';
 import type { LspciData, LspciSnapshot } from './lspci-types.js';
 
 export type { LspciBar, LspciCapability, LspciData, LspciSnapshot } from './lspci-types.js';
@@ -18,6 +19,8 @@ export { walkExtended, walkStandard, MAX_CAPS } from './lspci-chain.js';
 export interface LspciOptions {
   /** Print {@link LspciData} as JSON instead of text. */
   json?: boolean;
+  /** Append a hex dump, as `lspci -x` (1: the 64-byte header), `-xxx` (3: 256 bytes), `-xxxx` (4: all). */
+  hexDump?: number;
 }
 
 /** Connects to `path`, collects a snapshot, and disconnects. */
@@ -38,5 +41,7 @@ export async function lspciData(path: string): Promise<LspciData> {
 /** The `lspci -vv`-like text (or JSON with `json`) for the device at `path`. */
 export async function lspci(path: string, options: LspciOptions = {}): Promise<string> {
   const snapshot = await lspciSnapshot(path);
-  return options.json ? formatLspciJson(decodeLspci(snapshot)) : formatLspci(snapshot);
+  if (options.json) return formatLspciJson(decodeLspci(snapshot));
+  const dump = formatHexDump(snapshot.config, dumpLength(options.hexDump ?? 0, snapshot.config.length));
+  return dump ? `${formatLspci(snapshot)}${dump}` : formatLspci(snapshot);
 }

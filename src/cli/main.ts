@@ -18,9 +18,13 @@ function flags(args: string[]) {
 const COMMANDS: Record<string, Command> = {
   run: async (args) => {
     const { run } = await import('./run/index.js');
-    await run(args);
-    // A device may hold the loop open (gpio's console reads stdin): stopped is stopped.
-    setImmediate(() => process.exit());
+    try {
+      await run(args);
+    } finally {
+      // A device may hold the loop open (gpio's console reads stdin, a failed
+      // device file's timers): stopped is stopped, and so is failed.
+      setImmediate(() => process.exit());
+    }
   },
   trace: async (args) => {
     const { trace } = await import('./trace/index.js');
@@ -31,10 +35,21 @@ const COMMANDS: Record<string, Command> = {
     return check(args);
   },
   lspci: async (args) => {
-    const { positionals: p, values } = flags(args);
+    // -x, -xx, -xxx, -xxxx: how much of config space to dump, as lspci counts them.
+    const xs = args.filter((a) => /^-x+$/.test(a));
+    const { positionals: p, values } = flags(args.filter((a) => !xs.includes(a)));
     if (!p[0]) throw new UsageError('lspci needs a socket path');
     const { lspci } = await import('./lspci.js');
-    process.stdout.write(await lspci(p[0], { json: values.json === true }));
+    const hexDump = xs.reduce((n, a) => n + a.length - 1, 0);
+    process.stdout.write(await lspci(p[0], { json: values.json === true, hexDump }));
+  },
+  peek: async (args) => {
+    const { peek } = await import('./peek.js');
+    process.stdout.write(await peek(args));
+  },
+  poke: async (args) => {
+    const { poke } = await import('./peek.js');
+    process.stdout.write(await poke(args));
   },
   'sample-client': async (args) => {
     const { positionals: p, values } = flags(args);

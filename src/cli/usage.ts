@@ -32,7 +32,13 @@ export function usage(): string {
                                           a proxy for the client to connect to: prints every message decoded
   muser check [--json] [--only id,...] [--timeout ms] <socket-path>
                                           conformance and robustness checks of any vfio-user server
-  muser lspci [--json] <socket-path>      connect and decode the device's config space
+  muser lspci [--json] [-x|-xxx|-xxxx] <socket-path>
+                                          connect and decode the device's config space;
+                                          -x adds a hex dump of the header, -xxx of 256 bytes, -xxxx of all
+  muser peek <socket-path> <region> <offset> [--width 1|2|4|8]
+  muser poke <socket-path> <region> <offset> <value> [--width 1|2|4|8]
+                                          read or write one register (region: bar0-bar5, config or
+                                          a number; offset and value decimal or 0x-hex; width 4 by default)
   muser sample-client <socket-path>       exercise a timer device and live-migrate it
   muser help
 

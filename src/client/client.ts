@@ -3,6 +3,7 @@
  * typed method. It lends the device memory for DMA (serving the device's
  * DMA_READ / DMA_WRITE for memory without an fd) and receives IRQ eventfds.
  */
+import { getSystemErrorName } from 'node:util';
 import { Channel, closeAll } from '../transport/channel.js';
 import { connectSocket } from '../transport/connect.js';
 import type { Frame } from '../transport/framer.js';
@@ -21,13 +22,23 @@ import { decodeDeviceFeatureReply, encodeDeviceFeatureRequest, type DeviceFeatur
 import { decodeMigDataReadReply, encodeMigDataReadRequest, encodeMigDataWriteRequest } from '../protocol/migration-data.js';
 import type { GuestMemory } from './guest-memory.js';
 
-/** An error reply from the server. */
+/**
+ * An error reply from the server: `REGION_READ of region 0 at 0x5 (2 bytes)
+ * refused: EINVAL`. A vfio-user error reply carries only an errno; the
+ * server logs its reason (muser warns about refused region accesses).
+ */
 export class ClientError extends Error {
+  /**
+   * @param command the refused command's number
+   * @param errno the errno of the error reply
+   * @param what the request, for the message (`of region 0 at 0x5 (2 bytes)`)
+   */
   constructor(
     readonly command: number,
     readonly errno: number,
+    what?: string,
   ) {
-    super(`server refused command ${command}: errno ${errno}`);
+    super(`${Command[command] ?? `command ${command}`}${what ? ` ${what}` : ''} refused: ${errnoName(errno)}`);
     this.name = 'ClientError';
   }
 }
@@ -43,6 +54,29 @@ export class ReplyTimeout extends Error {
     super(`no reply to ${commandName(command)} (msg_id ${msgId}) in ${timeoutMs} ms`);
     this.name = 'ReplyTimeout';
   }
+}
+
+/** `EINVAL` for 22; `errno 4242` for a number Linux does not name. */
+function errnoName(errno: number): string {
+  let name = '';
+  try {
+    name = getSystemErrorName(-errno);
+  } catch {
+    // not a negative integer: named below
+  }
+  return /^E[A-Z0-9]+$/.test(name) ? name : `errno ${errno}`;
+}
+
+/** Rethrows a ClientError with what the request was; anything else as it is. */
+function withContext(what: string): (e: unknown) => never {
+  return (e) => {
+    throw e instanceof ClientError ? new ClientError(e.command, e.errno, what) : e;
+  };
+}
+
+/** Describes a region access for an error message. */
+function regionAccess(region: number, offset: number, count: number): string {
+  return `of region ${region} at 0x${offset.toString(16)} (${count} byte${count === 1 ? '' : 's'})`;
 }
 
 /** Options for {@link Client.connect}. */
@@ -266,14 +300,14 @@ export class Client {
 
   /** REGION_READ. */
   async regionRead(region: number, offset: number, count: number): Promise<Buffer> {
-    const r = await this.request(Command.REGION_READ, encodeRegionReadRequest({ offset, region, count }));
+    const r = await this.request(Command.REGION_READ, encodeRegionReadRequest({ offset, region, count })).catch(withContext(regionAccess(region, offset, count)));
     const m = decodeRegionReadReply(r.payload);
     return Buffer.from(m.data.buffer, m.data.byteOffset, m.data.length);
   }
 
   /** REGION_WRITE. */
   async regionWrite(region: number, offset: number, data: Uint8Array): Promise<void> {
-    await this.request(Command.REGION_WRITE, encodeRegionWriteRequest({ offset, region, count: data.length, data }));
+    await this.request(Command.REGION_WRITE, encodeRegionWriteRequest({ offset, region, count: data.length, data })).catch(withContext(regionAccess(region, offset, data.length)));
   }
 
   /**

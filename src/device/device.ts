@@ -12,6 +12,10 @@ import type { GatedDmaAccess } from './gated-dma.js';
 import { DoorbellThreads } from './threads/doorbell.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 import { PciCommand } from '../pci/regs.js';
+import { ConfigLayout } from './config-registers.js';
+import { registerMapOf } from './registers.js';
+import { validateSpec } from './validate-spec.js';
+import type { Logger } from './logger.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
 export interface MsixPlacement {
@@ -49,6 +53,13 @@ export class Device {
   state: Record<string, unknown>;
   /** Set while a client is connected. */
   link: DeviceLink | undefined;
+  /** @internal What owns each config-space byte: the standard model or a `configRegisters` entry. */
+  readonly configLayout: ConfigLayout;
+  /**
+   * Where access traces go (unclaimed config bytes, refused accesses): the
+   * serving Server's logger when it logs at debug level, else undefined.
+   */
+  traceLog: Logger | undefined;
   /** Run first on every reset: per-device machinery (migration) returns to its power-on state. */
   private readonly resetListeners: (() => void)[] = [];
   /** Triggers that arrived while quiesced; replayed when running again. */
@@ -59,9 +70,10 @@ export class Device {
   private configReset: Promise<void> | undefined;
 
   constructor(readonly spec: DeviceSpec) {
+    validateSpec(spec);
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
     this.state = spec.state ?? {};
-    this.requiresBusMaster = requiresBusMaster(spec);
+    this.requiresBusMaster = spec.requireBusMaster !== false; // only `false` waives Bus Master Enable (validateSpec checked the type)
     const interrupts = spec.interrupts ?? {};
     this.msixPlacement = placeMsix(spec, interrupts);
     const bars = barDescriptions(spec, this.msixPlacement);
@@ -73,6 +85,7 @@ export class Device {
       interruptPin: interrupts.intx ? 1 : 0,
       hooks: spec.config,
     });
+    this.configLayout = new ConfigLayout(this.config, spec.configRegisters);
     this.msix = this.config.msix;
     this.irqs = new IrqState(
       {
@@ -214,6 +227,7 @@ export class Device {
   /** Back to power-on state: config space, MSI-X, interrupts, the device's own hook. */
   async reset(reason: ResetReason): Promise<void> {
     this.config.reset();
+    this.spec.configRegisters?.reset();
     this.deferred = [];
     for (const listener of this.resetListeners) listener();
     // The client owns its IRQ configuration and re-sends it after a reset.
@@ -309,15 +323,6 @@ function closeMemory(r: Region): void {
   native.close(r.memory!.fd);
 }
 
-/** Reads `spec.requireBusMaster`: only `false` waives Bus Master Enable, and anything but a boolean is refused. */
-function requiresBusMaster(spec: DeviceSpec): boolean {
-  const require: unknown = spec.requireBusMaster;
-  if (require !== undefined && typeof require !== 'boolean') {
-    throw new TypeError(`requireBusMaster must be a boolean, got ${require === null ? 'null' : typeof require}`);
-  }
-  return require !== false;
-}
-
 function placeMsix(spec: DeviceSpec, irq: InterruptSpec): MsixPlacement | undefined {
   if (irq.msix === undefined) return undefined;
   const o = typeof irq.msix === 'number' ? { vectors: irq.msix } : irq.msix;
@@ -329,7 +334,23 @@ function placeMsix(spec: DeviceSpec, irq: InterruptSpec): MsixPlacement | undefi
   const tableOffset = o.tableOffset ?? 0;
   const pbaOffset = o.pbaOffset ?? align(tableOffset + tableSize, 8);
   const bar = o.bar ?? firstFreeBar(spec);
-  return { vectors: o.vectors, bar, tableOffset, tableSize, pbaOffset, pbaSize };
+  const placement = { vectors: o.vectors, bar, tableOffset, tableSize, pbaOffset, pbaSize };
+  checkMsixOverRegisters(spec, placement);
+  return placement;
+}
+
+/** An MSI-X table or PBA over a register map's entries would shadow them: refused. */
+function checkMsixOverRegisters(spec: DeviceSpec, p: MsixPlacement): void {
+  const map = registerMapOf(spec.bars?.[p.bar as 0]);
+  for (const [what, start, size] of [['table', p.tableOffset, p.tableSize], ['PBA', p.pbaOffset, p.pbaSize]] as const) {
+    const hit = map?.layout().find((e) => e.offset < start + size && e.offset + e.size > start);
+    if (hit) {
+      throw new RangeError(
+        `interrupts.msix: the MSI-X ${what} (0x${start.toString(16)}-0x${(start + size - 1).toString(16)} in BAR${p.bar}) ` +
+          `would shadow register ${hit.name} (0x${hit.offset.toString(16)}, ${hit.size} bytes): give interrupts.msix a tableOffset/pbaOffset (or bar) clear of the registers`,
+      );
+    }
+  }
 }
 
 function firstFreeBar(spec: DeviceSpec): number {

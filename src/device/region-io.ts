@@ -24,7 +24,7 @@ export function checkAccess(device: Device, index: number, offset: number, count
 
 /** Reads `count` bytes of a checked range. */
 export function readRegion(device: Device, r: Region, offset: number, count: number): MaybePromise<Uint8Array> {
-  if (r.index === CONFIG_REGION) return device.config.read(offset, count);
+  if (r.index === CONFIG_REGION) return device.configLayout.read(device, offset, count, unclaimedLog(device));
   const msix = msixPart(device, r.index, offset, count);
   if (msix === 'table') return device.msix!.read(offset - device.msixPlacement!.tableOffset, count);
   if (msix === 'pba') return device.msix!.readPba(offset - device.msixPlacement!.pbaOffset, count);
@@ -40,7 +40,8 @@ export function readRegion(device: Device, r: Region, offset: number, count: num
 /** Writes a checked range. `data` is only valid during the call. */
 export function writeRegion(device: Device, r: Region, offset: number, data: Buffer): MaybePromise<void> {
   if (r.index === CONFIG_REGION) {
-    device.config.write(offset, data);
+    const done = device.configLayout.write(device, offset, data, unclaimedLog(device));
+    if (done) return done.then(() => device.takeConfigReset());
     return device.takeConfigReset();
   }
   const msix = msixPart(device, r.index, offset, data.length);
@@ -51,6 +52,11 @@ export function writeRegion(device: Device, r: Region, offset: number, data: Buf
   const spec = r.spec;
   if (spec?.write) return keepWhilePending(spec.write(offset, data, device), data);
   if (r.memory) r.memory.bytes.set(data, offset);
+}
+
+/** Unclaimed config bytes are traced unless raw config hooks may be serving them. */
+function unclaimedLog(device: Device): Device['traceLog'] {
+  return device.spec.config ? undefined : device.traceLog;
 }
 
 /**

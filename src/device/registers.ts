@@ -135,12 +135,15 @@ export class RegisterMap<C = Device> {
   /** Readable / writable slots, sorted by offset, not overlapping. */
   private readonly readers: Slot<C>[];
   private readonly writers: Slot<C>[];
-  private readonly log: Logger | undefined;
+  private log: Logger | undefined;
+  /** Set when the log was given in the options: a server's logger does not replace it. */
+  private readonly ownLog: boolean;
 
   /** @see {@link defineRegisters} */
   constructor(entries: readonly RegisterEntry<C>[], options: RegisterMapOptions = {}) {
     this.log = options.log;
-    this.slots = entries.map(toSlot);
+    this.ownLog = options.log !== undefined;
+    this.slots = entries.map((e, i) => toSlot(e, i));
     for (const s of this.slots) {
       if (this.byName.has(s.name)) throw new TypeError(`register ${s.name} is defined twice`);
       this.byName.set(s.name, s);
@@ -154,6 +157,20 @@ export class RegisterMap<C = Device> {
     return Math.max(0, ...this.slots.map((s) => s.offset + s.size));
   }
 
+  /** Every entry's name and the bytes it spans, in table order. */
+  layout(): readonly { name: string; offset: number; size: number }[] {
+    return this.slots.map((s) => ({ name: s.name, offset: s.offset, size: s.size }));
+  }
+
+  /**
+   * Traces accesses to `log` (at debug level) unless the map was defined
+   * with a log of its own. The server calls it with its logger, so
+   * `muser run -v` traces every map of a device without any wiring.
+   */
+  traceTo(log: Logger | undefined): void {
+    if (!this.ownLog) this.log = log;
+  }
+
   /**
    * A BAR served by this map. Every entry must lie inside `options.size`.
    * @example
@@ -163,11 +180,9 @@ export class RegisterMap<C = Device> {
    */
   bar(this: RegisterMap<Device>, options: RegisterBarOptions): BarSpec {
     if (this.size > options.size) throw new RangeError(`registers end at 0x${this.size.toString(16)}, past the BAR's ${options.size} bytes`);
-    return {
-      ...options,
-      read: (offset, length, device) => this.read(offset, length, device),
-      write: (offset, data, device) => this.write(offset, data, device),
-    };
+    const read: BarSpec['read'] = (offset, length, device) => this.read(offset, length, device);
+    mapsByReadHook.set(read, this);
+    return { ...options, read, write: (offset, data, device) => this.write(offset, data, device) };
   }
 
   /** Serves a read of `length` bytes at `offset`, as a BAR read would. */
@@ -357,6 +372,14 @@ export class RegisterMap<C = Device> {
   }
 }
 
+/** Which map serves a BAR built by {@link RegisterMap.bar}, keyed by its read hook (which survives a spread of the BarSpec). */
+const mapsByReadHook = new WeakMap<object, RegisterMap<Device>>();
+
+/** The register map behind a BAR built by {@link RegisterMap.bar}, if it is one. */
+export function registerMapOf(bar: Pick<BarSpec, 'read'> | undefined): RegisterMap<Device> | undefined {
+  return bar?.read ? mapsByReadHook.get(bar.read) : undefined;
+}
+
 /**
  * Builds a register map from a table. Mistakes in the table (overlapping
  * entries, a misaligned offset, a reset value wider than its register) throw
@@ -407,9 +430,39 @@ interface Part<C> {
   length: number;
 }
 
-function toSlot<C>(e: RegisterEntry<C>): Slot<C> {
+const ACCESS_TYPES: readonly string[] = ['ro', 'rw', 'wo', 'rw1c', 'rc'];
+const BLOCK_ACCESS_TYPES: readonly string[] = ['ro', 'rw', 'wo'];
+const ENTRY_FIELDS: readonly string[] = ['name', 'offset', 'access', 'widths', 'trace', 'description', 'width', 'reset', 'writable', 'read', 'write', 'size'];
+
+/** Checks what TypeScript would, for tables in device files that no compiler saw. */
+function checkEntryShape<C>(e: RegisterEntry<C>, index: number): void {
+  if (typeof e !== 'object' || e === null) throw new TypeError(`register table entry ${index}: must be an object, got ${String(e)}`);
+  if (typeof e.name !== 'string' || e.name === '') throw new TypeError(`register table entry ${index}: a register needs a name`);
   const where = `register ${e.name}`;
-  if (typeof e.name !== 'string' || e.name === '') throw new TypeError('a register needs a name');
+  for (const k of Object.keys(e)) {
+    if (!ENTRY_FIELDS.includes(k)) throw new TypeError(`${where}: unknown field '${k}' (known: ${ENTRY_FIELDS.join(', ')})`);
+  }
+  const kinds = e.width === undefined ? BLOCK_ACCESS_TYPES : ACCESS_TYPES;
+  if (e.access !== undefined && !kinds.includes(e.access)) {
+    throw new RangeError(`${where}: access '${String(e.access)}' is not one of ${kinds.map((k) => `'${k}'`).join(' | ')}`);
+  }
+  for (const hook of ['read', 'write'] as const) {
+    if (e[hook] !== undefined && typeof e[hook] !== 'function') throw new TypeError(`${where}: ${hook} must be a function`);
+  }
+  if (e.trace !== undefined && typeof e.trace !== 'boolean') throw new TypeError(`${where}: trace must be a boolean`);
+  if (e.width !== undefined) {
+    const r = e as Register<C> | Register64<C>;
+    if (r.reset !== undefined && typeof r.reset !== 'number' && typeof r.reset !== 'bigint') throw new TypeError(`${where}: reset must be a number, got ${typeof r.reset}`);
+    if (r.writable !== undefined && typeof r.writable !== 'number' && typeof r.writable !== 'bigint') throw new TypeError(`${where}: writable must be a bit mask`);
+    if (r.widths !== undefined && (!Array.isArray(r.widths) || r.widths.some((w) => ![1, 2, 4, 8].includes(w)))) {
+      throw new RangeError(`${where}: widths must list access widths of 1, 2, 4 or 8 bytes`);
+    }
+  }
+}
+
+function toSlot<C>(e: RegisterEntry<C>, index: number): Slot<C> {
+  checkEntryShape(e, index);
+  const where = `register ${e.name}`;
   if (!Number.isSafeInteger(e.offset) || e.offset < 0) throw new RangeError(`${where}: offset ${e.offset} is not a byte offset`);
   const access = e.access ?? 'rw';
   const base = {

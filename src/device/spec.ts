@@ -10,6 +10,7 @@ import type {
 } from '../pci/index.js';
 import type { Device } from './device.js';
 import type { MigrationSpec } from './migration-spec.js';
+import type { RegisterMap } from './registers.js';
 
 /** A value a read callback may return: bytes, or a little-endian integer. */
 export type ReadResult = Uint8Array | number | bigint;
@@ -139,7 +140,17 @@ export interface DeviceSpec {
   capabilities?: CapabilityDescription[];
   extendedCapabilities?: ExtendedCapabilityDescription[];
   interrupts?: InterruptSpec;
-  /** Custom config-space behaviour. */
+  /**
+   * Device registers in config space beyond the standard header, as a
+   * register table (`defineRegisters`) whose offsets are absolute
+   * config-space offsets (0x40 and up). Registers may not overlap the
+   * header or a capability: the device is refused at construction, naming
+   * both. Hooks get the Device and may be async; the table is reset with
+   * config space (device reset, FLR). Config bytes that nothing claims
+   * read as zero and ignore writes.
+   */
+  configRegisters?: RegisterMap<Device>;
+  /** Raw config-space hooks (no Device, synchronous, every access); prefer `configRegisters`. */
   config?: ConfigHooks;
   /** Accept DMA_MAP from the client (default true). */
   dma?: boolean;

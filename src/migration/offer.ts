@@ -35,6 +35,7 @@ function hiddenStateReason(spec: DeviceSpec): string | undefined {
   ];
   const withCallbacks = regions.filter(([, r]) => r && (r.read || r.write || (r.ioeventfds?.length ?? 0) > 0)).map(([name]) => name);
   if (spec.config?.read || spec.config?.write) withCallbacks.push('config hooks');
+  if (spec.configRegisters) withCallbacks.push('config registers');
   if (withCallbacks.length === 0) return undefined;
   return (
     `${withCallbacks.join(', ')} served by callbacks that may keep state muser cannot see: ` +

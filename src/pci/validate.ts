@@ -30,12 +30,12 @@ export function isPowerOfTwo(n: number): boolean {
 
 /** Checks the identity registers. */
 export function validateIdentity(id: PciIdentity): void {
-  checkRange(id.vendorId, 0, 0xfffe, 'vendorId');
-  checkRange(id.deviceId, 0, 0xffff, 'deviceId');
-  checkRange(id.subsystemVendorId ?? 0, 0, 0xffff, 'subsystemVendorId');
-  checkRange(id.subsystemId ?? 0, 0, 0xffff, 'subsystemId');
-  checkRange(id.classCode ?? 0, 0, 0xffffff, 'classCode');
-  checkRange(id.revision ?? 0, 0, 0xff, 'revision');
+  checkRange(id.vendorId, 0, 0xfffe, 'identity.vendorId');
+  checkRange(id.deviceId, 0, 0xffff, 'identity.deviceId');
+  checkRange(id.subsystemVendorId ?? 0, 0, 0xffff, 'identity.subsystemVendorId');
+  checkRange(id.subsystemId ?? 0, 0, 0xffff, 'identity.subsystemId');
+  checkRange(id.classCode ?? 0, 0, 0xffffff, 'identity.classCode');
+  checkRange(id.revision ?? 0, 0, 0xff, 'identity.revision');
 }
 
 /** Largest allowed size for a BAR of this kind. */
@@ -111,7 +111,7 @@ function validateCap(cap: CapabilityDescription, bars: readonly (BarDescription 
       check(VendorCap.DATA + cap.data.length <= VendorCap.MAX_SIZE, `vendor capability data too long (${cap.data.length} bytes)`);
       return;
     default:
-      check(false, `unknown capability id ${String((cap as { id: unknown }).id)}`);
+      check(false, `unknown capability id ${String((cap as { id: unknown }).id)} (known: 'pm', 'msi', 'msix', 'pcie', 'vendor')`);
   }
 }
 
@@ -128,7 +128,7 @@ function validateExtCap(cap: ExtendedCapabilityDescription): void {
       check(VsecCap.DATA + cap.data.length <= VsecCap.MAX_SIZE, `VSEC data too long (${cap.data.length} bytes)`);
       return;
     default:
-      check(false, `unknown extended capability id ${String((cap as { id: unknown }).id)}`);
+      check(false, `unknown extended capability id ${String((cap as { id: unknown }).id)} (known: 'dsn', 'vendor')`);
   }
 }
 

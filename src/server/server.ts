@@ -14,6 +14,7 @@ import { offerMigration, type MigrationOffer } from '../migration/offer.js';
 import { checkServeOptions, DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './options.js';
 
 export { DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './options.js';
+import { registerMapOf } from '../device/registers.js';
 
 /** Clients that may wait while another one is connected. */
 const MAX_WAITING = 4;
@@ -43,6 +44,18 @@ export interface ServeOptions extends ListenOptions {
   poll?: boolean | { idleMs?: number };
 }
 
+/**
+ * Servers listening in this process (until close). Kept on globalThis so
+ * that every copy of muser loaded in the process shares it: tsx gives the
+ * modules a TypeScript device file imports copies of their own.
+ */
+const liveServers: Set<Server> = ((globalThis as unknown as Record<symbol, Set<Server> | undefined>)[Symbol.for('muser.listeningServers')] ??= new Set<Server>());
+
+/** The Servers of this process that are listening: `muser run` stops those a failed device file started. */
+export function listeningServers(): ReadonlySet<Server> {
+  return liveServers;
+}
+
 /** Serves a device over vfio-user on a socket path. */
 export class Server extends EventEmitter {
   readonly device: Device;
@@ -65,6 +78,7 @@ export class Server extends EventEmitter {
     checkServeOptions(options);
     this.device = device instanceof Device ? device : new Device(device);
     this.log = typeof options.log === 'object' ? options.log : consoleLogger(this.device.name, options.log ?? 'warn');
+    if (options.log === 'debug') traceDevice(this.device, this.log);
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.pollIdleMs = resolvePollIdleMs(options.poll);
     this.migration = offerMigration(this.device);
@@ -72,6 +86,7 @@ export class Server extends EventEmitter {
       this.log.info(`not offered for live migration: ${this.migration.unavailable}`);
     }
     this.listener = new Listener(path, (fd) => this.onConnection(fd), options);
+    liveServers.add(this);
   }
 
   /** The connected client's session, if any. */
@@ -83,6 +98,7 @@ export class Server extends EventEmitter {
   close(): void {
     if (this.closing) return;
     this.closing = true;
+    liveServers.delete(this);
     this.listener.close();
     for (const fd of this.waiting.splice(0)) native.close(fd);
     this.current?.close();
@@ -142,6 +158,18 @@ export class Server extends EventEmitter {
         this.release();
       });
   }
+}
+
+/**
+ * Debug logging traces every register access of the device by name: each
+ * BAR built by `registers.bar()` and the config register table (unless the
+ * map was given a log of its own), and unclaimed config bytes.
+ */
+function traceDevice(device: Device, log: Logger): void {
+  device.traceLog = log;
+  const prefixed = (prefix: string): Logger => ({ ...log, debug: (m) => log.debug(`${prefix} ${m}`) });
+  for (const [index, bar] of Object.entries(device.spec.bars ?? {})) registerMapOf(bar)?.traceTo(prefixed(`BAR${index}`));
+  device.spec.configRegisters?.traceTo(prefixed('config'));
 }
 
 /**

@@ -25,6 +25,8 @@ import type { Device } from '../device/device.js';
 import type { MigrationOffer } from '../migration/offer.js';
 import { DeviceError, Errno, errnoOf } from '../device/errors.js';
 import { dispatch } from './dispatch.js';
+import { RefusalWarnings } from './refusals.js';
+import { ProtocolError } from '../protocol/errors.js';
 import type { Negotiated, Reply, Request, ServerLimits, SessionContext } from './context.js';
 import type { Logger } from '../device/logger.js';
 
@@ -65,6 +67,7 @@ export class Session implements DmaMessenger, SessionContext {
   private nextMsgId = 1;
   private outstanding = new Map<number, Outstanding>();
   private versionTimer: NodeJS.Timeout | undefined;
+  private readonly refusals: RefusalWarnings;
 
   constructor(
     readonly device: Device,
@@ -80,6 +83,7 @@ export class Session implements DmaMessenger, SessionContext {
     this.dmaTable = new DmaTable({ pageSize: limits.pgsizes, maxMaps: limits.maxDmaMaps });
     this.dma = new GatedDmaAccess(this.dmaTable, this, () => device.busMasterAllowed);
     this.dirtyLog = new DirtyLog(this.dmaTable);
+    this.refusals = new RefusalWarnings(log);
     this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
     this.channel = new Channel(
       fd,
@@ -249,7 +253,7 @@ export class Session implements DmaMessenger, SessionContext {
   private finish(req: Request, error: unknown, reply?: Reply): void {
     closeAll(req.fds);
     if (error !== undefined) {
-      this.logFailure(req.header, error);
+      this.logFailure(req, error);
       this.replyError(req.header, errnoOf(error));
       return;
     }
@@ -272,10 +276,14 @@ export class Session implements DmaMessenger, SessionContext {
     this.channel.send(encodeErrorReply(header.msgId, header.command, errno));
   }
 
-  private logFailure(header: Header, e: unknown): void {
+  private logFailure(req: Request, e: unknown): void {
+    const header = req.header;
     const msg = e instanceof Error ? e.message : String(e);
-    if (e instanceof DeviceError || (e && typeof e === 'object' && 'errno' in e)) this.log.debug(`command ${header.command} refused: ${msg}`);
-    else this.log.error(`command ${header.command} failed in a device callback: ${msg}`);
+    if (e instanceof DeviceError || (e && typeof e === 'object' && 'errno' in e)) {
+      // A device refusing a guest's access (not a malformed message) is warned about: the guest only sees all-ones.
+      if (RefusalWarnings.isRegionAccess(header.command) && !(e instanceof ProtocolError)) this.refusals.warn(header, req.payload, msg);
+      else this.log.debug(`command ${header.command} refused: ${msg}`);
+    } else this.log.error(`command ${header.command} failed in a device callback: ${msg}`);
   }
 
   private onClose(error?: Error): void {

@@ -9,10 +9,13 @@
  * tsx's esbuild binary on every install (it is an optional peer dependency).
  */
 import { existsSync } from 'node:fs';
+import Module, { register } from 'node:module';
 import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Device } from '../../device/device.js';
 import type { DeviceSpec } from '../../device/spec.js';
+import { validateSpec } from '../../device/validate-spec.js';
+import { listeningServers, type Server } from '../../server/server.js';
 import { SAMPLES } from '../../samples/index.js';
 import { isModulePath, type DeviceArg } from './args.js';
 
@@ -34,17 +37,101 @@ export async function loadDevice(arg: DeviceArg, verbose: boolean): Promise<Devi
   }
   const file = resolve(arg.device);
   if (!existsSync(file)) throw new DeviceFileError(`${arg.device}: no such file`);
-  const module = await importDeviceFile(file);
+  // Servers the file starts itself (a script calling serve()) are stopped
+  // when the load fails, so a failed load leaves no socket and no listener.
+  const before = new Set(listeningServers());
+  const started = (): Server[] => [...listeningServers()].filter((s) => !before.has(s));
+  const refuseOwnServers = (): void => {
+    const own = started();
+    if (own.length === 0) return;
+    throw new DeviceFileError(
+      `${arg.device} called serve() itself (on ${own.map((s) => s.path).join(', ')}; stopped): muser run serves the file's default export ` +
+        `on the socket given on the command line, the file must not serve it too. ${DEVICE_FILE_EXAMPLE}`,
+    );
+  };
+  try {
+    const module = await importDeviceFile(file);
+    refuseOwnServers();
+    const device = await deviceOf(arg.device, module, options);
+    refuseOwnServers();
+    return device;
+  } catch (e) {
+    for (const s of started()) s.close();
+    throw e;
+  }
+}
+
+/** What the message of a failed load shows. */
+const DEVICE_FILE_EXAMPLE = `A device file for muser run exports the device (a DeviceSpec, or a function returning one) and does not call serve():
+
+    import type { DeviceSpec } from 'muser';
+    export default function myDevice(options: { verbose: boolean }): DeviceSpec {
+      return { identity: { vendorId: 0x1234, deviceId: 0x0001 }, bars: { 0: { size: 4096, memory: true } } };
+    }
+
+(docs/guides/device-files.md)`;
+
+/** The device a loaded module's default export gives. */
+async function deviceOf(name: string, module: { default?: unknown }, options: Record<string, unknown>): Promise<DeviceSpec | Device> {
   let exported: unknown = module.default;
   if (typeof exported === 'function') exported = await (exported as (o: typeof options) => unknown)(options);
   if (exported instanceof Device) return exported;
   if (!isDeviceSpec(exported)) {
-    throw new DeviceFileError(`${arg.device}: the default export must be a DeviceSpec (with identity.vendorId and identity.deviceId) or a function returning one`);
+    // A CommonJS module without exports shows up as `default: {}`.
+    const none = module.default === undefined || (typeof module.default === 'object' && module.default !== null && Object.keys(module.default).length === 0);
+    const what = none ? 'has no default export' : 'has a default export that is not a DeviceSpec';
+    throw new DeviceFileError(`${name} ${what}. ${DEVICE_FILE_EXAMPLE}`);
+  }
+  try {
+    validateSpec(exported);
+  } catch (e) {
+    throw new DeviceFileError(`${name}: ${(e as Error).message}`);
   }
   return exported;
 }
 
+let resolutionRegistered = false;
+
+/**
+ * Device files outside a project that depends on muser import 'muser' too:
+ * it resolves to this muser (see resolve-muser.ts). Registered once, before
+ * the first device file is imported.
+ */
+async function registerMuserResolution(): Promise<void> {
+  if (resolutionRegistered) return;
+  resolutionRegistered = true;
+  // The package's entry points, as a device file imports them (by URL: the CLI sits above them).
+  const entries = {
+    muser: new URL('../../index.js', import.meta.url).href,
+    'muser/client': new URL('../../client/index.js', import.meta.url).href,
+  };
+  const store = globalThis as unknown as Record<symbol, unknown>;
+  store[Symbol.for('muser.running')] = await import(entries.muser);
+  store[Symbol.for('muser.running/client')] = await import(entries['muser/client']);
+  register('./resolve-muser.js', { parentURL: import.meta.url, data: { entries } });
+  // tsx runs a .ts file outside a `"type": "module"` package as CommonJS,
+  // where require('muser') does not pass through module hooks: the same
+  // fallback for require(), to a CommonJS file that hands over the modules
+  // already loaded (a require() of muser's ES modules would load a copy).
+  const shims: Record<string, string> = {
+    muser: fileURLToPath(new URL('./running-muser.cjs', import.meta.url)),
+    'muser/client': fileURLToPath(new URL('./running-muser-client.cjs', import.meta.url)),
+  };
+  const cjs = Module as unknown as { _resolveFilename(request: string, ...rest: unknown[]): string };
+  const original = cjs._resolveFilename;
+  cjs._resolveFilename = function (request: string, ...rest: unknown[]): string {
+    try {
+      return original.call(this, request, ...rest);
+    } catch (e) {
+      const shim = shims[request];
+      if (shim === undefined || (e as { code?: string }).code !== 'MODULE_NOT_FOUND') throw e;
+      return shim;
+    }
+  };
+}
+
 async function importDeviceFile(file: string): Promise<{ default?: unknown }> {
+  await registerMuserResolution();
   const url = pathToFileURL(file).href;
   if (!/\.(c|m)?ts$/.test(file)) return (await import(url)) as { default?: unknown };
   let tsx: { tsImport(specifier: string, parent: string): Promise<unknown> };
@@ -59,7 +146,7 @@ async function importDeviceFile(file: string): Promise<{ default?: unknown }> {
   return inner && typeof inner === 'object' && 'default' in inner && !('identity' in inner) ? inner : module;
 }
 
+/** Looks like a DeviceSpec (an object with an identity); validateSpec says what is wrong with its fields. */
 function isDeviceSpec(value: unknown): value is DeviceSpec {
-  const identity = (value as { identity?: { vendorId?: unknown; deviceId?: unknown } } | null)?.identity;
-  return typeof identity?.vendorId === 'number' && typeof identity.deviceId === 'number';
+  return typeof value === 'object' && value !== null && 'identity' in value;
 }
