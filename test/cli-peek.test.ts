@@ -17,7 +17,8 @@ test('muser peek and poke read and write one register; lspci -x dumps config spa
   const server = serve({ ...spec, bars: { 2: doorbell.bar({ size: 4096 }) } }, join(dir, 's.sock'), { log: 'silent' });
   try {
     const sock = server.path;
-    assert.deepEqual(await runCli(['peek', sock, 'config', '0', '--width', '2']), { code: 0, stdout: '0x8086\n', stderr: '' });
+    const { code, stdout, stderr } = await runCli(['peek', sock, 'config', '0', '--width', '2']);
+    assert.deepEqual({ code, stdout, stderr }, { code: 0, stdout: '0x8086\n', stderr: '' });
     assert.equal((await runCli(['poke', sock, 'bar2', '0x4', '0xdeadbeef'])).code, 0);
     assert.deepEqual(written, [0xdeadbeef]);
     // This map is not reset by the device's onReset, so the value stays for the next connection.
