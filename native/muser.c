@@ -3,7 +3,8 @@
  *
  *  - AF_UNIX stream sockets: listen, accept, connect, socketpair;
  *  - sendmsg / recvmsg with SCM_RIGHTS, reads driven by uv_poll;
- *  - mmap of an fd as an ArrayBuffer that is detached before munmap;
+ *  - mmap of an fd as an ArrayBuffer that is detached before munmap, and
+ *    revoking a shared mapping from under the views taken of it;
  *  - eventfd, memfd_create, ftruncate, close, dup, file seals;
  *  - fallocate on the thread pool (block backends), a block device's size;
  *  - pread / pwrite, for client memory that must not be mapped;
@@ -581,27 +582,16 @@ static void mapping_release(mapping_t *m) {
 static void mapping_buffer_finalize(napi_env env, void *data, void *hint) { mapping_release(hint); }
 static void mapping_handle_finalize(napi_env env, void *data, void *hint) { mapping_release(data); }
 
-/* mmap(fd, offset, length, shared) -> [ArrayBuffer, handle] or -errno.
- * shared: MAP_SHARED, writes reach the peer. Otherwise MAP_PRIVATE
- * copy-on-write, for memory the peer granted read-only: a stray write
- * through a view then lands in a private copy instead of faulting. */
-static napi_value js_mmap(napi_env env, napi_callback_info info) {
-    napi_value argv[4], ab, handle, arr;
-    bool shared = false;
-    if (get_args(env, info, 4, argv) < 0) return NULL;
-    int fd = arg_i32(env, argv[0]);
-    int64_t off = arg_i64(env, argv[1]), len = arg_i64(env, argv[2]);
-    napi_get_value_bool(env, argv[3], &shared);
-    if (off < 0 || len <= 0) return make_int(env, -EINVAL);
-    void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, (off_t)off);
-    if (addr == MAP_FAILED) return make_int(env, -errno);
+/* [ArrayBuffer, handle] over a mapping of `len` bytes at `addr`; unmaps it on failure. */
+static napi_value wrap_mapping(napi_env env, void *addr, size_t len) {
+    napi_value ab, handle, arr;
     mapping_t *m = calloc(1, sizeof *m);
     if (!m) {
-        munmap(addr, (size_t)len);
+        munmap(addr, len);
         return make_int(env, -ENOMEM);
     }
     m->addr = addr;
-    m->len = (size_t)len;
+    m->len = len;
     m->refs = 2;
     m->mapped = true;
     if (napi_create_external_arraybuffer(env, addr, m->len, mapping_buffer_finalize, m, &ab) != napi_ok) {
@@ -614,6 +604,48 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
     napi_set_element(env, arr, 0, ab);
     napi_set_element(env, arr, 1, handle);
     return arr;
+}
+
+/* mmap(fd, offset, length, shared) -> [ArrayBuffer, handle] or -errno.
+ * shared: MAP_SHARED, writes reach the peer. Otherwise MAP_PRIVATE
+ * copy-on-write, for memory the peer granted read-only: a stray write
+ * through a view then lands in a private copy instead of faulting. */
+static napi_value js_mmap(napi_env env, napi_callback_info info) {
+    napi_value argv[4];
+    bool shared = false;
+    if (get_args(env, info, 4, argv) < 0) return NULL;
+    int fd = arg_i32(env, argv[0]);
+    int64_t off = arg_i64(env, argv[1]), len = arg_i64(env, argv[2]);
+    napi_get_value_bool(env, argv[3], &shared);
+    if (off < 0 || len <= 0) return make_int(env, -EINVAL);
+    void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, (off_t)off);
+    if (addr == MAP_FAILED) return make_int(env, -errno);
+    return wrap_mapping(env, addr, (size_t)len);
+}
+
+/* mmapRevoke(handle) -> [ArrayBuffer, handle] or -errno.
+ * Takes a shared mapping's pages out from under every view taken of it so
+ * far: the same pages get a new address (returned, with its own handle;
+ * mremap with old size 0 duplicates a shared mapping), then the old
+ * addresses are replaced in one step, with no hole, by private anonymous
+ * memory. A copy still writing through an old view (a read on the thread
+ * pool) lands there from then on, never in the shared pages. The old
+ * handle keeps the replacement and frees it on munmap. EINVAL for private
+ * mappings. */
+static napi_value js_mmap_revoke(napi_env env, napi_callback_info info) {
+    napi_value argv[1];
+    mapping_t *m = NULL;
+    if (get_args(env, info, 1, argv) < 0) return NULL;
+    if (napi_get_value_external(env, argv[0], (void **)&m) != napi_ok || !m || !m->mapped) return make_int(env, -EINVAL);
+    void *fresh = mremap(m->addr, 0, m->len, MREMAP_MAYMOVE);
+    if (fresh == MAP_FAILED) return make_int(env, -errno);
+    void *scratch = mmap(m->addr, m->len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (scratch == MAP_FAILED) {
+        int e = errno;
+        munmap(fresh, m->len);
+        return make_int(env, -e);
+    }
+    return wrap_mapping(env, fresh, m->len);
 }
 
 /* munmap(handle, arrayBuffer): detach first, so every view reads length 0,
@@ -929,6 +961,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("spinState", js_spin_state);
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);
+    EXPORT("mmapRevoke", js_mmap_revoke);
     EXPORT("eventfd", js_eventfd);
     EXPORT("eventfdWrite", js_eventfd_write);
     EXPORT("eventfdRead", js_eventfd_read);

@@ -83,6 +83,11 @@ export class DmaAccess {
     return this.table.pinRegion(region);
   }
 
+  /** Revokes the pinned writable regions' memory from under the views handed out so far (see {@link DmaTable.revokePinned}). */
+  revokePinned(): ReturnType<DmaTable['revokePinned']> {
+    return this.table.revokePinned();
+  }
+
   /** True when accesses are allowed now (subclasses gate them); never throws. */
   accessible(): boolean {
     return true;

@@ -54,6 +54,14 @@ export interface NativeAddon {
   spinState(): [number, number];
   mmap(fd: number, offset: number, length: number, shared: boolean): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;
+  /**
+   * Moves a shared mapping's pages to a new address (returned) and puts
+   * private scratch memory at the old one, with no hole between: writes
+   * through views taken so far stop reaching the shared memory. The old
+   * handle and ArrayBuffer now hold the scratch (munmap them when done).
+   * -errno (-EINVAL for private mappings).
+   */
+  mmapRevoke(h: MapHandle): [ArrayBuffer, MapHandle] | number;
   eventfd(initval: number): number;
   eventfdWrite(fd: number, value: number): number;
   eventfdRead(fd: number): number;
