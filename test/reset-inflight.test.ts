@@ -17,11 +17,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
 import type { Client } from '../src/client/index.js';
-import { openFileBackend, serve, virtioBlk, type BlockBackend, type Server } from '../src/index.js';
+import { openFileBackend, openNbdBackend, serve, virtioBlk, virtioDevice, type BlockBackend, type Server } from '../src/index.js';
 import { connectClient } from './helpers/raw.js';
 import { changedPages, SlowBackend, waitUntil } from './helpers/slow-backend.js';
 import { T_IN, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
+import { fakeNbdServer, simpleReply } from './helpers/fake-nbd-server.js';
+import { COMPLETED, STARTED } from './helpers/slow-backend.js';
+import type { SlowBlkQueueData } from './fixtures/slow-blk-queue.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-reset-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,5 +145,44 @@ describe('virtio-blk: a reset is answered only when its abandoned reads cannot w
     const got = req.result(used.len);
     assert.equal(got.status, 0);
     assert.deepEqual(got.data, Buffer.from(pattern(4 * MiB, 77).subarray(8 * 512, 8 * 512 + 4096)));
+  });
+
+  test('an NBD server that answers late', async () => {
+    const image = Buffer.from(pattern(4 * MiB, 78));
+    const nbd = await fakeNbdServer({
+      size: image.length,
+      structured: false,
+      reply: (socket, req) => {
+        const data = req.type === 0 ? image.subarray(req.offset, req.offset + req.length) : Buffer.alloc(0);
+        setTimeout(() => socket.write(Buffer.concat([simpleReply(req.cookie), data])), 150);
+      },
+    });
+    try {
+      const { driver: d, backend: b } = await blkRig(await openNbdBackend(nbd.uri), { delayMs: 0 });
+      await readsInFlight(d, () => b.started);
+      await assertUntouched(d.mem.bytes, () => d.setStatus(0), () => b.completed, () => d.status());
+    } finally {
+      nbd.server.close();
+    }
+  });
+});
+
+describe('virtio-blk on a worker thread: a reset is answered only when its abandoned reads cannot write guest memory', () => {
+  test('driver reset (status 0), file backend read late on the thread', async () => {
+    const counts = new Int32Array(new SharedArrayBuffer(8));
+    const data: SlowBlkQueueData = { path: imageFile(), delayMs: 150, counts: counts.buffer as SharedArrayBuffer };
+    const spec = virtioDevice({ type: 2, queues: [{ size: 64, worker: { module: new URL('./fixtures/slow-blk-queue.js', import.meta.url), data } }] });
+    const server = serve(spec, join(dir, `w${serial++}.sock`), { log: 'silent' });
+    const client = await connectClient(server.path);
+    const d = await VirtioDriver.open(client, { memorySize: 8 * MiB });
+    try {
+      await d.start(1);
+      await readsInFlight(d, () => Atomics.load(counts, STARTED));
+      await assertUntouched(d.mem.bytes, () => d.setStatus(0), () => Atomics.load(counts, COMPLETED), () => d.status());
+    } finally {
+      d.close();
+      client.close();
+      server.close();
+    }
   });
 });

@@ -36,7 +36,7 @@ export interface SettleOptions {
  */
 export async function settleAbandoned(settled: Promise<void>, o: SettleOptions): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), o.timeoutMs)));
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), o.timeoutMs).unref()));
   const stuck = await Promise.race([settled.then(() => false), late]);
   clearTimeout(timer);
   if (!stuck) return;
