@@ -13,6 +13,8 @@
  *
  * All state is per instance (napi instance data), so the addon loads in
  * worker threads: each thread has its own receive buffer and spin handle.
+ * The one exception: mappings made with a group are listed process-wide
+ * (under a lock), so one thread can revoke another's.
  *
  * Every policy (framing, validation, fd ownership) lives in TypeScript.
  * Functions that can fail with an expected errno return -errno instead of
@@ -22,6 +24,7 @@
 #include <linux/fs.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -565,25 +568,51 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ mmap */
 
-typedef struct {
+typedef struct mapping {
     void *addr;
     size_t len;
     int refs;     /* the ArrayBuffer's backing store and the JS handle */
     bool mapped;
+    bool revoked;
+    int32_t group; /* 0, or the group revokeGroup() takes it away with */
+    struct mapping *next;
 } mapping_t;
 
+/* Mappings made with a group, process-wide (every thread's instance):
+ * mmapRevokeGroup() reaches them from another thread. While a mapping is
+ * listed here, it is unmapped only under the lock, so a revoke never lands
+ * on addresses already given back (and maybe mapped again by someone). */
+static pthread_mutex_t groups_lock = PTHREAD_MUTEX_INITIALIZER;
+static mapping_t *grouped;
+
+static void mapping_unmap(mapping_t *m) {
+    if (m->group) pthread_mutex_lock(&groups_lock);
+    if (m->mapped) munmap(m->addr, m->len);
+    m->mapped = false;
+    if (m->group) pthread_mutex_unlock(&groups_lock);
+}
+
 static void mapping_release(mapping_t *m) {
-    if (--m->refs == 0) {
-        if (m->mapped) munmap(m->addr, m->len);
-        free(m);
+    if (--m->refs > 0) return;
+    if (m->group) {
+        pthread_mutex_lock(&groups_lock);
+        for (mapping_t **p = &grouped; *p; p = &(*p)->next) {
+            if (*p == m) {
+                *p = m->next;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&groups_lock);
     }
+    if (m->mapped) munmap(m->addr, m->len);
+    free(m);
 }
 
 static void mapping_buffer_finalize(napi_env env, void *data, void *hint) { mapping_release(hint); }
 static void mapping_handle_finalize(napi_env env, void *data, void *hint) { mapping_release(data); }
 
 /* [ArrayBuffer, handle] over a mapping of `len` bytes at `addr`; unmaps it on failure. */
-static napi_value wrap_mapping(napi_env env, void *addr, size_t len) {
+static napi_value wrap_mapping(napi_env env, void *addr, size_t len, int32_t group) {
     napi_value ab, handle, arr;
     mapping_t *m = calloc(1, sizeof *m);
     if (!m) {
@@ -600,27 +629,42 @@ static napi_value wrap_mapping(napi_env env, void *addr, size_t len) {
         return throw_errno(env, "mmap: external ArrayBuffer refused", ENOTSUP);
     }
     napi_create_external(env, m, mapping_handle_finalize, NULL, &handle);
+    if (group != 0) {
+        pthread_mutex_lock(&groups_lock);
+        m->group = group;
+        m->next = grouped;
+        grouped = m;
+        pthread_mutex_unlock(&groups_lock);
+    }
     napi_create_array_with_length(env, 2, &arr);
     napi_set_element(env, arr, 0, ab);
     napi_set_element(env, arr, 1, handle);
     return arr;
 }
 
-/* mmap(fd, offset, length, shared) -> [ArrayBuffer, handle] or -errno.
+/* Private anonymous memory over [addr, addr+len), in one step. */
+static bool scratch_over(void *addr, size_t len) {
+    return mmap(addr, len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) != MAP_FAILED;
+}
+
+/* mmap(fd, offset, length, shared, group?) -> [ArrayBuffer, handle] or -errno.
  * shared: MAP_SHARED, writes reach the peer. Otherwise MAP_PRIVATE
  * copy-on-write, for memory the peer granted read-only: a stray write
- * through a view then lands in a private copy instead of faulting. */
+ * through a view then lands in a private copy instead of faulting.
+ * group (non-zero): mmapRevokeGroup(group) can revoke it from any thread. */
 static napi_value js_mmap(napi_env env, napi_callback_info info) {
-    napi_value argv[4];
+    napi_value argv[5];
     bool shared = false;
-    if (get_args(env, info, 4, argv) < 0) return NULL;
+    int32_t group = 0;
+    if (get_args(env, info, 5, argv) < 0) return NULL;
     int fd = arg_i32(env, argv[0]);
     int64_t off = arg_i64(env, argv[1]), len = arg_i64(env, argv[2]);
     napi_get_value_bool(env, argv[3], &shared);
+    napi_get_value_int32(env, argv[4], &group);
     if (off < 0 || len <= 0) return make_int(env, -EINVAL);
     void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, (off_t)off);
     if (addr == MAP_FAILED) return make_int(env, -errno);
-    return wrap_mapping(env, addr, (size_t)len);
+    return wrap_mapping(env, addr, (size_t)len, group);
 }
 
 /* mmapRevoke(handle) -> [ArrayBuffer, handle] or -errno.
@@ -639,13 +683,38 @@ static napi_value js_mmap_revoke(napi_env env, napi_callback_info info) {
     if (napi_get_value_external(env, argv[0], (void **)&m) != napi_ok || !m || !m->mapped) return make_int(env, -EINVAL);
     void *fresh = mremap(m->addr, 0, m->len, MREMAP_MAYMOVE);
     if (fresh == MAP_FAILED) return make_int(env, -errno);
-    void *scratch = mmap(m->addr, m->len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (scratch == MAP_FAILED) {
+    if (!scratch_over(m->addr, m->len)) {
         int e = errno;
         munmap(fresh, m->len);
         return make_int(env, -e);
     }
-    return wrap_mapping(env, fresh, m->len);
+    m->revoked = true;
+    return wrap_mapping(env, fresh, m->len, m->group);
+}
+
+/* mmapRevokeGroup(group) -> mappings revoked, or -errno (the first failure).
+ * Puts private anonymous memory over every live mapping of the group, in
+ * whichever thread made it: for a thread that is being ended, so that I/O
+ * it leaves behind (a read still on the thread pool) never writes the
+ * shared memory again. Its mappings are freed as before. */
+static napi_value js_mmap_revoke_group(napi_env env, napi_callback_info info) {
+    napi_value argv[1];
+    if (get_args(env, info, 1, argv) < 0) return NULL;
+    int32_t group = arg_i32(env, argv[0]);
+    if (group == 0) return make_int(env, -EINVAL);
+    int n = 0, err = 0;
+    pthread_mutex_lock(&groups_lock);
+    for (mapping_t *m = grouped; m; m = m->next) {
+        if (m->group != group || !m->mapped || m->revoked) continue;
+        if (scratch_over(m->addr, m->len)) {
+            m->revoked = true;
+            n++;
+        } else if (!err) {
+            err = errno;
+        }
+    }
+    pthread_mutex_unlock(&groups_lock);
+    return make_int(env, err ? -err : n);
 }
 
 /* munmap(handle, arrayBuffer): detach first, so every view reads length 0,
@@ -660,8 +729,7 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
     napi_is_detached_arraybuffer(env, argv[1], &detached);
     if (!detached && napi_detach_arraybuffer(env, argv[1]) != napi_ok)
         return throw_errno(env, "munmap: cannot detach", EINVAL);
-    munmap(m->addr, m->len);
-    m->mapped = false;
+    mapping_unmap(m);
     return make_int(env, 0);
 }
 
@@ -962,6 +1030,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);
     EXPORT("mmapRevoke", js_mmap_revoke);
+    EXPORT("mmapRevokeGroup", js_mmap_revoke_group);
     EXPORT("eventfd", js_eventfd);
     EXPORT("eventfdWrite", js_eventfd_write);
     EXPORT("eventfdRead", js_eventfd_read);

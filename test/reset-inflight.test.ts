@@ -13,6 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Buffer } from 'node:buffer';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
@@ -23,7 +24,7 @@ import { changedPages, SlowBackend, waitUntil } from './helpers/slow-backend.js'
 import { T_IN, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
 import { fakeNbdServer, simpleReply } from './helpers/fake-nbd-server.js';
-import { COMPLETED, STARTED } from './helpers/slow-backend.js';
+import { COMPLETED, mkfifo, PipeBackend, STARTED } from './helpers/slow-backend.js';
 import type { SlowBlkQueueData } from './fixtures/slow-blk-queue.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-reset-'));
@@ -179,6 +180,63 @@ describe('virtio-blk on a worker thread: a reset is answered only when its aband
       await d.start(1);
       await readsInFlight(d, () => Atomics.load(counts, STARTED));
       await assertUntouched(d.mem.bytes, () => d.setStatus(0), () => Atomics.load(counts, COMPLETED), () => d.status());
+    } finally {
+      d.close();
+      client.close();
+      server.close();
+    }
+  });
+});
+
+/**
+ * Writes one byte more than a pipe holds into `fifo`: returns once the
+ * blocked read took bytes (its copy into its buffers is done). EPIPE: it
+ * did, and then its thread, ended meanwhile, closed the last reader.
+ */
+function feedPipe(fifo: string): void {
+  try {
+    writeFileSync(fifo, Buffer.from(pattern(64 * 1024 + 1, 79)));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPIPE') throw e;
+  }
+}
+
+describe('past the reset timeout: a read blocked in the kernel that ends later lands outside guest memory', () => {
+  test('main thread: the region is remapped, the old views cover scratch memory', async () => {
+    const fifo = join(dir, `fifo${serial++}`);
+    mkfifo(fifo);
+    const inner = await PipeBackend.open(fifo, 4 * MiB);
+    const { driver: d } = await blkRig(inner, { delayMs: 0, resetTimeoutMs: 200 });
+    d.post(0, buildBlk(d, T_IN, 0, { inLen: READ_BYTES, segment: READ_BYTES }).bufs, { indirect: true });
+    await d.kick(0);
+    await waitUntil(() => inner.started === 1, 'the read to block on the pipe');
+    await d.setStatus(0); // answered after the timeout, the read still blocked
+    const snapshot = Buffer.from(d.mem.bytes);
+    feedPipe(fifo);
+    await waitUntil(() => inner.completed === 1, 'the read to return');
+    await d.status();
+    assert.equal(changedPages(snapshot, d.mem.bytes), 0, 'the late read wrote guest memory');
+  });
+
+  test('worker thread: the thread is ended and its mappings revoked first', async () => {
+    const fifo = join(dir, `fifo${serial++}`);
+    mkfifo(fifo);
+    const counts = new Int32Array(new SharedArrayBuffer(8));
+    const data: SlowBlkQueueData = { path: fifo, fifo: true, counts: counts.buffer as SharedArrayBuffer };
+    const spec = virtioDevice({ type: 2, queues: [{ size: 64, worker: { module: new URL('./fixtures/slow-blk-queue.js', import.meta.url), data, resetTimeoutMs: 1000 } }] });
+    const server = serve(spec, join(dir, `w${serial++}.sock`), { log: 'silent' });
+    const client = await connectClient(server.path);
+    const d = await VirtioDriver.open(client, { memorySize: 8 * MiB });
+    try {
+      await d.start(1);
+      d.post(0, buildBlk(d, T_IN, 0, { inLen: READ_BYTES, segment: READ_BYTES }).bufs, { indirect: true });
+      await d.kick(0);
+      await waitUntil(() => Atomics.load(counts, STARTED) === 1, 'the read to block on the pipe');
+      await d.setStatus(0); // after the timeout the thread is ended, its read still blocked
+      const snapshot = Buffer.from(d.mem.bytes);
+      feedPipe(fifo);
+      await d.status();
+      assert.equal(changedPages(snapshot, d.mem.bytes), 0, 'the late read wrote guest memory');
     } finally {
       d.close();
       client.close();

@@ -98,7 +98,11 @@ export class DmaTable {
   /** Regions taken out of the table whose unmap waits for their last pin. */
   private readonly lingering = new Set<DmaRegion>();
 
-  constructor(private readonly limits: DmaLimits) {}
+  constructor(
+    private readonly limits: DmaLimits,
+    /** Non-zero: the group its mappings are made in (native.mmapRevokeGroup revokes them from any thread). */
+    private readonly mappingGroup = 0,
+  ) {}
 
   /** Sets the page size regions must be aligned to (after negotiation). */
   setPageSize(pageSize: number): void {
@@ -126,7 +130,7 @@ export class DmaTable {
       if (fd !== undefined && this.keptFds >= MAX_KEPT_DMA_FDS && !cannotShrink(fd)) {
         throw new DeviceError(Errno.ENOSPC, `at most ${MAX_KEPT_DMA_FDS} DMA regions whose fd may shrink (seal them with F_SEAL_SHRINK)`);
       }
-      region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize);
+      region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize, this.mappingGroup);
       this.regions.splice(this.insertionIndex(iova), 0, region);
       if (region.fd !== undefined) this.keptFds++;
       for (const o of this.observers) o.added(region, fd);
@@ -403,7 +407,7 @@ export function cannotShrink(fd: number): boolean {
   return seals >= 0 && (seals & FileSeal.SHRINK) !== 0;
 }
 
-function makeRegion(iova: number, size: number, offset: number, prot: number, fd: number | undefined, dirtyPage: number): DmaRegion {
+function makeRegion(iova: number, size: number, offset: number, prot: number, fd: number | undefined, dirtyPage: number, group: number): DmaRegion {
   let mapping: DmaRegion['mapping'];
   let kept: number | undefined;
   if (fd !== undefined && !cannotShrink(fd)) {
@@ -412,7 +416,7 @@ function makeRegion(iova: number, size: number, offset: number, prot: number, fd
     if (fileSize < offset + size) throw new DeviceError(Errno.EINVAL, `DMA fd is not a file covering ${offset + size} bytes (size ${fileSize})`);
     kept = fd;
   } else if (fd !== undefined) {
-    const m = native.mmap(fd, offset, size, (prot & DmaMapFlag.WRITE) !== 0);
+    const m = native.mmap(fd, offset, size, (prot & DmaMapFlag.WRITE) !== 0, group);
     if (typeof m === 'number') throw new DeviceError(-m, `cannot map DMA region: errno ${-m}`);
     mapping = { buffer: m[0], handle: m[1] };
   }

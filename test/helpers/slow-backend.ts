@@ -8,7 +8,9 @@
  * lives on a worker thread): [STARTED] reads begun, [COMPLETED] reads that
  * wrote their buffers and settled.
  */
-import type { BlockBackend, BlockCapabilities } from '../../src/block/index.js';
+import { spawnSync } from 'node:child_process';
+import { open, type FileHandle } from 'node:fs/promises';
+import { BlockError, type BlockBackend, type BlockCapabilities } from '../../src/block/index.js';
 
 export const STARTED = 0;
 export const COMPLETED = 1;
@@ -17,11 +19,11 @@ export interface SlowOptions {
   /** Milliseconds a read waits before it runs; Infinity: until release(). */
   delayMs: number;
   /** Where to count (two Int32 slots); a fresh local array by default. */
-  counts?: Int32Array;
+  counts?: Int32Array<ArrayBufferLike>;
 }
 
 export class SlowBackend implements BlockBackend {
-  readonly counts: Int32Array;
+  readonly counts: Int32Array<ArrayBufferLike>;
   /** Milliseconds each read waits (Infinity: until release()); may change between reads. */
   delayMs: number;
   private held: (() => void)[] = [];
@@ -84,6 +86,69 @@ export class SlowBackend implements BlockBackend {
   close(): Promise<void> {
     this.release();
     return this.inner.close();
+  }
+}
+
+/** Makes a FIFO at `path` (for {@link PipeBackend}). */
+export function mkfifo(path: string): void {
+  const r = spawnSync('mkfifo', [path]);
+  if (r.status !== 0) throw new Error(`mkfifo ${path} failed: ${r.stderr}`);
+}
+
+/**
+ * A disk whose reads block in the kernel, on the thread pool, until the
+ * test writes bytes into a FIFO: each read is one readv() of the FIFO into
+ * the read's buffers (zero-copy views of guest memory), which fills them
+ * with whatever was written (offsets are ignored). The copy into the
+ * buffers happens in the kernel, on a thread pool thread, whenever the
+ * test writes: nothing on the JS side can call it back. Counts as
+ * {@link SlowBackend} does. Only reads.
+ */
+export class PipeBackend implements BlockBackend {
+  readonly readOnly = true;
+  readonly capabilities: BlockCapabilities = { flush: false, discard: false, writeZeroes: false };
+
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly size: number,
+    readonly counts: Int32Array<ArrayBufferLike>,
+  ) {}
+
+  /** Opens `fifo` read-write (so opening does not wait for a writer). */
+  static async open(fifo: string, size: number, counts: Int32Array<ArrayBufferLike> = new Int32Array(2)): Promise<PipeBackend> {
+    return new PipeBackend(await open(fifo, 'r+'), size, counts);
+  }
+
+  get started(): number {
+    return Atomics.load(this.counts, STARTED);
+  }
+  get completed(): number {
+    return Atomics.load(this.counts, COMPLETED);
+  }
+
+  async read(_offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    Atomics.add(this.counts, STARTED, 1);
+    try {
+      await this.fh.readv(buffers as Uint8Array[], undefined);
+    } finally {
+      Atomics.add(this.counts, COMPLETED, 1);
+    }
+  }
+
+  write(): Promise<void> {
+    return Promise.reject(new BlockError('EROFS', 'a pipe disk is read-only'));
+  }
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+  discard(): Promise<void> {
+    return this.write();
+  }
+  writeZeroes(): Promise<void> {
+    return this.write();
+  }
+  close(): Promise<void> {
+    return this.fh.close();
   }
 }
 
