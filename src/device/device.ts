@@ -10,6 +10,7 @@ import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
 import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region } from './regions.js';
 import type { GatedDmaAccess } from './gated-dma.js';
 import type { DmaTable } from './dma.js';
+import type { DmaAccess } from './dma-access.js';
 import { DoorbellThreads } from './threads/doorbell.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 
@@ -107,7 +108,7 @@ export class Device {
   /**
    * Revokes the guest memory that I/O a reset abandoned still holds
    * (pinned writable DMA regions of the connected client, or of the last
-   * one after a disconnect): see {@link DmaTable.revokePinned}. Undefined
+   * one after a disconnect): see {@link DmaAccess.revokePinned}. Undefined
    * when no client ever connected.
    */
   revokePinnedDma(): ReturnType<DmaTable['revokePinned']> | undefined {
