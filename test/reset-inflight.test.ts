@@ -23,6 +23,7 @@ import { connectClient } from './helpers/raw.js';
 import { changedPages, SlowBackend, waitUntil } from './helpers/slow-backend.js';
 import { T_IN, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
+import { CommonCfg } from '../src/virtio/index.js';
 import { fakeNbdServer, simpleReply } from './helpers/fake-nbd-server.js';
 import { COMPLETED, mkfifo, PipeBackend, STARTED } from './helpers/slow-backend.js';
 import type { SlowBlkQueueData } from './fixtures/slow-blk-queue.js';
@@ -107,6 +108,19 @@ describe('virtio-blk: a reset is answered only when its abandoned reads cannot w
     const { driver: d, backend: b, client } = await blkRig(await openFileBackend(imageFile()));
     await readsInFlight(d, () => b.started);
     await assertUntouched(d.mem.bytes, () => client.reset(), () => b.completed, () => d.status());
+  });
+
+  test('driver reset through the PCI config access capability', async () => {
+    const { driver: d, backend: b, client } = await blkRig(await openFileBackend(imageFile()));
+    await readsInFlight(d, () => b.started);
+    const at = d.caps.pciCfg;
+    const window = Buffer.alloc(8);
+    window.writeUInt32LE(CommonCfg.DEVICE_STATUS, 0);
+    window.writeUInt32LE(1, 4);
+    await client.regionWrite(7, at + 4, Buffer.from([d.caps.bar]));
+    await client.regionWrite(7, at + 8, window.subarray(0, 4));
+    await client.regionWrite(7, at + 12, window.subarray(4));
+    await assertUntouched(d.mem.bytes, () => client.regionWrite(7, at + 16, Buffer.from([0])), () => b.completed, () => d.status());
   });
 
   test('a client that leaves: the next one is served once the reads it left behind are done', async () => {

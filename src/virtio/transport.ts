@@ -175,11 +175,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     return out;
   }
 
-  /**
-   * A driver write to the common configuration. Accesses that match no
-   * field are ignored. A reset (device_status 0) returns a Promise: the
-   * write's reply waits for it (see {@link resetDevice}).
-   */
+  /** A driver write to the common configuration (fields only). A reset (status 0) returns its Promise: see {@link resetDevice}. */
   writeCommon(offset: number, data: Buffer): void | Promise<void> {
     const n = data.length;
     const v = n === 1 ? data[0] : n === 2 ? data.readUInt16LE(0) : n === 4 ? data.readUInt32LE(0) : n === 8 ? Number(data.readBigUInt64LE(0) & 0x1fffffffffffffn) : -1;
@@ -287,11 +283,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     return this.settled();
   }
 
-  /**
-   * Everything back to its initial state at once; requests in flight are
-   * abandoned (their completions, status bytes and copies are dropped).
-   * {@link resetDevice} also waits for them.
-   */
+  /** Everything back to its initial state at once, requests in flight abandoned (their writes dropped); see {@link resetDevice}. */
   reset(): void {
     this.status = 0;
     this.driverFeatures = 0n;
@@ -306,11 +298,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
       this.calls.abandon(q.index);
       if (!this.paused) q.resume();
     }
-    this.abandoned = settleAbandoned(this.calls.settled(), {
-      device: this.device,
-      timeoutMs: this.resetTimeoutMs,
-      log: (m) => this.options.log?.(m),
-    });
+    this.abandoned = settleAbandoned(this.calls.settled(), { device: this.device, timeoutMs: this.resetTimeoutMs, log: (m) => this.options.log?.(m) });
     this.options.onReset?.(this);
   }
 
