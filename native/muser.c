@@ -3,7 +3,8 @@
  *
  *  - AF_UNIX stream sockets: listen, accept, connect, socketpair;
  *  - sendmsg / recvmsg with SCM_RIGHTS, reads driven by uv_poll;
- *  - mmap of an fd as an ArrayBuffer that is detached before munmap;
+ *  - mmap of an fd as an ArrayBuffer that is detached before munmap, and
+ *    revoking a shared mapping from under the views taken of it;
  *  - eventfd, memfd_create, ftruncate, close, dup, file seals;
  *  - fallocate on the thread pool (block backends), a block device's size;
  *  - pread / pwrite, for client memory that must not be mapped;
@@ -12,6 +13,8 @@
  *
  * All state is per instance (napi instance data), so the addon loads in
  * worker threads: each thread has its own receive buffer and spin handle.
+ * The one exception: mappings made with a group are listed process-wide
+ * (under a lock), so one thread can revoke another's.
  *
  * Every policy (framing, validation, fd ownership) lives in TypeScript.
  * Functions that can fail with an expected errno return -errno instead of
@@ -24,6 +27,7 @@
 #include <linux/fs.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -636,44 +640,59 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ mmap */
 
-typedef struct {
+typedef struct mapping {
     void *addr;
     size_t len;
     int refs;     /* the ArrayBuffer's backing store and the JS handle */
     bool mapped;
+    bool revoked;
+    int32_t group; /* 0, or the group revokeGroup() takes it away with */
+    struct mapping *next;
 } mapping_t;
 
+/* Mappings made with a group, process-wide (every thread's instance):
+ * mmapRevokeGroup() reaches them from another thread. While a mapping is
+ * listed here, it is unmapped only under the lock, so a revoke never lands
+ * on addresses already given back (and maybe mapped again by someone). */
+static pthread_mutex_t groups_lock = PTHREAD_MUTEX_INITIALIZER;
+static mapping_t *grouped;
+
+static void mapping_unmap(mapping_t *m) {
+    if (m->group) pthread_mutex_lock(&groups_lock);
+    if (m->mapped) munmap(m->addr, m->len);
+    m->mapped = false;
+    if (m->group) pthread_mutex_unlock(&groups_lock);
+}
+
 static void mapping_release(mapping_t *m) {
-    if (--m->refs == 0) {
-        if (m->mapped) munmap(m->addr, m->len);
-        free(m);
+    if (--m->refs > 0) return;
+    if (m->group) {
+        pthread_mutex_lock(&groups_lock);
+        for (mapping_t **p = &grouped; *p; p = &(*p)->next) {
+            if (*p == m) {
+                *p = m->next;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&groups_lock);
     }
+    if (m->mapped) munmap(m->addr, m->len);
+    free(m);
 }
 
 static void mapping_buffer_finalize(napi_env env, void *data, void *hint) { mapping_release(hint); }
 static void mapping_handle_finalize(napi_env env, void *data, void *hint) { mapping_release(data); }
 
-/* mmap(fd, offset, length, shared) -> [ArrayBuffer, handle] or -errno.
- * shared: MAP_SHARED, writes reach the peer. Otherwise MAP_PRIVATE
- * copy-on-write, for memory the peer granted read-only: a stray write
- * through a view then lands in a private copy instead of faulting. */
-static napi_value js_mmap(napi_env env, napi_callback_info info) {
+/* [ArrayBuffer, handle] over a mapping of `len` bytes at `addr`; unmaps it on failure. */
+static napi_value wrap_mapping(napi_env env, void *addr, size_t len, int32_t group) {
     napi_value ab, handle, arr;
-    ARGS(4, "mmap");
-    ARG_FD(fd, 0);
-    ARG_I64(off, 1, "offset");
-    ARG_I64(len, 2, "length");
-    ARG_BOOL(shared, 3, "shared", false);
-    if (off < 0 || len <= 0) return make_int(env, -EINVAL);
-    void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, (off_t)off);
-    if (addr == MAP_FAILED) return make_int(env, -errno);
     mapping_t *m = calloc(1, sizeof *m);
     if (!m) {
-        munmap(addr, (size_t)len);
+        munmap(addr, len);
         return make_int(env, -ENOMEM);
     }
     m->addr = addr;
-    m->len = (size_t)len;
+    m->len = len;
     m->refs = 2;
     m->mapped = true;
     if (napi_create_external_arraybuffer(env, addr, m->len, mapping_buffer_finalize, m, &ab) != napi_ok) {
@@ -686,11 +705,93 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
         mapping_release(m);
         return throw_errno(env, "mmap: napi_create_external", ENOMEM);
     }
+    if (group != 0) {
+        pthread_mutex_lock(&groups_lock);
+        m->group = group;
+        m->next = grouped;
+        grouped = m;
+        pthread_mutex_unlock(&groups_lock);
+    }
     CALL(env, napi_type_tag_object(env, handle, &MAPPING_TAG));
     CALL(env, napi_create_array_with_length(env, 2, &arr));
     CALL(env, napi_set_element(env, arr, 0, ab));
     CALL(env, napi_set_element(env, arr, 1, handle));
     return arr;
+}
+
+/* Private anonymous memory over [addr, addr+len), in one step. */
+static bool scratch_over(void *addr, size_t len) {
+    return mmap(addr, len, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) != MAP_FAILED;
+}
+
+/* mmap(fd, offset, length, shared, group?) -> [ArrayBuffer, handle] or -errno.
+ * shared: MAP_SHARED, writes reach the peer. Otherwise MAP_PRIVATE
+ * copy-on-write, for memory the peer granted read-only: a stray write
+ * through a view then lands in a private copy instead of faulting.
+ * group (non-zero): mmapRevokeGroup(group) can revoke it from any thread. */
+static napi_value js_mmap(napi_env env, napi_callback_info info) {
+    ARGS(5, "mmap");
+    ARG_FD(fd, 0);
+    ARG_I64(off, 1, "offset");
+    ARG_I64(len, 2, "length");
+    ARG_BOOL(shared, 3, "shared", false);
+    int32_t group = 0;
+    if (!is_undefined(env, argv[4])) {
+        ARG_INT(int32_t, g, 4, "group", 0, INT32_MAX, "an integer in 0..2^31-1");
+        group = g;
+    }
+    if (off < 0 || len <= 0) return make_int(env, -EINVAL);
+    void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, shared ? MAP_SHARED : MAP_PRIVATE, fd, (off_t)off);
+    if (addr == MAP_FAILED) return make_int(env, -errno);
+    return wrap_mapping(env, addr, (size_t)len, group);
+}
+
+/* mmapRevoke(handle) -> [ArrayBuffer, handle] or -errno.
+ * Takes a shared mapping's pages out from under every view taken of it so
+ * far: the same pages get a new address (returned, with its own handle;
+ * mremap with old size 0 duplicates a shared mapping), then the old
+ * addresses are replaced in one step, with no hole, by private anonymous
+ * memory. A copy still writing through an old view (a read on the thread
+ * pool) lands there from then on, never in the shared pages. The old
+ * handle keeps the replacement and frees it on munmap. EINVAL for private
+ * or unmapped mappings. */
+static napi_value js_mmap_revoke(napi_env env, napi_callback_info info) {
+    mapping_t *m = NULL;
+    ARGS(1, "mmapRevoke");
+    if (!arg_handle(env, FN, argv[0], &MAPPING_TAG, "a mapping handle (from mmap)", (void **)&m)) return NULL;
+    if (!m->mapped) return make_int(env, -EINVAL);
+    void *fresh = mremap(m->addr, 0, m->len, MREMAP_MAYMOVE);
+    if (fresh == MAP_FAILED) return make_int(env, -errno);
+    if (!scratch_over(m->addr, m->len)) {
+        int e = errno;
+        munmap(fresh, m->len);
+        return make_int(env, -e);
+    }
+    m->revoked = true;
+    return wrap_mapping(env, fresh, m->len, m->group);
+}
+
+/* mmapRevokeGroup(group) -> mappings revoked, or -errno (the first failure).
+ * Puts private anonymous memory over every live mapping of the group, in
+ * whichever thread made it: for a thread that is being ended, so that I/O
+ * it leaves behind (a read still on the thread pool) never writes the
+ * shared memory again. Its mappings are freed as before. */
+static napi_value js_mmap_revoke_group(napi_env env, napi_callback_info info) {
+    ARGS(1, "mmapRevokeGroup");
+    ARG_INT(int32_t, group, 0, "group", 1, INT32_MAX, "an integer in 1..2^31-1");
+    int n = 0, err = 0;
+    pthread_mutex_lock(&groups_lock);
+    for (mapping_t *m = grouped; m; m = m->next) {
+        if (m->group != group || !m->mapped || m->revoked) continue;
+        if (scratch_over(m->addr, m->len)) {
+            m->revoked = true;
+            n++;
+        } else if (!err) {
+            err = errno;
+        }
+    }
+    pthread_mutex_unlock(&groups_lock);
+    return make_int(env, err ? -err : n);
 }
 
 /* munmap(handle, arrayBuffer): detach first, so every view reads length 0,
@@ -713,8 +814,7 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
     }
     if (!detached && napi_detach_arraybuffer(env, argv[1]) != napi_ok)
         return throw_errno(env, "munmap: cannot detach", EINVAL);
-    munmap(m->addr, m->len);
-    m->mapped = false;
+    mapping_unmap(m);
     return make_int(env, 0);
 }
 
@@ -1010,6 +1110,8 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("spinState", js_spin_state);
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);
+    EXPORT("mmapRevoke", js_mmap_revoke);
+    EXPORT("mmapRevokeGroup", js_mmap_revoke_group);
     EXPORT("eventfd", js_eventfd);
     EXPORT("eventfdWrite", js_eventfd_write);
     EXPORT("eventfdRead", js_eventfd_read);

@@ -19,6 +19,7 @@ import { connectClient } from './helpers/raw.js';
 import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { fuzzRing } from './helpers/ring-fuzz.js';
+import { waitUntil } from './helpers/slow-backend.js';
 import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, blk, buildBlk, pattern, rangeList } from './helpers/virtio-blk-driver.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vblk-'));
@@ -35,9 +36,9 @@ interface Rig {
   driver: VirtioDriver;
 }
 
-async function rig(o: { size?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; start?: boolean; caps?: { discard?: boolean } } = {}): Promise<Rig> {
+async function rig(o: { size?: number; readOnly?: boolean; queues?: number; memory?: 'shared' | 'private'; start?: boolean; caps?: { discard?: boolean }; resetTimeoutMs?: number } = {}): Promise<Rig> {
   const backend = probeRam(o.size ?? MiB, o.caps);
-  const spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'muser-test-serial-01', queueSize: 64 });
+  const spec = virtioBlk({ backend, queues: o.queues, readOnly: o.readOnly, serial: 'muser-test-serial-01', queueSize: 64, resetTimeoutMs: o.resetTimeoutMs });
   const server = serve(spec, join(dir, `blk${serial++}.sock`), { log: 'silent' });
   const client = await connectClient(server.path);
   const driver = await VirtioDriver.open(client, { memory: o.memory });
@@ -293,38 +294,43 @@ describe('virtio-blk: concurrency, queues, memory, resets', () => {
     assert.equal((await blk(d, 0, T_GET_ID, 0, { inLen: 20 })).data.toString(), 'muser-test-serial-01');
   });
 
-  /** Posts a read the backend holds, then resets the device under it. */
-  async function resetUnderHeldRead(r: Rig): Promise<void> {
+  /** Posts a read the backend holds and resets the device under it; returns the pending reset. */
+  async function resetUnderHeldRead(r: Rig): Promise<{ reset: Promise<void> }> {
     r.backend.holding = true;
     r.driver.post(0, buildBlk(r.driver, T_IN, 0, { inLen: 4096 }).bufs);
     await r.driver.kick(0);
     await r.backend.waitHeld(1);
-    await r.driver.setStatus(0);
+    const reset = r.driver.setStatus(0);
+    const transport = virtioTransportOf(r.server.device.spec)!;
+    await waitUntil(() => transport.status === 0, 'the device to take the reset');
+    return { reset };
   }
 
-  test('reset during I/O: requests in flight never complete; the device works after setup', async () => {
+  test('reset during I/O: answered once the read in flight ended, which never completes; the device works after setup', async () => {
     r = await rig();
     const d = r.driver;
-    await resetUnderHeldRead(r);
+    let released = false;
+    const reset = (await resetUnderHeldRead(r)).reset.then(() => released);
+    released = true;
     r.backend.releaseAll();
-    await r.client.regionRead(0, 0, 4);
+    assert.equal(await reset, true, 'the reset was answered after the held read ended');
     assert.equal(d.usedState(0).idx, 0);
     await d.start(1);
     assert.equal((await blk(d, 0, T_GET_ID, 0, { inLen: 20 })).status, S_OK);
   });
 
-  test('a request the driver reset away whose memory is then unmapped does not break the fresh device', async () => {
-    r = await rig();
+  test('a read that outlives the reset timeout: the reset completes, the read lands outside guest memory, its memory unmaps cleanly', async () => {
+    r = await rig({ resetTimeoutMs: 200 });
     const d = r.driver;
-    await resetUnderHeldRead(r);
-    // The unmap waits for the request's pinned data views; its status byte then has no memory left.
+    await (await resetUnderHeldRead(r)).reset; // answered after 200 ms, the read still held
+    const snapshot = Buffer.from(d.mem.bytes);
+    // The unmap waits for the read's pinned views; its data and status then go to scratch memory.
     const unmap = r.client.dmaUnmap(GUEST_BASE, d.mem.bytes.length);
     const device = r.server.device;
-    while (device.dma.mappedRegions().length > 0) await new Promise((res) => setTimeout(res, 2));
+    await waitUntil(() => device.dma.mappedRegions().length === 0, 'the region to leave the table');
     r.backend.releaseAll();
     await unmap;
-    // The abandoned request fails to write its data and status into memory that is gone.
-    await new Promise((res) => setTimeout(res, 50));
+    assert.equal(Buffer.compare(snapshot, d.mem.bytes), 0, 'guest memory unchanged');
     assert.equal((await d.status()) & VirtioStatus.DEVICE_NEEDS_RESET, 0, 'no DEVICE_NEEDS_RESET on the reset device');
   });
 

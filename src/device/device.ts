@@ -9,6 +9,8 @@ import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
 import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region } from './regions.js';
 import type { GatedDmaAccess } from './gated-dma.js';
+import type { DmaTable } from './dma.js';
+import type { DmaAccess } from './dma-access.js';
 import { DoorbellThreads } from './threads/doorbell.js';
 import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 import { PciCommand } from '../pci/regs.js';
@@ -51,8 +53,9 @@ export class Device {
   readonly requiresBusMaster: boolean;
   /** Plain-data device state, migrated as JSON when no custom migration is given. */
   state: Record<string, unknown>;
-  /** Set while a client is connected. */
-  link: DeviceLink | undefined;
+  private currentLink: DeviceLink | undefined;
+  /** The DMA of the connected client, or of the last one: a reset after a disconnect may still have to revoke its memory. */
+  private lastDma: GatedDmaAccess | undefined;
   /** @internal What owns each config-space byte: the standard model or a `configRegisters` entry. */
   readonly configLayout: ConfigLayout;
   /**
@@ -66,8 +69,8 @@ export class Device {
   private deferred: { index: number; vector: number }[] = [];
   /** See {@link onInterruptRouting}. */
   private readonly routingListeners = new Set<() => void>();
-  /** A reset a config write started (FLR), until the write's reply takes it. */
-  private configReset: Promise<void> | undefined;
+  /** What a config write started (an FLR, a reset through a capability window), until the write's reply takes it. */
+  private configWait: Promise<void> | undefined;
 
   constructor(readonly spec: DeviceSpec) {
     validateSpec(spec);
@@ -107,6 +110,26 @@ export class Device {
       else if (ev.type === 'flr') this.startConfigReset();
       this.routingChanged();
     });
+  }
+
+  /** Set while a client is connected. */
+  get link(): DeviceLink | undefined {
+    return this.currentLink;
+  }
+
+  set link(link: DeviceLink | undefined) {
+    this.currentLink = link;
+    if (link) this.lastDma = link.dma;
+  }
+
+  /**
+   * Revokes the guest memory that I/O a reset abandoned still holds
+   * (pinned writable DMA regions of the connected client, or of the last
+   * one after a disconnect): see {@link DmaAccess.revokePinned}. Undefined
+   * when no client ever connected.
+   */
+  revokePinnedDma(): ReturnType<DmaTable['revokePinned']> | undefined {
+    return this.lastDma?.revokePinned();
   }
 
   /** True while a client is connected. */
@@ -242,21 +265,30 @@ export class Device {
   }
 
   /**
-   * The reset a config-space write just started (a Function Level Reset),
-   * if any: the write's reply waits for it.
+   * What the config-space write just served started and its reply must
+   * wait for (a Function Level Reset, or work a config hook passed to
+   * {@link delayConfigReply}), if anything.
    */
   takeConfigReset(): Promise<void> | undefined {
-    const p = this.configReset;
-    this.configReset = undefined;
+    const p = this.configWait;
+    this.configWait = undefined;
     return p;
+  }
+
+  /**
+   * Called from a config hook: the reply to the config write being served
+   * waits for `work` (a device reset reached through a capability window).
+   */
+  delayConfigReply(work: Promise<void>): void {
+    // Handled here so a config write nobody awaits cannot become an unhandled rejection.
+    work.catch(() => undefined);
+    const before = this.configWait;
+    this.configWait = before ? Promise.all([before, work]).then(() => undefined) : work;
   }
 
   /** FLR, as VFIO does it: device reset hook, IRQ state cleared, migration back to RUNNING. */
   private startConfigReset(): void {
-    const p = this.reset('flr');
-    // Handled here so a config write nobody awaits cannot become an unhandled rejection.
-    p.catch(() => undefined);
-    this.configReset = p;
+    this.delayConfigReply(this.reset('flr'));
   }
 
   /**

@@ -83,6 +83,17 @@ export class DmaAccess {
     return this.table.pinRegion(region);
   }
 
+  /**
+   * Revokes the pinned writable regions' memory from under the views handed
+   * out so far: each gets a new mapping of the same pages, the old views
+   * cover scratch memory (for I/O a reset abandoned that does not end in
+   * time). Returns the regions revoked, those that could not be, and the
+   * function that frees the scratch once that I/O has ended.
+   */
+  revokePinned(): ReturnType<DmaTable['revokePinned']> {
+    return this.table.revokePinned();
+  }
+
   /** True when accesses are allowed now (subclasses gate them); never throws. */
   accessible(): boolean {
     return true;

@@ -18,9 +18,10 @@ export interface DmaRegion {
   readonly prot: number;
   /**
    * Whole-region zero-copy view when the client sent an fd that cannot
-   * shrink (sealed with F_SEAL_SHRINK); undefined otherwise.
+   * shrink (sealed with F_SEAL_SHRINK); undefined otherwise. Replaced (with
+   * `mapping`) when the region is revoked (see DmaTable.revokePinned).
    */
-  readonly memory: Uint8Array | undefined;
+  memory: Uint8Array | undefined;
   /**
    * The client's fd, kept unmapped, when it may shrink under a mapping
    * (truncation would SIGBUS the whole process): reached by pread/pwrite.
@@ -28,7 +29,7 @@ export interface DmaRegion {
   readonly fd: number | undefined;
   /** Dirty bitmap (one bit per page of `dirtyPageSize`) while logging. */
   dirty: Uint8Array | undefined;
-  readonly mapping: { buffer: ArrayBuffer; handle: MapHandle } | undefined;
+  mapping: { buffer: ArrayBuffer; handle: MapHandle } | undefined;
   /** Pins held by asynchronous I/O on views of this region (see DmaTable.pin). */
   pins: number;
   /** Set once removed while pinned: the unmap waits for the last unpin. */
@@ -94,8 +95,14 @@ export class DmaTable {
   dirtyPageSize = 0;
   /** Regions holding an unmapped fd (see MAX_KEPT_DMA_FDS). */
   private keptFds = 0;
+  /** Regions taken out of the table whose unmap waits for their last pin. */
+  private readonly lingering = new Set<DmaRegion>();
 
-  constructor(private readonly limits: DmaLimits) {}
+  constructor(
+    private readonly limits: DmaLimits,
+    /** Non-zero: the group its mappings are made in (native.mmapRevokeGroup revokes them from any thread). */
+    private readonly mappingGroup = 0,
+  ) {}
 
   /** Sets the page size regions must be aligned to (after negotiation). */
   setPageSize(pageSize: number): void {
@@ -123,7 +130,7 @@ export class DmaTable {
       if (fd !== undefined && this.keptFds >= MAX_KEPT_DMA_FDS && !cannotShrink(fd)) {
         throw new DeviceError(Errno.ENOSPC, `at most ${MAX_KEPT_DMA_FDS} DMA regions whose fd may shrink (seal them with F_SEAL_SHRINK)`);
       }
-      region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize);
+      region = makeRegion(iova, size, offset, prot, fd, this.dirtyPageSize, this.mappingGroup);
       this.regions.splice(this.insertionIndex(iova), 0, region);
       if (region.fd !== undefined) this.keptFds++;
       for (const o of this.observers) o.added(region, fd);
@@ -144,7 +151,7 @@ export class DmaTable {
     this.regions.splice(i, 1);
     if (r.fd !== undefined) this.keptFds--;
     for (const o of this.observers) o.removed(r);
-    retire(r);
+    this.retire(r);
     return r;
   }
 
@@ -172,7 +179,7 @@ export class DmaTable {
     const removed = this.regions;
     for (const r of removed) {
       for (const o of this.observers) o.removed(r);
-      retire(r);
+      this.retire(r);
     }
     this.regions = [];
     this.keptFds = 0;
@@ -212,6 +219,44 @@ export class DmaTable {
   /** Resolves once a removed region is really unmapped; undefined when it already is. */
   whenUnmapped(r: DmaRegion): Promise<void> | undefined {
     return r.unmapped;
+  }
+
+  /**
+   * Takes the memory of every pinned writable region (in the table, or
+   * taken out and waiting for its last unpin) out from under the views
+   * handed out so far: the region gets a new mapping of the same pages, and
+   * the old views now cover scratch memory, so I/O still writing through
+   * them (a read on the thread pool that a reset abandoned) never reaches
+   * guest memory. For when such I/O does not end in time. Views taken
+   * afterwards are of the new mapping. Returns the regions revoked, errors for those that could not be (their
+   * memory does not allow it), and a function that frees the scratch
+   * memory: call it once the I/O holding the old views has ended.
+   */
+  revokePinned(): { revoked: number; failed: string[]; release: () => void } {
+    const old: { buffer: ArrayBuffer; handle: MapHandle }[] = [];
+    const failed: string[] = [];
+    for (const r of [...this.regions, ...this.lingering]) {
+      if (r.pins === 0 || !r.mapping || !(r.prot & DmaMapFlag.WRITE)) continue;
+      const m = native.mmapRevoke(r.mapping.handle);
+      if (typeof m === 'number') {
+        failed.push(`DMA region at 0x${r.iova.toString(16)}: errno ${-m}`);
+        continue;
+      }
+      old.push(r.mapping);
+      r.mapping = { buffer: m[0], handle: m[1] };
+      r.memory = new Uint8Array(m[0]);
+    }
+    let released = false;
+    return {
+      revoked: old.length,
+      failed,
+      release: () => {
+        if (released) return;
+        released = true;
+        // Views of the scratch read length 0 from here on.
+        for (const m of old) native.munmap(m.handle, m.buffer);
+      },
+    };
   }
 
   /**
@@ -295,6 +340,20 @@ export class DmaTable {
     return undefined;
   }
 
+  /** Unmaps a region taken out of the table now, or when its last pin drops. */
+  private retire(r: DmaRegion): void {
+    if (r.pins === 0) return unmapRegion(r);
+    this.lingering.add(r);
+    r.unmapped = new Promise((resolve) => {
+      r.finishUnmap = () => {
+        r.finishUnmap = undefined;
+        this.lingering.delete(r);
+        unmapRegion(r);
+        resolve();
+      };
+    });
+  }
+
   private validate(iova: number, size: number, offset: number, prot: number, fd: number | undefined): void {
     const page = this.limits.pageSize;
     if (size === 0) throw new DeviceError(Errno.EINVAL, 'DMA region of size 0');
@@ -348,7 +407,7 @@ export function cannotShrink(fd: number): boolean {
   return seals >= 0 && (seals & FileSeal.SHRINK) !== 0;
 }
 
-function makeRegion(iova: number, size: number, offset: number, prot: number, fd: number | undefined, dirtyPage: number): DmaRegion {
+function makeRegion(iova: number, size: number, offset: number, prot: number, fd: number | undefined, dirtyPage: number, group: number): DmaRegion {
   let mapping: DmaRegion['mapping'];
   let kept: number | undefined;
   if (fd !== undefined && !cannotShrink(fd)) {
@@ -357,7 +416,7 @@ function makeRegion(iova: number, size: number, offset: number, prot: number, fd
     if (fileSize < offset + size) throw new DeviceError(Errno.EINVAL, `DMA fd is not a file covering ${offset + size} bytes (size ${fileSize})`);
     kept = fd;
   } else if (fd !== undefined) {
-    const m = native.mmap(fd, offset, size, (prot & DmaMapFlag.WRITE) !== 0);
+    const m = native.mmap(fd, offset, size, (prot & DmaMapFlag.WRITE) !== 0, group);
     if (typeof m === 'number') throw new DeviceError(-m, `cannot map DMA region: errno ${-m}`);
     mapping = { buffer: m[0], handle: m[1] };
   }
@@ -386,14 +445,3 @@ function unmapRegion(r: DmaRegion): void {
   if (r.fd !== undefined) native.close(r.fd);
 }
 
-/** Unmaps a region taken out of the table now, or when its last pin drops. */
-function retire(r: DmaRegion): void {
-  if (r.pins === 0) return unmapRegion(r);
-  r.unmapped = new Promise((resolve) => {
-    r.finishUnmap = () => {
-      r.finishUnmap = undefined;
-      unmapRegion(r);
-      resolve();
-    };
-  });
-}

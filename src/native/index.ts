@@ -72,8 +72,23 @@ export interface NativeAddon {
   pollSpin(h: PollHandle, idleNs: number): void;
   /** [1 while the loop busy-polls else 0, times it started busy-polling]. */
   spinState(): [number, number];
-  mmap(fd: number, offset: number, length: number, shared: boolean): [ArrayBuffer, MapHandle] | number;
+  /** `group` (non-zero): {@link mmapRevokeGroup} can revoke the mapping from any thread. */
+  mmap(fd: number, offset: number, length: number, shared: boolean, group?: number): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;
+  /**
+   * Moves a shared mapping's pages to a new address (returned) and puts
+   * private scratch memory at the old one, with no hole between: writes
+   * through views taken so far stop reaching the shared memory. The old
+   * handle and ArrayBuffer now hold the scratch (munmap them when done).
+   * -errno (-EINVAL for private mappings).
+   */
+  mmapRevoke(h: MapHandle): [ArrayBuffer, MapHandle] | number;
+  /**
+   * Puts private scratch memory over every live mapping made with `group`
+   * (by any thread): for a thread being ended, whose I/O must never write
+   * the shared memory again. Mappings revoked, or -errno.
+   */
+  mmapRevokeGroup(group: number): number;
   eventfd(initval: number): number;
   eventfdWrite(fd: number, value: number): number;
   eventfdRead(fd: number): number;

@@ -28,6 +28,8 @@ import type { CompletionQueue, SubmissionQueue } from './queues.js';
 export interface AdminTarget {
   readonly config: ControllerConfig;
   readonly memory: QueueMemory;
+  /** Bumped by every reset: a command started before the latest one was abandoned. */
+  readonly epoch: number;
   readonly sqs: ReadonlyMap<number, SubmissionQueue>;
   readonly cqs: ReadonlyMap<number, CompletionQueue>;
   features: FeatureValues;
@@ -88,7 +90,10 @@ export async function executeAdmin(cmd: NvmeCommand, t: AdminTarget): Promise<Co
 }
 
 async function sendData(cmd: NvmeCommand, t: AdminTarget, data: Uint8Array, length = data.length): Promise<void> {
+  const epoch = t.epoch;
   const ranges = await walkPrps(t.memory, cmd.prp1, cmd.prp2, length, true);
+  // A command a reset abandoned meanwhile writes nothing.
+  if (t.epoch !== epoch) return;
   await copyToGuest(t.memory, ranges, data.length >= length ? data.subarray(0, length) : padded(data, length));
 }
 

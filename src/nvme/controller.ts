@@ -38,6 +38,13 @@ export interface ControllerHost {
   raiseMsix(vector: number): void;
   /** Pin-based interrupt (when MSI-X is off and INTMS does not mask it). */
   raiseIntx(): void;
+  /**
+   * Resolves once the commands a reset abandoned can no longer write guest
+   * memory, given a Promise that resolves when they have all settled (see
+   * settleAbandoned in device/abandoned: bounded, then their memory is
+   * revoked).
+   */
+  settleAbandoned(settled: Promise<void>): Promise<void>;
 }
 
 /** The controller's fixed description. */
@@ -173,8 +180,11 @@ export class NvmeController implements AdminTarget, IoContext {
   private asq = 0n;
   private acq = 0n;
   private intms = 0;
-  /** Bumped by every reset: completions of older commands are dropped. */
-  private epoch = 0;
+  /**
+   * @internal Bumped by every reset: completions of older commands are
+   * dropped, and so are their copies into guest memory (I/O reads it).
+   */
+  epoch = 0;
   /** Commands executing (fetched, not yet completed or dropped). */
   private running = 0;
   private idleWaiters: (() => void)[] = [];
@@ -382,11 +392,10 @@ export class NvmeController implements AdminTarget, IoContext {
     return undefined;
   }
 
-  /** CC.EN 1 -> 0: stop, wait for commands that hold guest memory, then forget everything. */
+  /** CC.EN 1 -> 0: stop, wait until abandoned commands cannot write guest memory (CSTS.RDY stays set until then), then forget everything. */
   private disable(): void {
-    this.stopQueues();
-    const epoch = this.epoch;
-    void this.whenIdle().then(() => {
+    const epoch = this.epoch + 1;
+    void this.abandonCommands().then(() => {
       if (this.epoch !== epoch || this.cc & Cc.EN) return;
       this.clearQueues();
       this.csts = 0;
@@ -406,6 +415,16 @@ export class NvmeController implements AdminTarget, IoContext {
         if (this.epoch !== epoch) return;
         this.csts = (this.csts & ~Csts.SHST_MASK) | (Shutdown.COMPLETE << Csts.SHST_SHIFT);
       });
+  }
+
+  /**
+   * The one way commands in flight are abandoned (CC.EN cleared, a
+   * controller reset): stop the queues, then resolve once none of the
+   * commands can write guest memory any more.
+   */
+  private abandonCommands(): Promise<void> {
+    this.stopQueues();
+    return this.host.settleAbandoned(this.whenIdle());
   }
 
   /** Stops fetching and abandons what waits (AERs, pending completions); the epoch drops late completions. */
@@ -431,17 +450,19 @@ export class NvmeController implements AdminTarget, IoContext {
 
   /**
    * Power-on reset (FLR, a client's DEVICE_RESET, disconnect): registers
-   * back to their reset values at once. Commands still in the backend finish
-   * and are dropped.
+   * back to their reset values at once; commands still in the backend are
+   * abandoned (their completions and copies dropped). Resolves once none
+   * of them can write guest memory: the reset's reply waits for that.
    */
-  reset(): void {
-    this.stopQueues();
+  reset(): Promise<void> {
+    const abandoned = this.abandonCommands();
     this.clearQueues();
     this.cc = this.csts = this.aqa = this.intms = 0;
     this.asq = this.acq = 0n;
     this.fatalReason = undefined;
     this.errors.length = 0;
     this.health.powerCycles++;
+    return abandoned;
   }
 
   /** Sets CSTS.CFS and stops every queue until the host resets the controller. */
@@ -1155,12 +1176,13 @@ export class NvmeController implements AdminTarget, IoContext {
    * controller stays paused until {@link resume}.
    */
   restore(saved: unknown): void {
-    this.reset();
+    // Loading happens while stopped: nothing is in flight to wait for.
+    void this.reset();
     this.paused = true;
     try {
       this.load(checkObject(saved, 'state'));
     } catch (e) {
-      this.reset();
+      void this.reset();
       throw e;
     }
   }

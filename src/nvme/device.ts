@@ -17,6 +17,7 @@ import { IrqIndex } from '../device/irqs.js';
 import { MigrationState } from '../device/migration-spec.js';
 import type { DeviceSpec } from '../device/spec.js';
 import { dmaQueueMemory } from '../device/queue-memory.js';
+import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
 import { NvmeReg } from './constants.js';
 import { NvmeController, type ControllerHost, type ControllerStats } from './controller.js';
 import { Namespace } from './namespace.js';
@@ -53,6 +54,12 @@ export interface NvmeOptions {
   onDisconnectStats?(stats: Readonly<ControllerStats>): void;
   /** Device name for logs. */
   name?: string;
+  /**
+   * How long a reset (CC.EN cleared, FLR, DEVICE_RESET, disconnect) waits
+   * for the commands it abandons before it revokes the guest memory they
+   * hold and completes (default 30000 ms).
+   */
+  resetTimeoutMs?: number;
 }
 
 /** PCI ids: muser's vendor id and the NVM Express class. */
@@ -78,6 +85,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   const entries = options.queueEntries ?? 1024;
   const mdts = options.mdts ?? 5;
   const pollMicroseconds = options.pollMicroseconds ?? 0;
+  const resetTimeoutMs = resetTimeout(options.resetTimeoutMs);
   if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new RangeError(`pollMicroseconds must be 0..10000000, got ${pollMicroseconds}`);
   if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new RangeError(`queues must be 1..64, got ${queues}`);
   if (!Number.isInteger(entries) || entries < 2 || entries > 4096) throw new RangeError(`queueEntries must be 2..4096, got ${entries}`);
@@ -98,6 +106,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     msixVectors: () => device?.irqs.count(IrqIndex.MSIX) ?? 0,
     raiseMsix: (vector) => void device?.triggerIrq(IrqIndex.MSIX, vector),
     raiseIntx: () => void device?.triggerIrq(IrqIndex.INTX, 0),
+    settleAbandoned: (settled) => settleAbandoned(settled, { device, timeoutMs: resetTimeoutMs, log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`) }),
   };
   const controller = new NvmeController(
     { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells: options.shadowDoorbells ?? true, pollMicroseconds },
@@ -128,7 +137,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     onDisconnect: () => options.onDisconnectStats?.({ ...controller.stats }),
     onReset: (_reason, d) => {
       device = d;
-      controller.reset();
+      return controller.reset();
     },
     migration: {
       preCopy: true,

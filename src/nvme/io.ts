@@ -21,6 +21,8 @@ export interface IoContext {
   readonly writeCacheEnabled: boolean;
   /** Counts a finished read or write for the SMART log. */
   account(write: boolean, bytes: number): void;
+  /** Bumped by every reset: a command started before the latest one was abandoned. */
+  readonly epoch: number;
 }
 
 const NSID_ALL = 0xffffffff;
@@ -98,6 +100,8 @@ interface Transfer {
   readonly length: number;
   readonly write: boolean;
   readonly fua: boolean;
+  /** The controller's epoch when the command started. */
+  readonly epoch: number;
 }
 
 /** The checks of a Read or Write before its data pointers, in the order the spec's statuses take precedence here. */
@@ -109,7 +113,7 @@ function checkTransfer(cmd: IoFields, ctx: IoContext, write: boolean): Transfer 
   if (write) checkWritable(ns);
   // With the volatile write cache turned off (Set Features), every write is durable before it completes.
   const fua = (cmd.cdw12 & FUA) !== 0 || (write && ns.capabilities.flush && !ctx.writeCacheEnabled);
-  return { ns, offset, length, write, fua };
+  return { ns, offset, length, write, fua, epoch: ctx.epoch };
 }
 
 async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Promise<CommandResult> {
@@ -125,7 +129,9 @@ async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Prom
  */
 async function transfer(t: Transfer, ranges: readonly GuestRange[], ctx: IoContext, views?: Uint8Array[]): Promise<CommandResult> {
   const { ns, offset, write, fua } = t;
-  await withGuestBuffers(ctx.memory, ranges, !write, (buffers) => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write), views);
+  const io = (buffers: Uint8Array[]): Promise<void> => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write);
+  // A Read a reset abandoned does not copy its bounce buffer into guest memory.
+  await withGuestBuffers(ctx.memory, ranges, !write, io, views, () => ctx.epoch !== t.epoch);
   ctx.account(write, t.length);
   return {};
 }

@@ -193,9 +193,11 @@ function transferError(e: unknown): CommandError {
  * range offers them (pinned until `io` settles), otherwise one bounce
  * buffer copied in before (`write` false) or out after (`write` true).
  * Guest memory failures become Data Transfer Error. `taken`: the views of
- * the ranges, already taken in this turn of the event loop.
+ * the ranges, already taken in this turn of the event loop. `abandoned`:
+ * true once a reset abandoned the command (a bounce buffer is then not
+ * copied out).
  */
-export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestRange[], write: boolean, io: (buffers: Uint8Array[]) => Promise<void>, taken?: Uint8Array[]): Promise<void> {
+export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestRange[], write: boolean, io: (buffers: Uint8Array[]) => Promise<void>, taken?: Uint8Array[], abandoned?: () => boolean): Promise<void> {
   // `taken`: views of the ranges made in this same turn (by a PRP walk), not to be taken again.
   const views: Uint8Array[] = taken ?? [];
   let direct = true;
@@ -222,7 +224,7 @@ export async function withGuestBuffers(mem: QueueMemory, ranges: readonly GuestR
   }
   const bounce = write ? new Uint8Array(ranges.reduce((n, r) => n + r.len, 0)) : await copyFromGuest(mem, ranges);
   await io([bounce]);
-  if (write) await copyToGuest(mem, ranges, bounce);
+  if (write && !abandoned?.()) await copyToGuest(mem, ranges, bounce);
 }
 
 /** Copies `data` into the ranges (for controller-generated data such as Identify). */

@@ -94,6 +94,13 @@ export interface VirtioBlkOptions {
    * backend must be shareable (openFileBackend, memfdBackend).
    */
   workers?: number;
+  /**
+   * How long a reset waits for the requests it abandons (reads still
+   * filling guest memory) before it revokes that memory from under them
+   * and completes; on worker threads, before it ends and restarts the
+   * thread (default 30000 ms).
+   */
+  resetTimeoutMs?: number;
 }
 
 /** Builds a virtio-blk device over `backend`. */
@@ -137,6 +144,7 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
             module: new URL('./blk-worker.js', import.meta.url),
             data: (): BlkWorkerData => ({ backend: (backend as ShareableBackend).share(), readOnly, limits: { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial: Uint8Array.from(serial), totalMax: limits.totalMax } }),
             thread: i % workers,
+            resetTimeoutMs: options.resetTimeoutMs,
           },
         }
       : { size: queueSize, handle };
@@ -146,6 +154,7 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
     type: VIRTIO_BLK_TYPE,
     classCode: 0x010000,
     features,
+    resetTimeoutMs: options.resetTimeoutMs,
     queues: Array.from({ length: queues }, (_, i) => queueSpec(i)),
     config: [
       { name: 'capacity', type: 'u64' },

@@ -25,7 +25,7 @@ import type { Device } from '../device/device.js';
 import { DeviceError, Errno } from '../device/errors.js';
 import { MigrationState } from '../device/migration-spec.js';
 import type { DeviceSpec, IoEventFdSpec } from '../device/spec.js';
-import { CommonCfg, VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
+import { VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
 import { VirtioConfig, type ConfigField, type ConfigValues } from './config.js';
 import { pciCfgWindow, virtioCapabilities, type VirtioBarLayout } from './pci-caps.js';
 import { transportFeatures, VirtioPciTransport, type QueueHandler, type TransportState, type VirtioContext } from './transport.js';
@@ -82,6 +82,13 @@ export interface VirtioDeviceSpec {
   onConfigWrite?(name: string, value: number | bigint, ctx: VirtioContext): void;
   /** Live migration (default true). */
   migration?: boolean;
+  /**
+   * How long a reset waits for the requests it abandons (handlers on the
+   * main thread still running) before it revokes the guest memory they
+   * hold and completes (default 30000 ms). Queues on worker threads have
+   * their own `worker.resetTimeoutMs`.
+   */
+  resetTimeoutMs?: number;
 }
 
 /** The BAR holding the virtio structures; MSI-X goes into the next free one. */
@@ -142,6 +149,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     acceptFeatures: spec.acceptFeatures,
     onReady: spec.onReady,
     onReset: spec.onReset,
+    resetTimeoutMs: spec.resetTimeoutMs,
   });
   config.onDriverWrite = (name, value) => spec.onConfigWrite?.(name, value, transport);
 
@@ -160,11 +168,8 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     return Buffer.alloc(length);
   };
   const barWrite = (offset: number, data: Buffer): void | Promise<void> => {
-    if (offset < 0x1000) {
-      transport.writeCommon(offset, data);
-      // A reset by the driver (status 0) completes once worker threads let go of its old requests.
-      if (offset === CommonCfg.DEVICE_STATUS && data.length === 1 && data[0] === 0) return transport.settled();
-    }
+    // A reset by the driver (status 0) is answered once its abandoned requests cannot write guest memory.
+    if (offset < 0x1000) return transport.writeCommon(offset, data);
     else if (offset >= 0x2000 && offset < 0x3000) config.write(offset - 0x2000, data);
     else if (offset >= 0x3000 && (offset - 0x3000) % NOTIFY_MULTIPLIER === 0) transport.kick((offset - 0x3000) / NOTIFY_MULTIPLIER);
   };
@@ -176,7 +181,10 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     {
       read: (bar, offset, length) => (bar === VIRTIO_BAR && offset + length <= BAR_SIZE ? barRead(offset, length) : Buffer.alloc(length)),
       write: (bar, offset, data) => {
-        if (bar === VIRTIO_BAR && offset + data.length <= BAR_SIZE) void barWrite(offset, data);
+        if (bar !== VIRTIO_BAR || offset + data.length > BAR_SIZE) return;
+        // A reset through the window: the config write's reply waits for it as a BAR write's would.
+        const done = barWrite(offset, data);
+        if (done) device?.delayConfigReply(done);
       },
     },
     (offset, length) => device?.config.read(offset, length),
@@ -231,10 +239,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     onConnect: connect,
     onDisconnect: () => transport.threads?.disconnect(),
     onDispose: () => transport.threads?.close(),
-    onReset: () => {
-      transport.reset();
-      return transport.settled();
-    },
+    onReset: () => transport.resetDevice(),
     migration: spec.migration === false ? false : migrationOf(transport),
     state: {},
   };

@@ -120,8 +120,10 @@ export class VirtqueueRequest {
 
   /**
    * True when the queue was reset since it handed the request out: its
-   * completion will be dropped, and what goes wrong with it (say, its
-   * memory is gone) is no longer the device's concern.
+   * completion will be dropped, and so is anything it would still write
+   * into its writable area (write() and writeNow() do nothing, buffers()
+   * throws RequestError, viewsNow() lends none); what goes wrong with it
+   * (say, its memory is gone) is no longer the device's concern.
    */
   get abandoned(): boolean {
     return !this.sink.isCurrent(this.generation);
@@ -177,8 +179,9 @@ export class VirtqueueRequest {
     return out;
   }
 
-  /** Copies `data` into the writable area at `offset`. */
+  /** Copies `data` into the writable area at `offset` (nothing once {@link abandoned}). */
   async write(offset: number, data: Uint8Array): Promise<void> {
+    if (this.abandoned) return;
     let at = 0;
     for (const p of this.pieces('writable', offset, data.length)) {
       const views = this.memory.views(p.addr, p.len, true);
@@ -233,6 +236,7 @@ export class VirtqueueRequest {
    */
   writeNow(offset: number, data: Uint8Array): boolean {
     const list = this.area('writable', offset, data.length);
+    if (this.abandoned) return true;
     let skip = offset;
     let at = 0;
     for (let i = 0; i < list.length && at < data.length; i++) {
@@ -265,6 +269,7 @@ export class VirtqueueRequest {
   viewsNow(area: Area, offset: number, length: number): Uint8Array[] | undefined {
     const write = area === 'writable';
     const list = this.area(area, offset, length);
+    if (write && this.abandoned) return undefined;
     const out: Uint8Array[] = [];
     let skip = offset;
     let left = length;
@@ -305,6 +310,7 @@ export class VirtqueueRequest {
   async buffers(area: Area, offset: number, length: number): Promise<IoBuffers> {
     const write = area === 'writable';
     const pieces = this.pieces(area, offset, length);
+    if (write && this.abandoned) throw new RequestError('the request was reset away');
     const views = this.directViews(pieces, write);
     if (views) return views;
     const budget = await this.bounce.acquire(length, this.bouncing > 0);

@@ -21,6 +21,8 @@ import { Virtqueue, type RingFeatures, type VirtqueueHost, type VirtqueueState }
 import type { QueueControl } from './queue-control.js';
 import type { QueueWorkerSpec } from './worker/handler.js';
 import { QueueThreads } from './worker/pool.js';
+import { HandlerCalls } from './handler-calls.js';
+import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
 
 /** What a request handler may use besides the request. */
 export interface VirtioContext {
@@ -48,6 +50,8 @@ export interface TransportOptions {
   acceptFeatures?(features: bigint, ctx: VirtioContext): boolean;
   onReady?(ctx: VirtioContext): void;
   onReset?(ctx: VirtioContext): void;
+  /** How long a reset waits for the main thread's requests it abandons before revoking their memory (default 30 s). */
+  resetTimeoutMs?: number;
 }
 
 /** The saved transport state (plain JSON). */
@@ -86,9 +90,15 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   private paused = false;
   /** Requests handed to each queue's handler on this thread. */
   private readonly served: number[];
+  /** Handler calls on this thread, counted while they run (a reset waits for those it abandons). */
+  private readonly calls = new HandlerCalls();
+  private readonly resetTimeoutMs: number;
+  /** The last reset's wait for what it abandoned (see {@link settled}). */
+  private abandoned: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: TransportOptions) {
     this.served = options.queues.map(() => 0);
+    this.resetTimeoutMs = resetTimeout(options.resetTimeoutMs);
     this.memory = dmaQueueMemory(() => {
       if (!this.device) throw new Error('virtio: no device');
       return this.device.dma;
@@ -165,8 +175,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     return out;
   }
 
-  /** A driver write to the common configuration. Accesses that match no field are ignored. */
-  writeCommon(offset: number, data: Buffer): void {
+  /** A driver write to the common configuration (fields only). A reset (status 0) returns its Promise: see {@link resetDevice}. */
+  writeCommon(offset: number, data: Buffer): void | Promise<void> {
     const n = data.length;
     const v = n === 1 ? data[0] : n === 2 ? data.readUInt16LE(0) : n === 4 ? data.readUInt32LE(0) : n === 8 ? Number(data.readBigUInt64LE(0) & 0x1fffffffffffffn) : -1;
     if (v < 0) return;
@@ -190,6 +200,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
         this.configMsix = this.validVector(v);
         return;
       case 'device_status':
+        if (v === 0) return this.resetDevice();
         this.writeStatus(v);
         return;
       case 'queue_select':
@@ -239,21 +250,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
       return;
     }
     this.served[request.queue]++;
-    let result: MaybePromise<number>;
-    try {
-      result = handler(request, this);
-    } catch {
-      request.complete(0);
-      return;
-    }
-    if (result instanceof Promise) {
-      result.then(
-        (n) => request.complete(n),
-        () => request.complete(0),
-      );
-    } else {
-      request.complete(result);
-    }
+    this.calls.run(request, handler, this);
   }
 
   interrupt(q: QueueControl): void {
@@ -274,7 +271,19 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
 
   // ---- reset, migration ----
 
-  /** Device reset: everything back to its initial state; requests in flight are abandoned. */
+  /**
+   * The device reset, whatever asked for it (the driver writing status 0,
+   * a client's DEVICE_RESET, an FLR, a disconnect): everything back to its
+   * initial state, requests in flight abandoned. Resolves once none of
+   * them can write guest memory any more (see {@link settled}): the
+   * reset's reply waits for that.
+   */
+  resetDevice(): Promise<void> {
+    this.reset();
+    return this.settled();
+  }
+
+  /** Everything back to its initial state at once, requests in flight abandoned (their writes dropped); see {@link resetDevice}. */
   reset(): void {
     this.status = 0;
     this.driverFeatures = 0n;
@@ -286,8 +295,10 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     this.threads?.revive();
     for (const q of this.queues) {
       q.reset();
+      this.calls.abandon(q.index);
       if (!this.paused) q.resume();
     }
+    this.abandoned = settleAbandoned(this.calls.settled(), { device: this.device, timeoutMs: this.resetTimeoutMs, log: (m) => this.options.log?.(m) });
     this.options.onReset?.(this);
   }
 
@@ -304,12 +315,14 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   }
 
   /**
-   * Resolves once worker threads let go of the requests the last reset
-   * abandoned (at most 30 s); at once without workers. A reset's reply
-   * waits for it, so no old request touches guest memory after it.
+   * Resolves once the requests the last reset abandoned can no longer
+   * write guest memory: on this thread when their handlers settled (or,
+   * after `resetTimeoutMs`, once their memory is revoked), on worker
+   * threads when the threads let go of them (or were restarted).
    */
   settled(): Promise<void> {
-    return this.threads?.settled() ?? Promise.resolve();
+    const local = this.abandoned;
+    return this.threads ? Promise.all([local, this.threads.settled()]).then(() => undefined) : local;
   }
 
   /**
@@ -393,7 +406,6 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   }
 
   private writeStatus(v: number): void {
-    if (v === 0) return this.reset();
     const before = this.status;
     let next = (v | before) & 0xff & ~VirtioStatus.DEVICE_NEEDS_RESET;
     const added = next & ~before;

@@ -17,9 +17,13 @@ export class WorkerDmaTable extends DmaTable {
   private written: number[] = [];
   private reporting = false;
 
-  constructor(private readonly report: (ranges: number[]) => void) {
+  constructor(
+    private readonly report: (ranges: number[]) => void,
+    /** This thread's mapping group: the main thread revokes its mappings before ending it. */
+    group: number,
+  ) {
     // The main thread validated every map against the negotiated limits.
-    super({ pageSize: 1, maxMaps: Number.MAX_SAFE_INTEGER });
+    super({ pageSize: 1, maxMaps: Number.MAX_SAFE_INTEGER }, group);
   }
 
   /** Logging on (the main thread's page size) or off (0): only the flag matters here. */

@@ -24,6 +24,12 @@ export interface ThreadStart {
   /** Structured-cloneable data for the role. */
   data: unknown;
   flags: SharedArrayBuffer;
+  /**
+   * The group the thread maps guest memory in (unique in the process): the
+   * main thread revokes those mappings before it ends the thread, so that
+   * I/O the thread leaves behind never writes guest memory.
+   */
+  group: number;
 }
 
 export type ToThread =

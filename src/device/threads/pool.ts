@@ -44,6 +44,8 @@ export interface ThreadHost {
 }
 
 const THREAD_URL = new URL('./thread.js', import.meta.url);
+/** The last mapping group handed to a thread (unique in the process: threads of every device share the addon's list). */
+let lastGroup = 0;
 
 class DeviceThread {
   worker: Worker | undefined;
@@ -51,6 +53,8 @@ class DeviceThread {
   readonly pins = new Map<DmaRegion, () => void>();
   readonly waiting = new Map<number, (value: unknown) => void>();
   dead = true;
+  /** The mapping group of the thread running now (see ThreadStart.group). */
+  group = 0;
 
   constructor(readonly spec: ThreadSpec) {}
 
@@ -232,7 +236,8 @@ export class DeviceThreads {
     t.dead = false;
     t.pins.clear();
     const data = typeof t.spec.data === 'function' ? (t.spec.data as () => unknown)() : t.spec.data;
-    const start: ThreadStart = { role: String(t.spec.role), data, flags: this.flags.buffer as SharedArrayBuffer };
+    t.group = lastGroup = lastGroup >= 0x7fffffff ? 1 : lastGroup + 1;
+    const start: ThreadStart = { role: String(t.spec.role), data, flags: this.flags.buffer as SharedArrayBuffer, group: t.group };
     const w = new Worker(THREAD_URL, { workerData: start });
     t.worker = w;
     w.unref();
@@ -251,6 +256,9 @@ export class DeviceThreads {
     t.dead = true;
     const w = t.worker;
     t.worker = undefined;
+    // What the thread leaves behind (a read still on the thread pool, a handler stuck writing) must not reach
+    // guest memory: its mappings get scratch memory (an mmap over our own mapping fails only without memory).
+    native.mmapRevokeGroup(t.group);
     for (const release of t.pins.values()) release();
     t.pins.clear();
     for (const resolve of t.waiting.values()) resolve(undefined);

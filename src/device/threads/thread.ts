@@ -28,7 +28,7 @@ const dmaCall = (m: { t: 'dma-read'; iova: number; length: number } | { t: 'dma-
     dmaWaiting.set(id, { resolve, reject });
     send({ ...m, id });
   });
-const table = new WorkerDmaTable((ranges) => send({ t: 'dirty', ranges }));
+const table = new WorkerDmaTable((ranges) => send({ t: 'dirty', ranges }), start.group);
 const dma = new WorkerDmaAccess(
   table,
   {

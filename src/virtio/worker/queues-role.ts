@@ -9,6 +9,7 @@ import type { RoleHandlers, StartRole } from '../../device/threads/runtime.js';
 import { hasFeature, VIRTIO_MSI_NO_VECTOR } from '../constants.js';
 import { BounceBudget, type VirtqueueRequest } from '../request.js';
 import { Virtqueue, type VirtqueueHost } from '../virtqueue.js';
+import { HandlerCalls } from '../handler-calls.js';
 import type { WorkerQueueContext, WorkerQueueHandler } from './handler.js';
 import type { AskQueues, FromQueues, QueueRoleData, ToQueues } from './messages.js';
 
@@ -37,23 +38,11 @@ export const startRole: StartRole = async (rt, raw) => {
     return c;
   };
 
-  /** Handler calls not yet settled, by queue (a reset waits for them). */
-  const running = new Map<number, number>();
+  /** Handler calls, counted while they run (a reset waits for those it abandons). */
+  const calls = new HandlerCalls();
   /** Requests handed to the handler, by queue index. */
   const served = new Int32Array(data.served);
-  const settledWaiters = new Map<number, (() => void)[]>();
   const vectors = new Map<number, number>();
-  const settle = (q: number): void => {
-    const n = (running.get(q) ?? 1) - 1;
-    running.set(q, n);
-    if (n > 0) return;
-    for (const w of settledWaiters.get(q) ?? []) w();
-    settledWaiters.delete(q);
-  };
-  const whenSettled = (q: number): Promise<void> =>
-    (running.get(q) ?? 0) === 0
-      ? Promise.resolve()
-      : new Promise((resolve) => settledWaiters.set(q, [...(settledWaiters.get(q) ?? []), resolve]));
 
   const host: VirtqueueHost = {
     memory: rt.memory,
@@ -66,28 +55,8 @@ export const startRole: StartRole = async (rt, raw) => {
       post({ t: 'broken', q: queue.index, reason });
     },
     dispatch(request: VirtqueueRequest) {
-      const q = request.queue;
-      running.set(q, (running.get(q) ?? 0) + 1);
-      Atomics.add(served, q, 1);
-      let result: number | Promise<number>;
-      try {
-        result = handler(request, ctxOf(q));
-      } catch {
-        request.complete(0);
-        settle(q);
-        return;
-      }
-      if (result instanceof Promise) {
-        result
-          .then(
-            (n) => request.complete(n),
-            () => request.complete(0),
-          )
-          .finally(() => settle(q));
-      } else {
-        request.complete(result);
-        settle(q);
-      }
+      Atomics.add(served, request.queue, 1);
+      calls.run(request, handler, ctxOf(request.queue));
     },
   };
 
@@ -146,7 +115,8 @@ export const startRole: StartRole = async (rt, raw) => {
       const vq = queue(m.q);
       if (m.t === 'reset') {
         vq.reset();
-        await whenSettled(m.q);
+        calls.abandon(m.q);
+        await calls.settled(m.q);
         return true;
       }
       await vq.idle();
