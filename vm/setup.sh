@@ -174,5 +174,6 @@ if [ ${#pkgs[@]} -gt 0 ] || [ -n "$want_kernel" ]; then
     fi
 fi
 
-echo "${qemu_note:-QEMU ?}; kernel $(basename "$(readlink -f "$KDIR/modules")")" > "$STAMP"
+stamp="${qemu_note:-QEMU ?}; kernel $(basename "$(readlink -f "$KDIR/modules")")"
+[ "$(cat "$STAMP" 2>/dev/null)" = "$stamp" ] || echo "$stamp" > "$STAMP"   # a complete cache stays untouched
 say "ready: $(cat "$STAMP"); $(du -sh "$C" | cut -f1) in $C"

@@ -52,6 +52,7 @@ export function parseVmArgs(args: readonly string[], socketFor: (index: number) 
     if (!arg.startsWith('-') || arg === '-') break;
     const eq = arg.indexOf('=');
     const name = arg.startsWith('--') ? arg.slice(2, eq < 0 ? undefined : eq) : '';
+    if (name === 'config') break; // refused below, wherever it is
     if (!VALUE_OPTIONS.has(name)) throw new UsageError(`vm: unknown option ${arg}`);
     const value = eq < 0 ? args[++i] : arg.slice(eq + 1);
     if (value === undefined || value === '') throw new UsageError(`vm: --${name} needs a value`);
@@ -83,14 +84,13 @@ export function parseVmArgs(args: readonly string[], socketFor: (index: number) 
   if (rest.some((a) => a === '--config' || a.startsWith('--config='))) {
     throw new UsageError('vm: --config is not supported: name the devices on the command line');
   }
+  // vm's own option names are not device options: one after a device is misplaced.
+  const misplaced = rest.find((a) => a.startsWith('--') && VALUE_OPTIONS.has(a.slice(2).split('=')[0]));
+  if (misplaced) throw new UsageError(`vm: ${misplaced.split('=')[0]} must come before the first device`);
   if (rest.length > 0) {
     const parsed = rethrowAsVm(() => parseRunArgs(rest, socketFor));
     out.verbose ||= parsed.verbose;
     out.devices = parsed.devices;
-    for (const d of out.devices) {
-      const misplaced = Object.keys(d.options).find((o) => VALUE_OPTIONS.has(o));
-      if (misplaced) throw new UsageError(`vm: --${misplaced} must come before the first device (it followed ${d.device})`);
-    }
   }
   return out;
 }

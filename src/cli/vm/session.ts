@@ -69,9 +69,13 @@ class VmRun {
   /** Undo steps, run in reverse by cleanup(). */
   private readonly undo: (() => void)[] = [];
 
+  /** If the process dies anyway (an uncaught error), the private folder still goes; QEMU exits with us. */
+  private readonly onExit = (): void => this.cleanup();
+
   constructor(private readonly a: VmArgs) {
     // Installed first: a signal at any later moment stops the run cleanly.
     for (const s of STOP_SIGNALS) process.on(s, this.onSignal);
+    process.on('exit', this.onExit);
   }
 
   say(line: string): void {
@@ -163,7 +167,7 @@ class VmRun {
       },
       guest: (d) => {
         log.push(d);
-        process.stdout.write(d);
+        if (!stdoutGone) process.stdout.write(d);
       },
       event: (e) => {
         if (e.kind !== 'begin') event ??= e;
@@ -171,6 +175,14 @@ class VmRun {
     });
 
     const child = spawn(qemu.command, [...qemu.prefix, ...args], { env: qemu.env, stdio: [stdin, 'pipe', 'pipe'] });
+    // Whoever read our output left (`muser vm --run dmesg | head`): stop, as a SIGPIPE would.
+    let stdoutGone = false;
+    const onStdoutError = (): void => {
+      stdoutGone = true;
+      stopQemu(child);
+    };
+    process.stdout.on('error', onStdoutError);
+    this.undo.push(() => process.stdout.off('error', onStdoutError));
     let kvmFailed = false;
     child.stdout!.on('data', (d: Buffer) => guestConsole.push(d));
     child.stderr!.on('data', (d: Buffer) => {
@@ -192,6 +204,7 @@ class VmRun {
     guestConsole.end();
 
     if (this.signal) return this.stopped();
+    if (stdoutGone) return 128 + 13; // as if killed by SIGPIPE, quietly
     if (exit.error) throw new VmError(`cannot run QEMU (${qemu.where}): ${exit.error.message}`);
     const ended = event as ConsoleEvent | undefined;
     if (ended?.kind === 'end') return ended.status;
@@ -200,7 +213,8 @@ class VmRun {
     if (kvmFailed) throw new VmError(`KVM failed while the guest ran (${errors.lines(1)[0] ?? ''}); MUSER_VM_ACCEL=tcg runs it under TCG`);
     const panic = /Kernel panic - not syncing:[^\r\n]*/.exec(log.text);
     if (panic) throw new VmError(`the guest kernel panicked: ${panic[0]}${guestConsole.phase === 'boot' ? showLog() : ''}`);
-    const qemuSaid = errors.lines(5).map((l) => `\n  ${l}`).join('');
+    // QEMU's last words, without the warning it prints for every vfio-user device.
+    const qemuSaid = errors.lines(12).filter((l) => !/: warning: /.test(l)).slice(-5).map((l) => `\n  ${l}`).join('');
     if (exit.signal) throw new VmError(`QEMU died (${exit.signal})${qemuSaid}`);
     if (exit.code !== 0) throw new VmError(`QEMU failed (exit status ${exit.code})${qemuSaid}`);
     if (interactive && log.text.includes('QEMU: Terminated')) return 0; // Ctrl-A x
@@ -234,7 +248,9 @@ class VmRun {
       }
     }
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    this.dir = undefined;
     for (const s of STOP_SIGNALS) process.off(s, this.onSignal);
+    process.off('exit', this.onExit);
   }
 }
 
