@@ -4,7 +4,7 @@
  * itself finds them), running it with a private TMPDIR, and what it left.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { installedCache } from '../../src/cli/vm/cache.js';
@@ -86,4 +86,12 @@ export function processesMentioning(text: string): number[] {
 /** What a run left behind: its private folders in `tmp`, and processes that still mention `tmp`. */
 export function leftovers(tmp: string): string[] {
   return [...readdirSync(tmp).filter((f) => f.startsWith('muser-vm-')).map((f) => `${tmp}/${f}`), ...processesMentioning(tmp).map((pid) => `pid ${pid}: ${readFileSync(`/proc/${pid}/cmdline`, 'latin1').replace(/\0/g, ' ').slice(0, 200)}`)];
+}
+
+/** Waits for the run to end; what it printed, and what it left (then removes its TMPDIR). */
+export async function finished(vm: VmProcess): Promise<VmResult & { left: string[] }> {
+  const result = await vm.done;
+  const left = leftovers(vm.tmp);
+  rmSync(vm.tmp, { recursive: true, force: true });
+  return { ...result, left };
 }

@@ -8,7 +8,7 @@
  * namespace (socket paths and memfds as usual): no chroot, no install.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { VmError } from './error.js';
@@ -191,6 +191,7 @@ export async function kvmUsable(qemu: Qemu, kernel: string, cache: string | unde
   const probe = await probeKvm(qemu, kernel);
   if (file) {
     try {
+      mkdirSync(cache!, { recursive: true });
       const tmp = `${file}.${process.pid}`;
       writeFileSync(tmp, JSON.stringify({ key, ...probe }));
       renameSync(tmp, file);

@@ -15,7 +15,7 @@ import { isatty } from 'node:tty';
 import { Server } from '../../server/server.js';
 import { isModulePath, loadDevice } from '../run/index.js';
 import { parseVmArgs, type VmArgs } from './args.js';
-import { installedCache } from './cache.js';
+import { installedCache, setupCacheDir } from './cache.js';
 import { GuestConsole, type ConsoleEvent } from './console.js';
 import { VmError } from './error.js';
 import { checkShares, findBusybox, guestConfig, guestModules, guestWorkdir, kernelCmdline, qemuArgs } from './guest.js';
@@ -137,7 +137,7 @@ class VmRun {
     const forced = process.env.MUSER_VM_ACCEL;
     if (forced === 'kvm' || forced === 'tcg') return forced;
     if (forced) throw new VmError(`MUSER_VM_ACCEL must be kvm or tcg, got ${forced}`);
-    const probe = await kvmUsable(qemu, kernel, cache);
+    const probe = await kvmUsable(qemu, kernel, cache ?? setupCacheDir());
     if (probe.ok) return 'kvm';
     this.say(`KVM is not usable here (${probe.why}): running under TCG, slower`);
     return 'tcg';
@@ -150,8 +150,13 @@ class VmRun {
     if (interactive && isatty(0)) {
       // QEMU makes its stdin non-blocking and raw: give it a file description of
       // its own, so the shell's is untouched, and put the terminal back after.
-      const tty = openSync('/proc/self/fd/0', 'r+');
-      this.undo.push(() => closeSync(tty));
+      let tty: number;
+      try {
+        tty = openSync('/proc/self/fd/0', 'r+');
+      } catch {
+        tty = 0; // no /proc: share ours
+      }
+      if (tty !== 0) this.undo.push(() => closeSync(tty));
       const saved = spawnSync('stty', ['-g'], { stdio: [tty, 'pipe', 'ignore'], encoding: 'utf8' }).stdout?.trim();
       if (saved) this.undo.push(() => void spawnSync('stty', [saved], { stdio: [tty, 'ignore', 'ignore'] }));
       stdin = tty;
