@@ -4,14 +4,14 @@
 // (or explains the lack of) a QEMU new enough for vfio-user-pci.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { parseVmArgs, GuestConsole, type ConsoleEvent, VmError } from '../src/cli/vm/index.js';
 import { parseMemory } from '../src/cli/vm/args.js';
 import { ModuleTree, modinfo } from '../src/cli/vm/modules.js';
-import { kernelVersionOf } from '../src/cli/vm/kernel.js';
+import { findKernel, kernelVersionOf } from '../src/cli/vm/kernel.js';
 import { findQemu, parseQemuVersion } from '../src/cli/vm/qemu.js';
 import { guestConfig, guestWorkdir, qemuArgs } from '../src/cli/vm/guest.js';
 import { UsageError } from '../src/cli/usage.js';
@@ -121,18 +121,25 @@ test('vm modules: found by name (- or _), dependencies first and once, compresse
   }
 });
 
-test("vm kernel: the release comes from the bzImage's boot header", () => {
-  const dir = mkdtempSync(join(tmpdir(), 'muser-vm-kernel-'));
+test("vm kernel: the release comes from the bzImage's boot header; --kernel from a build tree finds its modules there", () => {
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'muser-vm-kernel-')));
   try {
     const image = Buffer.alloc(0x4000);
     image.write('HdrS', 0x202, 'latin1');
     image.writeUInt16LE(0x1000, 0x20e); // kernel_version, relative to 0x200
     image.write('6.12.9-dev (me@box) #1 SMP\0', 0x1200, 'latin1');
-    writeFileSync(join(dir, 'bzImage'), image);
+    mkdirSync(join(dir, 'arch/x86/boot'), { recursive: true });
+    const bzImage = join(dir, 'arch/x86/boot/bzImage');
+    writeFileSync(bzImage, image);
+    writeFileSync(join(dir, 'modules.order'), 'drivers/gpio/gpio-pci-idio-16.o\n');
     writeFileSync(join(dir, 'not-a-kernel'), 'hello');
-    assert.equal(kernelVersionOf(join(dir, 'bzImage')), '6.12.9-dev');
+    assert.equal(kernelVersionOf(bzImage), '6.12.9-dev');
     assert.equal(kernelVersionOf(join(dir, 'not-a-kernel')), undefined);
     assert.equal(kernelVersionOf(join(dir, 'missing')), undefined);
+    const k = findKernel({ kernel: bzImage });
+    assert.deepEqual([k.version, k.modules], ['6.12.9-dev', dir], 'the build tree (it has modules.order) holds the modules');
+    assert.throws(() => findKernel({ kernel: join(dir, 'missing') }), (e: unknown) => e instanceof VmError && /--kernel .*missing: no such file/.test(e.message));
+    assert.throws(() => findKernel({ kernel: join(dir, 'not-a-kernel') }), /--kernel .*not-a-kernel: not a bzImage/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

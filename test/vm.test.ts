@@ -7,10 +7,12 @@
 // e2e `vm` scenario.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { finished, processesMentioning, startVm, vmUnavailable } from './helpers/vm.js';
+import { runCli } from './helpers/timer-process.js';
+import { installedCache } from '../src/cli/vm/cache.js';
 
 const skip = vmUnavailable();
 
@@ -106,4 +108,18 @@ test('vm: a module the guest kernel lacks, and a device file that throws, fail b
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('vm setup: on a complete cache, one line per step, nothing downloaded, nothing changed', { skip, timeout: 60_000 }, async () => {
+  const cache = installedCache()!;
+  const stamp = join(cache, '.setup-ok');
+  const before = statSync(stamp).mtimeMs;
+  const r = await runCli(['vm', 'setup']);
+  assert.equal(r.code, 0, r.stderr);
+  const steps = r.stdout.trim().split('\n');
+  assert.ok(steps.every((l) => l.startsWith('[muser vm setup +')), r.stdout);
+  for (const step of ['host tools:', 'qemu:', 'busybox:', 'kernel:', 'ready:']) assert.ok(steps.some((l) => l.includes(` ${step} `)), `a line for ${step}\n${r.stdout}`);
+  assert.ok(!/downloading|apt: reading/.test(r.stdout), `nothing fetched:\n${r.stdout}`);
+  assert.match(r.stdout, new RegExp(`ready: .* in ${cache}$`, 'm'), 'it checked the cache muser vm uses');
+  assert.equal(statSync(stamp).mtimeMs, before, 'the complete cache is left untouched');
 });
