@@ -165,6 +165,7 @@ class VmRun {
     const log = new Tail(64 * 1024);
     const errors = new Tail(16 * 1024);
     let event: ConsoleEvent | undefined;
+    let stdoutGone = false;
     const guestConsole = new GuestConsole(nonce, {
       log: (d) => {
         log.push(d);
@@ -181,7 +182,6 @@ class VmRun {
 
     const child = spawn(qemu.command, [...qemu.prefix, ...args], { env: qemu.env, stdio: [stdin, 'pipe', 'pipe'] });
     // Whoever read our output left (`muser vm --run dmesg | head`): stop, as a SIGPIPE would.
-    let stdoutGone = false;
     const onStdoutError = (): void => {
       stdoutGone = true;
       stopQemu(child);
@@ -222,8 +222,9 @@ class VmRun {
     const qemuSaid = errors.lines(12).filter((l) => !/: warning: /.test(l)).slice(-5).map((l) => `\n  ${l}`).join('');
     if (exit.signal) throw new VmError(`QEMU died (${exit.signal})${qemuSaid}`);
     if (exit.code !== 0) throw new VmError(`QEMU failed (exit status ${exit.code})${qemuSaid}`);
-    if (interactive && log.text.includes('QEMU: Terminated')) return 0; // Ctrl-A x
-    throw new VmError(`the guest stopped before ${interactive ? 'its shell exited' : 'the command finished'}${showLog()}`);
+    // Ctrl-A x, or poweroff / reboot typed in the shell: the user's way out.
+    if (interactive && guestConsole.phase !== 'boot') return 0;
+    throw new VmError(`the guest stopped before ${interactive ? 'its shell started' : 'the command finished'}${showLog()}`);
   }
 
   /** Exit code for a run a signal stopped. */
