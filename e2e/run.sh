@@ -3,7 +3,8 @@
 # a real QEMU (vfio-user-pci) boots a real Linux guest under TCG against
 # muser sample devices, and the guest's own drivers drive them.
 #
-#   1. e2e/setup-qemu.sh    installs QEMU + guest kernel (idempotent, outside the repo)
+#   1. e2e/setup-qemu.sh    installs QEMU + guest kernel (vm/setup.sh, as `muser vm setup`;
+#                           idempotent, outside the repo)
 #   2. e2e/build-guest.sh   builds the busybox initramfs (cached)
 #   3. e2e/scenario.mjs     one run per scenario: device + QEMU + assertions
 #
@@ -11,7 +12,8 @@
 # virtio-blk-mq, virtio-blk-workers (2 queues on worker threads), virtio-rng (muser devices; skipped while the samples do not
 # exist), virtio-blk-nbd (virtio-blk on an nbdkit export, killed and
 # restarted mid-I/O) and qemu-virtio-blk, qemu-virtio-blk-mq, qemu-virtio-rng (the same
-# checks against QEMU's built-in devices: the guest side's reference).
+# checks against QEMU's built-in devices: the guest side's reference), and vm
+# (`muser vm`: its interactive shell, a panic, QEMU killed, SIGINT).
 # Environment: E2E_CACHE (default /var/cache/muser-e2e), E2E_LOGS (default
 # /tmp/muser-e2e-logs), E2E_NO_BUILD=1 (skip `tsc`), E2E_BOOT_TIMEOUT (s).
 set -euo pipefail
@@ -35,7 +37,7 @@ cp "$INITRD" "$E2E_INITRD"
 echo "[e2e] setup done after $((SECONDS - t0)) s; initramfs $INITRD"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-blk-workers virtio-rng nvme virtio-blk-nbd qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-blk-workers virtio-rng nvme virtio-blk-nbd qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng vm)
 failed=()
 npass=0; nfail=0; nskip=0
 out=$(mktemp)

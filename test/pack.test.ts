@@ -50,7 +50,7 @@ test('npm pack, install the tarball in an empty project, import, type-check, ser
     const packed = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root });
     const [{ filename, files }] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
     const shipped = new Set(files.map((f) => f.path));
-    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/client/index.js', 'dist/src/cli/main.js', 'native/muser.c', 'native/args.h', 'binding.gyp']) {
+    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/client/index.js', 'dist/src/cli/main.js', 'native/muser.c', 'native/args.h', 'binding.gyp', 'vm/setup.sh', 'vm/init']) {
       assert.ok(shipped.has(f), `${f} is in the tarball`);
     }
     assert.ok(![...shipped].some((f) => f.startsWith('dist/test/') || f.startsWith('test/')), 'no tests in the tarball');

@@ -26,6 +26,13 @@ const COMMANDS: Record<string, Command> = {
       setImmediate(() => process.exit());
     }
   },
+  vm: async (args) => {
+    const { vm } = await import('./vm/index.js');
+    const code = await vm(args);
+    // As with run: a device may hold the loop open; the guest is gone, so are we.
+    setImmediate(() => process.exit(code));
+    return code;
+  },
   trace: async (args) => {
     const { trace } = await import('./trace/index.js');
     await trace(args);

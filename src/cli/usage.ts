@@ -28,6 +28,16 @@ export function usage(): string {
                                           --mode <octal> after a device sets its socket's file mode
                                           (default 0600, owner only; e.g. 0660 adds the group)
   muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options","poll","mode"}]} lists
+  muser vm [-v] [--modules <m,...>] [--share <dir>]... [--run <cmd>] [--kernel <bzImage>] [--qemu <file>]
+           [--cpus <n>] [--memory <size>] [<device> [options]]...
+                                          boot a Linux guest with the devices (named as for run, no
+                                          sockets) on QEMU's vfio-user-pci: a shell on its console
+                                          (exit powers it off; Ctrl-A x stops it), or --run <cmd> with
+                                          its output on stdout and its exit status as muser's;
+                                          --modules loads kernel modules (and their dependencies),
+                                          --share shows a host folder at the same path in the guest
+  muser vm setup                          fetch what vm needs into a cache (QEMU >= 10.1.1, busybox,
+                                          a guest kernel); $MUSER_VM_CACHE, default ~/.cache/muser/vm
   muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]
                                           a proxy for the client to connect to: prints every message decoded
   muser check [--json] [--only id,...] [--timeout ms] <socket-path>

@@ -53,8 +53,12 @@ export function isModulePath(device: string): boolean {
   return device.includes('/') || /\.(c|m)?(j|t)s$/.test(device);
 }
 
-/** Parses the arguments after `run`. Throws UsageError on anything malformed. */
-export function parseRunArgs(args: readonly string[]): RunArgs {
+/**
+ * Parses the arguments after `run`. Throws UsageError on anything malformed.
+ * With `socketFor` (`muser vm`), devices take no socket argument: device
+ * number i is served on `socketFor(i)`.
+ */
+export function parseRunArgs(args: readonly string[], socketFor?: (index: number) => string): RunArgs {
   let verbose = false;
   let config: string | undefined;
   const devices: DeviceArg[] = [];
@@ -101,11 +105,11 @@ export function parseRunArgs(args: readonly string[]): RunArgs {
       } else current.options[name] = true;
     } else if (arg.startsWith('-') && arg.length > 1) {
       throw new UsageError(`run: unknown flag ${arg}`);
-    } else if (current && current.socket === undefined) {
+    } else if (current && current.socket === undefined && !socketFor) {
       current.socket = arg;
     } else {
       finish();
-      current = { device: arg, options: {} };
+      current = { device: arg, options: {}, socket: socketFor?.(devices.length) };
     }
   }
   finish();
