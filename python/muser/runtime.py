@@ -115,6 +115,10 @@ class Runtime:
         finally:
             self.dma.unmap_all()
             self.reader.close()
+            self.selector.close()
+            self.sock.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
             self.device._runtime = None
 
     def _hello(self) -> None:
