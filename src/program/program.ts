@@ -37,6 +37,8 @@ export interface DeviceProgramOptions {
   args?: readonly string[];
   /** Time limit of each request to the program, in ms (default 5000). */
   timeoutMs?: number;
+  /** Time the program gets to send HELLO, in ms (default: 10 s, or `timeoutMs` if longer). */
+  helloTimeoutMs?: number;
   /** A logger, or the level of the default stderr logger named after the device (default 'info'). */
   log?: Logger | LogLevel;
   /** Sets MUSER_VERBOSE=1 for the program. */
@@ -66,7 +68,7 @@ export async function startDeviceProgram(options: DeviceProgramOptions): Promise
   const { child, fd } = launchProgram(options.command, options.args ?? [], options.verbose ? { MUSER_VERBOSE: '1' } : {});
   const program = new DeviceProgram(child, fd, timeoutMs, label, options.log ?? 'info');
   try {
-    await program.started(Math.max(timeoutMs, MIN_START_TIMEOUT_MS));
+    await program.started(options.helloTimeoutMs ?? Math.max(timeoutMs, MIN_START_TIMEOUT_MS));
   } catch (e) {
     program.stop();
     throw e;
@@ -134,7 +136,8 @@ export class DeviceProgram {
   private onBroken(reason: string): void {
     const settle = (why: string): void => {
       if (this.hello) {
-        this.hello.reject(new ProgramStartError(`device program ${this.label} ${why} before its HELLO was accepted`));
+        const early = /^(exited|was killed|closed)/.test(why) ? ' before its HELLO was accepted' : '';
+        this.hello.reject(new ProgramStartError(`device program ${this.label} ${why}${early}`));
         this.hello = undefined;
       } else if (!this.stopping) {
         this.log.error(`device program ${this.label} ${why}; accesses needing it now fail with EIO`);
