@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,10 +45,25 @@ test("the Python package's own unit tests pass (python3 -m unittest)", () => {
   assert.match(r.stderr, /Ran \d+ tests/);
 });
 
-test('pvpanic.py: 1b36:0011, reads give PANICKED|CRASH_LOADED, a write of PANICKED logs "guest panicked", muser check passes', async () => {
+/** The README's section "Devices in Python": its Python block and its one command. */
+function readmePython(): { code: string; args: string[] } {
+  const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+  const section = readme.split(/^## /m).find((s) => s.startsWith('Devices in Python'));
+  assert.ok(section, 'README has the section');
+  const code = /```python\n([\s\S]*?)```/.exec(section)?.[1];
+  const command = section.split('\n').find((l) => /^ {4}npm run muser -- run /.test(l));
+  assert.ok(code && command, 'the section has a Python block and a command');
+  return { code, args: command.trim().split(/\s+/).slice(4) };
+}
+
+test('pvpanic.py, as the README shows and serves it: 1b36:0011, reads give PANICKED|CRASH_LOADED, a write of PANICKED logs "guest panicked", muser check passes', async () => {
+  const readme = readmePython();
+  assert.equal(readme.code, readFileSync(PVPANIC, 'utf8'), 'the README shows the whole of python/examples/pvpanic.py');
+  assert.deepEqual(readme.args, ['run', 'python/examples/pvpanic.py', '/tmp/pvpanic.sock']);
   const dir = mkdtempSync(join(tmpdir(), 'muser-py-'));
   const sock = join(dir, 'pvpanic.sock');
-  const server = await serveProgram(PVPANIC, sock);
+  // The README's command, run from the checkout, its socket in a private directory.
+  const server = await startServer([MAIN, 'run', readme.args[1], sock], sock, `on ${sock}`, 'the README command', REPO);
   try {
     assert.match(server.stderr, /serving pvpanic from .*pvpanic\.py on /);
     const client = await Client.connect(sock);
