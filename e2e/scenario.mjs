@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { virtioScenarios } from './virtio.mjs';
 import { nvmeScenarios } from './nvme.mjs';
 import { nbdScenarios } from './nbd.mjs';
+import { pvpanicScenarios } from './pvpanic.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -70,6 +71,7 @@ const SCENARIOS = {
   ...virtioScenarios(),
   ...nvmeScenarios(),
   ...nbdScenarios(),
+  ...pvpanicScenarios(),
 };
 
 const HEX = (/** @type {number} */ v, d = 4) => `0x${v.toString(16).padStart(d, '0')}`;

@@ -95,6 +95,26 @@ for (const c of CASES) {
   });
 }
 
+test('stopping the server while the last client leaves (its reset still asking the program) logs no error', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'muser-prog-'));
+  const { log, lines } = capture();
+  const program = await startDeviceProgram({ command: ['python3', MISBEHAVE], log });
+  // The server logs the disconnect, then starts the reset (a RESET to the program): close right then.
+  const serverLog: Logger = { ...log, info: (m) => (log.info(m), m === 'client disconnected' && setImmediate(() => server.close())) };
+  const server = serve(program.device, join(dir, 'dev.sock'), { log: serverLog });
+  try {
+    const client = await Client.connect(join(dir, 'dev.sock'));
+    assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 7);
+    const left = new Promise((resolve) => server.once('disconnect', resolve));
+    client.close();
+    await left;
+    await until(() => ended(program), 'the program to end');
+    assert.deepEqual(lines.filter((l) => /^(warn|error): /.test(l)), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a program that describes a device muser refuses, exits early, never says HELLO, or speaks another version: startDeviceProgram says so', async () => {
   const start = (command: string[], helloTimeoutMs?: number) => startDeviceProgram({ command, helloTimeoutMs, log: 'silent' });
   await assert.rejects(start(['python3', join(PROGRAMS, 'bad-device.py')]), (e: Error) => {

@@ -277,7 +277,12 @@ export class DeviceProgram {
     for (const map of this.built?.maps ?? []) map.reset();
     this.memory?.updateAllowed();
     if (this.conn.broken !== undefined) return;
-    await this.conn.request(Kind.RESET, json({ reason }), `RESET (${reason})`);
+    try {
+      await this.conn.request(Kind.RESET, json({ reason }), `RESET (${reason})`);
+    } catch (e) {
+      // A program that broke meanwhile is logged already (or being stopped): muser's part of the reset is done.
+      if (this.conn.broken === undefined) throw e;
+    }
   }
 
   private registerMessage(payload: Buffer, what: string): { name: string; value: bigint | undefined } {
