@@ -108,7 +108,7 @@ class Runtime:
                         self.inbox.extend(self.reader.read())
                     else:
                         self._call(key.data)
-        except EOFError:
+        except (EOFError, ConnectionResetError, BrokenPipeError):
             pass  # muser is gone: so is the device
         except KeyboardInterrupt:
             pass  # Ctrl-C reached muser too, which stops serving

@@ -16,7 +16,8 @@ HEADER = struct.Struct('<HHIII')
 HEADER_SIZE = HEADER.size
 #: Largest payload of a DMA_READ / DMA_WRITE, until HELLO's reply says otherwise.
 MAX_DATA = 1024 * 1024
-MAX_MESSAGE = MAX_DATA + HEADER_SIZE
+#: Largest message either side may send, header included (a HELLO or a state may be large).
+MAX_MESSAGE = 16 * 1024 * 1024 + HEADER_SIZE
 
 #: flags: bits 0-3 the type (0 request, 1 reply), bit 4 event, bit 5 error reply.
 REPLY = 0x1

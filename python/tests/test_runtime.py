@@ -108,6 +108,20 @@ class RuntimeTest(unittest.TestCase):
         reply = self.muser.expect_reply(id, Kind.READ)
         self.assertEqual((reply.is_error, reply.errno), (True, EFAULT))
 
+    def test_dma_larger_than_max_data_goes_in_pieces(self):
+        # The 'later' register's callback, swapped for a large read.
+        self.device.bars[0].registers[3].write = lambda v, d: self.log.append(d.dma.read(0x10000, 10000))
+        id = self.muser.request(Kind.WRITE, write(0, 4, 16, 0))
+        pieces = []
+        for _ in range(3):  # maxData is 4096 in this session
+            m = self.muser.receive()
+            address, length = DMA_READ.unpack(m.payload)
+            pieces.append((address, length))
+            self.muser.reply(m, bytes([len(pieces)]) * length)
+        self.muser.expect_reply(id, Kind.WRITE)
+        self.assertEqual(pieces, [(0x10000, 4096), (0x11000, 4096), (0x12000, 1808)])
+        self.assertEqual(self.log[0], b'\x01' * 4096 + b'\x02' * 4096 + b'\x03' * 1808)
+
     def test_mapped_memory_is_used_in_place_and_writes_are_reported_dirty(self):
         fd = memfd(0x2000)
         view = mmap.mmap(fd, 0x2000)

@@ -13,8 +13,8 @@ export const PROGRAM_PROTOCOL_VERSION = 1;
 /** Most payload bytes of one DMA_READ / DMA_WRITE (HELLO reply's `maxData`). */
 export const MAX_DATA = 1024 * 1024;
 
-/** Largest message either side may send, header included. */
-export const MAX_MESSAGE = MAX_DATA + HEADER_SIZE;
+/** Largest message either side may send, header included (a HELLO or a state may be large). */
+export const MAX_MESSAGE = 16 * 1024 * 1024 + HEADER_SIZE;
 
 /** Message kinds (the header's `command` field). */
 export const enum Kind {
