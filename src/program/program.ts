@@ -26,6 +26,8 @@ import { decodeLog, decodeU32, decodeValue, encodeRead, encodeWrite, json, Kind,
 export const DEFAULT_PROGRAM_TIMEOUT_MS = 5000;
 /** Least time a program gets to send HELLO (interpreters start slowly on a cold cache). */
 const MIN_START_TIMEOUT_MS = 10_000;
+/** LOG's levels, by number. */
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 /** How long a program that closed its socket gets to exit, so that its exit status is in the log. */
 const EXIT_GRACE_MS = 1000;
 
@@ -179,7 +181,7 @@ export class DeviceProgram {
     switch (kind) {
       case Kind.LOG: {
         const { level, text } = decodeLog(payload);
-        (['debug', 'info', 'warn', 'error'] as const).map((l) => this.log[l])[level].call(this.log, text);
+        this.log[LOG_LEVELS[level]](text);
         return;
       }
       case Kind.TRIGGER: {
