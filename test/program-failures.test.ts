@@ -51,10 +51,11 @@ const CASES = [
   { mode: 'garbage', errno: Errno.EIO, log: /broke the protocol: message size 8 is smaller than the header/ },
   { mode: 'stray', errno: Errno.EIO, log: /sent a malformed message: a reply \(id 999, kind 33\) to no request/ },
   { mode: 'unknown', errno: Errno.EIO, log: /sent a malformed message: unknown event kind 99/ },
+  { mode: 'short', errno: Errno.EIO, log: /sent a malformed message: READ reply has 3 payload bytes, 8 expected/, read: true },
 ];
 
 for (const c of CASES) {
-  test(`a program that ${c.mode === 'crash' ? 'crashes' : c.mode === 'hang' ? 'hangs' : `sends ${c.mode} messages`} mid-access: the access fails with errno ${c.errno}, the log says why, the program is stopped, the rest serves on`, async () => {
+  test(`a program that ${c.mode === 'crash' ? 'crashes' : c.mode === 'hang' ? 'hangs' : c.mode === 'short' ? 'answers a read with a short reply' : `sends ${c.mode} messages`} mid-access: the access fails with errno ${c.errno}, the log says why, the program is stopped, the rest serves on`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'muser-prog-'));
     const { log, lines } = capture();
     // Only a hang may take the time limit: every other failure must be seen at once.
@@ -68,7 +69,8 @@ for (const c of CASES) {
       assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 7);
       await client.regionWrite(0, 4, Buffer.from([5, 0, 0, 0]));
       const started = Date.now();
-      assert.equal(await refusal(client.regionWrite(0, 8, Buffer.from([1, 0, 0, 0]))), c.errno);
+      const act = 'read' in c ? client.regionRead(0, 8, 4) : client.regionWrite(0, 8, Buffer.from([1, 0, 0, 0]));
+      assert.equal(await refusal(act), c.errno);
       if (c.mode !== 'hang') assert.ok(Date.now() - started < 3000, `failed at once (${Date.now() - started} ms)`);
       await until(() => lines.some((l) => c.log.test(l)), `the log line ${c.log}`);
       assert.match(lines.find((l) => c.log.test(l))!, /^error: /);

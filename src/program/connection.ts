@@ -66,7 +66,7 @@ export class ProgramConnection {
    * missed the time limit (which breaks the connection), EIO when the
    * connection is or becomes broken. `what` names the request in messages.
    */
-  request(kind: Kind, payload: Uint8Array | undefined, what: string, fds?: readonly number[], timeoutMs = this.timeoutMs): Promise<Buffer> {
+  private request(kind: Kind, payload: Uint8Array | undefined, what: string, fds?: readonly number[], timeoutMs = this.timeoutMs): Promise<Buffer> {
     if (this.brokenReason !== undefined) return Promise.reject(this.brokenError());
     do this.nextId = (this.nextId + 1) & 0xffff;
     while (this.waiting.has(this.nextId));
@@ -81,6 +81,22 @@ export class ProgramConnection {
       this.waiting.set(id, w);
       if (!this.channel.send(request(id, kind, payload), fds)) this.break('closed its socket');
     });
+  }
+
+  /**
+   * {@link request}, and `decode` checks the reply's payload: a payload it
+   * refuses (ProgramProtocolError) breaks the connection, and the request
+   * fails with EIO.
+   */
+  async call<T>(kind: Kind, payload: Uint8Array | undefined, what: string, decode: (reply: Buffer) => T): Promise<T> {
+    const reply = await this.request(kind, payload, what);
+    try {
+      return decode(reply);
+    } catch (e) {
+      if (!(e instanceof ProgramProtocolError)) throw e;
+      this.break(`sent a malformed message: ${e.message}`);
+      throw this.brokenError();
+    }
   }
 
   /** Sends an event (dropped once broken). */

@@ -13,7 +13,7 @@ import type { DmaRegion, DmaTableObserver } from '../device/dma.js';
 import { DeviceError, Errno, errnoOf } from '../device/errors.js';
 import type { Logger } from '../device/logger.js';
 import type { ProgramConnection } from './connection.js';
-import { decodeDirty, decodeDmaRead, decodeDmaWrite, json, Kind, u32 } from './wire.js';
+import { decodeDirty, decodeDmaRead, decodeDmaWrite, decodeEmpty, json, Kind, u32 } from './wire.js';
 
 export class ProgramMemory {
   /** Regions the program was given, and the release of the pin each holds. */
@@ -99,12 +99,12 @@ export class ProgramMemory {
     this.handedOver.delete(region);
     const what = `UNMAP of 0x${region.iova.toString(16)}+0x${region.size.toString(16)}`;
     // A program that does not answer is stopped by the time limit: the pin goes either way.
-    this.conn.request(Kind.UNMAP, json({ iova: region.iova, size: region.size }), what).catch(() => undefined).finally(release);
+    this.conn.call(Kind.UNMAP, json({ iova: region.iova, size: region.size }), what, decodeEmpty('UNMAP')).catch(() => undefined).finally(release);
   }
 
   /** Before a dirty-page report: the program's DIRTY for every write so far has arrived. */
   private async sync(): Promise<void> {
     if (this.handedOver.size === 0 || this.conn.broken !== undefined) return;
-    await this.conn.request(Kind.SYNC, undefined, 'SYNC').catch(() => undefined);
+    await this.conn.call(Kind.SYNC, undefined, 'SYNC', decodeEmpty('SYNC')).catch(() => undefined);
   }
 }

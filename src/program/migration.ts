@@ -11,7 +11,7 @@ import { MigrationState } from '../device/migration-spec.js';
 import { DeviceError, Errno } from '../device/errors.js';
 import type { BuiltProgramDevice } from './build.js';
 import type { ProgramConnection } from './connection.js';
-import { Kind, valueFromJson, valueToJson } from './wire.js';
+import { decodeEmpty, decodeState, Kind, valueFromJson, valueToJson } from './wire.js';
 
 /** `device.state` of a program's device. */
 export interface ProgramState extends Record<string, unknown> {
@@ -29,17 +29,10 @@ export function programMigration(conn: ProgramConnection, built: BuiltProgramDev
       if (from === MigrationState.RESUMING) {
         restoreRegisters(built, state.registers);
         if (typeof state.program !== 'string') throw new DeviceError(Errno.EINVAL, 'migration data holds no device program state');
-        await conn.request(Kind.LOAD_STATE, Buffer.from(state.program, 'utf8'), 'LOAD_STATE');
+        await conn.call(Kind.LOAD_STATE, Buffer.from(state.program, 'utf8'), 'LOAD_STATE', decodeEmpty('LOAD_STATE'));
       }
       if (from === MigrationState.RUNNING) {
-        const reply = await conn.request(Kind.QUIESCE, undefined, 'QUIESCE');
-        const text = reply.toString('utf8');
-        try {
-          JSON.parse(text);
-        } catch {
-          throw new DeviceError(Errno.EIO, 'device program answered QUIESCE with a state that is not JSON');
-        }
-        state.program = text;
+        state.program = await conn.call(Kind.QUIESCE, undefined, 'QUIESCE', decodeState);
         state.registers = saveRegisters(built);
       }
       if (to === MigrationState.RUNNING) conn.send(Kind.RESUME);

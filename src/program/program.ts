@@ -20,7 +20,7 @@ import { parseHello, type ProgramRegister } from './hello.js';
 import { launchProgram, ProgramStartError } from './launch.js';
 import { ProgramMemory } from './memory.js';
 import { programMigration } from './migration.js';
-import { decodeLog, decodeU32, decodeValue, encodeRead, encodeWrite, json, Kind, MAX_DATA, parseJsonObject, PROGRAM_PROTOCOL_VERSION, ProgramProtocolError, valueFromJson, valueToJson } from './wire.js';
+import { decodeEmpty, decodeLog, decodeU32, decodeValue, encodeRead, encodeWrite, json, Kind, MAX_DATA, parseJsonObject, PROGRAM_PROTOCOL_VERSION, ProgramProtocolError, valueFromJson, valueToJson } from './wire.js';
 
 /** Default time limit of each request to the program. */
 export const DEFAULT_PROGRAM_TIMEOUT_MS = 5000;
@@ -234,8 +234,8 @@ export class DeviceProgram {
     if (typeof this.logOption !== 'object' && description.name) this.log = consoleLogger(description.name, this.logOption);
     const log = this.log;
     const built = buildProgramDevice(description, {
-      read: (bar, r) => this.ask(Kind.READ, encodeRead(bar, r.width, r.offset), r, bar).then(decodeValue),
-      write: (bar, r, value) => this.ask(Kind.WRITE, encodeWrite(bar, r.width, r.offset, value), r, bar).then(() => undefined),
+      read: (bar, r) => this.ask(Kind.READ, encodeRead(bar, r.width, r.offset), r, bar, decodeValue),
+      write: (bar, r, value) => this.ask(Kind.WRITE, encodeWrite(bar, r.width, r.offset, value), r, bar, decodeEmpty('WRITE')),
       configWritten: (r, value) => this.conn.send(Kind.CONFIG_WRITE, json({ name: r.name, value: valueToJson(value) })),
     }, log);
     this.built = built;
@@ -269,10 +269,10 @@ export class DeviceProgram {
   }
 
   /** A register access the program serves. */
-  private ask(kind: Kind, payload: Buffer, r: ProgramRegister, bar: number): Promise<Buffer> {
+  private ask<T>(kind: Kind, payload: Buffer, r: ProgramRegister, bar: number, decode: (reply: Buffer) => T): Promise<T> {
     this.memory?.updateAllowed();
     const what = `a ${kind === Kind.READ ? 'read' : 'write'} of register ${r.name} (BAR ${bar} +0x${r.offset.toString(16)})`;
-    return this.conn.request(kind, payload, what);
+    return this.conn.call(kind, payload, what, decode);
   }
 
   private async reset(reason: ResetReason): Promise<void> {
@@ -280,7 +280,7 @@ export class DeviceProgram {
     this.memory?.updateAllowed();
     if (this.conn.broken !== undefined) return;
     try {
-      await this.conn.request(Kind.RESET, json({ reason }), `RESET (${reason})`);
+      await this.conn.call(Kind.RESET, json({ reason }), `RESET (${reason})`, decodeEmpty('RESET'));
     } catch (e) {
       // A program that broke meanwhile is logged already (or being stopped): muser's part of the reset is done.
       if (this.conn.broken === undefined) throw e;

@@ -118,6 +118,24 @@ export function encodeWrite(bar: number, width: number, offset: number, value: b
   return b;
 }
 
+/** The reply of a request that answers with nothing (WRITE, RESET, UNMAP, SYNC, LOAD_STATE). */
+export function decodeEmpty(kind: string): (payload: Uint8Array) => void {
+  return (payload) => {
+    if (payload.length !== 0) malformed(`${kind} reply has ${payload.length} payload bytes, none expected`);
+  };
+}
+
+/** QUIESCE's reply: the state as JSON text (kept as the program wrote it). */
+export function decodeState(payload: Uint8Array): string {
+  const text = Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString('utf8');
+  try {
+    JSON.parse(text);
+  } catch {
+    malformed('QUIESCE reply is not JSON');
+  }
+  return text;
+}
+
 /** A READ reply: exactly a u64. */
 export function decodeValue(payload: Uint8Array): bigint {
   if (payload.length !== 8) malformed(`READ reply has ${payload.length} payload bytes, 8 expected`);
