@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, ClientError, dirtyReport, privateMemory, sharedMemory, startDirtyLogging, type GuestMemory } from '../src/client/index.js';
 import { Errno } from '../src/device/errors.js';
+import { native } from '../src/native/index.js';
 import { startDeviceProgram } from '../src/program/index.js';
 import { serve, type Server } from '../src/server/server.js';
 
@@ -54,7 +55,21 @@ function fillPattern(memory: GuestMemory, at: number, length: number): void {
   for (let i = 0; i < length; i++) memory.bytes[at + i] = (i * 13 + (i >> 12)) & 0xff;
 }
 
-for (const [kind, make, status] of [['shared', sharedMemory, 1], ['private', privateMemory, 2]] as const) {
+/** A memfd the client could shrink (no F_SEAL_SHRINK): muser reaches it by pread/pwrite, and must not hand it to the program either. */
+function unsealedMemory(size: number): GuestMemory {
+  const fd = native.memfd('unsealed-guest', size, false);
+  const m = native.mmap(fd, 0, size, true);
+  if (typeof m === 'number') throw new Error(`mmap: errno ${-m}`);
+  return { bytes: new Uint8Array(m[0]), fd, close: () => void (native.munmap(m[1], m[0]), native.close(fd)) };
+}
+
+const KINDS = [
+  ['shared (a sealed memfd)', sharedMemory, 1],
+  ['private (no fd)', privateMemory, 2],
+  ['unsealed (a memfd that may shrink)', unsealedMemory, 2],
+] as const;
+
+for (const [kind, make, status] of KINDS) {
   test(`a 3 MiB copy by the program in ${kind} memory: ${status === 1 ? 'through its own mapping' : 'through muser, in pieces of at most 1 MiB'}, byte for byte`, async () => {
     const memory = make(SIZE);
     await withDevice(memory, async (c) => {
