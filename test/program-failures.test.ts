@@ -4,7 +4,8 @@
 // of hanging, and another device served by the same process carries on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -140,8 +141,13 @@ test('a program that describes a device muser refuses, exits early, never says H
 test('muser run: a crashing device program next to a sample in one process; a program that cannot start fails the command', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-prog-'));
   const [bad, counter] = [join(dir, 'bad.sock'), join(dir, 'counter.sock')];
-  const server = await startServer([MAIN, 'run', MISBEHAVE, bad, '--mode=crash', 'counter', counter], counter, `on ${counter}`);
+  // --python names the interpreter (the real one behind python3, wherever it lives).
+  const python = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim();
+  const server = await startServer([MAIN, 'run', MISBEHAVE, bad, '--python', python, '--mode=crash', 'counter', counter], counter, `on ${counter}`);
   try {
+    const children = readFileSync(`/proc/${server.child.pid}/task/${server.child.pid}/children`, 'utf8').trim().split(/\s+/);
+    const argv = readFileSync(`/proc/${children[0]}/cmdline`, 'utf8').split('\0');
+    assert.deepEqual(argv.slice(0, 3), [python, MISBEHAVE, '--mode=crash'], 'the program runs under --python, with its options');
     const client = await Client.connect(bad);
     assert.equal(await refusal(client.regionWrite(0, 8, Buffer.from([1, 0, 0, 0]))), Errno.EIO);
     client.close();

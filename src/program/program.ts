@@ -144,8 +144,9 @@ export class DeviceProgram {
       } else if (!this.stopping) {
         this.log.error(`device program ${this.label} ${why}; accesses needing it now fail with EIO`);
       }
-      // A broken program gets no grace: it may be spinning, or ignoring SIGTERM.
-      if (!this.stopping && alive(this.child)) this.child.kill('SIGKILL');
+      // Its socket is closed: a program that still works exits by itself (and may say why
+      // on stderr first). One that is spinning, or stuck in a callback, is killed.
+      if (!this.stopping) killLater(this.child, EXIT_GRACE_MS);
     };
     if (reason !== 'closed its socket' || !alive(this.child)) return settle(reason);
     // It is probably exiting: wait a moment for its status, the more useful news.
@@ -308,6 +309,14 @@ function alive(child: ChildProcess): boolean {
 
 function exitReason(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `was killed by ${signal}` : `exited with code ${code}`;
+}
+
+/** SIGKILL unless it exits within `ms`. */
+function killLater(child: ChildProcess, ms: number): void {
+  if (!alive(child)) return;
+  const timer = setTimeout(() => alive(child) && child.kill('SIGKILL'), ms);
+  timer.unref();
+  child.once('exit', () => clearTimeout(timer));
 }
 
 /** SIGTERM now, SIGKILL if it lingers. */
