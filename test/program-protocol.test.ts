@@ -1,6 +1,7 @@
 // What muser accepts in a device program's HELLO (the example of
 // docs/device-programs.md included), and config registers end to end.
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { buildProgramDevice, checkConfigWindow, type ProgramCalls } from '../src
 import { parseHello } from '../src/program/hello.js';
 import { startDeviceProgram } from '../src/program/index.js';
 import { serve } from '../src/server/server.js';
+import { MAIN, runCli, startServer } from './helpers/timer-process.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const CONFIG = 7;
@@ -89,6 +91,31 @@ test('config registers of a Python program: the guest writes, the program hears 
   } finally {
     client.close();
     server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a device program in C with no library (test/fixtures/programs/minimal.c): muser run serves it, muser check passes', async (t) => {
+  if (spawnSync('cc', ['--version']).status !== 0) return t.skip('no C compiler (cc)');
+  const dir = mkdtempSync(join(tmpdir(), 'muser-c-'));
+  const exe = join(dir, 'minimal');
+  const cc = spawnSync('cc', ['-O1', '-Wall', '-Werror', '-o', exe, join(REPO, 'test/fixtures/programs/minimal.c')], { encoding: 'utf8' });
+  assert.equal(cc.status, 0, cc.stderr);
+  const sock = join(dir, 'minimal.sock');
+  const server = await startServer([MAIN, 'run', exe, sock], sock, `on ${sock}`, 'muser run minimal');
+  try {
+    const client = await Client.connect(sock);
+    assert.equal((await client.regionRead(CONFIG, 0, 4)).readUInt32LE(0), 0xc0de_1234);
+    assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 0x600dc0de);
+    await client.regionWrite(0, 4, Buffer.from([0x78, 0x56, 0x34, 0x12]));
+    assert.equal((await client.regionRead(0, 4, 4)).readUInt32LE(0), 0x12345678);
+    assert.equal((await client.regionRead(0, 6, 2)).readUInt16LE(0), 0x1234, 'muser slices a narrow read of a program register');
+    client.close();
+    const checked = await runCli(['check', sock]);
+    assert.equal(checked.code, 0, `muser check failed:\n${checked.stdout}${checked.stderr}`);
+    assert.doesNotMatch(server.stderr, /error|device program/, 'no error (muser check provokes warnings of its own)');
+  } finally {
+    await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });

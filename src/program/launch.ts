@@ -71,6 +71,8 @@ export interface LaunchedProgram {
  */
 export function launchProgram(command: readonly string[], args: readonly string[], env: Record<string, string>): LaunchedProgram {
   const [ours, theirs] = native.socketpair();
+  // Ours stays non-blocking (the event loop polls it); the program gets ordinary blocking I/O.
+  native.setBlocking(theirs, true);
   let child: ChildProcess;
   try {
     child = spawn(command[0], [...command.slice(1), ...args], {

@@ -69,12 +69,9 @@ export async function startDeviceProgram(options: DeviceProgramOptions): Promise
   const label = options.label ?? options.command[options.command.length - 1];
   const { child, fd } = launchProgram(options.command, options.args ?? [], options.verbose ? { MUSER_VERBOSE: '1' } : {});
   const program = new DeviceProgram(child, fd, timeoutMs, label, options.log ?? 'info');
-  try {
-    await program.started(options.helloTimeoutMs ?? Math.max(timeoutMs, MIN_START_TIMEOUT_MS));
-  } catch (e) {
-    program.stop();
-    throw e;
-  }
+  // A program that fails to start has its socket closed and is killed unless it exits
+  // within a second: time enough to print why (a refused HELLO's SpecError, say).
+  await program.started(options.helloTimeoutMs ?? Math.max(timeoutMs, MIN_START_TIMEOUT_MS));
   return program;
 }
 
