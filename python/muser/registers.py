@@ -3,7 +3,7 @@ config registers, interrupts. The same words as muser's TypeScript API
 (`defineRegisters`, `DeviceSpec`), in Python spelling."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .wire import value_to_json
@@ -138,12 +138,3 @@ def capability(id: str, **fields) -> dict:
     for k, v in fields.items():
         out[k] = list(v) if isinstance(v, (bytes, bytearray)) else v
     return out
-
-
-@dataclass
-class _Tables:
-    """Every register of a device by name, and the callback ones by (BAR, offset)."""
-
-    by_name: dict = field(default_factory=dict)
-    by_place: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)

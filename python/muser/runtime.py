@@ -22,12 +22,11 @@ from collections import deque
 
 from .dma import Dma
 from .errors import DeviceError, DmaError, SpecError
-from .wire import (ACCESS, DIRTY_PAIR, DMA_READ, ERROR, EVENT, MAX_DATA, REPLY, U32, U64, VERSION, WRITE_ACCESS, Kind,
+from .wire import (ACCESS, DIRTY_PAIR, DMA_READ, ERROR, EVENT, MAX_DATA, REPLY, U32, U64, WRITE_ACCESS, Kind,
                    Message, ProtocolError, Reader, encode, value_from_json, value_to_json)
 
 EIO = 5
 EINVAL = 22
-ENOENT = 2
 
 #: Requests and events that run device code: queued, run in order.
 QUEUED = {Kind.READ, Kind.WRITE, Kind.CONFIG_WRITE, Kind.RESET, Kind.CONNECT, Kind.DISCONNECT,

@@ -8,7 +8,7 @@ import struct
 import unittest
 
 from fake_muser import FakeMuser, memfd
-from muser import Bar, Device, DeviceError, DmaError, Identity, Register
+from muser import Bar, Device, DeviceError, Identity, Register
 from muser.wire import ACCESS, DIRTY_PAIR, DMA_READ, U32, U64, WRITE_ACCESS, Kind
 
 EPERM, EFAULT, EIO, ENOSPC = 1, 14, 5, 28
