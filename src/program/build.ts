@@ -69,7 +69,7 @@ export function buildProgramDevice(d: ProgramDevice, calls: ProgramCalls, log: L
     config = {
       read(offset, length) {
         if (!inside(offset, length)) return undefined;
-        const bytes = map.read(offset - 0, length, undefined);
+        const bytes = map.read(offset, length, undefined);
         if (bytes instanceof Promise) throw new DeviceError(Errno.EIO, 'config register read went asynchronous');
         return Buffer.from(bytes);
       },
