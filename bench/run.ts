@@ -14,7 +14,7 @@
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
  * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk,
- * nvme, file; file needs fio and is skipped with a note without it).
+ * nvme, file, program; file needs fio and is skipped with a note without it).
  *
  * `--quick` (CI's run): every part once with the fewest iterations (rounds 1,
  * scale 0.01 unless the environment says otherwise), in well under a minute on
@@ -32,11 +32,12 @@ import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js
 import { devicesRun, type DevicesRun } from './devices.js';
 import { BenchError, buildC, CliServer, loadAverage, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
 import { measureViews, type ViewsResult } from './views.js';
+import { formatProgram, measureProgram, type ProgramRow } from './program.js';
 
 const QUICK = parseArgs(process.argv.slice(2));
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3)));
 const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? (QUICK ? 0.01 : 1)));
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,nvme,file').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,nvme,file,program').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
@@ -278,6 +279,7 @@ async function main(): Promise<void> {
   let nvme: NvmeRow[] | undefined;
   let fileBacked: FileResult | undefined;
   let fileSkipped = false;
+  let program: ProgramRow[] | undefined;
   const loadAtStart = loadAverage();
   try {
     if (ONLY.has('single')) rows = await single(dir, log);
@@ -299,6 +301,7 @@ async function main(): Promise<void> {
       if (haveFio()) fileBacked = await measureFile(dir, ROUNDS, SCALE, log);
       else fileSkipped = true;
     }
+    if (ONLY.has('program')) program = await measureProgram(dir, ROUNDS, it, log);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -474,6 +477,7 @@ async function main(): Promise<void> {
   } else if (fileSkipped) {
     out.push('file-backed part skipped: fio is not installed (apt-get install fio)', '');
   }
+  if (program) out.push(...formatProgram(program, si));
   out.push(`total ${elapsedS.toFixed(0)} s`);
 
   const targets = [
@@ -497,6 +501,7 @@ async function main(): Promise<void> {
     blkWorkers,
     nvme,
     file: fileBacked,
+    program,
     loadAverage: { start: loadAtStart, end: loadAverage() },
     targets,
   };

@@ -6,14 +6,14 @@
 # Cached under $E2E_CACHE/guest by a hash of all of its inputs; prints the
 # initramfs path on stdout.
 #
-#   E2E_MODULES="gpio-pci-idio-16 virtio_blk virtio-rng ext4 nvme"
+#   E2E_MODULES="gpio-pci-idio-16 virtio_blk virtio-rng ext4 nvme pvpanic-pci"
 #                                    modules to include and load at boot
 #                                    (virtio_pci itself is built into Debian's kernel)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 
-MODULES=${E2E_MODULES:-gpio-pci-idio-16 virtio_blk virtio-rng ext4 nvme}
+MODULES=${E2E_MODULES:-gpio-pci-idio-16 virtio_blk virtio-rng ext4 nvme pvpanic-pci}
 MODROOT=$(readlink -f "$E2E_KDIR/modules"); MODROOT=${MODROOT%/}
 KVER=$(basename "$MODROOT")
 BUSYBOX=$E2E_ROOT/usr/bin/busybox

@@ -21,6 +21,7 @@ import { virtioScenarios } from './virtio.mjs';
 import { nvmeScenarios } from './nvme.mjs';
 import { nbdScenarios } from './nbd.mjs';
 import { vmScenarios } from './vm.mjs';
+import { pvpanicScenarios } from './pvpanic.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -72,6 +73,7 @@ const SCENARIOS = {
   ...nvmeScenarios(),
   ...nbdScenarios(),
   ...vmScenarios(),
+  ...pvpanicScenarios(),
 };
 
 const HEX = (/** @type {number} */ v, d = 4) => `0x${v.toString(16).padStart(d, '0')}`;

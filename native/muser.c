@@ -885,6 +885,18 @@ static napi_value js_dup(napi_env env, napi_callback_info info) {
     return make_int(env, fd < 0 ? -errno : fd);
 }
 
+/* setBlocking(fd, blocking) -> 0 or -errno: the end of a socket pair handed
+ * to a child process, which expects ordinary blocking I/O. */
+static napi_value js_set_blocking(napi_env env, napi_callback_info info) {
+    ARGS(2, "setBlocking");
+    ARG_FD(fd, 0);
+    ARG_BOOL(blocking, 1, "blocking", false);
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return make_int(env, -errno);
+    flags = blocking ? flags & ~O_NONBLOCK : flags | O_NONBLOCK;
+    return make_int(env, fcntl(fd, F_SETFL, flags) < 0 ? -errno : 0);
+}
+
 /* fdSize(fd) -> st_size or -errno: lets TS check a DMA fd covers its range. */
 static napi_value js_fd_size(napi_env env, napi_callback_info info) {
     struct stat st;
@@ -1119,6 +1131,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("ftruncate", js_ftruncate);
     EXPORT("close", js_close);
     EXPORT("dup", js_dup);
+    EXPORT("setBlocking", js_set_blocking);
     EXPORT("fdSize", js_fd_size);
     EXPORT("fallocate", js_fallocate);
     EXPORT("blockDeviceSize", js_block_device_size);

@@ -9,6 +9,15 @@
  */
 export { Device, type MsixPlacement } from './device/device.js';
 export { Server, serve, DEFAULT_POLL_IDLE_MS, type ServeOptions } from './server/server.js';
+export {
+  startDeviceProgram,
+  DeviceProgram,
+  programCommand,
+  ProgramStartError,
+  DEFAULT_PROGRAM_TIMEOUT_MS,
+  PROGRAM_PROTOCOL_VERSION,
+  type DeviceProgramOptions,
+} from './program/index.js';
 export { DeviceError, Errno } from './device/errors.js';
 export { IrqIndex, type TriggerResult } from './device/irqs.js';
 export type { DmaAccess } from './device/dma-access.js';

@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const run = promisify(execFile);
 
-const CONSUMER = `import { defineRegisters, serve, type DeviceSpec } from 'muser';
+const CONSUMER = `import { defineRegisters, serve, startDeviceProgram, type DeviceSpec } from 'muser';
 import { Client } from 'muser/client';
 
 const registers = defineRegisters([{ name: 'id', offset: 0, width: 4, access: 'ro', reset: 0xfeedf00d }]);
@@ -32,9 +32,16 @@ const server = serve(spec, path, { log: 'silent' });
 const client = await Client.connect(path);
 const config = await client.regionRead(7, 0, 4);
 const id = (await client.regionRead(0, 0, 4)).readUInt32LE(0);
-console.log(JSON.stringify({ vendor: config.readUInt16LE(0), device: config.readUInt16LE(2), id }));
 client.close();
 server.close();
+// A device in Python, from the installed package: its Python side ships too.
+const program = await startDeviceProgram({ command: ['python3', 'node_modules/muser/python/examples/pvpanic.py'], log: 'silent' });
+const pvpanic = serve(program.device, path + '.py', { log: 'silent' });
+const client2 = await Client.connect(path + '.py');
+const events = (await client2.regionRead(0, 0, 1))[0];
+client2.close();
+pvpanic.close();
+console.log(JSON.stringify({ vendor: config.readUInt16LE(0), device: config.readUInt16LE(2), id, events }));
 `;
 
 test('npm pack, install the tarball in an empty project, import, type-check, serve', async () => {
@@ -50,7 +57,7 @@ test('npm pack, install the tarball in an empty project, import, type-check, ser
     const packed = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: root });
     const [{ filename, files }] = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
     const shipped = new Set(files.map((f) => f.path));
-    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/client/index.js', 'dist/src/cli/main.js', 'native/muser.c', 'native/args.h', 'binding.gyp', 'vm/setup.sh', 'vm/init']) {
+    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/client/index.js', 'dist/src/cli/main.js', 'native/muser.c', 'native/args.h', 'binding.gyp', 'vm/setup.sh', 'vm/init', 'python/muser/__init__.py', 'python/examples/pvpanic.py']) {
       assert.ok(shipped.has(f), `${f} is in the tarball`);
     }
     assert.ok(![...shipped].some((f) => f.startsWith('dist/test/') || f.startsWith('test/')), 'no tests in the tarball');
@@ -87,7 +94,7 @@ test('npm pack, install the tarball in an empty project, import, type-check, ser
     assert.equal(checked, '', `the consumer does not type-check against the installed package:\n${checked}`);
 
     const served = await run(process.execPath, [join(app, 'consumer.js'), join(work, 'dev.sock')], { cwd: app });
-    assert.deepEqual(JSON.parse(served.stdout), { vendor: 0x1234, device: 0xabcd, id: 0xfeedf00d });
+    assert.deepEqual(JSON.parse(served.stdout), { vendor: 0x1234, device: 0xabcd, id: 0xfeedf00d, events: 3 });
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -22,7 +22,9 @@ export function usage(): string {
                                           serve devices from one process (Ctrl-C stops it);
                                           <device> is a sample name or a device file
                                           (./my-device.js, ./my-device.ts with tsx installed)
-                                          whose default export is a DeviceSpec or a factory of one;
+                                          whose default export is a DeviceSpec or a factory of one,
+                                          or a device program (./pvpanic.py; --python <path> picks the
+                                          interpreter, --timeout-ms <ms> bounds each request to it);
                                           --poll[=<idle-ms>] after a device busy-polls its socket and
                                           doorbells (one CPU at 100% while busy, sleeps after 1 ms idle);
                                           --mode <octal> after a device sets its socket's file mode

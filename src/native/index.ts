@@ -97,6 +97,8 @@ export interface NativeAddon {
   ftruncate(fd: number, size: number): number;
   close(fd: number): number;
   dup(fd: number): number;
+  /** Clears (or sets) O_NONBLOCK; 0 or -errno. */
+  setBlocking(fd: number, blocking: boolean): number;
   fdSize(fd: number): number;
   /** F_GET_SEALS bits, or -errno (-EINVAL for files without seals). */
   fdSeals(fd: number): number;

@@ -23,13 +23,13 @@ export interface ChildServer {
 }
 
 /**
- * Runs `node <args>` with stderr piped and waits until stderr contains
+ * Runs `node <args>` (in `cwd`, default ours) with stderr piped and waits until stderr contains
  * `ready` (or, for a function, until it returns true). Throws (killing the
  * child if it still runs) when it exits first or does not get there within
  * 10 s; `what` names it in the error.
  */
-export async function startServer(args: string[], path: string, ready: string | (() => boolean), what = 'server'): Promise<ChildServer> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+export async function startServer(args: string[], path: string, ready: string | (() => boolean), what = 'server', cwd?: string): Promise<ChildServer> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd });
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const server: ChildServer = {

@@ -48,10 +48,24 @@ export interface RunArgs {
   devices: DeviceArg[];
 }
 
-/** True when `device` names a module file rather than a sample. */
+/** True when `device` names a file (a module or a device program) rather than a sample. */
 export function isModulePath(device: string): boolean {
-  return device.includes('/') || /\.(c|m)?(j|t)s$/.test(device);
+  return device.includes('/') || /\.((c|m)?(j|t)s|py)$/.test(device);
 }
+
+/**
+ * True when `device` names a device program (docs/device-programs.md): a
+ * file that is not JavaScript or TypeScript, such as a `.py`.
+ */
+export function isProgramPath(device: string): boolean {
+  return isModulePath(device) && !/\.(c|m)?(j|t)s$/.test(device);
+}
+
+/** Options muser itself takes for a device program; the rest go to the program. */
+const PROGRAM_OPTIONS: NonNullable<Sample['options']> = {
+  python: { type: 'string', description: 'the Python interpreter that runs a .py device program' },
+  'timeout-ms': { type: 'string', description: "time limit of each request to the device program, in ms" },
+};
 
 /**
  * Parses the arguments after `run`. Throws UsageError on anything malformed.
@@ -94,7 +108,7 @@ export function parseRunArgs(args: readonly string[], socketFor?: (index: number
         current.mode = parseSocketMode(value, '--mode');
         continue;
       }
-      const spec = optionSpecs(current.device)?.[name];
+      const spec = optionSpecs(current.device)?.[name] ?? (isProgramPath(current.device) ? PROGRAM_OPTIONS[name] : undefined);
       if (optionSpecs(current.device) && !spec) throw new UsageError(`run: sample '${current.device}' has no option --${name}`);
       if (inline !== undefined) current.options[name] = spec?.type === 'boolean' ? inline !== 'false' : inline;
       else if (spec?.type === 'string' && spec.optionalNumber && !/^\d+$/.test(args[i + 1] ?? '')) current.options[name] = true;

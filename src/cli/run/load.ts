@@ -7,6 +7,11 @@
  * TypeScript files (.ts, .mts, .cts) are loaded through `tsx` when it is
  * installed: Node 20 cannot strip types itself, and muser does not force
  * tsx's esbuild binary on every install (it is an optional peer dependency).
+ *
+ * Any other file (a `.py`, an executable) is a device program: muser starts
+ * it and serves the device it describes (docs/device-programs.md). It gets
+ * the device's options as its arguments, except `--python` and
+ * `--timeout-ms`, which are muser's.
  */
 import { existsSync } from 'node:fs';
 import Module, { register } from 'node:module';
@@ -17,7 +22,9 @@ import type { DeviceSpec } from '../../device/spec.js';
 import { validateSpec } from '../../device/validate-spec.js';
 import { listeningServers, type Server } from '../../server/server.js';
 import { SAMPLES } from '../../samples/index.js';
-import { isModulePath, type DeviceArg } from './args.js';
+import { DEFAULT_PROGRAM_TIMEOUT_MS, programCommand, ProgramStartError, startDeviceProgram } from '../../program/index.js';
+import { isModulePath, isProgramPath, type DeviceArg, type DeviceOptionValues } from './args.js';
+import { UsageError } from '../usage.js';
 
 /** A device file that cannot be loaded or does not export a device. */
 export class DeviceFileError extends Error {
@@ -37,6 +44,7 @@ export async function loadDevice(arg: DeviceArg, verbose: boolean): Promise<Devi
   }
   const file = resolve(arg.device);
   if (!existsSync(file)) throw new DeviceFileError(`${arg.device}: no such file`);
+  if (isProgramPath(arg.device)) return loadProgram(arg.device, file, arg.options, verbose);
   // Servers the file starts itself (a script calling serve()) are stopped
   // when the load fails, so a failed load leaves no socket and no listener.
   const before = new Set(listeningServers());
@@ -128,6 +136,23 @@ async function registerMuserResolution(): Promise<void> {
       return shim;
     }
   };
+}
+
+/** Starts a device program; its device. */
+async function loadProgram(given: string, file: string, options: DeviceOptionValues, verbose: boolean): Promise<Device> {
+  const { python, 'timeout-ms': timeout, ...rest } = options;
+  if (typeof python === 'boolean') throw new UsageError('run: --python needs an interpreter path');
+  const timeoutMs = timeout === undefined ? DEFAULT_PROGRAM_TIMEOUT_MS : Number(timeout);
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`run: --timeout-ms takes a positive number of ms, got ${String(timeout)}`);
+  const args = Object.entries(rest).map(([name, v]) => (v === true ? `--${name}` : `--${name}=${String(v)}`));
+  try {
+    const command = programCommand(file, python);
+    const program = await startDeviceProgram({ command, args, timeoutMs, verbose, label: given, log: verbose ? 'debug' : 'info' });
+    return program.device;
+  } catch (e) {
+    if (e instanceof ProgramStartError) throw new DeviceFileError(e.message);
+    throw e;
+  }
 }
 
 async function importDeviceFile(file: string): Promise<{ default?: unknown }> {
