@@ -38,8 +38,8 @@ test('muser run: a .py is a device program; --python and --timeout-ms take a val
   assert.equal(isProgramPath('./bin/device'), true);
   assert.equal(isProgramPath('./my-device.js'), false);
   assert.equal(isProgramPath('counter'), false);
-  const { devices } = parseRunArgs(['pvpanic.py', '/tmp/a.sock', '--python', '/opt/py/bin/python', '--timeout-ms', '300', '--mode=fast', '--flag', 'counter', '/tmp/b.sock']);
+  const { devices } = parseRunArgs(['pvpanic.py', '/tmp/a.sock', '--python', '/opt/py/bin/python', '--timeout-ms', '300', '--speed=fast', '--flag', 'counter', '/tmp/b.sock']);
   assert.equal(devices.length, 2);
-  assert.deepEqual(devices[0], { device: 'pvpanic.py', socket: '/tmp/a.sock', options: { python: '/opt/py/bin/python', 'timeout-ms': '300', mode: 'fast', flag: true } });
+  assert.deepEqual(devices[0], { device: 'pvpanic.py', socket: '/tmp/a.sock', options: { python: '/opt/py/bin/python', 'timeout-ms': '300', speed: 'fast', flag: true } });
   assert.equal(devices[1].device, 'counter');
 });

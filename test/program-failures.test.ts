@@ -61,7 +61,7 @@ for (const c of CASES) {
     const { log, lines } = capture();
     // Only a hang may take the time limit: every other failure must be seen at once.
     const timeoutMs = c.mode === 'hang' ? 400 : 60_000;
-    const program = await startDeviceProgram({ command: ['python3', MISBEHAVE], args: [`--mode=${c.mode}`], timeoutMs, log });
+    const program = await startDeviceProgram({ command: ['python3', MISBEHAVE], args: [`--behave=${c.mode}`], timeoutMs, log });
     const server = serve(program.device, join(dir, 'bad.sock'), { log: 'silent' });
     const other = serve({ identity: { vendorId: 0x1234, deviceId: 0x0042 }, bars: { 0: { size: 4096, memory: true } } }, join(dir, 'other.sock'), { log: 'silent' });
     const client = await Client.connect(join(dir, 'bad.sock'));
@@ -143,11 +143,11 @@ test('muser run: a crashing device program next to a sample in one process; a pr
   const [bad, counter] = [join(dir, 'bad.sock'), join(dir, 'counter.sock')];
   // --python names the interpreter (the real one behind python3, wherever it lives).
   const python = spawnSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).stdout.trim();
-  const server = await startServer([MAIN, 'run', MISBEHAVE, bad, '--python', python, '--mode=crash', 'counter', counter], counter, `on ${counter}`);
+  const server = await startServer([MAIN, 'run', MISBEHAVE, bad, '--python', python, '--behave=crash', 'counter', counter], counter, `on ${counter}`);
   try {
     const children = readFileSync(`/proc/${server.child.pid}/task/${server.child.pid}/children`, 'utf8').trim().split(/\s+/);
     const argv = readFileSync(`/proc/${children[0]}/cmdline`, 'utf8').split('\0');
-    assert.deepEqual(argv.slice(0, 3), [python, MISBEHAVE, '--mode=crash'], 'the program runs under --python, with its options');
+    assert.deepEqual(argv.slice(0, 3), [python, MISBEHAVE, '--behave=crash'], 'the program runs under --python, with its options');
     const client = await Client.connect(bad);
     assert.equal(await refusal(client.regionWrite(0, 8, Buffer.from([1, 0, 0, 0]))), Errno.EIO);
     client.close();

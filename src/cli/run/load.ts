@@ -11,7 +11,7 @@
  * Any other file (a `.py`, an executable) is a device program: muser starts
  * it and serves the device it describes (docs/device-programs.md). It gets
  * the device's options as its arguments, except `--python` and
- * `--timeout-ms`, which are muser's.
+ * `--timeout-ms` (and `--poll` and `--mode`, which every device takes): those are muser's.
  */
 import { existsSync } from 'node:fs';
 import Module, { register } from 'node:module';
