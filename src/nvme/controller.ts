@@ -17,7 +17,6 @@
 import type { QueueMemory } from '../device/queue-memory.js';
 import type { AdminTarget } from './admin.js';
 import { Csts, PAGE_SIZE } from './constants.js';
-import type { ControllerCore } from './core.js';
 import { CqPoster } from './cq-post.js';
 import { AER_LIMIT, AsyncEvents, ERROR_LOG_ENTRIES } from './events.js';
 import { Bar0 } from './bar0.js';
@@ -26,13 +25,13 @@ import type { IoContext } from './io.js';
 import { ControllerLifecycle } from './lifecycle.js';
 import type { Namespace } from './namespace.js';
 import { CompletionQueue, SubmissionQueue } from './queues.js';
-import { ShadowDoorbells, writeU32, type ShadowBuffers } from './shadow.js';
+import { ShadowDoorbells, writeU32 } from './shadow.js';
 import { SqFetcher } from './sq-fetch.js';
 import { checkObject, loadController, saveController, type ControllerState } from './state.js';
 import { defaultFeatures, type ControllerConfig, type ControllerHost, type ControllerStats, type FatalReason, type FeatureValues } from './types.js';
 
 /** One NVMe controller. */
-export class NvmeController implements AdminTarget, IoContext, ControllerCore {
+export class NvmeController implements AdminTarget, IoContext {
   readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, completions: 0, interrupts: 0, fastCommands: 0 };
   /** Why CSTS.CFS was set (undefined while healthy). */
   fatalReason: FatalReason | undefined;
@@ -108,7 +107,7 @@ export class NvmeController implements AdminTarget, IoContext, ControllerCore {
   }
 
   /** Shadow doorbell and EventIdx buffers (Doorbell Buffer Config). */
-  get dbbuf(): ShadowBuffers | undefined {
+  get dbbuf(): { doorbells: number; eventIdx: number } | undefined {
     return this.shadow.buffers;
   }
 

@@ -8,8 +8,12 @@
 import { CQE_SIZE, Status } from './constants.js';
 import type { ControllerCore } from './core.js';
 import type { AsyncEvents } from './events.js';
-import { CompletionQueue, encodeCompletion, SubmissionQueue, writeCompletion } from './queues.js';
-import { readU32, u32, viewOf, writeU32 } from './shadow.js';
+import { then } from './maybe.js';
+import { CompletionQueue, encodeCompletion, SubmissionQueue, writeCompletion, type PendingCompletion } from './queues.js';
+import { viewOf } from './shadow.js';
+
+/** Rejection of a wait for room that found none: the batch ends, its completions wait. */
+const FULL = Symbol('completion queue full');
 
 /** The completion side of one controller. */
 export class CqPoster {
@@ -54,49 +58,97 @@ export class CqPoster {
     }
   }
 
-  /** Posts what waits: at once through the queue's view when it can, else asynchronously. */
+  /**
+   * Posts what waits, while the queue has room, then raises its interrupt
+   * once: at once through views of the queue (and of the shadow doorbells
+   * when it is full), else through copies, going on when they are done.
+   */
   flush(cq: CompletionQueue): void {
     if (cq.flushing || cq.pending.length === 0) return;
-    if (this.postNow(cq)) return;
-    cq.flushing = true;
-    void this.postPending(cq);
+    cq.batchPosted = 0;
+    cq.batchFreed = undefined;
+    cq.batchThroughRing = false;
+    this.post(cq, this.c.epoch);
   }
 
-  /**
-   * {@link postPending} at once, through views of the completion queue (and
-   * of the shadow doorbells when it is full). True when done (also when the
-   * queue is full and stays so); false when the rest needs the asynchronous
-   * pass (no views, or memory not accessible now).
-   */
-  private postNow(cq: CompletionQueue): boolean {
-    const words = this.c.memory.accessible() ? this.cqRing(cq) : undefined;
-    if (!words) return false;
+  /** Posts from the head of `pending` on; when a step must wait, marks the queue flushing and goes on after it. */
+  private post(cq: CompletionQueue, epoch: number): void {
     const pending = cq.pending;
-    let done = true;
+    const words = this.c.memory.accessible() ? this.cqRing(cq) : undefined;
     let n = 0;
-    let freed: SubmissionQueue | Set<SubmissionQueue> | undefined;
-    for (; n < pending.length; n++) {
-      if (cq.full) {
-        const room = cq.shadow ? this.roomFromShadowNow(cq) : false;
-        if (room === undefined) done = false;
-        if (!room) break;
+    let wait: Promise<unknown> | undefined;
+    try {
+      for (; n < pending.length; n++) {
+        if (cq.full) {
+          const room = cq.shadow ? this.roomFromShadow(cq) : false;
+          if (room instanceof Promise) {
+            wait = room.then((more) => more || Promise.reject(FULL));
+            break;
+          }
+          if (!room) break;
+        }
+        const p = pending[n];
+        if (words) {
+          writeCompletion(words, cq.tail * CQE_SIZE, p, cq.phase);
+          cq.batchThroughRing = true;
+        } else {
+          const written = this.writeEntry(cq, p);
+          if (written) {
+            // The entry leaves `pending` now; it counts as posted once written.
+            n++;
+            wait = written.then(() => this.posted(cq, p));
+            break;
+          }
+        }
+        this.posted(cq, p);
       }
-      const p = pending[n];
-      writeCompletion(words, cq.tail * CQE_SIZE, p, cq.phase);
-      cq.advance();
-      if (--p.sq.outstanding === 0) p.sq.wakeIdle();
-      // Nearly always one submission queue: spare the Set.
-      if (freed === undefined) freed = p.sq;
-      else if (freed !== p.sq) {
-        if (!(freed instanceof Set)) freed = new Set([freed]);
-        freed.add(p.sq);
-      }
+    } catch (e) {
+      this.c.fatal(`cannot write CQ ${cq.id} entry ${cq.tail}: ${(e as Error).message}`);
+      return;
+    } finally {
+      pending.splice(0, n);
     }
-    if (n === 0) return done;
-    pending.splice(0, n);
+    if (!wait) return this.endBatch(cq);
+    cq.flushing = true;
+    wait.then(
+      () => {
+        cq.flushing = false;
+        if (this.c.epoch === epoch) this.post(cq, epoch);
+      },
+      (e) => {
+        cq.flushing = false;
+        if (this.c.epoch !== epoch) return;
+        if (e === FULL) return this.endBatch(cq);
+        this.c.fatal(`cannot write CQ ${cq.id} entry ${cq.tail}: ${(e as Error).message}`);
+      },
+    );
+  }
+
+  /** The point where a completion counts as posted: its CQE is in guest memory. */
+  private posted(cq: CompletionQueue, p: PendingCompletion): void {
+    cq.advance();
+    if (--p.sq.outstanding === 0) p.sq.wakeIdle();
+    cq.batchPosted++;
+    // Nearly always one submission queue: spare the Set.
+    const freed = cq.batchFreed;
+    if (freed === undefined) cq.batchFreed = p.sq;
+    else if (freed !== p.sq) {
+      if (freed instanceof Set) freed.add(p.sq);
+      else cq.batchFreed = new Set([freed, p.sq]);
+    }
+  }
+
+  /** The batch is posted: one interrupt, then the submission queues it gave room may fetch again. */
+  private endBatch(cq: CompletionQueue): void {
+    const n = cq.batchPosted;
+    if (n === 0) return;
+    const freed = cq.batchFreed;
+    cq.batchPosted = 0;
+    cq.batchFreed = undefined;
     this.c.stats.completions += n;
     // One dirty record for the batch (a no-op unless migration logs).
-    this.c.memory.markDirty(cq.base, cq.size * CQE_SIZE);
+    if (cq.batchThroughRing) this.c.memory.markDirty(cq.base, cq.size * CQE_SIZE);
+    cq.batchThroughRing = false;
     if (cq.interruptsEnabled) this.interrupt(cq.vector);
     // Room in the completion budget: queues that stopped fetching may go on.
     if (freed instanceof Set) {
@@ -104,73 +156,32 @@ export class CqPoster {
     } else if (freed && !freed.empty && !freed.dead) {
       this.c.drain(freed);
     }
-    return done;
-  }
-
-  /** {@link roomFromShadow} through views; undefined when the shadow buffers have none now. */
-  private roomFromShadowNow(cq: CompletionQueue): boolean | undefined {
-    const shadow = this.c.shadow;
-    const db = shadow.views();
-    if (!db || !cq.shadow) return undefined;
-    const head = cq.shadow.doorbell - shadow.buffers!.doorbells;
-    const v = u32(db.doorbells, head);
-    if (cq.validHead(v)) cq.head = v;
-    if (!cq.full) return true;
-    shadow.setThroughView(db.eventIdx, cq.shadow.eventIdx - shadow.buffers!.eventIdx, cq.shadow.eventIdx, cq.head);
-    const again = u32(db.doorbells, head);
-    if (cq.validHead(again)) cq.head = again;
-    return !cq.full;
-  }
-
-  /** Writes pending completions while the queue has room, then raises its interrupt once. */
-  private async postPending(cq: CompletionQueue): Promise<void> {
-    const epoch = this.c.epoch;
-    let posted = 0;
-    const freed = new Set<SubmissionQueue>();
-    try {
-      while (cq.pending.length > 0 && this.c.epoch === epoch) {
-        if (cq.full && !(await this.roomFromShadow(cq))) break;
-        const p = cq.pending.shift()!;
-        const entry = new Uint8Array(CQE_SIZE);
-        encodeCompletion(p, cq.phase, entry);
-        try {
-          await this.postEntry(cq.slot, entry);
-        } catch (e) {
-          this.c.fatal(`cannot write CQ ${cq.id} entry ${cq.tail}: ${(e as Error).message}`);
-          return;
-        }
-        cq.advance();
-        if (--p.sq.outstanding === 0) p.sq.wakeIdle();
-        freed.add(p.sq);
-        posted++;
-        this.c.stats.completions++;
-      }
-    } finally {
-      cq.flushing = false;
-    }
-    if (this.c.epoch !== epoch) return;
-    if (posted > 0 && cq.interruptsEnabled) this.interrupt(cq.vector);
-    // Room in the completion budget: queues that stopped fetching may go on.
-    for (const sq of freed) if (!sq.empty && !sq.dead) this.c.drain(sq);
-    // Completions that arrived while this pass awaited memory.
+    // Completions that arrived while the batch waited for memory.
     if (cq.pending.length > 0 && !cq.full) this.flush(cq);
   }
 
   /** The CQ looks full: read the shadow head, and arm EventIdx so the driver rings when it frees entries. */
-  private async roomFromShadow(cq: CompletionQueue): Promise<boolean> {
-    if (!cq.shadow) return false;
-    const v = await readU32(this.c.memory, cq.shadow.doorbell);
-    if (cq.validHead(v)) cq.head = v;
-    if (!cq.full) return true;
-    await writeU32(this.c.memory, cq.shadow.eventIdx, cq.head);
-    const again = await readU32(this.c.memory, cq.shadow.doorbell);
-    if (cq.validHead(again)) cq.head = again;
-    return !cq.full;
+  private roomFromShadow(cq: CompletionQueue): boolean | Promise<boolean> {
+    const shadow = this.c.shadow;
+    const slots = cq.shadow!;
+    return then(shadow.readDoorbell(slots), (v) => {
+      if (cq.validHead(v)) cq.head = v;
+      if (!cq.full) return true;
+      return then(shadow.writeEventIdx(slots, cq.head), () =>
+        then(shadow.readDoorbell(slots), (again) => {
+          if (cq.validHead(again)) cq.head = again;
+          return !cq.full;
+        }),
+      );
+    });
   }
 
-  /** Writes a CQE so that its phase tag (dword 3) lands last. */
-  private async postEntry(addr: number, entry: Uint8Array): Promise<void> {
+  /** Writes a CQE outside the queue's view so that its phase tag (dword 3) lands last; a Promise when copied. */
+  private writeEntry(cq: CompletionQueue, p: PendingCompletion): Promise<void> | undefined {
     const memory = this.c.memory;
+    const addr = cq.slot;
+    const entry = new Uint8Array(CQE_SIZE);
+    encodeCompletion(p, cq.phase, entry);
     const views = memory.views(addr, CQE_SIZE, true);
     if (views && views.length === 1) {
       const unpin = memory.pin(addr, CQE_SIZE);
@@ -180,9 +191,9 @@ export class CqPoster {
       } finally {
         unpin();
       }
-      return;
+      return undefined;
     }
-    await memory.write(addr, entry);
+    return memory.write(addr, entry);
   }
 
   /** The view of a whole completion queue and its words, (re)taken when missing or unmapped; undefined when it has none. */

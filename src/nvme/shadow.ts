@@ -60,13 +60,31 @@ export class ShadowDoorbells {
     return this.cache;
   }
 
-  /** Writes a shadow buffer dword through its view, recording it for migration's dirty log. */
-  setThroughView(view: Uint8Array, at: number, addr: number, v: number): void {
+  /**
+   * The shadow doorbell of `slots`: read through the buffer's view when it
+   * has one now, else copied out (a Promise).
+   */
+  readDoorbell(slots: ShadowSlots): number | Promise<number> {
+    const db = this.memory.accessible() ? this.views() : undefined;
+    if (!db) return readU32(this.memory, slots.doorbell);
+    return u32(db.doorbells, slots.doorbell - this.buffers!.doorbells);
+  }
+
+  /**
+   * Sets the EventIdx of `slots` to `v`: through the buffer's view when it
+   * has one now (recorded for migration's dirty log), else copied in (a Promise).
+   */
+  writeEventIdx(slots: ShadowSlots, v: number): Promise<void> | undefined {
+    const db = this.memory.accessible() ? this.views() : undefined;
+    if (!db) return writeU32(this.memory, slots.eventIdx, v);
+    const view = db.eventIdx;
+    const at = slots.eventIdx - this.buffers!.eventIdx;
     view[at] = v & 0xff;
     view[at + 1] = (v >>> 8) & 0xff;
     view[at + 2] = (v >>> 16) & 0xff;
     view[at + 3] = v >>> 24;
-    this.memory.markDirty(addr, 4);
+    this.memory.markDirty(slots.eventIdx, 4);
+    return undefined;
   }
 }
 
@@ -86,7 +104,7 @@ export function u32(b: Uint8Array, at: number): number {
 }
 
 /** Copies a little-endian dword out of guest memory. */
-export async function readU32(memory: QueueMemory, addr: number): Promise<number> {
+async function readU32(memory: QueueMemory, addr: number): Promise<number> {
   const b = await memory.read(addr, 4);
   return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
 }

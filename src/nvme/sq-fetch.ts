@@ -17,18 +17,23 @@ import type { CqPoster } from './cq-post.js';
 import type { AsyncEvents } from './events.js';
 import { executeIo, executeIoNow, type FastCommand, type IoContext } from './io.js';
 import type { CompletionQueue, SubmissionQueue } from './queues.js';
-import { readU32, u32, viewOf, writeU32, type ShadowViews } from './shadow.js';
+import { u32, viewOf } from './shadow.js';
 
-/** Passes of one synchronous drain before it yields to the event loop (a driver that never stops adding). */
+/** Passes of one drain before it yields to the event loop (a driver that never stops adding). */
 const MAX_DRAIN_PASSES = 64;
-/** What a synchronous drain leaves to the asynchronous one. */
-const enum Drained {
-  /** Nothing: the drain is over. */
-  DONE,
-  /** The rest, with the tail already known (a doorbell register carried it). */
-  FRESH,
-  /** The rest, the shadow tail to be read first. */
-  REST,
+/** Where a drain is: a pass reads the tail, fetches, then parks the queue (EventIdx) and maybe goes again. */
+const enum Step {
+  /** A new pass: the tail is in the shadow doorbell (or already known, without one). */
+  PASS,
+  /** A new pass, the tail just written to the doorbell register. */
+  FRESH_PASS,
+  FETCH,
+  /** Set EventIdx for the driver's next doorbell. */
+  PARK,
+  POLL,
+  /** Read the shadow tail once more after setting EventIdx. */
+  RECHECK,
+  END,
 }
 
 /** The fast path's scratch decode of a submission queue entry (one at a time, never kept). */
@@ -70,11 +75,10 @@ export class SqFetcher {
       if (!cq) return c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
       if (value >= cq.size || (!cq.shadow && !cq.validHead(value))) return c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
       if (cq.shadow) {
-        const db = c.memory.accessible() ? c.shadow.views() : undefined;
-        if (!db) return void this.shadowHead(cq);
-        const v = u32(db.doorbells, cq.shadow.doorbell - c.shadow.buffers!.doorbells);
-        if (cq.validHead(v)) cq.head = v;
-        this.poster.flush(cq);
+        // The register write only wakes us: the head is the shadow buffer's.
+        const v = c.shadow.readDoorbell(cq.shadow);
+        if (typeof v === 'number') this.headWritten(cq, v);
+        else void this.headLater(cq, v);
         return;
       }
       cq.head = value;
@@ -92,25 +96,36 @@ export class SqFetcher {
     this.drain(sq, true);
   }
 
-  /** A CQ head doorbell under shadow doorbells: take the head from the shadow buffer, then post what waits. */
-  private async shadowHead(cq: CompletionQueue): Promise<void> {
+  private headWritten(cq: CompletionQueue, head: number): void {
+    if (cq.validHead(head)) cq.head = head;
+    this.poster.flush(cq);
+  }
+
+  /** A shadow CQ head being copied out of guest memory. */
+  private async headLater(cq: CompletionQueue, head: Promise<number>): Promise<void> {
     const c = this.c;
     const epoch = c.epoch;
     try {
-      const v = await readU32(c.memory, cq.shadow!.doorbell);
-      if (c.epoch !== epoch || !c.cqs.has(cq.id)) return;
-      if (cq.validHead(v)) cq.head = v;
-      this.poster.flush(cq);
+      const v = await head;
+      if (c.epoch === epoch && c.cqs.has(cq.id)) this.headWritten(cq, v);
     } catch (e) {
       if (c.epoch === epoch) c.fatal(`CQ ${cq.id} shadow doorbell: ${(e as Error).message}`);
     }
   }
 
-  /** Takes the SQ tail from the shadow doorbell; false when the driver wrote an impossible value. */
-  private async shadowTail(sq: SubmissionQueue): Promise<boolean> {
+  /**
+   * Takes the SQ tail from the shadow doorbell (queues without one keep the
+   * tail their doorbell register wrote); false when the driver wrote an
+   * impossible value.
+   */
+  private shadowTail(sq: SubmissionQueue): boolean | Promise<boolean> {
     if (!sq.shadow) return true;
     this.c.stats.shadowReads++;
-    const v = await readU32(this.c.memory, sq.shadow.doorbell);
+    const v = this.c.shadow.readDoorbell(sq.shadow);
+    return typeof v === 'number' ? this.tailRead(sq, v) : v.then((x) => this.tailRead(sq, x));
+  }
+
+  private tailRead(sq: SubmissionQueue, v: number): boolean {
     if (v >= sq.size) {
       this.c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
       return false;
@@ -121,85 +136,111 @@ export class SqFetcher {
 
   /**
    * Fetches and starts every command between head and tail, as far as the
-   * queue's completion budget allows. `fromDoorbell`: the tail was just
-   * written to the doorbell register (queues without shadow doorbells).
-   * I/O queues go synchronously while their memory has views (see
-   * {@link drainNow}); the rest goes on asynchronously.
+   * queue's completion budget allows, then tells the driver through
+   * EventIdx when to ring next. `fromDoorbell`: the tail was just written to
+   * the doorbell register (queues without shadow doorbells). It runs
+   * synchronously while queue memory has views and commands finish at once
+   * (no Promise per command); a step that must wait (a copy, an admin
+   * command) continues when it settles.
    */
   drain(sq: SubmissionQueue, fromDoorbell = false): void {
     if (sq.draining) {
       sq.again = true;
       return;
     }
-    const c = this.c;
-    let fresh = fromDoorbell;
-    if (sq.id !== 0) {
-      const epoch = c.epoch;
-      let rest = Drained.DONE;
-      sq.draining = true;
-      try {
-        rest = this.drainNow(sq, fresh);
-      } catch (e) {
-        if (!sq.dead && c.epoch === epoch && c.ready) c.fatal(`SQ ${sq.id}: ${(e as Error).message}`);
-      } finally {
-        sq.draining = false;
-        // Whatever a fault left collected.
-        this.poster.publish();
-      }
-      if (rest === Drained.DONE) return;
-      fresh = rest === Drained.FRESH;
+    sq.draining = true;
+    const epoch = this.c.epoch;
+    let rest: Promise<void> | undefined;
+    try {
+      rest = this.run(sq, epoch, fromDoorbell ? Step.FRESH_PASS : Step.PASS, 0);
+    } catch (e) {
+      this.failed(sq, epoch, e);
     }
-    void this.drainAsync(sq, fresh);
+    if (!rest) {
+      sq.draining = false;
+      return;
+    }
+    rest.then(
+      () => void (sq.draining = false),
+      (e) => {
+        sq.draining = false;
+        this.failed(sq, epoch, e);
+      },
+    );
   }
 
-  /**
-   * The synchronous drain of an I/O queue: reads the shadow tail, fetches
-   * entries and runs them through {@link executeIoNow} from views of the
-   * queue and doorbell memory, posts the batch's completions with one
-   * interrupt per completion queue, and updates EventIdx, without a
-   * Promise per command. A command that must wait continues on its own
-   * Promise; one the fast path does not take goes to {@link runIo}. When
-   * queue memory has no views (or cannot be reached now), it stops before
-   * touching it and returns what the asynchronous drain must do.
-   */
-  private drainNow(sq: SubmissionQueue, fresh: boolean): Drained {
+  private failed(sq: SubmissionQueue, epoch: number, e: unknown): void {
+    if (this.live(sq, epoch)) this.c.fatal(`SQ ${sq.id}: ${(e as Error).message}`);
+    // Whatever the fault left collected.
+    this.poster.publish();
+  }
+
+  /** The drain's steps from `step` on, synchronously until one must wait. */
+  private run(sq: SubmissionQueue, epoch: number, step: Step, passes: number): Promise<void> | undefined {
     const c = this.c;
-    const epoch = c.epoch;
-    let passes = 0;
-    do {
-      const db = sq.shadow ? c.shadow.views() : undefined;
-      const ring = c.memory.accessible() ? this.sqRing(sq) : undefined;
-      if (!ring || (sq.shadow && !db)) return fresh ? Drained.FRESH : Drained.REST;
-      if (++passes > MAX_DRAIN_PASSES) {
-        setImmediate(() => this.drain(sq));
-        return Drained.DONE;
-      }
-      sq.again = false;
-      if (!fresh && db && !this.shadowTailNow(sq, db)) return Drained.DONE;
-      fresh = false;
-      this.poster.collecting++;
-      try {
-        while (this.live(sq, epoch) && !sq.empty && sq.outstanding < sq.size - 1) this.fetchNow(sq, ring);
-      } finally {
-        this.poster.collecting--;
-      }
-      this.poster.publish();
-      if (this.live(sq, epoch) && db && sq.shadow) {
-        const eventIdx = sq.shadow.eventIdx - c.shadow.buffers!.eventIdx;
-        if (c.config.pollMicroseconds > 0) {
-          // EventIdx one behind the tail: the driver's next submissions do not ring while we poll.
-          c.shadow.setThroughView(db.eventIdx, eventIdx, sq.shadow.eventIdx, (sq.tail - 1) & 0xffff);
-          this.startPolling(sq);
-        } else {
-          // Tell the driver where we are, then look again: it may have moved the tail meanwhile without ringing.
-          c.shadow.setThroughView(db.eventIdx, eventIdx, sq.shadow.eventIdx, sq.tail);
-          const before = sq.tail;
-          if (!this.shadowTailNow(sq, db)) return Drained.DONE;
-          if (sq.tail !== before) sq.again = true;
+    for (;;) {
+      switch (step) {
+        case Step.PASS:
+        case Step.FRESH_PASS:
+          if (++passes > MAX_DRAIN_PASSES) {
+            // A driver that never stops adding: let the event loop run.
+            setImmediate(() => this.drain(sq));
+            return undefined;
+          }
+          sq.again = false;
+          if (step === Step.FRESH_PASS) {
+            step = Step.FETCH;
+            break;
+          } else {
+            step = Step.FETCH;
+            const ok = this.shadowTail(sq);
+            if (ok instanceof Promise) return ok.then((yes) => (yes ? this.run(sq, epoch, step, passes) : undefined));
+            if (!ok) return undefined;
+            break;
+          }
+        case Step.FETCH: {
+          step = Step.PARK;
+          const wait = this.fetchAll(sq, epoch);
+          if (wait) return wait.then(() => this.run(sq, epoch, step, passes));
+          break;
         }
+        case Step.PARK: {
+          if (!this.live(sq, epoch) || !sq.shadow) {
+            step = Step.END;
+            break;
+          }
+          const polling = c.config.pollMicroseconds > 0;
+          // Polling: EventIdx one behind the tail, so the driver's next submissions do not ring meanwhile.
+          // Otherwise: tell the driver where we are, then look again (it may have moved the tail without ringing).
+          step = polling ? Step.POLL : Step.RECHECK;
+          const wait = c.shadow.writeEventIdx(sq.shadow, polling ? (sq.tail - 1) & 0xffff : sq.tail);
+          if (wait) return wait.then(() => this.run(sq, epoch, step, passes));
+          break;
+        }
+        case Step.POLL:
+          this.startPolling(sq);
+          step = Step.END;
+          break;
+        case Step.RECHECK: {
+          const before = sq.tail;
+          step = Step.END;
+          const ok = this.shadowTail(sq);
+          if (ok instanceof Promise) return ok.then((yes) => (yes ? this.rechecked(sq, epoch, before, passes) : undefined));
+          if (!ok) return undefined;
+          if (sq.tail !== before) sq.again = true;
+          break;
+        }
+        case Step.END:
+          if (!sq.again || !this.live(sq, epoch)) return undefined;
+          step = Step.PASS;
+          break;
       }
-    } while (sq.again && this.live(sq, epoch));
-    return Drained.DONE;
+    }
+  }
+
+  private rechecked(sq: SubmissionQueue, epoch: number, before: number, passes: number): Promise<void> | undefined {
+    if (sq.tail !== before) sq.again = true;
+    return this.run(sq, epoch, Step.END, passes);
   }
 
   /** The queue is fetching for the session of `epoch`. */
@@ -207,37 +248,65 @@ export class SqFetcher {
     return !sq.dead && this.c.epoch === epoch && this.c.ready;
   }
 
-  /** Fetches the entry at the head from the queue's view and runs it: at once if it can, else on its own Promise. */
-  private fetchNow(sq: SubmissionQueue, ring: Uint8Array): void {
+  /**
+   * Takes commands while the queue has some and its completion budget
+   * allows: from the queue's view when it has one, else copied entry by
+   * entry. Completions of commands that finish here wait in the poster and
+   * are posted together, with one interrupt, when the loop stops.
+   */
+  private fetchAll(sq: SubmissionQueue, epoch: number): Promise<void> | undefined {
+    const poster = this.poster;
+    const ring = this.c.memory.accessible() ? this.sqRing(sq) : undefined;
+    let wait: Promise<void> | undefined;
+    poster.collecting++;
+    try {
+      while (this.live(sq, epoch) && !sq.empty && sq.outstanding < sq.size - 1) {
+        wait = ring ? this.take(sq, ring, sq.head * SQE_SIZE) : this.fetchCopy(sq, epoch);
+        if (wait) break;
+      }
+    } finally {
+      poster.collecting--;
+    }
+    poster.publish();
+    return wait?.then(() => this.fetchAll(sq, epoch));
+  }
+
+  /** Copies the entry at the head out of guest memory (by mapping or by message), then takes it. */
+  private fetchCopy(sq: SubmissionQueue, epoch: number): Promise<void> {
+    const at = sq.head;
+    return this.c.memory.read(sq.base + at * SQE_SIZE, SQE_SIZE).then(
+      (entry) => (this.live(sq, epoch) ? this.take(sq, entry, 0) : undefined),
+      (e) => {
+        if (this.live(sq, epoch)) this.c.fatal(`cannot read SQ ${sq.id} entry ${at}: ${(e as Error).message}`);
+      },
+    );
+  }
+
+  /**
+   * The point where a command is taken: the head moves past it, it counts
+   * as outstanding until its completion is posted, and it starts. Its data
+   * moves in io.ts (Read, Write) and its completion is queued by
+   * `complete()`. Returns a Promise when fetching must wait for it (admin
+   * commands run one at a time).
+   */
+  private take(sq: SubmissionQueue, bytes: Uint8Array, at: number): Promise<void> | undefined {
     const c = this.c;
-    const at = sq.head * SQE_SIZE;
     sq.head = (sq.head + 1) % sq.size;
     sq.outstanding++;
     c.stats.commands++;
+    if (sq.id === 0) return this.runAdmin(sq, parseCommand(bytes.subarray(at, at + SQE_SIZE)));
     c.stats.ioCommands++;
-    const cmd = decodeInto(this.scratch, ring, at);
+    const cmd = decodeInto(this.scratch, bytes, at);
     const result = executeIoNow(cmd, this.commands);
     if (result === undefined) {
-      void this.runIo(sq, parseCommand(ring.subarray(at, at + SQE_SIZE)));
+      void this.completeWith(sq, cmd.cid, cmd.nsid, c.epoch, executeIo(parseCommand(bytes.subarray(at, at + SQE_SIZE)), this.commands));
     } else if (typeof result === 'number') {
       c.stats.fastCommands++;
-      this.c.complete(sq, cmd.cid, cmd.nsid, result, 0);
+      c.complete(sq, cmd.cid, cmd.nsid, result, 0);
     } else {
-      void this.completeWith(sq, { cid: cmd.cid, nsid: cmd.nsid }, c.epoch, result);
+      void this.completeWith(sq, cmd.cid, cmd.nsid, c.epoch, result);
     }
-  }
-
-  /** Takes the SQ tail from the shadow doorbell's view; false when the driver wrote an impossible value. */
-  private shadowTailNow(sq: SubmissionQueue, db: ShadowViews): boolean {
-    const c = this.c;
-    c.stats.shadowReads++;
-    const v = u32(db.doorbells, sq.shadow!.doorbell - c.shadow.buffers!.doorbells);
-    if (v >= sq.size) {
-      c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
-      return false;
-    }
-    sq.tail = v;
-    return true;
+    return undefined;
   }
 
   /** The view of a whole submission queue, (re)taken when missing or unmapped; undefined when it has none. */
@@ -245,63 +314,6 @@ export class SqFetcher {
     const length = sq.size * SQE_SIZE;
     if (sq.ring?.length !== length) sq.ring = viewOf(this.c.memory, sq.base, length, false);
     return sq.ring;
-  }
-
-  /** The asynchronous drain: queue memory by copies (or messages), for the admin queue and memory without views. */
-  private async drainAsync(sq: SubmissionQueue, fromDoorbell: boolean): Promise<void> {
-    if (sq.draining) {
-      sq.again = true;
-      return;
-    }
-    const c = this.c;
-    sq.draining = true;
-    const epoch = c.epoch;
-    const live = (): boolean => !sq.dead && c.epoch === epoch && c.ready;
-    try {
-      // A doorbell register write carried the tail itself.
-      let fresh = fromDoorbell;
-      do {
-        sq.again = false;
-        if (!fresh && !(await this.shadowTail(sq))) return;
-        fresh = false;
-        while (live() && !sq.empty && sq.outstanding < sq.size - 1) {
-          const addr = sq.base + sq.head * SQE_SIZE;
-          let entry: Uint8Array;
-          try {
-            entry = await c.memory.read(addr, SQE_SIZE);
-          } catch (e) {
-            if (live()) c.fatal(`cannot read SQ ${sq.id} entry ${sq.head}: ${(e as Error).message}`);
-            return;
-          }
-          if (!live()) return;
-          sq.head = (sq.head + 1) % sq.size;
-          sq.outstanding++;
-          c.stats.commands++;
-          const cmd = parseCommand(entry);
-          if (sq.id === 0) {
-            await this.runAdmin(sq, cmd);
-          } else {
-            c.stats.ioCommands++;
-            void this.runIo(sq, cmd);
-          }
-        }
-        if (live() && sq.shadow && c.config.pollMicroseconds > 0) {
-          // EventIdx one behind the tail: the driver's next submissions do not ring while we poll.
-          await writeU32(c.memory, sq.shadow.eventIdx, (sq.tail - 1) & 0xffff);
-          this.startPolling(sq);
-        } else if (live() && sq.shadow) {
-          // Tell the driver where we are, then look again: it may have moved the tail meanwhile without ringing.
-          await writeU32(c.memory, sq.shadow.eventIdx, sq.tail);
-          const before = sq.tail;
-          if (!(await this.shadowTail(sq))) return;
-          if (sq.tail !== before) sq.again = true;
-        }
-      } while (sq.again && live());
-    } catch (e) {
-      if (live()) c.fatal(`SQ ${sq.id}: ${(e as Error).message}`);
-    } finally {
-      sq.draining = false;
-    }
   }
 
   /** Polls the shadow tail of an idle submission queue until it moves or the window closes. */
@@ -327,7 +339,7 @@ export class SqFetcher {
         }
         // The window closed: ask for doorbells again, then look once more for a tail written meanwhile.
         sq.polling = false;
-        await writeU32(c.memory, sq.shadow.eventIdx, sq.tail);
+        await c.shadow.writeEventIdx(sq.shadow, sq.tail);
         if (!(await this.shadowTail(sq))) return;
         if (sq.tail !== before) this.drain(sq);
       } catch (e) {
@@ -338,25 +350,20 @@ export class SqFetcher {
     setImmediate(() => void tick());
   }
 
-  private async runIo(sq: SubmissionQueue, cmd: NvmeCommand): Promise<void> {
-    const epoch = this.c.epoch;
-    await this.completeWith(sq, cmd, epoch, executeIo(cmd, this.commands));
-  }
-
-  private async runAdmin(sq: SubmissionQueue, cmd: NvmeCommand): Promise<void> {
-    const epoch = this.c.epoch;
+  /** Runs an admin command; fetching waits for it. Asynchronous Event Requests are held until an event. */
+  private runAdmin(sq: SubmissionQueue, cmd: NvmeCommand): Promise<void> | undefined {
     if (cmd.opcode === AdminOpcode.ASYNC_EVENT_REQUEST) {
       this.events.hold(sq, cmd.cid, cmd.nsid);
-      return;
+      return undefined;
     }
-    await this.completeWith(sq, cmd, epoch, executeAdmin(cmd, this.commands));
+    return this.completeWith(sq, cmd.cid, cmd.nsid, this.c.epoch, executeAdmin(cmd, this.commands));
   }
 
   /**
-   * Waits for a command's execution and posts its completion, unless a reset
-   * (a new `epoch`) has discarded the queue meanwhile.
+   * Waits for a command's execution and queues its completion, unless a
+   * reset (a new `epoch`) has discarded the queue meanwhile.
    */
-  private async completeWith(sq: SubmissionQueue, cmd: Pick<NvmeCommand, 'cid' | 'nsid'>, epoch: number, execution: Promise<CommandResult>): Promise<void> {
+  private async completeWith(sq: SubmissionQueue, cid: number, nsid: number, epoch: number, execution: Promise<CommandResult>): Promise<void> {
     let status: number = Status.SUCCESS;
     let dw0 = 0;
     try {
@@ -364,7 +371,7 @@ export class SqFetcher {
     } catch (e) {
       status = e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
     }
-    if (this.c.epoch === epoch) this.c.complete(sq, cmd.cid, cmd.nsid, status, dw0);
+    if (this.c.epoch === epoch) this.c.complete(sq, cid, nsid, status, dw0);
   }
 }
 
