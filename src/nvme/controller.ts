@@ -70,7 +70,7 @@ export class NvmeController implements AdminTarget, IoContext {
     this.fetcher = new SqFetcher(this, this.poster, this.events, this);
     this.lifecycle = new ControllerLifecycle(this, this.events);
     this.regs = new Bar0(config.maxQueueEntries, {
-      cc: (v) => this.lifecycle.writeCc(v),
+      cc: (v, before) => this.lifecycle.writeCc(v, before),
       doorbell: (index, value) => this.fetcher.doorbell(index, value),
     });
   }
@@ -153,7 +153,7 @@ export class NvmeController implements AdminTarget, IoContext {
   }
 
   /** Reads `length` bytes of BAR0 at `offset`. */
-  readRegister(offset: number, length: number): Buffer {
+  readRegister(offset: number, length: number): Uint8Array {
     return this.regs.read(offset, length);
   }
 

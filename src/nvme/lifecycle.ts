@@ -18,11 +18,8 @@ export class ControllerLifecycle {
     private readonly events: AsyncEvents,
   ) {}
 
-  /** A host write of CC. */
-  writeCc(v: number): void {
-    const regs = this.c.regs;
-    const before = regs.cc;
-    regs.cc = v & 0x00fffff1;
+  /** A host write of CC: `v` is stored, `before` the value it replaced. */
+  writeCc(v: number, before: number): void {
     const wasEnabled = (before & Cc.EN) !== 0;
     const enabled = (v & Cc.EN) !== 0;
     if (wasEnabled && !enabled) {

@@ -258,9 +258,12 @@ export class SqFetcher {
     const poster = this.poster;
     const ring = this.c.memory.accessible() ? this.sqRing(sq) : undefined;
     let wait: Promise<void> | undefined;
+    if (!this.live(sq, epoch)) return undefined;
+    const c = this.c;
     poster.collecting++;
     try {
-      while (this.live(sq, epoch) && !sq.empty && sq.outstanding < sq.size - 1) {
+      // Only a fault (sq.dead, a new epoch) can stop the controller while this loop runs synchronously.
+      while (!sq.dead && c.epoch === epoch && !sq.empty && sq.outstanding < sq.size - 1) {
         wait = ring ? this.take(sq, ring, sq.head * SQE_SIZE) : this.fetchCopy(sq, epoch);
         if (wait) break;
       }

@@ -111,9 +111,9 @@ export function loadController(c: Migrating, s: Record<string, unknown>): void {
     return BigInt(v);
   };
   const { regs, events } = c;
-  regs.cc = u32(s.cc, 'cc') & 0x00fffff1;
+  regs.cc = u32(s.cc, 'cc');
   regs.csts = u32(s.csts, 'csts') & 0xf;
-  regs.aqa = u32(s.aqa, 'aqa') & 0x0fff0fff;
+  regs.aqa = u32(s.aqa, 'aqa');
   regs.asq = big(s.asq, 'asq');
   regs.acq = big(s.acq, 'acq');
   regs.intms = u32(s.intms, 'intms');
