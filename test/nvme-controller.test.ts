@@ -69,6 +69,27 @@ describe('nvme: registers and enable', () => {
     await r.driver.write32(REG.INTMC, 0x1);
     assert.equal(await r.driver.read32(REG.INTMC), 4);
   });
+
+  test('BAR0 follows the register table: narrow CC writes merge, admin queue registers hold while enabled, misaligned accesses are refused', async () => {
+    r = await rig({ enable: false });
+    const asq = r.driver.alloc(PAGE);
+    assert.equal((await r.driver.enable()) & 3, 1);
+    const cc = await r.driver.read32(REG.CC);
+    // One byte into CC.IOCQES/IOSQES keeps EN and the rest.
+    await r.client.regionWrite(0, REG.CC + 2, Buffer.from([0x46]));
+    assert.equal(await r.driver.read32(REG.CC), ((cc & 0xff00ffff) | 0x460000) >>> 0);
+    assert.equal((await r.driver.read32(REG.CSTS)) & 3, 1, 'still enabled');
+    const aqa = await r.driver.read32(REG.AQA);
+    await r.driver.write32(REG.AQA, 0x00010001);
+    await r.driver.write64(REG.ASQ, asq);
+    assert.equal(await r.driver.read32(REG.AQA), aqa, 'AQA is read-only while enabled');
+    assert.notEqual(Number(await r.driver.read64(REG.ASQ)), asq, 'ASQ is read-only while enabled');
+    assert.equal(await r.driver.read32(0x38), 0, 'CMBLOC');
+    assert.equal(await r.driver.read32(0x3c), 0, 'CMBSZ');
+    await assert.rejects(r.client.regionRead(0, REG.CC + 1, 2), { errno: 22 });
+    await assert.rejects(r.client.regionWrite(0, REG.CC + 1, Buffer.alloc(2)), { errno: 22 });
+    assert.equal((await r.driver.read32(REG.CSTS)) & 3, 1, 'the refused accesses changed nothing');
+  });
 });
 
 describe('nvme: Identify', () => {

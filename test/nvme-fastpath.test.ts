@@ -152,7 +152,9 @@ describe('nvme fast path', () => {
     assert.deepEqual(views.reads, messages.reads);
     assert.ok(views.disk.equals(messages.disk), 'the disks hold the same bytes');
     assert.ok(views.fast >= 20, `the fast path served the views run (${views.fast} commands)`);
-    assert.equal(messages.fast, 0, 'memory without views never takes the fast path');
+    // One path for both: without views, only commands refused by their checks finish without waiting.
+    const refused = messages.statuses.filter((s) => s !== '0/0').length;
+    assert.ok(messages.fast <= refused, `memory without views moves no data without waiting (${messages.fast} fast, ${refused} refused)`);
   });
 
   test('a fault in one command of a batch fails only that command', async () => {

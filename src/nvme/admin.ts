@@ -7,7 +7,7 @@
 import type { QueueMemory } from '../device/queue-memory.js';
 import { CommandError, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, Cc, Cns, CQE_SIZE, FeatureId, LogPageId, PAGE_SIZE, SQE_SIZE, Status } from './constants.js';
-import type { ControllerConfig, FeatureValues } from './controller.js';
+import type { ControllerConfig, FeatureValues } from './types.js';
 import {
   activeNamespaceList,
   errorLog,
@@ -40,7 +40,7 @@ export interface AdminTarget {
   readonly hasIoQueues: boolean;
   readonly doorbellBufferBytes: number;
   /** CC as last written (for IOSQES / IOCQES). */
-  readRegister(offset: number, length: number): Buffer;
+  readRegister(offset: number, length: number): Uint8Array;
   host: { msixEnabled(): boolean; msixVectors(): number };
   namespace(nsid: number): Namespace | undefined;
   healthNow(): HealthCounters;
@@ -184,7 +184,8 @@ function queueArgs(cmd: NvmeCommand, t: AdminTarget, existing: ReadonlyMap<numbe
 }
 
 function ccField(t: AdminTarget, shift: number): number {
-  return (t.readRegister(0x14, 4).readUInt32LE(0) >> shift) & 0xf;
+  const cc = t.readRegister(0x14, 4);
+  return (((cc[0] | (cc[1] << 8) | (cc[2] << 16) | (cc[3] << 24)) >>> 0) >> shift) & 0xf;
 }
 
 function createCq(cmd: NvmeCommand, t: AdminTarget): CommandResult {

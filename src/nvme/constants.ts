@@ -16,6 +16,9 @@ export const NvmeReg = {
   AQA: 0x24,
   ASQ: 0x28,
   ACQ: 0x30,
+  /** Controller Memory Buffer location and size (no CMB: both read 0). */
+  CMBLOC: 0x38,
+  CMBSZ: 0x3c,
   /** First doorbell: SQ 0 tail. */
   DOORBELLS: 0x1000,
 } as const;

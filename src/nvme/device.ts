@@ -19,7 +19,8 @@ import type { DeviceSpec } from '../device/spec.js';
 import { dmaQueueMemory } from '../device/queue-memory.js';
 import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
 import { NvmeReg } from './constants.js';
-import { NvmeController, type ControllerHost, type ControllerStats } from './controller.js';
+import { NvmeController } from './controller.js';
+import type { ControllerHost, ControllerStats } from './types.js';
 import { Namespace } from './namespace.js';
 
 /** Options of {@link nvmeController}. */

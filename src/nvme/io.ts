@@ -120,7 +120,8 @@ async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Prom
   const t = checkTransfer(cmd, ctx, write);
   // A Read writes guest memory; a Write reads it.
   const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, false);
-  return transfer(t, await walk.walk(), ctx);
+  await walk.finish();
+  return transfer(t, walk.ranges, ctx);
 }
 
 /**
@@ -179,7 +180,9 @@ export function executeIoNow(cmd: FastCommand, ctx: IoContext): number | Promise
 function readWriteNow(cmd: FastCommand, ctx: IoContext, write: boolean): number | Promise<CommandResult> {
   const t = checkTransfer(cmd, ctx, write);
   const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, true);
-  if (!walk.walkNow()) return walk.walk().then((ranges) => transfer(t, ranges, ctx));
+  const listCopied = walk.finish();
+  // A list page had to be copied: the views taken meanwhile may be stale, take the ranges afresh.
+  if (listCopied) return listCopied.then(() => transfer(t, walk.ranges, ctx));
   const views = walk.views;
   if (views) {
     let done: boolean;

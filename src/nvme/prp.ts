@@ -27,7 +27,7 @@ function address(v: number | bigint, what: string): number {
  * checks serve the synchronous fast path (list pages read through views)
  * and the asynchronous path (list pages copied, maybe by message): while
  * not `done`, step() takes the `needLength` bytes of PRP list at `needAt`
- * (walkNow() and walk() do that loop). Every data
+ * (finish() does that loop). Every data
  * range is checked against the DMA maps as it is added; with `collectViews`
  * the check is taking its zero-copy views, kept in `views` (undefined once
  * a range has none).
@@ -141,46 +141,49 @@ export class PrpWalk {
     return new CommandError(Status.DATA_TRANSFER_ERROR, `data at 0x${addr.toString(16)}+${len} is not mapped ${this.write ? 'writable' : 'readable'}`);
   }
 
-  /** Finishes the walk at once where list pages have views; false when one needs a copy (then use walk()). */
-  walkNow(): boolean {
+  /**
+   * Finishes the walk: list pages are read through their views where they
+   * have one (at once, returning undefined), else copied out of guest
+   * memory (by mapping or by message; the walk then goes on when the copy
+   * arrives, and the returned Promise settles when it is done).
+   */
+  finish(): Promise<void> | undefined {
     while (this.left > 0) {
       let v: Uint8Array[] | undefined;
       try {
         v = this.mem.views(this.needAt, this.needLength, false);
       } catch (e) {
-        throw new CommandError(Status.DATA_TRANSFER_ERROR, `cannot read the PRP list: ${(e as Error).message}`);
+        throw listUnreadable(e);
       }
-      if (!v || v.length !== 1) return false;
+      if (!v || v.length !== 1) {
+        return this.mem.read(this.needAt, this.needLength).then(
+          (bytes) => {
+            this.step(bytes);
+            return this.finish();
+          },
+          (e: unknown) => {
+            throw listUnreadable(e);
+          },
+        );
+      }
       this.step(v[0]);
     }
-    return true;
+    return undefined;
   }
+}
 
-  /** Finishes the walk, copying list pages out of guest memory (by mapping or by message). */
-  async walk(): Promise<GuestRange[]> {
-    while (this.left > 0) {
-      let bytes: Uint8Array;
-      try {
-        bytes = await this.mem.read(this.needAt, this.needLength);
-      } catch (e) {
-        throw new CommandError(Status.DATA_TRANSFER_ERROR, `cannot read the PRP list: ${(e as Error).message}`);
-      }
-      this.step(bytes);
-    }
-    return this.ranges;
-  }
+function listUnreadable(e: unknown): CommandError {
+  return new CommandError(Status.DATA_TRANSFER_ERROR, `cannot read the PRP list: ${(e as Error).message}`);
 }
 
 /**
  * The guest ranges a transfer of `length` bytes described by PRP1/PRP2
  * covers. `write`: the controller writes guest memory (a Read command).
  */
-export function walkPrps(mem: QueueMemory, prp1: bigint, prp2: bigint, length: number, write: boolean): Promise<GuestRange[]> {
-  try {
-    return new PrpWalk(mem, prp1, prp2, length, write, false).walk();
-  } catch (e) {
-    return Promise.reject(e);
-  }
+export async function walkPrps(mem: QueueMemory, prp1: bigint, prp2: bigint, length: number, write: boolean): Promise<GuestRange[]> {
+  const walk = new PrpWalk(mem, prp1, prp2, length, write, false);
+  await walk.finish();
+  return walk.ranges;
 }
 
 function transferError(e: unknown): CommandError {

@@ -29,15 +29,19 @@ export class CompletionQueue {
   readonly pending: PendingCompletion[] = [];
   /** Submission queues that post here. */
   readonly sqs = new Set<SubmissionQueue>();
-  /** An asynchronous flush of `pending` is running. */
+  /** A flush of `pending` is waiting for guest memory (a copy, or the shadow head). */
   flushing = false;
   /** A flush of `pending` is scheduled for the end of this turn. */
   scheduled = false;
   /** Completions of a synchronous drain wait here to be posted when the drain's batch ends. */
   collected = false;
-  /** The fast path's cached view of the whole queue (reading length 0 once unmapped), and its words. */
+  /** The cached view of the whole queue (reading length 0 once unmapped), and its words. */
   ring: Uint8Array | undefined;
   words: DataView | undefined;
+  /** The posting batch under way: entries posted, submission queues given room, entries written through `ring`. */
+  batchPosted = 0;
+  batchFreed: SubmissionQueue | Set<SubmissionQueue> | undefined;
+  batchThroughRing = false;
 
   constructor(
     readonly id: number,

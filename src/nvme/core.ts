@@ -1,0 +1,57 @@
+/**
+ * What the parts of an NVMe controller share (the controller implements it):
+ * its description and host, the queues, the registers, the shadow doorbells,
+ * the session epoch, and the few calls one part makes into another. The
+ * parts (BAR0, the CC/CSTS machine, SQ fetch, CQ posting, asynchronous
+ * events) import this, never the controller, so nothing imports in a circle.
+ */
+import type { QueueMemory } from '../device/queue-memory.js';
+import type { Bar0 } from './bar0.js';
+import type { HealthCounters } from './identify.js';
+import type { CompletionQueue, SubmissionQueue } from './queues.js';
+import type { ShadowDoorbells } from './shadow.js';
+import type { ControllerConfig, ControllerHost, ControllerStats, FeatureValues } from './types.js';
+
+/** The controller as its parts see it. */
+export interface ControllerCore {
+  readonly config: ControllerConfig;
+  readonly host: ControllerHost;
+  readonly memory: QueueMemory;
+  readonly stats: ControllerStats;
+  readonly health: HealthCounters;
+  readonly regs: Bar0;
+  readonly shadow: ShadowDoorbells;
+  readonly sqs: Map<number, SubmissionQueue>;
+  readonly cqs: Map<number, CompletionQueue>;
+  /** Submission queues whose Delete waits for their commands. */
+  readonly deleting: Set<SubmissionQueue>;
+  features: FeatureValues;
+  /**
+   * Bumped by every reset: completions of older commands are dropped, and
+   * so are their copies into guest memory (I/O reads it).
+   */
+  epoch: number;
+  /** Fetching is paused for migration. */
+  paused: boolean;
+  /** Why CSTS.CFS was set (undefined while healthy). */
+  fatalReason: string | undefined;
+  /** Enabled, healthy and not shut down: doorbells count. */
+  readonly accepting: boolean;
+  /** Accepting and not paused for migration: commands are fetched. */
+  readonly ready: boolean;
+  readonly volatileWriteCache: boolean;
+  /** Sets CSTS.CFS and stops every queue until the host resets the controller. */
+  fatal(reason: string): void;
+  /** Fetches and starts what the submission queue holds (see SqFetcher). */
+  drain(sq: SubmissionQueue, fromDoorbell?: boolean): void;
+  /** Queues a command's completion for posting (see CqPoster). */
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number): void;
+  /** Posts what waits on a completion queue. */
+  flushCq(cq: CompletionQueue): void;
+  /** Queues an asynchronous event. */
+  asyncEvent(type: number, info: number, log: number): void;
+  /** Counts `work` as a command executing until it settles. */
+  track<T>(work: Promise<T>): Promise<T>;
+  /** Resolves when no command is executing. */
+  whenIdle(): Promise<void>;
+}

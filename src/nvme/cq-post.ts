@@ -1,0 +1,219 @@
+/**
+ * Completion posting (NVMe 1.4, 4.6): completions wait per completion
+ * queue, are written with their phase tag last, each batch raises one
+ * interrupt, and a full queue holds them back (reading the shadow head and
+ * arming EventIdx) until the host frees entries. Room made in a queue lets
+ * the submission queues that stopped fetching go on.
+ */
+import { CQE_SIZE, Status } from './constants.js';
+import type { ControllerCore } from './core.js';
+import type { AsyncEvents } from './events.js';
+import { then } from './maybe.js';
+import { CompletionQueue, encodeCompletion, SubmissionQueue, writeCompletion, type PendingCompletion } from './queues.js';
+import { viewOf } from './shadow.js';
+
+/** Rejection of a wait for room that found none: the batch ends, its completions wait. */
+const FULL = Symbol('completion queue full');
+
+/** The completion side of one controller. */
+export class CqPoster {
+  /** Inside a synchronous drain's fetch loop: completions wait in `collected` for the batch's end. */
+  collecting = 0;
+  private readonly collected: CompletionQueue[] = [];
+
+  constructor(
+    private readonly c: ControllerCore,
+    private readonly events: AsyncEvents,
+  ) {}
+
+  /** The point where a command's completion is queued for posting (its CQE is written by {@link flush}). */
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number): void {
+    if (status !== Status.SUCCESS) this.events.recordError(sq.id, cid, status, nsid);
+    const cq = sq.cq;
+    cq.pending.push({ sq, cid, status, dw0 });
+    if (this.collecting > 0) {
+      // A synchronous drain posts its batch when its fetch loop ends.
+      if (!cq.collected) {
+        cq.collected = true;
+        this.collected.push(cq);
+      }
+      return;
+    }
+    if (!cq.flushing && !cq.scheduled) {
+      cq.scheduled = true;
+      // Completions that finish in the same turn share one pass and one interrupt.
+      queueMicrotask(() => {
+        cq.scheduled = false;
+        this.flush(cq);
+      });
+    }
+  }
+
+  /** Posts the completions a synchronous drain collected. */
+  publish(): void {
+    while (this.collected.length > 0) {
+      const cq = this.collected.pop()!;
+      cq.collected = false;
+      this.flush(cq);
+    }
+  }
+
+  /**
+   * Posts what waits, while the queue has room, then raises its interrupt
+   * once: at once through views of the queue (and of the shadow doorbells
+   * when it is full), else through copies, going on when they are done.
+   */
+  flush(cq: CompletionQueue): void {
+    if (cq.flushing || cq.pending.length === 0) return;
+    cq.batchPosted = 0;
+    cq.batchFreed = undefined;
+    cq.batchThroughRing = false;
+    this.post(cq, this.c.epoch);
+  }
+
+  /** Posts from the head of `pending` on; when a step must wait, marks the queue flushing and goes on after it. */
+  private post(cq: CompletionQueue, epoch: number): void {
+    const pending = cq.pending;
+    const words = this.c.memory.accessible() ? this.cqRing(cq) : undefined;
+    let n = 0;
+    let wait: Promise<unknown> | undefined;
+    try {
+      for (; n < pending.length; n++) {
+        if (cq.full) {
+          const room = cq.shadow ? this.roomFromShadow(cq) : false;
+          if (room instanceof Promise) {
+            wait = room.then((more) => more || Promise.reject(FULL));
+            break;
+          }
+          if (!room) break;
+        }
+        const p = pending[n];
+        if (words) {
+          writeCompletion(words, cq.tail * CQE_SIZE, p, cq.phase);
+          cq.batchThroughRing = true;
+        } else {
+          const written = this.writeEntry(cq, p);
+          if (written) {
+            // The entry leaves `pending` now; it counts as posted once written.
+            n++;
+            wait = written.then(() => this.posted(cq, p));
+            break;
+          }
+        }
+        this.posted(cq, p);
+      }
+    } catch (e) {
+      this.c.fatal(`cannot write CQ ${cq.id} entry ${cq.tail}: ${(e as Error).message}`);
+      return;
+    } finally {
+      pending.splice(0, n);
+    }
+    if (!wait) return this.endBatch(cq);
+    cq.flushing = true;
+    wait.then(
+      () => {
+        cq.flushing = false;
+        if (this.c.epoch === epoch) this.post(cq, epoch);
+      },
+      (e) => {
+        cq.flushing = false;
+        if (this.c.epoch !== epoch) return;
+        if (e === FULL) return this.endBatch(cq);
+        this.c.fatal(`cannot write CQ ${cq.id} entry ${cq.tail}: ${(e as Error).message}`);
+      },
+    );
+  }
+
+  /** The point where a completion counts as posted: its CQE is in guest memory. */
+  private posted(cq: CompletionQueue, p: PendingCompletion): void {
+    cq.advance();
+    if (--p.sq.outstanding === 0) p.sq.wakeIdle();
+    cq.batchPosted++;
+    // Nearly always one submission queue: spare the Set.
+    const freed = cq.batchFreed;
+    if (freed === undefined) cq.batchFreed = p.sq;
+    else if (freed !== p.sq) {
+      if (freed instanceof Set) freed.add(p.sq);
+      else cq.batchFreed = new Set([freed, p.sq]);
+    }
+  }
+
+  /** The batch is posted: one interrupt, then the submission queues it gave room may fetch again. */
+  private endBatch(cq: CompletionQueue): void {
+    const n = cq.batchPosted;
+    if (n === 0) return;
+    const freed = cq.batchFreed;
+    cq.batchPosted = 0;
+    cq.batchFreed = undefined;
+    this.c.stats.completions += n;
+    // One dirty record for the batch (a no-op unless migration logs).
+    if (cq.batchThroughRing) this.c.memory.markDirty(cq.base, cq.size * CQE_SIZE);
+    cq.batchThroughRing = false;
+    if (cq.interruptsEnabled) this.interrupt(cq.vector);
+    // Room in the completion budget: queues that stopped fetching may go on.
+    if (freed instanceof Set) {
+      for (const sq of freed) if (!sq.empty && !sq.dead) this.c.drain(sq);
+    } else if (freed && !freed.empty && !freed.dead) {
+      this.c.drain(freed);
+    }
+    // Completions that arrived while the batch waited for memory.
+    if (cq.pending.length > 0 && !cq.full) this.flush(cq);
+  }
+
+  /** The CQ looks full: read the shadow head, and arm EventIdx so the driver rings when it frees entries. */
+  private roomFromShadow(cq: CompletionQueue): boolean | Promise<boolean> {
+    const shadow = this.c.shadow;
+    const slots = cq.shadow!;
+    return then(shadow.readDoorbell(slots), (v) => {
+      if (cq.validHead(v)) cq.head = v;
+      if (!cq.full) return true;
+      return then(shadow.writeEventIdx(slots, cq.head), () =>
+        then(shadow.readDoorbell(slots), (again) => {
+          if (cq.validHead(again)) cq.head = again;
+          return !cq.full;
+        }),
+      );
+    });
+  }
+
+  /** Writes a CQE outside the queue's view so that its phase tag (dword 3) lands last; a Promise when copied. */
+  private writeEntry(cq: CompletionQueue, p: PendingCompletion): Promise<void> | undefined {
+    const memory = this.c.memory;
+    const addr = cq.slot;
+    const entry = new Uint8Array(CQE_SIZE);
+    encodeCompletion(p, cq.phase, entry);
+    const views = memory.views(addr, CQE_SIZE, true);
+    if (views && views.length === 1) {
+      const unpin = memory.pin(addr, CQE_SIZE);
+      try {
+        views[0].set(entry.subarray(0, 12), 0);
+        views[0].set(entry.subarray(12), 12);
+      } finally {
+        unpin();
+      }
+      return undefined;
+    }
+    return memory.write(addr, entry);
+  }
+
+  /** The view of a whole completion queue and its words, (re)taken when missing or unmapped; undefined when it has none. */
+  private cqRing(cq: CompletionQueue): DataView | undefined {
+    const length = cq.size * CQE_SIZE;
+    if (cq.ring?.length !== length) {
+      cq.ring = viewOf(this.c.memory, cq.base, length, true);
+      cq.words = cq.ring && new DataView(cq.ring.buffer, cq.ring.byteOffset, length);
+    }
+    return cq.words;
+  }
+
+  /** Raises the queue's interrupt: its MSI-X vector, or INTx unless INTMS masks it. */
+  interrupt(vector: number): void {
+    const c = this.c;
+    c.stats.interrupts++;
+    if (c.host.msixEnabled()) {
+      if (vector < c.host.msixVectors()) c.host.raiseMsix(vector);
+      return;
+    }
+    if (!(c.regs.intms & 1)) c.host.raiseIntx();
+  }
+}
