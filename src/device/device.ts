@@ -16,6 +16,7 @@ import { ConfigLayout } from './config-registers.js';
 import { registerMapOf } from './registers.js';
 import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
+import { UnmodeledAccesses } from './unmodeled.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
 export interface MsixPlacement {
@@ -60,6 +61,13 @@ export class Device {
    * serving Server's logger when it logs at debug level, else undefined.
    */
   traceLog: Logger | undefined;
+  /**
+   * Guest accesses that hit no register (unused offsets of a register map,
+   * unclaimed config bytes, a BAR with nothing serving the direction),
+   * counted per place since the device was built. `muser run` prints
+   * them when it stops; `device.unmodeled.report()` lists them.
+   */
+  readonly unmodeled: UnmodeledAccesses;
   /** Run first on every reset: per-device machinery (migration) returns to its power-on state. */
   private readonly resetListeners: (() => void)[] = [];
   /** Triggers that arrived while quiesced; replayed when running again. */
@@ -99,6 +107,7 @@ export class Device {
       () => this.routingChanged(),
     );
     this.regions = buildRegions(spec, bars, this.config.size);
+    this.unmodeled = new UnmodeledAccesses(registerMapRegions(spec));
     this.doorbellThreads = DoorbellThreads.of(this.regions, (m) => process.stderr.write(`[${this.name}] error: ${m}\n`));
     this.config.onChange((ev) => {
       if (ev.type === 'command') this.refirePending(IrqIndex.INTX);
@@ -351,6 +360,16 @@ function checkMsixOverRegisters(spec: DeviceSpec, p: MsixPlacement): void {
       );
     }
   }
+}
+
+/** Which BAR each register map of the spec serves. */
+function registerMapRegions(spec: DeviceSpec): Map<object, number> {
+  const out = new Map<object, number>();
+  for (const [index, bar] of Object.entries(spec.bars ?? {})) {
+    const map = registerMapOf(bar);
+    if (map) out.set(map, Number(index));
+  }
+  return out;
 }
 
 function firstFreeBar(spec: DeviceSpec): number {

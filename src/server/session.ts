@@ -26,6 +26,7 @@ import type { MigrationOffer } from '../migration/offer.js';
 import { DeviceError, Errno, errnoOf } from '../device/errors.js';
 import { dispatch } from './dispatch.js';
 import { RefusalWarnings } from './refusals.js';
+import { SpinWatch } from './spin-watch.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { Negotiated, Reply, Request, ServerLimits, SessionContext } from './context.js';
 import type { Logger } from '../device/logger.js';
@@ -68,6 +69,7 @@ export class Session implements DmaMessenger, SessionContext {
   private outstanding = new Map<number, Outstanding>();
   private versionTimer: NodeJS.Timeout | undefined;
   private readonly refusals: RefusalWarnings;
+  readonly spin: SpinWatch;
 
   constructor(
     readonly device: Device,
@@ -84,6 +86,7 @@ export class Session implements DmaMessenger, SessionContext {
     this.dma = new GatedDmaAccess(this.dmaTable, this, () => device.busMasterAllowed);
     this.dirtyLog = new DirtyLog(this.dmaTable);
     this.refusals = new RefusalWarnings(log);
+    this.spin = new SpinWatch(device, log);
     this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
     this.channel = new Channel(
       fd,
