@@ -70,6 +70,8 @@ export class Device {
   readonly unmodeled: UnmodeledAccesses;
   /** Run first on every reset: per-device machinery (migration) returns to its power-on state. */
   private readonly resetListeners: (() => void)[] = [];
+  /** Told when migration stops the device and lets it run again (timers pause and resume). */
+  private readonly quiesceListeners: ((quiesced: boolean) => void)[] = [];
   /** Triggers that arrived while quiesced; replayed when running again. */
   private deferred: { index: number; vector: number }[] = [];
   /** See {@link onInterruptRouting}. */
@@ -79,6 +81,8 @@ export class Device {
 
   constructor(readonly spec: DeviceSpec) {
     validateSpec(spec);
+    const busy = spec.timers?.find((t) => t.device !== undefined);
+    if (busy) throw new TypeError(`${busy.name}: already serves device ${busy.device!.name}; a timer serves one device (create one per device)`);
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
     this.state = spec.state ?? {};
     this.requiresBusMaster = spec.requireBusMaster !== false; // only `false` waives Bus Master Enable (validateSpec checked the type)
@@ -116,6 +120,8 @@ export class Device {
       else if (ev.type === 'flr') this.startConfigReset();
       this.routingChanged();
     });
+    // Last: nothing after it may throw and leave a timer bound to a device never built.
+    for (const timer of spec.timers ?? []) timer.attach(this);
   }
 
   /** True while a client is connected. */
@@ -251,6 +257,20 @@ export class Device {
   }
 
   /**
+   * Runs `listener` when migration stops the device (`true`: interrupts are
+   * deferred and DMA held from now on) and when it lets it run again
+   * (`false`). Device timers use it to pause and resume.
+   */
+  addQuiesceListener(listener: (quiesced: boolean) => void): void {
+    this.quiesceListeners.push(listener);
+  }
+
+  /** @internal The connection's quiesced flag changed (migration stopped or resumed the device). */
+  quiesceChanged(quiesced: boolean): void {
+    for (const listener of this.quiesceListeners) listener(quiesced);
+  }
+
+  /**
    * The reset a config-space write just started (a Function Level Reset),
    * if any: the write's reply waits for it.
    */
@@ -319,8 +339,9 @@ export class Device {
     return false;
   }
 
-  /** Releases the device's own resources (region memfds), then the spec's (onDispose). */
+  /** Releases the device's own resources (timers, region memfds), then the spec's (onDispose). */
   dispose(): void {
+    for (const timer of this.spec.timers ?? []) if (timer.device === this) timer.detach();
     for (const r of this.regions) if (r?.memory) closeMemory(r);
     this.doorbellThreads?.close();
     this.spec.onDispose?.(this);

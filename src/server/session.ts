@@ -59,8 +59,7 @@ export class Session implements DmaMessenger, SessionContext {
   negotiated: Negotiated | undefined;
   /** Unsolicited replies and other dropped messages, for tests and logs. */
   dropped = 0;
-  /** True while migration keeps the device quiet (see the migration module). */
-  quiesced = false;
+  private stopped = false;
   private queue: Request[] = [];
   /** Payload bytes of the requests in `queue`. */
   private queuedBytes = 0;
@@ -99,6 +98,18 @@ export class Session implements DmaMessenger, SessionContext {
       this.versionTimer = undefined;
       this.close(new Error(`no VERSION negotiated within ${limits.versionTimeoutMs} ms`));
     }, limits.versionTimeoutMs);
+  }
+
+  /** True while migration keeps the device quiet (see the migration module). */
+  get quiesced(): boolean {
+    return this.stopped;
+  }
+
+  /** The device hears of each change: its timers pause and resume. */
+  set quiesced(value: boolean) {
+    if (value === this.stopped) return;
+    this.stopped = value;
+    this.device.quiesceChanged(value);
   }
 
   /** Largest DMA_READ/WRITE payload the client accepts. */
