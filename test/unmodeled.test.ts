@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defineRegisters, serve, type Logger } from '../src/index.js';
 import { Client } from '../src/client/index.js';
-import { MAX_UNMODELED_PLACES } from '../src/device/unmodeled.js';
+import { formatUnmodeled, MAX_UNMODELED_PLACES } from '../src/device/unmodeled.js';
 import { SPIN_READS } from '../src/server/spin-watch.js';
 import { MAIN, startServer } from './helpers/timer-process.js';
 
@@ -91,6 +91,28 @@ test('the report holds a bounded number of places and counts the accesses beyond
     assert.equal(report.accesses.length, MAX_UNMODELED_PLACES);
     assert.equal(report.otherAccesses, extra);
     assert.equal(report.accesses[0].count, 2);
+  } finally {
+    c.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the printed report folds a sweep (a guest dumping config space a dword at a time) into one line', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'muser-unmodeled-'));
+  const server = serve(device(), join(dir, 'd.sock'), { log: 'silent' });
+  const c = await Client.connect(server.path);
+  try {
+    for (let off = 0x40; off < 0x100; off += 4) await c.regionRead(CONFIG, off, 4);
+    await c.regionRead(CONFIG, 0x40, 4); // read twice: its own line
+    await c.regionWrite(CONFIG, 0x80, Buffer.alloc(4));
+    await c.regionWrite(CONFIG, 0x84, Buffer.alloc(4));
+    const text = formatUnmodeled('gappy', server.unmodeledAccesses());
+    assert.match(
+      text,
+      /^unmodeled accesses of gappy \(no register there: reads returned zero, writes were ignored\):\n  config 0x40 w4 read ×2 \(first at \+\d+\.\d s\)\n  config 0x44-0xff w4 read ×1 each \(47 places, first at \+\d+\.\d s\)\n  config 0x80-0x87 w4 write ×1 each \(2 places, first at \+\d+\.\d s\)\n$/,
+    );
+    assert.equal(formatUnmodeled('quiet', { accesses: [], otherAccesses: 0 }), '');
   } finally {
     c.close();
     server.close();

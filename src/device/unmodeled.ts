@@ -38,7 +38,7 @@ export interface UnmodeledAccess {
 
 /** Every unmodeled access since the device was built. */
 export interface UnmodeledReport {
-  /** One entry per place, in region and offset order. */
+  /** One entry per place, by region, then reads before writes, then offset. */
   accesses: UnmodeledAccess[];
   /** Accesses at places beyond the first {@link MAX_UNMODELED_PLACES}, counted but not listed. */
   otherAccesses: number;
@@ -91,7 +91,7 @@ export class UnmodeledAccesses {
   report(): UnmodeledReport {
     const accesses = [...this.places.values()]
       .map((a) => ({ ...a }))
-      .sort((a, b) => a.region - b.region || a.offset - b.offset || a.width - b.width || a.op.localeCompare(b.op));
+      .sort((a, b) => a.region - b.region || a.op.localeCompare(b.op) || a.offset - b.offset || a.width - b.width);
     return { accesses, otherAccesses: this.others };
   }
 
@@ -111,11 +111,35 @@ export class UnmodeledAccesses {
 export function formatUnmodeled(deviceName: string, report: UnmodeledReport): string {
   if (report.accesses.length === 0 && report.otherAccesses === 0) return '';
   const lines = [`unmodeled accesses of ${deviceName} (no register there: reads returned zero, writes were ignored):`];
-  for (const a of report.accesses) {
-    lines.push(`  ${a.where} 0x${a.offset.toString(16)} w${a.width} ${a.op} ×${a.count} (first at +${(a.firstAtMs / 1000).toFixed(1)} s)`);
+  for (const run of sweeps(report.accesses)) {
+    const a = run[0];
+    const first = `first at +${(Math.min(...run.map((r) => r.firstAtMs)) / 1000).toFixed(1)} s`;
+    if (run.length === 1) {
+      lines.push(`  ${a.where} 0x${a.offset.toString(16)} w${a.width} ${a.op} ×${a.count} (${first})`);
+    } else {
+      const end = run[run.length - 1].offset + a.width - 1;
+      lines.push(`  ${a.where} 0x${a.offset.toString(16)}-0x${end.toString(16)} w${a.width} ${a.op} ×${a.count} each (${run.length} places, ${first})`);
+    }
   }
   if (report.otherAccesses > 0) {
     lines.push(`  and ${report.otherAccesses} more at other places (only the first ${MAX_UNMODELED_PLACES} places are listed)`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Groups places into runs of back-to-back offsets read or written alike
+ * (same region, direction, width and count): a sweep, such as a guest
+ * dumping config space a dword at a time, is one line, not 48.
+ */
+function sweeps(accesses: readonly UnmodeledAccess[]): UnmodeledAccess[][] {
+  const runs: UnmodeledAccess[][] = [];
+  for (const a of accesses) {
+    const run = runs[runs.length - 1];
+    const last = run?.[run.length - 1];
+    const continues = last && last.region === a.region && last.op === a.op && last.width === a.width && last.count === a.count && last.offset + last.width === a.offset;
+    if (continues) run.push(a);
+    else runs.push([a]);
+  }
+  return runs;
 }
