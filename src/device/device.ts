@@ -251,11 +251,6 @@ export class Device {
     await this.spec.onReset?.(reason, this);
   }
 
-  /** Runs `listener` at the start of every reset (client request, FLR, disconnect, migration). */
-  addResetListener(listener: () => void): void {
-    this.resetListeners.push(listener);
-  }
-
   /**
    * Runs `listener` when migration stops the device (`true`: interrupts are
    * deferred and DMA held from now on) and when it lets it run again
@@ -268,6 +263,11 @@ export class Device {
   /** @internal The connection's quiesced flag changed (migration stopped or resumed the device). */
   quiesceChanged(quiesced: boolean): void {
     for (const listener of this.quiesceListeners) listener(quiesced);
+  }
+
+  /** Runs `listener` at the start of every reset (client request, FLR, disconnect, migration). */
+  addResetListener(listener: () => void): void {
+    this.resetListeners.push(listener);
   }
 
   /**
