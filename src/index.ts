@@ -48,6 +48,8 @@ export {
   type RegisterMapOptions,
   type RegisterWidth,
 } from './device/registers.js';
+export { deviceTimer, DeviceTimer, type DeviceTimerOptions } from './device/timer.js';
+export { formatUnmodeled, MAX_UNMODELED_PLACES, type UnmodeledAccess, type UnmodeledAccesses, type UnmodeledReport } from './device/unmodeled.js';
 export { mayInterrupt } from './migration/fsm.js';
 export type { MigrationOffer } from './migration/offer.js';
 export { MigrationState, type MigrationData, type MigrationLoader, type MigrationSpec } from './device/migration-spec.js';

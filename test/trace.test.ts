@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Client, EventFd, privateMemory, sharedMemory } from '../src/client/index.js';
 import { native } from '../src/native/index.js';
 import { MAIN, startServer } from './helpers/timer-process.js';
+import { AccessStats, type AccessSummary, type PlaceStats, type TraceEvent } from '../src/cli/trace/index.js';
 
 interface Traced {
   /** Stops the proxy (SIGTERM) and resolves with everything it printed. */
@@ -129,6 +130,16 @@ test('trace: a transparent proxy, fds included, printing each message as JSON li
     assert.equal(rr.errors, 1);
     assert.equal(typeof rr.p50Us, 'number');
     assert.equal(stats.find((s) => s.command === 'dma_read')!.replies, 1);
+    // Region accesses per place: counts, refusals, values read.
+    const accesses = lines.find((l) => l.stats)?.accesses as AccessSummary;
+    const place = (region: number, offset: number, op: string): PlaceStats | undefined => accesses.places.find((p) => p.region === region && p.offset === offset && p.op === op);
+    const counterRead = place(0, 0, 'read')!;
+    assert.deepEqual(counterRead, { region: 0, offset: 0, width: 4, op: 'read', count: 1, errors: 0, firstT: counterRead.firstT, values: ['0x5'] });
+    assert.deepEqual({ ...place(0, 4, 'write'), firstT: 0 }, { region: 0, offset: 4, width: 4, op: 'write', count: 1, errors: 0, firstT: 0 });
+    assert.equal(place(0, 8, 'write')?.count, 2);
+    const refusedPlace = place(5, 0, 'read')!;
+    assert.deepEqual([refusedPlace.count, refusedPlace.errors, refusedPlace.values], [1, 1, undefined]);
+    assert.equal(accesses.otherAccesses, 0);
     assert.equal(existsSync(traceSock), false, 'the proxy removed its socket');
   } finally {
     irq.close();
@@ -167,4 +178,28 @@ test('trace: text output with --filter and --region shows only what was asked fo
     await device.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('trace --stats: the access table shows a place read many times with one value, and refusals', () => {
+  const stats = new AccessStats();
+  let msgId = 0;
+  let t = 0;
+  const access = (command: 'region_read' | 'region_write', region: number, offset: number, count: number, reply: { data?: string; errno?: number }): void => {
+    const fields = { offset: `0x${offset.toString(16)}`, region, count };
+    const base = { dir: 'c>s' as const, conn: 1, msgId: ++msgId, command, flags: 0, fds: 0, size: 0 };
+    stats.add({ ...base, t: (t += 0.001), type: 'request', fields } satisfies TraceEvent);
+    const replyFields = reply.data === undefined ? {} : { ...fields, data: reply.data, dataLength: reply.data.length / 2 };
+    stats.add({ ...base, t, dir: 's>c', type: 'reply', fields: replyFields, ...(reply.errno === undefined ? {} : { errno: reply.errno, errnoName: 'EINVAL' }) });
+  };
+  for (let i = 0; i < 5; i++) access('region_read', 0, 0x4, 4, { data: '00000000' });
+  access('region_write', 0, 0x10, 4, {});
+  for (const v of ['01', '02', '03', '04', '05']) access('region_read', 0, 0x8, 1, { data: v });
+  access('region_read', 7, 0x11, 2, { errno: 22 });
+  const lines = stats.format().trimEnd().split('\n');
+  assert.match(lines[0], /^region access +count +errors +first s +values read$/);
+  assert.match(lines[1], /^BAR0 0x4 w4 read +5 +0 +0\.001 +always 0x0$/);
+  assert.match(lines[2], /^BAR0 0x8 w1 read +5 +0 +0\.007 +0x1 0x2 0x3 0x4 \.\.\.$/);
+  assert.match(lines[3], /^BAR0 0x10 w4 write +1 +0 +0\.006$/);
+  assert.match(lines[4], /^config 0x11 w2 read +1 +1 +0\.012$/);
+  assert.equal(lines.length, 5);
 });

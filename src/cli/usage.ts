@@ -19,7 +19,8 @@ export function usage(): string {
     .join('\n');
   return `usage:
   muser run [-v] <device> <socket-path> [options] [<device> <socket-path> [options]]...
-                                          serve devices from one process (Ctrl-C stops it);
+                                          serve devices from one process (Ctrl-C stops it, listing
+                                          the guest accesses that hit no register);
                                           <device> is a sample name or a device file
                                           (./my-device.js, ./my-device.ts with tsx installed)
                                           whose default export is a DeviceSpec or a factory of one,
@@ -41,7 +42,8 @@ export function usage(): string {
   muser vm setup                          fetch what vm needs into a cache (QEMU >= 10.1.1, busybox,
                                           a guest kernel); $MUSER_VM_CACHE, default ~/.cache/muser/vm
   muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]
-                                          a proxy for the client to connect to: prints every message decoded
+                                          a proxy for the client to connect to: prints every message decoded;
+                                          --stats: per-command latencies and region accesses per offset at exit
   muser check [--json] [--only id,...] [--timeout ms] <socket-path>
                                           conformance and robustness checks of any vfio-user server
   muser lspci [--json] [-x|-xxx|-xxxx] <socket-path>

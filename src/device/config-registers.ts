@@ -8,7 +8,8 @@
  * split at those boundaries: register bytes go to the register map (hooks
  * get the Device, may be async, and trace under their real offset and
  * name), the rest to the standard model. Unclaimed bytes read as zero and
- * ignore writes; with a debug logger each such access is traced as
+ * ignore writes, and count in the device's report of unmodeled accesses;
+ * with a debug logger each such access is traced as
  * `config read reg=0x90 name=unclaimed ...`.
  */
 import type { ConfigSpace } from '../pci/index.js';
@@ -16,6 +17,7 @@ import { PCI_CAP_START, PCI_EXT_CAP_START } from '../pci/regs.js';
 import type { Device } from './device.js';
 import type { Logger } from './logger.js';
 import type { RegisterMap } from './registers.js';
+import { CONFIG_REGION } from './regions.js';
 import type { MaybePromise } from './spec.js';
 
 const STANDARD = 1;
@@ -71,7 +73,7 @@ export class ConfigLayout {
     for (const p of parts) {
       const at = p.start - offset;
       if (p.kind === UNCLAIMED) {
-        trace(log, 'read', p.start, out.subarray(at, at + p.length));
+        unclaimed(device, log, 'read', p.start, out.subarray(at, at + p.length), count);
       } else if (p.kind === REGISTER) {
         const place = (bytes: Uint8Array): void => out.set(bytes, at);
         // Register reads run in address order, each after the one before.
@@ -96,7 +98,7 @@ export class ConfigLayout {
       const bytes = Buffer.from(data.subarray(p.start - offset, p.start - offset + p.length));
       const step = (): MaybePromise<void> => {
         if (p.kind === REGISTER) return this.registers!.write(p.start, bytes, device);
-        if (p.kind === UNCLAIMED) trace(log, 'write', p.start, bytes);
+        if (p.kind === UNCLAIMED) unclaimed(device, log, 'write', p.start, bytes, data.length);
         device.config.write(p.start, bytes);
       };
       if (pending) pending = pending.then(step);
@@ -126,7 +128,12 @@ function range(offset: number, size: number): string {
   return `0x${offset.toString(16)}-0x${(offset + size - 1).toString(16)}`;
 }
 
-function trace(log: Logger | undefined, op: 'read' | 'write', offset: number, bytes: Uint8Array): void {
+/**
+ * An access to unclaimed bytes: counted as unmodeled (unless raw config
+ * hooks may be serving them) and traced.
+ */
+function unclaimed(device: Device, log: Logger | undefined, op: 'read' | 'write', offset: number, bytes: Uint8Array, accessLength: number): void {
+  if (!device.spec.config) device.unmodeled.note(CONFIG_REGION, offset, bytes.length, accessLength, op);
   if (!log) return;
   const shown = bytes.length <= 8 ? Buffer.from(bytes).reverse().toString('hex') : Buffer.from(bytes).toString('hex');
   const note = op === 'read' ? 'reads as zero' : 'ignored';

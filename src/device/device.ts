@@ -18,6 +18,7 @@ import { ConfigLayout } from './config-registers.js';
 import { registerMapOf } from './registers.js';
 import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
+import { UnmodeledAccesses } from './unmodeled.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
 export interface MsixPlacement {
@@ -63,8 +64,17 @@ export class Device {
    * serving Server's logger when it logs at debug level, else undefined.
    */
   traceLog: Logger | undefined;
+  /**
+   * Guest accesses that hit no register (unused offsets of a register map,
+   * unclaimed config bytes, a BAR with nothing serving the direction),
+   * counted per place since the device was built. `muser run` prints
+   * them when it stops; `device.unmodeled.report()` lists them.
+   */
+  readonly unmodeled: UnmodeledAccesses;
   /** Run first on every reset: per-device machinery (migration) returns to its power-on state. */
   private readonly resetListeners: (() => void)[] = [];
+  /** Told when migration stops the device and lets it run again (timers pause and resume). */
+  private readonly quiesceListeners: ((quiesced: boolean) => void)[] = [];
   /** Triggers that arrived while quiesced; replayed when running again. */
   private deferred: { index: number; vector: number }[] = [];
   /** See {@link onInterruptRouting}. */
@@ -74,6 +84,8 @@ export class Device {
 
   constructor(readonly spec: DeviceSpec) {
     validateSpec(spec);
+    const busy = spec.timers?.find((t) => t.device !== undefined);
+    if (busy) throw new TypeError(`${busy.name}: already serves device ${busy.device!.name}; a timer serves one device (create one per device)`);
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
     this.state = spec.state ?? {};
     this.requiresBusMaster = spec.requireBusMaster !== false; // only `false` waives Bus Master Enable (validateSpec checked the type)
@@ -102,6 +114,7 @@ export class Device {
       () => this.routingChanged(),
     );
     this.regions = buildRegions(spec, bars, this.config.size);
+    this.unmodeled = new UnmodeledAccesses(registerMapRegions(spec));
     this.doorbellThreads = DoorbellThreads.of(this.regions, (m) => process.stderr.write(`[${this.name}] error: ${m}\n`));
     this.config.onChange((ev) => {
       if (ev.type === 'command') this.refirePending(IrqIndex.INTX);
@@ -110,6 +123,8 @@ export class Device {
       else if (ev.type === 'flr') this.startConfigReset();
       this.routingChanged();
     });
+    // Last: nothing after it may throw and leave a timer bound to a device never built.
+    for (const timer of spec.timers ?? []) timer.attach(this);
   }
 
   /** Set while a client is connected. */
@@ -259,6 +274,20 @@ export class Device {
     await this.spec.onReset?.(reason, this);
   }
 
+  /**
+   * Runs `listener` when migration stops the device (`true`: interrupts are
+   * deferred and DMA held from now on) and when it lets it run again
+   * (`false`). Device timers use it to pause and resume.
+   */
+  addQuiesceListener(listener: (quiesced: boolean) => void): void {
+    this.quiesceListeners.push(listener);
+  }
+
+  /** @internal The connection's quiesced flag changed (migration stopped or resumed the device). */
+  quiesceChanged(quiesced: boolean): void {
+    for (const listener of this.quiesceListeners) listener(quiesced);
+  }
+
   /** Runs `listener` at the start of every reset (client request, FLR, disconnect, migration). */
   addResetListener(listener: () => void): void {
     this.resetListeners.push(listener);
@@ -342,8 +371,9 @@ export class Device {
     return false;
   }
 
-  /** Releases the device's own resources (region memfds), then the spec's (onDispose). */
+  /** Releases the device's own resources (timers, region memfds), then the spec's (onDispose). */
   dispose(): void {
+    for (const timer of this.spec.timers ?? []) if (timer.device === this) timer.detach();
     for (const r of this.regions) if (r?.memory) closeMemory(r);
     this.doorbellThreads?.close();
     this.spec.onDispose?.(this);
@@ -383,6 +413,16 @@ function checkMsixOverRegisters(spec: DeviceSpec, p: MsixPlacement): void {
       );
     }
   }
+}
+
+/** Which BAR each register map of the spec serves. */
+function registerMapRegions(spec: DeviceSpec): Map<object, number> {
+  const out = new Map<object, number>();
+  for (const [index, bar] of Object.entries(spec.bars ?? {})) {
+    const map = registerMapOf(bar);
+    if (map) out.set(map, Number(index));
+  }
+  return out;
 }
 
 function firstFreeBar(spec: DeviceSpec): number {

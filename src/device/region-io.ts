@@ -34,6 +34,7 @@ export function readRegion(device: Device, r: Region, offset: number, count: num
     return isThenable<ReadResult>(v) ? Promise.resolve(v).then((x) => toBytes(x, count)) : toBytes(v, count);
   }
   if (r.memory) return r.memory.bytes.subarray(offset, offset + count);
+  device.unmodeled.note(r.index, offset, count, count, 'read');
   return new Uint8Array(count);
 }
 
@@ -52,6 +53,7 @@ export function writeRegion(device: Device, r: Region, offset: number, data: Buf
   const spec = r.spec;
   if (spec?.write) return keepWhilePending(spec.write(offset, data, device), data);
   if (r.memory) r.memory.bytes.set(data, offset);
+  else device.unmodeled.note(r.index, offset, data.length, data.length, 'write');
 }
 
 /** Unclaimed config bytes are traced unless raw config hooks may be serving them. */

@@ -15,7 +15,8 @@
  *   read hook runs once). A narrower write is merged, byte by byte, into the
  *   register's stored value (write-only registers: into its reset value),
  *   and the hook sees the merged value.
- * - Offsets no register covers read as zero and ignore writes. Reads of
+ * - Offsets no register covers read as zero and ignore writes (and, in a
+ *   BAR, are counted in the device's report of unmodeled accesses). Reads of
  *   write-only registers return zero; writes to read-only registers are
  *   ignored, as hardware does.
  * - {@link RegisterMap.reset} puts every register back to its reset value;
@@ -128,6 +129,11 @@ export interface RegisterMapOptions {
 /** The BAR properties {@link RegisterMap.bar} takes; the map supplies `read` and `write`. */
 export type RegisterBarOptions = Omit<BarSpec, 'read' | 'write' | 'memory'>;
 
+/** Where a map served as a BAR reports the parts of accesses that no entry covers (the device's unmodeled-access report). */
+export interface GapSink {
+  gap(map: object, offset: number, width: number, accessLength: number, op: 'read' | 'write'): void;
+}
+
 /** A register table, ready to serve accesses. Built by {@link defineRegisters}. */
 export class RegisterMap<C = Device> {
   private readonly slots: Slot<C>[];
@@ -180,13 +186,24 @@ export class RegisterMap<C = Device> {
    */
   bar(this: RegisterMap<Device>, options: RegisterBarOptions): BarSpec {
     if (this.size > options.size) throw new RangeError(`registers end at 0x${this.size.toString(16)}, past the BAR's ${options.size} bytes`);
-    const read: BarSpec['read'] = (offset, length, device) => this.read(offset, length, device);
+    // Gaps go to the device's report of unmodeled accesses (see unmodeled.ts).
+    const read: BarSpec['read'] = (offset, length, device) => this.serveRead(offset, length, device, device.unmodeled);
     mapsByReadHook.set(read, this);
-    return { ...options, read, write: (offset, data, device) => this.write(offset, data, device) };
+    return { ...options, read, write: (offset, data, device) => this.serveWrite(offset, data, device, device.unmodeled) };
   }
 
   /** Serves a read of `length` bytes at `offset`, as a BAR read would. */
   read(offset: number, length: number, context: C): MaybePromise<Uint8Array> {
+    return this.serveRead(offset, length, context, undefined);
+  }
+
+  /** Serves a write of `data` at `offset`, as a BAR write would. */
+  write(offset: number, data: Uint8Array, context: C): MaybePromise<void> {
+    return this.serveWrite(offset, data, context, undefined);
+  }
+
+  /** {@link read}, telling `gaps` about the parts no entry covers. */
+  private serveRead(offset: number, length: number, context: C, gaps: GapSink | undefined): MaybePromise<Uint8Array> {
     const one = this.insideOneRegister(this.readers, offset, length, 'read');
     if (one) {
       // The common case, without the splitting machinery. Every byte of `out` is written.
@@ -199,6 +216,7 @@ export class RegisterMap<C = Device> {
       const at = part.start - offset;
       const s = part.slot;
       if (!s || !s.readable) {
+        if (!s) gaps?.gap(this, part.start, part.length, length, 'read');
         steps.push(() => this.trace(s, part.start, 'read', out.subarray(at, at + part.length), s ? ' ignored (write-only)' : ''));
       } else if (s.kind === 'block') {
         steps.push(() => then(readBlock(s, part.start - s.offset, part.length, context), (bytes) => {
@@ -212,8 +230,8 @@ export class RegisterMap<C = Device> {
     return then(sequence(steps), () => out);
   }
 
-  /** Serves a write of `data` at `offset`, as a BAR write would. */
-  write(offset: number, data: Uint8Array, context: C): MaybePromise<void> {
+  /** {@link write}, telling `gaps` about the parts no entry covers. */
+  private serveWrite(offset: number, data: Uint8Array, context: C, gaps: GapSink | undefined): MaybePromise<void> {
     const one = this.insideOneRegister(this.writers, offset, data.length, 'write');
     if (one) return this.writeRegister(one, offset, data, context);
     const steps: (() => MaybePromise<void>)[] = [];
@@ -223,6 +241,7 @@ export class RegisterMap<C = Device> {
       const bytes = Buffer.from(data.subarray(part.start - offset, part.start - offset + part.length));
       const s = part.slot;
       if (!s || !s.writable) {
+        if (!s) gaps?.gap(this, part.start, part.length, data.length, 'write');
         steps.push(() => this.trace(s, part.start, 'write', bytes, s ? ' ignored (read-only)' : ''));
       } else if (s.kind === 'block') {
         steps.push(() => {

@@ -11,6 +11,7 @@ import type {
 import type { Device } from './device.js';
 import type { MigrationSpec } from './migration-spec.js';
 import type { RegisterMap } from './registers.js';
+import type { DeviceTimer } from './timer.js';
 
 /** A value a read callback may return: bytes, or a little-endian integer. */
 export type ReadResult = Uint8Array | number | bigint;
@@ -181,6 +182,11 @@ export interface DeviceSpec {
    * muser where a device with callbacks keeps its state.
    */
   state?: Record<string, unknown>;
+  /**
+   * The device's timers (`deviceTimer`): each is cancelled on reset and
+   * paused while migration stops the device. A timer serves one device.
+   */
+  timers?: readonly DeviceTimer[];
   /** Back to power-on state (client request, disconnect, FLR). */
   onReset?(reason: ResetReason, device: Device): MaybePromise<void>;
   /** A client connected (after VERSION negotiation). */

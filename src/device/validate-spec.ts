@@ -11,7 +11,7 @@ import type { DeviceSpec } from './spec.js';
 
 const SPEC_FIELDS = [
   'name', 'identity', 'bars', 'regions', 'capabilities', 'extendedCapabilities', 'interrupts', 'configRegisters', 'config',
-  'dma', 'requireBusMaster', 'migration', 'state', 'onReset', 'onConnect', 'onDisconnect', 'onDispose',
+  'dma', 'requireBusMaster', 'migration', 'state', 'timers', 'onReset', 'onConnect', 'onDisconnect', 'onDispose',
 ];
 const IDENTITY_FIELDS = ['vendorId', 'deviceId', 'subsystemVendorId', 'subsystemId', 'classCode', 'revision'];
 const REGION_FIELDS = ['size', 'memory', 'read', 'write', 'ioeventfds', 'readable', 'writable'];
@@ -61,6 +61,12 @@ export function validateSpec(spec: unknown): asserts spec is DeviceSpec {
     throw new TypeError(`migration: must be false or an object ({} for the default), got ${describe(spec.migration)}`);
   }
   if (spec.state !== undefined && !isObject(spec.state)) throw new TypeError(`state: must be a plain object, got ${describe(spec.state)}`);
+  if (spec.timers !== undefined) {
+    if (!Array.isArray(spec.timers)) throw new TypeError(`timers: must be an array of deviceTimer()s, got ${describe(spec.timers)}`);
+    spec.timers.forEach((t: unknown, i) => {
+      if (!hasMethods(t, ['start', 'cancel', 'attach', 'detach'])) throw new TypeError(`timers[${i}]: must be a timer from deviceTimer(), got ${describe(t)}`);
+    });
+  }
   for (const hook of ['onReset', 'onConnect', 'onDisconnect', 'onDispose']) optional(spec, hook, 'function', '');
 }
 

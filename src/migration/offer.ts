@@ -23,11 +23,15 @@ export function offerMigration(device: Device): MigrationOffer {
  * when it cannot: callbacks (region read/write, doorbells, config hooks) may
  * keep state in closures that muser cannot see. Such a device must say how
  * to migrate (`migration: { save, load }`), declare where its state lives
- * (`state`, migrated as JSON), opt into the default explicitly
+ * (`state`, migrated as JSON; for timers, a `stateKey`), opt into the default explicitly
  * (`migration: {}`), or refuse (`migration: false`). Without that, it is
  * not offered for migration at all: refusing beats silently losing state.
  */
 function hiddenStateReason(spec: DeviceSpec): string | undefined {
+  const unkept = (spec.timers ?? []).filter((t) => t.stateKey === undefined).map((t) => t.name);
+  if (unkept.length > 0) {
+    return `timer ${unkept.join(', ')} keeps its time outside \`state\`: give it a stateKey, migration: { save, load }, migration: {} for the default, or migration: false`;
+  }
   if (spec.state !== undefined) return undefined;
   const regions: [string, BarSpec | undefined][] = [
     ...Object.entries(spec.bars ?? {}).map(([i, b]): [string, BarSpec | undefined] => [`BAR${i}`, b]),

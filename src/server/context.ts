@@ -11,6 +11,7 @@ import type { IoEventFds } from '../device/ioeventfds.js';
 import type { DirtyLog } from '../migration/dirty-log.js';
 import type { MigrationLink } from '../migration/migration.js';
 import type { MigrationOffer } from '../migration/offer.js';
+import type { SpinWatch } from './spin-watch.js';
 
 /** Limits the server offers in VERSION negotiation. */
 export interface ServerLimits {
@@ -74,6 +75,8 @@ export interface SessionContext extends MigrationLink {
   readonly ioEventFds: IoEventFds;
   /** Set by VERSION. */
   negotiated: Negotiated | undefined;
+  /** Watches region reads for a driver spinning on a register that never changes. */
+  readonly spin: SpinWatch;
   /** Largest DMA_READ/DMA_WRITE payload the client accepts. */
   readonly maxChunk: number;
   /** VERSION's reply went out: start serving. */

@@ -192,7 +192,13 @@ function regionRead(s: Session, req: Request): Reply | Promise<Reply> {
   const r = checkAccess(s.device, m.region, m.offset, m.count, false);
   const data = readRegion(s.device, r, m.offset, m.count);
   const header = { msgId: req.header.msgId, command: Command.REGION_READ, flags: REPLY };
-  if (data instanceof Promise) return data.then((d) => encodeRegionReadReply({ ...m, data: d }, header));
+  if (data instanceof Promise) {
+    return data.then((d) => {
+      s.spin.read(m.region, m.offset, d);
+      return encodeRegionReadReply({ ...m, data: d }, header);
+    });
+  }
+  s.spin.read(m.region, m.offset, data);
   return encodeRegionReadReply({ offset: m.offset, region: m.region, count: m.count, data }, header);
 }
 
@@ -200,6 +206,7 @@ function regionWrite(s: Session, req: Request): Reply | Promise<Reply> {
   const m = decodeRegionWriteRequest(req.payload);
   checkXfer(s, m.count);
   const r = checkAccess(s.device, m.region, m.offset, m.count, true);
+  s.spin.other();
   const done = writeRegion(s.device, r, m.offset, m.data as Buffer);
   const header = { msgId: req.header.msgId, command: Command.REGION_WRITE, flags: REPLY };
   const reply = (): Buffer => encodeRegionWriteReply({ offset: m.offset, region: m.region, count: m.count }, header);
@@ -218,6 +225,7 @@ async function writeMultiAsync(s: Session, writes: ReturnType<typeof decodeRegio
 
 function regionWriteMulti(s: Session, req: Request): Reply | Promise<Reply> {
   const { writes } = decodeRegionWriteMultiRequest(req.payload);
+  s.spin.other();
   for (let i = 0; i < writes.length; i++) {
     const w = writes[i];
     const r = checkAccess(s.device, w.region, w.offset, w.count, true);

@@ -15,6 +15,7 @@ import { checkServeOptions, DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './op
 
 export { DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './options.js';
 import { registerMapOf } from '../device/registers.js';
+import type { UnmodeledReport } from '../device/unmodeled.js';
 
 /** Clients that may wait while another one is connected. */
 const MAX_WAITING = 4;
@@ -92,6 +93,14 @@ export class Server extends EventEmitter {
   /** The connected client's session, if any. */
   get session(): Session | undefined {
     return this.current;
+  }
+
+  /**
+   * Guest accesses that hit no register since the server started, per
+   * place (region, offset, width, direction); the device's `unmodeled` collects them.
+   */
+  unmodeledAccesses(): UnmodeledReport {
+    return this.device.unmodeled.report();
   }
 
   /** Stops listening, disconnects the client, releases the device. */

@@ -26,6 +26,7 @@ import type { MigrationOffer } from '../migration/offer.js';
 import { DeviceError, Errno, errnoOf } from '../device/errors.js';
 import { dispatch } from './dispatch.js';
 import { RefusalWarnings } from './refusals.js';
+import { SpinWatch } from './spin-watch.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { Negotiated, Reply, Request, ServerLimits, SessionContext } from './context.js';
 import type { Logger } from '../device/logger.js';
@@ -58,8 +59,7 @@ export class Session implements DmaMessenger, SessionContext {
   negotiated: Negotiated | undefined;
   /** Unsolicited replies and other dropped messages, for tests and logs. */
   dropped = 0;
-  /** True while migration keeps the device quiet (see the migration module). */
-  quiesced = false;
+  private stopped = false;
   private queue: Request[] = [];
   /** Payload bytes of the requests in `queue`. */
   private queuedBytes = 0;
@@ -68,6 +68,7 @@ export class Session implements DmaMessenger, SessionContext {
   private outstanding = new Map<number, Outstanding>();
   private versionTimer: NodeJS.Timeout | undefined;
   private readonly refusals: RefusalWarnings;
+  readonly spin: SpinWatch;
 
   constructor(
     readonly device: Device,
@@ -84,6 +85,7 @@ export class Session implements DmaMessenger, SessionContext {
     this.dma = new GatedDmaAccess(this.dmaTable, this, () => device.busMasterAllowed);
     this.dirtyLog = new DirtyLog(this.dmaTable);
     this.refusals = new RefusalWarnings(log);
+    this.spin = new SpinWatch(device, log);
     this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
     this.channel = new Channel(
       fd,
@@ -96,6 +98,18 @@ export class Session implements DmaMessenger, SessionContext {
       this.versionTimer = undefined;
       this.close(new Error(`no VERSION negotiated within ${limits.versionTimeoutMs} ms`));
     }, limits.versionTimeoutMs);
+  }
+
+  /** True while migration keeps the device quiet (see the migration module). */
+  get quiesced(): boolean {
+    return this.stopped;
+  }
+
+  /** The device hears of each change: its timers pause and resume. */
+  set quiesced(value: boolean) {
+    if (value === this.stopped) return;
+    this.stopped = value;
+    this.device.quiesceChanged(value);
   }
 
   /** Largest DMA_READ/WRITE payload the client accepts. */

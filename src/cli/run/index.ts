@@ -1,9 +1,11 @@
 /**
  * `muser run`: serve one or more devices (samples or the user's own device
  * files) from one process, in the foreground, until SIGINT, SIGTERM or
- * SIGHUP; then remove every socket and exit 0.
+ * SIGHUP; then print, per device, the guest accesses that hit no register
+ * (src/device/unmodeled.ts), remove every socket and exit 0.
  */
 import { Server } from '../../server/server.js';
+import { formatUnmodeled } from '../../device/unmodeled.js';
 import { isModulePath, parseRunArgs } from './args.js';
 import { loadDevice } from './load.js';
 import { watchParent } from './parent.js';
@@ -54,5 +56,14 @@ export async function run(args: readonly string[]): Promise<void> {
     }
   }
   await stopped;
+  reportUnmodeled(servers);
   closeAll();
+}
+
+/** What each device's guests touched that no register serves, for the developer to model next. */
+function reportUnmodeled(servers: readonly Server[]): void {
+  for (const server of servers) {
+    const text = formatUnmodeled(server.device.name, server.unmodeledAccesses());
+    if (text) process.stderr.write(`muser: ${text}`);
+  }
 }

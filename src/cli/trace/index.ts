@@ -6,8 +6,10 @@
  *                    names of src/protocol's Command, lower case)
  *   --region n,m     only messages about these regions
  *   --json           one JSON object per message (JSON lines)
- *   --stats          at exit, per-command counts and reply latency percentiles
- *                    (of every message, filtered or not)
+ *   --stats          at exit, per-command counts and reply latency percentiles,
+ *                    and region accesses per place (region, offset, width,
+ *                    direction: count, errors, values read), of every
+ *                    message, filtered or not
  *   --data-bytes N   data bytes shown per message (default 32)
  *
  * Runs until SIGINT, SIGTERM or SIGHUP; then removes its socket.
@@ -18,10 +20,12 @@ import { UsageError } from '../usage.js';
 import { COMMAND_NAMES, regionOf, type TraceEvent } from './decode.js';
 import { TraceProxy } from './proxy.js';
 import { TraceStats } from './stats.js';
+import { AccessStats } from './access-stats.js';
 
 export { TraceProxy, type TraceProxyOptions } from './proxy.js';
 export { decodeMessage, commandName, COMMAND_NAMES, type TraceEvent, type Direction, type FieldValue } from './decode.js';
 export { TraceStats, type CommandStats } from './stats.js';
+export { AccessStats, type AccessSummary, type PlaceStats } from './access-stats.js';
 
 /** Which events to print. */
 export interface TraceFilter {
@@ -57,9 +61,11 @@ export async function trace(args: string[]): Promise<void> {
   if (!Number.isInteger(dataBytes) || dataBytes < 0) throw new UsageError('--data-bytes wants a count of bytes');
   const json = values.json === true;
   const stats = values.stats ? new TraceStats() : undefined;
+  const accesses = values.stats ? new AccessStats() : undefined;
   const shown = new Set<string>();
   const onEvent = (e: TraceEvent): void => {
     stats?.add(e);
+    accesses?.add(e);
     if (!passes(e, filter, shown)) return;
     process.stdout.write(json ? `${JSON.stringify(e)}\n` : `${formatEvent(e)}\n`);
   };
@@ -79,7 +85,10 @@ export async function trace(args: string[]): Promise<void> {
   process.stderr.write(`muser: tracing ${device} on ${values.listen}\n`);
   await stopped;
   proxy.close();
-  if (stats) process.stdout.write(json ? `${JSON.stringify({ stats: stats.summary() })}\n` : stats.format());
+  if (stats && accesses) {
+    if (json) process.stdout.write(`${JSON.stringify({ stats: stats.summary(), accesses: accesses.summary() })}\n`);
+    else process.stdout.write(`${stats.format()}\n${accesses.format()}`);
+  }
 }
 
 function parseFilter(commands: string | undefined, regions: string | undefined): TraceFilter {
