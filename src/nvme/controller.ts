@@ -409,7 +409,7 @@ export class NvmeController implements AdminTarget, IoContext {
     const epoch = this.epoch;
     void this.whenIdle()
       .then(async () => {
-        for (const ns of this.config.namespaces) if (ns.capabilities.flush) await ns.disk.flush().catch(() => undefined);
+        for (const ns of this.config.namespaces) if (ns.capabilities.flush) await Promise.resolve().then(() => ns.disk.flush()).catch(() => undefined);
       })
       .then(() => {
         if (this.epoch !== epoch) return;
