@@ -54,9 +54,9 @@ test('requests complete in the order the backend finishes them, not the order th
   const be = new GatedBackend();
   const dev = new BlockDevice(be);
   const done: string[] = [];
-  const a = dev.write(0, [new Uint8Array(4096)]).then(() => done.push('write'));
-  const b = dev.read(8192, [new Uint8Array(512)]).then(() => done.push('read'));
-  const c = dev.flush().then(() => done.push('flush'));
+  const a = Promise.resolve(dev.write(0, [new Uint8Array(4096)])).then(() => done.push('write'));
+  const b = Promise.resolve(dev.read(8192, [new Uint8Array(512)])).then(() => done.push('read'));
+  const c = Promise.resolve(dev.flush()).then(() => done.push('flush'));
   await tick();
   assert.deepEqual(be.calls, ['write@0', 'read@8192', 'flush'], 'all three reached the backend at once');
   assert.equal(dev.inFlight, 3);
@@ -74,15 +74,15 @@ test('misaligned, out-of-range, read-only and unsupported requests are refused b
   const be = new GatedBackend();
   const ro = new BlockDevice(be, { readOnly: true, blockSize: 4096 });
   assert.equal(ro.readOnly, true);
-  await assert.rejects(ro.read(512, [new Uint8Array(4096)]), code('ERANGE'));
-  await assert.rejects(ro.read(0, [new Uint8Array(4000)]), code('ERANGE'));
-  await assert.rejects(ro.read(be.size, [new Uint8Array(4096)]), code('ERANGE'));
-  await assert.rejects(ro.write(0, [new Uint8Array(4096)]), code('EROFS'));
-  await assert.rejects(ro.discard(0, 4096), code('EROFS'));
-  await assert.rejects(ro.writeZeroes(0, 4096), code('EROFS'));
+  await assert.rejects(async () => ro.read(512, [new Uint8Array(4096)]), code('ERANGE'));
+  await assert.rejects(async () => ro.read(0, [new Uint8Array(4000)]), code('ERANGE'));
+  await assert.rejects(async () => ro.read(be.size, [new Uint8Array(4096)]), code('ERANGE'));
+  await assert.rejects(async () => ro.write(0, [new Uint8Array(4096)]), code('EROFS'));
+  await assert.rejects(async () => ro.discard(0, 4096), code('EROFS'));
+  await assert.rejects(async () => ro.writeZeroes(0, 4096), code('EROFS'));
   const rw = new BlockDevice(be);
-  await assert.rejects(rw.writeZeroes(0, 4096), code('ENOTSUP'));
-  await assert.rejects(rw.discard(-512, 512), code('ERANGE'));
+  await assert.rejects(async () => rw.writeZeroes(0, 4096), code('ENOTSUP'));
+  await assert.rejects(async () => rw.discard(-512, 512), code('ERANGE'));
   assert.deepEqual(be.calls, [], 'nothing reached the backend');
   // check() vets without running: the same refusals, synchronously.
   assert.throws(() => ro.check('read', 512, 4096), code('ERANGE'));
@@ -102,7 +102,7 @@ test('close() refuses new requests, waits for those in flight, then closes the b
   const d = dev.discard(4096, 512);
   let closed = false;
   const c = dev.close().then(() => (closed = true));
-  await assert.rejects(dev.read(0, [new Uint8Array(512)]), code('EIO'));
+  await assert.rejects(async () => dev.read(0, [new Uint8Array(512)]), code('EIO'));
   await tick();
   assert.equal(closed, false);
   be.release('write@0');
@@ -126,30 +126,29 @@ test('a BlockDevice over a RAM disk reads back what it wrote', async () => {
   await dev.close();
 });
 
-test('readNow / writeNow / flushNow: the same refusals before the backend; declined where the backend has no variant; EIO once closing', async () => {
+test('requests the backend finishes at once return at once: the same refusals before the backend, thrown; EIO once closing', async () => {
   const be = new GatedBackend();
   const ro = new BlockDevice(be, { readOnly: true, blockSize: 4096 });
-  assert.throws(() => ro.readNow(512, [new Uint8Array(4096)]), code('ERANGE'));
-  assert.throws(() => ro.readNow(be.size, [new Uint8Array(4096)]), code('ERANGE'));
-  assert.throws(() => ro.writeNow(0, [new Uint8Array(4096)]), code('EROFS'));
-  const rw = new BlockDevice(be);
-  assert.equal(rw.readNow(0, [new Uint8Array(512)]), false, 'no variant: the caller uses read()');
-  assert.equal(rw.writeNow(0, [new Uint8Array(512)]), false);
-  assert.equal(rw.flushNow(), false);
+  assert.throws(() => ro.read(512, [new Uint8Array(4096)]), code('ERANGE'));
+  assert.throws(() => ro.read(be.size, [new Uint8Array(4096)]), code('ERANGE'));
+  assert.throws(() => ro.write(0, [new Uint8Array(4096)]), code('EROFS'));
   assert.deepEqual(be.calls, [], 'nothing reached the backend');
 
   const dev = new BlockDevice(ramBackend(1 << 20));
-  assert.equal(dev.writeNow(4096, [new Uint8Array(512).fill(5)]), true);
+  assert.equal(dev.write(4096, [new Uint8Array(512).fill(5)]), undefined, 'a RAM write needs no Promise');
   const b = new Uint8Array(512);
-  assert.equal(dev.readNow(4096, [b]), true);
+  assert.equal(dev.read(4096, [b]), undefined);
   assert.ok(b.every((v) => v === 5));
-  assert.equal(dev.flushNow(), true);
+  assert.equal(dev.flush(), undefined);
+  assert.equal(dev.inFlight, 0, 'nothing counted for requests that finished at once');
   const held = new BlockDevice(new GatedBackend());
   const w = held.write(0, [new Uint8Array(512)]);
+  assert.ok(w instanceof Promise, 'a backend that waits: a Promise, counted');
+  assert.equal(held.inFlight, 1);
   const closing = held.close();
-  assert.throws(() => held.readNow(0, [new Uint8Array(512)]), code('EIO'), 'refused while close() waits');
-  assert.throws(() => held.flushNow(), code('EIO'));
+  assert.throws(() => held.read(0, [new Uint8Array(512)]), code('EIO'), 'refused while close() waits');
+  assert.throws(() => held.flush(), code('EIO'));
   (held.backend as GatedBackend).release('write@0');
   await Promise.all([w, closing, dev.close()]);
-  assert.throws(() => dev.writeNow(0, [new Uint8Array(512)]), code('EIO'));
+  assert.throws(() => dev.write(0, [new Uint8Array(512)]), code('EIO'));
 });

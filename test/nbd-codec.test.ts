@@ -66,8 +66,8 @@ test("an error chunk fails the request with the server's message; other requests
     },
   });
   const disk = await openNbdBackend(uri);
-  await assert.rejects(disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'ENOSPC' && /quota exceeded on pool A/.test(e.message));
-  await assert.rejects(disk.write(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EROFS' && /EPERM/.test(e.message));
+  await assert.rejects(async () => disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'ENOSPC' && /quota exceeded on pool A/.test(e.message));
+  await assert.rejects(async () => disk.write(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EROFS' && /EPERM/.test(e.message));
   const b = Buffer.alloc(512);
   await disk.read(512, [b]);
   assert.deepEqual(b, content(512, 512));
@@ -89,7 +89,7 @@ test('a server without NBD_OPT_GO is reached with NBD_OPT_EXPORT_NAME', async ()
   assert.equal(disk.size, SIZE);
   assert.equal(disk.readOnly, true);
   assert.deepEqual(disk.capabilities, { flush: false, discard: false, writeZeroes: false });
-  await assert.rejects(disk.discard(0, 512), (e: unknown) => e instanceof BlockError && e.code === 'EROFS');
+  await assert.rejects(async () => disk.discard(0, 512), (e: unknown) => e instanceof BlockError && e.code === 'EROFS');
   const b = Buffer.alloc(512);
   await disk.read(1024, [b]);
   assert.deepEqual(b, content(1024, 512));
@@ -115,7 +115,7 @@ test('a reply that breaks the protocol fails its request with EIO, and the disk 
   });
   server.on('connection', () => connections++);
   const disk = await openNbdBackend(uri, { reconnect: { delayMs: 10 } });
-  await assert.rejects(disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /outside the read/.test(e.message));
+  await assert.rejects(async () => disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /outside the read/.test(e.message));
   const b = Buffer.alloc(512);
   await disk.read(0, [b]);
   assert.deepEqual(b, content(0, 512));
@@ -133,7 +133,7 @@ test('a reply that covers only part of a read fails it with EIO', async () => {
     },
   });
   const disk = await openNbdBackend(uri);
-  await assert.rejects(disk.read(0, [Buffer.alloc(1024)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /covered 512 of 1024/.test(e.message));
+  await assert.rejects(async () => disk.read(0, [Buffer.alloc(1024)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /covered 512 of 1024/.test(e.message));
   await disk.close();
   server.close();
 });

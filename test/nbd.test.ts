@@ -85,7 +85,7 @@ describe('nbd against nbdkit', { skip: SKIP_NBDKIT }, () => {
     const rdisk = await openNbdBackend(ro.uri);
     assert.equal(rdisk.readOnly, true);
     assert.equal(rdisk.capabilities.writeZeroes, false);
-    await assert.rejects(rdisk.write(0, [new Uint8Array(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EROFS');
+    await assert.rejects(async () => rdisk.write(0, [new Uint8Array(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EROFS');
     await rdisk.close();
   });
 
@@ -155,9 +155,9 @@ describe('nbd against nbdkit', { skip: SKIP_NBDKIT }, () => {
     const disk = await openNbdBackend(s.uri);
     await disk.write(0, [Buffer.alloc(512, 7)]);
     writeFileSync(trigger, '');
-    await assert.rejects(disk.write(0, [Buffer.alloc(512, 8)]), (e: unknown) => e instanceof BlockError && e.code === 'ENOSPC');
+    await assert.rejects(async () => disk.write(0, [Buffer.alloc(512, 8)]), (e: unknown) => e instanceof BlockError && e.code === 'ENOSPC');
     writeFileSync(`${trigger}.r`, '');
-    await assert.rejects(disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /EIO/.test(e.message));
+    await assert.rejects(async () => disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /EIO/.test(e.message));
     rmSync(trigger);
     rmSync(`${trigger}.r`);
     const b = Buffer.alloc(512);
@@ -238,7 +238,7 @@ describe('nbd against nbdkit', { skip: SKIP_NBDKIT }, () => {
     const s = await nbdkit(unixSocket(), ['memory', '1M']);
     const disk = await openNbdBackend(s.uri, { reconnect: { timeoutMs: 300, delayMs: 20, maxDelayMs: 50 } });
     await s.kill();
-    await assert.rejects(disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /no connection/.test(e.message));
+    await assert.rejects(async () => disk.read(0, [Buffer.alloc(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO' && /no connection/.test(e.message));
     await s.start();
     const b = Buffer.alloc(512, 1);
     await disk.read(0, [b]);

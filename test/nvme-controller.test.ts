@@ -293,12 +293,6 @@ describe('nvme: features, logs, events', () => {
       seen.push(options?.fua === true);
       return write(offset, buffers, options);
     };
-    // Writes the backend finishes at once take the synchronous variant.
-    const writeNow = b.writeNow.bind(b);
-    b.writeNow = (offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }) => {
-      seen.push(options?.fua === true);
-      return writeNow(offset, buffers, options);
-    };
     const buf = d.alloc(PAGE);
     assert.equal((await d.run(1, { opcode: 1, nsid: 1, prp1: buf, cdw10: 0, cdw12: 0 })).status, 0);
     assert.equal((await d.run(1, { opcode: 1, nsid: 1, prp1: buf, cdw10: 0, cdw12: 1 << 30 })).status, 0);

@@ -1,8 +1,12 @@
 /**
- * The storage under a block device (virtio-blk, NVMe): byte-addressed and
- * asynchronous. Requests may complete in any order; a caller that needs
- * ordering waits for completions itself (as guest drivers do).
+ * The storage under a block device (virtio-blk, NVMe): byte-addressed,
+ * synchronous where it can be and asynchronous where it must. Requests may
+ * complete in any order; a caller that needs ordering waits for
+ * completions itself (as guest drivers do).
  */
+
+/** @internal A value now, or a Promise of it later (the block layer imports nothing above it, so it names its own). */
+export type MaybePromise<T> = T | Promise<T>;
 
 /** Why a block request failed; devices map it to their own status codes. */
 export type BlockErrorCode = 'EIO' | 'EROFS' | 'ERANGE' | 'ENOTSUP' | 'ENOSPC';
@@ -32,8 +36,17 @@ export interface BlockCapabilities {
  * A block backend. Offsets and lengths are in bytes; callers keep them
  * inside [0, size) (range errors are BlockError('ERANGE')). Buffers are
  * filled or drained in order, as one contiguous range starting at `offset`.
+ *
+ * Each request either finishes at once (the method returns, or throws its
+ * BlockError) or returns a Promise (that rejects with its BlockError): a
+ * RAM disk never waits, a file read the page cache holds need not, a
+ * network disk always does. Callers handle both (`await` does), and a
+ * request that finished at once costs no Promise.
+ *
  * Buffers may be zero-copy views of guest memory: a backend never keeps a
- * buffer after its Promise settles.
+ * buffer after the call returns (when it finished at once) or after its
+ * Promise settles. A caller that lends unpinned views may pin them right
+ * after a call returned a Promise: nothing runs in between.
  */
 export interface BlockBackend {
   /** Capacity in bytes, a multiple of 512. */
@@ -41,30 +54,15 @@ export interface BlockBackend {
   /** Writes, discards and write-zeroes fail with EROFS. */
   readonly readOnly: boolean;
   readonly capabilities: BlockCapabilities;
-  read(offset: number, buffers: readonly Uint8Array[]): Promise<void>;
-  /** `fua`: durable before the Promise resolves. */
-  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void>;
+  read(offset: number, buffers: readonly Uint8Array[]): void | Promise<void>;
+  /** `fua`: durable before the request completes. */
+  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): void | Promise<void>;
   /** Makes every completed write durable. */
-  flush(): Promise<void>;
+  flush(): void | Promise<void>;
   /** The range's contents become unspecified (zero for files and RAM) and its storage may be freed. */
-  discard(offset: number, length: number): Promise<void>;
+  discard(offset: number, length: number): void | Promise<void>;
   /** The range reads as zeros afterwards; `unmap` allows freeing storage. */
-  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void>;
+  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): void | Promise<void>;
   /** Waits for in-flight requests, then releases the backend. */
   close(): Promise<void>;
-  /**
-   * Optional synchronous variants, for backends that can sometimes finish
-   * at once (a RAM disk; a file read the page cache holds). Each either
-   * does the whole request before returning true, or returns false having
-   * changed nothing on the disk (then the caller uses the asynchronous
-   * method; a declined readNow may have filled part of `buffers`). They
-   * check and throw as the asynchronous methods reject. They spare the
-   * caller a Promise per request, and their buffers need no pin: they are
-   * not used after the call returns.
-   */
-  readNow?(offset: number, buffers: readonly Uint8Array[]): boolean;
-  /** write(), at once or not at all: see {@link BlockBackend.readNow}. */
-  writeNow?(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): boolean;
-  /** flush(), at once or not at all: see {@link BlockBackend.readNow}. */
-  flushNow?(): boolean;
 }

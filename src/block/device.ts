@@ -30,7 +30,8 @@ export interface BlockDeviceOptions {
  * - requests after close(): BlockError('EIO').
  *
  * Requests run concurrently and complete in whatever order the backend
- * finishes them. close() refuses new requests, waits for those in flight,
+ * finishes them; one the backend finishes at once returns at once (a
+ * refusal is thrown then, as the backend's own failures are). close() refuses new requests, waits for those in flight,
  * then closes the backend. A refused request never reaches the backend.
  *
  * @example
@@ -86,61 +87,35 @@ export class BlockDevice implements BlockBackend {
     if (op === 'write-zeroes' && !this.backend.capabilities.writeZeroes) throw new BlockError('ENOTSUP', 'write-zeroes is not supported by this backend');
   }
 
-  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    return this.inflight.run(() => {
-      this.check('read', offset, byteLength(buffers));
-      return this.backend.read(offset, buffers);
-    });
-  }
-
-  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void> {
-    return this.inflight.run(() => {
-      this.check('write', offset, byteLength(buffers));
-      return this.backend.write(offset, buffers, options);
-    });
-  }
-
-  /**
-   * Reads at once when the backend can (see {@link BlockBackend.readNow}):
-   * true when done, false when nothing was done and read() is needed.
-   * Checks as read() does and throws its BlockError.
-   */
-  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
-    this.checkOpen();
+  /** Reads at once when the backend can (no Promise then), else returns its Promise. */
+  read(offset: number, buffers: readonly Uint8Array[]): void | Promise<void> {
+    this.inflight.checkOpen();
     this.check('read', offset, byteLength(buffers));
-    return this.backend.readNow?.(offset, buffers) ?? false;
+    return this.inflight.track(this.backend.read(offset, buffers));
   }
 
-  /** Writes at once when the backend can; as {@link BlockDevice.readNow}. */
-  writeNow(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): boolean {
-    this.checkOpen();
+  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): void | Promise<void> {
+    this.inflight.checkOpen();
     this.check('write', offset, byteLength(buffers));
-    return this.backend.writeNow?.(offset, buffers, options) ?? false;
+    return this.inflight.track(this.backend.write(offset, buffers, options));
   }
 
-  /** Flushes at once when the backend can; as {@link BlockDevice.readNow}. */
-  flushNow(): boolean {
-    this.checkOpen();
-    return this.backend.flushNow?.() ?? false;
-  }
-
-  flush(): Promise<void> {
+  flush(): void | Promise<void> {
+    this.inflight.checkOpen();
     // A read-only disk has nothing to make durable; flushing it is harmless.
-    return this.inflight.run(() => this.backend.flush());
+    return this.inflight.track(this.backend.flush());
   }
 
-  discard(offset: number, length: number): Promise<void> {
-    return this.inflight.run(() => {
-      this.check('discard', offset, length);
-      return this.backend.discard(offset, length);
-    });
+  discard(offset: number, length: number): void | Promise<void> {
+    this.inflight.checkOpen();
+    this.check('discard', offset, length);
+    return this.inflight.track(this.backend.discard(offset, length));
   }
 
-  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void> {
-    return this.inflight.run(() => {
-      this.check('write-zeroes', offset, length);
-      return this.backend.writeZeroes(offset, length, options);
-    });
+  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): void | Promise<void> {
+    this.inflight.checkOpen();
+    this.check('write-zeroes', offset, length);
+    return this.inflight.track(this.backend.writeZeroes(offset, length, options));
   }
 
   /** Refuses new requests, waits for those in flight, then closes the backend. Idempotent. */
@@ -149,8 +124,4 @@ export class BlockDevice implements BlockBackend {
     return this.closing;
   }
 
-  /** The synchronous variants refuse requests after close() as the others do. */
-  private checkOpen(): void {
-    if (this.inflight.closed) throw new BlockError('EIO', 'the disk is closed');
-  }
 }

@@ -6,7 +6,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { FallocMode, native } from '../native/index.js';
-import { BlockError, type BlockBackend, type BlockCapabilities, type BlockErrorCode } from './backend.js';
+import { BlockError, type BlockCapabilities, type BlockErrorCode, type MaybePromise } from './backend.js';
 import { byteLength, checkCapacity, checkRange, checkWritable, SECTOR_SIZE } from './checks.js';
 import { InFlight } from './inflight.js';
 import { sliceScatter } from './scatter.js';
@@ -95,32 +95,28 @@ class FileDisk implements FileBackend {
     return { kind: 'file', path: this.path, readOnly: this.readOnly };
   }
 
-  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    return this.inflight.run(async () => {
-      const length = byteLength(buffers);
-      checkRange(this.size, offset, length);
-      await this.io('read', offset, buffers, length);
-    });
-  }
-
   /**
-   * Reads at once when the page cache holds the whole range (preadv2 with
-   * RWF_NOWAIT, on this thread); false when it does not (nothing is
-   * promised about `buffers` then: the caller reads again with read()).
+   * At once when the page cache holds the whole range (preadv2 with
+   * RWF_NOWAIT, on this thread, no Promise); else the rest goes to the
+   * thread pool.
    */
-  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
-    if (this.inflight.closed) throw new BlockError('EIO', 'the disk is closed');
+  read(offset: number, buffers: readonly Uint8Array[]): MaybePromise<void> {
+    this.inflight.checkOpen();
     const length = byteLength(buffers);
     checkRange(this.size, offset, length);
-    return length > 0 && this.readCached(offset, buffers) === length;
+    if (length === 0) return;
+    const cached = this.readCached(offset, buffers);
+    if (cached === length) return;
+    return this.inflight.track(this.io('read', offset, buffers, length, cached));
   }
 
   write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void> {
+    this.inflight.checkOpen();
+    checkWritable(this.readOnly, 'write');
+    const length = byteLength(buffers);
+    checkRange(this.size, offset, length);
     return this.inflight.run(async () => {
-      checkWritable(this.readOnly, 'write');
-      const length = byteLength(buffers);
-      checkRange(this.size, offset, length);
-      await this.io('write', offset, buffers, length);
+      await this.io('write', offset, buffers, length, 0);
       if (options?.fua) await this.datasync();
     });
   }
@@ -130,17 +126,19 @@ class FileDisk implements FileBackend {
   }
 
   discard(offset: number, length: number): Promise<void> {
+    this.inflight.checkOpen();
+    checkWritable(this.readOnly, 'discard');
+    checkRange(this.size, offset, length);
     return this.inflight.run(async () => {
-      checkWritable(this.readOnly, 'discard');
-      checkRange(this.size, offset, length);
       if (length > 0) await this.zeroRange(offset, length, true);
     });
   }
 
   writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void> {
+    this.inflight.checkOpen();
+    checkWritable(this.readOnly, 'write-zeroes');
+    checkRange(this.size, offset, length);
     return this.inflight.run(async () => {
-      checkWritable(this.readOnly, 'write-zeroes');
-      checkRange(this.size, offset, length);
       if (length > 0) await this.zeroRange(offset, length, options?.unmap === true);
     });
   }
@@ -152,11 +150,11 @@ class FileDisk implements FileBackend {
 
   /**
    * Reads what the page cache holds right here (preadv2 with RWF_NOWAIT, no
-   * thread hop); returns the bytes read, 0 when nothing was cached or the
-   * kernel does not offer it.
+   * thread hop); returns the bytes read (a prefix of the range), 0 when
+   * nothing was cached or the kernel does not offer it.
    */
   private readCached(offset: number, list: readonly Uint8Array[]): number {
-    if (!this.canReadNowait || list.length === 0 || list.length > 64) return 0;
+    if (!this.canReadNowait || list.length > 64) return 0;
     const n = native.preadvNowait(this.fh.fd, list, offset);
     if (n > 0) return n;
     // EAGAIN: not cached; anything else (EOPNOTSUPP, EINVAL...) means the path is not for this file.
@@ -164,13 +162,8 @@ class FileDisk implements FileBackend {
     return 0;
   }
 
-  /** readv/writev until the whole scatter list is done (they may transfer less). */
-  private async io(op: 'read' | 'write', offset: number, buffers: readonly Uint8Array[], length: number): Promise<void> {
-    let done = 0;
-    if (op === 'read') {
-      // Page-cache hits are served on the spot; the rest (and any error) takes the thread pool.
-      done = this.readCached(offset, sliceScatter(buffers, 0, length));
-    }
+  /** readv/writev from byte `done` on until the whole scatter list is done (they may transfer less). */
+  private async io(op: 'read' | 'write', offset: number, buffers: readonly Uint8Array[], length: number, done: number): Promise<void> {
     while (done < length) {
       const list = sliceScatter(buffers, done, length - done);
       let n: number;
@@ -217,7 +210,7 @@ class FileDisk implements FileBackend {
     const zeros = new Uint8Array(Math.min(ZERO_CHUNK, length));
     for (let done = 0; done < length; done += zeros.byteLength) {
       const n = Math.min(zeros.byteLength, length - done);
-      await this.io('write', offset + done, [zeros.subarray(0, n)], n);
+      await this.io('write', offset + done, [zeros.subarray(0, n)], n, 0);
     }
   }
 

@@ -1,8 +1,9 @@
 /**
  * Counts a backend's requests in flight so that close() can wait for them,
- * and refuses new requests once closing has begun.
+ * and refuses new requests once closing has begun. A request that finishes
+ * at once is never counted: only Promises are.
  */
-import { BlockError } from './backend.js';
+import { BlockError, type MaybePromise } from './backend.js';
 
 export class InFlight {
   private count = 0;
@@ -19,19 +20,24 @@ export class InFlight {
     return this.closing;
   }
 
-  /**
-   * Runs `op` as one tracked request. Throws (as a rejected Promise)
-   * BlockError('EIO') once closing has begun; synchronous throws from `op`
-   * become rejections too.
-   */
-  async run<T>(op: () => Promise<T>): Promise<T> {
+  /** Throws BlockError('EIO') once closing has begun. */
+  checkOpen(): void {
     if (this.closing) throw new BlockError('EIO', 'the disk is closed');
+  }
+
+  /** Counts `result` until it settles, when it is a Promise; returns it. */
+  track<T>(result: MaybePromise<T>): MaybePromise<T> {
+    if (!(result instanceof Promise)) return result;
     this.count++;
-    try {
-      return await op();
-    } finally {
+    return result.finally(() => {
       if (--this.count === 0) for (const wake of this.idle.splice(0)) wake();
-    }
+    });
+  }
+
+  /** Runs an asynchronous request, tracked, after {@link checkOpen} (which throws at once). */
+  run<T>(op: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    return this.track(op()) as Promise<T>;
   }
 
   /** Refuses new requests and resolves once every tracked request has settled. */

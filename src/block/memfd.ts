@@ -19,7 +19,7 @@ export interface MemfdBackendOptions {
 
 /**
  * Creates a memfd RAM disk of `size` bytes (a positive multiple of 512),
- * reading as zeros until written. Requests complete at once.
+ * reading as zeros until written. Reads, writes and flushes finish at once.
  *
  * @example
  * ```ts
@@ -79,37 +79,19 @@ class MemfdDisk implements ShareableBackend {
     return { kind: 'memfd', fd: check('dup', native.dup(this.fd)), size: this.size, readOnly: this.readOnly };
   }
 
-  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    return this.inflight.run(async () => {
-      this.readNow(offset, buffers);
-    });
-  }
-
-  write(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    return this.inflight.run(async () => {
-      this.writeNow(offset, buffers);
-    });
-  }
-
-  /** Memory is as durable as it gets; nothing to do. */
-  flush(): Promise<void> {
-    return this.inflight.run(async () => {});
-  }
-
   /** Always at once: the memory is mapped. */
-  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
-    this.checkOpen();
+  read(offset: number, buffers: readonly Uint8Array[]): void {
+    this.inflight.checkOpen();
     checkRange(this.size, offset, byteLength(buffers));
     let at = offset;
     for (const b of buffers) {
       b.set(this.bytes.subarray(at, at + b.byteLength));
       at += b.byteLength;
     }
-    return true;
   }
 
-  writeNow(offset: number, buffers: readonly Uint8Array[]): boolean {
-    this.checkOpen();
+  write(offset: number, buffers: readonly Uint8Array[]): void {
+    this.inflight.checkOpen();
     checkWritable(this.readOnly, 'write');
     checkRange(this.size, offset, byteLength(buffers));
     let at = offset;
@@ -117,16 +99,11 @@ class MemfdDisk implements ShareableBackend {
       this.bytes.set(b, at);
       at += b.byteLength;
     }
-    return true;
   }
 
-  flushNow(): boolean {
-    this.checkOpen();
-    return true;
-  }
-
-  private checkOpen(): void {
-    if (this.closing) throw new BlockError('EIO', 'the disk is closed');
+  /** Memory is as durable as it gets; nothing to do. */
+  flush(): void {
+    this.inflight.checkOpen();
   }
 
   discard(offset: number, length: number): Promise<void> {

@@ -2,7 +2,7 @@
  * A RAM disk. Sparse: storage is allocated in chunks on first write, so a
  * large disk costs nothing until written, and discard frees whole chunks.
  */
-import { BlockError, type BlockBackend, type BlockCapabilities } from './backend.js';
+import { type BlockBackend, type BlockCapabilities } from './backend.js';
 import { byteLength, checkCapacity, checkRange, checkWritable } from './checks.js';
 import { InFlight } from './inflight.js';
 
@@ -23,8 +23,7 @@ const CHUNK = 64 * 1024;
 
 /**
  * Creates a RAM disk of `size` bytes (a positive multiple of 512), reading
- * as zeros until written. Requests complete immediately (in call order),
- * and the synchronous variants (readNow, writeNow, flushNow) always succeed.
+ * as zeros until written. Every request finishes at once (no Promise).
  *
  * @example
  * ```ts
@@ -51,21 +50,9 @@ class Ram implements RamBackend {
     return this.chunks.size * CHUNK;
   }
 
-  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    return this.inflight.run(async () => {
-      this.readNow(offset, buffers);
-    });
-  }
-
-  write(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    return this.inflight.run(async () => {
-      this.writeNow(offset, buffers);
-    });
-  }
-
   /** Always at once: a RAM disk never waits. */
-  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
-    this.checkOpen();
+  read(offset: number, buffers: readonly Uint8Array[]): void {
+    this.inflight.checkOpen();
     checkRange(this.size, offset, byteLength(buffers));
     let pos = offset;
     for (const buf of buffers) {
@@ -81,11 +68,10 @@ class Ram implements RamBackend {
       }
       pos += buf.byteLength;
     }
-    return true;
   }
 
-  writeNow(offset: number, buffers: readonly Uint8Array[]): boolean {
-    this.checkOpen();
+  write(offset: number, buffers: readonly Uint8Array[]): void {
+    this.inflight.checkOpen();
     checkWritable(this.readOnly, 'write');
     checkRange(this.size, offset, byteLength(buffers));
     let pos = offset;
@@ -104,46 +90,34 @@ class Ram implements RamBackend {
       }
       pos += buf.byteLength;
     }
-    return true;
-  }
-
-  flushNow(): boolean {
-    this.checkOpen();
-    return true;
   }
 
   /** Memory is as durable as it gets; nothing to do. */
-  flush(): Promise<void> {
-    return this.inflight.run(async () => {});
+  flush(): void {
+    this.inflight.checkOpen();
   }
 
-  discard(offset: number, length: number): Promise<void> {
-    return this.zero('discard', offset, length);
+  discard(offset: number, length: number): void {
+    this.zero('discard', offset, length);
   }
 
-  writeZeroes(offset: number, length: number): Promise<void> {
-    return this.zero('write-zeroes', offset, length);
+  writeZeroes(offset: number, length: number): void {
+    this.zero('write-zeroes', offset, length);
   }
 
   close(): Promise<void> {
     return this.inflight.drain().then(() => this.chunks.clear());
   }
 
-  /** Refuses requests once close() began, as the asynchronous methods do. */
-  private checkOpen(): void {
-    if (this.inflight.closed) throw new BlockError('EIO', 'the disk is closed');
-  }
-
   /** Zeroes a range: whole chunks are freed, partial ones cleared in place. */
-  private zero(what: string, offset: number, length: number): Promise<void> {
-    return this.inflight.run(async () => {
-      checkWritable(this.readOnly, what);
-      checkRange(this.size, offset, length);
-      this.forEachPiece(offset, length, (chunk, at, len, _done, index) => {
-        if (!chunk) return;
-        if (len === CHUNK) this.chunks.delete(index);
-        else chunk.fill(0, at, at + len);
-      });
+  private zero(what: string, offset: number, length: number): void {
+    this.inflight.checkOpen();
+    checkWritable(this.readOnly, what);
+    checkRange(this.size, offset, length);
+    this.forEachPiece(offset, length, (chunk, at, len, _done, index) => {
+      if (!chunk) return;
+      if (len === CHUNK) this.chunks.delete(index);
+      else chunk.fill(0, at, at + len);
     });
   }
 

@@ -5,6 +5,7 @@
  * status codes here, in one place.
  */
 import { BlockError } from '../block/backend.js';
+import type { MaybePromise } from '../device/spec.js';
 import type { QueueMemory } from '../device/queue-memory.js';
 import { CommandError, type CommandResult, type NvmeCommand } from './command.js';
 import { IoOpcode, Status } from './constants.js';
@@ -126,11 +127,12 @@ async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Prom
 
 /**
  * Moves a checked transfer's data between the backend and the guest ranges,
- * asynchronously; `views`: the ranges' views, taken in this same turn.
+ * asynchronously; `views`: the ranges' views, taken in this same turn;
+ * `started`: the backend request already running on them.
  */
-async function transfer(t: Transfer, ranges: readonly GuestRange[], ctx: IoContext, views?: Uint8Array[]): Promise<CommandResult> {
+async function transfer(t: Transfer, ranges: readonly GuestRange[], ctx: IoContext, views?: Uint8Array[], started?: Promise<void>): Promise<CommandResult> {
   const { ns, offset, write, fua } = t;
-  const io = (buffers: Uint8Array[]): Promise<void> => backendCall(() => (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write);
+  const io = (buffers: Uint8Array[]): Promise<void> => backendCall(() => started ?? (write ? ns.disk.write(offset, buffers, { fua }) : ns.disk.read(offset, buffers)), write);
   // A Read a reset abandoned does not copy its bounce buffer into guest memory.
   await withGuestBuffers(ctx.memory, ranges, !write, io, views, () => ctx.epoch !== t.epoch);
   ctx.account(write, t.length);
@@ -162,7 +164,7 @@ async function flushAll(targets: readonly Namespace[]): Promise<CommandResult> {
  * completion status when the command finished here (success or failure,
  * the same status {@link executeIo} gives); a Promise when it was checked
  * and started but must wait (memory without views, a backend that
- * declined, a PRP list page to copy), settling as executeIo's does and
+ * must wait, a PRP list page to copy), settling as executeIo's does and
  * redoing none of the checks; undefined when the command is not one this
  * path takes (nothing was done: give it to executeIo).
  */
@@ -185,19 +187,21 @@ function readWriteNow(cmd: FastCommand, ctx: IoContext, write: boolean): number 
   if (listCopied) return listCopied.then(() => transfer(t, walk.ranges, ctx));
   const views = walk.views;
   if (views) {
-    let done: boolean;
+    let started: MaybePromise<void>;
     try {
-      done = write ? t.ns.disk.writeNow(t.offset, views, { fua: t.fua }) : t.ns.disk.readNow(t.offset, views);
+      started = write ? t.ns.disk.write(t.offset, views, { fua: t.fua }) : t.ns.disk.read(t.offset, views);
     } catch (e) {
       throw failure(e, write);
     }
-    if (done) {
+    if (!(started instanceof Promise)) {
       ctx.account(write, t.length);
       return Status.SUCCESS;
     }
+    // The backend must wait: it holds the views, pinned from this same turn until it settles.
+    return transfer(t, walk.ranges, ctx, views, started);
   }
-  // The backend must wait (or the memory has no views): the same views, pinned, or a bounce buffer.
-  return transfer(t, walk.ranges, ctx, views);
+  // The memory has no views: a bounce buffer.
+  return transfer(t, walk.ranges, ctx);
 }
 
 function flushNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandResult> {
@@ -205,14 +209,14 @@ function flushNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandRes
   for (let i = 0; i < targets.length; i++) {
     const ns = targets[i];
     if (!ns.capabilities.flush) continue;
-    let done: boolean;
+    let started: MaybePromise<void>;
     try {
-      done = ns.disk.flushNow();
+      started = ns.disk.flush();
     } catch (e) {
       throw failure(e, true);
     }
     // The namespaces flushed already stay flushed: the rest wait.
-    if (!done) return flushAll(targets.slice(i));
+    if (started instanceof Promise) return backendCall(() => started, true).then(() => flushAll(targets.slice(i + 1)));
   }
   return Status.SUCCESS;
 }
@@ -259,7 +263,7 @@ async function datasetManagement(cmd: NvmeCommand, ctx: IoContext): Promise<Comm
 }
 
 /** Runs a backend call, mapping block-layer errors to NVMe status codes. */
-async function backendCall(call: () => Promise<void>, write: boolean): Promise<void> {
+async function backendCall(call: () => MaybePromise<void>, write: boolean): Promise<void> {
   try {
     await call();
   } catch (e) {

@@ -92,7 +92,7 @@ export class ControllerLifecycle {
     void c
       .whenIdle()
       .then(async () => {
-        for (const ns of c.config.namespaces) if (ns.capabilities.flush) await ns.disk.flush().catch(() => undefined);
+        for (const ns of c.config.namespaces) if (ns.capabilities.flush) await Promise.resolve().then(() => ns.disk.flush()).catch(() => undefined);
       })
       .then(() => {
         if (c.epoch !== epoch) return;

@@ -67,10 +67,6 @@ export function sliceBackend(backend: BlockBackend, count: number, align = 4096)
       flush: () => backend.flush(),
       discard: (offset, length) => backend.discard(base + offset, length),
       writeZeroes: (offset, length, options) => backend.writeZeroes(base + offset, length, options),
-      // The synchronous variants pass through where the backend has them (the fast path of each namespace).
-      readNow: backend.readNow && ((offset, buffers) => backend.readNow!(base + offset, buffers)),
-      writeNow: backend.writeNow && ((offset, buffers, options) => backend.writeNow!(base + offset, buffers, options)),
-      flushNow: backend.flushNow && (() => backend.flushNow!()),
       close: async () => {
         if (closed) return;
         closed = true;

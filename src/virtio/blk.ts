@@ -13,11 +13,11 @@
  * without a writable status byte sets DEVICE_NEEDS_RESET, since there is
  * nowhere to report its failure.
  *
- * Reads, writes, flushes and GET_ID whose guest memory has views and whose
- * backend finishes at once (a RAM disk, a cached file read) are served
- * synchronously, without a Promise; the others, and any request that meets
- * memory reached by messages or a backend that must wait, take the
- * asynchronous path from the start, with the same checks.
+ * Each request takes one path ({@link serveBlkRequest}): where its guest
+ * memory has views and the backend finishes at once (a RAM disk, a cached
+ * file read) it completes without a Promise; from the first step that
+ * must wait (memory reached by messages, a backend that waits, a range
+ * list) it goes on asynchronously, with the same checks.
  */
 import { BlockError, type BlockBackend } from '../block/backend.js';
 import { BlockDevice } from '../block/device.js';
@@ -207,7 +207,7 @@ export interface BlkLimits {
   maxRangeSectors: number;
   maxRangeSegs: number;
   serial: Uint8Array;
-  /** Scratch for the synchronous path's header (used and done with before it returns). */
+  /** Scratch for the header of a request read at once (used and done with before it returns). */
   header: Buffer;
 }
 
@@ -224,89 +224,56 @@ export function workerLimits(data: BlkWorkerData): BlkLimits {
   return { ...data.limits, header: Buffer.alloc(HEADER) };
 }
 
-/** executeNow() could not finish at once, and did nothing the asynchronous path would not redo. */
-const NOT_NOW = -1;
 /** Status bytes, shared (they are only ever copied into guest memory). */
 const STATUS_BYTES = [Uint8Array.of(BlkStatus.OK), Uint8Array.of(BlkStatus.IOERR), Uint8Array.of(BlkStatus.UNSUPP)];
 
-/** Serves one request: at once when it can, else asynchronously; resolves with the bytes written. */
+/**
+ * Serves one request and writes its status byte; returns the bytes
+ * written. One path: it finishes at once (no Promise, no closure) when the
+ * request's memory has views and the backend does not wait, and returns a
+ * Promise from the first step that must wait.
+ */
 export function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits): MaybePromise<number> {
   if (req.writableLength < 1) {
     ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
     return 0;
   }
   const statusAt = req.writableLength - 1;
-  let status: number = BlkStatus.OK;
-  let written = 0;
+  let data: MaybePromise<number>;
   try {
-    written = executeNow(req, disk, limits, statusAt);
-    if (written === NOT_NOW) return serveRequest(req, ctx, disk, limits, statusAt);
+    data = execute(req, disk, limits, statusAt);
   } catch (e) {
-    status = statusOf(e);
-    written = 0;
+    return finish(req, ctx, statusAt, statusOf(e), 0);
   }
+  if (data instanceof Promise) {
+    return data.then(
+      (n) => finish(req, ctx, statusAt, BlkStatus.OK, n),
+      (e: unknown) => finish(req, ctx, statusAt, statusOf(e), 0),
+    );
+  }
+  return finish(req, ctx, statusAt, BlkStatus.OK, data);
+}
+
+/** Writes the status byte; returns (or resolves with) the bytes written: data plus the status byte. */
+function finish(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, statusAt: number, status: number, written: number): MaybePromise<number> {
+  let w: MaybePromise<void>;
   try {
-    if (req.writeNow(statusAt, STATUS_BYTES[status])) return written + 1;
+    w = req.write(statusAt, STATUS_BYTES[status]);
   } catch (e) {
     return statusFailed(req, ctx, e);
   }
-  return writeStatus(req, ctx, statusAt, status, written);
-}
-
-/**
- * Runs the request at once if its memory has views and the backend
- * finishes without waiting: returns data bytes written (before the status
- * byte), or NOT_NOW having changed nothing. Throws as execute() rejects.
- */
-function executeNow(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimits, statusAt: number): number {
-  if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
-  const header = limits.header;
-  if (!req.readNow(0, header)) return NOT_NOW;
-  const type = header.readUInt32LE(0);
-  const extraReadable = req.readableLength - HEADER;
-  switch (type) {
-    case BlkRequestType.IN: {
-      if (extraReadable !== 0) throw new RequestError('IN data must be device-writable');
-      const offset = dataRange(sectorOf(header), statusAt, limits, req.writable);
-      disk.check('read', offset, statusAt);
-      if (statusAt === 0) return 0;
-      const views = req.viewsNow('writable', 0, statusAt);
-      return views && disk.readNow(offset, views) ? statusAt : NOT_NOW;
-    }
-    case BlkRequestType.OUT: {
-      if (statusAt !== 0) throw new RequestError('OUT data must be device-readable');
-      const offset = dataRange(sectorOf(header), extraReadable, limits, req.readable, HEADER);
-      disk.check('write', offset, extraReadable);
-      if (extraReadable === 0) return 0;
-      const views = req.viewsNow('readable', HEADER, extraReadable);
-      return views && disk.writeNow(offset, views) ? 0 : NOT_NOW;
-    }
-    case BlkRequestType.FLUSH:
-      return !disk.capabilities.flush || disk.flushNow() ? 0 : NOT_NOW;
-    case BlkRequestType.GET_ID: {
-      if (extraReadable !== 0) throw new RequestError('GET_ID buffer must be device-writable');
-      const n = Math.min(ID_BYTES, statusAt);
-      return req.writeNow(0, limits.serial.subarray(0, n)) ? n : NOT_NOW;
-    }
-    default:
-      // Range lists and unknown types are rare: the asynchronous path has them.
-      return NOT_NOW;
+  if (w instanceof Promise) {
+    return w.then(
+      () => written + 1,
+      (e: unknown) => statusFailed(req, ctx, e),
+    );
   }
+  return written + 1;
 }
 
 /** The status byte a failure reports. */
 function statusOf(e: unknown): number {
   return (e instanceof BlockError && e.code === 'ENOTSUP') || e instanceof Unsupported ? BlkStatus.UNSUPP : BlkStatus.IOERR;
-}
-
-/** Writes the status byte by message (memory without views); resolves with the bytes written. */
-async function writeStatus(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, statusAt: number, status: number, written: number): Promise<number> {
-  try {
-    await req.write(statusAt, STATUS_BYTES[status]);
-  } catch (e) {
-    return statusFailed(req, ctx, e);
-  }
-  return written + 1;
 }
 
 /** Nowhere to report the request's failure: the device needs a reset. */
@@ -316,51 +283,41 @@ function statusFailed(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsRese
   return 0;
 }
 
-/** Serves one request asynchronously and writes its status byte (at `statusAt`); resolves with the bytes written. */
-async function serveRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits, statusAt: number): Promise<number> {
-  let status: number = BlkStatus.OK;
-  let written = 0;
-  try {
-    written = await execute(req, disk, limits, statusAt);
-  } catch (e) {
-    status = statusOf(e);
-    written = 0;
-  }
-  return writeStatus(req, ctx, statusAt, status, written);
-}
-
 class Unsupported extends Error {}
 
-/** Runs the request; resolves with data bytes written (before the status byte). */
-async function execute(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimits, statusAt: number): Promise<number> {
+/** Runs the request; returns (or resolves with) data bytes written, before the status byte. */
+function execute(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimits, statusAt: number): MaybePromise<number> {
   if (req.readableLength < HEADER) throw new RequestError('request header is not in device-readable memory');
-  const header = await req.read(0, HEADER);
+  // The scratch header is done with before this returns when the read finishes at once.
+  const header = req.read(0, HEADER, limits.header);
+  return header instanceof Promise ? header.then((h) => executeType(req, h, disk, limits, statusAt)) : executeType(req, header, disk, limits, statusAt);
+}
+
+function executeType(req: VirtqueueRequest, header: Buffer, disk: BlockDevice, limits: BlkLimits, statusAt: number): MaybePromise<number> {
   const type = header.readUInt32LE(0);
-  const sector = sectorOf(header);
   const extraReadable = req.readableLength - HEADER;
   switch (type) {
     case BlkRequestType.IN: {
       if (extraReadable !== 0) throw new RequestError('IN data must be device-writable');
-      const offset = dataRange(sector, statusAt, limits, req.writable);
-      disk.check('read', offset, statusAt); // before pinning guest memory
-      await transfer(req, 'writable', 0, statusAt, (bufs) => disk.read(offset, bufs));
-      return statusAt;
+      const offset = dataRange(sectorOf(header), statusAt, limits, req.writable);
+      disk.check('read', offset, statusAt); // before taking guest memory
+      return transfer(req, 'writable', 0, statusAt, disk, offset, statusAt);
     }
     case BlkRequestType.OUT: {
       if (statusAt !== 0) throw new RequestError('OUT data must be device-readable');
-      const offset = dataRange(sector, extraReadable, limits, req.readable, HEADER);
+      const offset = dataRange(sectorOf(header), extraReadable, limits, req.readable, HEADER);
       disk.check('write', offset, extraReadable);
-      await transfer(req, 'readable', HEADER, extraReadable, (bufs) => disk.write(offset, bufs));
-      return 0;
+      return transfer(req, 'readable', HEADER, extraReadable, disk, offset, 0);
     }
-    case BlkRequestType.FLUSH:
-      if (disk.capabilities.flush) await disk.flush();
-      return 0;
+    case BlkRequestType.FLUSH: {
+      const r = disk.capabilities.flush ? disk.flush() : undefined;
+      return r instanceof Promise ? r.then(() => 0) : 0;
+    }
     case BlkRequestType.GET_ID: {
       if (extraReadable !== 0) throw new RequestError('GET_ID buffer must be device-writable');
       const n = Math.min(ID_BYTES, statusAt);
-      await req.write(0, limits.serial.subarray(0, n));
-      return n;
+      const w = req.write(0, limits.serial.subarray(0, n));
+      return w instanceof Promise ? w.then(() => n) : n;
     }
     case BlkRequestType.DISCARD:
     case BlkRequestType.WRITE_ZEROES:
@@ -387,17 +344,30 @@ function sectorOf(header: Buffer): number {
   return header.readUInt32LE(12) * 0x1_0000_0000 + header.readUInt32LE(8);
 }
 
-/** Lends the area's buffers to the backend (zero-copy when possible) and finishes them. */
-async function transfer(req: VirtqueueRequest, area: 'readable' | 'writable', offset: number, length: number, io: (bufs: Uint8Array[]) => Promise<void>): Promise<void> {
-  if (length === 0) return;
-  const b = await req.buffers(area, offset, length);
+/**
+ * Moves the data between the area's [at, at+length) and the disk at
+ * `offset`: through the request's views (no copy), held pinned only if the
+ * backend must wait; else through buffers() (bounce buffers where memory
+ * has no views). Returns `result` when done.
+ */
+function transfer(req: VirtqueueRequest, area: 'readable' | 'writable', at: number, length: number, disk: BlockDevice, offset: number, result: number): MaybePromise<number> {
+  if (length === 0) return result;
+  const views = req.views(area, at, length);
+  if (!views) return transferBuffered(req, area, at, length, disk, offset, result);
+  const io = area === 'readable' ? disk.write(offset, views) : disk.read(offset, views);
+  return io instanceof Promise ? req.hold(area, at, length, io).then(() => result) : result;
+}
+
+async function transferBuffered(req: VirtqueueRequest, area: 'readable' | 'writable', at: number, length: number, disk: BlockDevice, offset: number, result: number): Promise<number> {
+  const b = await req.buffers(area, at, length);
   let ok = false;
   try {
-    await io(b.buffers);
+    await (area === 'readable' ? disk.write(offset, b.buffers) : disk.read(offset, b.buffers));
     ok = true;
   } finally {
     await b.finish(ok);
   }
+  return result;
 }
 
 /** DISCARD and WRITE_ZEROES: a list of {u64 sector, u32 sectors, u32 flags}. */

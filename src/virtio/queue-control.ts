@@ -5,17 +5,16 @@
  * RemoteQueue (worker/remote-queue.ts) forwards to a worker thread that
  * serves it there.
  */
-import type { RingFeatures, VirtqueueState } from './virtqueue.js';
+import type { RingFeatures, RingState, VirtqueueState } from './ring.js';
 
 export interface QueueControl {
   readonly index: number;
   readonly maxSize: number;
-  size: number;
-  desc: number;
-  driver: number;
-  device: number;
-  msixVector: number;
+  /** The ring's configuration as the driver writes it (size, addresses, vector) and its indices. */
+  readonly state: RingState;
   readonly isEnabled: boolean;
+  /** Sets the queue's MSI-X vector. */
+  setVector(vector: number): void;
   /** Enables the queue with the size and addresses the driver wrote; an error message when unusable. */
   enable(ring: RingFeatures): string | undefined;
   /** Back to the reset state; requests in flight are abandoned. */

@@ -1,9 +1,19 @@
 /**
  * One request taken from a virtqueue: a descriptor chain seen as two byte
  * areas, what the device may read (the driver's "out" buffers) and what it
- * may write ("in"), each made of guest-memory pieces. Helpers copy bytes in
- * and out, or lend zero-copy views for asynchronous I/O.
+ * may write ("in"), each made of guest-memory pieces.
+ *
+ * A request is materialized once, when the queue hands it out: both areas'
+ * lengths are summed and, where guest memory has views, each area is
+ * translated into zero-copy views (taken for reading or for writing, so the
+ * direction is checked by the translation). Every helper then takes one
+ * path: it finishes at once on those views (no Promise), or returns a
+ * Promise where memory is reached by messages. The views are lent for the
+ * handler's synchronous part; later calls translate again, since memory may
+ * have changed meanwhile.
  */
+import { sliceScatter } from '../block/scatter.js';
+import type { MaybePromise } from '../device/spec.js';
 import type { QueueMemory } from '../device/queue-memory.js';
 
 /** One buffer of a descriptor chain. `addr` is NaN when beyond 2^53. */
@@ -94,6 +104,15 @@ export class VirtqueueRequest {
   private done = false;
   /** Bounce buffers this request holds. */
   private bouncing = 0;
+  /**
+   * The areas as views, lent while the handler runs synchronously (see
+   * {@link lend}); undefined: not taken (or no longer lent), null: that
+   * memory offers none (or part of it faults: the piece-by-piece path
+   * reports exactly where).
+   */
+  private readableViews: Uint8Array[] | null | undefined;
+  private writableViews: Uint8Array[] | null | undefined;
+  private lent = false;
 
   /** @internal Built by the virtqueue; handlers receive requests, they do not make them. */
   constructor(
@@ -113,6 +132,23 @@ export class VirtqueueRequest {
     this.writableLength = total(writable);
   }
 
+  /**
+   * @internal Materializes the areas as views and lends them until
+   * {@link unlend}: the queue does this around the handler's synchronous
+   * part (no event-loop turn can unmap memory meanwhile).
+   */
+  lend(): void {
+    this.readableViews = translate(this.memory, this.readable, false);
+    this.writableViews = translate(this.memory, this.writable, true);
+    this.lent = true;
+  }
+
+  /** @internal The handler's synchronous part ended: later calls translate again. */
+  unlend(): void {
+    this.lent = false;
+    this.readableViews = this.writableViews = undefined;
+  }
+
   /** True once completed. */
   get completed(): boolean {
     return this.done;
@@ -121,15 +157,18 @@ export class VirtqueueRequest {
   /**
    * True when the queue was reset since it handed the request out: its
    * completion will be dropped, and so is anything it would still write
-   * into its writable area (write() and writeNow() do nothing, buffers()
-   * throws RequestError, viewsNow() lends none); what goes wrong with it
-   * (say, its memory is gone) is no longer the device's concern.
+   * into its writable area (write() does nothing, buffers() throws
+   * RequestError, views() lends none); what goes wrong with it (say, its
+   * memory is gone) is no longer the device's concern.
    */
   get abandoned(): boolean {
     return !this.sink.isCurrent(this.generation);
   }
 
-  /** Returns the chain to the driver with `written` bytes written. Later calls do nothing. */
+  /**
+   * Where the request completes: returns the chain to the driver with
+   * `written` bytes written. Later calls do nothing.
+   */
   complete(written: number): void {
     if (this.done) return;
     this.done = true;
@@ -159,146 +198,72 @@ export class VirtqueueRequest {
     return out;
   }
 
-  /** Copies [offset, offset+length) of the readable area out of guest memory. */
-  async read(offset: number, length: number): Promise<Buffer> {
-    const out = Buffer.allocUnsafe(length);
-    let at = 0;
-    for (const p of this.pieces('readable', offset, length)) {
-      const views = this.memory.views(p.addr, p.len, false);
-      if (views) {
-        for (const v of views) {
-          out.set(v, at);
-          at += v.length;
-        }
-        if (views.reduce((n, v) => n + v.length, 0) !== p.len) throw new RequestError('guest memory went away');
-      } else {
-        out.set(await this.memory.read(p.addr, p.len), at);
-        at += p.len;
-      }
-    }
-    return out;
-  }
-
-  /** Copies `data` into the writable area at `offset` (nothing once {@link abandoned}). */
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    if (this.abandoned) return;
-    let at = 0;
-    for (const p of this.pieces('writable', offset, data.length)) {
-      const views = this.memory.views(p.addr, p.len, true);
-      if (views) {
-        let from = at;
-        for (const v of views) {
-          if (v.length === 0) throw new RequestError('guest memory went away');
-          v.set(data.subarray(from, from + v.length));
-          from += v.length;
-        }
-      } else {
-        await this.memory.write(p.addr, data.subarray(at, at + p.len));
-      }
-      at += p.len;
-    }
-  }
-
   /**
-   * Copies [offset, offset + target.length) of the readable area into
-   * `target` at once, through views of guest memory. False when part of
-   * that memory has no views (use read()); `target` may then hold part of
-   * the bytes. Throws as read() rejects.
+   * Zero-copy views of [offset, offset+length) of an area, for I/O that
+   * ends before the caller yields: they are not pinned, so they must not be
+   * kept (use buffers(), or {@link hold} a request started on them).
+   * Undefined when part of the range has no views, and for the writable
+   * area of an {@link abandoned} request. Throws RequestError for a range
+   * outside the area, or in memory that went away.
    */
-  readNow(offset: number, target: Uint8Array): boolean {
-    const list = this.area('readable', offset, target.length);
-    let skip = offset;
-    let at = 0;
-    for (let i = 0; i < list.length && at < target.length; i++) {
-      const d = list[i];
-      if (skip >= d.len) {
-        skip -= d.len;
-        continue;
-      }
-      const take = Math.min(d.len - skip, target.length - at);
-      const views = this.memory.views(d.addr + skip, take, false);
-      if (!views) return false;
-      for (const v of views) {
-        // A view of memory unmapped meanwhile reads as empty: a fault, not zeros.
-        if (v.length === 0) throw new RequestError('guest memory went away');
-        target.set(v, at);
-        at += v.length;
-      }
-      skip = 0;
-    }
-    return true;
-  }
-
-  /**
-   * Copies `data` into the writable area at `offset` at once, through views
-   * of guest memory. False when part of that memory has no views (use
-   * write()); part of `data` may then be written. Throws as write() rejects.
-   */
-  writeNow(offset: number, data: Uint8Array): boolean {
-    const list = this.area('writable', offset, data.length);
-    if (this.abandoned) return true;
-    let skip = offset;
-    let at = 0;
-    for (let i = 0; i < list.length && at < data.length; i++) {
-      const d = list[i];
-      if (skip >= d.len) {
-        skip -= d.len;
-        continue;
-      }
-      const take = Math.min(d.len - skip, data.length - at);
-      const views = this.memory.views(d.addr + skip, take, true);
-      if (!views) return false;
-      for (const v of views) {
-        if (v.length === 0) throw new RequestError('guest memory went away');
-        v.set(at === 0 && v.length === data.length ? data : data.subarray(at, at + v.length));
-        at += v.length;
-      }
-      skip = 0;
-    }
-    return true;
-  }
-
-  /**
-   * Zero-copy views of [offset, offset+length) of an area for I/O that ends
-   * before the caller returns: they are not pinned, so they must not be
-   * kept (use buffers() for asynchronous I/O). Views of the writable area
-   * are recorded dirty for migration. Undefined when part of the range has
-   * no views; throws as buffers() rejects for ranges that are outside the
-   * area or not mapped with the right access.
-   */
-  viewsNow(area: Area, offset: number, length: number): Uint8Array[] | undefined {
+  views(area: Area, offset: number, length: number): Uint8Array[] | undefined {
+    this.area(area, offset, length);
     const write = area === 'writable';
-    const list = this.area(area, offset, length);
-    if (write && this.abandoned) return undefined;
-    const out: Uint8Array[] = [];
-    let skip = offset;
-    let left = length;
-    for (let i = 0; i < list.length && left > 0; i++) {
-      const d = list[i];
-      if (skip >= d.len) {
-        skip -= d.len;
-        continue;
-      }
-      const take = Math.min(d.len - skip, left);
-      const views = this.memory.views(d.addr + skip, take, write);
-      if (!views) return undefined;
-      for (const v of views) {
-        if (v.length === 0) throw new RequestError('guest memory went away');
-        out.push(v);
-      }
-      left -= take;
-      skip = 0;
+    if (write && !this.lent && this.abandoned) return undefined;
+    const all = this.areaViews(write);
+    if (!all) return undefined;
+    return offset === 0 && length === (write ? this.writableLength : this.readableLength) ? all : sliceScatter(all, offset, length);
+  }
+
+  /**
+   * Keeps the views of [offset, offset+length) of an area alive (pinned)
+   * until `io`, a backend request started on them by the caller in this
+   * same turn, settles; views of the writable area are then recorded dirty
+   * for migration. Resolves or rejects as `io` does.
+   */
+  async hold(area: Area, offset: number, length: number, io: Promise<void>): Promise<void> {
+    const pieces = this.pieces(area, offset, length);
+    const unpins = pieces.map((p) => this.memory.pin(p.addr, p.len));
+    try {
+      await io;
+    } finally {
+      if (area === 'writable') for (const p of pieces) if (p.len > 0) this.memory.markDirty(p.addr, p.len);
+      for (const u of unpins) u();
+    }
+  }
+
+  /**
+   * Copies [offset, offset+length) of the readable area out of guest
+   * memory: at once where it has views (into `scratch` when given, which
+   * the caller is done with before it yields), else by message into a new
+   * Buffer.
+   */
+  read(offset: number, length: number, scratch?: Buffer): MaybePromise<Buffer> {
+    const views = this.views('readable', offset, length);
+    if (!views) return this.readByPieces(offset, length);
+    const out = scratch && scratch.length === length ? scratch : Buffer.allocUnsafe(length);
+    let at = 0;
+    for (let i = 0; i < views.length; i++) {
+      out.set(views[i], at);
+      at += views[i].length;
     }
     return out;
   }
 
-  /** The descriptors of an area, once [offset, offset+length) is checked to lie inside it. */
-  private area(area: Area, offset: number, length: number): readonly Descriptor[] {
-    const size = area === 'readable' ? this.readableLength : this.writableLength;
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
-      throw new RequestError(`${area} bytes ${offset}+${length} are outside the ${size} the driver gave`);
+  /**
+   * Where a request's data is written: copies `data` into the writable area
+   * at `offset`, at once where it has views, else by message. Nothing once
+   * {@link abandoned}.
+   */
+  write(offset: number, data: Uint8Array): MaybePromise<void> {
+    const views = this.views('writable', offset, data.length);
+    if (!views) return this.abandoned ? undefined : this.writeByPieces(offset, data);
+    let at = 0;
+    for (let i = 0; i < views.length; i++) {
+      const v = views[i];
+      v.set(at === 0 && v.length === data.length ? data : data.subarray(at, at + v.length));
+      at += v.length;
     }
-    return area === 'readable' ? this.readable : this.writable;
   }
 
   /**
@@ -342,6 +307,61 @@ export class VirtqueueRequest {
     };
   }
 
+  /** An area's views: the lent ones, or translated now when not lent; null when it has none. */
+  private areaViews(write: boolean): Uint8Array[] | null {
+    if (this.lent) return (write ? this.writableViews : this.readableViews) ?? null;
+    return translate(this.memory, write ? this.writable : this.readable, write);
+  }
+
+  /** The descriptors of an area, once [offset, offset+length) is checked to lie inside it. */
+  private area(area: Area, offset: number, length: number): readonly Descriptor[] {
+    const size = area === 'readable' ? this.readableLength : this.writableLength;
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+      throw new RequestError(`${area} bytes ${offset}+${length} are outside the ${size} the driver gave`);
+    }
+    return area === 'readable' ? this.readable : this.writable;
+  }
+
+  /** The readable bytes piece by piece, each by view or by message (memory without views, or faulting somewhere). */
+  private async readByPieces(offset: number, length: number): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(length);
+    let at = 0;
+    for (const p of this.pieces('readable', offset, length)) {
+      const views = this.memory.views(p.addr, p.len, false);
+      if (views) {
+        for (const v of views) {
+          if (v.length === 0) throw new RequestError('guest memory went away');
+          out.set(v, at);
+          at += v.length;
+        }
+      } else {
+        out.set(await this.memory.read(p.addr, p.len), at);
+        at += p.len;
+      }
+    }
+    return out;
+  }
+
+  /** Writes piece by piece, each by view or by message. */
+  private async writeByPieces(offset: number, data: Uint8Array): Promise<void> {
+    let at = 0;
+    for (const p of this.pieces('writable', offset, data.length)) {
+      if (this.abandoned) return;
+      const views = this.memory.views(p.addr, p.len, true);
+      if (views) {
+        let from = at;
+        for (const v of views) {
+          if (v.length === 0) throw new RequestError('guest memory went away');
+          v.set(data.subarray(from, from + v.length));
+          from += v.length;
+        }
+      } else {
+        await this.memory.write(p.addr, data.subarray(at, at + p.len));
+      }
+      at += p.len;
+    }
+  }
+
   private directViews(pieces: Descriptor[], write: boolean): IoBuffers | undefined {
     const views: Uint8Array[] = [];
     const releases: (() => void)[] = [];
@@ -372,6 +392,32 @@ export class VirtqueueRequest {
       },
     };
   }
+}
+
+/**
+ * An area's descriptors as views, for reading or for writing (a writable
+ * view marks its pages dirty while migration logs); null when some piece
+ * has none, or faults (unmapped, wrong access, unmapped since): the
+ * piece-by-piece path then reports exactly which.
+ */
+function translate(memory: QueueMemory, list: readonly Descriptor[], write: boolean): Uint8Array[] | null {
+  const out: Uint8Array[] = [];
+  try {
+    for (let i = 0; i < list.length; i++) {
+      const d = list[i];
+      if (d.len === 0) continue;
+      const v = memory.views(d.addr, d.len, write);
+      if (!v) return null;
+      for (let k = 0; k < v.length; k++) {
+        // A view of memory unmapped meanwhile reads as empty: a fault, not zeros.
+        if (v[k].length === 0) return null;
+        out.push(v[k]);
+      }
+    }
+  } catch {
+    return null;
+  }
+  return out;
 }
 
 function total(list: readonly Descriptor[]): number {

@@ -107,8 +107,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     this.threads =
       remote.length === 0
         ? undefined
-        : new QueueThreads(remote, this, {
-            interrupt: (q) => this.raise(IsrBit.QUEUE, this.queues[q].msixVector),
+        : new QueueThreads(remote, this.memory, {
+            interrupt: (q) => this.raise(IsrBit.QUEUE, this.queues[q].state.msixVector),
             needsReset: (reason) => this.needsReset(reason),
             features: () => this.driverFeatures,
             log: (m) => options.log?.(m),
@@ -159,13 +159,13 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     img.writeUInt8(this.configGeneration, CommonCfg.CONFIG_GENERATION);
     img.writeUInt16LE(this.queueSelect, CommonCfg.QUEUE_SELECT);
     if (q) {
-      img.writeUInt16LE(q.size & 0xffff, CommonCfg.QUEUE_SIZE);
-      img.writeUInt16LE(q.msixVector, CommonCfg.QUEUE_MSIX_VECTOR);
+      img.writeUInt16LE(q.state.size & 0xffff, CommonCfg.QUEUE_SIZE);
+      img.writeUInt16LE(q.state.msixVector, CommonCfg.QUEUE_MSIX_VECTOR);
       img.writeUInt16LE(q.isEnabled ? 1 : 0, CommonCfg.QUEUE_ENABLE);
       img.writeUInt16LE(q.index, CommonCfg.QUEUE_NOTIFY_OFF);
-      writeU64(img, CommonCfg.QUEUE_DESC, q.desc);
-      writeU64(img, CommonCfg.QUEUE_DRIVER, q.driver);
-      writeU64(img, CommonCfg.QUEUE_DEVICE, q.device);
+      writeU64(img, CommonCfg.QUEUE_DESC, q.state.desc);
+      writeU64(img, CommonCfg.QUEUE_DRIVER, q.state.driver);
+      writeU64(img, CommonCfg.QUEUE_DEVICE, q.state.device);
       img.writeUInt16LE(q.index, CommonCfg.QUEUE_NOTIFY_DATA);
     } else {
       img.writeUInt16LE(VIRTIO_MSI_NO_VECTOR, CommonCfg.QUEUE_MSIX_VECTOR);
@@ -207,10 +207,10 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
         this.queueSelect = v;
         return;
       case 'queue_size':
-        if (queueWritable) q.size = v;
+        if (queueWritable) q.state.size = v;
         return;
       case 'queue_msix_vector':
-        if (q) q.msixVector = this.validVector(v);
+        if (q) q.setVector(this.validVector(v));
         return;
       case 'queue_enable':
         if (queueWritable && v === 1) this.enableQueue(q);
@@ -254,7 +254,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   }
 
   interrupt(q: QueueControl): void {
-    this.raise(IsrBit.QUEUE, q.msixVector);
+    this.raise(IsrBit.QUEUE, q.state.msixVector);
   }
 
   onBroken(_q: QueueControl, reason: string): void {
@@ -474,13 +474,13 @@ function fieldAt(offset: number, n: number): string | undefined {
 function setAddress(q: QueueControl, offset: number, n: number, data: Buffer): void {
   const base = offset >= CommonCfg.QUEUE_DEVICE ? CommonCfg.QUEUE_DEVICE : offset >= CommonCfg.QUEUE_DRIVER ? CommonCfg.QUEUE_DRIVER : CommonCfg.QUEUE_DESC;
   const key = base === CommonCfg.QUEUE_DESC ? 'desc' : base === CommonCfg.QUEUE_DRIVER ? 'driver' : 'device';
-  const old = BigInt(q[key]);
+  const old = BigInt(q.state[key]);
   let value: bigint;
   if (n === 8) value = data.readBigUInt64LE(0);
   else if (offset === base) value = (old & ~0xffffffffn) | BigInt(data.readUInt32LE(0));
   else value = (old & 0xffffffffn) | (BigInt(data.readUInt32LE(0)) << 32n);
   // Addresses beyond 2^53 cannot be mapped: keep an unaligned marker that enable() refuses.
-  q[key] = value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : 1;
+  q.state[key] = value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : 1;
 }
 
 function writeU64(b: Buffer, at: number, v: number): void {

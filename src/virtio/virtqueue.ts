@@ -21,10 +21,13 @@
  * Depends only on {@link QueueMemory} and callbacks, so it can run off the
  * main thread.
  */
-import { MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
+import { VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { QueueMemory } from '../device/queue-memory.js';
 import { ChainWalker, DESC_SIZE, RingError } from './chain.js';
 import { BounceBudget, VirtqueueRequest, type Descriptor, type RequestSink } from './request.js';
+import { RingState, type RingFeatures, type VirtqueueState } from './ring.js';
+
+export type { RingFeatures, VirtqueueState } from './ring.js';
 
 /** What a virtqueue needs from its transport. */
 export interface VirtqueueHost {
@@ -39,39 +42,17 @@ export interface VirtqueueHost {
   dispatch(request: VirtqueueRequest): void;
 }
 
-/** Ring features negotiated for the queue. */
-export interface RingFeatures {
-  eventIdx: boolean;
-  indirect: boolean;
-}
-
-/** The migratable part of a queue. */
-export interface VirtqueueState {
-  size: number;
-  enabled: boolean;
-  desc: number;
-  driver: number;
-  device: number;
-  msixVector: number;
-  lastAvail: number;
-  usedIdx: number;
-}
-
 /** Rounds of "take everything, look again" per wakeup before yielding to the event loop. */
 const MAX_PASSES = 4;
 
-/** One split virtqueue. Configure the public fields, then enable(). */
+/**
+ * The engine of one split virtqueue: takes chains, hands them out,
+ * publishes completions and interrupts. Its ring's configuration and
+ * indices are {@link state}: configure that, then enable().
+ */
 export class Virtqueue implements RequestSink {
-  /** Size chosen by the driver (starts at the maximum). */
-  size: number;
-  desc = 0;
-  driver = 0;
-  device = 0;
-  msixVector = 0xffff;
-  private enabled = false;
-  private lastAvail = 0;
-  private usedIdx = 0;
-  private ring: RingFeatures = { eventIdx: false, indirect: false };
+  /** The ring's configuration, indices and math. */
+  readonly state: RingState;
   /** Bumped on reset: completions of an older generation are dropped. */
   private generation = 0;
   private broken = false;
@@ -105,15 +86,19 @@ export class Virtqueue implements RequestSink {
     readonly maxSize: number,
     private readonly host: VirtqueueHost,
   ) {
-    if (!isPowerOfTwo(maxSize) || maxSize > MAX_QUEUE_SIZE) throw new RangeError(`queue size must be a power of two up to ${MAX_QUEUE_SIZE}, got ${maxSize}`);
-    this.size = maxSize;
+    this.state = new RingState(index, maxSize);
     this.inflightHeads = new Uint8Array(maxSize);
     this.walker = new ChainWalker((addr, length) => this.peek(addr, length));
   }
 
+  /** Sets the queue's MSI-X vector (the host reads it when it interrupts). */
+  setVector(vector: number): void {
+    this.state.msixVector = vector;
+  }
+
   /** True once the driver enabled the queue (and it is not broken). */
   get isEnabled(): boolean {
-    return this.enabled;
+    return this.state.enabled;
   }
 
   /** Requests handed out and not completed. */
@@ -126,16 +111,9 @@ export class Virtqueue implements RequestSink {
    * Returns an error message when they are unusable (the queue stays off).
    */
   enable(ring: RingFeatures, checkMemory = true): string | undefined {
-    const { size, desc, driver, device } = this;
-    if (!isPowerOfTwo(size) || size > this.maxSize) return `queue ${this.index}: size ${size} is not a power of two up to ${this.maxSize}`;
-    if (desc % 16 !== 0 || driver % 2 !== 0 || device % 4 !== 0) return `queue ${this.index}: misaligned ring addresses`;
-    const m = this.host.memory;
-    const mapped = (): boolean => m.mapped(desc, DESC_SIZE * size, false) && m.mapped(driver, 6 + 2 * size, false) && m.mapped(device, 6 + 8 * size, true);
-    if (checkMemory && !mapped()) {
-      return `queue ${this.index}: rings are not in mapped guest memory`;
-    }
-    this.ring = ring;
-    this.enabled = true;
+    const err = this.state.layoutError() ?? (checkMemory ? ringMemoryError(this.state, this.host.memory) : undefined);
+    if (err) return err;
+    this.state.enable(ring);
     this.descCache = this.availCache = this.usedCache = undefined;
     return undefined;
   }
@@ -143,13 +121,9 @@ export class Virtqueue implements RequestSink {
   /** Back to the reset state; requests in flight are abandoned. */
   reset(): void {
     this.generation++;
-    this.enabled = false;
+    this.state.reset();
     this.broken = false;
-    this.size = this.maxSize;
-    this.desc = this.driver = this.device = 0;
     this.descCache = this.availCache = this.usedCache = undefined;
-    this.msixVector = 0xffff;
-    this.lastAvail = this.usedIdx = 0;
     this.inflightHeads.fill(0);
     this.inflightCount = 0;
     this.completed = [];
@@ -161,7 +135,7 @@ export class Virtqueue implements RequestSink {
 
   /** The driver notified this queue (doorbell): process everything available. */
   kick(): void {
-    if (!this.enabled || this.broken) return;
+    if (!this.state.enabled || this.broken) return;
     if (this.paused) {
       this.kickedWhilePaused = true;
       return;
@@ -181,7 +155,7 @@ export class Virtqueue implements RequestSink {
   /** Takes requests again, and catches up with kicks that came meanwhile. */
   resume(): void {
     this.paused = false;
-    if (this.kickedWhilePaused || this.enabled) {
+    if (this.kickedWhilePaused || this.state.enabled) {
       this.kickedWhilePaused = false;
       this.kick();
     }
@@ -195,32 +169,14 @@ export class Virtqueue implements RequestSink {
 
   /** The state that migrates (take it while idle). */
   save(): VirtqueueState {
-    return {
-      size: this.size,
-      enabled: this.enabled,
-      desc: this.desc,
-      driver: this.driver,
-      device: this.device,
-      msixVector: this.msixVector,
-      lastAvail: this.lastAvail,
-      usedIdx: this.usedIdx,
-    };
+    return this.state.save();
   }
 
   /** Restores saved state. Returns an error message when it is unusable. */
   restore(s: VirtqueueState, ring: RingFeatures): string | undefined {
     this.reset();
-    const ints = [s.size, s.desc, s.driver, s.device, s.msixVector, s.lastAvail, s.usedIdx];
-    if (!ints.every((v) => Number.isSafeInteger(v) && v >= 0) || s.lastAvail > 0xffff || s.usedIdx > 0xffff || s.msixVector > 0xffff) {
-      return `queue ${this.index}: bad saved state`;
-    }
-    this.size = s.size;
-    this.desc = s.desc;
-    this.driver = s.driver;
-    this.device = s.device;
-    this.msixVector = s.msixVector;
-    this.lastAvail = s.lastAvail;
-    this.usedIdx = s.usedIdx;
+    const err = this.state.restore(s);
+    if (err) return err;
     // DMA is held while a migration loads: rings in unmapped memory show at the first access instead.
     return s.enabled ? this.enable(ring, false) : undefined;
   }
@@ -309,7 +265,7 @@ export class Virtqueue implements RequestSink {
         return true;
       }
       this.again = false;
-      if (!this.ring.eventIdx) this.setUsedU16(used, 0, VIRTQ_USED_F_NO_NOTIFY);
+      if (!this.state.features.eventIdx) this.setUsedU16(used, 0, VIRTQ_USED_F_NO_NOTIFY);
       this.collecting = true;
       const finished = this.takeAvailableNow(gen, desc, avail);
       this.collecting = false;
@@ -322,9 +278,9 @@ export class Virtqueue implements RequestSink {
       const u = this.areaView(Area.Used);
       const a = this.areaView(Area.Avail);
       if (!u || !a) return false;
-      if (this.ring.eventIdx) this.setUsedU16(u, 4 + 8 * this.size, this.lastAvail);
+      if (this.state.features.eventIdx) this.setUsedU16(u, 4 + 8 * this.state.size, this.state.lastAvail);
       else this.setUsedU16(u, 0, 0);
-      if ((a[2] | (a[3] << 8)) !== this.lastAvail && !this.paused) this.again = true;
+      if ((a[2] | (a[3] << 8)) !== this.state.lastAvail && !this.paused) this.again = true;
     } while (this.again && gen === this.generation && !this.broken && !this.paused);
     return true;
   }
@@ -336,16 +292,14 @@ export class Virtqueue implements RequestSink {
    * change comes in a message, which the event loop reads after this.
    */
   private takeAvailableNow(gen: number, desc: Uint8Array, avail: Uint8Array): boolean {
-    const size = this.size;
-    const availIdx = avail[2] | (avail[3] << 8);
-    let pending = (availIdx - this.lastAvail) & 0xffff;
-    if (pending > size) throw new RingError(`avail index ${availIdx} is ${pending} ahead of ${this.lastAvail}, more than the queue size ${size}`);
+    const st = this.state;
+    let pending = st.pending(avail[2] | (avail[3] << 8));
     const w = this.walker;
     while (pending > 0 && !this.paused) {
-      const at = 4 + 2 * (this.lastAvail % size);
+      const at = st.nextAvailAt;
       const head = avail[at] | (avail[at + 1] << 8);
       this.checkHead(head);
-      w.start(head, this.desc, size, this.ring.indirect, desc);
+      w.start(head, st.desc, st.size, st.features.indirect, desc);
       if (!w.step()) return false;
       pending--;
       this.handOut(gen, head, w.readable, w.writable);
@@ -365,13 +319,13 @@ export class Virtqueue implements RequestSink {
           return;
         }
         this.again = false;
-        if (!this.ring.eventIdx) await this.writeU16(this.device, VIRTQ_USED_F_NO_NOTIFY);
+        if (!this.state.features.eventIdx) await this.writeU16(this.state.device, VIRTQ_USED_F_NO_NOTIFY);
         await this.takeAvailable(gen);
         if (gen !== this.generation || this.broken) return;
-        if (this.ring.eventIdx) await this.writeU16(this.device + 4 + 8 * this.size, this.lastAvail);
-        else await this.writeU16(this.device, 0);
+        if (this.state.features.eventIdx) await this.writeU16(this.state.device + 4 + 8 * this.state.size, this.state.lastAvail);
+        else await this.writeU16(this.state.device, 0);
         if (gen !== this.generation) return;
-        if ((await this.readU16(this.driver + 2)) !== this.lastAvail && !this.paused) this.again = true;
+        if ((await this.readU16(this.state.driver + 2)) !== this.state.lastAvail && !this.paused) this.again = true;
       } while (this.again && gen === this.generation && !this.broken && !this.paused);
     } catch (e) {
       this.failWith(gen, e);
@@ -384,18 +338,17 @@ export class Virtqueue implements RequestSink {
   }
 
   private async takeAvailable(gen: number): Promise<void> {
-    const size = this.size;
-    const availIdx = await this.readU16(this.driver + 2);
+    const st = this.state;
+    const availIdx = await this.readU16(st.driver + 2);
     if (gen !== this.generation) return;
-    let pending = (availIdx - this.lastAvail) & 0xffff;
-    if (pending > size) throw new RingError(`avail index ${availIdx} is ${pending} ahead of ${this.lastAvail}, more than the queue size ${size}`);
+    let pending = st.pending(availIdx);
     const w = this.walker;
     while (pending > 0 && !this.paused) {
-      const head = await this.readU16(this.driver + 4 + 2 * (this.lastAvail % size));
+      const head = await this.readU16(st.driver + st.nextAvailAt);
       if (gen !== this.generation) return;
       this.checkHead(head);
       // No table view here: after an await a view may be stale, and peek() checks each time.
-      w.start(head, this.desc, size, this.ring.indirect, undefined);
+      w.start(head, st.desc, st.size, st.features.indirect, undefined);
       let copy: Uint8Array | undefined;
       while (!w.step(copy)) {
         copy = await this.host.memory.read(w.needAt, w.needLength);
@@ -408,20 +361,24 @@ export class Virtqueue implements RequestSink {
   }
 
   private checkHead(head: number): void {
-    if (head >= this.size) throw new RingError(`head index ${head} is outside the queue of ${this.size}`);
+    if (head >= this.state.size) throw new RingError(`head index ${head} is outside the queue of ${this.state.size}`);
     if (this.inflightHeads[head]) throw new RingError(`head ${head} made available again while in flight`);
   }
 
   /** Consumes the avail entry and hands its chain to the device. */
   private handOut(gen: number, head: number, readable: Descriptor[], writable: Descriptor[]): void {
-    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    this.state.takeAvail();
     this.inflightHeads[head] = 1;
     this.inflightCount++;
     const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, this, gen, this.host.bounce);
+    // Materialized once: its views are lent to the handler's synchronous part.
+    req.lend();
     try {
       this.host.dispatch(req);
     } catch {
       req.complete(0);
+    } finally {
+      req.unlend();
     }
   }
 
@@ -455,21 +412,21 @@ export class Virtqueue implements RequestSink {
     const used = this.areaView(Area.Used);
     const avail = this.areaView(Area.Avail);
     if (!used || !avail) return false;
-    const size = this.size;
-    const old = this.usedIdx;
+    const st = this.state;
+    const old = st.usedIdx;
     let idx = old;
     for (let i = 0; i < list.length; i += 2) {
-      const at = 4 + 8 * (idx % size);
+      const at = st.usedEntryAt(idx);
       setU32(used, at, list[i]);
       setU32(used, at + 4, list[i + 1]);
       idx = (idx + 1) & 0xffff;
     }
     list.length = 0;
-    this.usedIdx = idx;
+    st.usedIdx = idx;
     used[2] = idx & 0xff;
     used[3] = idx >> 8;
     // One dirty record for the entries and the index (a no-op unless migration logs).
-    this.host.memory.markDirty(this.device, 6 + 8 * size);
+    this.host.memory.markDirty(st.device, st.usedBytes);
     try {
       if (this.wantsInterruptFrom(avail, old, idx)) this.host.interrupt(this);
     } catch (e) {
@@ -485,22 +442,23 @@ export class Virtqueue implements RequestSink {
       while (this.completed.length > 0 && gen === this.generation && !this.broken) {
         const list = this.completed;
         this.completed = [];
-        const old = this.usedIdx;
+        const st = this.state;
+        const old = st.usedIdx;
         const elem = new Uint8Array(8);
         for (let i = 0; i < list.length; i += 2) {
           setU32(elem, 0, list[i]);
           setU32(elem, 4, list[i + 1]);
-          const at = this.device + 4 + 8 * (this.usedIdx % this.size);
+          const at = st.device + st.usedEntryAt(st.usedIdx);
           if (!this.poke(at, elem)) {
             await this.host.memory.write(at, elem);
             // A reset meanwhile gave the ring to a new driver setup: stop here.
             if (gen !== this.generation) return;
           }
-          this.usedIdx = (this.usedIdx + 1) & 0xffff;
+          st.usedIdx = (st.usedIdx + 1) & 0xffff;
         }
-        await this.writeU16(this.device + 2, this.usedIdx);
+        await this.writeU16(st.device + 2, st.usedIdx);
         if (gen !== this.generation) return;
-        if (await this.wantsInterrupt(old, this.usedIdx)) this.host.interrupt(this);
+        if (await this.wantsInterrupt(old, st.usedIdx)) this.host.interrupt(this);
       }
     } catch (e) {
       this.failWith(gen, e, 'cannot publish used buffers: ');
@@ -513,28 +471,22 @@ export class Virtqueue implements RequestSink {
   }
 
   private async wantsInterrupt(old: number, now: number): Promise<boolean> {
-    if (this.ring.eventIdx) {
-      const usedEvent = await this.readU16(this.driver + 4 + 2 * this.size);
-      return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
-    }
-    return ((await this.readU16(this.driver)) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    const st = this.state;
+    if (st.features.eventIdx) return st.wantsInterrupt(0, await this.readU16(st.driver + st.usedEventAt), old, now);
+    return st.wantsInterrupt(await this.readU16(st.driver), 0, old, now);
   }
 
   /** The same decision, from the avail ring's view. */
   private wantsInterruptFrom(avail: Uint8Array, old: number, now: number): boolean {
-    if (this.ring.eventIdx) {
-      const at = 4 + 2 * this.size;
-      const usedEvent = avail[at] | (avail[at + 1] << 8);
-      return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
-    }
-    return (avail[0] & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    const at = this.state.usedEventAt;
+    return this.state.wantsInterrupt(avail[0] | (avail[1] << 8), avail[at] | (avail[at + 1] << 8), old, now);
   }
 
   /** Writes a u16 of the used ring through its view, recording the page dirty for migration. */
   private setUsedU16(used: Uint8Array, at: number, value: number): void {
     used[at] = value & 0xff;
     used[at + 1] = (value >> 8) & 0xff;
-    this.host.memory.markDirty(this.device + at, 2);
+    this.host.memory.markDirty(this.state.device + at, 2);
   }
 
   /** The cached view of a ring area, (re)taken when missing or unmapped; undefined when there is none. */
@@ -543,9 +495,9 @@ export class Virtqueue implements RequestSink {
     if (cached === null) return undefined;
     // Views skip the per-access checks: ask for them once (migration hold, Bus Master Enable).
     if (!this.host.memory.accessible()) return undefined;
-    const length = which === Area.Desc ? DESC_SIZE * this.size : which === Area.Avail ? 6 + 2 * this.size : 6 + 8 * this.size;
+    const length = which === Area.Desc ? DESC_SIZE * this.state.size : which === Area.Avail ? 6 + 2 * this.state.size : 6 + 8 * this.state.size;
     if (cached && cached.length === length) return cached;
-    const start = which === Area.Desc ? this.desc : which === Area.Avail ? this.driver : this.device;
+    const start = which === Area.Desc ? this.state.desc : which === Area.Avail ? this.state.driver : this.state.device;
     let view: Uint8Array | null = null;
     try {
       const v = this.host.memory.views(start, length, which === Area.Used);
@@ -562,13 +514,13 @@ export class Virtqueue implements RequestSink {
 
   /** Bytes of a ring area from its cached view, when [addr, addr+length) lies in one. */
   private fromCache(addr: number, length: number): Uint8Array | undefined {
-    if (addr >= this.desc && addr + length <= this.desc + DESC_SIZE * this.size) {
+    if (addr >= this.state.desc && addr + length <= this.state.desc + DESC_SIZE * this.state.size) {
       const v = this.areaView(Area.Desc);
-      return v && v.subarray(addr - this.desc, addr - this.desc + length);
+      return v && v.subarray(addr - this.state.desc, addr - this.state.desc + length);
     }
-    if (addr >= this.driver && addr + length <= this.driver + 6 + 2 * this.size) {
+    if (addr >= this.state.driver && addr + length <= this.state.driver + 6 + 2 * this.state.size) {
       const v = this.areaView(Area.Avail);
-      return v && v.subarray(addr - this.driver, addr - this.driver + length);
+      return v && v.subarray(addr - this.state.driver, addr - this.state.driver + length);
     }
     return undefined;
   }
@@ -595,9 +547,9 @@ export class Virtqueue implements RequestSink {
 
   private async readU16(addr: number): Promise<number> {
     // The avail ring's fields, straight from its cached view: no allocation.
-    if (addr >= this.driver && addr + 2 <= this.driver + 6 + 2 * this.size) {
+    if (addr >= this.state.driver && addr + 2 <= this.state.driver + 6 + 2 * this.state.size) {
       const v = this.areaView(Area.Avail);
-      if (v) return v[addr - this.driver] | (v[addr - this.driver + 1] << 8);
+      if (v) return v[addr - this.state.driver] | (v[addr - this.state.driver + 1] << 8);
     }
     const b = this.peek(addr, 2) ?? (await this.host.memory.read(addr, 2));
     return b[0] | (b[1] << 8);
@@ -619,13 +571,15 @@ const enum Area {
   Used,
 }
 
+/** Why the rings of `state` are not all in mapped guest memory (with the right access), or undefined. */
+export function ringMemoryError(state: RingState, memory: QueueMemory): string | undefined {
+  const ok = memory.mapped(state.desc, state.descBytes, false) && memory.mapped(state.driver, state.availBytes, false) && memory.mapped(state.device, state.usedBytes, true);
+  return ok ? undefined : `queue ${state.index}: rings are not in mapped guest memory`;
+}
+
 function setU32(b: Uint8Array, at: number, v: number): void {
   b[at] = v & 0xff;
   b[at + 1] = (v >>> 8) & 0xff;
   b[at + 2] = (v >>> 16) & 0xff;
   b[at + 3] = v >>> 24;
-}
-
-function isPowerOfTwo(n: number): boolean {
-  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }

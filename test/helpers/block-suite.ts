@@ -92,77 +92,27 @@ export function blockBackendSuite(kind: BackendKind): void {
       );
     });
 
-    test('the synchronous variants, where offered, agree with the model, and change nothing when they decline', async (t) => {
-      const probe = await kind.create(SIZE);
-      const offered = probe.readNow !== undefined || probe.writeNow !== undefined || probe.flushNow !== undefined;
-      await probe.close();
-      if (!offered) {
-        t.skip('this backend offers no synchronous variants');
-        return;
-      }
-      await fc.assert(
-        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
-          const disk = await kind.create(SIZE);
-          const model = new Uint8Array(SIZE);
-          try {
-            for (const o of ops) {
-              if (o.kind === 'write') {
-                const bufs = scatter(o.r.length, o.cuts);
-                let i = 0;
-                for (const b of bufs) for (let k = 0; k < b.length; k++) b[k] = (o.seed + 7 * i++) & 0xff;
-                // Declined: it must have written nothing, which the reads below would show.
-                if (disk.writeNow?.(o.r.offset, bufs, { fua: o.fua })) {
-                  model.set(concat(bufs), o.r.offset);
-                }
-              } else if (o.kind === 'read') {
-                const bufs = scatter(o.r.length, o.cuts);
-                if (disk.readNow?.(o.r.offset, bufs)) {
-                  assert.deepEqual(concat(bufs), Buffer.from(model.subarray(o.r.offset, o.r.offset + o.r.length)));
-                }
-              } else if (o.kind === 'discard') {
-                await disk.discard(o.r.offset, o.r.length);
-                model.fill(0, o.r.offset, o.r.offset + o.r.length);
-              } else if (o.kind === 'zeroes') {
-                // Zeroed by a write of zeros through the variant when offered, else the usual way.
-                if (!disk.writeNow?.(o.r.offset, [new Uint8Array(o.r.length)])) await disk.writeZeroes(o.r.offset, o.r.length);
-                model.fill(0, o.r.offset, o.r.offset + o.r.length);
-              } else if (!disk.flushNow?.()) {
-                await disk.flush();
-              }
-            }
-            const all = new Uint8Array(SIZE);
-            await disk.read(0, [all]);
-            assert.deepEqual(Buffer.from(all), Buffer.from(model));
-          } finally {
-            await disk.close();
-          }
-        }),
-        { seed: 0x5eed, numRuns: kind.runs ?? 40 },
-      );
-    });
-
-    test('the synchronous variants throw what the others reject with: ERANGE, EROFS, EIO after close', async (t) => {
+    test('a request either finishes at once (its effect visible on return) or returns a Promise; refusals come either way', async () => {
       const disk = await kind.create(SIZE);
       const ro = await kind.create(SIZE, true);
       try {
-        if (!disk.readNow && !disk.writeNow) {
-          t.skip('this backend offers no synchronous variants');
-          return;
-        }
+        const data = new Uint8Array(4096).fill(0x5a);
+        const wrote = disk.write(8192, [data.subarray(0, 1000), data.subarray(1000)]);
+        if (!(wrote instanceof Promise)) {
+          const back = new Uint8Array(4096);
+          const read = disk.read(8192, [back]);
+          if (!(read instanceof Promise)) assert.deepEqual(back, data, 'a write finished at once is seen by a read finished at once');
+          else await read;
+        } else await wrote;
         const is = (c: string) => (e: unknown) => e instanceof BlockError && e.code === c;
-        if (disk.readNow) {
-          assert.throws(() => disk.readNow!(SIZE - 512, [new Uint8Array(1024)]), is('ERANGE'));
-          assert.throws(() => disk.readNow!(0.5, [new Uint8Array(512)]), is('ERANGE'));
-        }
-        if (disk.writeNow) {
-          assert.throws(() => disk.writeNow!(-512, [new Uint8Array(512)]), is('ERANGE'));
-          assert.throws(() => disk.writeNow!(2 ** 60, [new Uint8Array(512)]), is('ERANGE'));
-        }
-        if (ro.writeNow) assert.throws(() => ro.writeNow!(0, [new Uint8Array(512)]), is('EROFS'));
+        // A refusal is thrown when the call finishes at once, else rejected: `async () =>` takes both.
+        await assert.rejects(async () => disk.read(SIZE - 512, [new Uint8Array(1024)]), is('ERANGE'));
+        await assert.rejects(async () => disk.write(2 ** 60, [new Uint8Array(512)]), is('ERANGE'));
+        await assert.rejects(async () => ro.write(0, [new Uint8Array(512)]), is('EROFS'));
         await disk.close();
-        if (disk.readNow) assert.throws(() => disk.readNow!(0, [new Uint8Array(512)]), is('EIO'));
-        if (disk.writeNow) assert.throws(() => disk.writeNow!(0, [new Uint8Array(512)]), is('EIO'));
-        if (disk.flushNow) assert.throws(() => disk.flushNow!(), is('EIO'));
+        await assert.rejects(async () => disk.read(0, [new Uint8Array(512)]), is('EIO'));
+        await assert.rejects(async () => disk.write(0, [new Uint8Array(512)]), is('EIO'));
+        await assert.rejects(async () => disk.flush(), is('EIO'));
       } finally {
         await disk.close();
         await ro.close();
@@ -175,7 +125,7 @@ export function blockBackendSuite(kind: BackendKind): void {
       const done: number[] = [];
       await Promise.all(
         Array.from({ length: 16 }, (_, i) =>
-          disk.write(i * piece, [new Uint8Array(piece).fill(i + 1)]).then(() => done.push(i)),
+          Promise.resolve(disk.write(i * piece, [new Uint8Array(piece).fill(i + 1)])).then(() => done.push(i)),
         ),
       );
       assert.equal(done.length, 16);
@@ -195,9 +145,9 @@ export function blockBackendSuite(kind: BackendKind): void {
       const disk = await kind.create(SIZE, true);
       assert.equal(disk.readOnly, true);
       const isErofs = (e: unknown) => e instanceof BlockError && e.code === 'EROFS';
-      await assert.rejects(disk.write(0, [new Uint8Array(512)]), isErofs);
-      await assert.rejects(disk.discard(0, 512), isErofs);
-      await assert.rejects(disk.writeZeroes(0, 512), isErofs);
+      await assert.rejects(async () => disk.write(0, [new Uint8Array(512)]), isErofs);
+      await assert.rejects(async () => disk.discard(0, 512), isErofs);
+      await assert.rejects(async () => disk.writeZeroes(0, 512), isErofs);
       const b = new Uint8Array(512).fill(1);
       await disk.read(0, [b]);
       assert.ok(b.every((v) => v === 0));
@@ -208,13 +158,13 @@ export function blockBackendSuite(kind: BackendKind): void {
     test('ranges outside the disk fail with ERANGE', async () => {
       const disk = await kind.create(SIZE);
       const isErange = (e: unknown) => e instanceof BlockError && e.code === 'ERANGE';
-      await assert.rejects(disk.read(SIZE - 512, [new Uint8Array(1024)]), isErange);
-      await assert.rejects(disk.read(SIZE + 512, [new Uint8Array(0)]), isErange);
-      await assert.rejects(disk.write(-512, [new Uint8Array(512)]), isErange);
-      await assert.rejects(disk.write(0.5, [new Uint8Array(512)]), isErange);
-      await assert.rejects(disk.discard(0, SIZE + 1), isErange);
-      await assert.rejects(disk.writeZeroes(Number.NaN, 512), isErange);
-      await assert.rejects(disk.discard(2 ** 60, 512), isErange);
+      await assert.rejects(async () => disk.read(SIZE - 512, [new Uint8Array(1024)]), isErange);
+      await assert.rejects(async () => disk.read(SIZE + 512, [new Uint8Array(0)]), isErange);
+      await assert.rejects(async () => disk.write(-512, [new Uint8Array(512)]), isErange);
+      await assert.rejects(async () => disk.write(0.5, [new Uint8Array(512)]), isErange);
+      await assert.rejects(async () => disk.discard(0, SIZE + 1), isErange);
+      await assert.rejects(async () => disk.writeZeroes(Number.NaN, 512), isErange);
+      await assert.rejects(async () => disk.discard(2 ** 60, 512), isErange);
       await disk.read(SIZE, [new Uint8Array(0)]); // empty range at the end is fine
       await disk.close();
     });
@@ -223,13 +173,13 @@ export function blockBackendSuite(kind: BackendKind): void {
       const disk = await kind.create(SIZE);
       const order: string[] = [];
       const writes = Array.from({ length: 8 }, (_, i) =>
-        disk.write(i * 4096, [new Uint8Array(4096).fill(i + 1)]).then(() => order.push(`write${i}`)),
+        Promise.resolve(disk.write(i * 4096, [new Uint8Array(4096).fill(i + 1)])).then(() => order.push(`write${i}`)),
       );
       const closed = disk.close().then(() => order.push('close'));
       await Promise.all([...writes, closed]);
       assert.equal(order.length, 9);
       assert.equal(order.at(-1), 'close', `close settled last: ${order.join(' ')}`);
-      await assert.rejects(disk.read(0, [new Uint8Array(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO');
+      await assert.rejects(async () => disk.read(0, [new Uint8Array(512)]), (e: unknown) => e instanceof BlockError && e.code === 'EIO');
       await disk.close(); // idempotent
     });
   });

@@ -3,12 +3,13 @@
  * steer it: call counts, the unmap flags write-zeroes saw, reads, writes and
  * flushes held until the test lets them go (to force completion order),
  * injected failures, capabilities turned off, and direct access to the
- * storage below that bypasses all of these. It offers the synchronous
- * variants (readNow, writeNow, flushNow) as the RAM disk below does, except
- * while holding or when `offerNow` is off; `served` says which way each
- * read, write and flush went.
+ * storage below that bypasses all of these. Reads, writes and flushes
+ * finish at once as the RAM disk below does, except while holding or when
+ * `offerNow` is off (then they return a Promise); `served` says which way
+ * each went.
  */
 import { BlockError, ramBackend, type BlockBackend, type BlockCapabilities } from '../../src/block/index.js';
+import type { MaybePromise } from '../../src/device/spec.js';
 
 export class ProbeBackend implements BlockBackend {
   readonly capabilities: BlockCapabilities;
@@ -19,9 +20,9 @@ export class ProbeBackend implements BlockBackend {
   holding = false;
   /** Fail the next read, write or flush with this code. */
   failNext: BlockError['code'] | undefined;
-  /** Offer readNow / writeNow / flushNow (default true). */
+  /** Finish reads, writes and flushes at once when not holding (default true). */
   offerNow = true;
-  /** Reads, writes and flushes served at once (by the synchronous variants) and asynchronously. */
+  /** Reads, writes and flushes served at once and asynchronously. */
   served = { now: 0, async: 0 };
   private held: (() => void)[] = [];
   private heldWaiters: (() => void)[] = [];
@@ -75,8 +76,8 @@ export class ProbeBackend implements BlockBackend {
   }
 
   /** Stores `bytes` at `offset`, past the probes. */
-  poke(bytes: Uint8Array, offset: number): Promise<void> {
-    return this.inner.write(offset, [bytes]);
+  async poke(bytes: Uint8Array, offset: number): Promise<void> {
+    await this.inner.write(offset, [bytes]);
   }
 
   /** Fills [start, end) (default the whole disk) with `value`, past the probes. */
@@ -84,57 +85,30 @@ export class ProbeBackend implements BlockBackend {
     return this.poke(Buffer.alloc(end - start, value), start);
   }
 
-  async read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+  read(offset: number, buffers: readonly Uint8Array[]): MaybePromise<void> {
     this.calls.read++;
-    this.served.async++;
-    await this.gate();
-    return this.inner.read(offset, buffers);
+    if (this.now()) return this.inner.read(offset, buffers);
+    return this.gate().then(() => this.inner.read(offset, buffers));
   }
 
-  async write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void> {
+  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): MaybePromise<void> {
     this.calls.write++;
-    this.served.async++;
-    await this.gate();
-    return this.inner.write(offset, buffers, options);
+    if (this.now()) return this.inner.write(offset, buffers, options);
+    return this.gate().then(() => this.inner.write(offset, buffers, options));
   }
 
-  async flush(): Promise<void> {
+  flush(): MaybePromise<void> {
     this.calls.flush++;
-    this.served.async++;
-    await this.gate();
-    return this.inner.flush();
+    if (this.now()) return this.inner.flush();
+    return this.gate().then(() => this.inner.flush());
   }
 
-  readNow(offset: number, buffers: readonly Uint8Array[]): boolean {
-    if (!this.offerNow || this.holding || !this.inner.readNow) return false;
-    this.calls.read++;
-    this.served.now++;
-    this.failNow();
-    return this.inner.readNow(offset, buffers);
-  }
-
-  writeNow(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): boolean {
-    if (!this.offerNow || this.holding || !this.inner.writeNow) return false;
-    this.calls.write++;
-    this.served.now++;
-    this.failNow();
-    return this.inner.writeNow(offset, buffers, options);
-  }
-
-  flushNow(): boolean {
-    if (!this.offerNow || this.holding || !this.inner.flushNow) return false;
-    this.calls.flush++;
-    this.served.now++;
-    this.failNow();
-    return this.inner.flushNow();
-  }
-
-  discard(offset: number, length: number): Promise<void> {
+  discard(offset: number, length: number): MaybePromise<void> {
     this.calls.discard++;
     return this.inner.discard(offset, length);
   }
 
-  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void> {
+  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): MaybePromise<void> {
     this.calls.writeZeroes++;
     this.unmaps.push(options?.unmap ?? false);
     return this.inner.writeZeroes(offset, length, options);
@@ -143,6 +117,17 @@ export class ProbeBackend implements BlockBackend {
   close(): Promise<void> {
     this.releaseAll();
     return this.inner.close();
+  }
+
+  /** True (having counted it, and thrown an injected failure) when a request is served at once. */
+  private now(): boolean {
+    if (!this.offerNow || this.holding) {
+      this.served.async++;
+      return false;
+    }
+    this.served.now++;
+    this.failNow();
+    return true;
   }
 
   private failNow(): void {

@@ -9,6 +9,7 @@
  * wrote their buffers and settled.
  */
 import { spawnSync } from 'node:child_process';
+import type { MaybePromise } from '../../src/device/spec.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BlockError, type BlockBackend, type BlockCapabilities } from '../../src/block/index.js';
 
@@ -71,16 +72,16 @@ export class SlowBackend implements BlockBackend {
     }
   }
 
-  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void> {
+  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): MaybePromise<void> {
     return this.inner.write(offset, buffers, options);
   }
-  flush(): Promise<void> {
+  flush(): MaybePromise<void> {
     return this.inner.flush();
   }
-  discard(offset: number, length: number): Promise<void> {
+  discard(offset: number, length: number): MaybePromise<void> {
     return this.inner.discard(offset, length);
   }
-  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void> {
+  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): MaybePromise<void> {
     return this.inner.writeZeroes(offset, length, options);
   }
   close(): Promise<void> {
@@ -138,7 +139,7 @@ export class PipeBackend implements BlockBackend {
   write(): Promise<void> {
     return Promise.reject(new BlockError('EROFS', 'a pipe disk is read-only'));
   }
-  flush(): Promise<void> {
+  flush(): MaybePromise<void> {
     return Promise.resolve();
   }
   discard(): Promise<void> {

@@ -47,6 +47,12 @@ export interface NbdBackend extends BlockBackend {
   readonly inFlight: number;
   /** The server's minimum block size (1 if it states none); requests to it are aligned to it. */
   readonly minBlockSize: number;
+  /** Every request goes over the network: always a Promise. */
+  read(offset: number, buffers: readonly Uint8Array[]): Promise<void>;
+  write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): Promise<void>;
+  flush(): Promise<void>;
+  discard(offset: number, length: number): Promise<void>;
+  writeZeroes(offset: number, length: number, options?: { unmap?: boolean }): Promise<void>;
 }
 
 /** Discard and write-zeroes lengths are 32-bit on the wire; 1 GiB pieces keep well inside. */

@@ -7,7 +7,8 @@
  */
 import type { Device } from '../../device/device.js';
 import { DeviceThreads } from '../../device/threads/pool.js';
-import type { RingFeatures, Virtqueue, VirtqueueHost, VirtqueueState } from '../virtqueue.js';
+import type { QueueMemory } from '../../device/queue-memory.js';
+import type { RingFeatures, RingState, VirtqueueState } from '../ring.js';
 import type { QueueWorkerSpec } from './handler.js';
 import type { AskQueues, FromQueues, QueueRoleData, ToQueues } from './messages.js';
 import { RemoteQueue, type QueueLink } from './remote-queue.js';
@@ -39,7 +40,7 @@ export class QueueThreads implements QueueLink {
 
   constructor(
     specs: readonly { index: number; maxSize: number; worker: QueueWorkerSpec }[],
-    shadowHost: VirtqueueHost,
+    memory: QueueMemory,
     private readonly host: PoolHost,
   ) {
     this.served = new Int32Array(new SharedArrayBuffer(4 * Math.max(1, ...specs.map((s) => s.index + 1))));
@@ -51,7 +52,7 @@ export class QueueThreads implements QueueLink {
       byThread.set(id, entry);
       this.threadOf.set(s.index, id);
       this.resetTimeout.set(id, Math.min(this.resetTimeout.get(id) ?? Infinity, s.worker.resetTimeoutMs ?? RESET_SETTLE_MS));
-      this.queues[s.index] = new RemoteQueue(s.index, s.maxSize, shadowHost, this);
+      this.queues[s.index] = new RemoteQueue(s.index, s.maxSize, memory, this);
     }
     this.threads = new DeviceThreads(
       [...byThread].map(([id, e]) => ({
@@ -132,9 +133,9 @@ export class QueueThreads implements QueueLink {
 
   // ---- QueueLink ----
 
-  enable(q: number, shadow: Virtqueue, ring: RingFeatures): void {
+  enable(q: number, state: RingState, ring: RingFeatures): void {
     this.threads.refreshFlags();
-    this.tell(q, { t: 'enable', q, size: shadow.size, desc: shadow.desc, driver: shadow.driver, device: shadow.device, ring, features: this.host.features().toString(), vector: shadow.msixVector });
+    this.tell(q, { t: 'enable', q, size: state.size, desc: state.desc, driver: state.driver, device: state.device, ring, features: this.host.features().toString(), vector: state.msixVector });
   }
 
   restore(q: number, state: VirtqueueState, ring: RingFeatures): void {
@@ -160,7 +161,7 @@ export class QueueThreads implements QueueLink {
   }
 
   vectorChanged(q: number): void {
-    this.tell(q, { t: 'vector', q, vector: this.queues[q].msixVector });
+    this.tell(q, { t: 'vector', q, vector: this.queues[q].state.msixVector });
   }
 
   // ---- internals ----

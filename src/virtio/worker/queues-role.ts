@@ -77,10 +77,10 @@ export const startRole: StartRole = async (rt, raw) => {
           features = BigInt(m.features);
           vectors.set(m.q, m.vector);
           const vq = queue(m.q);
-          vq.size = m.size;
-          vq.desc = m.desc;
-          vq.driver = m.driver;
-          vq.device = m.device;
+          vq.state.size = m.size;
+          vq.state.desc = m.desc;
+          vq.state.driver = m.driver;
+          vq.state.device = m.device;
           // The main thread checked the rings; start paused, a resume follows when the driver is ready.
           vq.pause();
           const err = vq.enable(m.ring, false);

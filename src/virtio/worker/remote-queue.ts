@@ -1,15 +1,17 @@
 /**
  * A virtqueue served on a worker thread, as the transport sees it: the
- * configuration the driver writes lives here (in a shadow Virtqueue that
- * also validates it against this thread's view of guest memory), and
+ * ring's configuration the driver writes lives here (a {@link RingState},
+ * validated against this thread's view of guest memory on enable), and
  * every control of the running queue is forwarded to the worker.
  */
+import type { QueueMemory } from '../../device/queue-memory.js';
 import type { QueueControl } from '../queue-control.js';
-import { Virtqueue, type RingFeatures, type VirtqueueHost, type VirtqueueState } from '../virtqueue.js';
+import { RingState, type RingFeatures, type VirtqueueState } from '../ring.js';
+import { ringMemoryError } from '../virtqueue.js';
 
 /** What a remote queue needs from the thread pool. */
 export interface QueueLink {
-  enable(q: number, shadow: Virtqueue, ring: RingFeatures): void;
+  enable(q: number, state: RingState, ring: RingFeatures): void;
   restore(q: number, state: VirtqueueState, ring: RingFeatures): void;
   control(q: number, op: 'pause' | 'resume' | 'kick'): void;
   reset(q: number): Promise<void>;
@@ -18,66 +20,36 @@ export interface QueueLink {
 }
 
 export class RemoteQueue implements QueueControl {
-  private readonly shadow: Virtqueue;
+  /** The configuration; its indices are the worker's as last reported (on idle). */
+  readonly state: RingState;
   private paused = false;
-  /** Ring indices as the worker last reported them (on idle). */
-  private progress = { lastAvail: 0, usedIdx: 0 };
   /** The worker finished the last reset (its abandoned requests settled). */
   settled: Promise<void> = Promise.resolve();
 
   constructor(
     readonly index: number,
-    maxSize: number,
-    host: VirtqueueHost,
+    readonly maxSize: number,
+    private readonly memory: QueueMemory,
     private readonly link: QueueLink,
   ) {
-    this.shadow = new Virtqueue(index, maxSize, host);
+    this.state = new RingState(index, maxSize);
   }
 
-  get maxSize(): number {
-    return this.shadow.maxSize;
-  }
-  get size(): number {
-    return this.shadow.size;
-  }
-  set size(v: number) {
-    this.shadow.size = v;
-  }
-  get desc(): number {
-    return this.shadow.desc;
-  }
-  set desc(v: number) {
-    this.shadow.desc = v;
-  }
-  get driver(): number {
-    return this.shadow.driver;
-  }
-  set driver(v: number) {
-    this.shadow.driver = v;
-  }
-  get device(): number {
-    return this.shadow.device;
-  }
-  set device(v: number) {
-    this.shadow.device = v;
-  }
-  get msixVector(): number {
-    return this.shadow.msixVector;
-  }
-  set msixVector(v: number) {
-    this.shadow.msixVector = v;
-    this.link.vectorChanged(this.index);
-  }
   get isEnabled(): boolean {
-    return this.shadow.isEnabled;
+    return this.state.enabled;
+  }
+
+  setVector(vector: number): void {
+    this.state.msixVector = vector;
+    this.link.vectorChanged(this.index);
   }
 
   enable(ring: RingFeatures): string | undefined {
-    const err = this.shadow.enable(ring);
+    const err = this.state.layoutError() ?? ringMemoryError(this.state, this.memory);
     if (err) return err;
-    this.shadow.pause(); // the shadow never serves
-    this.progress = { lastAvail: 0, usedIdx: 0 };
-    this.link.enable(this.index, this.shadow, ring);
+    this.state.enable(ring);
+    this.state.lastAvail = this.state.usedIdx = 0;
+    this.link.enable(this.index, this.state, ring);
     // The worker starts it paused; the transport pauses it right after enabling when it should stay so.
     queueMicrotask(() => {
       if (!this.paused && this.isEnabled) this.link.control(this.index, 'resume');
@@ -86,8 +58,7 @@ export class RemoteQueue implements QueueControl {
   }
 
   reset(): void {
-    this.shadow.reset();
-    this.progress = { lastAvail: 0, usedIdx: 0 };
+    this.state.reset();
     this.settled = this.link.reset(this.index);
   }
 
@@ -106,19 +77,20 @@ export class RemoteQueue implements QueueControl {
   }
 
   async idle(): Promise<void> {
-    const state = await this.link.idle(this.index);
-    if (state) this.progress = { lastAvail: state.lastAvail, usedIdx: state.usedIdx };
+    const s = await this.link.idle(this.index);
+    if (s) {
+      this.state.lastAvail = s.lastAvail;
+      this.state.usedIdx = s.usedIdx;
+    }
   }
 
   save(): VirtqueueState {
-    return { ...this.shadow.save(), ...this.progress };
+    return this.state.save();
   }
 
   restore(s: VirtqueueState, ring: RingFeatures): string | undefined {
-    const err = this.shadow.restore(s, ring);
+    const err = this.state.restore(s) ?? (s.enabled ? this.state.enable(ring) : undefined);
     if (err) return err;
-    this.shadow.pause();
-    this.progress = { lastAvail: s.lastAvail, usedIdx: s.usedIdx };
     this.link.restore(this.index, s, ring);
     return undefined;
   }
