@@ -10,7 +10,8 @@ import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
 import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region } from './regions.js';
 import type { GatedDmaAccess } from './gated-dma.js';
 import { DoorbellThreads } from './threads/doorbell.js';
-import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
+import type { BarSpec } from './region-spec.js';
+import type { DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 import { PciCommand } from '../pci/regs.js';
 import { ConfigLayout } from './config-registers.js';
 import { registerMapOf } from './registers.js';
@@ -35,6 +36,12 @@ export interface DeviceLink {
 }
 
 const MAX_BARS = 6;
+
+type DeviceClass = Device;
+declare module './types.js' {
+  // What callbacks receive (types.ts declares it ahead, for the spec types below this class).
+  interface Device extends DeviceClass {}
+}
 
 /** A PCI device built from a spec, ready to be served. */
 export class Device {

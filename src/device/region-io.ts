@@ -6,7 +6,7 @@ import type { Device } from './device.js';
 import { DeviceError, Errno } from './errors.js';
 import { RegionInfoFlag } from '../protocol/constants.js';
 import { CONFIG_REGION, type Region } from './regions.js';
-import type { MaybePromise, ReadResult } from './spec.js';
+import type { MaybePromise, ReadResult } from './types.js';
 import { retainReceived } from '../transport/channel.js';
 
 /** Finds the region and checks that [offset, offset+count) lies inside it. */

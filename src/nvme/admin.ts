@@ -7,7 +7,7 @@
 import type { QueueMemory } from '../device/queue-memory.js';
 import { CommandError, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, Cc, Cns, CQE_SIZE, FeatureId, LogPageId, PAGE_SIZE, SQE_SIZE, Status } from './constants.js';
-import type { ControllerConfig, FeatureValues } from './controller.js';
+import type { ControllerConfig, FeatureValues } from './config.js';
 import {
   activeNamespaceList,
   errorLog,

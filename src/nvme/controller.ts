@@ -27,6 +27,7 @@ import { executeIo, executeIoNow, type FastCommand, type IoContext } from './io.
 import type { Namespace } from './namespace.js';
 import { CompletionQueue, encodeCompletion, SubmissionQueue, writeCompletion } from './queues.js';
 import { checkArray, checkInt, checkObject, type ControllerState } from './state.js';
+import { defaultFeatures, type ControllerConfig, type FeatureValues } from './config.js';
 
 /** What the controller needs from the device around it. */
 export interface ControllerHost {
@@ -38,30 +39,6 @@ export interface ControllerHost {
   raiseMsix(vector: number): void;
   /** Pin-based interrupt (when MSI-X is off and INTMS does not mask it). */
   raiseIntx(): void;
-}
-
-/** The controller's fixed description. */
-export interface ControllerConfig {
-  namespaces: readonly Namespace[];
-  /** I/O queue pairs offered (Number of Queues). */
-  ioQueues: number;
-  /** Largest queue, in entries (CAP.MQES + 1). */
-  maxQueueEntries: number;
-  /** MDTS: largest transfer is 4 KiB << mdts. */
-  mdts: number;
-  serial: string;
-  model: string;
-  firmware: string;
-  vendorId: number;
-  subsystemVendorId: number;
-  /** Offer Doorbell Buffer Config (shadow doorbells with EventIdx). */
-  shadowDoorbells: boolean;
-  /**
-   * With shadow doorbells: after a submission queue goes idle, keep reading
-   * its shadow tail for this many microseconds (0: never), with EventIdx set
-   * so the driver does not ring meanwhile.
-   */
-  pollMicroseconds: number;
 }
 
 /** Counters for tests, logs and benchmarks. */
@@ -116,36 +93,6 @@ interface ScratchCommand extends FastCommand {
   cdw10: number;
   cdw11: number;
   cdw12: number;
-}
-
-/** The saved feature values (Get / Set Features). */
-export interface FeatureValues {
-  arbitration: number;
-  powerManagement: number;
-  temperatureThreshold: number;
-  errorRecovery: number;
-  writeCache: number;
-  interruptCoalescing: number;
-  writeAtomicity: number;
-  asyncEventConfig: number;
-  keepAlive: number;
-  /** Allocated queues (0-based), once Set Features Number of Queues ran. */
-  queuesAllocated: boolean;
-}
-
-function defaultFeatures(vwc: boolean): FeatureValues {
-  return {
-    arbitration: 0,
-    powerManagement: 0,
-    temperatureThreshold: 0x0157,
-    errorRecovery: 0,
-    writeCache: vwc ? 1 : 0,
-    interruptCoalescing: 0,
-    writeAtomicity: 0,
-    asyncEventConfig: 0,
-    keepAlive: 0,
-    queuesAllocated: false,
-  };
 }
 
 interface AsyncEventRecord {

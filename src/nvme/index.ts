@@ -1,6 +1,7 @@
 /** An NVMe controller over the shared block layer. */
 export { nvmeController, nvmeControllerOf, sqDoorbell, cqDoorbell, NVME_PCI_IDS, type NvmeOptions } from './device.js';
-export { NvmeController, type ControllerHost, type ControllerConfig, type ControllerStats, type FeatureValues, type FatalReason } from './controller.js';
+export { NvmeController, type ControllerHost, type ControllerStats, type FatalReason } from './controller.js';
+export type { ControllerConfig, FeatureValues } from './config.js';
 export { AdminOpcode, IoOpcode, Status, StatusType, NvmeReg, FeatureId, LogPageId, Cns, Cc, Csts, status } from './constants.js';
 export { CommandError, parseCommand, type NvmeCommand, type CommandResult } from './command.js';
 export { Namespace, sliceBackend } from './namespace.js';

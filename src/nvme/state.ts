@@ -5,7 +5,7 @@
  * Requests, pending events, the error log and the health counters. A
  * loaded state is checked field by field before the controller uses it.
  */
-import type { FeatureValues } from './controller.js';
+import type { FeatureValues } from './config.js';
 import type { ErrorEntry, HealthCounters } from './identify.js';
 
 /** One saved completion queue. */
