@@ -19,7 +19,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   transport: ['native', 'protocol'],
   pci: [],
   block: ['native'],
-  device: ['native', 'protocol', 'transport', 'pci', 'block'],
+  device: ['native', 'protocol', 'pci'],
   migration: ['native', 'protocol', 'device'],
   server: ['native', 'protocol', 'transport', 'pci', 'device', 'migration'],
   client: ['native', 'protocol', 'transport'],
