@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Client, EventFd, privateMemory, sharedMemory } from '../src/client/index.js';
 import { native } from '../src/native/index.js';
 import { MAIN, startServer } from './helpers/timer-process.js';
+import { le32, le64 } from './helpers/bytes.js';
 
 interface Traced {
   /** Stops the proxy (SIGTERM) and resolves with everything it printed. */
@@ -37,18 +38,6 @@ async function startTrace(device: string, listen: string, extra: string[]): Prom
       return out;
     },
   };
-}
-
-function le32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
-
-function le64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
 }
 
 test('trace: a transparent proxy, fds included, printing each message as JSON lines, with --stats', async () => {
