@@ -6,12 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from '../src/index.js';
 import { Client } from '../src/client/index.js';
-
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-};
+import { le32 } from './helpers/bytes.js';
 
 test('async write callbacks keep their data across awaits and complete in order', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-async-'));
@@ -38,7 +33,7 @@ test('async write callbacks keep their data across awaits and complete in order'
   const client = await Client.connect(server.path);
   try {
     for (let i = 1; i <= 5; i++) {
-      client.postRegionWrite(0, 0, u32(i * 11));
+      client.postRegionWrite(0, 0, le32(i * 11));
       // Separate arrivals: the next message lands while the callback still awaits.
       await new Promise((r) => setTimeout(r, 2));
     }

@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { until } from './helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const README_SOCKET = '/tmp/counter.sock';
@@ -64,17 +65,9 @@ function processesWith(needle: string): number[] {
   return pids;
 }
 
-async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** Waits until nothing serves `socket` any more; asserts the socket is gone. */
 async function assertGone(socket: string): Promise<void> {
-  await until(`no process serving ${socket}`, () => processesWith(socket).length === 0);
+  await until(() => processesWith(socket).length === 0, `no process serving ${socket}`, 20_000);
   assert.equal(existsSync(socket), false, 'the socket is removed');
 }
 
@@ -84,7 +77,7 @@ test("README: the run command serves, its lspci command reads the device, SIGTER
   try {
     const server = inDir(run, dir);
     const device = shell(server.command);
-    await until('the device to serve', () => device.output().includes('muser: serving counter'));
+    await until(() => device.output().includes('muser: serving counter'), 'the device to serve', 20_000);
     const reader = shell(inDir(lspci, dir).command);
     assert.equal(await reader.exited, 0, reader.output());
     assert.match(reader.output(), /1af4:10ff/);
@@ -104,7 +97,7 @@ test('README: Ctrl-C at any moment of start-up or serving leaves nothing behind,
     // Ctrl-C signals the terminal's whole foreground process group.
     for (const delay of [0, 100, 300, 600, 1000, 'served'] as const) {
       const device = shell(server.command);
-      if (delay === 'served') await until('the device to serve', () => device.output().includes('muser: serving counter'));
+      if (delay === 'served') await until(() => device.output().includes('muser: serving counter'), 'the device to serve', 20_000);
       else await new Promise((r) => setTimeout(r, delay));
       process.kill(-device.child.pid!, 'SIGINT');
       await device.exited;
@@ -112,7 +105,7 @@ test('README: Ctrl-C at any moment of start-up or serving leaves nothing behind,
     }
     // And the next run starts, and a SIGTERM to the device itself stops it.
     const device = shell(server.command);
-    await until('the device to serve again', () => device.output().includes('muser: serving counter'));
+    await until(() => device.output().includes('muser: serving counter'), 'the device to serve again', 20_000);
     const [pid] = processesWith(server.socket).filter((p) => p !== device.child.pid);
     assert.ok(pid, 'the device process');
     process.kill(pid, 'SIGTERM');

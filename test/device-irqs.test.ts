@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { serve, type Server } from '../src/index.js';
 import { Client, EventFd } from '../src/client/index.js';
 import { IrqIndex } from '../src/device/irqs.js';
+import { le16, le32 } from './helpers/bytes.js';
 
 const CONFIG = 7;
 const COMMAND = 4;
@@ -50,12 +51,6 @@ describe('device interrupts: one pending bit per vector, where the guest reads i
     await client.setIrqEventfds(index, 0, list.map((e) => e.fd));
     return list;
   };
-  const u16 = (v: number): Buffer => Buffer.from([v & 0xff, v >> 8]);
-  const u32 = (v: number): Buffer => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32LE(v >>> 0);
-    return b;
-  };
 
   it('MSI-X: a masked vector pends in the PBA and is sent once when the function or entry mask clears', async () => {
     const device = server.device;
@@ -63,21 +58,21 @@ describe('device interrupts: one pending bit per vector, where the guest reads i
     const flags = device.config.findCapability('msix')!.offset + 2;
     const pba = async (): Promise<number> => (await client.regionRead(p.bar, p.pbaOffset, 8))[0]!;
     const entryCtrl = (v: number, masked: boolean): Promise<void> =>
-      client.regionWrite(p.bar, p.tableOffset + v * ENTRY_SIZE + VECTOR_CTRL, u32(masked ? 1 : 0));
+      client.regionWrite(p.bar, p.tableOffset + v * ENTRY_SIZE + VECTOR_CTRL, le32(masked ? 1 : 0));
     const [, e1] = await eventfds(IrqIndex.MSIX, 2);
 
     // QEMU never writes our table: its reset mask bits do not hold vectors back.
-    await client.regionWrite(CONFIG, flags, u16(MSIX_ENABLE));
+    await client.regionWrite(CONFIG, flags, le16(MSIX_ENABLE));
     assert.equal(device.trigger(1), 'sent');
     await e1!.waitFor(1);
 
-    await client.regionWrite(CONFIG, flags, u16(MSIX_ENABLE | MSIX_MASKALL));
+    await client.regionWrite(CONFIG, flags, le16(MSIX_ENABLE | MSIX_MASKALL));
     await entryCtrl(1, false);
     assert.equal(device.trigger(1), 'pending', 'function mask');
     assert.equal(device.trigger(1), 'pending', 'still one pending bit');
     assert.equal(await pba(), 0b10);
     const signals = device.irqs.signals;
-    await client.regionWrite(CONFIG, flags, u16(MSIX_ENABLE));
+    await client.regionWrite(CONFIG, flags, le16(MSIX_ENABLE));
     await e1!.waitFor(2);
     assert.equal(device.irqs.signals, signals + 1, 'sent once on unmask');
     assert.equal(await pba(), 0, 'pending cleared on delivery');
@@ -96,7 +91,7 @@ describe('device interrupts: one pending bit per vector, where the guest reads i
     await client.maskIrqs(IrqIndex.MSIX, 1, 1, false);
     await e1!.waitFor(4);
     assert.equal(device.irqPending(IrqIndex.MSIX, 1), false);
-    await client.regionWrite(CONFIG, flags, u16(0));
+    await client.regionWrite(CONFIG, flags, le16(0));
   });
 
   it('MSI: a masked vector pends in the MSI pending register and is sent when unmasked', async () => {
@@ -104,17 +99,17 @@ describe('device interrupts: one pending bit per vector, where the guest reads i
     const msi = device.config.findCapability('msi')!.offset;
     const readReg = async (off: number): Promise<number> => (await client.regionRead(CONFIG, msi + off, 4)).readUInt32LE(0);
     const list = await eventfds(IrqIndex.MSI, 4);
-    await client.regionWrite(CONFIG, msi + 2, u16(MSI_ENABLE_4_VECTORS));
-    await client.regionWrite(CONFIG, msi + 16, u32(0b100));
+    await client.regionWrite(CONFIG, msi + 2, le16(MSI_ENABLE_4_VECTORS));
+    await client.regionWrite(CONFIG, msi + 16, le32(0b100));
     assert.equal(device.trigger(2), 'pending');
     assert.equal(await readReg(20), 0b100, 'pending register shows it');
     assert.equal(device.trigger(1), 'sent');
     await list[1]!.waitFor(1);
-    await client.regionWrite(CONFIG, msi + 16, u32(0));
+    await client.regionWrite(CONFIG, msi + 16, le32(0));
     await list[2]!.waitFor(1);
     assert.equal(await readReg(20), 0);
     assert.equal(device.irqPending(IrqIndex.MSI, 2), false);
-    await client.regionWrite(CONFIG, msi + 2, u16(0));
+    await client.regionWrite(CONFIG, msi + 2, le16(0));
   });
 
   it('INTx: automasked after each signal, pending until the client unmasks', async () => {

@@ -32,7 +32,8 @@ import { encodeRegionWriteMultiRequest } from '../src/protocol/region-write-mult
 import { encodeDmaMapRequest, encodeDmaUnmapRequest } from '../src/protocol/dma.js';
 import { encodeDeviceFeatureRequest } from '../src/protocol/device-feature.js';
 import { encodeMigDataReadRequest } from '../src/protocol/migration-data.js';
-import { ServerProcess, sleep } from './helpers/server-process.js';
+import { ServerProcess } from './helpers/server-process.js';
+import { sleep } from './helpers/wait.js';
 import { RawConn, selfFdCount } from './helpers/raw.js';
 
 const SEED = Number(process.env.MUSER_FUZZ_SEED ?? 0x5eed1234) >>> 0;

@@ -11,6 +11,7 @@ import { serve } from '../src/index.js';
 import { Client, EventFd, privateMemory, sharedMemory } from '../src/client/index.js';
 import { Gpio, GpioConsole, GpioReg, gpioDevice, gpioSample, GPIO_BAR } from '../src/samples/gpio.js';
 import { DmaCmd, DmaReg, DmaStatus } from '../src/samples/gpio-dma.js';
+import { le32 } from './helpers/bytes.js';
 
 const IRQ_INTX = 0;
 const IRQ_SET_ACTION_UNMASK = 1 << 4;
@@ -185,15 +186,10 @@ describe('gpio device over a socket', () => {
     const client = await Client.connect(path);
     const shared = sharedMemory(1 << 16);
     const plain = privateMemory(1 << 16);
-    const u32 = (v: number): Buffer => {
-      const b = Buffer.alloc(4);
-      b.writeUInt32LE(v);
-      return b;
-    };
     const run = async (cmd: number, addr: number, len: number): Promise<number> => {
-      await client.regionWrite(GPIO_BAR, DmaReg.ADDR_LO, u32(addr));
-      await client.regionWrite(GPIO_BAR, DmaReg.ADDR_HI, u32(0));
-      await client.regionWrite(GPIO_BAR, DmaReg.LEN, u32(len));
+      await client.regionWrite(GPIO_BAR, DmaReg.ADDR_LO, le32(addr));
+      await client.regionWrite(GPIO_BAR, DmaReg.ADDR_HI, le32(0));
+      await client.regionWrite(GPIO_BAR, DmaReg.LEN, le32(len));
       await client.regionWrite(GPIO_BAR, DmaReg.CMD, Buffer.from([cmd]));
       for (let i = 0; i < 200; i++) {
         const s = (await client.regionRead(GPIO_BAR, DmaReg.STATUS, 1))[0];

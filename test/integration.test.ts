@@ -15,8 +15,10 @@ import { Client, ClientError, EventFd, privateMemory, sharedMemory } from '../sr
 import { DeviceInfoFlag, DmaMapFlag, IrqInfoFlag, IrqSetFlag, RegionInfoFlag } from '../src/protocol/constants.js';
 import { serve } from '../src/index.js';
 import { benchDevice } from '../src/samples/bench.js';
-import { ServerProcess, sleep } from './helpers/server-process.js';
+import { ServerProcess } from './helpers/server-process.js';
+import { sleep } from './helpers/wait.js';
 import { connectClient, selfFdCount } from './helpers/raw.js';
+import { le32 } from './helpers/bytes.js';
 
 const INTX = 0;
 const MSIX = 2;
@@ -26,15 +28,9 @@ const EEXIST = 17;
 const EFAULT = 14;
 const EPERM = 1;
 
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0);
-  return b;
-};
-
 /** Rings the bench doorbell: BAR1 offset 0, raises vector 0 `n` times before the reply. */
 function ring(c: Client, n: number): Promise<void> {
-  return c.regionWrite(1, 0, u32(n));
+  return c.regionWrite(1, 0, le32(n));
 }
 
 async function rejectsWith(p: Promise<unknown>, errno: number): Promise<void> {
@@ -143,9 +139,9 @@ describe('bench device in a child process', () => {
     const sizeOf = async (bar: number): Promise<number> => {
       const off = 0x10 + 4 * bar;
       const old = (await c.regionRead(7, off, 4)).readUInt32LE(0);
-      await c.regionWrite(7, off, u32(0xffffffff));
+      await c.regionWrite(7, off, le32(0xffffffff));
       const mask = (await c.regionRead(7, off, 4)).readUInt32LE(0);
-      await c.regionWrite(7, off, u32(old));
+      await c.regionWrite(7, off, le32(old));
       assert.equal((await c.regionRead(7, off, 4)).readUInt32LE(0), old, 'BAR restored');
       return mask;
     };
@@ -154,9 +150,9 @@ describe('bench device in a child process', () => {
     assert.equal(await sizeOf(2), 0xfffff000, 'BAR2: MSI-X, 4 KiB');
     assert.equal(await sizeOf(3), 0, 'BAR3: unimplemented');
     // The address written to a BAR reads back within the size mask.
-    await c.regionWrite(7, 0x10, u32(0xfebc1234));
+    await c.regionWrite(7, 0x10, le32(0xfebc1234));
     assert.equal((await c.regionRead(7, 0x10, 4)).readUInt32LE(0), 0xfebc1000);
-    await c.regionWrite(7, 0x10, u32(0));
+    await c.regionWrite(7, 0x10, le32(0));
   });
 
   test('IRQ_INFO: INTx is automasked, MSI-X has one vector', async () => {
@@ -295,7 +291,7 @@ describe('bench device in a child process', () => {
 
   test('DEVICE_RESET: config space back to power-on, masks cleared', async () => {
     await c.regionWrite(7, 4, Buffer.from([0x06, 0x00])); // memory + bus master
-    await c.regionWrite(7, 0x10, u32(0xfeb00000));
+    await c.regionWrite(7, 0x10, le32(0xfeb00000));
     assert.equal((await c.regionRead(7, 4, 2)).readUInt16LE(0), 0x0006);
     const fd = native.eventfd(0);
     try {

@@ -14,13 +14,13 @@ import { encodeVersion } from '../src/protocol/version.js';
 import { encodeRegionReadRequest } from '../src/protocol/region-access.js';
 import { ManyProcess } from './helpers/many-process.js';
 import { connectClient } from './helpers/raw.js';
+import { sleep } from './helpers/wait.js';
 
 /** The stated bound on RSS growth the hostile client may cause. */
 const RSS_BOUND = 48 * 1024 * 1024;
 const ATTACK_READS = 400_000;
 const BATCH = 1024;
 const EAGAIN = -11;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Connects, negotiates VERSION, then stops reading: every reply stays with the server. */
 async function deafClient(path: string, onReply: (size: number) => void = () => undefined): Promise<{ fd: number; channel: Channel }> {

@@ -10,14 +10,9 @@ import { join } from 'node:path';
 import { serve, type DeviceSpec } from '../src/index.js';
 import { Client } from '../src/client/index.js';
 import { isSharedReceiveView } from '../src/transport/channel.js';
+import { le32 } from './helpers/bytes.js';
 
 type WriteFn = NonNullable<NonNullable<DeviceSpec['bars']>[0]>['write'];
-
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-}
 
 function deviceWith(write: WriteFn): DeviceSpec {
   return { identity: { vendorId: 0x1af4, deviceId: 0x10f2, classCode: 0xff0000 }, bars: { 0: { size: 4096, write } } };
@@ -87,10 +82,10 @@ for (const [what, make] of flavours) {
     const a = await Client.connect(slow.path);
     const b = await Client.connect(other.path);
     try {
-      const pending = a.regionWrite(0, 0, u32(0xaaaa0001));
+      const pending = a.regionWrite(0, 0, le32(0xaaaa0001));
       await g.entered;
       // Same-sized messages from another connection land in the receive buffer meanwhile.
-      for (let i = 0; i < 20; i++) await b.regionWrite(0, 0, u32(0xbbbb0000 + i));
+      for (let i = 0; i < 20; i++) await b.regionWrite(0, 0, le32(0xbbbb0000 + i));
       g.open();
       await pending;
       assert.deepEqual(seen, [0xaaaa0001], 'the callback read its own bytes, not a later message');

@@ -9,6 +9,7 @@ import { serve, type ResetReason } from '../src/index.js';
 import { Client, EventFd } from '../src/client/index.js';
 import { getMigrationState, MigrationState, setMigrationState } from '../src/client/migrate.js';
 import { IrqIndex } from '../src/device/irqs.js';
+import { le16 } from './helpers/bytes.js';
 
 const CONFIG = 7;
 const DEVCTL = 8;
@@ -48,10 +49,10 @@ test('FLR through config space: reset hook with reason flr, IRQ state cleared, m
 
     // A plain DEVCTL write (no FLR bit) resets nothing.
     const now = (await client.regionRead(CONFIG, devctl, 2)).readUInt16LE(0);
-    await client.regionWrite(CONFIG, devctl, u16(now));
+    await client.regionWrite(CONFIG, devctl, le16(now));
     assert.deepEqual(resets, []);
 
-    await client.regionWrite(CONFIG, devctl, u16(now | DEVCTL_BCR_FLR));
+    await client.regionWrite(CONFIG, devctl, le16(now | DEVCTL_BCR_FLR));
     assert.deepEqual(resets, ['flr'], 'the write is answered once the reset hook finished');
     assert.equal(device.irqPending(IrqIndex.MSIX, 0), false, 'pending interrupts cleared');
     assert.equal(await getMigrationState(client), MigrationState.RUNNING);
@@ -80,7 +81,7 @@ test('FLR whose reset hook throws: the config write fails, the device keeps serv
   const client = await Client.connect(path);
   try {
     const devctl = server.device.config.findCapability('pcie')!.offset + DEVCTL;
-    await assert.rejects(client.regionWrite(CONFIG, devctl, u16(DEVCTL_BCR_FLR)), /errno 5|EIO/);
+    await assert.rejects(client.regionWrite(CONFIG, devctl, le16(DEVCTL_BCR_FLR)), /errno 5|EIO/);
     assert.equal((await client.regionRead(CONFIG, 0, 2)).readUInt16LE(0), 0x1af4);
   } finally {
     client.close();
@@ -88,8 +89,3 @@ test('FLR whose reset hook throws: the config write fails, the device keeps serv
   }
 });
 
-function u16(v: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16LE(v);
-  return b;
-}

@@ -10,14 +10,9 @@ import { serve, type DeviceSpec } from '../src/index.js';
 import { Client, ClientError } from '../src/client/index.js';
 import { migrate, migrationFlags } from '../src/client/migrate.js';
 import { counterDevice } from '../src/samples/counter.js';
+import { le32 } from './helpers/bytes.js';
 
 const ENOTSUP = 95;
-
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-}
 
 test("the README's counter migrates with its count", async () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-'));
@@ -26,13 +21,13 @@ test("the README's counter migrates with its count", async () => {
   const a = await Client.connect(src.path);
   const b = await Client.connect(dst.path);
   try {
-    await a.regionWrite(0, 4, u32(5));
-    await a.regionWrite(0, 4, u32(37));
+    await a.regionWrite(0, 4, le32(5));
+    await a.regionWrite(0, 4, le32(37));
     assert.equal((await a.regionRead(0, 0, 4)).readUInt32LE(0), 42);
     assert.equal((await b.regionRead(0, 0, 4)).readUInt32LE(0), 0);
     await migrate(a, b);
     assert.equal((await b.regionRead(0, 0, 4)).readUInt32LE(0), 42, 'the count arrived');
-    await b.regionWrite(0, 4, u32(1));
+    await b.regionWrite(0, 4, le32(1));
     assert.equal((await b.regionRead(0, 0, 4)).readUInt32LE(0), 43, 'and keeps counting there');
   } finally {
     a.close();

@@ -15,18 +15,13 @@ import { Client, sharedMemory } from '../src/client/index.js';
 import { ClientError } from '../src/client/client.js';
 import { ManyProcess } from './helpers/many-process.js';
 import { connectClient, selfFdCount } from './helpers/raw.js';
+import { le64 } from './helpers/bytes.js';
 
 const EFAULT = 14;
 const EPERM = 1;
 const SIZE = 64 * 1024;
 const SHRINKABLE = 0x10000;
 const SEALED = 0x100000;
-
-function u64(v: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(v));
-  return b;
-}
 
 const failsWith = (errno: number) => (e: unknown) => e instanceof ClientError && e.errno === errno;
 
@@ -45,27 +40,27 @@ test('a truncated, unsealed memfd: device DMA gets EFAULT, the process and the o
     guest.bytes.set(pattern, 0x200);
 
     // Before the truncate: copies work through the fd, zero-copy views are refused.
-    await a.regionWrite(0, 0, u64(SHRINKABLE + 0x100));
+    await a.regionWrite(0, 0, le64(SHRINKABLE + 0x100));
     assert.deepEqual(await a.regionRead(0, 0x100, 16), pattern);
-    await assert.rejects(a.regionWrite(0, 8, u64(SHRINKABLE + 0x100)), failsWith(EFAULT), 'no view of memory that may shrink');
-    await a.regionWrite(0, 0x10, u64(SHRINKABLE + 0x400));
+    await assert.rejects(a.regionWrite(0, 8, le64(SHRINKABLE + 0x100)), failsWith(EFAULT), 'no view of memory that may shrink');
+    await a.regionWrite(0, 0x10, le64(SHRINKABLE + 0x400));
     const back = Buffer.alloc(16);
     assert.equal(native.pread(fd, back, 0x400), 16);
     assert.deepEqual(back, pattern, 'dma.write reached the memfd');
     // The sealed memfd is mapped: views work, and it cannot be truncated.
-    await a.regionWrite(0, 8, u64(SEALED + 0x200));
+    await a.regionWrite(0, 8, le64(SEALED + 0x200));
     assert.deepEqual(await a.regionRead(0, 0x100, 16), pattern);
     assert.equal(native.ftruncate(guest.fd!, 0), -EPERM, 'F_SEAL_SHRINK holds');
 
     // The attack: shrink the memory under the device, then make it touch it.
     assert.equal(native.ftruncate(fd, 0), 0);
-    await assert.rejects(a.regionWrite(0, 0, u64(SHRINKABLE + 0x100)), failsWith(EFAULT), 'read of shrunk memory');
-    await assert.rejects(a.regionWrite(0, 0x10, u64(SHRINKABLE + 0x100)), failsWith(EFAULT), 'write to shrunk memory');
+    await assert.rejects(a.regionWrite(0, 0, le64(SHRINKABLE + 0x100)), failsWith(EFAULT), 'read of shrunk memory');
+    await assert.rejects(a.regionWrite(0, 0x10, le64(SHRINKABLE + 0x100)), failsWith(EFAULT), 'write to shrunk memory');
     assert.equal(native.fdSize(fd), 0, 'a refused write does not grow the file back');
     assert.ok(p.alive, 'no SIGBUS');
 
     // Everyone carries on: the same client with its sealed memory, and the other device.
-    await a.regionWrite(0, 0, u64(SEALED + 0x200));
+    await a.regionWrite(0, 0, le64(SEALED + 0x200));
     assert.deepEqual(await a.regionRead(0, 0x100, 16), pattern);
     await b.regionWrite(0, 0, Buffer.from('other'));
     assert.equal((await b.regionRead(0, 0, 5)).toString(), 'other');

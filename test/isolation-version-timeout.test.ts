@@ -10,8 +10,7 @@ import { serve } from '../src/index.js';
 import { Client } from '../src/client/index.js';
 import { DEFAULT_LIMITS } from '../src/server/session.js';
 import { RawConn } from './helpers/raw.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+import { sleep } from './helpers/wait.js';
 
 test('the default VERSION timeout is a few seconds', () => {
   assert.ok(DEFAULT_LIMITS.versionTimeoutMs >= 5000 && DEFAULT_LIMITS.versionTimeoutMs <= 10_000);

@@ -15,7 +15,7 @@ import {
   lspciData,
   walkExtended,
   walkStandard,
-} from '../src/cli/lspci.js';
+} from '../src/cli/lspci/index.js';
 import { MAIN, runCli } from './helpers/timer-process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-lspci-'));

@@ -23,6 +23,7 @@ import {
 import { IrqSetFlag } from '../src/protocol/constants.js';
 import { le64 } from './helpers/bytes.js';
 import { startTimer, type ChildServer } from './helpers/timer-process.js';
+import { until } from './helpers/wait.js';
 
 const BAR1 = 16 * 1024;
 
@@ -102,7 +103,7 @@ describe('live migration between two timer servers', () => {
       assert.equal(srcIrq.total, 0, 'the stopped source never fires');
       // The interrupt's DMA: 'A'..'D' by messages into the first region, 'a'..'d' through the mapping.
       // Through the mapping first, then by messages (the original sample's order): 8 messages end it.
-      await waitUntil(() => dstDirect.bytes[4095] === 0x64 && b!.dmaRequestsServed >= 8);
+      await until(() => dstDirect.bytes[4095] === 0x64 && b!.dmaRequestsServed >= 8, 'the DMA to land on the destination', 3000);
       for (let i = 0; i < 4; i++) {
         assert.ok(dstMsg.bytes.subarray(i * 1024, (i + 1) * 1024).every((x) => x === 0x41 + i));
         assert.ok(dstDirect.bytes.subarray(i * 1024, (i + 1) * 1024).every((x) => x === 0x61 + i));
@@ -131,10 +132,3 @@ describe('live migration between two timer servers', () => {
   });
 });
 
-async function waitUntil(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -19,6 +19,7 @@ import { parseRunArgs } from '../src/cli/run/index.js';
 import { UsageError } from '../src/cli/usage.js';
 import { benchDevice } from '../src/samples/bench.js';
 import { MAIN, startServer } from './helpers/timer-process.js';
+import { until } from './helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-args-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,14 +34,6 @@ function throwsNamed(f: () => unknown, type: typeof TypeError | typeof RangeErro
     assert.match((e as Error).message, message);
     return true;
   });
-}
-
-async function until(cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 describe('native arguments', () => {

@@ -15,7 +15,8 @@ import { getMigrationState, migrate, MigrationState } from '../src/client/index.
 import { openNbdBackend } from '../src/index.js';
 import { connectClient } from './helpers/raw.js';
 import { NbdServerProcess, SKIP_NBDKIT } from './helpers/nbd-servers.js';
-import { S_OK, T_IN, T_OUT, blk, pattern } from './helpers/virtio-blk-driver.js';
+import { S_OK, T_IN, T_OUT, blk } from './helpers/virtio-blk-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));

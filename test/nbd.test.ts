@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { BlockError, NbdConnectError, openNbdBackend, type BlockBackend, type NbdBackend } from '../src/index.js';
-import { openBlockBackend } from '../src/samples/virtio-blk.js';
+import { openBlockBackend } from '../src/samples/disk.js';
 import { blockBackendSuite, SUITE_DISK_SIZE } from './helpers/block-suite.js';
 import { HAVE_NBDKIT, NbdServerProcess, SKIP_NBDKIT, SKIP_QEMU_NBD, type Listen } from './helpers/nbd-servers.js';
 

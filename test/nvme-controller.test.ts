@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { EventFd } from '../src/client/index.js';
 import { IrqIndex, type BlockBackend } from '../src/index.js';
-import { PAGE, REG, pattern } from './helpers/nvme-driver.js';
+import { PAGE, REG } from './helpers/nvme-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { MiB, close, rig, type Rig } from './helpers/nvme-rig.js';
 
 const ascii = (b: Uint8Array, at: number, len: number): string => Buffer.from(b.subarray(at, at + len)).toString('latin1').trimEnd();

@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
 import { privateMemory, type GuestMemory } from '../src/client/index.js';
 import { nvmeController, nvmeControllerOf, ramBackend, serve, sliceBackend } from '../src/index.js';
-import { NvmeDriver, PAGE, pattern, type Cmd, type Cqe } from './helpers/nvme-driver.js';
+import { NvmeDriver, PAGE, type Cmd, type Cqe } from './helpers/nvme-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { close, rig, type Rig } from './helpers/nvme-rig.js';
 import { connectClient } from './helpers/raw.js';
 

@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import { sharedMemory } from '../src/client/index.js';
-import { PAGE, REG, pattern } from './helpers/nvme-driver.js';
+import { PAGE, REG } from './helpers/nvme-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { close, rig, type Rig } from './helpers/nvme-rig.js';
 
 const SCT_SPECIFIC = 1;

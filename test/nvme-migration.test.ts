@@ -14,7 +14,8 @@ import { after, test } from 'node:test';
 import { getMigrationState, migrate, MigrationState } from '../src/client/index.js';
 import { nvmeController, nvmeControllerOf, serve } from '../src/index.js';
 import { connectClient } from './helpers/raw.js';
-import { NvmeDriver, PAGE, REG, pattern } from './helpers/nvme-driver.js';
+import { NvmeDriver, PAGE, REG } from './helpers/nvme-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { probeRam } from './helpers/probe-backend.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvmig-'));

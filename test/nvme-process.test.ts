@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connectClient } from './helpers/raw.js';
-import { NvmeDriver, PAGE, REG, pattern } from './helpers/nvme-driver.js';
+import { NvmeDriver, PAGE, REG } from './helpers/nvme-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { VirtioProcess } from './helpers/virtio-process.js';
 
 describe('nvme in a child process', () => {

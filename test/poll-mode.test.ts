@@ -15,11 +15,11 @@ import { serve, DEFAULT_POLL_IDLE_MS } from '../src/index.js';
 import { parseRunArgs } from '../src/cli/run/index.js';
 import { UsageError } from '../src/cli/usage.js';
 import { benchDevice } from '../src/samples/bench.js';
+import { sleep } from './helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-poll-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const spinning = (): boolean => native.spinState()[0] === 1;
 const spinStarts = (): number => native.spinState()[1];
 

@@ -15,11 +15,9 @@ import {
   RegionCapId,
   type DeviceFeature,
 } from '../src/protocol/index.js';
+import { hex } from './helpers/bytes.js';
 
 /** Hex string (spaces and `|` ignored) to bytes. */
-function hex(s: string): Buffer {
-  return Buffer.from(s.replace(/[\s|]/g, ''), 'hex');
-}
 
 /** Asserts encode(m) is exactly `bytes` and decode(bytes) deep-equals m. */
 function golden<T>(name: string, bytes: string, m: T, enc: (m: T) => Buffer, dec: (p: Buffer) => T): void {

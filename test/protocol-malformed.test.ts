@@ -6,10 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as P from '../src/protocol/index.js';
 import { Errno, ProtocolError } from '../src/protocol/index.js';
-
-function hex(s: string): Buffer {
-  return Buffer.from(s.replace(/[\s|]/g, ''), 'hex');
-}
+import { hex } from './helpers/bytes.js';
 
 const ascii = (s: string): string => Buffer.from(s, 'utf8').toString('hex');
 

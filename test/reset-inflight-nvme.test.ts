@@ -16,7 +16,8 @@ import { after, afterEach, describe, test } from 'node:test';
 import type { Client } from '../src/client/index.js';
 import { nvmeController, openFileBackend, serve, type Server } from '../src/index.js';
 import { connectClient } from './helpers/raw.js';
-import { NvmeDriver, REG, pattern } from './helpers/nvme-driver.js';
+import { NvmeDriver, REG } from './helpers/nvme-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { changedPages, SlowBackend, waitUntil } from './helpers/slow-backend.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvreset-'));

@@ -18,8 +18,10 @@ import { encodeRegionReadRequest, encodeRegionWriteRequest } from '../src/protoc
 import { encodeRegionWriteMultiRequest } from '../src/protocol/region-write-multi.js';
 import { encodeDmaMapRequest, encodeDmaUnmapRequest } from '../src/protocol/dma.js';
 import { decodeDmaReadRequest, encodeDmaReadReply } from '../src/protocol/dma-access.js';
-import { ServerProcess, sleep } from './helpers/server-process.js';
+import { ServerProcess } from './helpers/server-process.js';
+import { sleep } from './helpers/wait.js';
 import { RawConn } from './helpers/raw.js';
+import { le32 } from './helpers/bytes.js';
 
 const E = { EPERM: 1, ENOENT: 2, EIO: 5, E2BIG: 7, EFAULT: 14, EBUSY: 16, EEXIST: 17, EINVAL: 22, ENOSPC: 28, ENOSYS: 38, ENOTSUP: 95, ETIMEDOUT: 110 } as const;
 const MAX_DMA_MAPS = 8;
@@ -56,12 +58,6 @@ function readRaw(region: number, offset: bigint, count: number): Buffer {
   b.writeUInt32LE(count, 12);
   return b;
 }
-
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n >>> 0);
-  return b;
-};
 
 /** A header with any size field, followed by `body`. */
 function rawMessage(size: number, command: number = Command.DEVICE_GET_INFO, body: Buffer = Buffer.alloc(0), flags = 0, msgId = 77): Buffer {
@@ -204,7 +200,7 @@ describe('robustness: a server in a child process against hostile input', () => 
       read(7, 4095, 4), // config space end
     ];
     await expectErrno(c, E.EINVAL, Command.REGION_READ, bad);
-    await expectErrno(c, E.EINVAL, Command.REGION_WRITE, [write(5, 0, Buffer.alloc(4)), write(0, 4094, Buffer.alloc(4)), write(0, 0, Buffer.alloc(0)), write(1, 4096, u32(1))]);
+    await expectErrno(c, E.EINVAL, Command.REGION_WRITE, [write(5, 0, Buffer.alloc(4)), write(0, 4094, Buffer.alloc(4)), write(0, 0, Buffer.alloc(0)), write(1, 4096, le32(1))]);
     await expectErrno(c, E.EINVAL, Command.DEVICE_GET_REGION_INFO, [regionInfo(9), regionInfo(0xffffffff)]);
     // One bad entry refuses the multi-write (the ones before it were done: they are posted writes).
     const writes = [
@@ -473,9 +469,9 @@ describe('robustness: a server in a child process against hostile input', () => 
     await expectErrno(c, E.EIO, Command.REGION_READ, [read(3, 0, 4), read(3, 8, 4), read(3, 16, 4)]);
     await expectErrno(c, E.EPERM, Command.REGION_READ, [read(3, 4, 4)]);
     await expectErrno(c, E.EBUSY, Command.REGION_READ, [read(3, 12, 4)]);
-    await expectErrno(c, E.EIO, Command.REGION_WRITE, [write(3, 0, u32(1)), write(3, 8, u32(1))]);
-    await expectErrno(c, E.EPERM, Command.REGION_WRITE, [write(3, 4, u32(1))]);
-    await expectErrno(c, E.EBUSY, Command.REGION_WRITE, [write(3, 12, u32(1))]);
+    await expectErrno(c, E.EIO, Command.REGION_WRITE, [write(3, 0, le32(1)), write(3, 8, le32(1))]);
+    await expectErrno(c, E.EPERM, Command.REGION_WRITE, [write(3, 4, le32(1))]);
+    await expectErrno(c, E.EBUSY, Command.REGION_WRITE, [write(3, 12, le32(1))]);
     // A slow read, a failing one and a fast one pipelined: replies in order.
     const ids = [c.command(Command.REGION_READ, read(3, 20, 4)), c.command(Command.REGION_READ, read(3, 0, 4)), c.command(Command.REGION_READ, read(0, 0, 4))];
     const got = [];

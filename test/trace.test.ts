@@ -12,6 +12,7 @@ import { Client, EventFd, privateMemory, sharedMemory } from '../src/client/inde
 import { native } from '../src/native/index.js';
 import { MAIN, startServer } from './helpers/timer-process.js';
 import { AccessStats, type AccessSummary, type PlaceStats, type TraceEvent } from '../src/cli/trace/index.js';
+import { le32, le64 } from './helpers/bytes.js';
 
 interface Traced {
   /** Stops the proxy (SIGTERM) and resolves with everything it printed. */
@@ -38,18 +39,6 @@ async function startTrace(device: string, listen: string, extra: string[]): Prom
       return out;
     },
   };
-}
-
-function le32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
-
-function le64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
 }
 
 test('trace: a transparent proxy, fds included, printing each message as JSON lines, with --stats', async () => {

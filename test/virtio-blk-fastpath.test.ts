@@ -19,7 +19,8 @@ import { DescFlag, VirtioStatus } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
-import { S_IOERR, S_OK, S_UNSUPP, T_FLUSH, T_GET_ID, T_IN, T_OUT, blk, buildBlk, pattern, type BlkResult } from './helpers/virtio-blk-driver.js';
+import { S_IOERR, S_OK, S_UNSUPP, T_FLUSH, T_GET_ID, T_IN, T_OUT, blk, buildBlk, type BlkResult } from './helpers/virtio-blk-driver.js';
+import { pattern } from './helpers/bytes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vblk-fast-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -20,7 +20,8 @@ import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { fuzzRing } from './helpers/ring-fuzz.js';
 import { waitUntil } from './helpers/slow-backend.js';
-import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, blk, buildBlk, pattern, rangeList } from './helpers/virtio-blk-driver.js';
+import { S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES, blk, buildBlk, rangeList } from './helpers/virtio-blk-driver.js';
+import { pattern } from './helpers/bytes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vblk-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

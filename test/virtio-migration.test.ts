@@ -16,7 +16,8 @@ import { connectClient } from './helpers/raw.js';
 import { probeRam } from './helpers/probe-backend.js';
 import { VirtioProcess } from './helpers/virtio-process.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
-import { S_OK, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
+import { S_OK, T_IN, T_OUT, blk, buildBlk } from './helpers/virtio-blk-driver.js';
+import { pattern } from './helpers/bytes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vmig-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

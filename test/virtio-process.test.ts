@@ -10,7 +10,8 @@ import { DescFlag, VirtioStatus } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
 import { VirtioProcess } from './helpers/virtio-process.js';
-import { S_IOERR, S_OK, T_GET_ID, T_IN, T_OUT, blk, pattern } from './helpers/virtio-blk-driver.js';
+import { S_IOERR, S_OK, T_GET_ID, T_IN, T_OUT, blk } from './helpers/virtio-blk-driver.js';
+import { pattern } from './helpers/bytes.js';
 
 for (const workers of [0, 2]) describe(`virtio-blk in a child process${workers ? ', queues on worker threads' : ''}`, () => {
   let p: VirtioProcess;

@@ -20,8 +20,10 @@ import { connectClient } from './helpers/raw.js';
 import { fuzzRing } from './helpers/ring-fuzz.js';
 import { MAIN, runCli, startServer } from './helpers/timer-process.js';
 import { parseRunArgs } from '../src/cli/run/index.js';
-import { S_OK, T_GET_ID, T_IN, T_OUT, blk, buildBlk, pattern } from './helpers/virtio-blk-driver.js';
+import { S_OK, T_GET_ID, T_IN, T_OUT, blk, buildBlk } from './helpers/virtio-blk-driver.js';
+import { pattern } from './helpers/bytes.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
+import { until } from './helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vworker-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,14 +144,6 @@ function heldRig(): { gate: Int32Array; spec: ReturnType<typeof virtioDevice> } 
   return { gate: new Int32Array(sab), spec };
 }
 
-async function waitFor(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 5));
-  }
-}
-
 /** Resolves to 'pending' if `p` has not settled after `ms`. */
 async function stillPending(p: Promise<unknown>, ms = 200): Promise<boolean> {
   let settled = false;
@@ -180,7 +174,7 @@ describe('a queue module on a worker thread', () => {
     const buf = { addr: h.driver.alloc(4096, 4096), len: 4096, write: true };
     h.driver.post(0, [buf]);
     await h.driver.kick(0);
-    await waitFor(() => Atomics.load(h.gate, 0) === 1, 'the thread to hold the request');
+    await until(() => Atomics.load(h.gate, 0) === 1, 'the thread to hold the request', 10_000);
     const unmap = h.client.dmaUnmap(GUEST_BASE, h.driver.mem.bytes.length);
     assert.equal(await stillPending(unmap), true, 'the unmap waits for the thread');
     Atomics.store(h.gate, 1, 1);
@@ -193,7 +187,7 @@ describe('a queue module on a worker thread', () => {
     const h = await start();
     h.driver.post(0, [{ addr: h.driver.alloc(4096, 4096), len: 4096, write: true }]);
     await h.driver.kick(0);
-    await waitFor(() => Atomics.load(h.gate, 0) === 1, 'the thread to hold the request');
+    await until(() => Atomics.load(h.gate, 0) === 1, 'the thread to hold the request', 10_000);
     const reset = h.driver.setStatus(0);
     assert.equal(await stillPending(reset), true, 'the status write waits for the thread');
     Atomics.store(h.gate, 1, 1);
@@ -206,7 +200,7 @@ describe('a queue module on a worker thread', () => {
     Atomics.store(h.gate, 3, 1);
     h.driver.post(0, [{ addr: h.driver.alloc(64), len: 64, write: true }]);
     await h.driver.kick(0);
-    await waitFor(() => Atomics.load(h.gate, 0) === 1, 'the handler to start spinning');
+    await until(() => Atomics.load(h.gate, 0) === 1, 'the handler to start spinning', 10_000);
     // The main thread is not stuck: the device answers.
     assert.equal((await h.driver.status()) & VirtioStatus.DEVICE_NEEDS_RESET, 0);
     Atomics.store(h.gate, 3, 0);
@@ -224,7 +218,7 @@ describe('a queue module on a worker thread', () => {
     h.driver.post(0, [{ addr: h.driver.alloc(64), len: 64, write: true }]);
     await h.driver.kick(0);
     const transport = virtioTransportOf(h.server.device.spec)!;
-    await waitFor(() => (transport.status & VirtioStatus.DEVICE_NEEDS_RESET) !== 0, 'DEVICE_NEEDS_RESET');
+    await until(() => (transport.status & VirtioStatus.DEVICE_NEEDS_RESET) !== 0, 'DEVICE_NEEDS_RESET', 10_000);
     assert.match(transport.brokenReason ?? '', /worker thread 0/);
     // The device still answers; a reset brings up a new thread, with the guest memory mapped.
     Atomics.store(h.gate, 2, 0);

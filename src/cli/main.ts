@@ -46,7 +46,7 @@ const COMMANDS: Record<string, Command> = {
     const xs = args.filter((a) => /^-x+$/.test(a));
     const { positionals: p, values } = flags(args.filter((a) => !xs.includes(a)));
     if (!p[0]) throw new UsageError('lspci needs a socket path');
-    const { lspci } = await import('./lspci.js');
+    const { lspci } = await import('./lspci/index.js');
     const hexDump = xs.reduce((n, a) => n + a.length - 1, 0);
     process.stdout.write(await lspci(p[0], { json: values.json === true, hexDump }));
   },

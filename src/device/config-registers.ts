@@ -14,11 +14,10 @@
  */
 import type { ConfigSpace } from '../pci/index.js';
 import { PCI_CAP_START, PCI_EXT_CAP_START } from '../pci/regs.js';
-import type { Device } from './device.js';
 import type { Logger } from './logger.js';
 import type { RegisterMap } from './registers.js';
 import { CONFIG_REGION } from './regions.js';
-import type { MaybePromise } from './spec.js';
+import type { Device, MaybePromise } from './types.js';
 
 const STANDARD = 1;
 const REGISTER = 2;

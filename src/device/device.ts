@@ -12,7 +12,8 @@ import type { GatedDmaAccess } from './gated-dma.js';
 import type { DmaTable } from './dma.js';
 import type { DmaAccess } from './dma-access.js';
 import { DoorbellThreads } from './threads/doorbell.js';
-import type { BarSpec, DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
+import type { BarSpec } from './region-spec.js';
+import type { DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 import { PciCommand } from '../pci/regs.js';
 import { ConfigLayout } from './config-registers.js';
 import { registerMapOf } from './registers.js';
@@ -38,6 +39,12 @@ export interface DeviceLink {
 }
 
 const MAX_BARS = 6;
+
+type DeviceClass = Device;
+declare module './types.js' {
+  // What callbacks receive (types.ts declares it ahead, for the spec types below this class).
+  interface Device extends DeviceClass {}
+}
 
 /** A PCI device built from a spec, ready to be served. */
 export class Device {

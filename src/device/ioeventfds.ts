@@ -6,7 +6,7 @@
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
 import type { Device } from './device.js';
 import type { Logger } from './logger.js';
-import type { IoEventFdSpec } from './spec.js';
+import type { IoEventFdSpec } from './region-spec.js';
 
 interface Doorbell {
   fd: number;

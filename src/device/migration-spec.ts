@@ -3,8 +3,7 @@
  * vfio-user). Devices whose state is region memory plus a plain `state`
  * object need none of this: muser saves and restores them by itself.
  */
-import type { Device } from './device.js';
-import type { MaybePromise } from './spec.js';
+import type { Device, MaybePromise } from './types.js';
 import type { MigrationState } from '../protocol/constants.js';
 
 /** VFIO migration v2 device states (`enum vfio_device_mig_state`). */

@@ -6,8 +6,7 @@ import type { Device } from './device.js';
 import { DeviceError, Errno } from './errors.js';
 import { RegionInfoFlag } from '../protocol/constants.js';
 import { CONFIG_REGION, type Region } from './regions.js';
-import type { MaybePromise, ReadResult } from './spec.js';
-import { retainReceived } from '../transport/channel.js';
+import type { MaybePromise, ReadResult } from './types.js';
 
 /** Finds the region and checks that [offset, offset+count) lies inside it. */
 export function checkAccess(device: Device, index: number, offset: number, count: number, write: boolean): Region {
@@ -38,7 +37,10 @@ export function readRegion(device: Device, r: Region, offset: number, count: num
   return new Uint8Array(count);
 }
 
-/** Writes a checked range. `data` is only valid during the call. */
+/**
+ * Writes a checked range. `data` may be a view of the receive buffer: the
+ * session keeps it intact while the returned Promise is pending.
+ */
 export function writeRegion(device: Device, r: Region, offset: number, data: Buffer): MaybePromise<void> {
   if (r.index === CONFIG_REGION) {
     const done = device.configLayout.write(device, offset, data, unclaimedLog(device));
@@ -51,7 +53,7 @@ export function writeRegion(device: Device, r: Region, offset: number, data: Buf
   // A doorbell served on a worker thread: the write goes to that thread.
   if (device.doorbellThreads?.forward(r.index, offset, data)) return;
   const spec = r.spec;
-  if (spec?.write) return keepWhilePending(spec.write(offset, data, device), data);
+  if (spec?.write) return promiseOf(spec.write(offset, data, device));
   if (r.memory) r.memory.bytes.set(data, offset);
   else device.unmodeled.note(r.index, offset, data.length, data.length, 'write');
 }
@@ -61,17 +63,9 @@ function unclaimedLog(device: Device): Device['traceLog'] {
   return device.spec.config ? undefined : device.traceLog;
 }
 
-/**
- * `data` may be a view of the shared receive buffer: a sync callback reads
- * it zero-copy. A callback that returned a Promise (or any thenable) may
- * read it later, so the receive buffer under it is kept from reuse until
- * that settles, whatever the function's syntax.
- */
-function keepWhilePending(result: MaybePromise<void>, data: Buffer): MaybePromise<void> {
-  if (!isThenable(result)) return result;
-  const release = retainReceived(data);
-  const settled = Promise.resolve(result);
-  return release ? settled.finally(release) : settled;
+/** A callback may return any thenable (whatever the function's syntax): the server waits on a Promise. */
+function promiseOf(result: MaybePromise<void>): MaybePromise<void> {
+  return isThenable(result) ? Promise.resolve(result) : result;
 }
 
 /** True for a Promise or anything else with a `then` method. */

@@ -5,7 +5,7 @@
  */
 import { FileSeal, native } from '../native/index.js';
 import { RegionIndex, RegionInfoFlag } from '../protocol/constants.js';
-import type { IoEventFdSpec, RegionSpec } from './spec.js';
+import type { IoEventFdSpec, RegionSpec } from './region-spec.js';
 
 export const CONFIG_REGION: number = RegionIndex.CONFIG;
 /** Indexes below this are the VFIO PCI regions; device-specific ones follow. */

@@ -24,10 +24,10 @@
  * - With a `log` at debug level every access is traced by register name:
  *   `read reg=0x1 name=in0_7 val=0x00`, `write reg=0x0 name=out0_7 val=0x01`.
  */
-import type { Device } from './device.js';
 import { DeviceError, Errno } from './errors.js';
 import type { Logger } from './logger.js';
-import type { BarSpec, MaybePromise } from './spec.js';
+import type { BarSpec } from './region-spec.js';
+import type { Device, MaybePromise } from './types.js';
 
 /** Width of a register in bytes. */
 export type RegisterWidth = 1 | 2 | 4 | 8;

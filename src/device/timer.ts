@@ -13,8 +13,7 @@
  * A timer serves one device: list it in the spec's `timers`, which attaches
  * it when the device is built.
  */
-import type { Device } from './device.js';
-import type { MaybePromise } from './spec.js';
+import type { Device, MaybePromise } from './types.js';
 
 /** Longest delay setTimeout takes; longer countdowns are chained. */
 const MAX_DELAY_MS = 0x7fffffff;

@@ -1,5 +1,4 @@
 /** The sample devices `muser run` knows, by name. */
-import type { DeviceSpec } from '../index.js';
 import { benchDevice } from './bench.js';
 import { timerDevice } from './timer.js';
 import { counterDevice } from './counter.js';
@@ -7,32 +6,9 @@ import { gpioSample } from './gpio.js';
 import { nvmeSample } from './nvme.js';
 import { virtioBlkSample } from './virtio-blk.js';
 import { virtioRng } from '../index.js';
+import type { Sample } from './sample.js';
 
-/** A command-line option of a sample: `muser run <sample> <socket> --name value`. */
-export interface SampleOption {
-  /** A string option takes the next argument; a boolean takes none. */
-  type: 'string' | 'boolean';
-  /**
-   * A string option whose value may be left out: it then takes the next
-   * argument only when that is a number, and is `true` otherwise.
-   */
-  optionalNumber?: boolean;
-  description: string;
-}
-
-/** What `create` receives: `-v`, and the values of the sample's own options. */
-export interface SampleOptions {
-  verbose: boolean;
-  [name: string]: string | boolean | undefined;
-}
-
-/** A runnable sample. */
-export interface Sample {
-  description: string;
-  /** Options that may follow the sample's socket on the command line. */
-  options?: Record<string, SampleOption>;
-  create(options: SampleOptions): DeviceSpec | Promise<DeviceSpec>;
-}
+export type { Sample, SampleOption, SampleOptions } from './sample.js';
 
 /** Every sample, by name. */
 export const SAMPLES: Record<string, Sample> = {

@@ -6,8 +6,8 @@
  * get N namespaces of `--size` each.
  */
 import { nvmeController, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
-import type { Sample } from './index.js';
-import { openBlockBackend, parseSize } from './virtio-blk.js';
+import { openBlockBackend, parseSize } from './disk.js';
+import type { Sample } from './sample.js';
 
 /** One option of the sample: its kind, what it does, and (for strings) its argument's name. */
 interface NvmeOption {

@@ -11,7 +11,7 @@
  * (backpressure), and a connection that does not negotiate VERSION in time
  * is closed.
  */
-import { Channel, closeAll } from '../transport/channel.js';
+import { Channel, closeAll, retainReceived } from '../transport/channel.js';
 import type { Frame } from '../transport/framer.js';
 import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
@@ -186,7 +186,8 @@ export class Session implements DmaMessenger, SessionContext {
       return this.replyError(rawHeader(frame.bytes), Errno.EINVAL);
     }
     // Frames are views of a shared receive buffer. Region accesses served
-    // right away use it in place; anything that may wait is copied.
+    // right away use it in place (drain retains it if they go async);
+    // anything that may wait is copied.
     const hot = header.command === Command.REGION_READ || header.command === Command.REGION_WRITE;
     const now = !this.busy && this.queue.length === 0 && !this.backlogged;
     const bytes = hot && now ? frame.bytes : Buffer.from(frame.bytes);
@@ -251,10 +252,13 @@ export class Session implements DmaMessenger, SessionContext {
       }
       if (result instanceof Promise) {
         this.busy = true;
+        // A request served in place (see onFrame) that now waits keeps the receive buffer under it until it settles.
+        const release = retainReceived(req.payload);
         result.then(
           (r) => this.finish(req, undefined, r),
           (e) => this.finish(req, e),
         ).finally(() => {
+          release?.();
           this.busy = false;
           this.resume();
         });

@@ -365,13 +365,3 @@ export function needEvent(eventIdx: number, next: number, old: number): boolean 
   return ((next - eventIdx - 1) & 0xffff) < ((next - old) & 0xffff);
 }
 
-/** Deterministic test data. */
-export function pattern(len: number, seed: number): Uint8Array {
-  const b = new Uint8Array(len);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < len; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ServerLimits } from '../../src/server/session.js';
+import { sleep } from './wait.js';
 
 /** What the child reports about itself. */
 export interface ServerStats {
@@ -183,6 +184,3 @@ export class ServerProcess {
   }
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}

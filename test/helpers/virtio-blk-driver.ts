@@ -82,15 +82,3 @@ export function rangeList(ranges: { sector: number; sectors: number; flags?: num
   return b;
 }
 
-/** Deterministic bytes for a sector range. */
-export function pattern(length: number, seed: number): Buffer {
-  const b = Buffer.alloc(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}

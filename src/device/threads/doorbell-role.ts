@@ -4,16 +4,8 @@
  * interrupts of their own.
  */
 import { DeviceError, Errno } from '../errors.js';
-import type { DoorbellContext, DoorbellHandler } from './doorbell.js';
+import type { DoorbellContext, DoorbellHandler, DoorbellRoleData, FromDoorbells } from './doorbell.js';
 import type { RoleHandlers, StartRole } from './runtime.js';
-
-/** What a doorbell thread starts with. */
-export interface DoorbellRoleData {
-  doorbells: { slot: number; module: string; data: unknown }[];
-}
-
-/** Doorbell thread to main thread. */
-export type FromDoorbells = { t: 'trigger'; vector: number } | { t: 'error'; slot: number; message: string };
 
 export const startRole: StartRole = async (rt, raw) => {
   const data = raw as DoorbellRoleData;

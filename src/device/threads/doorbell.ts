@@ -18,11 +18,9 @@
  * }
  * ```
  */
-import type { Device } from '../device.js';
 import type { DmaAccess } from '../dma-access.js';
-import type { MaybePromise } from '../spec.js';
-import type { DoorbellWorkerSpec, IoEventFdSpec } from '../spec.js';
-import type { DoorbellRoleData, FromDoorbells } from './doorbell-role.js';
+import type { DoorbellWorkerSpec, IoEventFdSpec } from '../region-spec.js';
+import type { Device, MaybePromise } from '../types.js';
 import { DeviceThreads } from './pool.js';
 
 /** What a doorbell handler on a worker thread may use. */
@@ -35,6 +33,14 @@ export interface DoorbellContext {
 
 /** Serves a doorbell ring: `count` writes since the last call. */
 export type DoorbellHandler = (count: number, ctx: DoorbellContext) => MaybePromise<void>;
+
+/** What a doorbell thread starts with. */
+export interface DoorbellRoleData {
+  doorbells: { slot: number; module: string; data: unknown }[];
+}
+
+/** Doorbell thread to main thread. */
+export type FromDoorbells = { t: 'trigger'; vector: number } | { t: 'error'; slot: number; message: string };
 
 const ROLE_URL = new URL('./doorbell-role.js', import.meta.url);
 

@@ -19,11 +19,11 @@
  * again.
  */
 import { Worker } from 'node:worker_threads';
-import type { Device } from '../device.js';
 import type { DmaRegion, DmaTableObserver } from '../dma.js';
 import { DeviceError, Errno } from '../errors.js';
 import { IrqIndex } from '../irqs.js';
 import { native } from '../../native/index.js';
+import type { Device } from '../types.js';
 import { Flag, MAX_VECTORS, type FromThread, type ThreadStart, type ToThread } from './messages.js';
 
 /** One thread to start: its role module and the role's data. */

@@ -2,8 +2,8 @@
  * Walks the standard and extended capability chains of a config space
  * image, defensively: a device may point anywhere.
  */
-import { CapHeader, ExtCapHeader, PCI_CAP_START, PCI_EXT_CAP_START, PCIE_CONFIG_SIZE, PciHeader, PciStatus } from '../pci/regs.js';
-import { hex } from './lspci-util.js';
+import { CapHeader, ExtCapHeader, PCI_CAP_START, PCI_EXT_CAP_START, PCIE_CONFIG_SIZE, PciHeader, PciStatus } from '../../pci/regs.js';
+import { hex } from './util.js';
 
 /** Most capabilities visited per chain before giving up. */
 export const MAX_CAPS = 48;

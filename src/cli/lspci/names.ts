@@ -2,7 +2,7 @@
  * Names for class codes and capability ids (from the PCI Code and ID
  * Assignment specification). Vendor and device names are not looked up.
  */
-import { hex } from './lspci-util.js';
+import { hex } from './util.js';
 
 const BASE_CLASSES: Record<number, string> = {
   0x00: 'Unclassified device',

@@ -2,9 +2,9 @@
  * Decodes base address registers from their original values and the masks
  * read back after writing all-ones, and formats them as `Region` lines.
  */
-import { PCI_NUM_BARS, PciBar, PciCommand, PciHeader, barOffset } from '../pci/regs.js';
-import type { LspciBar } from './lspci-types.js';
-import { formatSize, hex } from './lspci-util.js';
+import { PCI_NUM_BARS, PciBar, PciCommand, PciHeader, barOffset } from '../../pci/regs.js';
+import type { LspciBar } from './types.js';
+import { formatSize, hex } from './util.js';
 
 /** Decoded BARs and the disagreements found. */
 export interface BarsResult {

@@ -1,8 +1,8 @@
 /** Describes extended capabilities (offset 0x100 and up). Pure functions. */
-import { DsnCap, PCIE_CONFIG_SIZE, PciExtCapId, VsecCap } from '../pci/regs.js';
-import type { CapText } from './lspci-caps.js';
-import { extCapName } from './lspci-names.js';
-import { fits, hex } from './lspci-util.js';
+import { DsnCap, PCIE_CONFIG_SIZE, PciExtCapId, VsecCap } from '../../pci/regs.js';
+import type { CapText } from './caps.js';
+import { extCapName } from './names.js';
+import { fits, hex } from './util.js';
 
 function describeDsn(c: Buffer, o: number): CapText {
   if (!fits(o, DsnCap.SIZE, PCIE_CONFIG_SIZE)) return { title: 'Device Serial Number <truncated>', details: [] };

@@ -1,9 +1,9 @@
 /** Turns an {@link LspciSnapshot} into {@link LspciData}. Pure. */
-import { PciHeader } from '../pci/regs.js';
-import { decodeBars } from './lspci-bars.js';
-import { walkExtended, walkStandard, type ChainEntry } from './lspci-chain.js';
-import { capName, extCapName } from './lspci-names.js';
-import type { LspciCapability, LspciData, LspciSnapshot } from './lspci-types.js';
+import { PciHeader } from '../../pci/regs.js';
+import { decodeBars } from './bars.js';
+import { walkExtended, walkStandard, type ChainEntry } from './chain.js';
+import { capName, extCapName } from './names.js';
+import type { LspciCapability, LspciData, LspciSnapshot } from './types.js';
 
 function standardCap(e: ChainEntry): LspciCapability {
   return { offset: e.offset, id: e.id, name: capName(e.id) };

@@ -2,9 +2,9 @@
  * Describes standard capabilities as lspci -vv does: a title and detail
  * lines, decoded from a config space image. Pure functions.
  */
-import { CapHeader, MsiCap, MsixCap, PcieCap, PmCap, VendorCap } from '../pci/regs.js';
-import { capName, linkSpeed, pcieTypeName } from './lspci-names.js';
-import { bitFlags, fits, flag, hex } from './lspci-util.js';
+import { CapHeader, MsiCap, MsixCap, PcieCap, PmCap, VendorCap } from '../../pci/regs.js';
+import { capName, linkSpeed, pcieTypeName } from './names.js';
+import { bitFlags, fits, flag, hex } from './util.js';
 
 /** A capability's title and its detail lines (without indentation). */
 export interface CapText {

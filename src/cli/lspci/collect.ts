@@ -2,11 +2,11 @@
  * Reads what `lspci` needs from a connected device: config space, device
  * and region info, and BAR size masks, sized the way an OS sizes BARs.
  */
-import type { Client } from '../client/client.js';
-import { PCI_NUM_BARS, PciCommand, PciHeader, barOffset } from '../pci/regs.js';
-import { closeAll } from '../transport/channel.js';
-import { isMem64 } from './lspci-bars.js';
-import type { LspciSnapshot } from './lspci-types.js';
+import type { Client } from '../../client/client.js';
+import { PCI_NUM_BARS, PciCommand, PciHeader, barOffset } from '../../pci/regs.js';
+import { closeAll } from '../../transport/channel.js';
+import { isMem64 } from './bars.js';
+import type { LspciSnapshot } from './types.js';
 
 /** VFIO region index of PCI config space. */
 export const CONFIG_REGION = 7;

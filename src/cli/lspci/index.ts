@@ -2,18 +2,18 @@
  * `muser lspci <socket>`: connects to a vfio-user device and prints its
  * config space decoded like `lspci -vv`, or as data.
  */
-import { Client } from '../client/client.js';
-import { collectSnapshot } from './lspci-collect.js';
-import { decodeLspci } from './lspci-decode.js';
-import { formatLspci, formatLspciJson } from './lspci-format.js';
-import { dumpLength, formatHexDump } from './lspci-hexdump.js';
-import type { LspciData, LspciSnapshot } from './lspci-types.js';
+import { Client } from '../../client/client.js';
+import { collectSnapshot } from './collect.js';
+import { decodeLspci } from './decode.js';
+import { formatLspci, formatLspciJson } from './format.js';
+import { dumpLength, formatHexDump } from './hexdump.js';
+import type { LspciData, LspciSnapshot } from './types.js';
 
-export type { LspciBar, LspciCapability, LspciData, LspciSnapshot } from './lspci-types.js';
-export { collectSnapshot, probeBars } from './lspci-collect.js';
-export { decodeLspci } from './lspci-decode.js';
-export { formatLspci, formatLspciJson } from './lspci-format.js';
-export { walkExtended, walkStandard, MAX_CAPS } from './lspci-chain.js';
+export type { LspciBar, LspciCapability, LspciData, LspciSnapshot } from './types.js';
+export { collectSnapshot, probeBars } from './collect.js';
+export { decodeLspci } from './decode.js';
+export { formatLspci, formatLspciJson } from './format.js';
+export { walkExtended, walkStandard, MAX_CAPS } from './chain.js';
 
 /** Options for {@link lspci}. */
 export interface LspciOptions {

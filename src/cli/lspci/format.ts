@@ -1,12 +1,12 @@
 /** Formats an {@link LspciSnapshot} like `lspci -vv`, and {@link LspciData} as JSON. Pure. */
-import { PciCommand, PciStatus } from '../pci/regs.js';
-import { formatBar } from './lspci-bars.js';
-import { describeCap, type CapText } from './lspci-caps.js';
-import { decodeLspci } from './lspci-decode.js';
-import { describeExtCap } from './lspci-extcaps.js';
-import { className } from './lspci-names.js';
-import type { LspciData, LspciSnapshot } from './lspci-types.js';
-import { bitFlags, flag, hex } from './lspci-util.js';
+import { PciCommand, PciStatus } from '../../pci/regs.js';
+import { formatBar } from './bars.js';
+import { describeCap, type CapText } from './caps.js';
+import { decodeLspci } from './decode.js';
+import { describeExtCap } from './extcaps.js';
+import { className } from './names.js';
+import type { LspciData, LspciSnapshot } from './types.js';
+import { bitFlags, flag, hex } from './util.js';
 
 const COMMAND_BITS = [
   ['I/O', PciCommand.IO],
