@@ -24,7 +24,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   client: ['native', 'protocol', 'transport'],
   virtio: ['native', 'pci', 'block', 'device'],
   nvme: ['native', 'pci', 'block', 'device'],
-  cli: ['native', 'protocol', 'transport', 'pci', 'device', 'server', 'client', 'samples'],
+  isolate: ['native', 'protocol', 'transport', 'device', 'migration', 'server'],
+  cli: ['native', 'protocol', 'transport', 'pci', 'device', 'server', 'client', 'samples', 'isolate'],
 };
 
 /** What samples may import: the package's public entry points. */

@@ -5,6 +5,7 @@
  */
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
 import { Framer, FramingError, type Frame } from './framer.js';
+import type { Transport } from './transport.js';
 
 /** Callbacks of a Channel. */
 export interface ChannelHandlers {
@@ -96,7 +97,7 @@ export function isSharedReceiveView(bytes: Uint8Array): boolean {
 }
 
 /** A framed, fd-passing stream over a UNIX socket fd. */
-export class Channel {
+export class Channel implements Transport {
   private readonly framer: Framer;
   private readonly poll: PollHandle;
   private queue: QueuedWrite[] = [];
