@@ -10,7 +10,8 @@ import type { DeviceSpec } from '../device/spec.js';
 import { consoleLogger, type Logger } from '../device/logger.js';
 import { offerMigration, type MigrationOffer } from '../migration/offer.js';
 import { Command, HeaderFlag } from '../protocol/constants.js';
-import { decodeHeader } from '../protocol/header.js';
+import { decodeHeader, encodeErrorReply } from '../protocol/header.js';
+import { Errno } from '../device/errors.js';
 import { dispatch } from '../server/dispatch.js';
 import { releaseDevice } from '../server/server.js';
 import { DEFAULT_LIMITS, Session, type ServerLimits } from '../server/session.js';
@@ -26,6 +27,9 @@ export type DeviceLoader = (arg: DeviceArg, verbose: boolean) => Promise<DeviceS
 
 /** Requests whose effect is on the connection, which the parent records to replay to a successor. */
 const RECORDED: ReadonlySet<number> = new Set([Command.VERSION, Command.DMA_MAP, Command.DMA_UNMAP, Command.DEVICE_SET_IRQS]);
+
+/** A request in flight when this many children in a row died is failed rather than served again. */
+const MAX_REPLAYS = 1;
 
 /** The fd the parent passes the control socket on. */
 export const CONTROL_FD = 3;
@@ -206,10 +210,19 @@ export function runChild(load: DeviceLoader): void {
       transport?.abandon();
       process.exit(1);
     }
-    const decide = (tag: number): ReplayDecision => {
+    let first = true;
+    const decide = (tag: number, bytes: Buffer): ReplayDecision => {
       const cp = l.journal.readCheckpoint();
-      if (!cp || !l.checkpointed || tag > cp.appliedTag) return { serve: true };
-      return { serve: false, reply: tag === cp.appliedTag ? cp.reply : undefined };
+      if (cp && l.checkpointed && tag <= cp.appliedTag) return { serve: false, reply: tag === cp.appliedTag ? cp.reply : undefined };
+      // The first request served again is the one the last child was in: twice means it is what kills them.
+      const isFirst = first;
+      first = false;
+      if (isFirst && l.journal.countReplay(tag) > MAX_REPLAYS) {
+        l.log.error(`request ${bytes.readUInt16LE(2)} (msg ${bytes.readUInt16LE(0)}) was in flight when ${MAX_REPLAYS} children in a row died: failing it with EIO`);
+        const flags = bytes.readUInt32LE(8);
+        return { serve: false, reply: flags & HeaderFlag.NO_REPLY ? undefined : encodeErrorReply(bytes.readUInt16LE(0), bytes.readUInt16LE(2), Errno.EIO) };
+      }
+      return { serve: true };
     };
     const heldNow = new Map(held);
     held.clear();

@@ -37,6 +37,8 @@ const H_ACTIVE_SLOT = 4; // 0: no checkpoint, 1 or 2
 const H_LOST = 8; // 1 once a log overflowed: the stream can no longer be resumed exactly
 const H_RX = 16; // ByteLog header: base, start, end (3 x f64)
 const H_TX = 48;
+const H_REPLAY_TAG = 80; // f64: the first frame a successor served again
+const H_REPLAY_COUNT = 88; // u32: how many successors served it
 
 /** A byte log in the journal: stream bytes [start, end), stored from `base`. */
 export class ByteLog {
@@ -152,6 +154,20 @@ export class Journal {
     this.view.setUint32(H_LOST, 0, true);
     this.rx.reset(0);
     this.tx.reset(0);
+    this.view.setFloat64(H_REPLAY_TAG, -1, true);
+    this.view.setUint32(H_REPLAY_COUNT, 0, true);
+  }
+
+  /**
+   * Counts one more successor serving frame `tag` again; returns how many
+   * have (a request that killed or hung two children in a row is not
+   * served a third time).
+   */
+  countReplay(tag: number): number {
+    const n = this.view.getFloat64(H_REPLAY_TAG, true) === tag ? this.view.getUint32(H_REPLAY_COUNT, true) + 1 : 1;
+    this.view.setFloat64(H_REPLAY_TAG, tag, true);
+    this.view.setUint32(H_REPLAY_COUNT, n, true);
+    return n;
   }
 
   /** True once a log overflowed: the connection cannot be taken over exactly. */

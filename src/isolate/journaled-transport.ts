@@ -64,7 +64,7 @@ export class JournaledTransport implements Transport {
   }
 
   /** Frames the journal's unanswered bytes, then reads the client: a successor's start (or a fresh one's, with an empty journal). */
-  start(decide: (tag: number) => ReplayDecision, held: Map<number, number[]>): void {
+  start(decide: (tag: number, bytes: Buffer) => ReplayDecision, held: Map<number, number[]>): void {
     const tx = this.journal.tx.read();
     if (tx.length > 0) {
       // The rest of a half-written reply (and replies queued behind it) go out first.
@@ -75,7 +75,7 @@ export class JournaledTransport implements Transport {
     if (rx.length > 0) {
       this.framer.push(rx, undefined, (frame) => {
         const tag = this.take(frame.bytes);
-        const d = decide(tag);
+        const d = decide(tag, frame.bytes);
         if (d.serve) this.handlers.onFrame({ bytes: frame.bytes, fds: held.get(tag) ?? [], tag } as never);
         else {
           closeAll(held.get(tag));

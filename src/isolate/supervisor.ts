@@ -35,6 +35,12 @@ export interface IsolateOptions extends ListenOptions {
   watchdogMs?: number;
   limits?: Partial<ServerLimits>;
   log?: Logger;
+  /**
+   * Keep a second child loaded and waiting (default true), so that a
+   * crash is recovered in milliseconds instead of a process start (about
+   * half a second). Costs that child's memory.
+   */
+  spare?: boolean;
 }
 
 /** One isolated device on one socket path. */
@@ -44,6 +50,8 @@ export class IsolatedServer extends EventEmitter {
   /** Children started to replace one that died or hung. */
   restarts = 0;
   private active!: ChildHandle;
+  /** A child loaded and waiting to take over (see IsolateOptions.spare). */
+  private spare: ChildHandle | undefined;
   private readonly journal: Journal;
   private readonly record = new ConnectionRecord();
   private listener: Listener | undefined;
@@ -75,6 +83,7 @@ export class IsolatedServer extends EventEmitter {
       s.name = ready.name;
       if (!ready.checkpointed) s.log.warn(`not checkpointed (${ready.why}): after a crash the device starts from reset`);
       s.listener = new Listener(path, (fd) => s.onConnection(fd), options);
+      s.replaceSpare();
     } catch (e) {
       s.close();
       throw e;
@@ -87,15 +96,30 @@ export class IsolatedServer extends EventEmitter {
     return this.active.pid;
   }
 
+  /** Bytes the serving child read from the client and has not answered yet (the journal's rx log), for tests and monitoring. */
+  get unansweredBytes(): number {
+    return this.journal.rx.end - this.journal.rx.start;
+  }
+
+  /** Resolves once a spare child is loaded and waiting (at once without spares). */
+  async standby(): Promise<void> {
+    while (this.options.spare !== false && !this.closing) {
+      const spare = this.spare;
+      if (spare && (await spare.ready.then(() => true, () => false)) && spare === this.spare) return;
+      if (!spare) this.replaceSpare();
+    }
+  }
+
   /** Stops listening, disconnects the client, ends the child. */
   close(): void {
     if (this.closing) return;
     this.closing = true;
     this.listener?.close();
     for (const fd of this.waiting.splice(0)) native.close(fd);
-    if (this.active) {
-      this.active.retired = true;
-      this.active.kill();
+    for (const child of [this.active, this.spare]) {
+      if (!child) continue;
+      child.retired = true;
+      child.kill();
     }
     this.endConnection();
     native.close(this.journal.fd);
@@ -140,6 +164,7 @@ export class IsolatedServer extends EventEmitter {
     this.active = next;
     if (!old.isGone) old.send({ type: 'exit' });
     this.log.info(`reloaded: pid ${next.pid} serves now`);
+    this.replaceSpare();
     this.emit('reload', next.pid);
   }
 
@@ -222,13 +247,30 @@ export class IsolatedServer extends EventEmitter {
     if (next !== undefined && !this.closing) this.onConnection(next);
   }
 
+  /** Starts a new spare child (the current one, if any, may run old code). */
+  private replaceSpare(): void {
+    if (this.options.spare === false || this.closing) return;
+    if (this.spare) {
+      this.spare.retired = true;
+      this.spare.kill();
+    }
+    this.spare = this.spawn();
+  }
+
   private onChildGone(child: ChildHandle, why: string): void {
+    if (child === this.spare) {
+      this.spare = undefined;
+      if (!child.retired && !this.closing) this.log.warn(`spare child ${child.pid} ${why}`);
+      return;
+    }
     if (child.retired || this.closing || child !== this.active) return;
     this.restarts++;
     const since = performance.now();
-    this.log.warn(`child ${child.pid} ${why}: starting a successor`);
-    const next = this.spawn();
+    const next = this.spare ?? this.spawn();
+    this.spare = undefined;
+    this.log.warn(`child ${child.pid} ${why}: ${next.pid} takes over`);
     this.active = next;
+    next.ready.then(() => this.replaceSpare(), () => undefined);
     next.ready.then(
       () => {
         if (this.connection !== undefined && this.connectionStarted) {
