@@ -32,10 +32,10 @@ test('run --isolate: serves, is reloaded by `muser reload` with its state, and s
 });
 
 test('run --isolate: arguments and config', () => {
-  assert.equal(parseRunArgs(['counter', 's']).isolate, false);
+  assert.equal(parseRunArgs(['counter', 's']).isolate, undefined);
   assert.deepEqual(
     (({ isolate, watch, watchdogMs }) => ({ isolate, watch, watchdogMs }))(parseRunArgs(['--isolate', '--watchdog=250', 'counter', 's'])),
-    { isolate: true, watch: false, watchdogMs: 250 },
+    { isolate: true, watch: undefined, watchdogMs: 250 },
   );
   assert.equal(parseRunArgs(['--watch', './d.js', 's']).isolate, true, '--watch implies --isolate');
   assert.throws(() => parseRunArgs(['--watchdog', '0', 'counter', 's']), (e) => e instanceof UsageError && /--watchdog takes/.test(e.message));

@@ -224,6 +224,13 @@ export function runChild(load: DeviceLoader): void {
       }
       return { serve: true };
     };
+    if (l.journal.lost) {
+      // A log overflowed: which bytes were answered is unknown, and guessing would desynchronise the stream.
+      l.log.error('the journal overflowed: the connection cannot be taken over exactly, closing it');
+      transport!.close(new Error('journal overflowed'));
+      control.send({ type: 'adopted' });
+      return;
+    }
     const heldNow = new Map(held);
     held.clear();
     for (const tag of heldNow.keys()) heldAtParent.add(tag);

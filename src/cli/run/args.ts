@@ -46,10 +46,10 @@ export interface DeviceArg {
 export interface RunArgs {
   verbose: boolean;
   devices: DeviceArg[];
-  /** `--isolate` (or `"isolate": true` in a config file): each device's code runs in a child process. */
-  isolate: boolean;
-  /** `--watch`: reload an isolated device file's child whenever the file changes (implies isolate). */
-  watch: boolean;
+  /** `--isolate` (or `"isolate": true` in a config file): each device's code runs in a child process. Absent when off. */
+  isolate?: true;
+  /** `--watch`: reload an isolated device file's child whenever the file changes (implies isolate). Absent when off. */
+  watch?: true;
   /** `--watchdog <ms>`: an isolated child silent this long is killed and replaced. */
   watchdogMs?: number;
 }
@@ -149,7 +149,13 @@ export function parseRunArgs(args: readonly string[], socketFor?: (index: number
     if (sockets.has(key)) throw new UsageError(`run: socket ${d.socket} is given twice`);
     sockets.add(key);
   }
-  return { verbose, devices, isolate, watch, ...(watchdogMs !== undefined ? { watchdogMs } : {}) };
+  return {
+    verbose,
+    devices,
+    ...(isolate ? { isolate: true as const } : {}),
+    ...(watch ? { watch: true as const } : {}),
+    ...(watchdogMs !== undefined ? { watchdogMs } : {}),
+  };
 }
 
 /** `--watchdog` / config `"watchdogMs"`: milliseconds in [10, 600000]. */
