@@ -34,9 +34,10 @@ test('isolate: a callback in an endless loop is killed by the watchdog; another 
     }
     const hungMs = performance.now() - start;
     assert.match(await hung, /errno 5|EIO/);
-    // Two watchdog periods at least; had the other device waited for the stuck one, one read would have taken most of it.
+    // Two watchdog periods at least. Had the other device waited for the stuck one, a read would have taken
+    // nearly all of it and few would have been answered (the bound is loose: a loaded machine stalls processes).
     assert.ok(hungMs >= 600, `hung for ${hungMs} ms`);
-    assert.ok(reads > 10 && slowest < hungMs / 3, `${reads} reads, the slowest ${slowest.toFixed(0)} ms of ${hungMs.toFixed(0)} ms`);
+    assert.ok(reads > 50 && slowest < hungMs * 0.75, `${reads} reads, the slowest ${slowest.toFixed(0)} ms of ${hungMs.toFixed(0)} ms`);
     assert.equal(stuck.restarts, 2, 'the hung child, then its successor that hung on the same request');
     assert.equal(other.restarts, 0);
     // The stuck device is back, with its state.
