@@ -26,7 +26,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   virtio: ['native', 'pci', 'block', 'device'],
   nvme: ['native', 'pci', 'block', 'device'],
   program: ['native', 'protocol', 'transport', 'pci', 'device'],
-  cli: ['native', 'protocol', 'transport', 'pci', 'device', 'server', 'client', 'samples', 'program'],
+  isolate: ['native', 'protocol', 'transport', 'device', 'migration', 'server'],
+  cli: ['native', 'protocol', 'transport', 'pci', 'device', 'server', 'client', 'samples', 'program', 'isolate'],
 };
 
 /** What samples may import: the package's public entry points. */

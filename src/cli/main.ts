@@ -33,6 +33,12 @@ const COMMANDS: Record<string, Command> = {
     setImmediate(() => process.exit(code));
     return code;
   },
+  reload: async (args) => {
+    const { positionals: p } = flags(args);
+    if (!p[0]) throw new UsageError('reload needs the socket path of a device served with run --isolate');
+    const { requestReload } = await import('./run/isolated.js');
+    process.stdout.write(`${await requestReload(p[0])}\n`);
+  },
   trace: async (args) => {
     const { trace } = await import('./trace/index.js');
     await trace(args);

@@ -31,6 +31,13 @@ export function usage(): string {
                                           --mode <octal> after a device sets its socket's file mode
                                           (default 0600, owner only; e.g. 0660 adds the group)
   muser run [-v] --config <devices.json>  serve what {"devices":[{"device","socket","options","poll","mode"}]} lists
+  muser run --isolate [--watchdog <ms>] [--watch] ...
+                                          each device's code in a child process: a crash or a hang
+                                          (no answer within --watchdog ms, default 3000) is replaced
+                                          under the live connection; --watch reloads a device file's
+                                          child when the file changes (config: "isolate": true)
+  muser reload <socket-path>              a device served with run --isolate: a fresh child with the
+                                          code on disk takes over (SIGUSR2 to muser reloads them all)
   muser vm [-v] [--modules <m,...>] [--share <dir>]... [--run <cmd>] [--kernel <bzImage>] [--qemu <file>]
            [--cpus <n>] [--memory <size>] [<device> [options]]...
                                           boot a Linux guest with the devices (named as for run, no

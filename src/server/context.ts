@@ -59,6 +59,8 @@ export interface Request {
   readonly payload: Buffer;
   /** Fds that came with the command. A handler that keeps one sets its slot to -1. */
   readonly fds: number[];
+  /** The transport's name for the frame it came in (see Transport.answer). */
+  readonly tag?: number;
 }
 
 /** A handler's answer: a payload (with fds, and work to run once it is sent), or nothing for no reply. */

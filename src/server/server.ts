@@ -148,24 +148,32 @@ export class Server extends EventEmitter {
   private onSessionEnd(session: Session): void {
     if (this.current !== session) return;
     this.current = undefined;
-    const device = this.device;
-    device.link = undefined;
-    device.irqs.reset();
     this.log.info('client disconnected');
-    device
-      .reset('disconnect')
-      .catch((e: unknown) => this.log.error(`reset after disconnect failed: ${String(e)}`))
-      .finally(() => {
-        device.doorbellThreads?.disconnect();
-        try {
-          if (session.negotiated) device.spec.onDisconnect?.(device);
-        } catch (e) {
-          // A throwing device hook must not become an unhandled rejection.
-          this.log.error(`onDisconnect failed: ${String(e)}`);
-        }
-        this.emit('disconnect', session);
-        this.release();
-      });
+    void releaseDevice(this.device, session, this.log).then(() => {
+      this.emit('disconnect', session);
+      this.release();
+    });
+  }
+}
+
+/**
+ * After a client left: drops its link and interrupts, resets the device
+ * and calls its onDisconnect hook. Never rejects (failures are logged).
+ */
+export async function releaseDevice(device: Device, session: Session, log: Logger): Promise<void> {
+  device.link = undefined;
+  device.irqs.reset();
+  try {
+    await device.reset('disconnect');
+  } catch (e) {
+    log.error(`reset after disconnect failed: ${String(e)}`);
+  }
+  device.doorbellThreads?.disconnect();
+  try {
+    if (session.negotiated) device.spec.onDisconnect?.(device);
+  } catch (e) {
+    // A throwing device hook must not become an unhandled rejection.
+    log.error(`onDisconnect failed: ${String(e)}`);
   }
 }
 

@@ -12,6 +12,7 @@
  * is closed.
  */
 import { Channel, closeAll, retainReceived } from '../transport/channel.js';
+import type { TaggedFrame, Transport, TransportFactory } from '../transport/transport.js';
 import type { Frame } from '../transport/framer.js';
 import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply, encodeMessage, encodeReply, type Header } from '../protocol/header.js';
@@ -48,7 +49,8 @@ const PRE_VERSION_MAX_MESSAGE = HEADER_SIZE + 64 * 1024;
 
 /** A live connection between a client and a device. */
 export class Session implements DmaMessenger, SessionContext {
-  readonly channel: Channel;
+  /** The connection: a Channel on the client's fd, or the transport the session was given. */
+  readonly channel: Transport;
   readonly dmaTable: DmaTable;
   /** Device DMA; migration holds it while the device is stopped. */
   readonly dma: GatedDmaAccess;
@@ -74,7 +76,8 @@ export class Session implements DmaMessenger, SessionContext {
     readonly device: Device,
     /** The device's live migration (shared by its sessions), or why it has none. */
     readonly migration: MigrationOffer,
-    fd: number,
+    /** The client's connection fd (owned from now on), or a factory of the transport to serve it through. */
+    connection: number | TransportFactory,
     readonly limits: ServerLimits,
     readonly log: Logger,
     private readonly onEnd: (session: Session) => void,
@@ -87,12 +90,9 @@ export class Session implements DmaMessenger, SessionContext {
     this.refusals = new RefusalWarnings(log);
     this.spin = new SpinWatch(device, log);
     this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
-    this.channel = new Channel(
-      fd,
-      { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.resume() },
-      PRE_VERSION_MAX_MESSAGE,
-      true,
-    );
+    const handlers = { onFrame: (f: Frame) => this.onFrame(f), onClose: (e?: Error) => this.onClose(e), onDrain: () => this.resume() };
+    this.channel =
+      typeof connection === 'number' ? new Channel(connection, handlers, PRE_VERSION_MAX_MESSAGE, true) : connection(handlers, PRE_VERSION_MAX_MESSAGE);
     if (pollIdleMs > 0) this.channel.busyPoll(pollIdleMs);
     this.versionTimer = setTimeout(() => {
       this.versionTimer = undefined;
@@ -176,14 +176,14 @@ export class Session implements DmaMessenger, SessionContext {
     return this.nextMsgId;
   }
 
-  private onFrame(frame: Frame): void {
+  private onFrame(frame: Frame & TaggedFrame): void {
     let header: Header;
     try {
       header = decodeHeader(frame.bytes);
     } catch {
       // Framing is intact (the framer checked the size): refuse just this message.
       closeAll(frame.fds);
-      return this.replyError(rawHeader(frame.bytes), Errno.EINVAL);
+      return this.replyError(rawHeader(frame.bytes), Errno.EINVAL, frame.tag);
     }
     // Frames are views of a shared receive buffer. Region accesses served
     // right away use it in place (drain retains it if they go async);
@@ -192,8 +192,11 @@ export class Session implements DmaMessenger, SessionContext {
     const now = !this.busy && this.queue.length === 0 && !this.backlogged;
     const bytes = hot && now ? frame.bytes : Buffer.from(frame.bytes);
     const payload = bytes.subarray(HEADER_SIZE, header.size);
-    if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) return this.onReply(header, payload, frame.fds);
-    this.queue.push({ header, payload, fds: frame.fds });
+    if ((header.flags & HeaderFlag.TYPE_MASK) === HeaderFlag.REPLY) {
+      this.onReply(header, payload, frame.fds);
+      return this.respond(frame.tag, undefined);
+    }
+    this.queue.push({ header, payload, fds: frame.fds, tag: frame.tag });
     this.queuedBytes += payload.length;
     this.drain();
     this.updateReading();
@@ -272,26 +275,32 @@ export class Session implements DmaMessenger, SessionContext {
     closeAll(req.fds);
     if (error !== undefined) {
       this.logFailure(req, error);
-      this.replyError(req.header, errnoOf(error));
+      this.replyError(req.header, errnoOf(error), req.tag);
       return;
     }
     if (req.header.flags & HeaderFlag.NO_REPLY) {
+      this.respond(req.tag, undefined);
       if (reply && !Buffer.isBuffer(reply)) reply.after?.();
       return;
     }
     if (reply === undefined) {
-      this.channel.send(encodeReply(req.header.msgId, req.header.command));
+      this.respond(req.tag, encodeReply(req.header.msgId, req.header.command));
     } else if (Buffer.isBuffer(reply)) {
-      this.channel.send(reply);
+      this.respond(req.tag, reply);
     } else {
-      this.channel.send(encodeReply(req.header.msgId, req.header.command, reply.payload), reply.fds);
+      this.respond(req.tag, encodeReply(req.header.msgId, req.header.command, reply.payload), reply.fds);
       reply.after?.();
     }
   }
 
-  private replyError(header: Header, errno: number): void {
-    if (header.flags & HeaderFlag.NO_REPLY) return;
-    this.channel.send(encodeErrorReply(header.msgId, header.command, errno));
+  private replyError(header: Header, errno: number, tag: number | undefined): void {
+    this.respond(tag, header.flags & HeaderFlag.NO_REPLY ? undefined : encodeErrorReply(header.msgId, header.command, errno));
+  }
+
+  /** Sends the answer to a received frame (none when `reply` is undefined), through the transport's own path if it has one. */
+  private respond(tag: number | undefined, reply: Buffer | undefined, fds?: readonly number[]): void {
+    if (this.channel.answer) this.channel.answer(tag, reply, fds);
+    else if (reply) this.channel.send(reply, fds);
   }
 
   private logFailure(req: Request, e: unknown): void {

@@ -5,16 +5,9 @@
  */
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
 import { Framer, FramingError, type Frame } from './framer.js';
+import type { ChannelHandlers, Transport } from './transport.js';
 
-/** Callbacks of a Channel. */
-export interface ChannelHandlers {
-  /** A complete message; the handler owns `frame.fds`. */
-  onFrame(frame: Frame): void;
-  /** The connection ended: peer closed (error undefined) or failed. Called once. */
-  onClose(error?: Error): void;
-  /** Everything queued for sending went out (after sends had to wait). */
-  onDrain?(): void;
-}
+export type { ChannelHandlers } from './transport.js';
 
 interface QueuedWrite {
   data: Buffer;
@@ -96,7 +89,7 @@ export function isSharedReceiveView(bytes: Uint8Array): boolean {
 }
 
 /** A framed, fd-passing stream over a UNIX socket fd. */
-export class Channel {
+export class Channel implements Transport {
   private readonly framer: Framer;
   private readonly poll: PollHandle;
   private queue: QueuedWrite[] = [];

@@ -46,6 +46,12 @@ export interface DeviceArg {
 export interface RunArgs {
   verbose: boolean;
   devices: DeviceArg[];
+  /** `--isolate` (or `"isolate": true` in a config file): each device's code runs in a child process. Absent when off. */
+  isolate?: true;
+  /** `--watch`: reload an isolated device file's child whenever the file changes (implies isolate). Absent when off. */
+  watch?: true;
+  /** `--watchdog <ms>`: an isolated child silent this long is killed and replaced. */
+  watchdogMs?: number;
 }
 
 /** True when `device` names a file (a module or a device program) rather than a sample. */
@@ -74,6 +80,9 @@ const PROGRAM_OPTIONS: NonNullable<Sample['options']> = {
  */
 export function parseRunArgs(args: readonly string[], socketFor?: (index: number) => string): RunArgs {
   let verbose = false;
+  let isolate = false;
+  let watch = false;
+  let watchdogMs: number | undefined;
   let config: string | undefined;
   const devices: DeviceArg[] = [];
   let current: { device: string; socket?: string; options: DeviceOptionValues; pollIdleMs?: number; mode?: number } | undefined;
@@ -90,6 +99,12 @@ export function parseRunArgs(args: readonly string[], socketFor?: (index: number
     const arg = args[i];
     if (arg === '-v' || arg === '--verbose') {
       verbose = true;
+    } else if (arg === '--isolate') {
+      isolate = true;
+    } else if (arg === '--watch') {
+      watch = isolate = true;
+    } else if (arg === '--watchdog' || arg.startsWith('--watchdog=')) {
+      watchdogMs = parseWatchdogMs(arg.startsWith('--watchdog=') ? arg.slice('--watchdog='.length) : args[++i], '--watchdog');
     } else if (arg === '--config' || arg.startsWith('--config=')) {
       config = arg.startsWith('--config=') ? arg.slice('--config='.length) : args[++i];
       if (!config) throw new UsageError('run: --config needs a file');
@@ -130,6 +145,9 @@ export function parseRunArgs(args: readonly string[], socketFor?: (index: number
   if (config !== undefined) {
     if (devices.length > 0) throw new UsageError('run: give either --config or <device> <socket> pairs, not both');
     devices.push(...readConfig(config));
+    const top = readConfigTop(config);
+    isolate ||= top.isolate === true;
+    watchdogMs ??= top.watchdogMs;
   }
   if (devices.length === 0) throw new UsageError('run needs a sample name (or device file) and a socket path');
   const sockets = new Set<string>();
@@ -145,7 +163,38 @@ export function parseRunArgs(args: readonly string[], socketFor?: (index: number
     if (sockets.has(key)) throw new UsageError(`run: socket ${d.socket} is given twice`);
     sockets.add(key);
   }
-  return { verbose, devices };
+  return {
+    verbose,
+    devices,
+    ...(isolate ? { isolate: true as const } : {}),
+    ...(watch ? { watch: true as const } : {}),
+    ...(watchdogMs !== undefined ? { watchdogMs } : {}),
+  };
+}
+
+/** `--watchdog` / config `"watchdogMs"`: milliseconds in [10, 600000]. */
+function parseWatchdogMs(value: unknown, where: string): number {
+  const ms = typeof value === 'number' ? value : typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  if (!Number.isInteger(ms) || ms < 10 || ms > 600_000) throw new UsageError(`run: ${where} takes a whole number of ms in [10, 600000], got ${String(value)}`);
+  return ms;
+}
+
+/** The keys a config file's top level may have (beside "devices"). */
+const CONFIG_TOP_KEYS = ['devices', 'isolate', 'watchdogMs'];
+
+/** A config file's settings for the whole process: `"isolate": true`, `"watchdogMs": 3000`. */
+function readConfigTop(path: string): { isolate?: boolean; watchdogMs?: number } {
+  const json = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+  if (Array.isArray(json) || json === null || typeof json !== 'object') return {};
+  const top = json as Record<string, unknown>;
+  for (const key of Object.keys(top)) {
+    if (!CONFIG_TOP_KEYS.includes(key)) throw new UsageError(`run: config ${path} has an unknown key "${key}" (known: ${CONFIG_TOP_KEYS.join(', ')})`);
+  }
+  if (top.isolate !== undefined && typeof top.isolate !== 'boolean') throw new UsageError(`run: config ${path}: "isolate" must be true or false`);
+  return {
+    isolate: top.isolate as boolean | undefined,
+    watchdogMs: top.watchdogMs === undefined ? undefined : parseWatchdogMs(top.watchdogMs, `config ${path}: watchdogMs`),
+  };
 }
 
 /** Default idle window of `--poll`, in ms (the server's default). */

@@ -1,0 +1,252 @@
+/**
+ * The child process of an isolated device: loads the device, serves the
+ * connection the parent hands it (its fd) with the ordinary Session, and
+ * keeps the parent able to hand that connection to a successor: fds and
+ * connection-configuring requests go to the parent before their replies,
+ * the stream and the device's checkpoint go to the journal.
+ */
+import { Device } from '../device/device.js';
+import type { DeviceSpec } from '../device/spec.js';
+import { consoleLogger, type Logger } from '../device/logger.js';
+import { offerMigration, type MigrationOffer } from '../migration/offer.js';
+import { Command, HeaderFlag } from '../protocol/constants.js';
+import { decodeHeader, encodeErrorReply } from '../protocol/header.js';
+import { Errno } from '../device/errors.js';
+import { dispatch } from '../server/dispatch.js';
+import { releaseDevice } from '../server/server.js';
+import { DEFAULT_LIMITS, Session, type ServerLimits } from '../server/session.js';
+import { closeAll } from '../transport/channel.js';
+import { changesState, loadCheckpoint, saveNow } from './checkpoint.js';
+import { ControlLink, type ChildMessage, type ParentMessage } from './control.js';
+import type { DeviceArg } from './device-arg.js';
+import { Journal } from './journal.js';
+import { JournaledTransport, type ReplayDecision } from './journaled-transport.js';
+
+/** Loads a device in the child (the CLI's loader: samples and device files). */
+export type DeviceLoader = (arg: DeviceArg, verbose: boolean) => Promise<DeviceSpec | Device>;
+
+/** Requests whose effect is on the connection, which the parent records to replay to a successor. */
+const RECORDED: ReadonlySet<number> = new Set([Command.VERSION, Command.DMA_MAP, Command.DMA_UNMAP, Command.DEVICE_SET_IRQS]);
+
+/** A request in flight when this many children in a row died is failed rather than served again. */
+const MAX_REPLAYS = 1;
+
+/** The fd the parent passes the control socket on. */
+export const CONTROL_FD = 3;
+
+interface Loaded {
+  device: Device;
+  migration: MigrationOffer;
+  log: Logger;
+  limits: ServerLimits;
+  pollIdleMs: number;
+  journal: Journal;
+  checkpointed: boolean;
+}
+
+/** Runs the child: answers the parent on CONTROL_FD until told to leave. */
+export function runChild(load: DeviceLoader): void {
+  let loaded: Loaded | undefined;
+  let session: Session | undefined;
+  let transport: JournaledTransport | undefined;
+  const records: { request: Buffer; fds: number[] }[] = [];
+  const held = new Map<number, number[]>();
+  /** Tags of frames whose fds the parent holds. */
+  const heldAtParent = new Set<number>();
+  /** Requests to record, by tag, until answered. */
+  const recordable = new Map<number, Buffer>();
+  let warnedSave = false;
+
+  const control = new ControlLink<ParentMessage, ChildMessage>(
+    CONTROL_FD,
+    (m, fds) => {
+      void onMessage(m, fds).catch((e: unknown) => {
+        // Anything unexpected here: die, and let the parent start a successor.
+        process.stderr.write(`muser: isolated child failed: ${(e as Error).stack ?? String(e)}\n`);
+        process.exit(70);
+      });
+    },
+    () => process.exit(0), // the parent is gone
+  );
+
+  async function onMessage(m: ParentMessage, fds: number[]): Promise<void> {
+    switch (m.type) {
+      case 'init':
+        return init(m, fds[0]);
+      case 'ping':
+        control.send({ type: 'pong', n: m.n });
+        return;
+      case 'serve':
+        loaded!.journal.clear();
+        startSession(fds[0]);
+        transport!.start(() => ({ serve: true }), new Map());
+        return;
+      case 'record':
+        records.push({ request: Buffer.from(m.request, 'base64'), fds });
+        return;
+      case 'held':
+        held.set(m.tag, fds);
+        return;
+      case 'adopt':
+        return adopt(fds[0], m.reason);
+      case 'quiesce':
+        return quiesce();
+      case 'resume':
+        transport?.freeze(false);
+        return;
+      case 'exit':
+        transport?.abandon();
+        process.exit(0);
+    }
+  }
+
+  async function init(m: Extract<ParentMessage, { type: 'init' }>, journalFd: number): Promise<void> {
+    let device: Device;
+    try {
+      const spec = await load(m.device, m.verbose);
+      device = spec instanceof Device ? spec : new Device(spec);
+    } catch (e) {
+      control.send({ type: 'load-failed', message: (e as Error).message ?? String(e) });
+      return;
+    }
+    const log = consoleLogger(device.name, m.verbose ? 'debug' : 'info');
+    const migration = offerMigration(device);
+    const checkpointed = migration.unavailable === undefined;
+    loaded = {
+      device,
+      migration,
+      log,
+      limits: { ...DEFAULT_LIMITS, ...m.limits },
+      pollIdleMs: m.device.pollIdleMs ?? 0,
+      journal: Journal.open(journalFd),
+      checkpointed,
+    };
+    // The client sets interrupts again after a reset: the parent forgets those it recorded.
+    device.addResetListener(() => {
+      if (session && !session.channel.isClosed) control.send({ type: 'irq-reset' });
+    });
+    control.send({ type: 'ready', name: device.name, checkpointed, why: migration.unavailable });
+  }
+
+  function startSession(fd: number): Session {
+    const l = loaded!;
+    const hooks = {
+      held(tag: number, fds: readonly number[]): void {
+        heldAtParent.add(tag);
+        control.send({ type: 'held', tag }, fds);
+      },
+      beforeAnswer(tag: number, command: number, reply: Buffer | undefined): void {
+        const request = recordable.get(tag);
+        recordable.delete(tag);
+        const failed = reply !== undefined && (reply.readUInt32LE(8) & HeaderFlag.ERROR) !== 0;
+        if (request && !failed) control.send({ type: 'commit', tag, request: request.toString('base64') });
+        else if (heldAtParent.has(tag)) control.send({ type: 'release', tag });
+        heldAtParent.delete(tag);
+        if (l.checkpointed && changesState(command) && !failed) checkpoint(tag, reply);
+      },
+    };
+    const s = new Session(
+      l.device,
+      l.migration,
+      (handlers, max) => {
+        const onFrame = handlers.onFrame;
+        const wrapped = {
+          ...handlers,
+          onFrame(f: Parameters<typeof onFrame>[0] & { tag?: number }): void {
+            const command = f.bytes.length >= 4 ? f.bytes.readUInt16LE(2) : -1;
+            if (f.tag !== undefined && RECORDED.has(command)) recordable.set(f.tag, Buffer.from(f.bytes));
+            onFrame(f);
+          },
+        };
+        transport = new JournaledTransport(fd, wrapped, max, l.journal, hooks);
+        return transport;
+      },
+      l.limits,
+      l.log,
+      (ended) => {
+        if (session !== ended) return;
+        session = undefined;
+        recordable.clear();
+        void releaseDevice(l.device, ended, l.log).then(() => control.send({ type: 'ended' }));
+      },
+      l.pollIdleMs,
+    );
+    session = s;
+    return s;
+  }
+
+  function checkpoint(tag: number, reply: Buffer | undefined): void {
+    const l = loaded!;
+    const chunks = saveNow(l.device);
+    if (chunks && l.journal.writeCheckpoint(tag, reply, chunks)) return;
+    if (!warnedSave) l.log.warn(chunks ? 'checkpoint too large for the journal: a crash resets the device' : 'migration save is asynchronous: checkpoints are not taken, a crash resets the device');
+    warnedSave = true;
+  }
+
+  async function adopt(fd: number, reason: 'crash' | 'reload'): Promise<void> {
+    const l = loaded!;
+    const s = startSession(fd);
+    try {
+      for (const r of records.splice(0)) {
+        const header = decodeHeader(r.request);
+        const result = await dispatch(s, { header, payload: r.request.subarray(16, header.size), fds: r.fds });
+        closeAll(r.fds);
+        if (result && !Buffer.isBuffer(result)) result.after?.();
+      }
+      const cp = l.checkpointed ? l.journal.readCheckpoint() : undefined;
+      if (cp) {
+        try {
+          await loadCheckpoint(l.device, cp.state);
+        } catch (e) {
+          if (reason === 'reload') throw e;
+          l.log.error(`checkpoint did not load (${(e as Error).message}): the device starts from reset`);
+          await l.device.reset('client');
+        }
+      } else if (reason === 'crash') {
+        l.log.warn(`recovered without a checkpoint: the device starts from reset${l.checkpointed ? '' : ` (${l.migration.unavailable})`}`);
+      }
+    } catch (e) {
+      control.send({ type: 'adopt-failed', message: (e as Error).message ?? String(e) });
+      transport?.abandon();
+      process.exit(1);
+    }
+    let first = true;
+    const decide = (tag: number, bytes: Buffer): ReplayDecision => {
+      const cp = l.journal.readCheckpoint();
+      if (cp && l.checkpointed && tag <= cp.appliedTag) return { serve: false, reply: tag === cp.appliedTag ? cp.reply : undefined };
+      // The first request served again is the one the last child was in: twice means it is what kills them.
+      const isFirst = first;
+      first = false;
+      if (isFirst && l.journal.countReplay(tag) > MAX_REPLAYS) {
+        l.log.error(`request ${bytes.readUInt16LE(2)} (msg ${bytes.readUInt16LE(0)}) was in flight when ${MAX_REPLAYS} children in a row died: failing it with EIO`);
+        const flags = bytes.readUInt32LE(8);
+        return { serve: false, reply: flags & HeaderFlag.NO_REPLY ? undefined : encodeErrorReply(bytes.readUInt16LE(0), bytes.readUInt16LE(2), Errno.EIO) };
+      }
+      return { serve: true };
+    };
+    if (l.journal.lost) {
+      // A log overflowed: which bytes were answered is unknown, and guessing would desynchronise the stream.
+      l.log.error('the journal overflowed: the connection cannot be taken over exactly, closing it');
+      transport!.close(new Error('journal overflowed'));
+      control.send({ type: 'adopted' });
+      return;
+    }
+    const heldNow = new Map(held);
+    held.clear();
+    for (const tag of heldNow.keys()) heldAtParent.add(tag);
+    transport!.start(decide, heldNow);
+    control.send({ type: 'adopted' });
+  }
+
+  async function quiesce(): Promise<void> {
+    const t = transport;
+    if (t && !t.isClosed) {
+      t.freeze(true);
+      // What is in flight finishes (the parent's watchdog bounds a callback that never does).
+      while (t.inFlight > 0 && !t.isClosed) await new Promise((r) => setTimeout(r, 1));
+      const l = loaded!;
+      if (l.checkpointed) checkpoint(-1, undefined);
+    }
+    control.send({ type: 'quiesced' });
+  }
+}
