@@ -37,7 +37,9 @@ export {
   type RegisterBlock,
   type RegisterEntry,
   type RegisterMapOptions,
+  type RegisterValues,
   type RegisterWidth,
+  type RegisterWindow,
 } from './device/registers.js';
 export { mayInterrupt } from './migration/fsm.js';
 export type { MigrationOffer } from './migration/offer.js';
