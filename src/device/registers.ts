@@ -81,9 +81,10 @@ export interface Register<C = Device> extends RegisterBase {
   read?(context: C): MaybePromise<number>;
   /**
    * Runs after a write has updated the stored value. `value` is the merged
-   * value written (for `rw1c`: the bits to clear).
+   * value written (for `rw1c`: the bits to clear); `previous` the stored
+   * value before the write, for registers whose effect depends on the change.
    */
-  write?(value: number, context: C): MaybePromise<void>;
+  write?(value: number, context: C, previous: number): MaybePromise<void>;
 }
 
 /**
@@ -99,7 +100,7 @@ export interface Register64<C = Device> extends RegisterBase {
   /** Computes the value a read returns; without it, reads return the stored value. */
   read?(context: C): MaybePromise<bigint>;
   /** Runs after a write has updated the stored value (see {@link Register.write}). */
-  write?(value: bigint, context: C): MaybePromise<void>;
+  write?(value: bigint, context: C, previous: bigint): MaybePromise<void>;
 }
 
 /**
@@ -406,7 +407,7 @@ export class RegisterMap<C = Device> {
   /** Writes `bytes` at `start` into register `s` (merged into its value), then runs its hook. */
   private writeRegister(s: Slot<C>, start: number, bytes: Uint8Array, context: C): MaybePromise<void> {
     this.trace(s, start, 'write', bytes, '');
-    const hook = s.entry!.write as ((value: number | bigint, context: C) => MaybePromise<void>) | undefined;
+    const hook = s.entry!.write as ((value: number | bigint, context: C, previous: number | bigint) => MaybePromise<void>) | undefined;
     if (s.size <= 4) {
       // Plain numbers, as in readRegister: every value fits in 32 bits, kept unsigned by `>>> 0`.
       const shift = (start - s.offset) * 8;
@@ -427,12 +428,13 @@ export class RegisterMap<C = Device> {
         s.value = BigInt(next);
         if (s.access === 'rw') seen = next;
       }
-      return hook?.(seen, context);
+      return hook?.(seen, context, value);
     }
     const shift = BigInt((start - s.offset) * 8);
     const written = readLE(bytes) << shift;
     const laneMask = ((1n << BigInt(bytes.length * 8)) - 1n) << shift;
-    const base = s.access === 'wo' ? s.reset : s.value;
+    const previous = s.value;
+    const base = s.access === 'wo' ? s.reset : previous;
     const merged = (base & ~laneMask) | written;
     let seen = merged;
     if (s.access === 'rw1c') {
@@ -442,7 +444,7 @@ export class RegisterMap<C = Device> {
       s.value = (s.value & ~s.writableBits) | (merged & s.writableBits);
       if (s.access === 'rw') seen = s.value;
     }
-    return hook?.(seen, context);
+    return hook?.(seen, context, previous);
   }
 
   private slot(name: string): Slot<C> {
