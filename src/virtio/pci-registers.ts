@@ -58,6 +58,8 @@ export const Reg = {
 
 /** `width` bytes at `offset` of `value` (a window's lane). */
 function lane(value: number | bigint, offset: number, width: number): number | bigint {
+  // 32-bit values (all but the ring addresses) without BigInt: the window's read hook cuts to the width.
+  if (typeof value === 'number' && value >= 0 && value <= 0xffffffff) return value >>> (offset * 8);
   return BigInt.asUintN(width * 8, BigInt(value) >> BigInt(offset * 8));
 }
 
