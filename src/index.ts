@@ -46,7 +46,9 @@ export {
   type RegisterBlock,
   type RegisterEntry,
   type RegisterMapOptions,
+  type RegisterValues,
   type RegisterWidth,
+  type RegisterWindow,
 } from './device/registers.js';
 export { deviceTimer, DeviceTimer, type DeviceTimerOptions } from './device/timer.js';
 export { formatUnmodeled, MAX_UNMODELED_PLACES, type UnmodeledAccess, type UnmodeledAccesses, type UnmodeledReport } from './device/unmodeled.js';

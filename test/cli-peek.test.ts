@@ -10,7 +10,7 @@ import { runCli } from './helpers/timer-process.js';
 
 test('muser peek and poke read and write one register; lspci -x dumps config space', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-peek-'));
-  // Each command is a connection of its own, and the device resets when one ends (its onReset decides what that clears).
+  // Each command is a connection of its own, and the device resets when one ends (register maps included).
   const written: number[] = [];
   const spec = esbWatchdog();
   const doorbell = defineRegisters([{ name: 'doorbell', offset: 0x4, width: 4, write: (v) => void written.push(v) }]);
@@ -21,8 +21,8 @@ test('muser peek and poke read and write one register; lspci -x dumps config spa
     assert.deepEqual({ code, stdout, stderr }, { code: 0, stdout: '0x8086\n', stderr: '' });
     assert.equal((await runCli(['poke', sock, 'bar2', '0x4', '0xdeadbeef'])).code, 0);
     assert.deepEqual(written, [0xdeadbeef]);
-    // This map is not reset by the device's onReset, so the value stays for the next connection.
-    assert.equal((await runCli(['peek', sock, '2', '4'])).stdout, '0xdeadbeef\n');
+    // A map behind a BAR is reset with the device when the poke's connection ends: the next one reads the reset value.
+    assert.equal((await runCli(['peek', sock, '2', '4'])).stdout, '0x00000000\n');
     assert.equal((await runCli(['peek', sock, 'config', '0x0'])).stdout, '0x25ab8086\n', 'width 4 by default');
     // A refused access: the client's error, exit 1.
     const refused = await runCli(['poke', sock, 'config', '0x60', '1', '--width', '1']);

@@ -13,6 +13,7 @@ import { DmaGate } from '../src/device/gated-dma.js';
 import { defaultLoader, saveDefault } from '../src/migration/default.js';
 import type { DeviceSpec } from '../src/device/spec.js';
 import { native } from '../src/native/index.js';
+import { defineRegisters, registerMapOf } from '../src/device/registers.js';
 
 function spec(size = 64 * 1024): DeviceSpec {
   return {
@@ -98,6 +99,33 @@ describe('default migration image', () => {
       a.dispose();
       b.dispose();
       c.dispose();
+    }
+  });
+
+  it('register values load into the maps they were saved from; a table that differs is refused', () => {
+    const table = (extra: boolean): DeviceSpec => ({
+      identity: { vendorId: 0x1234, deviceId: 0x5678 },
+      bars: { 0: defineRegisters([{ name: 'a', offset: 0, width: 4 }, ...(extra ? [{ name: 'b', offset: 4, width: 4 as const }] : [])]).bar({ size: 4096 }) },
+      migration: {},
+    });
+    const a = new Device(table(true));
+    const b = new Device(table(true));
+    const c = new Device(table(false));
+    const plain = new Device(spec());
+    try {
+      registerMapOf(a.spec.bars![0])!.set('a', 7);
+      registerMapOf(a.spec.bars![0])!.set('b', 9);
+      feed(b, image(a), () => 5);
+      assert.equal(registerMapOf(b.spec.bars![0])!.get('a'), 7);
+      assert.equal(registerMapOf(b.spec.bars![0])!.get('b'), 9);
+      assert.throws(() => feed(c, image(a), () => 4096), { errno: 22, message: /no register or memory block named b/ });
+      assert.throws(() => feed(plain, image(a), () => 4096), { errno: 22, message: /register values for BAR0, which has no register map here/ });
+      assert.equal(image(plain).readUInt32LE(12), 2 + 3, 'a device without maps writes no register section');
+    } finally {
+      a.dispose();
+      b.dispose();
+      c.dispose();
+      plain.dispose();
     }
   });
 });

@@ -179,6 +179,81 @@ describe('register map: access rules', () => {
     assert.throws(() => defineRegisters([{ name: 'x', offset: 0x1000, width: 4 }]).bar({ size: 4096 }), RangeError);
   });
 
+  test('windows: hooks get the offset within, the width and the value; widths and alignment as for registers', () => {
+    const rung: string[] = [];
+    let selected = 0x0123456789abcdefn;
+    const regs = defineRegisters<undefined>([
+      { name: 'ctl', offset: 0, width: 4 },
+      { name: 'doorbells', offset: 0x10, size: 16, window: true, access: 'wo', widths: [4], write: (off, v, w) => void rung.push(`${off}:${v}:${w}`) },
+      { name: 'selected', offset: 0x20, size: 8, window: true, widths: [4, 8], read: (off, w) => (w === 8 ? selected : Number((selected >> BigInt(off * 8)) & 0xffffffffn)), write: (off, v, w) => {
+        if (w === 8) selected = v as bigint;
+        else selected = (selected & ~(0xffffffffn << BigInt(off * 8))) | (BigInt(v) << BigInt(off * 8));
+      } },
+      { name: 'status', offset: 0x28, size: 2, window: true, access: 'ro', read: () => -2 },
+    ]);
+    writeNow(regs, 0x18, [7, 0, 0, 0]);
+    writeNow(regs, 0x1c, [0xff, 0xff, 0xff, 0xff]);
+    assert.deepEqual(rung, ['8:7:4', '12:4294967295:4'], 'doorbell 2 and 3 rung with 32-bit values');
+    assert.deepEqual(readNow(regs, 0x10, 4), [0, 0, 0, 0], 'a write-only window reads zero');
+    assert.throws(() => regs.write(0x12, Buffer.from([1, 0]), undefined), (e: unknown) => e instanceof DeviceError && e.errno === EINVAL, 'a width the window does not take');
+    assert.throws(() => regs.write(0x12, Buffer.from([1, 0, 0, 0]), undefined), (e: unknown) => e instanceof DeviceError && e.errno === EINVAL, 'misaligned within the window');
+    assert.equal(rung.length, 2, 'a refused access rings nothing');
+    assert.deepEqual(readNow(regs, 0x20, 8), [0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01], 'an 8-byte read takes a bigint');
+    assert.deepEqual(readNow(regs, 0x24, 4), [0x67, 0x45, 0x23, 0x01]);
+    writeNow(regs, 0x24, [1, 0, 0, 0]);
+    assert.equal(selected, 0x1_89abcdefn, 'the hook merged the high half itself');
+    writeNow(regs, 0x20, [8, 7, 6, 5, 4, 3, 2, 1]);
+    assert.equal(selected, 0x0102030405060708n, 'an 8-byte write hands a bigint');
+    assert.deepEqual(readNow(regs, 0x28, 2), [0xfe, 0xff], 'a negative value is cut to the access width');
+    writeNow(regs, 0x28, [0, 0]); // read-only: ignored
+    // An access over a register and a window is split at the boundary, each part served by its own.
+    assert.deepEqual(readNow(regs, 0x20, 4), [8, 7, 6, 5]);
+    assert.throws(() => regs.get('selected'), TypeError, 'a window stores no value to get');
+    assert.deepEqual(regs.layout().map((e) => e.name), ['ctl', 'doorbells', 'selected', 'status']);
+  });
+
+  test('a window with mistakes is refused when it is defined, naming the field', () => {
+    const write = (): void => undefined;
+    const cases: [unknown, RegExp][] = [
+      [{ name: 'w', offset: 0, size: 8, window: 'yes', write }, /register w: window must be true/],
+      [{ name: 'w', offset: 0, size: 8, window: true, width: 4, write }, /register w: a window has a size, not a width/],
+      [{ name: 'w', offset: 0, size: 8, window: true }, /register w: a window needs a read or a write hook/],
+      [{ name: 'w', offset: 0, size: 8, window: true, reset: 1, write }, /register w: a window stores nothing, so it takes no 'reset'/],
+      [{ name: 'w', offset: 2, size: 8, window: true, widths: [4], write }, /register w: offset 0x2 is not aligned to its widest access \(4 bytes\)/],
+      [{ name: 'w', offset: 0, size: 2, window: true, widths: [4], write }, /register w: an access width is wider than the window's 2 bytes/],
+      [{ name: 'w', offset: 0, size: 0, window: true, write }, /register w: window size 0 is not a byte count/],
+      [{ name: 'w', offset: 0, size: 8, window: true, widths: [3], write }, /register w: widths must list access widths of 1, 2, 4 or 8 bytes/],
+      [{ name: 'w', offset: 0, size: 8, window: true, access: 'rc', write }, /register w: access 'rc' is not one of/],
+    ];
+    for (const [entry, message] of cases) {
+      assert.throws(() => defineRegisters([entry as RegisterEntry<undefined>]), message, JSON.stringify(entry));
+    }
+    assert.throws(() => defineRegisters<undefined>([{ name: 'r', offset: 4, width: 4 }, { name: 'w', offset: 0, size: 8, window: true, write }]), /overlap/);
+  });
+
+  test('stored values: saved by name, put back checked; windows and hooked blocks have none', () => {
+    const regs = defineRegisters<undefined>([
+      { name: 'a', offset: 0, width: 4 },
+      { name: 'b', offset: 8, width: 8 },
+      { name: 'ram', offset: 0x10, size: 4 },
+      { name: 'fifo', offset: 0x14, size: 4, read: () => Buffer.alloc(4), write: () => undefined },
+    ]);
+    regs.set('a', 0xdeadbeef);
+    regs.set('b', 0x1122334455667788n);
+    writeNow(regs, 0x10, [1, 2, 3, 4]);
+    const saved = regs.saveValues();
+    assert.deepEqual(saved, { a: 'deadbeef', b: '1122334455667788', ram: Buffer.from([1, 2, 3, 4]).toString('base64') });
+    regs.reset();
+    assert.throws(() => regs.loadValues({ ...saved, fifo: 'AAAAAA==' }), /no register or memory block named fifo/);
+    assert.throws(() => regs.loadValues({ ...saved, a: '1ffffffff' }), /a does not fit in 4 bytes/);
+    assert.throws(() => regs.loadValues({ ...saved, ram: 'AA==' }), /block ram has 1 bytes, 4 wanted/);
+    assert.equal(regs.get('a'), 0, 'a refused load changes nothing');
+    regs.loadValues(saved);
+    assert.equal(regs.get('a'), 0xdeadbeef);
+    assert.equal(regs.get64('b'), 0x1122334455667788n);
+    assert.deepEqual(readNow(regs, 0x10, 4), [1, 2, 3, 4]);
+  });
+
   test('a logger at debug level traces every access by register name', () => {
     const { log, lines } = recorder();
     const regs = defineRegisters<undefined>(
@@ -225,20 +300,36 @@ describe('register map behind a BAR, over a socket', () => {
     }
   });
 
-  test('registers go back to their reset values on DEVICE_RESET', async () => {
+  test('registers go back to their reset values on DEVICE_RESET and FLR, with no onReset wiring', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'muser-regs-')), 'dev.sock');
     const registers = defineRegisters([{ name: 'scratch', offset: 0, width: 4, reset: 0x5555 }]);
+    const inRegion = defineRegisters([{ name: 'other', offset: 0, width: 2, reset: 0x77 }]);
+    let seenByOnReset = -1;
     const server = serve(
-      { identity: { vendorId: 0x1234, deviceId: 0x0001 }, bars: { 0: registers.bar({ size: 256 }) }, onReset: () => registers.reset() },
+      {
+        identity: { vendorId: 0x1234, deviceId: 0x0001 },
+        bars: { 0: registers.bar({ size: 256 }) },
+        regions: { 9: inRegion.bar({ size: 16 }) },
+        capabilities: [{ id: 'pcie', flr: true }],
+        onReset: () => void (seenByOnReset = registers.get('scratch')),
+      },
       path,
       { log: 'silent' },
     );
     const client = await Client.connect(path);
     try {
       await client.regionWrite(0, 0, Buffer.from([1, 2, 3, 4]));
+      await client.regionWrite(9, 0, Buffer.from([1, 2]));
       assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 0x04030201);
       await client.reset();
       assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 0x5555);
+      assert.equal((await client.regionRead(9, 0, 2)).readUInt16LE(0), 0x77, 'a map behind a device region too');
+      assert.equal(seenByOnReset, 0x5555, 'maps are reset before the device\'s onReset runs');
+      await client.regionWrite(0, 0, Buffer.from([1, 2, 3, 4]));
+      const devctl = server.device.config.findCapability('pcie')!.offset + 8;
+      const now = (await client.regionRead(7, devctl, 2)).readUInt16LE(0);
+      await client.regionWrite(7, devctl, Buffer.from([now & 0xff, (now >> 8) | 0x80])); // Device Control: Initiate FLR
+      assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 0x5555, 'a Function Level Reset too');
     } finally {
       client.close();
       server.close();

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import { Client, EventFd } from '../src/client/index.js';
-import { IrqIndex, serve, type Server } from '../src/index.js';
+import { IrqIndex, serve, type Logger, type Server } from '../src/index.js';
+import { registerMapOf } from '../src/device/registers.js';
 import { CommonCfg, DescFlag, VirtioFeature, VirtioStatus, VIRTIO_MSI_NO_VECTOR, featureBit, virtioTransportOf } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { ECHO_TYPE, echoDevice, type EchoDevice } from './helpers/virtio-echo.js';
@@ -122,6 +123,34 @@ describe('virtio-pci identity and capabilities', () => {
     await r.client.regionWrite(0, 0x2000, Buffer.from([1, 2, 3, 4]));
     assert.equal((await r.driver.readConfig(4, 2)).readUInt16LE(0), 0x1234);
     assert.equal((await r.driver.readConfig(0, 4)).readUInt32LE(0), 0x76697274);
+  });
+});
+
+describe('the virtio BAR as a register table', () => {
+  let r: Rig | undefined;
+  afterEach(() => close(r));
+
+  test('the transport registers are the table\'s stored values: read by name, traced by name, reset with the device', async () => {
+    r = await rig();
+    const map = registerMapOf(r.echo.spec.bars?.[0]);
+    assert.ok(map, 'BAR0 is served by a register map');
+    const lines: string[] = [];
+    const keep = (m: string): void => void lines.push(m);
+    map.traceTo({ debug: keep, info: keep, warn: keep, error: keep } satisfies Logger);
+    await r.driver.negotiate();
+    assert.equal(map.get('device_status'), VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK);
+    await r.driver.writeCommon(CommonCfg.QUEUE_SELECT, 2, 1);
+    assert.equal(map.get('queue_select'), 1);
+    assert.equal(await r.driver.readCommon(CommonCfg.QUEUE_NOTIFY_OFF, 2), 1);
+    assert.ok(lines.includes('write reg=0x16 name=queue_select val=0x0001'), lines.join('\n'));
+    assert.ok(lines.includes('read reg=0x1e name=queue_notify_off val=0x0001'), 'a field of the selected queue, by name');
+    assert.ok(lines.some((l) => /^read reg=0x4 name=device_feature val=0x/.test(l)), 'the feature window, by name');
+    map.set('config_generation', 7);
+    assert.equal(await r.driver.readCommon(CommonCfg.CONFIG_GENERATION, 1), 7, 'reads come from the stored value');
+    await r.client.reset();
+    assert.deepEqual([map.get('device_status'), map.get('queue_select'), map.get('config_generation')], [0, 0, 0]);
+    assert.equal(map.get('config_msix_vector'), VIRTIO_MSI_NO_VECTOR);
+    assert.equal(await r.driver.status(), 0);
   });
 });
 

@@ -17,6 +17,7 @@ import type { DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
 import { PciCommand } from '../pci/regs.js';
 import { ConfigLayout } from './config-registers.js';
 import { registerMapOf } from './registers.js';
+import { registerMapsOf, type PlacedRegisterMap } from './register-maps.js';
 import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
 import { UnmodeledAccesses } from './unmodeled.js';
@@ -66,6 +67,8 @@ export class Device {
   private lastDma: GatedDmaAccess | undefined;
   /** @internal What owns each config-space byte: the standard model or a `configRegisters` entry. */
   readonly configLayout: ConfigLayout;
+  /** @internal The register maps the device serves (BARs and regions built by `.bar()`, `configRegisters`): reset with it, migrated with it. */
+  readonly registerMaps: readonly PlacedRegisterMap[];
   /**
    * Where access traces go (unclaimed config bytes, refused accesses): the
    * serving Server's logger when it logs at debug level, else undefined.
@@ -108,6 +111,7 @@ export class Device {
       hooks: spec.config,
     });
     this.configLayout = new ConfigLayout(this.config, spec.configRegisters);
+    this.registerMaps = registerMapsOf(spec);
     this.msix = this.config.msix;
     this.irqs = new IrqState(
       {
@@ -269,10 +273,10 @@ export class Device {
     return m.bytes;
   }
 
-  /** Back to power-on state: config space, MSI-X, interrupts, the device's own hook. */
+  /** Back to power-on state: config space, MSI-X, register maps, interrupts, the device's own hook. */
   async reset(reason: ResetReason): Promise<void> {
     this.config.reset();
-    this.spec.configRegisters?.reset();
+    for (const { map } of this.registerMaps) map.reset();
     this.deferred = [];
     for (const listener of this.resetListeners) listener();
     // The client owns its IRQ configuration and re-sends it after a reset.

@@ -19,8 +19,16 @@
  *   BAR, are counted in the device's report of unmodeled accesses). Reads of
  *   write-only registers return zero; writes to read-only registers are
  *   ignored, as hardware does.
- * - {@link RegisterMap.reset} puts every register back to its reset value;
- *   call it from the device's `onReset`.
+ * - A window ({@link RegisterWindow}) is a range served by its hooks at
+ *   register granularity: each part inside it obeys the same width and
+ *   alignment rules, and the hooks get the offset within the window, the
+ *   width, and (for writes) the value. It stores nothing.
+ * - {@link RegisterMap.reset} puts every register back to its reset value.
+ *   A map served as a device's BAR (through {@link RegisterMap.bar}) or as
+ *   its `configRegisters` is reset by every device reset (client reset, FLR,
+ *   disconnect) before the device's `onReset` runs: no wiring needed.
+ * - A map's stored values (registers and memory-backed blocks) are part of
+ *   the device's default migration: saved with the device, restored on load.
  * - With a `log` at debug level every access is traced by register name:
  *   `read reg=0x1 name=in0_7 val=0x00`, `write reg=0x0 name=out0_7 val=0x01`.
  */
@@ -56,6 +64,8 @@ export interface RegisterBase {
   trace?: boolean;
   /** The datasheet's words, for readers and generated docs. */
   description?: string;
+  /** Registers are not windows; this tells them apart from {@link RegisterWindow}. */
+  window?: undefined;
 }
 
 /**
@@ -72,9 +82,10 @@ export interface Register<C = Device> extends RegisterBase {
   read?(context: C): MaybePromise<number>;
   /**
    * Runs after a write has updated the stored value. `value` is the merged
-   * value written (for `rw1c`: the bits to clear).
+   * value written (for `rw1c`: the bits to clear); `previous` the stored
+   * value before the write, for registers whose effect depends on the change.
    */
-  write?(value: number, context: C): MaybePromise<void>;
+  write?(value: number, context: C, previous: number): MaybePromise<void>;
 }
 
 /**
@@ -90,7 +101,7 @@ export interface Register64<C = Device> extends RegisterBase {
   /** Computes the value a read returns; without it, reads return the stored value. */
   read?(context: C): MaybePromise<bigint>;
   /** Runs after a write has updated the stored value (see {@link Register.write}). */
-  write?(value: bigint, context: C): MaybePromise<void>;
+  write?(value: bigint, context: C, previous: bigint): MaybePromise<void>;
 }
 
 /**
@@ -107,6 +118,8 @@ export interface RegisterBlock<C = Device> {
   size: number;
   /** Blocks have no width; this tells them apart from registers. */
   width?: undefined;
+  /** Blocks are not windows; this tells them apart from {@link RegisterWindow}. */
+  window?: undefined;
   /** `ro`, `rw` (default) or `wo`. */
   access?: 'ro' | 'rw' | 'wo';
   /** Serves a read of `length` bytes at `offset` within the block. */
@@ -117,8 +130,55 @@ export interface RegisterBlock<C = Device> {
   description?: string;
 }
 
+/**
+ * A range served at register granularity by hooks, with no storage of its
+ * own: a doorbell array (each write rings the doorbell at `offset / stride`),
+ * a window onto state selected elsewhere (virtio's feature words chosen by a
+ * select register, the fields of the selected queue).
+ *
+ * Every part of an access inside the window must be 1, 2, 4 or 8 bytes (one
+ * of `widths` when given) and aligned to its own width within the window;
+ * otherwise the access is refused with EINVAL before any hook runs. A read
+ * without a read hook (or of a `wo` window) returns zero; a write without a
+ * write hook (or to an `ro` window) is ignored. Values are numbers for
+ * accesses of up to 4 bytes and bigints for 8-byte ones; a read hook may
+ * return either, and the value is cut to the access width.
+ *
+ * @example
+ * ```ts
+ * // 16 doorbells, 4 bytes apart: a write to 0x1008 rings doorbell 2
+ * { name: 'doorbells', offset: 0x1000, size: 64, window: true, access: 'wo', widths: [4],
+ *   write: (offset, value, _width, device) => ring(device, offset / 4, Number(value)) }
+ * ```
+ * @typeParam C - what hooks receive as context (see {@link Register})
+ */
+export interface RegisterWindow<C = Device> {
+  name: string;
+  /** Offset in the BAR; a multiple of the widest access the window takes. */
+  offset: number;
+  /** Size in bytes. */
+  size: number;
+  /** Marks the entry as a window. */
+  window: true;
+  /** Windows have no width of their own; accesses have. */
+  width?: undefined;
+  /** `ro`, `rw` (default) or `wo`. */
+  access?: 'ro' | 'rw' | 'wo';
+  /** Access widths the window accepts (default: 1, 2, 4, 8 up to its size). */
+  widths?: readonly RegisterWidth[];
+  /** Serves a read of `width` bytes at `offset` within the window. */
+  read?(offset: number, width: RegisterWidth, context: C): MaybePromise<number | bigint>;
+  /** Serves a write of `value` (`width` bytes) at `offset` within the window. */
+  write?(offset: number, value: number | bigint, width: RegisterWidth, context: C): MaybePromise<void>;
+  trace?: boolean;
+  description?: string;
+}
+
 /** One line of a register table. */
-export type RegisterEntry<C = Device> = Register<C> | Register64<C> | RegisterBlock<C>;
+export type RegisterEntry<C = Device> = Register<C> | Register64<C> | RegisterBlock<C> | RegisterWindow<C>;
+
+/** A map's stored values by entry name (see {@link RegisterMap.saveValues}). */
+export type RegisterValues = Record<string, string>;
 
 /** Options of {@link defineRegisters}. */
 export interface RegisterMapOptions {
@@ -161,6 +221,14 @@ export class RegisterMap<C = Device> {
   /** Bytes the table spans: the end of its last entry. */
   get size(): number {
     return Math.max(0, ...this.slots.map((s) => s.offset + s.size));
+  }
+
+  /** True when an entry has a read or write hook: state the map cannot see may live behind it. */
+  get hasHooks(): boolean {
+    return this.slots.some((s) => {
+      const e = s.entry ?? s.block ?? s.window;
+      return e?.read !== undefined || e?.write !== undefined;
+    });
   }
 
   /** Every entry's name and the bytes it spans, in table order. */
@@ -208,7 +276,8 @@ export class RegisterMap<C = Device> {
     if (one) {
       // The common case, without the splitting machinery. Every byte of `out` is written.
       const out = Buffer.allocUnsafe(length);
-      return then(this.readRegister(one, offset, context, out, 0, length), () => out);
+      const done = one.kind === 'window' ? this.readWindow(one, offset, context, out, 0, length) : this.readRegister(one, offset, context, out, 0, length);
+      return then(done, () => out);
     }
     const out = Buffer.allocUnsafe(length).fill(0); // pooled: far cheaper than alloc for small reads
     const steps: (() => MaybePromise<void>)[] = [];
@@ -223,6 +292,8 @@ export class RegisterMap<C = Device> {
           out.set(bytes, at);
           this.trace(s, part.start, 'read', bytes, '');
         }));
+      } else if (s.kind === 'window') {
+        steps.push(() => this.readWindow(s, part.start, context, out, at, part.length));
       } else {
         steps.push(() => this.readRegister(s, part.start, context, out, at, part.length));
       }
@@ -233,7 +304,7 @@ export class RegisterMap<C = Device> {
   /** {@link write}, telling `gaps` about the parts no entry covers. */
   private serveWrite(offset: number, data: Uint8Array, context: C, gaps: GapSink | undefined): MaybePromise<void> {
     const one = this.insideOneRegister(this.writers, offset, data.length, 'write');
-    if (one) return this.writeRegister(one, offset, data, context);
+    if (one) return one.kind === 'window' ? this.writeWindow(one, offset, data, context) : this.writeRegister(one, offset, data, context);
     const steps: (() => MaybePromise<void>)[] = [];
     for (const part of this.split(this.writers, this.readers, offset, data.length, 'write')) {
       // A copy: later steps may run after an async hook, when `data` (a view
@@ -248,6 +319,8 @@ export class RegisterMap<C = Device> {
           this.trace(s, part.start, 'write', bytes, '');
           return writeBlock(s, part.start - s.offset, bytes, context);
         });
+      } else if (s.kind === 'window') {
+        steps.push(() => this.writeWindow(s, part.start, bytes, context));
       } else {
         steps.push(() => this.writeRegister(s, part.start, bytes, context));
       }
@@ -282,10 +355,51 @@ export class RegisterMap<C = Device> {
     s.value = BigInt.asUintN(s.size * 8, BigInt(value));
   }
 
-  /** The register [offset, offset+length) lies in, if it lies in one (checked); undefined otherwise. */
+  /**
+   * Every stored value, by name: registers as hex strings, memory-backed
+   * blocks as base64. Plain JSON; the default migration carries it.
+   */
+  saveValues(): RegisterValues {
+    const out: RegisterValues = {};
+    for (const s of this.slots) {
+      if (s.kind === 'register') out[s.name] = s.value.toString(16);
+      else if (s.buffer) out[s.name] = s.buffer.toString('base64');
+    }
+    return out;
+  }
+
+  /**
+   * Puts back values taken by {@link saveValues}: no hooks, no trace.
+   * Entries the values do not name keep theirs. Checks everything first:
+   * @throws TypeError naming the entry when a name is not a register or
+   *   memory-backed block of this map, or a value is malformed or too wide;
+   *   nothing is changed then.
+   */
+  loadValues(values: RegisterValues): void {
+    if (typeof values !== 'object' || values === null || Array.isArray(values)) throw new TypeError('register values must be an object by name');
+    const apply: (() => void)[] = [];
+    for (const [name, v] of Object.entries(values)) {
+      const s = this.byName.get(name);
+      if (!s || (s.kind !== 'register' && !s.buffer)) throw new TypeError(`register values: no register or memory block named ${name}`);
+      if (typeof v !== 'string') throw new TypeError(`register values: ${name} must be a string, got ${typeof v}`);
+      if (s.kind === 'register') {
+        if (!/^[0-9a-f]{1,16}$/.test(v)) throw new TypeError(`register values: ${name} is not a hex number`);
+        const value = BigInt(`0x${v}`);
+        if (value >> BigInt(s.size * 8) !== 0n) throw new TypeError(`register values: ${name} does not fit in ${s.size} bytes`);
+        apply.push(() => (s.value = value));
+      } else {
+        const bytes = Buffer.from(v, 'base64');
+        if (bytes.length !== s.size) throw new TypeError(`register values: block ${name} has ${bytes.length} bytes, ${s.size} wanted`);
+        apply.push(() => bytes.copy(s.buffer!));
+      }
+    }
+    for (const f of apply) f();
+  }
+
+  /** The register or window [offset, offset+length) lies in, if it lies in one (checked); undefined otherwise. */
   private insideOneRegister(slots: Slot<C>[], offset: number, length: number, op: 'read' | 'write'): Slot<C> | undefined {
     const s = covering(slots, offset);
-    if (!s || s.kind !== 'register' || offset + length > s.offset + s.size) return undefined;
+    if (!s || s.kind === 'block' || offset + length > s.offset + s.size) return undefined;
     checkWidth(s, offset, length, op);
     return s;
   }
@@ -312,7 +426,7 @@ export class RegisterMap<C = Device> {
   /** Writes `bytes` at `start` into register `s` (merged into its value), then runs its hook. */
   private writeRegister(s: Slot<C>, start: number, bytes: Uint8Array, context: C): MaybePromise<void> {
     this.trace(s, start, 'write', bytes, '');
-    const hook = s.entry!.write as ((value: number | bigint, context: C) => MaybePromise<void>) | undefined;
+    const hook = s.entry!.write as ((value: number | bigint, context: C, previous: number | bigint) => MaybePromise<void>) | undefined;
     if (s.size <= 4) {
       // Plain numbers, as in readRegister: every value fits in 32 bits, kept unsigned by `>>> 0`.
       const shift = (start - s.offset) * 8;
@@ -333,12 +447,13 @@ export class RegisterMap<C = Device> {
         s.value = BigInt(next);
         if (s.access === 'rw') seen = next;
       }
-      return hook?.(seen, context);
+      return hook?.(seen, context, value);
     }
     const shift = BigInt((start - s.offset) * 8);
     const written = readLE(bytes) << shift;
     const laneMask = ((1n << BigInt(bytes.length * 8)) - 1n) << shift;
-    const base = s.access === 'wo' ? s.reset : s.value;
+    const previous = s.value;
+    const base = s.access === 'wo' ? s.reset : previous;
     const merged = (base & ~laneMask) | written;
     let seen = merged;
     if (s.access === 'rw1c') {
@@ -348,13 +463,43 @@ export class RegisterMap<C = Device> {
       s.value = (s.value & ~s.writableBits) | (merged & s.writableBits);
       if (s.access === 'rw') seen = s.value;
     }
-    return hook?.(seen, context);
+    return hook?.(seen, context, previous);
   }
 
   private slot(name: string): Slot<C> {
     const s = this.byName.get(name);
-    if (!s || s.kind === 'block') throw new TypeError(`no register named ${name}`);
+    if (!s || s.kind !== 'register') throw new TypeError(`no register named ${name}`);
     return s;
+  }
+
+  /** Reads `length` bytes at `start` of window `s` through its hook into out[at...]. */
+  private readWindow(s: Slot<C>, start: number, context: C, out: Buffer, at: number, length: number): MaybePromise<void> {
+    const hook = s.window!.read;
+    const done = (v: number | bigint): void => {
+      if (typeof v === 'number' && !Number.isInteger(v)) throw new DeviceError(Errno.EIO, `window ${s.name}: read hook returned ${v}`);
+      if (length <= 4 && typeof v === 'number') {
+        for (let i = 0, x = v; i < length; i++, x >>>= 8) out[at + i] = x & 0xff;
+      } else {
+        writeLE(out, at, length, BigInt.asUintN(length * 8, BigInt(v)));
+      }
+      this.trace(s, start, 'read', out.subarray(at, at + length), '');
+    };
+    return hook ? then(hook(start - s.offset, length as RegisterWidth, context), done) : done(0);
+  }
+
+  /** Hands a write of `bytes` at `start` to window `s`'s hook as a value. */
+  private writeWindow(s: Slot<C>, start: number, bytes: Uint8Array, context: C): MaybePromise<void> {
+    this.trace(s, start, 'write', bytes, '');
+    const hook = s.window!.write;
+    if (!hook) return;
+    let value: number | bigint;
+    if (bytes.length <= 4) {
+      value = 0;
+      for (let i = bytes.length - 1; i >= 0; i--) value = ((value << 8) | bytes[i]) >>> 0;
+    } else {
+      value = readLE(bytes);
+    }
+    return hook(start - s.offset, value, bytes.length as RegisterWidth, context);
   }
 
   /**
@@ -371,7 +516,7 @@ export class RegisterMap<C = Device> {
       let slot: Slot<C> | undefined = hit;
       if (hit) {
         stop = Math.min(end, hit.offset + hit.size);
-        if (hit.kind === 'register') checkWidth(hit, pos, stop - pos, op);
+        if (hit.kind !== 'block') checkWidth(hit, pos, stop - pos, op);
       } else {
         const otherHit = covering(other, pos);
         slot = otherHit;
@@ -424,7 +569,7 @@ export function defineRegisters<C = Device>(entries: readonly RegisterEntry<C>[]
 }
 
 interface Slot<C> {
-  kind: 'register' | 'block';
+  kind: 'register' | 'block' | 'window';
   name: string;
   offset: number;
   size: number;
@@ -440,6 +585,7 @@ interface Slot<C> {
   /** The table line: a register's for kind 'register', a block's for kind 'block'. */
   entry?: Register<C> | Register64<C>;
   block?: RegisterBlock<C>;
+  window?: RegisterWindow<C>;
 }
 
 interface Part<C> {
@@ -451,7 +597,7 @@ interface Part<C> {
 
 const ACCESS_TYPES: readonly string[] = ['ro', 'rw', 'wo', 'rw1c', 'rc'];
 const BLOCK_ACCESS_TYPES: readonly string[] = ['ro', 'rw', 'wo'];
-const ENTRY_FIELDS: readonly string[] = ['name', 'offset', 'access', 'widths', 'trace', 'description', 'width', 'reset', 'writable', 'read', 'write', 'size'];
+const ENTRY_FIELDS: readonly string[] = ['name', 'offset', 'access', 'widths', 'trace', 'description', 'width', 'reset', 'writable', 'read', 'write', 'size', 'window'];
 
 /** Checks what TypeScript would, for tables in device files that no compiler saw. */
 function checkEntryShape<C>(e: RegisterEntry<C>, index: number): void {
@@ -460,6 +606,15 @@ function checkEntryShape<C>(e: RegisterEntry<C>, index: number): void {
   const where = `register ${e.name}`;
   for (const k of Object.keys(e)) {
     if (!ENTRY_FIELDS.includes(k)) throw new TypeError(`${where}: unknown field '${k}' (known: ${ENTRY_FIELDS.join(', ')})`);
+  }
+  if (e.window !== undefined) {
+    const w: unknown = e.window;
+    if (w !== true) throw new TypeError(`${where}: window must be true (or left out), got ${String(w)}`);
+    if ((e as { width?: unknown }).width !== undefined) throw new TypeError(`${where}: a window has a size, not a width`);
+    for (const k of ['reset', 'writable'] as const) {
+      if (k in e) throw new TypeError(`${where}: a window stores nothing, so it takes no '${k}'`);
+    }
+    if (e.read === undefined && e.write === undefined) throw new TypeError(`${where}: a window needs a read or a write hook (a range with memory of its own is a block)`);
   }
   const kinds = e.width === undefined ? BLOCK_ACCESS_TYPES : ACCESS_TYPES;
   if (e.access !== undefined && !kinds.includes(e.access)) {
@@ -473,7 +628,10 @@ function checkEntryShape<C>(e: RegisterEntry<C>, index: number): void {
     const r = e as Register<C> | Register64<C>;
     if (r.reset !== undefined && typeof r.reset !== 'number' && typeof r.reset !== 'bigint') throw new TypeError(`${where}: reset must be a number, got ${typeof r.reset}`);
     if (r.writable !== undefined && typeof r.writable !== 'number' && typeof r.writable !== 'bigint') throw new TypeError(`${where}: writable must be a bit mask`);
-    if (r.widths !== undefined && (!Array.isArray(r.widths) || r.widths.some((w) => ![1, 2, 4, 8].includes(w)))) {
+  }
+  if (e.width !== undefined || e.window !== undefined) {
+    const widths = (e as { widths?: unknown }).widths;
+    if (widths !== undefined && (!Array.isArray(widths) || widths.length === 0 || widths.some((w) => ![1, 2, 4, 8].includes(w as number)))) {
       throw new RangeError(`${where}: widths must list access widths of 1, 2, 4 or 8 bytes`);
     }
   }
@@ -492,6 +650,14 @@ function toSlot<C>(e: RegisterEntry<C>, index: number): Slot<C> {
     writable: access !== 'ro' && access !== 'rc',
     trace: e.trace ?? true,
   };
+  if (e.window === true) {
+    if (!Number.isSafeInteger(e.size) || e.size < 1) throw new RangeError(`${where}: window size ${e.size} is not a byte count`);
+    const widths = e.widths ?? [1, 2, 4, 8].filter((w) => w <= e.size);
+    if (widths.length === 0 || widths.some((w) => w > e.size)) throw new RangeError(`${where}: an access width is wider than the window's ${e.size} bytes`);
+    const widest = Math.max(...widths);
+    if (e.offset % widest !== 0) throw new RangeError(`${where}: offset 0x${e.offset.toString(16)} is not aligned to its widest access (${widest} bytes)`);
+    return { ...base, kind: 'window', size: e.size, value: 0n, reset: 0n, writableBits: 0n, widths, buffer: undefined, window: e };
+  }
   if (e.width === undefined) {
     if (!Number.isSafeInteger(e.size) || e.size < 1) throw new RangeError(`${where}: block size ${e.size} is not a byte count`);
     // Memory of its own unless hooks serve both directions.

@@ -1,15 +1,17 @@
 /**
  * Migration for devices that write no migration code: their state is the
  * bytes of their memory-backed regions, `device.state` (plain data, as
- * JSON), config space (with MSI-X table and PBA) and interrupts raised but
- * not yet delivered.
+ * JSON), config space (with MSI-X table and PBA), the stored values of
+ * their register maps, and interrupts raised but not yet delivered.
  *
  * Image format (little-endian), streamed lazily while the client reads:
  *
  *   "MUSERMIG" | u32 version (1) | u32 section count | sections
  *   section: u16 kind | u16 0 | u32 id | u64 length | length bytes
  *   kinds: 1 region memory (id = region index), 2 config snapshot,
- *          3 device.state JSON, 4 pending interrupts JSON [[index, vector], ...]
+ *          3 device.state JSON, 4 pending interrupts JSON [[index, vector], ...],
+ *          5 register values JSON { "BAR0": { name: value }, "config": ... }
+ *            (only from a device with register maps; see RegisterMap.saveValues)
  *
  * A stream may hold several images back to back (a PRE_COPY image, then the
  * STOP_COPY one). Loading streams: region bytes go straight into region
@@ -35,7 +37,10 @@ const enum Kind {
   CONFIG = 2,
   STATE = 3,
   IRQS = 4,
+  REGISTERS = 5,
 }
+/** The order small sections are applied in when loading ends. */
+const SMALL_KINDS = [Kind.CONFIG, Kind.STATE, Kind.REGISTERS, Kind.IRQS];
 
 function sectionHead(kind: number, id: number, length: number): Buffer {
   const b = Buffer.alloc(SECTION_HEAD);
@@ -61,10 +66,12 @@ export function* saveDefault(device: Device): Generator<Uint8Array> {
   const config = device.config.snapshot();
   const state = Buffer.from(JSON.stringify(device.state ?? {}), 'utf8');
   const irqs = Buffer.from(JSON.stringify(pendingInterrupts(device)), 'utf8');
+  const maps = device.registerMaps;
+  const registers = maps.length > 0 ? Buffer.from(JSON.stringify(Object.fromEntries(maps.map((p) => [p.where, p.map.saveValues()]))), 'utf8') : undefined;
   const head = Buffer.alloc(HEAD);
   MAGIC.copy(head, 0);
   head.writeUInt32LE(VERSION, 8);
-  head.writeUInt32LE(regions.length + 3, 12);
+  head.writeUInt32LE(regions.length + 3 + (registers ? 1 : 0), 12);
   yield head;
   for (const r of regions) {
     const mem = r!.memory!.bytes;
@@ -78,6 +85,10 @@ export function* saveDefault(device: Device): Generator<Uint8Array> {
   yield config;
   yield sectionHead(Kind.STATE, 0, state.length);
   yield state;
+  if (registers) {
+    yield sectionHead(Kind.REGISTERS, 0, registers.length);
+    yield registers;
+  }
   yield sectionHead(Kind.IRQS, 0, irqs.length);
   yield irqs;
 }
@@ -113,6 +124,22 @@ function smallSection(device: Device, kind: number, data: Uint8Array): () => voi
         const state = device.state;
         for (const k of Object.keys(state)) delete state[k];
         Object.assign(state, v);
+      };
+    }
+    case Kind.REGISTERS: {
+      const v = parseJson(data, 'register values');
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) bad('register values are not an object');
+      const loads = Object.entries(v as Record<string, unknown>).map(([where, values]) => {
+        const map = device.registerMaps.find((p) => p.where === where)?.map;
+        if (!map) bad(`register values for ${where}, which has no register map here`);
+        return () => map.loadValues(values as Record<string, string>);
+      });
+      return () => {
+        try {
+          for (const load of loads) load();
+        } catch (e) {
+          bad((e as Error).message);
+        }
       };
     }
     case Kind.IRQS: {
@@ -200,7 +227,7 @@ export function defaultLoader(device: Device): MigrationLoader {
           if (mem.bytes.length !== length) bad(`region ${id} is ${length} bytes, here ${mem.bytes.length}`);
           target = mem.bytes;
         } else {
-          if (kind !== Kind.CONFIG && kind !== Kind.STATE && kind !== Kind.IRQS) bad(`unknown section kind ${kind}`);
+          if (!SMALL_KINDS.includes(kind)) bad(`unknown section kind ${kind}`);
           if (length > MAX_SMALL_SECTION) bad(`a ${length}-byte section of kind ${kind}`);
           small = { kind, data: Buffer.alloc(length) };
         }
@@ -212,7 +239,7 @@ export function defaultLoader(device: Device): MigrationLoader {
     end() {
       if (images === 0) bad('empty');
       if (sections >= 0 || head.length > 0 || left > 0) bad('the stream ends inside an image');
-      for (const kind of [Kind.CONFIG, Kind.STATE, Kind.IRQS]) last.get(kind)?.();
+      for (const kind of SMALL_KINDS) last.get(kind)?.();
     },
   };
 }

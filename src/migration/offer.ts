@@ -4,6 +4,7 @@
  */
 import type { Device } from '../device/device.js';
 import type { BarSpec, DeviceSpec } from '../device/spec.js';
+import { registerMapOf } from '../device/registers.js';
 import { Migration } from './migration.js';
 
 /** A device's migration, or why it has none. */
@@ -37,9 +38,11 @@ function hiddenStateReason(spec: DeviceSpec): string | undefined {
     ...Object.entries(spec.bars ?? {}).map(([i, b]): [string, BarSpec | undefined] => [`BAR${i}`, b]),
     ...Object.entries(spec.regions ?? {}).map(([i, r]): [string, BarSpec | undefined] => [`region ${i}`, r]),
   ];
-  const withCallbacks = regions.filter(([, r]) => r && (r.read || r.write || (r.ioeventfds?.length ?? 0) > 0)).map(([name]) => name);
+  // A register map without hooks keeps everything in its stored values, which migrate.
+  const hooked = (r: BarSpec): boolean => registerMapOf(r)?.hasHooks ?? true;
+  const withCallbacks = regions.filter(([, r]) => r && (((r.read || r.write) && hooked(r)) || (r.ioeventfds?.length ?? 0) > 0)).map(([name]) => name);
   if (spec.config?.read || spec.config?.write) withCallbacks.push('config hooks');
-  if (spec.configRegisters) withCallbacks.push('config registers');
+  if (spec.configRegisters && spec.configRegisters.hasHooks !== false) withCallbacks.push('config registers');
   if (withCallbacks.length === 0) return undefined;
   return (
     `${withCallbacks.join(', ')} served by callbacks that may keep state muser cannot see: ` +

@@ -14,7 +14,6 @@ import { offerMigration, type MigrationOffer } from '../migration/offer.js';
 import { checkServeOptions, DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './options.js';
 
 export { DEFAULT_POLL_IDLE_MS, resolvePollIdleMs } from './options.js';
-import { registerMapOf } from '../device/registers.js';
 import type { UnmodeledReport } from '../device/unmodeled.js';
 
 /** Clients that may wait while another one is connected. */
@@ -179,14 +178,13 @@ export async function releaseDevice(device: Device, session: Session, log: Logge
 
 /**
  * Debug logging traces every register access of the device by name: each
- * BAR built by `registers.bar()` and the config register table (unless the
+ * BAR or region built by `registers.bar()` and the config register table (unless the
  * map was given a log of its own), and unclaimed config bytes.
  */
 function traceDevice(device: Device, log: Logger): void {
   device.traceLog = log;
   const prefixed = (prefix: string): Logger => ({ ...log, debug: (m) => log.debug(`${prefix} ${m}`) });
-  for (const [index, bar] of Object.entries(device.spec.bars ?? {})) registerMapOf(bar)?.traceTo(prefixed(`BAR${index}`));
-  device.spec.configRegisters?.traceTo(prefixed('config'));
+  for (const { where, map } of device.registerMaps) map.traceTo(prefixed(where));
 }
 
 /**

@@ -146,6 +146,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     queues: spec.queues.map((q) => ({ size: q.size ?? 256, handle: q.handle, worker: q.worker })),
     log: (m) => process.stderr.write(`[${spec.name ?? `virtio-${spec.type}`}] error: ${m}\n`),
     config,
+    layout,
     acceptFeatures: spec.acceptFeatures,
     onReady: spec.onReady,
     onReset: spec.onReset,
@@ -157,34 +158,24 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     transport.attach(device);
     return transport;
   };
-  const barRead = (offset: number, length: number): Buffer => {
-    if (offset < 0x1000) return transport.readCommon(offset, length);
-    if (offset < 0x2000) {
-      const isr = Buffer.alloc(length);
-      if (offset === 0x1000) isr[0] = transport.readIsr();
-      return isr;
-    }
-    if (offset < 0x3000) return config.read(offset - 0x2000, length);
-    return Buffer.alloc(length);
-  };
-  const barWrite = (offset: number, data: Buffer): void | Promise<void> => {
-    // A reset by the driver (status 0) is answered once its abandoned requests cannot write guest memory.
-    if (offset < 0x1000) return transport.writeCommon(offset, data);
-    else if (offset >= 0x2000 && offset < 0x3000) config.write(offset - 0x2000, data);
-    else if (offset >= 0x3000 && (offset - 0x3000) % NOTIFY_MULTIPLIER === 0) transport.kick((offset - 0x3000) / NOTIFY_MULTIPLIER);
-  };
+  const registers = transport.registers;
 
   let pciCfgOffset: number | undefined;
   let device: Device | undefined;
   const hooks = pciCfgWindow(
     () => pciCfgOffset,
     {
-      read: (bar, offset, length) => (bar === VIRTIO_BAR && offset + length <= BAR_SIZE ? barRead(offset, length) : Buffer.alloc(length)),
+      read: (bar, offset, length) => {
+        if (bar !== VIRTIO_BAR || offset + length > BAR_SIZE || !device) return Buffer.alloc(length);
+        const bytes = registers.read(offset, length, device);
+        // Every read hook of the table is synchronous.
+        return bytes instanceof Promise ? Buffer.alloc(length) : Buffer.from(bytes);
+      },
       write: (bar, offset, data) => {
-        if (bar !== VIRTIO_BAR || offset + data.length > BAR_SIZE) return;
+        if (bar !== VIRTIO_BAR || offset + data.length > BAR_SIZE || !device) return;
         // A reset through the window: the config write's reply waits for it as a BAR write's would.
-        const done = barWrite(offset, data);
-        if (done) device?.delayConfigReply(done);
+        const done = registers.write(offset, data, device);
+        if (done) device.delayConfigReply(done);
       },
     },
     (offset, length) => device?.config.read(offset, length),
@@ -220,18 +211,8 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
       revision: 1,
     },
     bars: {
-      [VIRTIO_BAR]: {
-        size: BAR_SIZE,
-        read: (offset, length, d) => {
-          attach(d);
-          return barRead(offset, length);
-        },
-        write: (offset, data, d) => {
-          attach(d);
-          return barWrite(offset, data);
-        },
-        ioeventfds,
-      },
+      // A reset by the driver (status 0) is answered once its abandoned requests cannot write guest memory.
+      [VIRTIO_BAR]: registers.bar({ size: BAR_SIZE, ioeventfds }),
     },
     capabilities: virtioCapabilities(layout),
     interrupts: { intx: true, msix: spec.queues.length + 1 },

@@ -2,7 +2,9 @@
  * The modern virtio-pci transport (virtio 1.2, 4.1) of one device: the
  * common configuration (feature windows, device status, queue setup),
  * the ISR, the device config area and the notify area, all in one memory
- * BAR; interrupts by MSI-X (a vector per queue plus config) or INTx + ISR.
+ * BAR declared as a register table (pci-registers.ts), whose stored values
+ * are the transport's registers; interrupts by MSI-X (a vector per queue
+ * plus config) or INTx + ISR.
  *
  * The device status machine: 0 resets; FEATURES_OK only sticks when the
  * driver chose a subset of the offered features that includes VERSION_1
@@ -12,8 +14,9 @@
  */
 import type { Device } from '../device/device.js';
 import { IrqIndex } from '../device/irqs.js';
+import type { RegisterMap, RegisterValues } from '../device/registers.js';
 import type { MaybePromise } from '../device/spec.js';
-import { CommonCfg, featureBit, hasFeature, IsrBit, VIRTIO_MSI_NO_VECTOR, VirtioFeature, VirtioStatus } from './constants.js';
+import { featureBit, hasFeature, IsrBit, VIRTIO_MSI_NO_VECTOR, VirtioFeature, VirtioStatus } from './constants.js';
 import type { VirtioConfig } from './config.js';
 import { dmaQueueMemory, type QueueMemory } from '../device/queue-memory.js';
 import { BounceBudget, type VirtqueueRequest } from './request.js';
@@ -23,6 +26,8 @@ import type { QueueWorkerSpec } from './worker/handler.js';
 import { QueueThreads } from './worker/pool.js';
 import { HandlerCalls } from './handler-calls.js';
 import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
+import type { VirtioBarLayout } from './pci-caps.js';
+import { Reg, virtioBarRegisters, type VirtioRegisterHost } from './pci-registers.js';
 
 /** What a request handler may use besides the request. */
 export interface VirtioContext {
@@ -47,6 +52,8 @@ export interface TransportOptions {
   /** Where worker-thread failures are reported. */
   log?(message: string): void;
   config: VirtioConfig;
+  /** Where the common config, ISR, device config and notify area lie in the BAR. */
+  layout: VirtioBarLayout;
   acceptFeatures?(features: bigint, ctx: VirtioContext): boolean;
   onReady?(ctx: VirtioContext): void;
   onReset?(ctx: VirtioContext): void;
@@ -56,20 +63,15 @@ export interface TransportOptions {
 
 /** The saved transport state (plain JSON). */
 export interface TransportState {
-  status: number;
+  /** The register table's stored values (status, selects, vectors, generation, ISR). */
+  registers: RegisterValues;
   driverFeatures: string;
-  deviceFeatureSelect: number;
-  driverFeatureSelect: number;
-  configMsix: number;
-  queueSelect: number;
-  configGeneration: number;
-  isr: number;
   config: string;
   queues: VirtqueueState[];
 }
 
 /** The virtio-pci transport of one device. */
-export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
+export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioRegisterHost {
   readonly memory: QueueMemory;
   readonly bounce = new BounceBudget();
   readonly queues: QueueControl[];
@@ -77,16 +79,11 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   readonly threads: QueueThreads | undefined;
   /** Set when a client connects (or on first access). */
   device: Device | undefined;
-  status = 0;
+  /** The BAR's register table; its stored values are the transport's registers. */
+  readonly registers: RegisterMap<Device>;
   /** Why the device last set DEVICE_NEEDS_RESET, for logs and tests. */
   brokenReason: string | undefined;
   private driverFeatures = 0n;
-  private deviceFeatureSelect = 0;
-  private driverFeatureSelect = 0;
-  private configMsix = VIRTIO_MSI_NO_VECTOR;
-  private queueSelect = 0;
-  private configGeneration = 0;
-  private isr = 0;
   private paused = false;
   /** Requests handed to each queue's handler on this thread. */
   private readonly served: number[];
@@ -114,10 +111,20 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
             log: (m) => options.log?.(m),
           });
     this.queues = options.queues.map((q, i) => this.threads?.queues[i] ?? new Virtqueue(i, q.size, this));
+    this.registers = virtioBarRegisters(this, options.config, options.layout);
     options.config.onDeviceChange = () => {
-      this.configGeneration = (this.configGeneration + 1) & 0xff;
+      this.registers.set(Reg.CONFIG_GENERATION, (this.registers.get(Reg.CONFIG_GENERATION) + 1) & 0xff);
       if (this.status & VirtioStatus.DRIVER_OK) this.configInterrupt();
     };
+  }
+
+  /** The device status register. */
+  get status(): number {
+    return this.registers.get(Reg.DEVICE_STATUS);
+  }
+
+  private set status(v: number) {
+    this.registers.set(Reg.DEVICE_STATUS, v);
   }
 
   get config(): VirtioConfig {
@@ -142,96 +149,18 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     this.device = device;
   }
 
-  // ---- common configuration ----
+  // ---- what the register table asks (see pci-registers.ts) ----
 
-  /** Reads `length` bytes of the common configuration at `offset`. */
-  readCommon(offset: number, length: number): Buffer {
-    const img = Buffer.alloc(CommonCfg.SIZE + 4);
-    const q = this.queues[this.queueSelect];
-    const window = (f: bigint, sel: number): number => (sel < 2 ? Number((f >> BigInt(32 * sel)) & 0xffffffffn) : 0);
-    img.writeUInt32LE(this.deviceFeatureSelect, CommonCfg.DEVICE_FEATURE_SELECT);
-    img.writeUInt32LE(window(this.options.features, this.deviceFeatureSelect), CommonCfg.DEVICE_FEATURE);
-    img.writeUInt32LE(this.driverFeatureSelect, CommonCfg.DRIVER_FEATURE_SELECT);
-    img.writeUInt32LE(window(this.driverFeatures, this.driverFeatureSelect), CommonCfg.DRIVER_FEATURE);
-    img.writeUInt16LE(this.configMsix, CommonCfg.CONFIG_MSIX_VECTOR);
-    img.writeUInt16LE(this.queues.length, CommonCfg.NUM_QUEUES);
-    img.writeUInt8(this.status, CommonCfg.DEVICE_STATUS);
-    img.writeUInt8(this.configGeneration, CommonCfg.CONFIG_GENERATION);
-    img.writeUInt16LE(this.queueSelect, CommonCfg.QUEUE_SELECT);
-    if (q) {
-      img.writeUInt16LE(q.state.size & 0xffff, CommonCfg.QUEUE_SIZE);
-      img.writeUInt16LE(q.state.msixVector, CommonCfg.QUEUE_MSIX_VECTOR);
-      img.writeUInt16LE(q.isEnabled ? 1 : 0, CommonCfg.QUEUE_ENABLE);
-      img.writeUInt16LE(q.index, CommonCfg.QUEUE_NOTIFY_OFF);
-      writeU64(img, CommonCfg.QUEUE_DESC, q.state.desc);
-      writeU64(img, CommonCfg.QUEUE_DRIVER, q.state.driver);
-      writeU64(img, CommonCfg.QUEUE_DEVICE, q.state.device);
-      img.writeUInt16LE(q.index, CommonCfg.QUEUE_NOTIFY_DATA);
-    } else {
-      img.writeUInt16LE(VIRTIO_MSI_NO_VECTOR, CommonCfg.QUEUE_MSIX_VECTOR);
-    }
-    const out = Buffer.alloc(length);
-    if (offset < img.length) img.copy(out, 0, offset, Math.min(img.length, offset + length));
-    return out;
+  /** @internal The driver wrote feature word `select`: ignored once FEATURES_OK, or beyond the two words. */
+  writeDriverFeatures(select: number, word: number): void {
+    if (this.status & VirtioStatus.FEATURES_OK || select > 1) return;
+    const shift = BigInt(32 * select);
+    this.driverFeatures = (this.driverFeatures & ~(0xffffffffn << shift)) | (BigInt(word) << shift);
   }
 
-  /** A driver write to the common configuration (fields only). A reset (status 0) returns its Promise: see {@link resetDevice}. */
-  writeCommon(offset: number, data: Buffer): void | Promise<void> {
-    const n = data.length;
-    const v = n === 1 ? data[0] : n === 2 ? data.readUInt16LE(0) : n === 4 ? data.readUInt32LE(0) : n === 8 ? Number(data.readBigUInt64LE(0) & 0x1fffffffffffffn) : -1;
-    if (v < 0) return;
-    const q = this.queues[this.queueSelect];
-    const queueWritable = q !== undefined && !q.isEnabled && (this.status & VirtioStatus.DEVICE_NEEDS_RESET) === 0;
-    switch (fieldAt(offset, n)) {
-      case 'device_feature_select':
-        this.deviceFeatureSelect = v;
-        return;
-      case 'driver_feature_select':
-        this.driverFeatureSelect = v;
-        return;
-      case 'driver_feature':
-        if (this.status & VirtioStatus.FEATURES_OK || this.driverFeatureSelect > 1) return;
-        {
-          const shift = BigInt(32 * this.driverFeatureSelect);
-          this.driverFeatures = (this.driverFeatures & ~(0xffffffffn << shift)) | (BigInt(v) << shift);
-        }
-        return;
-      case 'config_msix_vector':
-        this.configMsix = this.validVector(v);
-        return;
-      case 'device_status':
-        if (v === 0) return this.resetDevice();
-        this.writeStatus(v);
-        return;
-      case 'queue_select':
-        this.queueSelect = v;
-        return;
-      case 'queue_size':
-        if (queueWritable) q.state.size = v;
-        return;
-      case 'queue_msix_vector':
-        if (q) q.setVector(this.validVector(v));
-        return;
-      case 'queue_enable':
-        if (queueWritable && v === 1) this.enableQueue(q);
-        return;
-      case 'queue_desc':
-      case 'queue_driver':
-      case 'queue_device':
-        if (queueWritable) setAddress(q, offset, n, data);
-        return;
-      default:
-        return;
-    }
-  }
-
-  // ---- ISR, notify, device config ----
-
-  /** Reading the ISR returns and clears it. */
-  readIsr(): number {
-    const v = this.isr;
-    this.isr = 0;
-    return v;
+  /** @internal A queue may be set up while disabled and the device is not broken. */
+  queueWritable(q: QueueControl): boolean {
+    return !q.isEnabled && (this.status & VirtioStatus.DEVICE_NEEDS_RESET) === 0;
   }
 
   /** The driver notified queue `index`. */
@@ -285,12 +214,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
 
   /** Everything back to its initial state at once, requests in flight abandoned (their writes dropped); see {@link resetDevice}. */
   reset(): void {
-    this.status = 0;
+    this.registers.reset();
     this.driverFeatures = 0n;
-    this.deviceFeatureSelect = this.driverFeatureSelect = 0;
-    this.configMsix = VIRTIO_MSI_NO_VECTOR;
-    this.queueSelect = 0;
-    this.isr = 0;
     this.brokenReason = undefined;
     this.threads?.revive();
     for (const q of this.queues) {
@@ -352,14 +277,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   /** The state that migrates; take it while quiesced. */
   save(): TransportState {
     return {
-      status: this.status,
+      registers: this.registers.saveValues(),
       driverFeatures: this.driverFeatures.toString(),
-      deviceFeatureSelect: this.deviceFeatureSelect,
-      driverFeatureSelect: this.driverFeatureSelect,
-      configMsix: this.configMsix,
-      queueSelect: this.queueSelect,
-      configGeneration: this.configGeneration,
-      isr: this.isr,
       config: Buffer.from(this.config.bytes).toString('base64'),
       queues: this.queues.map((q) => q.save()),
     };
@@ -370,22 +289,19 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     if (typeof s !== 'object' || s === null || !Array.isArray(s.queues) || s.queues.length !== this.queues.length) {
       throw new Error('virtio state does not match this device');
     }
-    const ints = [s.status, s.deviceFeatureSelect, s.driverFeatureSelect, s.configMsix, s.queueSelect, s.configGeneration, s.isr];
-    if (!ints.every((v) => Number.isSafeInteger(v) && v >= 0) || typeof s.driverFeatures !== 'string' || typeof s.config !== 'string') {
+    if (typeof s.registers !== 'object' || s.registers === null || typeof s.driverFeatures !== 'string' || !/^\d+$/.test(s.driverFeatures) || typeof s.config !== 'string') {
       throw new Error('virtio state is malformed');
     }
     const features = BigInt(s.driverFeatures);
     if ((features & ~this.offered) !== 0n) throw new Error('virtio state has features this device does not offer');
     this.reset();
+    try {
+      this.registers.loadValues(s.registers);
+    } catch (e) {
+      throw new Error(`virtio state is malformed: ${(e as Error).message}`);
+    }
     this.config.restore(Buffer.from(s.config, 'base64'));
     this.driverFeatures = features;
-    this.status = s.status & 0xff;
-    this.deviceFeatureSelect = s.deviceFeatureSelect;
-    this.driverFeatureSelect = s.driverFeatureSelect;
-    this.configMsix = s.configMsix & 0xffff;
-    this.queueSelect = s.queueSelect & 0xffff;
-    this.configGeneration = s.configGeneration & 0xff;
-    this.isr = s.isr & 3;
     const ring = this.ringFeatures();
     s.queues.forEach((qs, i) => {
       const err = this.queues[i].restore(qs, ring);
@@ -396,7 +312,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
 
   // ---- internals ----
 
-  private validVector(v: number): number {
+  /** @internal `v` when the MSI-X table has that vector, else NO_VECTOR. */
+  validVector(v: number): number {
     const count = this.device?.irqs.count(IrqIndex.MSIX) ?? 0;
     return v < count ? v : VIRTIO_MSI_NO_VECTOR;
   }
@@ -405,8 +322,9 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     return { eventIdx: this.hasFeature(VirtioFeature.EVENT_IDX), indirect: this.hasFeature(VirtioFeature.INDIRECT_DESC) };
   }
 
-  private writeStatus(v: number): void {
-    const before = this.status;
+  /** @internal The driver wrote `v` to device_status, which held `before`; 0 resets (see {@link resetDevice}). */
+  writeStatus(v: number, before: number): void | Promise<void> {
+    if (v === 0) return this.resetDevice();
     let next = (v | before) & 0xff & ~VirtioStatus.DEVICE_NEEDS_RESET;
     const added = next & ~before;
     if (added & VirtioStatus.FEATURES_OK && !this.featuresAcceptable()) next &= ~VirtioStatus.FEATURES_OK;
@@ -425,7 +343,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
     return this.options.acceptFeatures?.(f, this) ?? true;
   }
 
-  private enableQueue(q: QueueControl): void {
+  /** @internal The driver enabled queue `q`. */
+  enableQueue(q: QueueControl): void {
     if (!(this.status & VirtioStatus.FEATURES_OK)) return this.needsReset(`queue ${q.index} enabled before FEATURES_OK`);
     const err = q.enable(this.ringFeatures());
     if (err) return this.needsReset(err);
@@ -433,7 +352,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
   }
 
   private configInterrupt(): void {
-    this.raise(IsrBit.CONFIG, this.configMsix);
+    this.raise(IsrBit.CONFIG, this.registers.get(Reg.CONFIG_MSIX_VECTOR));
   }
 
   private raise(isrBit: number, vector: number): void {
@@ -443,48 +362,9 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext {
       if (vector !== VIRTIO_MSI_NO_VECTOR && vector < d.irqs.count(IrqIndex.MSIX)) d.triggerIrq(IrqIndex.MSIX, vector);
       return;
     }
-    this.isr |= isrBit;
+    this.registers.set(Reg.ISR, this.registers.get(Reg.ISR) | isrBit);
     if (d.irqs.count(IrqIndex.INTX) > 0) d.triggerIrq(IrqIndex.INTX, 0);
   }
-}
-
-/** Names the common-config field an access of `n` bytes at `offset` hits (64-bit fields by halves too). */
-function fieldAt(offset: number, n: number): string | undefined {
-  const fields: [string, number, number][] = [
-    ['device_feature_select', CommonCfg.DEVICE_FEATURE_SELECT, 4],
-    ['driver_feature_select', CommonCfg.DRIVER_FEATURE_SELECT, 4],
-    ['driver_feature', CommonCfg.DRIVER_FEATURE, 4],
-    ['config_msix_vector', CommonCfg.CONFIG_MSIX_VECTOR, 2],
-    ['device_status', CommonCfg.DEVICE_STATUS, 1],
-    ['queue_select', CommonCfg.QUEUE_SELECT, 2],
-    ['queue_size', CommonCfg.QUEUE_SIZE, 2],
-    ['queue_msix_vector', CommonCfg.QUEUE_MSIX_VECTOR, 2],
-    ['queue_enable', CommonCfg.QUEUE_ENABLE, 2],
-    ['queue_desc', CommonCfg.QUEUE_DESC, 8],
-    ['queue_driver', CommonCfg.QUEUE_DRIVER, 8],
-    ['queue_device', CommonCfg.QUEUE_DEVICE, 8],
-  ];
-  for (const [name, at, width] of fields) {
-    if (offset === at && n === width) return name;
-    if (width === 8 && n === 4 && (offset === at || offset === at + 4)) return name;
-  }
-  return undefined;
-}
-
-function setAddress(q: QueueControl, offset: number, n: number, data: Buffer): void {
-  const base = offset >= CommonCfg.QUEUE_DEVICE ? CommonCfg.QUEUE_DEVICE : offset >= CommonCfg.QUEUE_DRIVER ? CommonCfg.QUEUE_DRIVER : CommonCfg.QUEUE_DESC;
-  const key = base === CommonCfg.QUEUE_DESC ? 'desc' : base === CommonCfg.QUEUE_DRIVER ? 'driver' : 'device';
-  const old = BigInt(q.state[key]);
-  let value: bigint;
-  if (n === 8) value = data.readBigUInt64LE(0);
-  else if (offset === base) value = (old & ~0xffffffffn) | BigInt(data.readUInt32LE(0));
-  else value = (old & 0xffffffffn) | (BigInt(data.readUInt32LE(0)) << 32n);
-  // Addresses beyond 2^53 cannot be mapped: keep an unaligned marker that enable() refuses.
-  q.state[key] = value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : 1;
-}
-
-function writeU64(b: Buffer, at: number, v: number): void {
-  b.writeBigUInt64LE(BigInt(v), at);
 }
 
 /** VERSION_1 plus the ring features a device offers. */
