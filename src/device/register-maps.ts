@@ -3,7 +3,7 @@
  * `registers.bar()`, and `configRegisters`. Found once, here, for what
  * treats them all alike: the device reset, debug tracing, migration.
  */
-import type { Device } from './device.js';
+import type { Device } from './types.js';
 import { registerMapOf, type RegisterMap } from './registers.js';
 import type { DeviceSpec } from './spec.js';
 
