@@ -6,9 +6,9 @@
  * rules (device/registers.ts): naturally aligned, 1 to 8 bytes, no wider
  * than the register; others are refused with EINVAL.
  *
- * The doorbells (from 0x1000, a dword each) are served beside the table:
- * the DSL has no window yet that hands a sub-range to one handler, and a
- * doorbell write is the hottest access of the BAR.
+ * The doorbells (from 0x1000, a dword each) are served beside the table,
+ * not as one of its windows: a doorbell write is the hottest access of the
+ * BAR, and the controller decodes it with one subtraction and one shift.
  */
 import { defineRegisters, type RegisterMap } from '../device/registers.js';
 import { Cc, NvmeReg } from './constants.js';
