@@ -153,9 +153,10 @@ describe('nvme fast path', () => {
     assert.deepEqual(views.reads, messages.reads);
     assert.ok(views.disk.equals(messages.disk), 'the disks hold the same bytes');
     assert.ok(views.fast >= 20, `the fast path served the views run (${views.fast} commands)`);
-    // One path for both: without views, only commands refused by their checks finish without waiting.
+    // One path for both: without views, only commands refused by their checks and the two Flushes that
+    // succeed (they move no guest data) finish without waiting.
     const refused = messages.statuses.filter((s) => s !== '0/0').length;
-    assert.ok(messages.fast <= refused, `memory without views moves no data without waiting (${messages.fast} fast, ${refused} refused)`);
+    assert.ok(messages.fast <= refused + 2, `memory without views moves no data without waiting (${messages.fast} fast, ${refused} refused)`);
   });
 
   test('a fault in one command of a batch fails only that command', async () => {
