@@ -324,17 +324,21 @@ export class Virtqueue implements RequestSink {
     const st = this.state;
     const w = this.walker;
     let wait: Promise<void> | undefined;
+    // Taken once for the loop: nothing in it can unmap them.
+    const avail = this.areaView(Area.Avail);
+    const desc = this.areaView(Area.Desc);
     this.collecting = true;
     try {
       while (pending > 0 && !this.paused) {
-        const head = this.readU16(st.driver + st.nextAvailAt);
+        const at = st.nextAvailAt;
+        const head = avail ? avail[at] | (avail[at + 1] << 8) : this.readU16(st.driver + at);
         if (typeof head !== 'number') {
           const left = pending;
           wait = head.then((h) => this.walkCopying(gen, h, left));
           break;
         }
         this.checkHead(head);
-        w.start(head, st.desc, st.size, st.features.indirect, this.areaView(Area.Desc));
+        w.start(head, st.desc, st.size, st.features.indirect, desc);
         if (!w.step()) {
           wait = this.walkCopying(gen, head, pending);
           break;
