@@ -191,6 +191,23 @@ describe('nvme fast path', () => {
     assert.deepEqual(logged, [0, 3, 5].map((i) => res.get(i)!.cid).sort((x, y) => x - y), 'each failure is in the error log');
   });
 
+  test('commands refused by their checks (an unknown opcode, a fused pair) complete during the doorbell, like a Read', async () => {
+    const r = await rig({ ioQueues: 1 });
+    rigs.push(r);
+    const d = r.driver;
+    const buf = d.alloc(PAGE);
+    const before = r.controller.stats.fastCommands;
+    const res = await batch(d, 1, [
+      { opcode: 0x7f, nsid: 1 },
+      { opcode: READ, nsid: 1, flags: 0x01, prp1: buf, cdw12: 0 },
+      { opcode: READ, nsid: 1, prp1: buf, cdw12: 0 },
+    ]);
+    assert.deepEqual([res.get(0)!.sct, res.get(0)!.sc], [0, 0x01], 'Invalid Command Opcode');
+    assert.deepEqual([res.get(1)!.sct, res.get(1)!.sc], [0, 0x02], 'fused: Invalid Field');
+    assert.deepEqual([res.get(2)!.sct, res.get(2)!.sc], [0, 0]);
+    assert.equal(r.controller.stats.fastCommands - before, 3, 'one path: all three finished without a Promise');
+  });
+
   test('commands handed to the asynchronous path in the middle of a batch complete, and the fast ones do not wait for them', async () => {
     const r = await rig({ ioQueues: 1, namespaces: 2 });
     rigs.push(r);
