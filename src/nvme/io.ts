@@ -7,7 +7,7 @@
 import { BlockError } from '../block/backend.js';
 import type { MaybePromise } from '../device/spec.js';
 import type { QueueMemory } from '../device/queue-memory.js';
-import { CommandError, type CommandResult, type NvmeCommand } from './command.js';
+import { CommandError, type CommandResult } from './command.js';
 import { IoOpcode, Status } from './constants.js';
 import type { Namespace } from './namespace.js';
 import { copyFromGuest, PrpWalk, walkPrps, withGuestBuffers, type GuestRange } from './prp.js';
@@ -33,15 +33,24 @@ const DSM_DEALLOCATE = 1 << 2;
 const DSM_RANGE = 16;
 const DSM_MAX_RANGES = 256;
 
-/** Executes one I/O command; throws {@link CommandError} for a status other than success. */
-export async function executeIo(cmd: NvmeCommand, ctx: IoContext): Promise<CommandResult> {
+/**
+ * Executes one I/O command. It finishes at once (returning its result, no
+ * Promise) when the command's guest memory has views and the backend
+ * finishes at once, which is the usual Read, Write and Flush; otherwise it
+ * returns a Promise from the step that must wait (a PRP list page to copy,
+ * a bounce buffer, a backend that must wait, Write Zeroes and Dataset
+ * Management). A status other than success is a {@link CommandError},
+ * thrown at once or rejected later. `cmd` is read only during this call
+ * (the fetch loop reuses one scratch decode for every command).
+ */
+export function executeIo(cmd: IoCommand, ctx: IoContext): MaybePromise<CommandResult> {
   if (cmd.fuse !== 0) throw new CommandError(Status.INVALID_FIELD, 'fused operations are not supported');
   switch (cmd.opcode) {
     case IoOpcode.READ:
     case IoOpcode.WRITE:
       return readWrite(cmd, ctx, cmd.opcode === IoOpcode.WRITE);
     case IoOpcode.FLUSH:
-      return flush(cmd, ctx);
+      return flushFrom(flushTargets(cmd, ctx), 0);
     case IoOpcode.WRITE_ZEROES:
       return writeZeroes(cmd, ctx);
     case IoOpcode.DATASET_MANAGEMENT:
@@ -51,9 +60,12 @@ export async function executeIo(cmd: NvmeCommand, ctx: IoContext): Promise<Comma
   }
 }
 
+/** The result of every I/O command that succeeds (no Dword 0): shared, so finishing at once allocates nothing. */
+const DONE: CommandResult = Object.freeze({});
+
 /**
- * The fields of a command the I/O checks read; {@link NvmeCommand} has them,
- * and so does the fast path's scratch decode.
+ * The fields of a command the I/O checks read; a parsed command has them,
+ * and so does the fetch loop's scratch decode.
  */
 export interface IoFields {
   readonly opcode: number;
@@ -65,10 +77,10 @@ export interface IoFields {
   readonly cdw12: number;
 }
 
-/** A command decoded by the fast path: PRPs as numbers (values beyond 2^53 fail their walk as unmapped). */
-export interface FastCommand extends IoFields {
-  readonly prp1: number;
-  readonly prp2: number;
+/** An I/O command: PRPs as read (bigint) or as numbers (values beyond 2^53 fail their walk as unmapped). */
+export interface IoCommand extends IoFields {
+  readonly prp1: number | bigint;
+  readonly prp2: number | bigint;
 }
 
 function namespaceOf(cmd: IoFields, ctx: IoContext): Namespace {
@@ -117,12 +129,33 @@ function checkTransfer(cmd: IoFields, ctx: IoContext, write: boolean): Transfer 
   return { ns, offset, length, write, fua, epoch: ctx.epoch };
 }
 
-async function readWrite(cmd: NvmeCommand, ctx: IoContext, write: boolean): Promise<CommandResult> {
+/**
+ * A Read or Write: at once when the PRP walk reads its lists through views,
+ * the data has views and the backend finishes at once; else from the step
+ * that must wait.
+ */
+function readWrite(cmd: IoCommand, ctx: IoContext, write: boolean): MaybePromise<CommandResult> {
   const t = checkTransfer(cmd, ctx, write);
   // A Read writes guest memory; a Write reads it.
-  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, false);
-  await walk.finish();
-  return transfer(t, walk.ranges, ctx);
+  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, true);
+  const listCopied = walk.finish();
+  // A list page had to be copied: the views taken meanwhile may be stale, take the ranges afresh.
+  if (listCopied) return listCopied.then(() => transfer(t, walk.ranges, ctx));
+  const views = walk.views;
+  // The memory has no views: a bounce buffer.
+  if (!views) return transfer(t, walk.ranges, ctx);
+  let started: MaybePromise<void>;
+  try {
+    started = write ? t.ns.disk.write(t.offset, views, { fua: t.fua }) : t.ns.disk.read(t.offset, views);
+  } catch (e) {
+    throw failure(e, write);
+  }
+  if (!(started instanceof Promise)) {
+    ctx.account(write, t.length);
+    return DONE;
+  }
+  // The backend must wait: it holds the views, pinned from this same turn until it settles.
+  return transfer(t, walk.ranges, ctx, views, started);
 }
 
 /**
@@ -136,7 +169,7 @@ async function transfer(t: Transfer, ranges: readonly GuestRange[], ctx: IoConte
   // A Read a reset abandoned does not copy its bounce buffer into guest memory.
   await withGuestBuffers(ctx.memory, ranges, !write, io, views, () => ctx.epoch !== t.epoch);
   ctx.account(write, t.length);
-  return {};
+  return DONE;
 }
 
 function flushTargets(cmd: IoFields, ctx: IoContext): Namespace[] {
@@ -149,64 +182,9 @@ function flushTargets(cmd: IoFields, ctx: IoContext): Namespace[] {
   return targets;
 }
 
-async function flush(cmd: NvmeCommand, ctx: IoContext): Promise<CommandResult> {
-  return flushAll(flushTargets(cmd, ctx));
-}
-
-async function flushAll(targets: readonly Namespace[]): Promise<CommandResult> {
-  for (const ns of targets) if (ns.capabilities.flush) await backendCall(() => ns.disk.flush(), true);
-  return {};
-}
-
-/**
- * The synchronous fast path of an I/O command: Read, Write and Flush whose
- * guest memory has views and whose backend finishes at once. Returns the
- * completion status when the command finished here (success or failure,
- * the same status {@link executeIo} gives); a Promise when it was checked
- * and started but must wait (memory without views, a backend that
- * must wait, a PRP list page to copy), settling as executeIo's does and
- * redoing none of the checks; undefined when the command is not one this
- * path takes (nothing was done: give it to executeIo).
- */
-export function executeIoNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandResult> | undefined {
-  if (cmd.fuse !== 0) return undefined;
-  const op = cmd.opcode;
-  if (op !== IoOpcode.READ && op !== IoOpcode.WRITE && op !== IoOpcode.FLUSH) return undefined;
-  try {
-    return op === IoOpcode.FLUSH ? flushNow(cmd, ctx) : readWriteNow(cmd, ctx, op === IoOpcode.WRITE);
-  } catch (e) {
-    return e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
-  }
-}
-
-function readWriteNow(cmd: FastCommand, ctx: IoContext, write: boolean): number | Promise<CommandResult> {
-  const t = checkTransfer(cmd, ctx, write);
-  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, true);
-  const listCopied = walk.finish();
-  // A list page had to be copied: the views taken meanwhile may be stale, take the ranges afresh.
-  if (listCopied) return listCopied.then(() => transfer(t, walk.ranges, ctx));
-  const views = walk.views;
-  if (views) {
-    let started: MaybePromise<void>;
-    try {
-      started = write ? t.ns.disk.write(t.offset, views, { fua: t.fua }) : t.ns.disk.read(t.offset, views);
-    } catch (e) {
-      throw failure(e, write);
-    }
-    if (!(started instanceof Promise)) {
-      ctx.account(write, t.length);
-      return Status.SUCCESS;
-    }
-    // The backend must wait: it holds the views, pinned from this same turn until it settles.
-    return transfer(t, walk.ranges, ctx, views, started);
-  }
-  // The memory has no views: a bounce buffer.
-  return transfer(t, walk.ranges, ctx);
-}
-
-function flushNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandResult> {
-  const targets = flushTargets(cmd, ctx);
-  for (let i = 0; i < targets.length; i++) {
+/** Flushes `targets` from `from` on: at once while each backend finishes at once, then on settlement. */
+function flushFrom(targets: readonly Namespace[], from: number): MaybePromise<CommandResult> {
+  for (let i = from; i < targets.length; i++) {
     const ns = targets[i];
     if (!ns.capabilities.flush) continue;
     let started: MaybePromise<void>;
@@ -216,12 +194,12 @@ function flushNow(cmd: FastCommand, ctx: IoContext): number | Promise<CommandRes
       throw failure(e, true);
     }
     // The namespaces flushed already stay flushed: the rest wait.
-    if (started instanceof Promise) return backendCall(() => started, true).then(() => flushAll(targets.slice(i + 1)));
+    if (started instanceof Promise) return backendCall(() => started, true).then(() => flushFrom(targets, i + 1));
   }
-  return Status.SUCCESS;
+  return DONE;
 }
 
-async function writeZeroes(cmd: NvmeCommand, ctx: IoContext): Promise<CommandResult> {
+async function writeZeroes(cmd: IoCommand, ctx: IoContext): Promise<CommandResult> {
   const ns = namespaceOf(cmd, ctx);
   const { offset, length } = lbaRange(cmd, ns);
   checkWritable(ns);
@@ -236,10 +214,12 @@ async function writeZeroes(cmd: NvmeCommand, ctx: IoContext): Promise<CommandRes
       await backendCall(() => ns.disk.write(offset + at, [chunk.subarray(0, n)]), true);
     }
   }
-  return {};
+  return DONE;
 }
 
-async function datasetManagement(cmd: NvmeCommand, ctx: IoContext): Promise<CommandResult> {
+async function datasetManagement(cmd: IoCommand, ctx: IoContext): Promise<CommandResult> {
+  // Every field is read before the first wait: `cmd` may be a scratch decode that moves on.
+  const deallocate = (cmd.cdw11 & DSM_DEALLOCATE) !== 0;
   const ns = namespaceOf(cmd, ctx);
   checkPrps(cmd);
   const count = (cmd.cdw10 & 0xff) + 1;
@@ -255,11 +235,11 @@ async function datasetManagement(cmd: NvmeCommand, ctx: IoContext): Promise<Comm
     if (blocks > 0) parsed.push({ offset: Number(slba) * ns.lbaSize, length: blocks * ns.lbaSize });
   }
   // Only deallocation has an effect; the access hints (IDR, IDW) are advisory.
-  if ((cmd.cdw11 & DSM_DEALLOCATE) === 0) return {};
+  if (!deallocate) return DONE;
   checkWritable(ns);
-  if (!ns.capabilities.discard) return {};
+  if (!ns.capabilities.discard) return DONE;
   for (const r of parsed) await backendCall(() => ns.disk.discard(r.offset, r.length), true);
-  return {};
+  return DONE;
 }
 
 /** Runs a backend call, mapping block-layer errors to NVMe status codes. */

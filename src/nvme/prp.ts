@@ -180,7 +180,7 @@ function listUnreadable(e: unknown): CommandError {
  * The guest ranges a transfer of `length` bytes described by PRP1/PRP2
  * covers. `write`: the controller writes guest memory (a Read command).
  */
-export async function walkPrps(mem: QueueMemory, prp1: bigint, prp2: bigint, length: number, write: boolean): Promise<GuestRange[]> {
+export async function walkPrps(mem: QueueMemory, prp1: number | bigint, prp2: number | bigint, length: number, write: boolean): Promise<GuestRange[]> {
   const walk = new PrpWalk(mem, prp1, prp2, length, write, false);
   await walk.finish();
   return walk.ranges;

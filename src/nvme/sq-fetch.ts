@@ -15,7 +15,7 @@ import { AdminOpcode, AsyncEvent, LogPageId, SQE_SIZE, Status } from './constant
 import type { ControllerCore } from './core.js';
 import type { CqPoster } from './cq-post.js';
 import type { AsyncEvents } from './events.js';
-import { executeIo, executeIoNow, type FastCommand, type IoContext } from './io.js';
+import { executeIo, type IoCommand, type IoContext } from './io.js';
 import type { CompletionQueue, SubmissionQueue } from './queues.js';
 import { u32, viewOf } from './shadow.js';
 
@@ -36,8 +36,8 @@ const enum Step {
   END,
 }
 
-/** The fast path's scratch decode of a submission queue entry (one at a time, never kept). */
-interface ScratchCommand extends FastCommand {
+/** The scratch decode of an I/O submission queue entry (one at a time, read only while the command starts). */
+interface ScratchCommand extends IoCommand {
   opcode: number;
   fuse: number;
   psdt: number;
@@ -300,14 +300,22 @@ export class SqFetcher {
     if (sq.id === 0) return this.runAdmin(sq, parseCommand(bytes.subarray(at, at + SQE_SIZE)));
     c.stats.ioCommands++;
     const cmd = decodeInto(this.scratch, bytes, at);
-    const result = executeIoNow(cmd, this.commands);
-    if (result === undefined) {
-      void this.completeWith(sq, cmd.cid, cmd.nsid, c.epoch, executeIo(parseCommand(bytes.subarray(at, at + SQE_SIZE)), this.commands));
-    } else if (typeof result === 'number') {
+    const cid = cmd.cid;
+    const nsid = cmd.nsid;
+    let execution: CommandResult | Promise<CommandResult>;
+    try {
+      execution = executeIo(cmd, this.commands);
+    } catch (e) {
       c.stats.fastCommands++;
-      c.complete(sq, cmd.cid, cmd.nsid, result, 0);
+      c.complete(sq, cid, nsid, statusOf(e), 0);
+      return undefined;
+    }
+    if (execution instanceof Promise) {
+      void this.completeWith(sq, cid, nsid, c.epoch, execution);
     } else {
-      void this.completeWith(sq, cmd.cid, cmd.nsid, c.epoch, result);
+      // Finished at once: no Promise, and its completion is posted with the batch's.
+      c.stats.fastCommands++;
+      c.complete(sq, cid, nsid, Status.SUCCESS, execution.dw0 ?? 0);
     }
     return undefined;
   }
@@ -372,13 +380,18 @@ export class SqFetcher {
     try {
       dw0 = (await this.c.track(execution)).dw0 ?? 0;
     } catch (e) {
-      status = e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
+      status = statusOf(e);
     }
     if (this.c.epoch === epoch) this.c.complete(sq, cid, nsid, status, dw0);
   }
 }
 
-/** Decodes the fields the fast path reads of the entry at `at` into `out`. */
+/** The completion status of a command that failed with `e`. */
+function statusOf(e: unknown): number {
+  return e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
+}
+
+/** Decodes the fields the I/O path reads of the entry at `at` into `out`. */
 function decodeInto(out: ScratchCommand, b: Uint8Array, at: number): ScratchCommand {
   const flags = b[at + 1];
   out.opcode = b[at];

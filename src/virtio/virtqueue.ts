@@ -12,11 +12,12 @@
  * Buffer-level faults (unmapped data, wrong direction, wrapping lengths)
  * are the request handler's to report (for example as an I/O error).
  *
- * Where the rings and buffers have views (a sealed memfd, the usual case)
- * and the handler finishes at once, a kick is served synchronously: ring
- * walk, handler, used-ring update and interrupt without a Promise per
- * request, completions published once per drain. Memory reached by
- * messages takes the asynchronous path, with the same checks.
+ * One loop serves a kick: where the rings and buffers have views (a sealed
+ * memfd, the usual case) and the handler finishes at once, it runs
+ * synchronously (ring walk, handler, used-ring update and interrupt without
+ * a Promise per request, completions published once per batch); memory
+ * reached by messages makes it continue on a Promise from the step that
+ * waits, with the same checks.
  *
  * Depends only on {@link QueueMemory} and callbacks, so it can run off the
  * main thread.
@@ -221,143 +222,154 @@ export class Virtqueue implements RequestSink {
   }
 
   /**
-   * Takes every available chain. Synchronous while the rings and buffers
-   * have views and handlers finish at once (no Promise per request); from
-   * the first piece of memory that needs a message on, the asynchronous
-   * drain takes over.
+   * Takes every available chain, in one loop: synchronous while the rings
+   * and buffers have views and handlers finish at once (no Promise per
+   * request, completions published once per batch), continuing on a Promise
+   * only from the step that must wait (a copy or a write by message).
    */
   private drain(): void {
     const gen = this.generation;
     this.draining = true;
-    let handedOver = false;
+    let rest: Promise<void> | undefined;
     try {
-      handedOver = !this.drainNow(gen);
+      rest = this.run(gen, Step.PASS, 0);
     } catch (e) {
       this.failWith(gen, e);
-    } finally {
-      this.collecting = false;
-      if (gen === this.generation) {
-        // Whatever completed under this drain and is not published yet (a hand-over, a fault).
-        if (this.completed.length > 0) this.scheduleFlush();
-        if (!handedOver) {
-          this.draining = false;
-          this.wakeIdle();
-        }
-      }
     }
-    if (handedOver && gen === this.generation) void this.drainAsync(gen);
+    if (!rest) return this.drained(gen);
+    rest.then(
+      () => this.drained(gen),
+      (e: unknown) => {
+        this.failWith(gen, e);
+        this.drained(gen);
+      },
+    );
   }
 
-  /**
-   * The synchronous drain: returns true when done, false (before taking the
-   * chain that needs it) when some memory needs a copy by message.
-   */
-  private drainNow(gen: number): boolean {
-    let passes = 0;
-    do {
-      const desc = this.areaView(Area.Desc);
-      const avail = this.areaView(Area.Avail);
-      const used = this.areaView(Area.Used);
-      if (!desc || !avail || !used) return false;
-      // A driver that keeps adding buffers must not starve the event loop.
-      if (++passes > MAX_PASSES) {
-        setImmediate(() => this.kick());
-        return true;
-      }
-      this.again = false;
-      if (!this.state.features.eventIdx) this.setUsedU16(used, 0, VIRTQ_USED_F_NO_NOTIFY);
-      this.collecting = true;
-      const finished = this.takeAvailableNow(gen, desc, avail);
-      this.collecting = false;
-      if (gen !== this.generation) return true;
-      this.flushNow(gen);
-      if (!finished) return false;
-      if (this.broken) return true;
-      // Publish where we are, then look once more: the driver may have
-      // added buffers without notifying while we were busy.
-      const u = this.areaView(Area.Used);
-      const a = this.areaView(Area.Avail);
-      if (!u || !a) return false;
-      if (this.state.features.eventIdx) this.setUsedU16(u, 4 + 8 * this.state.size, this.state.lastAvail);
-      else this.setUsedU16(u, 0, 0);
-      if ((a[2] | (a[3] << 8)) !== this.state.lastAvail && !this.paused) this.again = true;
-    } while (this.again && gen === this.generation && !this.broken && !this.paused);
-    return true;
-  }
-
-  /**
-   * Hands out available chains while views allow; false when the next one
-   * needs a copy (it is left for the asynchronous drain). The ring views
-   * stay good throughout: an unmap, a DMA hold or a Bus Master Enable
-   * change comes in a message, which the event loop reads after this.
-   */
-  private takeAvailableNow(gen: number, desc: Uint8Array, avail: Uint8Array): boolean {
-    const st = this.state;
-    let pending = st.pending(avail[2] | (avail[3] << 8));
-    const w = this.walker;
-    while (pending > 0 && !this.paused) {
-      const at = st.nextAvailAt;
-      const head = avail[at] | (avail[at + 1] << 8);
-      this.checkHead(head);
-      w.start(head, st.desc, st.size, st.features.indirect, desc);
-      if (!w.step()) return false;
-      pending--;
-      this.handOut(gen, head, w.readable, w.writable);
-      if (gen !== this.generation) return true;
-    }
-    return true;
-  }
-
-  /** Takes every available chain, again while the driver keeps adding; reads and writes by message where memory needs it. */
-  private async drainAsync(gen: number): Promise<void> {
-    this.draining = true;
-    let passes = 0;
-    try {
-      do {
-        if (++passes > MAX_PASSES) {
-          setImmediate(() => this.kick());
-          return;
-        }
-        this.again = false;
-        if (!this.state.features.eventIdx) await this.writeU16(this.state.device, VIRTQ_USED_F_NO_NOTIFY);
-        await this.takeAvailable(gen);
-        if (gen !== this.generation || this.broken) return;
-        if (this.state.features.eventIdx) await this.writeU16(this.state.device + 4 + 8 * this.state.size, this.state.lastAvail);
-        else await this.writeU16(this.state.device, 0);
-        if (gen !== this.generation) return;
-        if ((await this.readU16(this.state.driver + 2)) !== this.state.lastAvail && !this.paused) this.again = true;
-      } while (this.again && gen === this.generation && !this.broken && !this.paused);
-    } catch (e) {
-      this.failWith(gen, e);
-    } finally {
-      if (gen === this.generation) {
-        this.draining = false;
-        this.wakeIdle();
-      }
-    }
-  }
-
-  private async takeAvailable(gen: number): Promise<void> {
-    const st = this.state;
-    const availIdx = await this.readU16(st.driver + 2);
+  private drained(gen: number): void {
+    this.collecting = false;
     if (gen !== this.generation) return;
-    let pending = st.pending(availIdx);
-    const w = this.walker;
-    while (pending > 0 && !this.paused) {
-      const head = await this.readU16(st.driver + st.nextAvailAt);
-      if (gen !== this.generation) return;
-      this.checkHead(head);
-      // No table view here: after an await a view may be stale, and peek() checks each time.
-      w.start(head, st.desc, st.size, st.features.indirect, undefined);
-      let copy: Uint8Array | undefined;
-      while (!w.step(copy)) {
-        copy = await this.host.memory.read(w.needAt, w.needLength);
-        if (gen !== this.generation) return;
+    // Whatever completed under this drain and is not published yet (a fault).
+    if (this.completed.length > 0) this.scheduleFlush();
+    this.draining = false;
+    this.wakeIdle();
+  }
+
+  /** The drain's steps from `step` on, synchronously until one must wait. */
+  private run(gen: number, step: Step, passes: number): Promise<void> | undefined {
+    const st = this.state;
+    for (;;) {
+      if (gen !== this.generation) return undefined;
+      let wait: Promise<void> | undefined;
+      switch (step) {
+        case Step.PASS:
+          // A driver that keeps adding buffers must not starve the event loop.
+          if (++passes > MAX_PASSES) {
+            setImmediate(() => this.kick());
+            return undefined;
+          }
+          this.again = false;
+          step = Step.TAKE;
+          if (!st.features.eventIdx) wait = this.writeUsedU16(0, VIRTQ_USED_F_NO_NOTIFY);
+          break;
+        case Step.TAKE:
+          step = Step.PARK;
+          wait = this.takeAvailable(gen);
+          break;
+        case Step.PARK:
+          if (this.broken) return undefined;
+          // Publish where we are, then look once more: the driver may have
+          // added buffers without notifying while we were busy.
+          step = Step.RECHECK;
+          wait = st.features.eventIdx ? this.writeUsedU16(st.availEventAt, st.lastAvail) : this.writeUsedU16(0, 0);
+          break;
+        case Step.RECHECK: {
+          step = Step.END;
+          const idx = this.readU16(st.driver + 2);
+          if (typeof idx === 'number') this.rechecked(idx);
+          else wait = idx.then((v) => this.rechecked(v));
+          break;
+        }
+        case Step.END:
+          if (!this.again || this.broken || this.paused) return undefined;
+          step = Step.PASS;
+          break;
       }
-      pending--;
-      this.handOut(gen, head, w.readable, w.writable);
+      if (wait) {
+        const next = step;
+        return wait.then(() => this.run(gen, next, passes));
+      }
+    }
+  }
+
+  private rechecked(availIdx: number): void {
+    if (availIdx !== this.state.lastAvail && !this.paused) this.again = true;
+  }
+
+  /** Hands out the chains the avail index shows. */
+  private takeAvailable(gen: number): Promise<void> | undefined {
+    const idx = this.readU16(this.state.driver + 2);
+    if (typeof idx === 'number') return this.takeFrom(gen, this.state.pending(idx));
+    return idx.then((v) => (gen === this.generation ? this.takeFrom(gen, this.state.pending(v)) : undefined));
+  }
+
+  /**
+   * Hands out `pending` chains while their heads and descriptors have views
+   * (the views stay good throughout: an unmap, a DMA hold or a Bus Master
+   * Enable change comes in a message, which the event loop reads after
+   * this); from a head or chain that needs a copy on, continues on a
+   * Promise. What completes meanwhile is published when the loop stops.
+   */
+  private takeFrom(gen: number, pending: number): Promise<void> | undefined {
+    const st = this.state;
+    const w = this.walker;
+    let wait: Promise<void> | undefined;
+    // Taken once for the loop: nothing in it can unmap them.
+    const avail = this.areaView(Area.Avail);
+    const desc = this.areaView(Area.Desc);
+    this.collecting = true;
+    try {
+      while (pending > 0 && !this.paused) {
+        const at = st.nextAvailAt;
+        const head = avail ? avail[at] | (avail[at + 1] << 8) : this.readU16(st.driver + at);
+        if (typeof head !== 'number') {
+          const left = pending;
+          wait = head.then((h) => this.walkCopying(gen, h, left));
+          break;
+        }
+        this.checkHead(head);
+        w.start(head, st.desc, st.size, st.features.indirect, desc);
+        if (!w.step()) {
+          wait = this.walkCopying(gen, head, pending);
+          break;
+        }
+        pending--;
+        this.handOut(gen, head, w.readable, w.writable);
+        if (gen !== this.generation) return undefined;
+      }
+    } finally {
+      this.collecting = false;
+      this.flush(gen);
+    }
+    return wait;
+  }
+
+  /** Walks the chain at `head` copying what has no view, hands it out, then takes the rest. */
+  private async walkCopying(gen: number, head: number, pending: number): Promise<void> {
+    if (gen !== this.generation) return;
+    this.checkHead(head);
+    const st = this.state;
+    const w = this.walker;
+    // No table view here: after a wait a view may be stale, and peek() checks each time.
+    w.start(head, st.desc, st.size, st.features.indirect, undefined);
+    let copy: Uint8Array | undefined;
+    while (!w.step(copy)) {
+      copy = await this.host.memory.read(w.needAt, w.needLength);
       if (gen !== this.generation) return;
     }
+    this.handOut(gen, head, w.readable, w.writable);
+    if (gen !== this.generation) return;
+    return this.takeFrom(gen, pending - 1);
   }
 
   private checkHead(head: number): void {
@@ -394,86 +406,124 @@ export class Virtqueue implements RequestSink {
     setImmediate(() => {
       if (gen !== this.generation) return;
       this.flushScheduled = false;
-      if (!this.flushNow(gen)) void this.flush(gen);
-      else this.wakeIdle();
+      this.flush(gen);
+      this.wakeIdle();
     });
   }
 
   /**
-   * Publishes completions through the used ring's view at once: entries,
-   * then the index, then the interrupt if the driver wants one. False when
-   * the ring has no view (the asynchronous flush does it); true otherwise,
-   * also when there was nothing to do or the ring broke.
+   * Publishes completions: entries, then the index, then the interrupt if
+   * the driver wants one. Synchronous while the rings have views; from a
+   * write or read that must wait on, it continues on a Promise (and takes
+   * the completions that come meanwhile too).
    */
-  private flushNow(gen: number): boolean {
-    if (this.flushing) return true; // the flush under way takes these too
-    const list = this.completed;
-    if (list.length === 0 || this.broken) return true;
-    const used = this.areaView(Area.Used);
-    const avail = this.areaView(Area.Avail);
-    if (!used || !avail) return false;
-    const st = this.state;
-    const old = st.usedIdx;
-    let idx = old;
-    for (let i = 0; i < list.length; i += 2) {
-      const at = st.usedEntryAt(idx);
-      setU32(used, at, list[i]);
-      setU32(used, at + 4, list[i + 1]);
-      idx = (idx + 1) & 0xffff;
-    }
-    list.length = 0;
-    st.usedIdx = idx;
-    used[2] = idx & 0xff;
-    used[3] = idx >> 8;
-    // One dirty record for the entries and the index (a no-op unless migration logs).
-    this.host.memory.markDirty(st.device, st.usedBytes);
+  private flush(gen: number): void {
+    if (this.flushing) return; // the flush under way takes these too
+    let rest: Promise<void> | undefined;
     try {
-      if (this.wantsInterruptFrom(avail, old, idx)) this.host.interrupt(this);
+      rest = this.publish(gen);
+    } catch (e) {
+      this.failWith(gen, e, 'cannot publish used buffers: ');
+    }
+    if (!rest) return;
+    this.flushing = true;
+    rest.then(
+      () => this.flushed(gen),
+      (e: unknown) => {
+        this.failWith(gen, e, 'cannot publish used buffers: ');
+        this.flushed(gen);
+      },
+    );
+  }
+
+  private flushed(gen: number): void {
+    if (gen !== this.generation) return;
+    this.flushing = false;
+    // Completions that came after the flush's last look.
+    if (this.completed.length > 0) this.scheduleFlush();
+    this.wakeIdle();
+  }
+
+  private publish(gen: number): Promise<void> | undefined {
+    while (this.completed.length > 0 && gen === this.generation && !this.broken) {
+      const wait = this.publishEntries(gen, 0, this.completed.length, this.state.usedIdx);
+      if (wait) return wait.then(() => this.publish(gen));
+    }
+    return undefined;
+  }
+
+  /**
+   * Writes completed entries [i, end) to the used ring (through its view,
+   * or one by one where it has none), then the index and the interrupt.
+   * `old`: the used index before this batch.
+   */
+  private publishEntries(gen: number, i: number, end: number, old: number): Promise<void> | undefined {
+    const st = this.state;
+    const list = this.completed;
+    const used = this.areaView(Area.Used);
+    for (; i < end; i += 2) {
+      const at = st.usedEntryAt(st.usedIdx);
+      if (used) {
+        setU32(used, at, list[i]);
+        setU32(used, at + 4, list[i + 1]);
+      } else {
+        const elem = new Uint8Array(8);
+        setU32(elem, 0, list[i]);
+        setU32(elem, 4, list[i + 1]);
+        if (!this.poke(st.device + at, elem)) {
+          const next = i + 2;
+          return this.host.memory.write(st.device + at, elem).then(() => {
+            // A reset meanwhile gave the ring to a new driver setup: stop here.
+            if (gen !== this.generation) return undefined;
+            st.usedIdx = (st.usedIdx + 1) & 0xffff;
+            return this.publishEntries(gen, next, end, old);
+          });
+        }
+      }
+      st.usedIdx = (st.usedIdx + 1) & 0xffff;
+    }
+    // Published: what completed during a wait stays for the next batch.
+    if (end === list.length) list.length = 0;
+    else list.splice(0, end);
+    let wait: Promise<void> | undefined;
+    if (used) {
+      used[2] = st.usedIdx & 0xff;
+      used[3] = st.usedIdx >> 8;
+      // One dirty record for the entries and the index (a no-op unless migration logs).
+      this.host.memory.markDirty(st.device, st.usedBytes);
+    } else {
+      wait = this.writeBytes(st.device + 2, Uint8Array.of(st.usedIdx & 0xff, st.usedIdx >> 8));
+    }
+    if (!wait) return this.notify(gen, old);
+    return wait.then(() => (gen === this.generation ? this.notify(gen, old) : undefined));
+  }
+
+  /** Interrupts if the driver wants one for the used index moving from `old` to now. */
+  private notify(gen: number, old: number): Promise<void> | undefined {
+    const st = this.state;
+    const avail = this.areaView(Area.Avail);
+    if (avail) {
+      if (this.wantsInterruptFrom(avail, old, st.usedIdx)) this.interrupt(gen);
+      return undefined;
+    }
+    const now = st.usedIdx;
+    const field = this.readU16(st.features.eventIdx ? st.driver + st.usedEventAt : st.driver);
+    const decide = (v: number): void => {
+      if (gen !== this.generation) return;
+      const yes = st.features.eventIdx ? st.wantsInterrupt(0, v, old, now) : st.wantsInterrupt(v, 0, old, now);
+      if (yes) this.interrupt(gen);
+    };
+    if (typeof field !== 'number') return field.then(decide);
+    decide(field);
+    return undefined;
+  }
+
+  private interrupt(gen: number): void {
+    try {
+      this.host.interrupt(this);
     } catch (e) {
       this.failWith(gen, e, 'cannot interrupt: ');
     }
-    return true;
-  }
-
-  /** Writes completed entries to the used ring, then the index, then interrupts if asked; by message where the ring needs it. */
-  private async flush(gen: number): Promise<void> {
-    this.flushing = true;
-    try {
-      while (this.completed.length > 0 && gen === this.generation && !this.broken) {
-        const list = this.completed;
-        this.completed = [];
-        const st = this.state;
-        const old = st.usedIdx;
-        const elem = new Uint8Array(8);
-        for (let i = 0; i < list.length; i += 2) {
-          setU32(elem, 0, list[i]);
-          setU32(elem, 4, list[i + 1]);
-          const at = st.device + st.usedEntryAt(st.usedIdx);
-          if (!this.poke(at, elem)) {
-            await this.host.memory.write(at, elem);
-            // A reset meanwhile gave the ring to a new driver setup: stop here.
-            if (gen !== this.generation) return;
-          }
-          st.usedIdx = (st.usedIdx + 1) & 0xffff;
-        }
-        await this.writeU16(st.device + 2, st.usedIdx);
-        if (gen !== this.generation) return;
-        if (await this.wantsInterrupt(old, st.usedIdx)) this.host.interrupt(this);
-      }
-    } catch (e) {
-      this.failWith(gen, e, 'cannot publish used buffers: ');
-    } finally {
-      if (gen === this.generation) {
-        this.flushing = false;
-        this.wakeIdle();
-      }
-    }
-  }
-
-  private async wantsInterrupt(old: number, now: number): Promise<boolean> {
-    const st = this.state;
-    if (st.features.eventIdx) return st.wantsInterrupt(0, await this.readU16(st.driver + st.usedEventAt), old, now);
-    return st.wantsInterrupt(await this.readU16(st.driver), 0, old, now);
   }
 
   /** The same decision, from the avail ring's view. */
@@ -545,23 +595,41 @@ export class Virtqueue implements RequestSink {
     return true;
   }
 
-  private async readU16(addr: number): Promise<number> {
+  /** A u16 of guest memory: from a view at once (the avail ring's cached one first), else copied. */
+  private readU16(addr: number): number | Promise<number> {
     // The avail ring's fields, straight from its cached view: no allocation.
     if (addr >= this.state.driver && addr + 2 <= this.state.driver + 6 + 2 * this.state.size) {
       const v = this.areaView(Area.Avail);
       if (v) return v[addr - this.state.driver] | (v[addr - this.state.driver + 1] << 8);
     }
-    const b = this.peek(addr, 2) ?? (await this.host.memory.read(addr, 2));
-    return b[0] | (b[1] << 8);
+    const b = this.peek(addr, 2);
+    if (b) return b[0] | (b[1] << 8);
+    return this.host.memory.read(addr, 2).then((c) => c[0] | (c[1] << 8));
   }
 
-  private async writeBytes(addr: number, data: Uint8Array): Promise<void> {
-    if (!this.poke(addr, data)) await this.host.memory.write(addr, data);
+  /** Writes a u16 at `at` of the used ring: through its view at once, else by message. */
+  private writeUsedU16(at: number, value: number): Promise<void> | undefined {
+    const used = this.areaView(Area.Used);
+    if (used) {
+      this.setUsedU16(used, at, value);
+      return undefined;
+    }
+    return this.writeBytes(this.state.device + at, Uint8Array.of(value & 0xff, (value >> 8) & 0xff));
   }
 
-  private writeU16(addr: number, value: number): Promise<void> {
-    return this.writeBytes(addr, Uint8Array.of(value & 0xff, value >> 8));
+  /** Writes through a view at once, or by message (the Promise). */
+  private writeBytes(addr: number, data: Uint8Array): Promise<void> | undefined {
+    return this.poke(addr, data) ? undefined : this.host.memory.write(addr, data);
   }
+}
+
+/** Where a drain is: each pass parks notifications, takes the chains, then tells the driver where it is and looks again. */
+const enum Step {
+  PASS,
+  TAKE,
+  PARK,
+  RECHECK,
+  END,
 }
 
 /** The three ring areas a queue keeps views of. */
