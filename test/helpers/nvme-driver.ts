@@ -156,14 +156,20 @@ export class NvmeDriver {
     await this.write32(0x1000 + index * 4, value);
   }
 
-  /** Polls CSTS until (CSTS & mask) === value. */
-  async waitCsts(mask: number, value: number, tries = 2000): Promise<number> {
-    for (let i = 0; i < tries; i++) {
-      const c = await this.read32(REG.CSTS);
+  /**
+   * Polls CSTS until (CSTS & mask) === value, for at most `timeoutMs`: bounded
+   * by time, not by a count of polls, whose length a loaded machine stretches
+   * past what a slow backend needs.
+   */
+  async waitCsts(mask: number, value: number, timeoutMs = 10_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    let c = 0;
+    do {
+      c = await this.read32(REG.CSTS);
       if ((c & mask) === value) return c;
       await new Promise((r) => setImmediate(r));
-    }
-    throw new Error(`CSTS never reached ${value} under mask ${mask}`);
+    } while (Date.now() < deadline);
+    throw new Error(`CSTS never reached ${value} under mask ${mask} in ${timeoutMs} ms (last 0x${c.toString(16)})`);
   }
 
   /** Disables, sets the admin queue up and enables; resolves with CSTS. */
