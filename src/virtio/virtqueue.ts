@@ -75,7 +75,7 @@ export class Virtqueue implements RequestSink {
   private inflightCount = 0;
   private idleWaiters: (() => void)[] = [];
   /** The rings in guest memory, through views taken once and reused. */
-  private readonly ring: RingAccess;
+  private readonly rings: RingAccess;
   /** Completions waiting for, and on their way to, the used ring. */
   private readonly publisher: UsedPublisher;
   private readonly walker: ChainWalker;
@@ -87,9 +87,9 @@ export class Virtqueue implements RequestSink {
   ) {
     this.state = new RingState(index, maxSize);
     this.inflightHeads = new Uint8Array(maxSize);
-    this.ring = new RingAccess(this.state, host);
-    this.walker = new ChainWalker((addr, length) => this.ring.peek(addr, length));
-    this.publisher = new UsedPublisher(this.state, this.ring, host, {
+    this.rings = new RingAccess(this.state, host);
+    this.walker = new ChainWalker((addr, length) => this.rings.peek(addr, length));
+    this.publisher = new UsedPublisher(this.state, this.rings, host, {
       isCurrent: (gen) => gen === this.generation,
       isBroken: () => this.broken,
       fail: (gen, e, what) => this.failWith(gen, e, what),
@@ -121,7 +121,7 @@ export class Virtqueue implements RequestSink {
     const err = this.state.layoutError() ?? (checkMemory ? ringMemoryError(this.state, this.host.memory) : undefined);
     if (err) return err;
     this.state.enable(ring);
-    this.ring.forget();
+    this.rings.forget();
     return undefined;
   }
 
@@ -130,7 +130,7 @@ export class Virtqueue implements RequestSink {
     this.generation++;
     this.state.reset();
     this.broken = false;
-    this.ring.forget();
+    this.rings.forget();
     this.inflightHeads.fill(0);
     this.inflightCount = 0;
     this.publisher.reset();
@@ -276,7 +276,7 @@ export class Virtqueue implements RequestSink {
           }
           this.again = false;
           step = Step.TAKE;
-          if (!st.features.eventIdx) wait = this.ring.writeUsedU16(0, VIRTQ_USED_F_NO_NOTIFY);
+          if (!st.features.eventIdx) wait = this.rings.writeUsedU16(0, VIRTQ_USED_F_NO_NOTIFY);
           break;
         case Step.TAKE:
           step = Step.PARK;
@@ -287,11 +287,11 @@ export class Virtqueue implements RequestSink {
           // Publish where we are, then look once more: the driver may have
           // added buffers without notifying while we were busy.
           step = Step.RECHECK;
-          wait = st.features.eventIdx ? this.ring.writeUsedU16(st.availEventAt, st.lastAvail) : this.ring.writeUsedU16(0, 0);
+          wait = st.features.eventIdx ? this.rings.writeUsedU16(st.availEventAt, st.lastAvail) : this.rings.writeUsedU16(0, 0);
           break;
         case Step.RECHECK: {
           step = Step.END;
-          const idx = this.ring.readU16(st.driver + 2);
+          const idx = this.rings.readU16(st.driver + 2);
           if (typeof idx === 'number') this.rechecked(idx);
           else wait = idx.then((v) => this.rechecked(v));
           break;
@@ -314,7 +314,7 @@ export class Virtqueue implements RequestSink {
 
   /** Hands out the chains the avail index shows. */
   private takeAvailable(gen: number): Promise<void> | undefined {
-    const idx = this.ring.readU16(this.state.driver + 2);
+    const idx = this.rings.readU16(this.state.driver + 2);
     if (typeof idx === 'number') return this.takeFrom(gen, this.state.pending(idx));
     return idx.then((v) => (gen === this.generation ? this.takeFrom(gen, this.state.pending(v)) : undefined));
   }
@@ -331,13 +331,13 @@ export class Virtqueue implements RequestSink {
     const w = this.walker;
     let wait: Promise<void> | undefined;
     // Taken once for the loop: nothing in it can unmap them.
-    const avail = this.ring.areaView(Area.Avail);
-    const desc = this.ring.areaView(Area.Desc);
+    const avail = this.rings.areaView(Area.Avail);
+    const desc = this.rings.areaView(Area.Desc);
     this.collecting = true;
     try {
       while (pending > 0 && !this.paused) {
         const at = st.nextAvailAt;
-        const head = avail ? avail[at] | (avail[at + 1] << 8) : this.ring.readU16(st.driver + at);
+        const head = avail ? avail[at] | (avail[at + 1] << 8) : this.rings.readU16(st.driver + at);
         if (typeof head !== 'number') {
           const left = pending;
           wait = head.then((h) => this.walkCopying(gen, h, left));
