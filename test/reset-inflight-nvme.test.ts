@@ -18,7 +18,7 @@ import { nvmeController, openFileBackend, serve, type Server } from '../src/inde
 import { connectClient } from './helpers/raw.js';
 import { NvmeDriver, REG } from './helpers/nvme-driver.js';
 import { pattern } from './helpers/bytes.js';
-import { changedPages, SlowBackend, waitUntil } from './helpers/slow-backend.js';
+import { changedPages, closeSlowRig, SlowBackend, waitUntil, type SlowRig } from './helpers/slow-backend.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvreset-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -28,21 +28,15 @@ const MiB = 1024 * 1024;
 const READS = 32;
 const READ_BYTES = 64 * 1024;
 
-interface Rig {
+interface Rig extends SlowRig {
   server: Server;
   client: Client;
   driver: NvmeDriver;
-  backend: SlowBackend;
 }
 
 let r: Rig | undefined;
 afterEach(async () => {
-  if (!r) return;
-  r.backend.release();
-  r.driver.close();
-  r.client.close();
-  r.server.close();
-  await r.backend.close();
+  if (r) await closeSlowRig(r);
   r = undefined;
 });
 

@@ -20,7 +20,7 @@ import { after, afterEach, describe, test } from 'node:test';
 import type { Client } from '../src/client/index.js';
 import { openFileBackend, openNbdBackend, serve, virtioBlk, virtioDevice, type BlockBackend, type Server } from '../src/index.js';
 import { connectClient } from './helpers/raw.js';
-import { changedPages, SlowBackend, waitUntil } from './helpers/slow-backend.js';
+import { changedPages, closeSlowRig, SlowBackend, waitUntil, type SlowRig } from './helpers/slow-backend.js';
 import { T_IN, buildBlk } from './helpers/virtio-blk-driver.js';
 import { pattern } from './helpers/bytes.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
@@ -44,21 +44,15 @@ export function imageFile(size = 4 * MiB): string {
   return path;
 }
 
-interface Rig {
+interface Rig extends SlowRig {
   server: Server;
   client: Client;
   driver: VirtioDriver;
-  backend: SlowBackend;
 }
 
 let r: Rig | undefined;
 afterEach(async () => {
-  if (!r) return;
-  r.backend.release();
-  r.driver.close();
-  r.client.close();
-  r.server.close();
-  await r.backend.close();
+  if (r) await closeSlowRig(r);
   r = undefined;
 });
 

@@ -172,3 +172,20 @@ export function changedPages(before: Uint8Array, now: Uint8Array): number {
   }
   return n;
 }
+
+/** What a reset test sets up around a {@link SlowBackend}: a server, a client and a driver over it. */
+export interface SlowRig {
+  server: { close(): void };
+  client: { close(): void };
+  driver: { close(): void };
+  backend: SlowBackend;
+}
+
+/** Lets the rig's held reads go, then closes it from the driver down to the backend. */
+export async function closeSlowRig(r: SlowRig): Promise<void> {
+  r.backend.release();
+  r.driver.close();
+  r.client.close();
+  r.server.close();
+  await r.backend.close();
+}
