@@ -50,6 +50,7 @@ export {
   type RegisterWidth,
   type RegisterWindow,
 } from './device/registers.js';
+export { PersistentBlock, MAX_AREA_NAME, type PersistentMemory } from './device/persistent.js';
 export { deviceTimer, DeviceTimer, type DeviceTimerOptions } from './device/timer.js';
 export { formatUnmodeled, MAX_UNMODELED_PLACES, type UnmodeledAccess, type UnmodeledAccesses, type UnmodeledReport } from './device/unmodeled.js';
 export { mayInterrupt } from './migration/fsm.js';

@@ -21,6 +21,7 @@ import { registerMapsOf, type PlacedRegisterMap } from './register-maps.js';
 import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
 import { UnmodeledAccesses } from './unmodeled.js';
+import type { PersistentMemory } from './persistent.js';
 
 /** Where the MSI-X table and PBA live in a BAR. */
 export interface MsixPlacement {
@@ -62,6 +63,8 @@ export class Device {
   readonly requiresBusMaster: boolean;
   /** Plain-data device state, migrated as JSON when no custom migration is given. */
   state: Record<string, unknown>;
+  /** Memory that outlives this process, while an isolated child serves a connection (see persistent.ts). */
+  persistent: PersistentMemory | undefined;
   private currentLink: DeviceLink | undefined;
   /** The DMA of the connected client, or of the last one: a reset after a disconnect may still have to revoke its memory. */
   private lastDma: GatedDmaAccess | undefined;

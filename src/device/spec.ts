@@ -107,4 +107,11 @@ export interface DeviceSpec {
   onDisconnect?(device: Device): void;
   /** The server stopped serving the device for good: release threads and other resources. */
   onDispose?(device: Device): void;
+  /**
+   * Under `--isolate`, in a successor child that took the connection over
+   * (after a crash, a hang or a reload): the connection is rebuilt and the
+   * checkpoint loaded; finish from `device.persistent` what the predecessor
+   * took and did not complete. Runs before the successor reads the client.
+   */
+  onRecover?(device: Device, reason: 'crash' | 'reload'): MaybePromise<void>;
 }

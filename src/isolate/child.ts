@@ -78,6 +78,7 @@ export function runChild(load: DeviceLoader): void {
         return;
       case 'serve':
         loaded!.journal.clear();
+        loaded!.device.persistent = loaded!.journal.persistent;
         startSession(fds[0]);
         transport!.start(() => ({ serve: true }), new Map());
         return;
@@ -205,6 +206,8 @@ export function runChild(load: DeviceLoader): void {
       } else if (reason === 'crash') {
         l.log.warn(`recovered without a checkpoint: the device starts from reset${l.checkpointed ? '' : ` (${l.migration.unavailable})`}`);
       }
+      l.device.persistent = l.journal.persistent;
+      await l.device.spec.onRecover?.(l.device, reason);
     } catch (e) {
       control.send({ type: 'adopt-failed', message: (e as Error).message ?? String(e) });
       transport?.abandon();

@@ -8,7 +8,9 @@
  *  - tx: the bytes the child meant to send but the kernel had not taken
  *    yet (a reply half-written, replies queued under backpressure);
  *  - two checkpoint slots: the device's migration save, with the tag of
- *    the last request it includes and that request's reply.
+ *    the last request it includes and that request's reply;
+ *  - the device's persistent memory (device/persistent.ts): what it took
+ *    from rings in guest memory and has not completed.
  *
  * Nothing here is read while the child that writes it lives (the parent
  * hands the memfd to the next child only after the previous one is gone or
@@ -16,6 +18,7 @@
  * Pages are touched only as used, so the large caps cost no memory.
  */
 import { native } from '../native/index.js';
+import { PersistentBlock } from '../device/persistent.js';
 
 const MAGIC = 0x4d4a524e; // "MJRN"
 const HEADER = 4096;
@@ -28,8 +31,11 @@ export const SLOT_CAP = 16 * 1024 * 1024;
 const RX_AT = HEADER;
 const TX_AT = RX_AT + RX_CAP;
 const SLOTS_AT = TX_AT + TX_CAP;
+/** Cap of the device's persistent memory. */
+export const PERSISTENT_CAP = 16 * 1024 * 1024;
+const PERSISTENT_AT = SLOTS_AT + 2 * SLOT_CAP;
 /** Bytes of the whole journal file. */
-export const JOURNAL_SIZE = SLOTS_AT + 2 * SLOT_CAP;
+export const JOURNAL_SIZE = PERSISTENT_AT + PERSISTENT_CAP;
 
 // Header fields (byte offsets; f64 for stream offsets, which outgrow 32 bits).
 const H_MAGIC = 0;
@@ -116,6 +122,8 @@ export interface Checkpoint {
 export class Journal {
   readonly rx: ByteLog;
   readonly tx: ByteLog;
+  /** The device's persistent memory. */
+  readonly persistent: PersistentBlock;
   private readonly view: DataView;
   private readonly bytes: Uint8Array;
   private readonly mapping: [ArrayBuffer, unknown];
@@ -129,6 +137,7 @@ export class Journal {
     const lost = (): void => this.view.setUint32(H_LOST, 1, true);
     this.rx = new ByteLog(this.view, this.bytes, H_RX, RX_AT, RX_CAP, lost);
     this.tx = new ByteLog(this.view, this.bytes, H_TX, TX_AT, TX_CAP, lost);
+    this.persistent = new PersistentBlock(this.bytes.subarray(PERSISTENT_AT, PERSISTENT_AT + PERSISTENT_CAP));
   }
 
   /** A new journal memfd (the parent's). */
@@ -156,6 +165,7 @@ export class Journal {
     this.tx.reset(0);
     this.view.setFloat64(H_REPLAY_TAG, -1, true);
     this.view.setUint32(H_REPLAY_COUNT, 0, true);
+    this.persistent.clear();
   }
 
   /**
