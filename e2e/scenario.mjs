@@ -22,6 +22,7 @@ import { nvmeScenarios } from './nvme.mjs';
 import { nbdScenarios } from './nbd.mjs';
 import { vmScenarios } from './vm.mjs';
 import { pvpanicScenarios } from './pvpanic.mjs';
+import { isolateScenarios } from './isolate.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -74,6 +75,7 @@ const SCENARIOS = {
   ...nbdScenarios(),
   ...vmScenarios(),
   ...pvpanicScenarios(),
+  ...isolateScenarios(),
 };
 
 const HEX = (/** @type {number} */ v, d = 4) => `0x${v.toString(16).padStart(d, '0')}`;

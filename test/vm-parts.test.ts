@@ -38,6 +38,11 @@ test('vm args: its own options first, then devices as muser run names them, each
     ],
   );
   assert.deepEqual(parseVmArgs([], sock).devices, [], 'no device at all is a plain guest');
+  const iso = parseVmArgs(['--isolate', '--watchdog=500', 'counter'], sock);
+  assert.deepEqual([iso.isolate, iso.watch, iso.watchdogMs], [true, undefined, 500], '--isolate and --watchdog, as for muser run');
+  const watch = parseVmArgs(['--watch', './dev.js'], sock);
+  assert.deepEqual([watch.isolate, watch.watch], [true, true], '--watch implies --isolate');
+  assert.equal(parseVmArgs(['counter'], sock).isolate, undefined, 'not isolated unless asked');
 });
 
 test('vm args: mistakes are usage errors that say what is wrong', () => {
@@ -51,6 +56,9 @@ test('vm args: mistakes are usage errors that say what is wrong', () => {
     [['--cpus', '0', 'gpio'], /--cpus takes a number of vCPUs from 1 to 64, got 0/],
     [['--memory', '12T'], /--memory takes a size/],
     [['--config', 'x.json'], /--config is not supported/],
+    [['--isolate=yes', 'gpio'], /--isolate takes no value/],
+    [['gpio', '--watch'], /--watch must come before the first device/],
+    [['--watchdog', '5', 'gpio'], /^vm: --watchdog takes a whole number of ms in \[10, 600000\], got 5/],
   ];
   for (const [args, re] of bad) assert.throws(() => parseVmArgs(args, sock), (e: unknown) => e instanceof UsageError && re.test(e.message), args.join(' '));
   assert.equal(parseMemory('512'), 512);

@@ -39,13 +39,14 @@ export function usage(): string {
   muser reload <socket-path>              a device served with run --isolate: a fresh child with the
                                           code on disk takes over (SIGUSR2 to muser reloads them all)
   muser vm [-v] [--modules <m,...>] [--share <dir>]... [--run <cmd>] [--kernel <bzImage>] [--qemu <file>]
-           [--cpus <n>] [--memory <size>] [<device> [options]]...
+           [--cpus <n>] [--memory <size>] [--isolate] [--watch] [--watchdog <ms>] [<device> [options]]...
                                           boot a Linux guest with the devices (named as for run, no
                                           sockets) on QEMU's vfio-user-pci: a shell on its console
                                           (exit powers it off; Ctrl-A x stops it), or --run <cmd> with
                                           its output on stdout and its exit status as muser's;
                                           --modules loads kernel modules (and their dependencies),
-                                          --share shows a host folder at the same path in the guest
+                                          --share shows a host folder at the same path in the guest;
+                                          --isolate/--watch/--watchdog as for run
   muser vm setup                          fetch what vm needs into a cache (QEMU >= 10.1.1, busybox,
                                           a guest kernel); $MUSER_VM_CACHE, default ~/.cache/muser/vm
   muser trace <device-socket> --listen <socket-path> [--filter cmd,...] [--region n,...] [--json] [--stats] [--data-bytes N]

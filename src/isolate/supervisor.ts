@@ -82,6 +82,7 @@ export class IsolatedServer extends EventEmitter {
       const ready = await s.active.ready;
       s.name = ready.name;
       if (!ready.checkpointed) s.log.warn(`not checkpointed (${ready.why}): after a crash the device starts from reset`);
+      s.log.info(`child ${s.active.pid} serves ${path}`);
       s.listener = new Listener(path, (fd) => s.onConnection(fd), options);
       s.replaceSpare();
     } catch (e) {

@@ -173,7 +173,7 @@ export function parseRunArgs(args: readonly string[], socketFor?: (index: number
 }
 
 /** `--watchdog` / config `"watchdogMs"`: milliseconds in [10, 600000]. */
-function parseWatchdogMs(value: unknown, where: string): number {
+export function parseWatchdogMs(value: unknown, where: string): number {
   const ms = typeof value === 'number' ? value : typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
   if (!Number.isInteger(ms) || ms < 10 || ms > 600_000) throw new UsageError(`run: ${where} takes a whole number of ms in [10, 600000], got ${String(value)}`);
   return ms;

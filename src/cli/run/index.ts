@@ -11,8 +11,9 @@ import { loadDevice } from './load.js';
 import { watchParent } from './parent.js';
 import { startIsolated } from './isolated.js';
 
-export { parseRunArgs, readConfig, isModulePath, type DeviceArg, type RunArgs, type DeviceOptionValues } from './args.js';
+export { parseRunArgs, parseWatchdogMs, readConfig, isModulePath, type DeviceArg, type RunArgs, type DeviceOptionValues } from './args.js';
 export { loadDevice, DeviceFileError } from './load.js';
+export { startIsolated } from './isolated.js';
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 

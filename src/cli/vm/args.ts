@@ -4,10 +4,11 @@
  * without sockets: muser serves each on a private socket.
  *
  *   muser vm [-v] [--kernel FILE] [--modules LIST]... [--share DIR]... [--run CMD]
- *            [--qemu FILE] [--cpus N] [--memory SIZE] [<device> [device options]]...
+ *            [--qemu FILE] [--cpus N] [--memory SIZE] [--isolate] [--watch] [--watchdog MS]
+ *            [<device> [device options]]...
  */
 import { resolve } from 'node:path';
-import { parseRunArgs, type DeviceArg } from '../run/index.js';
+import { parseRunArgs, parseWatchdogMs, type DeviceArg } from '../run/index.js';
 import { UsageError } from '../usage.js';
 
 /** What `muser vm` was asked to boot. */
@@ -28,13 +29,21 @@ export interface VmArgs {
   memoryMiB: number;
   /** The devices, each with the private socket `socketFor` gave it. */
   devices: DeviceArg[];
+  /** `--isolate`: each device's code in a child process, as `muser run --isolate`. Absent when off. */
+  isolate?: true;
+  /** `--watch`: reload a device file's child whenever the file changes (implies isolate). Absent when off. */
+  watch?: true;
+  /** `--watchdog <ms>`: an isolated child silent this long is killed and replaced. */
+  watchdogMs?: number;
 }
 
 /** Default guest RAM, in MiB. */
 export const DEFAULT_MEMORY_MIB = 512;
 
 /** The options that take a value, by name. */
-const VALUE_OPTIONS = new Set(['kernel', 'modules', 'share', 'run', 'qemu', 'cpus', 'memory']);
+const VALUE_OPTIONS = new Set(['kernel', 'modules', 'share', 'run', 'qemu', 'cpus', 'memory', 'watchdog']);
+/** The options that take no value. */
+const FLAG_OPTIONS = new Set(['isolate', 'watch']);
 
 /**
  * Parses the arguments after `vm`; device number i gets the socket
@@ -53,6 +62,12 @@ export function parseVmArgs(args: readonly string[], socketFor: (index: number) 
     const eq = arg.indexOf('=');
     const name = arg.startsWith('--') ? arg.slice(2, eq < 0 ? undefined : eq) : '';
     if (name === 'config') break; // refused below, wherever it is
+    if (FLAG_OPTIONS.has(name)) {
+      if (eq >= 0) throw new UsageError(`vm: --${name} takes no value`);
+      out.isolate = true;
+      if (name === 'watch') out.watch = true;
+      continue;
+    }
     if (!VALUE_OPTIONS.has(name)) throw new UsageError(`vm: unknown option ${arg}`);
     const value = eq < 0 ? args[++i] : arg.slice(eq + 1);
     if (value === undefined || value === '') throw new UsageError(`vm: --${name} needs a value`);
@@ -78,6 +93,9 @@ export function parseVmArgs(args: readonly string[], socketFor: (index: number) 
       case 'memory':
         out.memoryMiB = parseMemory(value);
         break;
+      case 'watchdog':
+        out.watchdogMs = rethrowAsVm(() => parseWatchdogMs(value, '--watchdog'));
+        break;
     }
   }
   const rest = args.slice(i);
@@ -85,7 +103,7 @@ export function parseVmArgs(args: readonly string[], socketFor: (index: number) 
     throw new UsageError('vm: --config is not supported: name the devices on the command line');
   }
   // vm's own option names are not device options: one after a device is misplaced.
-  const misplaced = rest.find((a) => a.startsWith('--') && VALUE_OPTIONS.has(a.slice(2).split('=')[0]));
+  const misplaced = rest.find((a) => a.startsWith('--') && (VALUE_OPTIONS.has(a.slice(2).split('=')[0]) || FLAG_OPTIONS.has(a.slice(2))));
   if (misplaced) throw new UsageError(`vm: ${misplaced.split('=')[0]} must come before the first device`);
   if (rest.length > 0) {
     const parsed = rethrowAsVm(() => parseRunArgs(rest, socketFor));

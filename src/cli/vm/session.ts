@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { isatty } from 'node:tty';
 import { Server } from '../../server/server.js';
-import { isModulePath, loadDevice } from '../run/index.js';
+import { isModulePath, loadDevice, startIsolated } from '../run/index.js';
 import { parseVmArgs, type VmArgs } from './args.js';
 import { installedCache, setupCacheDir } from './cache.js';
 import { GuestConsole, type ConsoleEvent } from './console.js';
@@ -65,7 +65,8 @@ class VmRun {
     this.onStop?.();
   };
   private dir: string | undefined;
-  private readonly servers: Server[] = [];
+  /** The devices served, in this process or (--isolate) each in a child. */
+  private readonly servers: { readonly name: string; close(): void }[] = [];
   /** Undo steps, run in reverse by cleanup(). */
   private readonly undo: (() => void)[] = [];
 
@@ -98,15 +99,25 @@ class VmRun {
     const interactive = a.run === undefined;
     // The terminal is the guest's console: a device that reads stdin (gpio's console) gets nothing.
     if (interactive) this.hideStdinFromDevices();
-    for (const d of a.devices) {
+    if (a.isolate) {
+      // Children never see the terminal (their stdin is closed); the parent holds the sockets.
+      try {
+        this.servers.push(...(await startIsolated({ verbose: a.verbose, devices: a.devices, isolate: true, watch: a.watch, watchdogMs: a.watchdogMs }, () => this.signal !== undefined)));
+      } catch (e) {
+        throw new VmError(`cannot start the isolated devices: ${a.verbose && e instanceof Error ? e.stack : (e as Error).message}`);
+      }
+    }
+    for (const d of a.isolate ? [] : a.devices) {
       try {
         const spec = await loadDevice(d, a.verbose);
-        this.servers.push(new Server(spec, d.socket, { log: a.verbose ? 'debug' : 'warn' }));
+        const server = new Server(spec, d.socket, { log: a.verbose ? 'debug' : 'warn' });
+        this.servers.push({ name: server.device.name, close: () => server.close() });
       } catch (e) {
         throw new VmError(`cannot start ${d.device}: ${a.verbose && e instanceof Error ? e.stack : (e as Error).message}`);
       }
       if (this.signal) return this.stopped();
     }
+    if (this.signal) return this.stopped();
 
     const nonce = randomBytes(6).toString('hex');
     const initrd = join(this.dir, 'initramfs.cpio');
@@ -125,7 +136,7 @@ class VmRun {
       sockets: a.devices.map((d) => d.socket), shares: a.shares, interactive,
     });
     if (interactive || a.verbose) {
-      const names = a.devices.map((d, i) => (isModulePath(d.device) ? `${this.servers[i].device.name} (${d.device})` : d.device));
+      const names = a.devices.map((d, i) => (isModulePath(d.device) ? `${this.servers[i]?.name} (${d.device})` : d.device) + (a.isolate ? ' isolated' : ''));
       this.say(`booting Linux ${kernel.version ?? kernel.image} under ${accel === 'kvm' ? 'KVM' : 'TCG'}${names.length ? ` with ${names.join(', ')}` : ''}${interactive ? '; Ctrl-A x stops the guest' : ''}`);
     }
     if (a.verbose) this.say(`qemu ${args.map((x) => (/^[\w,=.:/@+-]+$/.test(x) ? x : `'${x}'`)).join(' ')}`);
