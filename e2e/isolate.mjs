@@ -151,9 +151,12 @@ async function crashFlow(r, h, dir) {
       // The next kill of this device waits for the successor to be named.
       await until(() => servingPid(run.stderr, name) !== pid || run.child.exitCode !== null, `a successor for ${name}`, 30_000);
     }
-  })();
+  })().catch((/** @type {unknown} */ e) => {
+    // Caught at once: the run may hang until its deadline, and the reason must still be told.
+    r.assert(false, 'crash: the harness killed every child it planned to', String(e));
+  });
   const code = await run.done;
-  await killer.catch((e) => r.assert(false, `crash: the harness killed every child it planned to`, String(e)));
+  await killer;
   const secs = ((Date.now() - t0) / 1000).toFixed(1);
   r.assert(kills.length === 4, `crash: 4 SIGKILLs during the writes (${kills.join('; ')})`, run.stderr.slice(-600));
   const takeovers = (run.stderr.match(/takes over/g) ?? []).length;

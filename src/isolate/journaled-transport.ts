@@ -13,9 +13,9 @@
  * On the hot path (the kernel takes each reply whole) the cost is a copy
  * of the received bytes into shared memory and a few stores.
  */
-import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
-import { closeAll, type ChannelHandlers } from '../transport/channel.js';
-import { Framer, FramingError } from '../transport/framer.js';
+import { native } from '../native/index.js';
+import { Channel, closeAll, type ChannelHandlers, type StreamTap } from '../transport/channel.js';
+import type { Frame } from '../transport/framer.js';
 import type { Transport } from '../transport/transport.js';
 import type { Journal } from './journal.js';
 
@@ -30,62 +30,64 @@ export interface JournalHooks {
 /** How a replayed frame is handled: served again, answered from a record, or already done. */
 export type ReplayDecision = { serve: true } | { serve: false; reply?: Buffer };
 
-interface QueuedWrite {
-  data: Buffer;
-  fds: number[] | undefined;
+/** While a successor frames its predecessor's unanswered bytes: how to treat each whole frame. */
+interface Replay {
+  decide(tag: number, bytes: Buffer): ReplayDecision;
+  held: Map<number, number[]>;
 }
 
-/** A Transport over a client fd that journals the stream. */
-export class JournaledTransport implements Transport {
-  private readonly framer: Framer;
-  private poll: PollHandle | undefined;
+/** A Transport over a client fd that journals the stream: a Channel with the journal as its tap. */
+export class JournaledTransport implements Transport, StreamTap {
+  private channel: Channel | undefined;
+  /** Messages sent before start(): they follow the predecessor's unsent bytes. */
+  private early: { data: Buffer; fds: number[] | undefined }[] = [];
   private closed = false;
-  private queue: QueuedWrite[] = [];
-  private queuedBytes = 0;
   private readingPaused = false;
   private frozen = false;
+  private busyIdleMs = 0;
+  private replay: Replay | undefined;
   /** Stream offset just past the last whole frame (the start of a message in progress). */
   private frameEnd: number;
   /** Start offset and command of each frame not answered yet, by tag (= end offset), in stream order. */
   private readonly unanswered = new Map<number, [start: number, command: number]>();
   /** Bytes of the reply stream the kernel took. */
   private txSent: number;
+  /** Bytes of the reply stream waiting in the channel's queue (what the tx log holds). */
+  private txQueued = 0;
 
   constructor(
     private readonly fd: number,
     private readonly handlers: ChannelHandlers,
-    maxMessageSize: number,
+    private maxMessageSize: number,
     private readonly journal: Journal,
     private readonly hooks: JournalHooks,
   ) {
-    this.framer = new Framer(maxMessageSize);
     this.frameEnd = journal.rx.start;
     this.txSent = journal.tx.start;
   }
 
   /** Frames the journal's unanswered bytes, then reads the client: a successor's start (or a fresh one's, with an empty journal). */
   start(decide: (tag: number, bytes: Buffer) => ReplayDecision, held: Map<number, number[]>): void {
+    if (this.closed) return;
     const tx = this.journal.tx.read();
-    if (tx.length > 0) {
-      // The rest of a half-written reply (and replies queued behind it) go out first.
-      this.journal.tx.reset(this.txSent);
-      this.send(tx);
+    this.journal.tx.reset(this.txSent);
+    const channel = new Channel(this.fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.handlers.onDrain?.() }, this.maxMessageSize, false, this);
+    this.channel = channel;
+    // The rest of a half-written reply (and replies queued behind it) go out first.
+    if (tx.length > 0) channel.send(tx);
+    for (const m of this.early.splice(0)) {
+      channel.send(m.data, m.fds);
+      closeAll(m.fds);
     }
-    const rx = this.journal.rx.read();
-    if (rx.length > 0) {
-      this.framer.push(rx, undefined, (frame) => {
-        const tag = this.take(frame.bytes);
-        const d = decide(tag, frame.bytes);
-        if (d.serve) this.handlers.onFrame({ bytes: frame.bytes, fds: held.get(tag) ?? [], tag } as never);
-        else {
-          closeAll(held.get(tag));
-          this.answer(tag, d.reply);
-        }
-      });
+    this.replay = { decide, held };
+    try {
+      channel.inject(this.journal.rx.read());
+    } finally {
+      this.replay = undefined;
     }
     if (this.closed) return;
-    this.poll = native.pollStart(this.fd, PollMode.Stream, (kind, a, b) => this.onEvent(kind, a, b));
-    if (this.readingPaused || this.frozen) native.pollPause(this.poll, true);
+    channel.pauseReading(this.readingPaused || this.frozen);
+    if (this.busyIdleMs > 0) channel.busyPoll(this.busyIdleMs);
   }
 
   get isClosed(): boolean {
@@ -93,7 +95,7 @@ export class JournaledTransport implements Transport {
   }
 
   get pendingBytes(): number {
-    return this.queuedBytes;
+    return this.channel?.pendingBytes ?? 0;
   }
 
   /** Requests taken and not answered yet. */
@@ -102,23 +104,24 @@ export class JournaledTransport implements Transport {
   }
 
   pauseReading(paused: boolean): void {
-    if (this.closed || paused === this.readingPaused) return;
     this.readingPaused = paused;
-    if (this.poll && !this.frozen) native.pollPause(this.poll, paused);
+    this.channel?.pauseReading(paused || this.frozen);
   }
 
   /** Stops reading for good (a hand-over), or again (it failed). */
   freeze(frozen: boolean): void {
     this.frozen = frozen;
-    if (this.poll && !this.closed) native.pollPause(this.poll, frozen || this.readingPaused);
+    this.channel?.pauseReading(frozen || this.readingPaused);
   }
 
   busyPoll(idleMs: number): void {
-    if (this.poll && !this.closed) native.pollSpin(this.poll, Math.round(idleMs * 1e6));
+    this.busyIdleMs = idleMs;
+    this.channel?.busyPoll(idleMs);
   }
 
   setMaxMessageSize(size: number): void {
-    this.framer.maxMessageSize = size;
+    this.maxMessageSize = size;
+    this.channel?.setMaxMessageSize(size);
   }
 
   answer(tag: number | undefined, reply: Buffer | undefined, fds?: readonly number[]): void {
@@ -134,109 +137,66 @@ export class JournaledTransport implements Transport {
     this.journal.rx.advance(first.done ? this.frameEnd : first.value[0]);
   }
 
-  /** Notes a whole frame as taken; returns its tag. */
-  private take(bytes: Buffer): number {
-    const tag = this.frameEnd + bytes.length;
-    this.unanswered.set(tag, [this.frameEnd, bytes.readUInt16LE(2)]);
-    this.frameEnd = tag;
-    return tag;
-  }
-
   send(data: Buffer, fds?: readonly number[]): boolean {
     if (this.closed) return false;
-    if (this.queue.length > 0) return this.enqueue(data, fds ? dupAll(fds) : undefined);
-    const n = native.sendmsg(this.fd, data, fds as number[] | undefined);
-    if (n === data.length) {
-      this.txSent += n;
-      return true;
-    }
-    if (n < 0 && n !== -11) {
-      this.close(new Error(`sendmsg failed: errno ${-n}`));
-      return false;
-    }
-    const sent = Math.max(n, 0);
-    this.txSent += sent;
-    this.journal.tx.reset(this.txSent);
-    this.enqueue(data.subarray(sent), sent === 0 && fds ? dupAll(fds) : undefined);
-    if (this.poll) native.pollWritable(this.poll, true);
+    if (this.channel) return this.channel.send(data, fds);
+    this.early.push({ data, fds: fds?.map((fd) => native.dup(fd)) });
     return true;
   }
 
   close(error?: Error): void {
     if (this.closed) return;
-    this.closed = true;
-    if (this.poll) native.pollStop(this.poll);
-    for (const q of this.queue) closeAll(q.fds);
-    this.queue = [];
-    this.queuedBytes = 0;
-    closeAll(this.framer.drain());
-    native.close(this.fd);
-    this.handlers.onClose(error);
+    if (this.channel) return this.channel.close(error);
+    this.onClose(error);
   }
 
   /** Leaves the connection to a successor: stops watching the fd and closes this process's copy, telling nobody. */
   abandon(): void {
     this.closed = true;
-    if (this.poll) native.pollStop(this.poll);
-    native.close(this.fd);
+    if (this.channel) this.channel.detach();
+    else native.close(this.fd);
   }
 
-  private enqueue(data: Buffer, fds: number[] | undefined): boolean {
-    this.queue.push({ data, fds });
-    this.queuedBytes += data.length;
-    this.journal.tx.append(data);
-    return true;
-  }
+  // StreamTap: the journal follows both streams.
 
-  private onEvent(kind: PollEvent, a: unknown, b: unknown): void {
-    if (this.closed) {
-      if (kind === PollEvent.Data) closeAll(b as number[] | undefined);
-      return;
-    }
-    if (kind === PollEvent.Data) this.onData(a as Buffer, b as number[] | undefined);
-    else if (kind === PollEvent.Writable) this.flush();
-    else if (kind === PollEvent.Eof) this.close();
-    else if (kind === PollEvent.Error) this.close(new Error(typeof b === 'string' ? `socket error: ${b}` : `socket error: errno ${a as number}`));
-  }
-
-  private onData(chunk: Buffer, fds: number[] | undefined): void {
+  received(chunk: Buffer): void {
     this.journal.rx.append(chunk);
-    try {
-      this.framer.push(chunk, fds, (frame) => {
-        if (this.closed) return closeAll(frame.fds);
-        const tag = this.take(frame.bytes);
-        if (frame.fds.length > 0) this.hooks.held(tag, frame.fds);
-        this.handlers.onFrame({ ...frame, tag } as never);
-      });
-    } catch (e) {
-      this.close(e instanceof FramingError ? e : new Error(`message handler failed: ${String(e)}`));
-    }
-    if (this.closed) closeAll(this.framer.drain());
   }
 
-  private flush(): void {
-    while (this.queue.length > 0 && !this.closed) {
-      const head = this.queue[0];
-      const n = native.sendmsg(this.fd, head.data, head.fds);
-      if (n === -11) return;
-      if (n < 0) return this.close(new Error(`sendmsg failed: errno ${-n}`));
-      closeAll(head.fds);
-      head.fds = undefined;
-      this.queuedBytes -= n;
-      this.txSent += n;
-      this.journal.tx.advance(this.txSent);
-      if (n < head.data.length) {
-        head.data = head.data.subarray(n);
-        return;
-      }
-      this.queue.shift();
+  sent(n: number): void {
+    this.txSent += n;
+    if (this.txQueued === 0) return;
+    this.txQueued = Math.max(0, this.txQueued - n);
+    this.journal.tx.advance(this.txSent);
+  }
+
+  queued(data: Buffer): void {
+    if (this.txQueued === 0) this.journal.tx.reset(this.txSent);
+    this.txQueued += data.length;
+    this.journal.tx.append(data);
+  }
+
+  private onFrame(frame: Frame): void {
+    const tag = this.frameEnd + frame.bytes.length;
+    this.unanswered.set(tag, [this.frameEnd, frame.bytes.readUInt16LE(2)]);
+    this.frameEnd = tag;
+    const replay = this.replay;
+    if (replay) {
+      const fds = replay.held.get(tag) ?? [];
+      const d = replay.decide(tag, frame.bytes);
+      if (d.serve) return this.handlers.onFrame({ bytes: frame.bytes, fds, tag } as never);
+      closeAll(fds);
+      return this.answer(tag, d.reply);
     }
+    if (frame.fds.length > 0) this.hooks.held(tag, frame.fds);
+    this.handlers.onFrame({ ...frame, tag } as never);
+  }
+
+  private onClose(error?: Error): void {
     if (this.closed) return;
-    if (this.poll) native.pollWritable(this.poll, false);
-    this.handlers.onDrain?.();
+    this.closed = true;
+    for (const m of this.early.splice(0)) closeAll(m.fds);
+    if (this.channel === undefined) native.close(this.fd);
+    this.handlers.onClose(error);
   }
-}
-
-function dupAll(fds: readonly number[]): number[] {
-  return fds.map((fd) => native.dup(fd));
 }

@@ -102,6 +102,11 @@ export class IsolatedServer extends EventEmitter {
     return this.journal.rx.end - this.journal.rx.start;
   }
 
+  /** Bytes of replies the serving child queued and the client has not taken yet (the journal's tx log), for tests and monitoring. */
+  get unsentReplyBytes(): number {
+    return this.journal.tx.end - this.journal.tx.start;
+  }
+
   /** Resolves once a spare child is loaded and waiting (at once without spares). */
   async standby(): Promise<void> {
     while (this.options.spare !== false && !this.closing) {

@@ -9,6 +9,19 @@ import type { ChannelHandlers, Transport } from './transport.js';
 
 export type { ChannelHandlers } from './transport.js';
 
+/**
+ * An observer of a channel's byte streams (the isolated child's journal):
+ * what was read before it is framed, and how the outgoing stream advances.
+ */
+export interface StreamTap {
+  /** Bytes read from the peer, before they are framed (not called for {@link Channel.inject}ed bytes). */
+  received(chunk: Buffer): void;
+  /** `n` more bytes of the outgoing stream went to the kernel. */
+  sent(n: number): void;
+  /** `data` waits in the send queue (the kernel did not take it at once). */
+  queued(data: Buffer): void;
+}
+
 interface QueuedWrite {
   data: Buffer;
   fds: readonly number[] | undefined;
@@ -103,12 +116,14 @@ export class Channel implements Transport {
    *   shared receive buffer, valid only until `onFrame` returns: the receiver
    *   copies what it keeps, or retains it ({@link retainReceived}). Spares an
    *   allocation per message on the hot path.
+   * @param tap sees the streams' bytes (see {@link StreamTap}).
    */
   constructor(
     private readonly fd: number,
     private readonly handlers: ChannelHandlers,
     maxMessageSize = DEFAULT_MAX_MESSAGE,
     sharedRecv = false,
+    private readonly tap?: StreamTap,
   ) {
     this.framer = new Framer(maxMessageSize);
     this.sharedRecv = sharedRecv;
@@ -165,22 +180,47 @@ export class Channel implements Transport {
   send(data: Buffer, fds?: readonly number[]): boolean {
     if (this.closed) return false;
     if (this.queue.length > 0) {
-      this.queue.push({ data, fds: fds ? dupAll(fds) : undefined });
-      this.queuedBytes += data.length;
+      this.enqueue(data, fds ? dupAll(fds) : undefined);
       return true;
     }
     const n = native.sendmsg(this.fd, data, fds as number[] | undefined);
-    if (n === data.length) return true;
+    if (n === data.length) {
+      this.tap?.sent(n);
+      return true;
+    }
     if (n < 0 && n !== -11) {
       this.fail(new Error(`sendmsg failed: errno ${-n}`));
       return false;
     }
     // Partial write: fds went with the first byte; EAGAIN: nothing went.
     const sent = Math.max(n, 0);
-    this.queue.push({ data: data.subarray(sent), fds: sent === 0 && fds ? dupAll(fds) : undefined });
-    this.queuedBytes += data.length - sent;
+    if (sent > 0) this.tap?.sent(sent);
+    this.enqueue(data.subarray(sent), sent === 0 && fds ? dupAll(fds) : undefined);
     native.pollWritable(this.poll, true);
     return true;
+  }
+
+  /**
+   * Frames `bytes` as if they had been read from the peer, before anything
+   * read: a successor resuming a stream its predecessor had read part of.
+   */
+  inject(bytes: Buffer): void {
+    if (bytes.length > 0) this.onData(bytes, undefined, false);
+  }
+
+  /**
+   * Leaves the connection to another process: stops watching the fd and
+   * closes this process's copy, telling nobody (no onClose).
+   */
+  detach(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.sharedRecv) shared.unregister(this.poll);
+    native.pollStop(this.poll);
+    for (const q of this.queue) closeAll(q.fds);
+    this.queue = [];
+    closeAll(this.framer.drain());
+    native.close(this.fd);
   }
 
   /** Closes the connection; onClose is called (once) with `error`. */
@@ -199,6 +239,12 @@ export class Channel implements Transport {
 
   private fail(error: Error): void {
     this.close(error);
+  }
+
+  private enqueue(data: Buffer, fds: number[] | undefined): void {
+    this.queue.push({ data, fds });
+    this.queuedBytes += data.length;
+    this.tap?.queued(data);
   }
 
   private onEvent(kind: PollEvent, a: unknown, b: unknown): void {
@@ -222,7 +268,8 @@ export class Channel implements Transport {
     }
   }
 
-  private onData(chunk: Buffer, fds: number[] | undefined): void {
+  private onData(chunk: Buffer, fds: number[] | undefined, read = true): void {
+    if (read) this.tap?.received(chunk);
     try {
       this.framer.push(chunk, fds, (frame) => {
         if (this.closed) closeAll(frame.fds);
@@ -251,6 +298,7 @@ export class Channel implements Transport {
       closeAll(head.fds);
       head.fds = undefined;
       this.queuedBytes -= n;
+      this.tap?.sent(n);
       if (n < head.data.length) {
         head.data = head.data.subarray(n);
         return;
