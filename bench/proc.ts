@@ -92,8 +92,9 @@ export class CliServer {
     cpu: number | string,
     runArgs: string[],
     sample: string,
+    runOptions: string[],
   ) {
-    this.child = spawn('taskset', ['-c', String(cpu), process.execPath, CLI, 'run', sample, socket, ...runArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = spawn('taskset', ['-c', String(cpu), process.execPath, CLI, 'run', ...runOptions, sample, socket, ...runArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       this.connects += count(d, 'client connected');
       this.disconnects += count(d, 'client disconnected');
@@ -106,9 +107,12 @@ export class CliServer {
     return this.child.pid ?? -1;
   }
 
-  /** Serves `sample` (default bench) on `socket`, pinned to `cpu` (default 0), with extra `muser run` device options (e.g. `--poll`). */
-  static async start(socket: string, cpu: number | string = 0, runArgs: string[] = [], sample = 'bench'): Promise<CliServer> {
-    const s = new CliServer(socket, cpu, runArgs, sample);
+  /**
+   * Serves `sample` (default bench) on `socket`, pinned to `cpu` (default 0), with extra `muser run` device
+   * options (e.g. `--poll`) and options of `muser run` itself before the sample (e.g. `--isolate`).
+   */
+  static async start(socket: string, cpu: number | string = 0, runArgs: string[] = [], sample = 'bench', runOptions: string[] = []): Promise<CliServer> {
+    const s = new CliServer(socket, cpu, runArgs, sample, runOptions);
     await s.until(() => s.stderr.includes('serving'), 10_000, 'the server did not start');
     return s;
   }

@@ -14,7 +14,7 @@
  *
  * Environment: BENCH_ROUNDS (default 3), BENCH_SCALE (iteration multiplier,
  * default 1), BENCH_ONLY (comma list of: single, views, devices, cross, blk,
- * nvme, file, program; file needs fio and is skipped with a note without it).
+ * nvme, file, program, isolate; file needs fio and is skipped with a note without it).
  *
  * `--quick` (CI's run): every part once with the fewest iterations (rounds 1,
  * scale 0.01 unless the environment says otherwise), in well under a minute on
@@ -33,11 +33,12 @@ import { devicesRun, type DevicesRun } from './devices.js';
 import { BenchError, buildC, CliServer, loadAverage, machine, median, num, pingpong, ROOT, type Json } from './proc.js';
 import { measureViews, type ViewsResult } from './views.js';
 import { formatProgram, measureProgram, type ProgramRow } from './program.js';
+import { formatIsolate, measureIsolate, type IsolateResult } from './isolate.js';
 
 const QUICK = parseArgs(process.argv.slice(2));
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3)));
 const SCALE = Math.max(0.01, Number(process.env.BENCH_SCALE ?? (QUICK ? 0.01 : 1)));
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,nvme,file,program').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'single,views,devices,cross,blk,nvme,file,program,isolate').split(','));
 const VIEW_BYTES = 256 << 20;
 const DEVICE_COUNTS = [1, 16, 64];
 const DEVICE_WINDOW_MS = Math.round(1500 * Math.min(1, SCALE * 2));
@@ -280,6 +281,7 @@ async function main(): Promise<void> {
   let fileBacked: FileResult | undefined;
   let fileSkipped = false;
   let program: ProgramRow[] | undefined;
+  let isolate: IsolateResult | undefined;
   const loadAtStart = loadAverage();
   try {
     if (ONLY.has('single')) rows = await single(dir, log);
@@ -302,6 +304,10 @@ async function main(): Promise<void> {
       else fileSkipped = true;
     }
     if (ONLY.has('program')) program = await measureProgram(dir, ROUNDS, it, log);
+    if (ONLY.has('isolate')) {
+      log('isolation: round trips, memory, SIGKILL to serving');
+      isolate = await measureIsolate(dir, ROUNDS, it);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -478,6 +484,7 @@ async function main(): Promise<void> {
     out.push('file-backed part skipped: fio is not installed (apt-get install fio)', '');
   }
   if (program) out.push(...formatProgram(program, si));
+  if (isolate) out.push(...formatIsolate(isolate), '');
   out.push(`total ${elapsedS.toFixed(0)} s`);
 
   const targets = [
@@ -502,6 +509,7 @@ async function main(): Promise<void> {
     nvme,
     file: fileBacked,
     program,
+    isolate,
     loadAverage: { start: loadAtStart, end: loadAverage() },
     targets,
   };
