@@ -14,8 +14,9 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 
 /** Each folder of src/ and the folders it may import (besides itself). */
 const ALLOWED: Record<string, readonly string[]> = {
+  layout: [],
   native: [],
-  protocol: [],
+  protocol: ['layout'],
   transport: ['native', 'protocol'],
   pci: [],
   block: ['native'],
@@ -23,8 +24,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   migration: ['native', 'protocol', 'device'],
   server: ['native', 'protocol', 'transport', 'pci', 'device', 'migration'],
   client: ['native', 'protocol', 'transport'],
-  virtio: ['native', 'pci', 'block', 'device'],
-  nvme: ['native', 'pci', 'block', 'device'],
+  virtio: ['native', 'layout', 'pci', 'block', 'device'],
+  nvme: ['native', 'layout', 'pci', 'block', 'device'],
   program: ['native', 'protocol', 'transport', 'pci', 'device'],
   isolate: ['native', 'protocol', 'transport', 'device', 'migration', 'server'],
   cli: ['native', 'protocol', 'transport', 'pci', 'device', 'server', 'client', 'samples', 'program', 'isolate'],

@@ -14,7 +14,7 @@
  */
 import { Errno, MAX_VERSION_JSON } from './constants.js';
 import { ProtocolError, invalid } from './errors.js';
-import { defineStruct } from './struct.js';
+import { defineMessage } from './wire.js';
 
 /** Twin-socket negotiation (`twin_socket`). */
 export interface TwinSocketCapability {
@@ -59,7 +59,7 @@ export interface Version {
 
 type Json = Record<string, unknown>;
 
-const HEAD = defineStruct<Omit<Version, 'capabilities'>>('VERSION', { major: 'u16', minor: 'u16' });
+const HEAD = defineMessage<Omit<Version, 'capabilities'>>('VERSION', { major: 'u16', minor: 'u16' });
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
