@@ -15,14 +15,15 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 /** Each folder of src/ and the folders it may import (besides itself). */
 const ALLOWED: Record<string, readonly string[]> = {
   layout: [],
+  values: [],
   native: [],
   protocol: ['layout'],
-  transport: ['native', 'protocol'],
+  transport: ['native', 'protocol', 'values'],
   pci: [],
   block: ['native'],
-  device: ['native', 'protocol', 'pci'],
+  device: ['native', 'protocol', 'pci', 'values'],
   migration: ['native', 'protocol', 'device'],
-  server: ['native', 'protocol', 'transport', 'pci', 'device', 'migration'],
+  server: ['native', 'protocol', 'transport', 'pci', 'device', 'migration', 'values'],
   client: ['native', 'protocol', 'transport'],
   virtio: ['native', 'layout', 'pci', 'block', 'device'],
   nvme: ['native', 'layout', 'pci', 'block', 'device'],
