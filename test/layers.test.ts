@@ -23,7 +23,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   block: ['native'],
   device: ['native', 'protocol', 'pci', 'values'],
   migration: ['native', 'protocol', 'device'],
-  server: ['native', 'protocol', 'transport', 'pci', 'device', 'migration', 'values'],
+  server: ['native', 'layout', 'protocol', 'transport', 'pci', 'device', 'migration', 'values'],
   client: ['native', 'protocol', 'transport'],
   virtio: ['native', 'layout', 'pci', 'block', 'device'],
   nvme: ['native', 'layout', 'pci', 'block', 'device'],

@@ -3,15 +3,13 @@
  * per-field allocation: decoders call {@link need} once per fixed block and
  * then read with the Buffer methods, which cannot fail after that check.
  *
- * u64 fields are JS numbers. A u64 above Number.MAX_SAFE_INTEGER is rejected
- * with EINVAL by {@link readU64}; the only u64 fields allowed the full range
- * use {@link readU64Big} and are typed `bigint` (the ioeventfd `datamatch`).
+ * Messages' fixed layouts are declared with {@link defineMessage}. Their
+ * u64 fields are JS numbers: one above Number.MAX_SAFE_INTEGER is refused
+ * with EINVAL (layout/u64.ts); the only u64 fields allowed the full range
+ * are `u64big`, typed `bigint` (the ioeventfd `datamatch`).
  */
 import { defineStruct, type Layout, type Struct } from '../layout/struct.js';
-import { readU64 as readLayoutU64 } from '../layout/u64.js';
 import { invalid } from './errors.js';
-
-export { readU64Big, writeU64, writeU64Big } from '../layout/u64.js';
 
 /** Throws EINVAL unless `buf` holds at least `len` bytes. */
 export function need(buf: Uint8Array, len: number, what: string): void {
@@ -25,11 +23,6 @@ export function exact(buf: Uint8Array, len: number, what: string): void {
   if (buf.length !== len) {
     invalid(`${what}: need exactly ${len} bytes, have ${buf.length}`);
   }
-}
-
-/** Reads a u64 as a number; EINVAL if above Number.MAX_SAFE_INTEGER. Caller checked bounds. */
-export function readU64(buf: Buffer, off: number): number {
-  return readLayoutU64(buf, off, invalid);
 }
 
 /**
