@@ -17,7 +17,8 @@ import { Namespace } from '../src/nvme/namespace.js';
 import { CompletionQueue, encodeCompletion, SubmissionQueue, writeCompletion } from '../src/nvme/queues.js';
 import { ChainWalker } from '../src/virtio/chain.js';
 import { configFieldsOf, VirtioConfig } from '../src/virtio/config.js';
-import { BLK_CONFIG, BLK_RANGE, BLK_REQUEST_HEADER, DESCRIPTOR, type BlkConfigFields } from '../src/virtio/layouts.js';
+import { BLK_CONFIG, BLK_RANGE, BLK_REQUEST_HEADER, DESCRIPTOR, VIRTIO_PCI_CAP, type BlkConfigFields } from '../src/virtio/layouts.js';
+import { virtioCapabilities } from '../src/virtio/pci-caps.js';
 
 /** Hex with spaces for readability. */
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -181,6 +182,28 @@ describe('virtio layouts', () => {
       { addr: 0x2000, len: 512 },
       { addr: 0x3000, len: 1 },
     ]);
+  });
+
+  test('virtio-pci capabilities: cfg_type, bar, id, offset at 8, length at 12 (from the PCI header), notify_off_multiplier at 16', () => {
+    assert.equal(VIRTIO_PCI_CAP.size, 13);
+    const caps = virtioCapabilities({
+      bar: 4,
+      common: { offset: 0x0, length: 0x38 },
+      isr: { offset: 0x1000, length: 4 },
+      device: { offset: 0x2000, length: 60 },
+      notify: { offset: 0x3000, length: 0x1000, multiplier: 4 },
+    });
+    // Each capability's data starts after cap_vndr, cap_next and cap_len (config-space bytes 3.. of the capability).
+    assert.deepEqual(
+      caps.map((c) => (c.id === 'vendor' ? Buffer.from(c.data).toString('hex') : c.id)),
+      [
+        '01 04 00 0000 00000000 38000000',
+        '02 04 00 0000 00300000 00100000 04000000',
+        '03 04 00 0000 00100000 04000000',
+        '04 04 00 0000 00200000 3c000000',
+        '05 00 00 0000 00000000 00000000 00000000',
+      ].map((h) => h.replace(/ /g, '')),
+    );
   });
 
   test('virtio-blk request header: type at 0, sector at 8; range segment: sector, count, flags', () => {

@@ -1,7 +1,8 @@
 /**
  * The virtio structures muser reads and writes in guest memory, each
  * declared once (layout/struct.ts): the split virtqueue's descriptor
- * (virtio 1.2, 2.7.5), and virtio-blk's request header, discard /
+ * (virtio 1.2, 2.7.5), the virtio-pci capability (4.1.4), and virtio-blk's
+ * request header, discard /
  * write-zeroes segment (5.2.6) and device configuration (5.2.4). Offsets
  * follow from the field order; the comments give the specification's byte
  * offsets, and the golden-bytes tests hold each layout to them.
@@ -23,6 +24,33 @@ export const DESCRIPTOR = defineStruct<DescriptorFields>('virtq_desc', {
   len: 'u32', // 8
   flags: 'u16', // 12
   next: 'u16', // 14
+});
+
+/** A virtio-pci capability's fields after the PCI capability header (struct virtio_pci_cap from cfg_type). */
+export interface VirtioPciCapFields {
+  cfgType: number;
+  bar: number;
+  /** Identifies one of several capabilities of a type (0: one each here). */
+  id: number;
+  offset: number;
+  length: number;
+}
+
+/** The PCI capability header before a vendor capability's data: cap_vndr, cap_next, cap_len. */
+export const PCI_CAP_HEADER = 3;
+
+/**
+ * A virtio-pci capability from cfg_type on, 13 bytes (the PCI layer writes
+ * the 3-byte header); the notify capability's notify_off_multiplier and the
+ * PCI configuration access capability's pci_cfg_data (4 bytes each) follow.
+ */
+export const VIRTIO_PCI_CAP = defineStruct<VirtioPciCapFields>('virtio_pci_cap', {
+  cfgType: 'u8', // 3
+  bar: 'u8', // 4
+  id: 'u8', // 5
+  _padding: 2, // 6
+  offset: 'u32', // 8
+  length: 'u32', // 12
 });
 
 /** A virtio-blk request header's fields (struct virtio_blk_req, up to the data). */
