@@ -14,7 +14,7 @@
  * of the received bytes into shared memory and a few stores.
  */
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
-import { closeAll, dupAll, type ChannelHandlers } from '../transport/channel.js';
+import { closeAll, type ChannelHandlers } from '../transport/channel.js';
 import { Framer, FramingError } from '../transport/framer.js';
 import type { Transport } from '../transport/transport.js';
 import type { Journal } from './journal.js';
@@ -235,4 +235,8 @@ export class JournaledTransport implements Transport {
     if (this.poll) native.pollWritable(this.poll, false);
     this.handlers.onDrain?.();
   }
+}
+
+function dupAll(fds: readonly number[]): number[] {
+  return fds.map((fd) => native.dup(fd));
 }

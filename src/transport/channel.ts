@@ -264,7 +264,7 @@ export class Channel implements Transport {
 }
 
 /** Duplicates fds so a queued write does not depend on the caller keeping them open. */
-export function dupAll(fds: readonly number[]): number[] {
+function dupAll(fds: readonly number[]): number[] {
   return fds.map((fd) => native.dup(fd));
 }
 
