@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { BenchError, DEVICES_HOST, LOADGEN, num, rssKb, runJson, type Json } from './proc.js';
+import { fig, type Fig, type Iterations, type Judged, type Target } from './figures.js';
+import { BenchError, DEVICES_HOST, LOADGEN, median, num, pingpong, rssKb, runJson, type Json } from './proc.js';
 
 export interface DevicesRun {
   n: number;
@@ -114,4 +115,64 @@ export async function devicesRun(n: number, durationMs: number): Promise<Devices
     clearTimeout(t);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The N-devices figure over all rounds: per N, medians of the rounds. */
+export interface DevicesSummary {
+  windowMs: number;
+  /** The 4 B REGION_READ pingpong floor, run before each round. */
+  floor: Fig[];
+  runs: DevicesRun[][];
+  byN: {
+    n: number;
+    aggregateOpsPerS: number;
+    vsFloor: number;
+    vsOne: number;
+    minClientOpsPerS: number;
+    maxClientOpsPerS: number;
+    p50Us: number;
+    p99Us: number;
+    loadedKbPerDevice: number;
+    idleKbPerDevice: number;
+    baselineRssKb: number;
+    maxLateUs: number;
+  }[];
+  target: Judged;
+}
+
+/**
+ * `rounds` rounds of: the 4 B REGION_READ pingpong floor, then one run per
+ * device count in `counts`, each a window of `windowMs`.
+ */
+export async function measureDevices(rounds: number, counts: readonly number[], windowMs: number, it: Iterations, log: (s: string) => void): Promise<DevicesSummary> {
+  const floor: Fig[] = [];
+  const runs: DevicesRun[][] = [];
+  for (let r = 0; r < rounds; r++) {
+    log(`round ${r + 1}/${rounds}: devices ${counts.join(', ')}`);
+    floor.push(fig(await pingpong(['--size-req', '32', '--size-rep', '36', '--iters', it(30_000)])));
+    const round: DevicesRun[] = [];
+    for (const n of counts) round.push(await devicesRun(n, windowMs));
+    runs.push(round);
+  }
+  const byN = counts.map((n, i) => {
+    const rs = runs.map((round) => round[i]);
+    const m = (f: (x: DevicesRun) => number): number => median(rs.map(f));
+    return {
+      n,
+      aggregateOpsPerS: m((x) => x.aggregateOpsPerS),
+      vsFloor: median(rs.map((x, r) => x.aggregateOpsPerS / floor[r].ops)),
+      vsOne: median(rs.map((x, r) => x.aggregateOpsPerS / runs[r][0].aggregateOpsPerS)),
+      minClientOpsPerS: m((x) => x.minClientOpsPerS),
+      maxClientOpsPerS: m((x) => x.maxClientOpsPerS),
+      p50Us: m((x) => x.p50Us),
+      p99Us: m((x) => x.p99Us),
+      loadedKbPerDevice: m((x) => x.loadedKbPerDevice),
+      idleKbPerDevice: m((x) => x.idleKbPerDevice),
+      baselineRssKb: m((x) => x.baselineRssKb),
+      maxLateUs: Math.max(...rs.map((x) => x.maxLateUs)),
+    };
+  });
+  const last = byN[byN.length - 1];
+  const t: Target = { kind: 'ratio', min: 0.9, text: `>= 0.90 of 1 device` };
+  return { windowMs, floor, runs, byN, target: { ...t, value: last.vsOne, pass: last.vsOne >= t.min } };
 }

@@ -23,6 +23,7 @@ import { Client } from '../src/client/client.js';
 import { sharedMemory } from '../src/client/guest-memory.js';
 import { benchDevice } from '../src/samples/bench.js';
 import { Server } from '../src/server/server.js';
+import type { Judged, Target } from './figures.js';
 import { median } from './proc.js';
 
 export interface ViewsResult {
@@ -122,4 +123,14 @@ export async function measureViews(bytes: number, rounds: number, copies: number
     floorMem?.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The views part: every round, and its medians judged. */
+export type ViewsSummary = ViewsResult & { ratio: number; viewsMedian: number; memcpyMedian: number; target: Judged };
+
+/** The medians of the rounds, the ratio held to its target (0.90 of memcpy). */
+export function summarizeViews(v: ViewsResult): ViewsSummary {
+  const ratio = median(v.ratios);
+  const t: Target = { kind: 'ratio', min: 0.9, text: '>= 0.90 of memcpy' };
+  return { ...v, ratio, viewsMedian: median(v.viewsGBps), memcpyMedian: median(v.memcpyGBps), target: { ...t, value: ratio, pass: ratio >= t.min } };
 }

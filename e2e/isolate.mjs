@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fsck, hostFile } from './virtio.mjs';
 
-/** @typedef {import('./scenario.mjs').Harness} Harness @typedef {any} Run */
+/** @typedef {import('./harness.mjs').Harness} Harness @typedef {any} Run */
 
 const FILES = 24;
 /** A run not done by then is stopped (and fails). */

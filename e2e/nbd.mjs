@@ -17,7 +17,7 @@ import { available, bootWith, checkDisk, checkFirstBoot, diffSums, fsck, hostFil
 const OUTAGE_MS = 2000;
 
 /**
- * @typedef {import('./scenario.mjs').Harness} Harness
+ * @typedef {import('./harness.mjs').Harness} Harness
  * @typedef {any} Run
  */
 

@@ -21,7 +21,7 @@ import { available, bootWith, checkFirstBoot, diffSums, FILLER, fsck, IMAGE_SIZE
 
 /**
  * @typedef {'qemu' | 'muser'} Backend
- * @typedef {import('./scenario.mjs').Harness} Harness
+ * @typedef {import('./harness.mjs').Harness} Harness
  * @typedef {any} Run
  */
 

@@ -16,7 +16,7 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PVPANIC = join(REPO, 'python/examples/pvpanic.py');
 
 /**
- * @typedef {import('./scenario.mjs').Harness} Harness
+ * @typedef {import('./harness.mjs').Harness} Harness
  * @typedef {any} Run
  */
 

@@ -34,7 +34,7 @@ const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin`;
  * @typedef {'qemu' | 'muser'} Backend
  * @typedef {{ kind: 'blk' | 'nvme', image: string, nbd?: string, readOnly?: boolean, queues?: number, extra?: string[] } | { kind: 'rng' }} Want
  * (`nbd`: the muser disk is that NBD export, served from `image`)
- * @typedef {import('./scenario.mjs').Harness} Harness
+ * @typedef {import('./harness.mjs').Harness} Harness
  * @typedef {any} Run
  */
 

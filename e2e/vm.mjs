@@ -19,7 +19,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** @typedef {import('./scenario.mjs').Harness} Harness @typedef {any} Run */
+/** @typedef {import('./harness.mjs').Harness} Harness @typedef {any} Run */
 
 export function vmScenarios() {
   return {

@@ -71,38 +71,7 @@ export type {
   VendorCapabilityDescription,
   VsecCapabilityDescription,
 } from './pci/index.js';
-export {
-  BlockDevice,
-  BlockError,
-  openFileBackend,
-  ramBackend,
-  SECTOR_SIZE,
-  type BlockBackend,
-  type BlockCapabilities,
-  type BlockDeviceOptions,
-  type BlockOperation,
-  type BlockErrorCode,
-  type FileBackend,
-  type FileBackendOptions,
-  type RamBackend,
-  type RamBackendOptions,
-  memfdBackend,
-  type MemfdBackendOptions,
-  openSharedBackend,
-  isShareable,
-  type SharedBackend,
-  type ShareableBackend,
-  openNbdBackend,
-  parseNbdUri,
-  formatNbdAddress,
-  NbdConnectError,
-  NbdUriError,
-  type NbdAddress,
-  type NbdBackend,
-  type NbdBackendOptions,
-  type NbdFailure,
-  type NbdReconnectOptions,
-} from './block/index.js';
+export * from './block/index.js';
 export type { ServerLimits } from './server/session.js';
 export type { DmaRegion, DmaSegment, DmaTableObserver } from './device/dma.js';
 export type { DoorbellHandler, DoorbellContext } from './device/threads/doorbell.js';

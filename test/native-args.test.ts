@@ -238,7 +238,7 @@ describe('serve() options', () => {
     throwsNamed(
       () => serve(benchDevice(), p, { mode: '600' as unknown as number }),
       TypeError,
-      /^serve: options\.mode must be an integer in 0\.\.0o777, got the string "600" \(write the number, e\.g\. 0o600/,
+      /^serve: options\.mode must be an integer in 0\.\.0o777, got '600' \(write the number, e\.g\. 0o600/,
     );
     assert.equal(existsSync(p), false);
   });
@@ -261,19 +261,19 @@ describe('serve() options', () => {
       [{ mode: 0o1600 }, RangeError, /^serve: options\.mode must be an integer in 0\.\.0o777, got 0o1600$/],
       [{ mode: 1.5 }, RangeError, /options\.mode/],
       [{ mdoe: 0o660 }, TypeError, /^serve: unknown option options\.mdoe \(known: mode, replaceStale, backlog, limits, log, poll\)$/],
-      [{ backlog: '16' }, TypeError, /^serve: options\.backlog must be an integer, got the string "16"$/],
+      [{ backlog: '16' }, TypeError, /^serve: options\.backlog must be an integer, got '16'$/],
       [{ backlog: -1 }, RangeError, /^serve: options\.backlog must be an integer in/],
       [{ replaceStale: 'no' }, TypeError, /^serve: options\.replaceStale must be a boolean/],
-      [{ poll: 'yes' }, TypeError, /^serve: options\.poll must be a boolean or \{ idleMs \}, got the string "yes"$/],
+      [{ poll: 'yes' }, TypeError, /^serve: options\.poll must be a boolean or \{ idleMs \}, got 'yes'$/],
       [{ poll: { idleMs: '5' } }, TypeError, /^serve: options\.poll\.idleMs must be a number of ms/],
       [{ poll: { idle: 5 } }, TypeError, /^serve: unknown option options\.poll\.idle/],
-      [{ log: 'loud' }, RangeError, /^serve: options\.log must be a Logger or one of debug, info, warn, error, silent, got the string "loud"$/],
+      [{ log: 'loud' }, RangeError, /^serve: options\.log must be a Logger or one of debug, info, warn, error, silent, got 'loud'$/],
       [{ log: { info() {} } }, TypeError, /^serve: options\.log must be a Logger .* without debug, warn, error$/],
-      [{ limits: { maxMsgFds: '16' } }, TypeError, /^serve: options\.limits\.maxMsgFds must be a positive integer, got the string "16"$/],
+      [{ limits: { maxMsgFds: '16' } }, TypeError, /^serve: options\.limits\.maxMsgFds must be a positive integer, got '16'$/],
       [{ limits: { maxMsgFds: 254 } }, RangeError, /^serve: options\.limits\.maxMsgFds must be an integer in 1\.\.253, got 254$/],
       [{ limits: { versionTimeoutMs: 0 } }, RangeError, /options\.limits\.versionTimeoutMs/],
       [{ limits: { maxPending: 5 } }, TypeError, /^serve: unknown option options\.limits\.maxPending \(known: maxMsgFds/],
-      ['fast', TypeError, /^serve: options must be an object, got the string "fast"$/],
+      ['fast', TypeError, /^serve: options must be an object, got 'fast'$/],
     ];
     for (const [options, type, message] of cases) throwsNamed(() => serve(benchDevice(), p, options as never), type, message);
     assert.equal(existsSync(p), false);

@@ -5,6 +5,7 @@
  * device is defined, not when a guest first touches it.
  */
 import type { Device, MaybePromise } from './types.js';
+import { describeValue } from '../values/describe.js';
 
 /** Width of a register in bytes. */
 export type RegisterWidth = 1 | 2 | 4 | 8;
@@ -173,7 +174,7 @@ const ENTRY_FIELDS: readonly string[] = ['name', 'offset', 'access', 'widths', '
 
 /** Checks what TypeScript would, for tables in device files that no compiler saw. */
 function checkEntryShape<C>(e: RegisterEntry<C>, index: number): void {
-  if (typeof e !== 'object' || e === null) throw new TypeError(`register table entry ${index}: must be an object, got ${String(e)}`);
+  if (typeof e !== 'object' || e === null) throw new TypeError(`register table entry ${index}: must be an object, got ${describeValue(e)}`);
   if (typeof e.name !== 'string' || e.name === '') throw new TypeError(`register table entry ${index}: a register needs a name`);
   const where = `register ${e.name}`;
   for (const k of Object.keys(e)) {
@@ -181,7 +182,7 @@ function checkEntryShape<C>(e: RegisterEntry<C>, index: number): void {
   }
   if (e.window !== undefined) {
     const w: unknown = e.window;
-    if (w !== true) throw new TypeError(`${where}: window must be true (or left out), got ${String(w)}`);
+    if (w !== true) throw new TypeError(`${where}: window must be true (or left out), got ${describeValue(w)}`);
     if ((e as { width?: unknown }).width !== undefined) throw new TypeError(`${where}: a window has a size, not a width`);
     for (const k of ['reset', 'writable'] as const) {
       if (k in e) throw new TypeError(`${where}: a window stores nothing, so it takes no '${k}'`);
@@ -198,7 +199,7 @@ function checkEntryShape<C>(e: RegisterEntry<C>, index: number): void {
   if (e.trace !== undefined && typeof e.trace !== 'boolean') throw new TypeError(`${where}: trace must be a boolean`);
   if (e.width !== undefined) {
     const r = e as Register<C> | Register64<C>;
-    if (r.reset !== undefined && typeof r.reset !== 'number' && typeof r.reset !== 'bigint') throw new TypeError(`${where}: reset must be a number, got ${typeof r.reset}`);
+    if (r.reset !== undefined && typeof r.reset !== 'number' && typeof r.reset !== 'bigint') throw new TypeError(`${where}: reset must be a number, got ${describeValue(r.reset)}`);
     if (r.writable !== undefined && typeof r.writable !== 'number' && typeof r.writable !== 'bigint') throw new TypeError(`${where}: writable must be a bit mask`);
   }
   if (e.width !== undefined || e.window !== undefined) {

@@ -4,6 +4,7 @@
  * saves and restores.
  */
 import type { Slot } from './register-entries.js';
+import { describeValue } from '../values/describe.js';
 
 /** A map's stored values by entry name (see {@link RegisterMap.saveValues}). */
 export type RegisterValues = Record<string, string>;
@@ -25,7 +26,7 @@ export function loadSlotValues<C>(byName: ReadonlyMap<string, Slot<C>>, values: 
   for (const [name, v] of Object.entries(values)) {
     const s = byName.get(name);
     if (!s || (s.kind !== 'register' && !s.buffer)) throw new TypeError(`register values: no register or memory block named ${name}`);
-    if (typeof v !== 'string') throw new TypeError(`register values: ${name} must be a string, got ${typeof v}`);
+    if (typeof v !== 'string') throw new TypeError(`register values: ${name} must be a string, got ${describeValue(v)}`);
     if (s.kind === 'register') {
       if (!/^[0-9a-f]{1,16}$/.test(v)) throw new TypeError(`register values: ${name} is not a hex number`);
       const value = BigInt(`0x${v}`);

@@ -14,6 +14,7 @@
  * it when the device is built.
  */
 import type { Device, MaybePromise } from './types.js';
+import { describeValue } from '../values/describe.js';
 
 /** Longest delay setTimeout takes; longer countdowns are chained. */
 const MAX_DELAY_MS = 0x7fffffff;
@@ -77,7 +78,7 @@ export class DeviceTimer {
    * @throws TypeError when the timer is in no device's `timers`
    */
   start(ms: number): void {
-    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new RangeError(`${this.name}.start: ms must be a finite number of milliseconds >= 0, got ${String(ms)}`);
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new RangeError(`${this.name}.start: ms must be a finite number of milliseconds >= 0, got ${describeValue(ms)}`);
     const device = this.attached('start');
     if (device.link?.quiesced) {
       this.stopCountdown();

@@ -8,6 +8,7 @@
  * only the device layer knows.
  */
 import type { DeviceSpec } from './spec.js';
+import { describeValue } from '../values/describe.js';
 
 const SPEC_FIELDS = [
   'name', 'identity', 'bars', 'regions', 'capabilities', 'extendedCapabilities', 'interrupts', 'configRegisters', 'config',
@@ -27,10 +28,10 @@ const SPEC_EXT_CAPABILITIES = ['dsn', 'vendor'];
  * of range) naming the first bad field of `spec`.
  */
 export function validateSpec(spec: unknown): asserts spec is DeviceSpec {
-  if (!isObject(spec)) throw new TypeError(`a DeviceSpec must be an object, got ${describe(spec)}`);
+  if (!isObject(spec)) throw new TypeError(`a DeviceSpec must be an object, got ${describeValue(spec)}`);
   knownFields(spec, SPEC_FIELDS, 'DeviceSpec');
   optional(spec, 'name', 'string', '');
-  if (!isObject(spec.identity)) throw new TypeError(`identity: must be an object with vendorId and deviceId, got ${describe(spec.identity)}`);
+  if (!isObject(spec.identity)) throw new TypeError(`identity: must be an object with vendorId and deviceId, got ${describeValue(spec.identity)}`);
   knownFields(spec.identity, IDENTITY_FIELDS, 'identity');
   for (const f of IDENTITY_FIELDS) {
     const required = f === 'vendorId' || f === 'deviceId';
@@ -38,7 +39,7 @@ export function validateSpec(spec: unknown): asserts spec is DeviceSpec {
   }
   if (spec.bars !== undefined) validateBars(spec.bars);
   if (spec.regions !== undefined) {
-    if (!isObject(spec.regions)) throw new TypeError(`regions: must be an object of regions by index, got ${describe(spec.regions)}`);
+    if (!isObject(spec.regions)) throw new TypeError(`regions: must be an object of regions by index, got ${describeValue(spec.regions)}`);
     for (const [key, r] of Object.entries(spec.regions)) {
       if (!/^\d+$/.test(key) || Number(key) < 9) throw new RangeError(`regions[${key}]: device-specific regions take indexes 9 and up (BARs go in \`bars\`)`);
       validateRegion(r, `regions[${key}]`, [...REGION_FIELDS, 'type']);
@@ -48,30 +49,30 @@ export function validateSpec(spec: unknown): asserts spec is DeviceSpec {
   validateCapabilities(spec.extendedCapabilities, 'extendedCapabilities', SPEC_EXT_CAPABILITIES);
   if (spec.interrupts !== undefined) validateInterrupts(spec.interrupts);
   if (spec.configRegisters !== undefined && !hasMethods(spec.configRegisters, ['read', 'write', 'reset', 'layout'])) {
-    throw new TypeError(`configRegisters: must be a register map from defineRegisters(), got ${describe(spec.configRegisters)}`);
+    throw new TypeError(`configRegisters: must be a register map from defineRegisters(), got ${describeValue(spec.configRegisters)}`);
   }
   if (spec.config !== undefined) {
-    if (!isObject(spec.config)) throw new TypeError(`config: must be an object of hooks { read, write }, got ${describe(spec.config)}`);
+    if (!isObject(spec.config)) throw new TypeError(`config: must be an object of hooks { read, write }, got ${describeValue(spec.config)}`);
     optional(spec.config, 'read', 'function', 'config.');
     optional(spec.config, 'write', 'function', 'config.');
   }
   optional(spec, 'dma', 'boolean', '');
   optional(spec, 'requireBusMaster', 'boolean', '');
   if (spec.migration !== undefined && spec.migration !== false && !isObject(spec.migration)) {
-    throw new TypeError(`migration: must be false or an object ({} for the default), got ${describe(spec.migration)}`);
+    throw new TypeError(`migration: must be false or an object ({} for the default), got ${describeValue(spec.migration)}`);
   }
-  if (spec.state !== undefined && !isObject(spec.state)) throw new TypeError(`state: must be a plain object, got ${describe(spec.state)}`);
+  if (spec.state !== undefined && !isObject(spec.state)) throw new TypeError(`state: must be a plain object, got ${describeValue(spec.state)}`);
   if (spec.timers !== undefined) {
-    if (!Array.isArray(spec.timers)) throw new TypeError(`timers: must be an array of deviceTimer()s, got ${describe(spec.timers)}`);
+    if (!Array.isArray(spec.timers)) throw new TypeError(`timers: must be an array of deviceTimer()s, got ${describeValue(spec.timers)}`);
     spec.timers.forEach((t: unknown, i) => {
-      if (!hasMethods(t, ['start', 'cancel', 'attach', 'detach'])) throw new TypeError(`timers[${i}]: must be a timer from deviceTimer(), got ${describe(t)}`);
+      if (!hasMethods(t, ['start', 'cancel', 'attach', 'detach'])) throw new TypeError(`timers[${i}]: must be a timer from deviceTimer(), got ${describeValue(t)}`);
     });
   }
   for (const hook of ['onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover']) optional(spec, hook, 'function', '');
 }
 
 function validateBars(bars: unknown): void {
-  if (!isObject(bars) || Array.isArray(bars)) throw new TypeError(`bars: must be an object of BARs by index 0-5 ({ 0: { size: 4096, ... } }), got ${describe(bars)}`);
+  if (!isObject(bars) || Array.isArray(bars)) throw new TypeError(`bars: must be an object of BARs by index 0-5 ({ 0: { size: 4096, ... } }), got ${describeValue(bars)}`);
   for (const [key, bar] of Object.entries(bars)) {
     if (!/^[0-5]$/.test(key)) {
       throw new RangeError(`bars[${key}]: BAR index ${key} is not 0-5 (device-specific regions go in \`regions\`, index 9 and up)`);
@@ -79,14 +80,14 @@ function validateBars(bars: unknown): void {
     if (bar === undefined) continue;
     validateRegion(bar, `bars[${key}]`, BAR_FIELDS);
     const b = bar as Record<string, unknown>;
-    if (b.kind !== undefined && b.kind !== 'memory' && b.kind !== 'io') throw new RangeError(`bars[${key}].kind: ${describe(b.kind)} is not one of 'memory' | 'io'`);
+    if (b.kind !== undefined && b.kind !== 'memory' && b.kind !== 'io') throw new RangeError(`bars[${key}].kind: ${describeValue(b.kind)} is not one of 'memory' | 'io'`);
     optional(b, 'is64', 'boolean', `bars[${key}].`);
     optional(b, 'prefetchable', 'boolean', `bars[${key}].`);
   }
 }
 
 function validateRegion(r: unknown, where: string, fields: readonly string[]): void {
-  if (!isObject(r)) throw new TypeError(`${where}: must be an object with a size, got ${describe(r)}`);
+  if (!isObject(r)) throw new TypeError(`${where}: must be an object with a size, got ${describeValue(r)}`);
   knownFields(r, fields, where);
   integer(r.size, `${where}.size`);
   optional(r, 'read', 'function', `${where}.`);
@@ -94,34 +95,34 @@ function validateRegion(r: unknown, where: string, fields: readonly string[]): v
   optional(r, 'readable', 'boolean', `${where}.`);
   optional(r, 'writable', 'boolean', `${where}.`);
   if (r.memory !== undefined && typeof r.memory !== 'boolean' && !isObject(r.memory)) {
-    throw new TypeError(`${where}.memory: must be a boolean or { mmap: [...] }, got ${describe(r.memory)}`);
+    throw new TypeError(`${where}.memory: must be a boolean or { mmap: [...] }, got ${describeValue(r.memory)}`);
   }
-  if (r.ioeventfds !== undefined && !Array.isArray(r.ioeventfds)) throw new TypeError(`${where}.ioeventfds: must be an array, got ${describe(r.ioeventfds)}`);
+  if (r.ioeventfds !== undefined && !Array.isArray(r.ioeventfds)) throw new TypeError(`${where}.ioeventfds: must be an array, got ${describeValue(r.ioeventfds)}`);
 }
 
 function validateCapabilities(caps: unknown, where: string, ids: readonly string[]): void {
   if (caps === undefined) return;
-  if (!Array.isArray(caps)) throw new TypeError(`${where}: must be an array, got ${describe(caps)}`);
+  if (!Array.isArray(caps)) throw new TypeError(`${where}: must be an array, got ${describeValue(caps)}`);
   caps.forEach((c: unknown, i) => {
     const id = isObject(c) ? c.id : undefined;
     if (where === 'capabilities' && (id === 'msi' || id === 'msix')) {
       throw new TypeError(`${where}[${i}]: ${id === 'msi' ? 'MSI' : 'MSI-X'} is declared with interrupts.${id} (${id === 'msi' ? 'interrupts: { msi: 4 }' : 'interrupts: { msix: 8 } or { msix: { vectors, bar, tableOffset, pbaOffset } }'}), not in capabilities`);
     }
     if (typeof id !== 'string' || !ids.includes(id)) {
-      throw new RangeError(`${where}[${i}].id: ${describe(id)} is not one of ${ids.map((x) => `'${x}'`).join(' | ')}`);
+      throw new RangeError(`${where}[${i}].id: ${describeValue(id)} is not one of ${ids.map((x) => `'${x}'`).join(' | ')}`);
     }
   });
 }
 
 function validateInterrupts(irq: unknown): void {
-  if (!isObject(irq)) throw new TypeError(`interrupts: must be an object, got ${describe(irq)}`);
+  if (!isObject(irq)) throw new TypeError(`interrupts: must be an object, got ${describeValue(irq)}`);
   knownFields(irq, INTERRUPT_FIELDS, 'interrupts');
   for (const f of ['intx', 'err', 'req']) optional(irq, f, 'boolean', 'interrupts.');
   if (irq.msi !== undefined && ![1, 2, 4, 8, 16, 32].includes(irq.msi as number)) {
-    throw new RangeError(`interrupts.msi: ${describe(irq.msi)} is not a vector count 1, 2, 4, 8, 16 or 32`);
+    throw new RangeError(`interrupts.msi: ${describeValue(irq.msi)} is not a vector count 1, 2, 4, 8, 16 or 32`);
   }
   if (irq.msix === undefined || typeof irq.msix === 'number') return;
-  if (!isObject(irq.msix)) throw new TypeError(`interrupts.msix: must be a vector count or { vectors, bar?, tableOffset?, pbaOffset? }, got ${describe(irq.msix)}`);
+  if (!isObject(irq.msix)) throw new TypeError(`interrupts.msix: must be a vector count or { vectors, bar?, tableOffset?, pbaOffset? }, got ${describeValue(irq.msix)}`);
   knownFields(irq.msix, MSIX_FIELDS, 'interrupts.msix');
   integer(irq.msix.vectors, 'interrupts.msix.vectors');
   for (const f of ['bar', 'tableOffset', 'pbaOffset']) if (irq.msix[f] !== undefined) integer(irq.msix[f], `interrupts.msix.${f}`);
@@ -146,21 +147,11 @@ function knownFields(o: Obj, known: readonly string[], where: string): void {
 
 function optional(o: Obj, field: string, type: 'string' | 'boolean' | 'function', prefix: string): void {
   const v = o[field];
-  if (v !== undefined && typeof v !== type) throw new TypeError(`${prefix}${field}: must be a ${type}, got ${describe(v)}`);
+  if (v !== undefined && typeof v !== type) throw new TypeError(`${prefix}${field}: must be a ${type}, got ${describeValue(v)}`);
 }
 
 function integer(v: unknown, where: string): void {
   if (typeof v !== 'number' || !Number.isSafeInteger(v)) {
-    throw new TypeError(`${where}: must be an integer${typeof v === 'string' ? ' (a number, not a string: 0x1234, not "0x1234")' : ''}, got ${describe(v)}`);
+    throw new TypeError(`${where}: must be an integer${typeof v === 'string' ? ' (a number, not a string: 0x1234, not "0x1234")' : ''}, got ${describeValue(v)}`);
   }
-}
-
-/** A value as a message shows it: strings quoted, with their type otherwise. */
-export function describe(v: unknown): string {
-  if (typeof v === 'string') return `'${v}'`;
-  if (typeof v === 'bigint') return `${v}n`;
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'function') return 'a function';
-  if (v === null || typeof v !== 'object') return String(v);
-  return 'an object';
 }

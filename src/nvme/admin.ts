@@ -6,7 +6,8 @@
  */
 import type { QueueMemory } from '../device/queue-memory.js';
 import { CommandError, type CommandResult, type NvmeCommand } from './command.js';
-import { AdminOpcode, Cc, Cns, CQE_SIZE, FeatureId, LogPageId, PAGE_SIZE, SQE_SIZE, Status } from './constants.js';
+import { AdminOpcode, Cc, Cns, FeatureId, LogPageId, PAGE_SIZE, Status } from './constants.js';
+import { CQE, SQE } from './layouts.js';
 import type { ControllerConfig, FeatureValues } from './types.js';
 import {
   activeNamespaceList,
@@ -190,7 +191,7 @@ function ccField(t: AdminTarget, shift: number): number {
 
 function createCq(cmd: NvmeCommand, t: AdminTarget): CommandResult {
   if (ccField(t, Cc.IOCQES_SHIFT) !== 4) throw new CommandError(Status.INVALID_FIELD, 'CC.IOCQES is not 16 bytes');
-  const { qid, size, base } = queueArgs(cmd, t, t.cqs, CQE_SIZE, true);
+  const { qid, size, base } = queueArgs(cmd, t, t.cqs, CQE.size, true);
   const ien = (cmd.cdw11 & 2) !== 0;
   const vector = cmd.cdw11 >>> 16;
   const vectors = t.host.msixEnabled() ? t.host.msixVectors() : 1;
@@ -207,7 +208,7 @@ function createSq(cmd: NvmeCommand, t: AdminTarget): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   if (qid === 0 || qid > t.config.ioQueues || t.sqs.has(qid)) throw new CommandError(Status.INVALID_QUEUE_IDENTIFIER, `queue id ${qid}`);
   if (!cq) throw new CommandError(Status.COMPLETION_QUEUE_INVALID, `completion queue ${cqid} does not exist`);
-  const { size, base } = queueArgs(cmd, t, t.sqs, SQE_SIZE, false);
+  const { size, base } = queueArgs(cmd, t, t.sqs, SQE.size, false);
   t.addSq(qid, base, size, cq);
   return {};
 }

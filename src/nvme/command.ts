@@ -3,7 +3,7 @@
  * the typed failure a command handler throws to complete a command with a
  * status other than success.
  */
-import { SQE_SIZE } from './constants.js';
+import { SQE, SqeFlags } from './layouts.js';
 
 /** The fields of a 64-byte submission queue entry. */
 export interface NvmeCommand {
@@ -27,22 +27,22 @@ export interface NvmeCommand {
 
 /** Decodes a submission queue entry (at least 64 bytes). */
 export function parseCommand(b: Uint8Array): NvmeCommand {
-  if (b.length < SQE_SIZE) throw new RangeError(`a submission queue entry is ${SQE_SIZE} bytes, got ${b.length}`);
-  const v = new DataView(b.buffer, b.byteOffset, SQE_SIZE);
+  if (b.length < SQE.size) throw new RangeError(`a submission queue entry is ${SQE.size} bytes, got ${b.length}`);
+  const e = SQE.read(Buffer.from(b.buffer, b.byteOffset, SQE.size), 0);
   return {
-    opcode: v.getUint8(0),
-    fuse: v.getUint8(1) & 3,
-    psdt: (v.getUint8(1) >> 6) & 3,
-    cid: v.getUint16(2, true),
-    nsid: v.getUint32(4, true),
-    prp1: v.getBigUint64(24, true),
-    prp2: v.getBigUint64(32, true),
-    cdw10: v.getUint32(40, true),
-    cdw11: v.getUint32(44, true),
-    cdw12: v.getUint32(48, true),
-    cdw13: v.getUint32(52, true),
-    cdw14: v.getUint32(56, true),
-    cdw15: v.getUint32(60, true),
+    opcode: e.opcode,
+    fuse: e.flags & SqeFlags.FUSE_MASK,
+    psdt: (e.flags >> SqeFlags.PSDT_SHIFT) & SqeFlags.PSDT_MASK,
+    cid: e.cid,
+    nsid: e.nsid,
+    prp1: e.prp1,
+    prp2: e.prp2,
+    cdw10: e.cdw10,
+    cdw11: e.cdw11,
+    cdw12: e.cdw12,
+    cdw13: e.cdw13,
+    cdw14: e.cdw14,
+    cdw15: e.cdw15,
   };
 }
 

@@ -147,7 +147,5 @@ export const AsyncEvent = {
   INFO_INVALID_DOORBELL_VALUE: 0x01,
 } as const;
 
-/** Sizes of queue entries and the memory page the controller supports (MPS 0). */
-export const SQE_SIZE = 64;
-export const CQE_SIZE = 16;
+/** The memory page the controller supports (MPS 0). */
 export const PAGE_SIZE = 4096;

@@ -5,7 +5,8 @@
  * arming EventIdx) until the host frees entries. Room made in a queue lets
  * the submission queues that stopped fetching go on.
  */
-import { CQE_SIZE, Status } from './constants.js';
+import { Status } from './constants.js';
+import { CQE } from './layouts.js';
 import type { ControllerCore } from './core.js';
 import type { AsyncEvents } from './events.js';
 import { then } from './maybe.js';
@@ -89,7 +90,7 @@ export class CqPoster {
         }
         const p = pending[n];
         if (words) {
-          writeCompletion(words, cq.tail * CQE_SIZE, p, cq.phase);
+          writeCompletion(words, cq.tail * CQE.size, p, cq.phase);
           cq.batchThroughRing = true;
         } else {
           const written = this.writeEntry(cq, p);
@@ -147,7 +148,7 @@ export class CqPoster {
     cq.batchFreed = undefined;
     this.c.stats.completions += n;
     // One dirty record for the batch (a no-op unless migration logs).
-    if (cq.batchThroughRing) this.c.memory.markDirty(cq.base, cq.size * CQE_SIZE);
+    if (cq.batchThroughRing) this.c.memory.markDirty(cq.base, cq.size * CQE.size);
     cq.batchThroughRing = false;
     if (cq.interruptsEnabled) this.interrupt(cq.vector);
     // Room in the completion budget: queues that stopped fetching may go on.
@@ -180,11 +181,10 @@ export class CqPoster {
   private writeEntry(cq: CompletionQueue, p: PendingCompletion): Promise<void> | undefined {
     const memory = this.c.memory;
     const addr = cq.slot;
-    const entry = new Uint8Array(CQE_SIZE);
-    encodeCompletion(p, cq.phase, entry);
-    const views = memory.views(addr, CQE_SIZE, true);
+    const entry = encodeCompletion(p, cq.phase);
+    const views = memory.views(addr, CQE.size, true);
     if (views && views.length === 1) {
-      const unpin = memory.pin(addr, CQE_SIZE);
+      const unpin = memory.pin(addr, CQE.size);
       try {
         views[0].set(entry.subarray(0, 12), 0);
         views[0].set(entry.subarray(12), 12);
@@ -198,7 +198,7 @@ export class CqPoster {
 
   /** The view of a whole completion queue and its words, (re)taken when missing or unmapped; undefined when it has none. */
   private cqRing(cq: CompletionQueue): DataView | undefined {
-    const length = cq.size * CQE_SIZE;
+    const length = cq.size * CQE.size;
     if (cq.ring?.length !== length) {
       cq.ring = viewOf(this.c.memory, cq.base, length, true);
       cq.words = cq.ring && new DataView(cq.ring.buffer, cq.ring.byteOffset, length);

@@ -1,9 +1,11 @@
 /**
  * The Identify data structures (NVMe 1.4, 5.15.2) and the log pages
- * (5.14.1) the controller returns, built from its description. Offsets are
- * the specification's byte offsets.
+ * (5.14.1) the controller returns, built from its description. The fixed
+ * structures are declared in layouts.ts; the rest give the specification's
+ * byte offsets here.
  */
 import { PAGE_SIZE } from './constants.js';
+import { ERROR_LOG_ENTRY, IDENTIFY_CONTROLLER, IDENTIFY_NAMESPACE, IDENTIFY_NAMESPACE_INDEPENDENT } from './layouts.js';
 import type { Namespace } from './namespace.js';
 
 /** What Identify Controller reports. */
@@ -32,10 +34,11 @@ export interface ControllerIdentity {
   shadowDoorbells: boolean;
 }
 
-function ascii(b: Buffer, at: number, len: number, text: string): void {
-  // Fields are ASCII, left-justified and space padded.
-  b.fill(0x20, at, at + len);
-  b.write(text.replace(/[^\x20-\x7e]/g, '?').slice(0, len), at, 'latin1');
+/** `text` as an ASCII field of `len` bytes: left-justified and space padded. */
+function ascii(text: string, len: number): Buffer {
+  const b = Buffer.alloc(len, 0x20);
+  b.write(text.replace(/[^\x20-\x7e]/g, '?').slice(0, len), 0, 'latin1');
+  return b;
 }
 
 /** Optional NVM Command Support bits. */
@@ -46,64 +49,64 @@ const OACS_DBBUF = 1 << 8;
 
 /** Identify Controller (CNS 01h). */
 export function identifyController(c: ControllerIdentity): Buffer {
-  const b = Buffer.alloc(PAGE_SIZE);
-  b.writeUInt16LE(c.vendorId, 0);
-  b.writeUInt16LE(c.subsystemVendorId, 2);
-  ascii(b, 4, 20, c.serial);
-  ascii(b, 24, 40, c.model);
-  ascii(b, 64, 8, c.firmware);
-  b[72] = 6; // recommended arbitration burst
-  b[77] = c.mdts;
-  b.writeUInt16LE(c.controllerId, 78);
-  b.writeUInt32LE(c.version, 80);
-  b[111] = 1; // controller type: I/O controller
-  b.writeUInt16LE(c.shadowDoorbells ? OACS_DBBUF : 0, 256);
-  b[258] = 3; // abort command limit, 0-based
-  b[259] = c.aerl;
-  b[260] = 0x03; // firmware: slot 1 read-only, one slot
-  b[261] = 0x00; // log page attributes
-  b[262] = c.elpe;
-  b[263] = 0; // one power state
-  b.writeUInt16LE(0x0157, 266); // warning composite temperature threshold, 343 K
-  b.writeUInt16LE(0x0175, 268); // critical composite temperature threshold, 373 K
-  b[512] = 0x66; // SQES: 64 bytes required and maximum
-  b[513] = 0x44; // CQES: 16 bytes
-  b.writeUInt16LE(c.maxCommands, 514);
-  b.writeUInt32LE(c.namespaces, 516);
-  b.writeUInt16LE((c.dsm ? ONCS_DSM : 0) | ONCS_WRITE_ZEROES, 520);
-  b[525] = c.volatileWriteCache ? 1 : 0;
-  b.write(`nqn.2026-11.io.muser:nvme:${c.serial}`.slice(0, 255), 768, 'latin1');
-  // Power state 0: 25 W maximum power (centiwatts), entry and exit latency 0.
-  b.writeUInt16LE(2500, 2048);
-  return b;
+  return IDENTIFY_CONTROLLER.encode({
+    vid: c.vendorId,
+    ssvid: c.subsystemVendorId,
+    sn: ascii(c.serial, 20),
+    mn: ascii(c.model, 40),
+    fr: ascii(c.firmware, 8),
+    rab: 6,
+    mdts: c.mdts,
+    cntlid: c.controllerId,
+    ver: c.version,
+    cntrltype: 1, // I/O controller
+    oacs: c.shadowDoorbells ? OACS_DBBUF : 0,
+    acl: 3,
+    aerl: c.aerl,
+    frmw: 0x03, // slot 1 read-only, one slot
+    lpa: 0,
+    elpe: c.elpe,
+    npss: 0, // one power state
+    wctemp: 0x0157, // 343 K
+    cctemp: 0x0175, // 373 K
+    sqes: 0x66, // 64 bytes required and maximum
+    cqes: 0x44, // 16 bytes
+    maxcmd: c.maxCommands,
+    nn: c.namespaces,
+    oncs: (c.dsm ? ONCS_DSM : 0) | ONCS_WRITE_ZEROES,
+    vwc: c.volatileWriteCache ? 1 : 0,
+    subnqn: Buffer.from(`nqn.2026-11.io.muser:nvme:${c.serial}`.slice(0, 255), 'latin1'),
+    psd0Mp: 2500, // 25 W; entry and exit latency 0
+  });
 }
 
 /** Identify Namespace (CNS 00h). */
 export function identifyNamespace(ns: Namespace): Buffer {
-  const b = Buffer.alloc(PAGE_SIZE);
-  const blocks = BigInt(ns.blocks);
-  b.writeBigUInt64LE(blocks, 0); // NSZE
-  b.writeBigUInt64LE(blocks, 8); // NCAP
-  b.writeBigUInt64LE(blocks, 16); // NUSE
-  b[24] = ns.capabilities.discard ? 1 << 0 : 0; // NSFEAT: thin provisioning when deallocation frees storage
-  b[25] = 0; // one LBA format
-  b[26] = 0; // FLBAS: format 0, no metadata
-  // DLFEAT: deallocated blocks read as zeros; Write Zeroes may deallocate.
-  b[33] = ns.capabilities.discard ? 0x01 | 0x08 : 0;
-  b[99] = ns.readOnly ? 1 : 0; // NSATTR: write protected
-  ns.nguid.copy(b, 104);
-  ns.eui64.copy(b, 120);
-  b.writeUInt32LE(ns.lbads << 16, 128); // LBAF0: LBADS, no metadata, best performance
-  return b;
+  const discard = ns.capabilities.discard;
+  return IDENTIFY_NAMESPACE.encode({
+    nsze: ns.blocks,
+    ncap: ns.blocks,
+    nuse: ns.blocks,
+    nsfeat: discard ? 1 << 0 : 0, // thin provisioning when deallocation frees storage
+    nlbaf: 0, // one LBA format
+    flbas: 0, // format 0, no metadata
+    dlfeat: discard ? 0x01 | 0x08 : 0, // deallocated blocks read as zeros; Write Zeroes may deallocate
+    nsattr: ns.readOnly ? 1 : 0, // write protected
+    nguid: ns.nguid,
+    eui64: ns.eui64,
+    lbaf0Ms: 0,
+    lbaf0Lbads: ns.lbads,
+    lbaf0Rp: 0, // best performance
+  });
 }
 
 /** I/O Command Set Independent Identify Namespace (CNS 08h). */
 export function identifyNamespaceIndependent(ns: Namespace): Buffer {
-  const b = Buffer.alloc(PAGE_SIZE);
-  b[0] = ns.capabilities.discard ? 1 : 0;
-  b[8] = ns.readOnly ? 1 : 0; // NSATTR
-  b[14] = 1; // NSTAT: ready
-  return b;
+  return IDENTIFY_NAMESPACE_INDEPENDENT.encode({
+    nsfeat: ns.capabilities.discard ? 1 : 0,
+    nsattr: ns.readOnly ? 1 : 0,
+    nstat: 1, // ready
+  });
 }
 
 /** Active Namespace ID list (CNS 02h): active ids above `after`. */
@@ -175,7 +178,7 @@ export function smartLog(h: HealthCounters): Buffer {
 export function firmwareSlotLog(firmware: string): Buffer {
   const b = Buffer.alloc(512);
   b[0] = 0x01;
-  ascii(b, 8, 8, firmware);
+  ascii(firmware, 8).copy(b, 8);
   return b;
 }
 
@@ -190,16 +193,20 @@ export interface ErrorEntry {
 
 /** Error Information log (01h): the newest entries first, `entries` slots. */
 export function errorLog(errors: readonly ErrorEntry[], entries: number): Buffer {
-  const b = Buffer.alloc(64 * entries);
+  const b = Buffer.alloc(ERROR_LOG_ENTRY.size * entries);
   const newest = errors.slice(-entries).reverse();
-  newest.forEach((e, i) => {
-    const at = i * 64;
-    b.writeBigUInt64LE(BigInt(e.count), at);
-    b.writeUInt16LE(e.sqid, at + 8);
-    b.writeUInt16LE(e.cid, at + 10);
-    b.writeUInt16LE((e.status << 1) & 0xfffe, at + 12);
-    b.writeUInt16LE(0xffff, at + 14); // parameter error location: not given
-    b.writeUInt32LE(e.nsid, at + 24);
-  });
+  ERROR_LOG_ENTRY.writeArray(
+    b,
+    0,
+    newest.map((e) => ({
+      errorCount: e.count,
+      sqid: e.sqid,
+      cid: e.cid,
+      status: (e.status << 1) & 0xfffe,
+      parameterErrorLocation: 0xffff, // not given
+      lba: 0,
+      nsid: e.nsid,
+    })),
+  );
   return b;
 }

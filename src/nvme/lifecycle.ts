@@ -5,7 +5,8 @@
  * once none of them can write guest memory), shutdown (finish, flush,
  * report SHST complete), and the controller fatal status.
  */
-import { Cc, CQE_SIZE, Csts, Shutdown, SQE_SIZE } from './constants.js';
+import { Cc, Csts, Shutdown } from './constants.js';
+import { CQE, SQE } from './layouts.js';
 import type { ControllerCore } from './core.js';
 import type { AsyncEvents } from './events.js';
 import { CompletionQueue, SubmissionQueue } from './queues.js';
@@ -67,8 +68,8 @@ export class ControllerLifecycle {
     if ((cc >> Cc.CSS_SHIFT) & 7) return 'CC.CSS selects a command set other than NVM';
     if ((cc >> Cc.MPS_SHIFT) & 0xf) return 'CC.MPS selects a page size other than 4 KiB';
     if ((cc >> Cc.AMS_SHIFT) & 7) return 'CC.AMS selects an arbitration other than round robin';
-    if (!this.c.memory.mapped(Number(asq), (asqs + 1) * SQE_SIZE, false)) return 'the admin submission queue is not in mapped memory';
-    if (!this.c.memory.mapped(Number(acq), (acqs + 1) * CQE_SIZE, true)) return 'the admin completion queue is not in writable mapped memory';
+    if (!this.c.memory.mapped(Number(asq), (asqs + 1) * SQE.size, false)) return 'the admin submission queue is not in mapped memory';
+    if (!this.c.memory.mapped(Number(acq), (acqs + 1) * CQE.size, true)) return 'the admin completion queue is not in writable mapped memory';
     return undefined;
   }
 

@@ -4,7 +4,7 @@
  * the shadow doorbell and EventIdx slots once Doorbell Buffer Config gave
  * them (NVMe 1.4, 4.1 and 5.8).
  */
-import { CQE_SIZE } from './constants.js';
+import { CQE } from './layouts.js';
 
 /** Shadow doorbell and EventIdx addresses of one queue. */
 export interface ShadowSlots {
@@ -62,7 +62,7 @@ export class CompletionQueue {
 
   /** Address of the next entry to post. */
   get slot(): number {
-    return this.base + this.tail * CQE_SIZE;
+    return this.base + this.tail * CQE.size;
   }
 
   advance(): void {
@@ -113,25 +113,28 @@ export class SubmissionQueue {
   }
 }
 
+/** Where the dwords of a CQE are (NVMe 1.4, 4.6): dword 2 holds sqHead then sqId, dword 3 cid then status. */
+const { dw0: CQE_DW0, dw1: CQE_DW1, sqHead: CQE_DW2, cid: CQE_DW3 } = CQE.offsets;
+
 /**
  * Writes a completion queue entry at `at` of a queue's view (`words` over
  * the same bytes), dword 3 with the phase tag last and in one store, so a
  * driver that sees the new phase sees the whole entry (NVMe 1.4, 4.6).
+ * Allocation-free: it runs for every command.
  */
 export function writeCompletion(words: DataView, at: number, c: PendingCompletion, phase: number): void {
-  words.setUint32(at, c.dw0 >>> 0, true);
-  words.setUint32(at + 4, 0, true);
-  words.setUint32(at + 8, (c.sq.head | (c.sq.id << 16)) >>> 0, true);
-  words.setUint32(at + 12, (c.cid | ((((c.status << 1) | phase) & 0xffff) << 16)) >>> 0, true);
+  words.setUint32(at + CQE_DW0, c.dw0 >>> 0, true);
+  words.setUint32(at + CQE_DW1, 0, true);
+  words.setUint32(at + CQE_DW2, (c.sq.head | (c.sq.id << 16)) >>> 0, true);
+  words.setUint32(at + CQE_DW3, (c.cid | (completionStatus(c.status, phase) << 16)) >>> 0, true);
 }
 
-/** Encodes a completion queue entry (NVMe 1.4, 4.6). */
-export function encodeCompletion(c: PendingCompletion, phase: number, out: Uint8Array): void {
-  const v = new DataView(out.buffer, out.byteOffset, CQE_SIZE);
-  v.setUint32(0, c.dw0 >>> 0, true);
-  v.setUint32(4, 0, true);
-  v.setUint16(8, c.sq.head, true);
-  v.setUint16(10, c.sq.id, true);
-  v.setUint16(12, c.cid, true);
-  v.setUint16(14, ((c.status << 1) | phase) & 0xffff, true);
+/** A completion queue entry (NVMe 1.4, 4.6) as a new buffer, for writes that cannot go through a view. */
+export function encodeCompletion(c: PendingCompletion, phase: number): Buffer {
+  return CQE.encode({ dw0: c.dw0 >>> 0, dw1: 0, sqHead: c.sq.head, sqId: c.sq.id, cid: c.cid, status: completionStatus(c.status, phase) });
+}
+
+/** The CQE's status half-word: the status field above the phase tag. */
+function completionStatus(status: number, phase: number): number {
+  return ((status << 1) | phase) & 0xffff;
 }

@@ -11,7 +11,8 @@
  */
 import { executeAdmin, type AdminTarget } from './admin.js';
 import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
-import { AdminOpcode, AsyncEvent, LogPageId, SQE_SIZE, Status } from './constants.js';
+import { AdminOpcode, AsyncEvent, LogPageId, Status } from './constants.js';
+import { SQE, SqeFlags } from './layouts.js';
 import type { ControllerCore } from './core.js';
 import type { CqPoster } from './cq-post.js';
 import type { AsyncEvents } from './events.js';
@@ -264,7 +265,7 @@ export class SqFetcher {
     try {
       // Only a fault (sq.dead, a new epoch) can stop the controller while this loop runs synchronously.
       while (!sq.dead && c.epoch === epoch && !sq.empty && sq.outstanding < sq.size - 1) {
-        wait = ring ? this.take(sq, ring, sq.head * SQE_SIZE) : this.fetchCopy(sq, epoch);
+        wait = ring ? this.take(sq, ring, sq.head * SQE.size) : this.fetchCopy(sq, epoch);
         if (wait) break;
       }
     } finally {
@@ -277,7 +278,7 @@ export class SqFetcher {
   /** Copies the entry at the head out of guest memory (by mapping or by message), then takes it. */
   private fetchCopy(sq: SubmissionQueue, epoch: number): Promise<void> {
     const at = sq.head;
-    return this.c.memory.read(sq.base + at * SQE_SIZE, SQE_SIZE).then(
+    return this.c.memory.read(sq.base + at * SQE.size, SQE.size).then(
       (entry) => (this.live(sq, epoch) ? this.take(sq, entry, 0) : undefined),
       (e) => {
         if (this.live(sq, epoch)) this.c.fatal(`cannot read SQ ${sq.id} entry ${at}: ${(e as Error).message}`);
@@ -297,7 +298,7 @@ export class SqFetcher {
     sq.head = (sq.head + 1) % sq.size;
     sq.outstanding++;
     c.stats.commands++;
-    if (sq.id === 0) return this.runAdmin(sq, parseCommand(bytes.subarray(at, at + SQE_SIZE)));
+    if (sq.id === 0) return this.runAdmin(sq, parseCommand(bytes.subarray(at, at + SQE.size)));
     c.stats.ioCommands++;
     const cmd = decodeInto(this.scratch, bytes, at);
     const cid = cmd.cid;
@@ -322,7 +323,7 @@ export class SqFetcher {
 
   /** The view of a whole submission queue, (re)taken when missing or unmapped; undefined when it has none. */
   private sqRing(sq: SubmissionQueue): Uint8Array | undefined {
-    const length = sq.size * SQE_SIZE;
+    const length = sq.size * SQE.size;
     if (sq.ring?.length !== length) sq.ring = viewOf(this.c.memory, sq.base, length, false);
     return sq.ring;
   }
@@ -391,18 +392,25 @@ function statusOf(e: unknown): number {
   return e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
 }
 
-/** Decodes the fields the I/O path reads of the entry at `at` into `out`. */
+/** Where the fields the I/O path reads are in an SQE. */
+const { opcode: OPCODE, flags: FLAGS, cid: CID, nsid: NSID, prp1: PRP1, prp2: PRP2, cdw10: CDW10, cdw11: CDW11, cdw12: CDW12 } = SQE.offsets;
+
+/**
+ * Decodes the fields the I/O path reads of the entry at `at` into `out`:
+ * byte reads at the layout's offsets, no allocation (it runs for every
+ * command). A PRP beyond 2^53 rounds, and the PRP checks then refuse it.
+ */
 function decodeInto(out: ScratchCommand, b: Uint8Array, at: number): ScratchCommand {
-  const flags = b[at + 1];
-  out.opcode = b[at];
-  out.fuse = flags & 3;
-  out.psdt = (flags >> 6) & 3;
-  out.cid = b[at + 2] | (b[at + 3] << 8);
-  out.nsid = u32(b, at + 4);
-  out.prp1 = u32(b, at + 28) * 0x1_0000_0000 + u32(b, at + 24);
-  out.prp2 = u32(b, at + 36) * 0x1_0000_0000 + u32(b, at + 32);
-  out.cdw10 = u32(b, at + 40);
-  out.cdw11 = u32(b, at + 44);
-  out.cdw12 = u32(b, at + 48);
+  const flags = b[at + FLAGS];
+  out.opcode = b[at + OPCODE];
+  out.fuse = flags & SqeFlags.FUSE_MASK;
+  out.psdt = (flags >> SqeFlags.PSDT_SHIFT) & SqeFlags.PSDT_MASK;
+  out.cid = b[at + CID] | (b[at + CID + 1] << 8);
+  out.nsid = u32(b, at + NSID);
+  out.prp1 = u32(b, at + PRP1 + 4) * 0x1_0000_0000 + u32(b, at + PRP1);
+  out.prp2 = u32(b, at + PRP2 + 4) * 0x1_0000_0000 + u32(b, at + PRP2);
+  out.cdw10 = u32(b, at + CDW10);
+  out.cdw11 = u32(b, at + CDW11);
+  out.cdw12 = u32(b, at + CDW12);
   return out;
 }

@@ -21,8 +21,7 @@
  */
 import { DeviceFeatureFlag, FeatureId, MigrationState } from './constants.js';
 import { invalid } from './errors.js';
-import { defineStruct } from './struct.js';
-import { EMPTY, alloc, checkArgsz, need } from './wire.js';
+import { EMPTY, alloc, checkArgsz, defineMessage, need } from './wire.js';
 
 const KNOWN_FLAGS = DeviceFeatureFlag.MASK | DeviceFeatureFlag.GET | DeviceFeatureFlag.SET | DeviceFeatureFlag.PROBE;
 
@@ -52,20 +51,20 @@ export interface DeviceFeature {
   data: FeatureData;
 }
 
-const HEAD = defineStruct<Omit<DeviceFeature, 'data'>>('DEVICE_FEATURE', { argsz: 'u32', flags: 'u32' });
+const HEAD = defineMessage<Omit<DeviceFeature, 'data'>>('DEVICE_FEATURE', { argsz: 'u32', flags: 'u32' });
 const HEAD_SIZE = HEAD.size;
-const MIGRATION = defineStruct<{ flags: number }>('MIGRATION feature', { flags: 'u64' });
-const MIG_STATE = defineStruct<{ deviceState: number; dataFd: number }>('MIG_DEVICE_STATE', {
+const MIGRATION = defineMessage<{ flags: number }>('MIGRATION feature', { flags: 'u64' });
+const MIG_STATE = defineMessage<{ deviceState: number; dataFd: number }>('MIG_DEVICE_STATE', {
   deviceState: 'u32',
   dataFd: 'u32',
 });
-const LOGGING_START = defineStruct<{ pageSize: number; numRanges: number }>('DMA_LOGGING_START', {
+const LOGGING_START = defineMessage<{ pageSize: number; numRanges: number }>('DMA_LOGGING_START', {
   pageSize: 'u64',
   numRanges: 'u32',
   _reserved: 4,
 });
-const RANGE = defineStruct<DmaLoggingRange>('DMA_LOGGING range', { iova: 'u64', length: 'u64' });
-const REPORT = defineStruct<{ iova: number; length: number; pageSize: number }>('DMA_LOGGING_REPORT', {
+const RANGE = defineMessage<DmaLoggingRange>('DMA_LOGGING range', { iova: 'u64', length: 'u64' });
+const REPORT = defineMessage<{ iova: number; length: number; pageSize: number }>('DMA_LOGGING_REPORT', {
   iova: 'u64',
   length: 'u64',
   pageSize: 'u64',

@@ -6,8 +6,7 @@
  * writes all 16 bytes as QEMU does). argsz below 16 is EINVAL.
  * Reply: the whole struct.
  */
-import { defineStruct } from './struct.js';
-import { alloc, checkArgsz } from './wire.js';
+import { alloc, checkArgsz, defineMessage } from './wire.js';
 
 /** A DEVICE_GET_INFO request. */
 export interface DeviceInfoRequest {
@@ -25,9 +24,9 @@ export interface DeviceInfo {
 }
 
 /** `struct vfio_device_info`. */
-const DEVICE_INFO = defineStruct<DeviceInfo>('DEVICE_INFO', { argsz: 'u32', flags: 'u32', numRegions: 'u32', numIrqs: 'u32' });
+const DEVICE_INFO = defineMessage<DeviceInfo>('DEVICE_INFO', { argsz: 'u32', flags: 'u32', numRegions: 'u32', numIrqs: 'u32' });
 /** The part of it a request must carry. */
-const REQUEST = defineStruct<DeviceInfoRequest>('DEVICE_INFO request', { argsz: 'u32' });
+const REQUEST = defineMessage<DeviceInfoRequest>('DEVICE_INFO request', { argsz: 'u32' });
 
 /** Size of `struct vfio_device_info` as used here. */
 export const DEVICE_INFO_SIZE = DEVICE_INFO.size;

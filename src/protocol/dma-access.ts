@@ -25,8 +25,7 @@
 import { HEADER_SIZE } from './constants.js';
 import { invalid } from './errors.js';
 import { type HeaderInit, allocMessage } from './header.js';
-import { defineStruct } from './struct.js';
-import { need } from './wire.js';
+import { defineMessage, need } from './wire.js';
 
 /** DMA_READ request and DMA_WRITE reply. */
 export interface DmaAccess {
@@ -42,7 +41,7 @@ export interface DmaAccessData extends DmaAccess {
   data: Uint8Array;
 }
 
-const HEAD = defineStruct<DmaAccess>('DMA_ACCESS', { address: 'u64', count: 'u64' });
+const HEAD = defineMessage<DmaAccess>('DMA_ACCESS', { address: 'u64', count: 'u64' });
 const WITH_DATA = HEAD.withData();
 
 /** Size of the fixed part: u64 address, u64 count. */

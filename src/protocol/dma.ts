@@ -13,8 +13,7 @@
  */
 import { DmaMapFlag, DmaUnmapFlag } from './constants.js';
 import { invalid } from './errors.js';
-import { defineStruct } from './struct.js';
-import { EMPTY, checkArgsz, decodeEmpty } from './wire.js';
+import { EMPTY, checkArgsz, decodeEmpty, defineMessage } from './wire.js';
 
 /** A DMA_MAP request. */
 export interface DmaMap {
@@ -37,8 +36,8 @@ export interface DmaUnmap {
   size: number;
 }
 
-const DMA_MAP = defineStruct<DmaMap>('DMA_MAP', { argsz: 'u32', flags: 'u32', offset: 'u64', address: 'u64', size: 'u64' });
-const DMA_UNMAP = defineStruct<DmaUnmap>('DMA_UNMAP', { argsz: 'u32', flags: 'u32', address: 'u64', size: 'u64' });
+const DMA_MAP = defineMessage<DmaMap>('DMA_MAP', { argsz: 'u32', flags: 'u32', offset: 'u64', address: 'u64', size: 'u64' });
+const DMA_UNMAP = defineMessage<DmaUnmap>('DMA_UNMAP', { argsz: 'u32', flags: 'u32', address: 'u64', size: 'u64' });
 
 /** Size of the DMA_MAP struct. */
 export const DMA_MAP_SIZE = DMA_MAP.size;

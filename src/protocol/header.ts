@@ -3,7 +3,7 @@
  */
 import { HEADER_SIZE, HeaderFlag } from './constants.js';
 import { invalid } from './errors.js';
-import { defineStruct } from './struct.js';
+import { defineMessage } from './wire.js';
 
 /** A decoded message header. */
 export interface Header {
@@ -20,7 +20,7 @@ export interface Header {
 }
 
 /** `size` counts the header too. */
-const HEADER = defineStruct<Header>('header', { msgId: 'u16', command: 'u16', size: 'u32', flags: 'u32', errno: 'u32' });
+const HEADER = defineMessage<Header>('header', { msgId: 'u16', command: 'u16', size: 'u32', flags: 'u32', errno: 'u32' });
 
 /** Header fields the caller chooses when building a message; size is computed. */
 export interface HeaderInit {

@@ -6,7 +6,6 @@
 export * from './constants.js';
 export * from './errors.js';
 export * from './header.js';
-export { readU64, readU64Big, writeU64, writeU64Big } from './wire.js';
 export * from './version.js';
 export * from './dma.js';
 export * from './device-info.js';

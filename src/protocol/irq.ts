@@ -12,8 +12,7 @@
  */
 import { IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqSetFlag } from './constants.js';
 import { invalid } from './errors.js';
-import { defineStruct } from './struct.js';
-import { EMPTY, alloc, checkArgsz, decodeEmpty, exact } from './wire.js';
+import { EMPTY, alloc, checkArgsz, decodeEmpty, defineMessage, exact } from './wire.js';
 
 /** `struct vfio_irq_info`: request and reply. */
 export interface IrqInfo {
@@ -38,8 +37,8 @@ export interface IrqSet {
   data?: Uint8Array;
 }
 
-const IRQ_INFO = defineStruct<IrqInfo>('IRQ_INFO', { argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
-const IRQ_SET = defineStruct<Omit<IrqSet, 'data'>>('IRQ_SET', {
+const IRQ_INFO = defineMessage<IrqInfo>('IRQ_INFO', { argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
+const IRQ_SET = defineMessage<Omit<IrqSet, 'data'>>('IRQ_SET', {
   argsz: 'u32',
   flags: 'u32',
   index: 'u32',

@@ -8,8 +8,7 @@
  * for the server to judge); payloads carrying data must be exactly
  * 8 + size bytes. Decoded `data` is a zero-copy subarray of the payload.
  */
-import { defineStruct } from './struct.js';
-import { EMPTY, checkArgsz, decodeEmpty, exact, need } from './wire.js';
+import { EMPTY, checkArgsz, decodeEmpty, defineMessage, exact, need } from './wire.js';
 
 /** MIG_DATA_READ request. */
 export interface MigDataRead {
@@ -25,7 +24,7 @@ export interface MigData {
   data: Uint8Array;
 }
 
-const HEAD = defineStruct<MigDataRead>('MIG_DATA', { argsz: 'u32', size: 'u32' });
+const HEAD = defineMessage<MigDataRead>('MIG_DATA', { argsz: 'u32', size: 'u32' });
 const HEAD_SIZE = HEAD.size;
 const WITH_DATA = HEAD.withData();
 

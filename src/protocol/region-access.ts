@@ -13,8 +13,7 @@
  */
 import { HEADER_SIZE } from './constants.js';
 import { type HeaderInit, allocMessage } from './header.js';
-import { defineStruct } from './struct.js';
-import { exact, need } from './wire.js';
+import { defineMessage, exact, need } from './wire.js';
 
 /** Where an access goes: REGION_READ request and REGION_WRITE reply. */
 export interface RegionAccess {
@@ -29,7 +28,7 @@ export interface RegionAccessData extends RegionAccess {
   data: Uint8Array;
 }
 
-const HEAD = defineStruct<RegionAccess>('REGION_ACCESS', { offset: 'u64', region: 'u32', count: 'u32' });
+const HEAD = defineMessage<RegionAccess>('REGION_ACCESS', { offset: 'u64', region: 'u32', count: 'u32' });
 const WITH_DATA = HEAD.withData();
 
 /** Size of the access head. */

@@ -18,8 +18,7 @@
  */
 import { REGION_CAP_SPARSE_MMAP_VERSION, REGION_CAP_TYPE_VERSION, RegionCapId, RegionInfoFlag } from './constants.js';
 import { invalid } from './errors.js';
-import { defineStruct } from './struct.js';
-import { alloc, checkArgsz, need } from './wire.js';
+import { alloc, checkArgsz, defineMessage, need } from './wire.js';
 
 /** `struct vfio_region_info`, used by both the request and the reply. */
 export interface RegionInfo {
@@ -71,7 +70,7 @@ export interface RegionInfoReply {
 }
 
 /** `struct vfio_region_info`. */
-const INFO = defineStruct<RegionInfo>('REGION_INFO', {
+const INFO = defineMessage<RegionInfo>('REGION_INFO', {
   argsz: 'u32',
   flags: 'u32',
   index: 'u32',
@@ -86,12 +85,12 @@ interface CapHeader {
   version: number;
   next: number;
 }
-const CAP_HEADER = defineStruct<CapHeader>('region cap header', { id: 'u16', version: 'u16', next: 'u32' });
+const CAP_HEADER = defineMessage<CapHeader>('region cap header', { id: 'u16', version: 'u16', next: 'u32' });
 /** SPARSE_MMAP after the header; the areas follow. */
-const SPARSE_MMAP = defineStruct<{ nrAreas: number }>('sparse mmap cap', { nrAreas: 'u32', _reserved: 4 });
-const AREA = defineStruct<SparseMmapArea>('sparse mmap area', { offset: 'u64', size: 'u64' });
+const SPARSE_MMAP = defineMessage<{ nrAreas: number }>('sparse mmap cap', { nrAreas: 'u32', _reserved: 4 });
+const AREA = defineMessage<SparseMmapArea>('sparse mmap area', { offset: 'u64', size: 'u64' });
 /** TYPE after the header. */
-const TYPE = defineStruct<Omit<RegionTypeCap, 'id'>>('region type cap', { type: 'u32', subtype: 'u32' });
+const TYPE = defineMessage<Omit<RegionTypeCap, 'id'>>('region type cap', { type: 'u32', subtype: 'u32' });
 
 /** Size of `struct vfio_region_info`. */
 export const REGION_INFO_SIZE = INFO.size;

@@ -15,8 +15,7 @@
  */
 import { IoFdType } from './constants.js';
 import { invalid } from './errors.js';
-import { defineStruct } from './struct.js';
-import { alloc, checkArgsz, need } from './wire.js';
+import { alloc, checkArgsz, defineMessage, need } from './wire.js';
 
 /** A DEVICE_GET_REGION_IO_FDS request. */
 export interface RegionIoFdsRequest {
@@ -51,9 +50,9 @@ export interface RegionIoFdsReply {
   subRegions: SubRegionIoFd[];
 }
 
-const HEAD = defineStruct<RegionIoFdsRequest>('REGION_IO_FDS', { argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
+const HEAD = defineMessage<RegionIoFdsRequest>('REGION_IO_FDS', { argsz: 'u32', flags: 'u32', index: 'u32', count: 'u32' });
 const HEAD_SIZE = HEAD.size;
-const SUB_REGION = defineStruct<SubRegionIoFd>('sub-region', {
+const SUB_REGION = defineMessage<SubRegionIoFd>('sub-region', {
   offset: 'u64',
   size: 'u64',
   fdIndex: 'u32',

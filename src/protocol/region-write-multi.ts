@@ -19,8 +19,7 @@
  */
 import { WRITE_MULTI_DATA } from './constants.js';
 import { invalid } from './errors.js';
-import { defineStruct } from './struct.js';
-import { EMPTY, alloc, need } from './wire.js';
+import { EMPTY, alloc, defineMessage, need } from './wire.js';
 
 /** One coalesced write. */
 export interface RegionWriteOne {
@@ -44,9 +43,9 @@ export interface RegionWriteMultiReply {
 }
 
 /** wr_cnt: the request's head and the whole reply. */
-const COUNT = defineStruct<RegionWriteMultiReply>('REGION_WRITE_MULTI count', { wrCnt: 'u64' });
+const COUNT = defineMessage<RegionWriteMultiReply>('REGION_WRITE_MULTI count', { wrCnt: 'u64' });
 /** An entry: this head, then WRITE_MULTI_DATA bytes of which `count` are data. */
-const ENTRY = defineStruct<Omit<RegionWriteOne, 'data'>>('REGION_WRITE_MULTI entry', {
+const ENTRY = defineMessage<Omit<RegionWriteOne, 'data'>>('REGION_WRITE_MULTI entry', {
   offset: 'u64',
   region: 'u32',
   count: 'u32',

@@ -14,7 +14,7 @@
  */
 import { Errno, MAX_VERSION_JSON } from './constants.js';
 import { ProtocolError, invalid } from './errors.js';
-import { defineStruct } from './struct.js';
+import { defineMessage } from './wire.js';
 
 /** Twin-socket negotiation (`twin_socket`). */
 export interface TwinSocketCapability {
@@ -59,7 +59,7 @@ export interface Version {
 
 type Json = Record<string, unknown>;
 
-const HEAD = defineStruct<Omit<Version, 'capabilities'>>('VERSION', { major: 'u16', minor: 'u16' });
+const HEAD = defineMessage<Omit<Version, 'capabilities'>>('VERSION', { major: 'u16', minor: 'u16' });
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -178,29 +178,19 @@ function setIfDefined<T extends object, K extends keyof T>(o: T, key: K, value: 
   }
 }
 
-function safeUint(j: Json, key: string): number | undefined {
+/** `j[key]`: undefined when absent, EINVAL naming the capability unless `valid`. */
+function optional<V>(j: Json, key: string, valid: (v: unknown) => v is V, what: string): V | undefined {
   const v = j[key];
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    invalid(`capability ${key} must be a non-negative integer`);
-  }
+  if (!valid(v)) invalid(`capability ${key} must be ${what}`);
   return v;
 }
 
-function bitmask(j: Json, key: string): number | undefined {
-  const v = j[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-    invalid(`capability ${key} must be a non-negative integer`);
-  }
-  return v;
-}
+const isSafeUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+/** A bitmask may use bits above 2^53 (pgsizes), as a double holds them. */
+const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+const isBoolean = (v: unknown): v is boolean => typeof v === 'boolean';
 
-function bool(j: Json, key: string): boolean | undefined {
-  const v = j[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'boolean') {
-    invalid(`capability ${key} must be a boolean`);
-  }
-  return v;
-}
+const safeUint = (j: Json, key: string): number | undefined => optional(j, key, isSafeUint, 'a non-negative integer');
+const bitmask = (j: Json, key: string): number | undefined => optional(j, key, isUint, 'a non-negative integer');
+const bool = (j: Json, key: string): boolean | undefined => optional(j, key, isBoolean, 'a boolean');

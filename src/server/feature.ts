@@ -16,7 +16,7 @@
 import { DeviceFeatureFlag, FeatureId, MigrationState } from '../protocol/constants.js';
 import { decodeDeviceFeatureRequest, encodeDeviceFeatureReply, featureId, type DeviceFeature } from '../protocol/device-feature.js';
 import { decodeMigDataReadRequest, decodeMigDataWriteRequest, encodeMigDataReadReply } from '../protocol/migration-data.js';
-import { writeU64 } from '../protocol/wire.js';
+import { writeU64 } from '../layout/u64.js';
 import { DirtyLog } from '../migration/dirty-log.js';
 import { DeviceError, Errno } from '../device/errors.js';
 import type { Migration } from '../migration/migration.js';

@@ -6,7 +6,8 @@
  * TypeScript gives at compile time, and an unknown option (a typo such as
  * `mdoe`) is refused instead of silently ignored.
  */
-import { checkListenOptions, describeValue, LISTEN_OPTION_KEYS } from '../transport/listen-options.js';
+import { checkListenOptions, LISTEN_OPTION_KEYS } from '../transport/listen-options.js';
+import { describeValue } from '../values/describe.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './context.js';
 import type { LogLevel } from '../device/logger.js';
 

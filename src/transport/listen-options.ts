@@ -3,6 +3,7 @@
  * kernel: the native layer would refuse a wrong type too, but here the
  * message names the option as the caller wrote it.
  */
+import { describeValue } from '../values/describe.js';
 
 /** Options of a listening socket (Listener, and serve()). */
 export interface ListenOptions {
@@ -21,19 +22,10 @@ export interface ListenOptions {
 /** The keys of ListenOptions, for callers that refuse unknown options. */
 export const LISTEN_OPTION_KEYS: readonly string[] = ['mode', 'replaceStale', 'backlog'];
 
-/** How a value that failed a check is shown in an error message. */
-export function describeValue(v: unknown): string {
-  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
-  if (typeof v === 'number') return String(v);
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
-}
-
 /**
  * Checks `options` before anything reaches the kernel; throws a TypeError
  * (wrong type) or RangeError (out of range) naming the option, e.g.
- * "serve: options.mode must be an integer in 0..0o777, got the string \"600\"".
+ * "serve: options.mode must be an integer in 0..0o777, got '600'".
  */
 export function checkListenOptions(options: ListenOptions, where = 'listen'): void {
   const { mode, backlog, replaceStale } = options;

@@ -5,7 +5,8 @@
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { constants } from 'node:os';
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
-import { checkListenOptions, describeValue, type ListenOptions } from './listen-options.js';
+import { describeValue } from '../values/describe.js';
+import { checkListenOptions, type ListenOptions } from './listen-options.js';
 
 const { EAGAIN } = constants.errno;
 

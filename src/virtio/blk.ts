@@ -27,6 +27,8 @@ import { virtioDevice, type VirtioQueueSpec } from './device.js';
 import { isShareable, type ShareableBackend, type SharedBackend } from '../block/shared.js';
 import { RequestError, type VirtqueueRequest } from './request.js';
 import type { VirtioContext } from './transport.js';
+import { configFieldsOf } from './config.js';
+import { BLK_CONFIG, BLK_RANGE, BLK_REQUEST_HEADER, type BlkConfigFields } from './layouts.js';
 
 /** virtio-blk feature bits. */
 export const BlkFeature = {
@@ -60,8 +62,9 @@ export const BlkStatus = { OK: 0, IOERR: 1, UNSUPP: 2 } as const;
 export const VIRTIO_BLK_TYPE = 2;
 
 const SECTOR = 512;
-const HEADER = 16;
-const SEGMENT = 16;
+const HEADER = BLK_REQUEST_HEADER.size;
+/** Where the request header's fields are: the per-request path reads them without decoding the header. */
+const { type: HEADER_TYPE, sector: HEADER_SECTOR } = BLK_REQUEST_HEADER.offsets;
 const ID_BYTES = 20;
 const WRITE_ZEROES_UNMAP = 1;
 
@@ -156,35 +159,17 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
     features,
     resetTimeoutMs: options.resetTimeoutMs,
     queues: Array.from({ length: queues }, (_, i) => queueSpec(i)),
-    config: [
-      { name: 'capacity', type: 'u64' },
-      { name: 'size_max', type: 'u32' },
-      { name: 'seg_max', type: 'u32' },
-      { name: 'cylinders', type: 'u16' },
-      { name: 'heads', type: 'u8' },
-      { name: 'sectors', type: 'u8' },
-      { name: 'blk_size', type: 'u32' },
-      { name: 'physical_block_exp', type: 'u8' },
-      { name: 'alignment_offset', type: 'u8' },
-      { name: 'min_io_size', type: 'u16' },
-      { name: 'opt_io_size', type: 'u32' },
-      { name: 'writeback', type: 'u8' },
-      { name: 'unused0', type: { pad: 1 } },
-      { name: 'num_queues', type: 'u16' },
-      { name: 'max_discard_sectors', type: 'u32' },
-      { name: 'max_discard_seg', type: 'u32' },
-      { name: 'discard_sector_alignment', type: 'u32' },
-      { name: 'max_write_zeroes_sectors', type: 'u32' },
-      { name: 'max_write_zeroes_seg', type: 'u32' },
-      { name: 'write_zeroes_may_unmap', type: 'u8' },
-      { name: 'unused1', type: { pad: 3 } },
-    ],
+    config: configFieldsOf(BLK_CONFIG),
     configValues: {
       capacity: BigInt(backend.size / SECTOR),
       size_max: sizeMax,
       seg_max: segMax,
+      cylinders: 0,
+      heads: 0,
+      sectors: 0,
       blk_size: blockSize,
       physical_block_exp: 0,
+      alignment_offset: 0,
       min_io_size: 1,
       opt_io_size: 0,
       writeback: backend.capabilities.flush ? 1 : 0,
@@ -195,7 +180,7 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
       max_write_zeroes_sectors: maxRangeSectors,
       max_write_zeroes_seg: maxRangeSegs,
       write_zeroes_may_unmap: backend.capabilities.discard ? 1 : 0,
-    },
+    } satisfies BlkConfigFields,
   });
 }
 
@@ -294,7 +279,7 @@ function execute(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimits, st
 }
 
 function executeType(req: VirtqueueRequest, header: Buffer, disk: BlockDevice, limits: BlkLimits, statusAt: number): MaybePromise<number> {
-  const type = header.readUInt32LE(0);
+  const type = header.readUInt32LE(HEADER_TYPE);
   const extraReadable = req.readableLength - HEADER;
   switch (type) {
     case BlkRequestType.IN: {
@@ -341,7 +326,7 @@ function dataRange(sector: number, length: number, limits: BlkLimits, descs: rea
 
 /** The header's u64 sector as a number (rounded beyond 2^53: the disk's range check then refuses it). */
 function sectorOf(header: Buffer): number {
-  return header.readUInt32LE(12) * 0x1_0000_0000 + header.readUInt32LE(8);
+  return header.readUInt32LE(HEADER_SECTOR + 4) * 0x1_0000_0000 + header.readUInt32LE(HEADER_SECTOR);
 }
 
 /**
@@ -374,15 +359,12 @@ async function transferBuffered(req: VirtqueueRequest, area: 'readable' | 'writa
 async function ranges(req: VirtqueueRequest, type: number, disk: BlockDevice, limits: BlkLimits, bytes: number, statusAt: number): Promise<number> {
   if (statusAt !== 0) throw new RequestError('range lists must be device-readable');
   const op = type === BlkRequestType.DISCARD ? 'discard' : 'write-zeroes';
-  if (bytes === 0 || bytes % SEGMENT !== 0) throw new RequestError(`range list of ${bytes} bytes`);
-  const count = bytes / SEGMENT;
+  if (bytes === 0 || bytes % BLK_RANGE.size !== 0) throw new RequestError(`range list of ${bytes} bytes`);
+  const count = bytes / BLK_RANGE.size;
   if (count > limits.maxRangeSegs) throw new RequestError(`${count} ranges exceed ${limits.maxRangeSegs}`);
   const list = await req.read(HEADER, bytes);
   const parsed: { offset: number; length: number; unmap: boolean }[] = [];
-  for (let i = 0; i < count; i++) {
-    const sector = list.readBigUInt64LE(i * SEGMENT);
-    const sectors = list.readUInt32LE(i * SEGMENT + 8);
-    const flags = list.readUInt32LE(i * SEGMENT + 12);
+  for (const { sector, numSectors: sectors, flags } of BLK_RANGE.readArray(list, 0, count)) {
     if (type === BlkRequestType.DISCARD && flags !== 0) throw new Unsupported('discard with flags');
     if (flags & ~WRITE_ZEROES_UNMAP) throw new Unsupported(`range flags 0x${flags.toString(16)}`);
     if (sectors > limits.maxRangeSectors) throw new RequestError(`range of ${sectors} sectors`);

@@ -7,14 +7,18 @@
  * and the asynchronous one (memory reached by messages), with the same
  * checks.
  */
+import { u64OrNaN } from '../layout/u64.js';
 import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
+import { DESCRIPTOR } from './layouts.js';
 import type { Descriptor } from './request.js';
 
 /** The driver broke the ring: the queue stops and asks for a reset. */
 export class RingError extends Error {}
 
 /** Bytes of one descriptor. */
-export const DESC_SIZE = 16;
+const DESC_SIZE = DESCRIPTOR.size;
+/** Where a descriptor's fields are. */
+const { addr: ADDR, len: LEN, flags: FLAGS, next: NEXT } = DESCRIPTOR.offsets;
 /** Descriptors in one indirect table, at most (the spec's largest queue). */
 const MAX_INDIRECT = MAX_QUEUE_SIZE;
 
@@ -118,11 +122,11 @@ export class ChainWalker {
 
   /** Takes the descriptor at `b[at]`; each field is read once, so the driver changing it meanwhile cannot make us use two values. */
   private visit(b: Uint8Array, at: number): Step {
-    // Byte reads, not a DataView and a BigInt: this runs for every descriptor.
-    const addr = u64le(b, at);
-    const len = (b[at + 8] | (b[at + 9] << 8) | (b[at + 10] << 16) | (b[at + 11] << 24)) >>> 0;
-    const flags = b[at + 12] | (b[at + 13] << 8);
-    const next = b[at + 14] | (b[at + 15] << 8);
+    // Byte reads at the layout's offsets, not a DataView, a BigInt or a decoded object: this runs for every descriptor.
+    const addr = u64OrNaN(b, at + ADDR);
+    const len = (b[at + LEN] | (b[at + LEN + 1] << 8) | (b[at + LEN + 2] << 16) | (b[at + LEN + 3] << 24)) >>> 0;
+    const flags = b[at + FLAGS] | (b[at + FLAGS + 1] << 8);
+    const next = b[at + NEXT] | (b[at + NEXT + 1] << 8);
     if (flags & DescFlag.INDIRECT) {
       if (!this.indirect) throw new RingError('indirect descriptor without INDIRECT_DESC');
       if (this.table) throw new RingError('indirect descriptor inside an indirect table');
@@ -157,11 +161,4 @@ export class ChainWalker {
     this.needLength = length;
     return false;
   }
-}
-
-/** A little-endian u64 as a number; NaN when beyond 2^53 - 1 (every access to it then fails). */
-function u64le(b: Uint8Array, at: number): number {
-  const lo = (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-  const hi = (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16) | (b[at + 7] << 24)) >>> 0;
-  return hi < 0x200000 ? hi * 0x1_0000_0000 + lo : NaN;
 }

@@ -3,8 +3,11 @@
  * declared once as an ordered list of fields: offsets follow from the
  * order, the driver reads the bytes, and the device reads and changes
  * fields by name. A change made by the device bumps config_generation and
- * raises the configuration-change interrupt.
+ * raises the configuration-change interrupt. The framework's own devices
+ * declare theirs with the struct tool (layouts.ts) and hand its field list
+ * over ({@link configFieldsOf}).
  */
+import type { Struct } from '../layout/struct.js';
 
 /** A field's type: a little-endian integer, or padding of N bytes. */
 export type ConfigFieldType = 'u8' | 'u16' | 'u32' | 'u64' | { pad: number };
@@ -21,6 +24,18 @@ export interface ConfigField {
 export type ConfigValues = Record<string, number | bigint>;
 
 const WIDTHS = { u8: 1, u16: 2, u32: 4, u64: 8 } as const;
+
+/**
+ * The config fields of a struct declared with the layout tool, in its order:
+ * its integers (u64 either way), its reserved runs as padding, none writable.
+ */
+export function configFieldsOf(struct: Struct<unknown>): ConfigField[] {
+  return struct.fields.map((f): ConfigField => {
+    if (f.type === 'reserved') return { name: f.name, type: { pad: f.size } };
+    if (typeof f.type === 'object') throw new TypeError(`config field ${f.name}: a run of bytes is not a config field`);
+    return { name: f.name, type: f.type === 'u64big' ? 'u64' : f.type };
+  });
+}
 
 interface Placed {
   readonly offset: number;

@@ -5,6 +5,7 @@
  */
 import type { CapabilityDescription, ConfigHooks } from '../pci/index.js';
 import { VirtioPciCapType } from './constants.js';
+import { PCI_CAP_HEADER, VIRTIO_PCI_CAP } from './layouts.js';
 
 /** Where each area lives in the virtio BAR. */
 export interface VirtioBarLayout {
@@ -15,21 +16,17 @@ export interface VirtioBarLayout {
   notify: { offset: number; length: number; multiplier: number };
 }
 
-/** Bytes of a virtio_pci_cap after id, next and length (offset 3 onwards). */
-function capData(type: number, bar: number, offset: number, length: number, extra = 0): Buffer {
-  const b = Buffer.alloc(13 + extra);
-  b.writeUInt8(type, 0);
-  b.writeUInt8(bar, 1);
-  // id (offset 5) and padding stay 0.
-  b.writeUInt32LE(offset, 5);
-  b.writeUInt32LE(length, 9);
+/** Bytes of a virtio_pci_cap after the PCI capability header, with `extra` zero bytes after it. */
+function capData(cfgType: number, bar: number, offset: number, length: number, extra = 0): Buffer {
+  const b = Buffer.alloc(VIRTIO_PCI_CAP.size + extra);
+  VIRTIO_PCI_CAP.write(b, 0, { cfgType, bar, id: 0, offset, length });
   return b;
 }
 
 /** The vendor capabilities, PCI config access last. */
 export function virtioCapabilities(l: VirtioBarLayout): CapabilityDescription[] {
   const notify = capData(VirtioPciCapType.NOTIFY, l.bar, l.notify.offset, l.notify.length, 4);
-  notify.writeUInt32LE(l.notify.multiplier, 13);
+  notify.writeUInt32LE(l.notify.multiplier, VIRTIO_PCI_CAP.size); // notify_off_multiplier
   const caps: CapabilityDescription[] = [
     { id: 'vendor', data: capData(VirtioPciCapType.COMMON, l.bar, l.common.offset, l.common.length) },
     { id: 'vendor', data: notify },
@@ -47,12 +44,13 @@ export interface BarAccess {
   write(bar: number, offset: number, data: Buffer): void;
 }
 
-// Offsets inside the PCI config access capability.
-const CAP_BAR = 4;
-const CAP_OFFSET = 8;
-const CAP_LENGTH = 12;
-const CAP_DATA = 16;
-const CAP_END = 20;
+// Offsets inside the PCI config access capability (from its PCI header): the driver-written
+// bar, offset and length, then the 4 bytes of pci_cfg_data.
+const CAP_BAR = PCI_CAP_HEADER + VIRTIO_PCI_CAP.offsets.bar;
+const CAP_OFFSET = PCI_CAP_HEADER + VIRTIO_PCI_CAP.offsets.offset;
+const CAP_LENGTH = PCI_CAP_HEADER + VIRTIO_PCI_CAP.offsets.length;
+const CAP_DATA = PCI_CAP_HEADER + VIRTIO_PCI_CAP.size;
+const CAP_END = CAP_DATA + 4;
 
 /**
  * Config hooks serving the PCI configuration access capability at

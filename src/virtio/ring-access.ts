@@ -8,7 +8,8 @@
  * the slow path reports the fault).
  */
 import type { QueueMemory } from '../device/queue-memory.js';
-import { DESC_SIZE, RingError } from './chain.js';
+import { RingError } from './chain.js';
+import { DESCRIPTOR } from './layouts.js';
 import type { RingState } from './ring.js';
 
 /** The three ring areas a queue keeps views of. */
@@ -41,7 +42,7 @@ export class RingAccess {
     if (cached === null) return undefined;
     // Views skip the per-access checks: ask for them once (migration hold, Bus Master Enable).
     if (!this.host.memory.accessible()) return undefined;
-    const length = which === Area.Desc ? DESC_SIZE * this.state.size : which === Area.Avail ? 6 + 2 * this.state.size : 6 + 8 * this.state.size;
+    const length = which === Area.Desc ? DESCRIPTOR.size * this.state.size : which === Area.Avail ? 6 + 2 * this.state.size : 6 + 8 * this.state.size;
     if (cached && cached.length === length) return cached;
     const start = which === Area.Desc ? this.state.desc : which === Area.Avail ? this.state.driver : this.state.device;
     let view: Uint8Array | null = null;
@@ -60,7 +61,7 @@ export class RingAccess {
 
   /** Bytes of a ring area from its cached view, when [addr, addr+length) lies in one. */
   private fromCache(addr: number, length: number): Uint8Array | undefined {
-    if (addr >= this.state.desc && addr + length <= this.state.desc + DESC_SIZE * this.state.size) {
+    if (addr >= this.state.desc && addr + length <= this.state.desc + DESCRIPTOR.size * this.state.size) {
       const v = this.areaView(Area.Desc);
       return v && v.subarray(addr - this.state.desc, addr - this.state.desc + length);
     }

@@ -7,7 +7,8 @@
  * tested alone, and a queue served on another thread keeps one here too.
  */
 import { MAX_QUEUE_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT } from './constants.js';
-import { DESC_SIZE, RingError } from './chain.js';
+import { RingError } from './chain.js';
+import { DESCRIPTOR } from './layouts.js';
 
 /** Ring features negotiated for the queue. */
 export interface RingFeatures {
@@ -52,7 +53,7 @@ export class RingState implements VirtqueueState {
 
   /** Bytes of the descriptor table. */
   get descBytes(): number {
-    return DESC_SIZE * this.size;
+    return DESCRIPTOR.size * this.size;
   }
 
   /** Bytes of the avail ring (flags, idx, ring, used_event). */

@@ -5,7 +5,8 @@
  * the guest would spend longer decompressing it under TCG than QEMU spends
  * loading a few MiB more.
  */
-import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { readHead } from './file-head.js';
 import type { GuestModule } from './modules.js';
 
 const S_IFDIR = 0o040000;
@@ -56,18 +57,9 @@ function pad(length: number): Buffer {
 
 /** True when `file` is an ELF executable without an interpreter (statically linked). */
 export function isStaticElf(file: string): boolean {
-  const head = Buffer.alloc(4096);
-  let n: number;
-  try {
-    const fd = openSync(file, 'r');
-    try {
-      n = readSync(fd, head, 0, head.length, 0);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return false;
-  }
+  const head = readHead(file, 4096);
+  if (!head) return false;
+  const n = head.length;
   if (n < 64 || head.readUInt32BE(0) !== 0x7f454c46 || head[4] !== 2) return false; // 64-bit ELF only
   const phoff = Number(head.readBigUInt64LE(0x20));
   const phentsize = head.readUInt16LE(0x36);

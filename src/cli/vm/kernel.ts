@@ -2,10 +2,11 @@
  * The guest kernel and its modules: `--kernel FILE`, else the one `muser
  * vm setup` installed, else the host's own (/boot/vmlinuz-$(uname -r)).
  */
-import { accessSync, closeSync, constants, existsSync, openSync, readSync, realpathSync } from 'node:fs';
+import { accessSync, constants, existsSync, realpathSync } from 'node:fs';
 import { release } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { VmError } from './error.js';
+import { readHead } from './file-head.js';
 
 /** A kernel to boot. */
 export interface GuestKernel {
@@ -25,18 +26,9 @@ export interface GuestKernel {
  * gives `6.12.9`. Undefined for anything else.
  */
 export function kernelVersionOf(image: string): string | undefined {
-  const head = Buffer.alloc(0x10000);
-  let n = 0;
-  try {
-    const fd = openSync(image, 'r');
-    try {
-      n = readSync(fd, head, 0, head.length, 0);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return undefined;
-  }
+  const head = readHead(image, 0x10000);
+  if (!head) return undefined;
+  const n = head.length;
   if (n < 0x210 || head.toString('latin1', 0x202, 0x206) !== 'HdrS') return undefined;
   const at = head.readUInt16LE(0x20e) + 0x200;
   if (at <= 0x200 || at >= n) return undefined;
