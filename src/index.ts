@@ -51,6 +51,7 @@ export {
   type RegisterWindow,
 } from './device/registers.js';
 export { deviceTimer, DeviceTimer, type DeviceTimerOptions } from './device/timer.js';
+export { memoryWatch, MemoryWatch, type MemoryWatchOptions } from './device/memory-watch.js';
 export { formatUnmodeled, MAX_UNMODELED_PLACES, type UnmodeledAccess, type UnmodeledAccesses, type UnmodeledReport } from './device/unmodeled.js';
 export { mayInterrupt } from './migration/fsm.js';
 export type { MigrationOffer } from './migration/offer.js';
