@@ -38,6 +38,8 @@ export interface DeviceLink {
   readonly dma: GatedDmaAccess;
   /** True while migration requires the device to be quiesced. */
   readonly quiesced: boolean;
+  /** The busy-poll window the server serves this client with, in ms (`--poll`; 0: it sleeps in epoll). */
+  readonly pollIdleMs?: number;
 }
 
 const MAX_BARS = 6;

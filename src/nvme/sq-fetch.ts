@@ -61,12 +61,20 @@ export class SqFetcher {
     private readonly commands: AdminTarget & IoContext,
   ) {}
 
-  /** Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head) was written. */
-  doorbell(index: number, value: number): void {
+  /**
+   * Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head) was written: by a
+   * register write, or (`mapped`) in the doorbell page the client maps.
+   * Both get the same checks and the same answers (an invalid doorbell
+   * raises the same asynchronous event).
+   */
+  doorbell(index: number, value: number, mapped = false): void {
     const c = this.c;
-    c.stats.doorbellWrites++;
     const qid = index >> 1;
-    if (qid > 0) c.stats.ioDoorbellWrites++;
+    if (mapped) c.stats.mappedDoorbells++;
+    else {
+      c.stats.doorbellWrites++;
+      if (qid > 0) c.stats.ioDoorbellWrites++;
+    }
     if (!c.accepting) return;
     // With shadow doorbells the register write is only a wake-up: QEMU posts register writes, so one may
     // arrive after the driver moved on through the shadow buffer, and its value would move us backwards.

@@ -71,7 +71,8 @@ export class Session implements DmaMessenger, SessionContext {
   private versionTimer: NodeJS.Timeout | undefined;
   private readonly refusals: RefusalWarnings;
   readonly spin: SpinWatch;
-  private readonly pollIdleMs: number;
+  /** Busy-poll window in ms after socket or doorbell activity (`--poll`); 0 sleeps in epoll. */
+  readonly pollIdleMs: number;
 
   constructor(
     readonly device: Device,
