@@ -25,8 +25,9 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { measureBlk, measureBlkWorkers, type BlkRow, type BlkWorkerRow } from './blk.js';
-import { measureNvme, type NvmeRow } from './nvme.js';
+import { measureBlk, measureBlkDoorbells, measureBlkWorkers, type BlkRow, type BlkWorkerRow } from './blk.js';
+import { measureNvme, measureNvmeDoorbells, type NvmeRow } from './nvme.js';
+import { doorbellTable, type DoorbellRow } from './doorbells.js';
 import { haveFio, measureFile, type FileResult } from './file.js';
 import { measureCross, summarizeCross, CLIENT_CPU, SERVER_CPU } from './cross.js';
 import { devicesRun, type DevicesRun } from './devices.js';
@@ -253,6 +254,12 @@ const us = (x: number): string => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lat = (f: Fig): string => `${us(f.p50)} / ${us(f.p99)}`;
 const mib = (kb: number): string => `${(kb / 1024).toFixed(2)} MiB`;
 
+/** A titled table of doorbells by message vs in a mapped page (see doorbells.ts). */
+function doorbellLines(title: string, rows: DoorbellRow[]): string[] {
+  const t = doorbellTable(rows, si);
+  return [title, 'server cpu: the server process\'s CPU over each run (100% = one CPU); ratios are medians of per-round ratios, the pair run back to back', table(t.head, t.rows)];
+}
+
 function table(head: string[], rows: string[][]): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ').trimEnd();
@@ -277,6 +284,8 @@ async function main(): Promise<void> {
   let blk: BlkRow[] | undefined;
   let blkWorkers: BlkWorkerRow[] | undefined;
   let nvme: NvmeRow[] | undefined;
+  let blkDoorbells: DoorbellRow[] | undefined;
+  let nvmeDoorbells: DoorbellRow[] | undefined;
   let fileBacked: FileResult | undefined;
   let fileSkipped = false;
   let program: ProgramRow[] | undefined;
@@ -295,8 +304,12 @@ async function main(): Promise<void> {
     if (ONLY.has('blk')) {
       blk = await measureBlk(dir, ROUNDS, SCALE, log);
       blkWorkers = await measureBlkWorkers(dir, ROUNDS, SCALE, log);
+      blkDoorbells = await measureBlkDoorbells(dir, ROUNDS, SCALE, log);
     }
-    if (ONLY.has('nvme')) nvme = await measureNvme(dir, ROUNDS, SCALE, log);
+    if (ONLY.has('nvme')) {
+      nvme = await measureNvme(dir, ROUNDS, SCALE, log);
+      nvmeDoorbells = await measureNvmeDoorbells(dir, ROUNDS, SCALE, log);
+    }
     if (ONLY.has('file')) {
       if (haveFio()) fileBacked = await measureFile(dir, ROUNDS, SCALE, log);
       else fileSkipped = true;
@@ -436,6 +449,7 @@ async function main(): Promise<void> {
       const best = Math.max(...blkWorkers.map((w) => w.scaling));
       out.push(`2 queues on 2 worker threads vs 1 queue at QD32 (best setup): ${push('blk_workers_2q_vs_1q', '>= 1.5', best, best >= 1.5)}`);
     }
+    if (blkDoorbells) out.push('', ...doorbellLines('virtio-blk kicks: posted REGION_WRITE (as QEMU sends them) vs stores into the mapped notify page (--mmap-doorbells); both servers --poll on CPU 1, driver CPU 0', blkDoorbells));
     out.push('');
   }
   if (nvme) {
@@ -463,6 +477,7 @@ async function main(): Promise<void> {
       return `${r.config.label}: ${(s.muser.iops / r.muser.iops).toFixed(2)} (C: ${(s.floor.iops / r.floor.iops).toFixed(2)})`;
     });
     out.push(`muser IOPS with shadow doorbells / without: ${shadowGains.join('; ')}`, '');
+    if (nvmeDoorbells) out.push(...doorbellLines('NVMe doorbells: posted REGION_WRITE (as QEMU sends them) vs stores into the mapped doorbell page (--mmap-doorbells); both servers --poll on CPU 1, driver CPU 0', nvmeDoorbells), '');
   }
   if (fileBacked) {
     const file = fileBacked;
@@ -500,6 +515,8 @@ async function main(): Promise<void> {
     blk,
     blkWorkers,
     nvme,
+    blkDoorbells,
+    nvmeDoorbells,
     file: fileBacked,
     program,
     loadAverage: { start: loadAtStart, end: loadAverage() },

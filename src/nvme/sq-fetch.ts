@@ -9,6 +9,7 @@
  * one interrupt. Everything else takes the asynchronous path, with the same
  * checks and status codes.
  */
+import { native } from '../native/index.js';
 import { executeAdmin, type AdminTarget } from './admin.js';
 import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, AsyncEvent, LogPageId, SQE_SIZE, Status } from './constants.js';
@@ -232,6 +233,8 @@ export class SqFetcher {
         case Step.RECHECK: {
           const before = sq.tail;
           step = Step.END;
+          // EventIdx stored before the tail is loaded: the driver does the mirror image (tail, barrier, EventIdx).
+          native.memoryFence();
           const ok = this.shadowTail(sq);
           if (ok instanceof Promise) return ok.then((yes) => (yes ? this.rechecked(sq, epoch, before, passes) : undefined));
           if (!ok) return undefined;
@@ -359,6 +362,7 @@ export class SqFetcher {
         // The window closed: ask for doorbells again, then look once more for a tail written meanwhile.
         sq.polling = false;
         await c.shadow.writeEventIdx(sq.shadow, sq.tail);
+        native.memoryFence();
         if (!(await this.shadowTail(sq))) return;
         if (sq.tail !== before) this.drain(sq);
       } catch (e) {
