@@ -143,6 +143,7 @@ export {
   Status as NvmeStatus,
   type NvmeOptions,
   type ControllerHost as NvmeControllerHost,
+  type DoorbellPage as NvmeDoorbellPage,
   type ControllerConfig as NvmeControllerConfig,
   type ControllerStats as NvmeControllerStats,
   type FeatureValues as NvmeFeatureValues,
