@@ -213,6 +213,31 @@ describe('memoryWatch on a served device', () => {
     });
   }
 
+  test('while migration keeps the device quiesced, writes wait; they are seen when it runs again', async () => {
+    const seen: number[] = [];
+    const watch = memoryWatch({ offset: 0x1000, length: 4, rearm: 0xffffffff, onWrite: (_o, v) => void seen.push(v) });
+    const server = serve(watchedDevice(watch), join(dir, `d${n++}.sock`), { log: 'silent', poll: { idleMs: 2 } });
+    const c = await Client.connect(server.path);
+    const page = await mapDoorbellPage(c);
+    const word = new DataView(page.bytes.buffer, page.bytes.byteOffset, 4);
+    try {
+      await until(() => watch.watching, 'watching to start');
+      assert.equal(word.getUint32(0, true), 0xffffffff, 'rearmed when watching started');
+      server.session!.quiesced = true;
+      word.setUint32(0, 9, true);
+      await sleep(30);
+      assert.deepEqual(seen, [], 'not seen while quiesced');
+      server.session!.quiesced = false;
+      await until(() => seen.length === 1, 'the write once running again');
+      assert.deepEqual(seen, [9]);
+      assert.equal(word.getUint32(0, true), 0xffffffff);
+    } finally {
+      page.unmap();
+      c.close();
+      server.close();
+    }
+  });
+
   test('a throwing onWrite is logged and watching goes on', async () => {
     const seen: number[] = [];
     const watch = memoryWatch({

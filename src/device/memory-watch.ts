@@ -167,6 +167,7 @@ export class MemoryWatch {
     this.device = device;
     this.region = region;
     device.addQuiesceListener((quiesced) => {
+      if (this.device !== device) return; // detached since, maybe serving another device
       this.quiesced = quiesced;
       if (this.handle) native.watchPause(this.handle, quiesced);
     });
@@ -201,6 +202,7 @@ export class MemoryWatch {
     this.stop();
     this.device = undefined;
     this.region = undefined;
+    this.quiesced = false;
   }
 
   private wordAt(offset: number, what: string): number {

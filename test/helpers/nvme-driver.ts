@@ -120,9 +120,12 @@ export class NvmeDriver {
   /**
    * Maps BAR0's doorbell page as QEMU does (the region fd from
    * DEVICE_GET_REGION_INFO, at the sparse mmap area): from now on `ring`
-   * stores into it instead of sending REGION_WRITE.
+   * stores into it instead of sending REGION_WRITE. A page mapped before
+   * (of the controller before a migration) is unmapped.
    */
   async mapDoorbells(): Promise<void> {
+    this.page?.unmap();
+    this.page = undefined;
     const info = await this.client.regionInfo(BAR0);
     if (info.fd === undefined) throw new Error('BAR0 came without an fd: the controller was not made with mmapDoorbells');
     try {
