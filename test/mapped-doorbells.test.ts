@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { getMigrationState, migrate, MigrationState } from '../src/client/index.js';
 import { nvmeController, nvmeControllerOf, ramBackend, serve, virtioBlk } from '../src/index.js';
+import { virtioTransportOf } from '../src/virtio/device.js';
 import { probeRam } from './helpers/probe-backend.js';
 import { VirtioFeature, featureBit } from '../src/virtio/index.js';
 import { VIRTQ_USED_F_NO_NOTIFY } from '../src/virtio/constants.js';
@@ -123,6 +124,42 @@ describe('virtio-blk with its notify page mapped, in a child process under --pol
     } finally {
       d.close();
       client.close();
+    }
+  });
+});
+
+describe('virtio-blk notify page: garbage stored into it is treated as a message of it would be', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'muser-vgarbage-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('any value in a queue\'s word kicks that queue; words past the queues are ignored; the device serves on', async () => {
+    const server = serve(virtioBlk({ backend: ramBackend(1024 * 1024), queues: 2, mmapDoorbells: true }), join(dir, 'b.sock'), { log: 'silent', poll: { idleMs: 1 } });
+    const client = await connectClient(server.path);
+    const d = await VirtioDriver.open(client);
+    try {
+      await d.start(2);
+      for (const [value, width] of [[0xdeadbeef, 4], [7, 2], [0, 4]] as const) {
+        const { bufs, result } = buildBlk(d, T_IN, 0, { inLen: 512 });
+        d.post(1, bufs);
+        await d.storeNotify(1 * 4, value, width); // queue 1's word, not holding 1
+        await d.waitUsed(1, 1);
+        assert.equal(result(512).status, S_OK, `kicked by 0x${value.toString(16)}`);
+      }
+      // Past the two queues: as a REGION_WRITE there, nothing happens; queue 0 is not kicked.
+      const { bufs, result } = buildBlk(d, T_IN, 0, { inLen: 512 });
+      d.post(0, bufs);
+      await d.storeNotify(5 * 4, 0, 2);
+      await client.regionWrite(d.caps.bar, d.caps.notify + 5 * 4, Buffer.from([0, 0]));
+      await sleep(30);
+      assert.deepEqual(d.takeUsed(0), []);
+      await d.kick(0, 'mapped');
+      await d.waitUsed(0, 1);
+      assert.equal(result(512).status, S_OK);
+      assert.equal(virtioTransportOf(server.device.spec)!.brokenReason, undefined, 'no queue broken');
+    } finally {
+      d.close();
+      client.close();
+      server.close();
     }
   });
 });

@@ -355,6 +355,16 @@ export class VirtioDriver {
     }
   }
 
+  /** Stores `value` (`width` bytes) at `offset` of the mapped notify page, as a hostile guest may. */
+  async storeNotify(offset: number, value: number, width: 2 | 4): Promise<void> {
+    this.notifyPage ??= this.mapNotify();
+    const p = await this.notifyPage;
+    const v = new DataView(p.map.bytes.buffer, p.map.bytes.byteOffset);
+    const at = this.caps.notify - p.offset + offset;
+    if (width === 2) v.setUint16(at, value, true);
+    else v.setUint32(at, value >>> 0, true);
+  }
+
   /** Used entries published since the last call (no waiting). */
   takeUsed(qi: number): { id: number; len: number }[] {
     const q = this.queue(qi);
