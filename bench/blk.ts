@@ -11,9 +11,14 @@
  * queue (one thread busy) and on two (both), with the device pinned to
  * CPU 1 as above and with it free to use both CPUs (which the driver's
  * threads, pinned to CPU 0, share).
+ *
+ * Kicks by message (posted REGION_WRITE, what QEMU sends) against kicks
+ * stored into the mapped notify page (`--mmap-doorbells`), both under
+ * `--poll`, with the server's CPU.
  */
 import { join } from 'node:path';
 import { CliServer, loadAverage, median, medianFields, num, runJson, BLKDRV, type Json } from './proc.js';
+import { doorbellFig, doorbellRow, type DoorbellFig, type DoorbellRound, type DoorbellRow } from './doorbells.js';
 
 const DRIVER_CPU = 0;
 const DEVICE_CPU = 1;
@@ -164,5 +169,43 @@ export async function measureBlk(dir: string, rounds: number, scale: number, log
   } finally {
     await plain.stop();
     await poll.stop();
+  }
+}
+
+/** Kicks by message against the mapped notify page: QD1 and QD32 reads on one queue. */
+const KICK_CONFIGS: BlkConfig[] = [
+  { key: 'kick_qd1', label: 'read QD1, 1 queue', queues: 1, qd: 1, write: false },
+  { key: 'kick_qd32', label: 'read QD32, 1 queue', queues: 1, qd: 32, write: false },
+];
+
+/**
+ * `muser run virtio-blk --poll` with posted REGION_WRITE kicks against
+ * `--poll --mmap-doorbells` with kicks stored into the mapped notify page,
+ * paired per round, with each server's CPU.
+ */
+export async function measureBlkDoorbells(dir: string, rounds: number, scale: number, log: (s: string) => void): Promise<DoorbellRow[]> {
+  const runArgs = ['--size', DISK, '--queues', '2', '--poll'];
+  const messages = await CliServer.start(join(dir, 'blk-db-msg.sock'), DEVICE_CPU, runArgs, 'virtio-blk');
+  const mapped = await CliServer.start(join(dir, 'blk-db-map.sock'), DEVICE_CPU, [...runArgs, '--mmap-doorbells'], 'virtio-blk');
+  const ops = (c: BlkConfig): number => Math.max(100, Math.round((c.qd === 1 ? 4000 : 20000) * scale));
+  const run = async (s: CliServer, c: BlkConfig, n: number, map: boolean): Promise<DoorbellFig> =>
+    doorbellFig(await s.clientWithCpu(BLKDRV, ['--socket', s.socket, ...args(c, n), '--kick', map ? 'mapped' : 'posted']), 'kicks_per_op');
+  try {
+    for (const [s, map] of [[messages, false], [mapped, true]] as const) await run(s, KICK_CONFIGS[1], ops(KICK_CONFIGS[1]), map); // warm-up
+    const per = KICK_CONFIGS.map(() => [] as DoorbellRound[]);
+    for (let r = 0; r < rounds; r++) {
+      log(`round ${r + 1}/${rounds}: virtio-blk kicks by message and in the mapped notify page (--poll)`);
+      for (const [i, c] of KICK_CONFIGS.entries()) {
+        const load = loadAverage();
+        const first = r % 2 === 0;
+        const a = await run(first ? messages : mapped, c, ops(c), !first);
+        const b = await run(first ? mapped : messages, c, ops(c), first);
+        per[i].push({ load, messages: first ? a : b, mapped: first ? b : a });
+      }
+    }
+    return KICK_CONFIGS.map((c, i) => doorbellRow(c.label, per[i]));
+  } finally {
+    await messages.stop();
+    await mapped.stop();
   }
 }

@@ -6,9 +6,12 @@
  * doing the same queue work. Driver on CPU 0, controller on CPU 1. 4 KiB
  * random reads at QD 1 and 32 on 1 and 2 queues, each with and without
  * shadow doorbells (Doorbell Buffer Config, as Linux uses when offered).
+ * And doorbells by message against doorbells stored into the mapped page
+ * (`--mmap-doorbells`), both under `--poll`, with the server's CPU.
  */
 import { join } from 'node:path';
 import { CliServer, loadAverage, median, medianFields, num, runJson, NVMEDRV, type Json } from './proc.js';
+import { doorbellFig, doorbellRow, type DoorbellFig, type DoorbellRound, type DoorbellRow } from './doorbells.js';
 
 const DRIVER_CPU = 0;
 const DEVICE_CPU = 1;
@@ -97,5 +100,48 @@ export async function measureNvme(dir: string, rounds: number, scale: number, lo
     });
   } finally {
     await server.stop();
+  }
+}
+
+/** Doorbells by message against the mapped doorbell page: QD1 and QD32 reads on one queue, no shadow doorbells. */
+const DOORBELL_CONFIGS = [
+  { label: 'read QD1, 1 queue', qd: 1 },
+  { label: 'read QD32, 1 queue', qd: 32 },
+];
+
+/**
+ * `muser run nvme --poll` with the driver's posted REGION_WRITE doorbells
+ * (what QEMU sends) against `muser run nvme --poll --mmap-doorbells` with
+ * the driver storing into the mapped page, paired per round, with each
+ * server's CPU.
+ */
+export async function measureNvmeDoorbells(dir: string, rounds: number, scale: number, log: (s: string) => void): Promise<DoorbellRow[]> {
+  const runArgs = ['--size', `${DISK_MIB}M`, '--queues', '2', '--poll'];
+  const messages = await CliServer.start(join(dir, 'nvme-db-msg.sock'), DEVICE_CPU, runArgs, 'nvme');
+  const mapped = await CliServer.start(join(dir, 'nvme-db-map.sock'), DEVICE_CPU, [...runArgs, '--mmap-doorbells'], 'nvme');
+  const seconds = Math.max(1, Math.round(scale * 2));
+  const run = async (s: CliServer, qd: number, map: boolean): Promise<DoorbellFig> => {
+    const c = { key: '', label: '', queues: 1, qd, shadow: false };
+    const r = await s.clientWithCpu(NVMEDRV, ['--socket', s.socket, ...args(c, seconds), ...(map ? ['--mmap-doorbells'] : [])]);
+    return doorbellFig(r, map ? 'stores_per_op' : 'doorbells_per_op');
+  };
+  try {
+    for (const [s, map] of [[messages, false], [mapped, true]] as const) await run(s, 32, map); // warm-up
+    const per = DOORBELL_CONFIGS.map(() => [] as DoorbellRound[]);
+    for (let r = 0; r < rounds; r++) {
+      log(`round ${r + 1}/${rounds}: NVMe doorbells by message and in the mapped page (--poll)`);
+      for (const [i, c] of DOORBELL_CONFIGS.entries()) {
+        const load = loadAverage();
+        // The order alternates per round: neither variant always runs on a warmer machine.
+        const first = r % 2 === 0;
+        const a = await run(first ? messages : mapped, c.qd, !first);
+        const b = await run(first ? mapped : messages, c.qd, first);
+        per[i].push({ load, messages: first ? a : b, mapped: first ? b : a });
+      }
+    }
+    return DOORBELL_CONFIGS.map((c, i) => doorbellRow(c.label, per[i]));
+  } finally {
+    await messages.stop();
+    await mapped.stop();
   }
 }

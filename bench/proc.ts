@@ -146,6 +146,20 @@ export class CliServer {
     }
   }
 
+  /**
+   * Runs a client program like {@link client}, and measures the server's
+   * CPU meanwhile: utime + stime over the client's wall time (1.0 = one
+   * CPU busy throughout; the tick is 10 ms, so a 2 s run resolves 0.5%).
+   */
+  async clientWithCpu(cmd: string, args: string[]): Promise<{ json: Json; cpu: number }> {
+    await this.until(() => this.disconnects >= this.connects, 5_000, 'the previous client never disconnected');
+    const c0 = cpuSeconds(this.pid);
+    const t0 = performance.now();
+    const json = await this.client(cmd, args);
+    const wall = (performance.now() - t0) / 1000;
+    return { json, cpu: (cpuSeconds(this.pid) - c0) / wall };
+  }
+
   /** Stops the server (SIGTERM, then SIGKILL after 3 s). */
   async stop(): Promise<void> {
     if (this.exited) return;

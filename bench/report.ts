@@ -11,6 +11,7 @@ import type { FileResult } from './file.js';
 import { formatIsolate, type IsolateResult } from './isolate.js';
 import { lat, mib, si, table, us, verdict } from './format.js';
 import type { NvmeRow } from './nvme.js';
+import { doorbellTable, type DoorbellRow } from './doorbells.js';
 import { loadAverage, median, type Machine } from './proc.js';
 import { formatProgram, type ProgramRow } from './program.js';
 import type { Row } from './single.js';
@@ -25,6 +26,10 @@ export interface BenchResults {
   blk?: BlkRow[];
   blkWorkers?: BlkWorkerRow[];
   nvme?: NvmeRow[];
+  /** Kicks by message vs stored into the mapped notify page (--mmap-doorbells). */
+  blkDoorbells?: DoorbellRow[];
+  /** NVMe doorbells by message vs stored into the mapped doorbell page. */
+  nvmeDoorbells?: DoorbellRow[];
   fileBacked?: FileResult;
   /** The file part was asked for, but fio is missing. */
   fileSkipped: boolean;
@@ -49,7 +54,7 @@ export type NamedTarget = Judged & { name: string };
 
 /** The report's lines (without the results file's) and every target judged, in order. */
 export function report(results: BenchResults, ctx: RunContext): { lines: string[]; targets: NamedTarget[] } {
-  const { rows, views, devs, cross, blk, blkWorkers, nvme, fileBacked, fileSkipped, program, isolate } = results;
+  const { rows, views, devs, cross, blk, blkWorkers, nvme, blkDoorbells, nvmeDoorbells, fileBacked, fileSkipped, program, isolate } = results;
   const out: string[] = [];
   out.push(`muser bench${ctx.quick ? ' --quick (a smoke run: too short for its figures to mean anything)' : ''}  ${ctx.date}  commit ${ctx.machine.commit}${ctx.machine.dirty ? ' (+ uncommitted changes)' : ''}`);
   out.push(`machine: ${ctx.machine.cpu}, ${ctx.machine.nproc} CPUs, ${(ctx.machine.memTotalMiB / 1024).toFixed(1)} GiB, ${ctx.machine.kernel}, node ${ctx.machine.node}`);
@@ -179,6 +184,7 @@ export function report(results: BenchResults, ctx: RunContext): { lines: string[
       const best = Math.max(...blkWorkers.map((w) => w.scaling));
       out.push(`2 queues on 2 worker threads vs 1 queue at QD32 (best setup): ${push('blk_workers_2q_vs_1q', '>= 1.5', best, best >= 1.5)}`);
     }
+    if (blkDoorbells) out.push('', ...doorbellLines('virtio-blk kicks: posted REGION_WRITE (as QEMU sends them) vs stores into the mapped notify page (--mmap-doorbells); both servers --poll on CPU 1, driver CPU 0', blkDoorbells));
     out.push('');
   }
   if (nvme) {
@@ -206,6 +212,7 @@ export function report(results: BenchResults, ctx: RunContext): { lines: string[
       return `${r.config.label}: ${(s.muser.iops / r.muser.iops).toFixed(2)} (C: ${(s.floor.iops / r.floor.iops).toFixed(2)})`;
     });
     out.push(`muser IOPS with shadow doorbells / without: ${shadowGains.join('; ')}`, '');
+    if (nvmeDoorbells) out.push(...doorbellLines('NVMe doorbells: posted REGION_WRITE (as QEMU sends them) vs stores into the mapped doorbell page (--mmap-doorbells); both servers --poll on CPU 1, driver CPU 0', nvmeDoorbells), '');
   }
   if (fileBacked) {
     const file = fileBacked;
@@ -233,4 +240,10 @@ export function report(results: BenchResults, ctx: RunContext): { lines: string[
     ...blkTargets,
   ];
   return { lines: out, targets };
+}
+
+/** A titled table of doorbells by message vs in a mapped page (see doorbells.ts). */
+function doorbellLines(title: string, rows: DoorbellRow[]): string[] {
+  const t = doorbellTable(rows, si);
+  return [title, "server cpu: the server process's CPU over each run (100% = one CPU); ratios are medians of per-round ratios, the pair run back to back", table(t.head, t.rows)];
 }

@@ -29,12 +29,13 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { measureBlk, measureBlkWorkers, type BlkRow, type BlkWorkerRow } from './blk.js';
+import { measureBlk, measureBlkDoorbells, measureBlkWorkers, type BlkRow, type BlkWorkerRow } from './blk.js';
+import type { DoorbellRow } from './doorbells.js';
 import { measureCross, summarizeCross } from './cross.js';
 import { measureDevices, type DevicesSummary } from './devices.js';
 import { haveFio, measureFile, type FileResult } from './file.js';
 import { measureIsolate, type IsolateResult } from './isolate.js';
-import { measureNvme, type NvmeRow } from './nvme.js';
+import { measureNvme, measureNvmeDoorbells, type NvmeRow } from './nvme.js';
 import { BenchError, buildC, loadAverage, machine, ROOT } from './proc.js';
 import { measureProgram, type ProgramRow } from './program.js';
 import { report } from './report.js';
@@ -75,6 +76,8 @@ async function main(): Promise<void> {
   let blk: BlkRow[] | undefined;
   let blkWorkers: BlkWorkerRow[] | undefined;
   let nvme: NvmeRow[] | undefined;
+  let blkDoorbells: DoorbellRow[] | undefined;
+  let nvmeDoorbells: DoorbellRow[] | undefined;
   let fileBacked: FileResult | undefined;
   let fileSkipped = false;
   let program: ProgramRow[] | undefined;
@@ -91,8 +94,12 @@ async function main(): Promise<void> {
     if (ONLY.has('blk')) {
       blk = await measureBlk(dir, ROUNDS, SCALE, log);
       blkWorkers = await measureBlkWorkers(dir, ROUNDS, SCALE, log);
+      blkDoorbells = await measureBlkDoorbells(dir, ROUNDS, SCALE, log);
     }
-    if (ONLY.has('nvme')) nvme = await measureNvme(dir, ROUNDS, SCALE, log);
+    if (ONLY.has('nvme')) {
+      nvme = await measureNvme(dir, ROUNDS, SCALE, log);
+      nvmeDoorbells = await measureNvmeDoorbells(dir, ROUNDS, SCALE, log);
+    }
     if (ONLY.has('file')) {
       if (haveFio()) fileBacked = await measureFile(dir, ROUNDS, SCALE, log);
       else fileSkipped = true;
@@ -108,7 +115,7 @@ async function main(): Promise<void> {
   const elapsedS = (Date.now() - t0) / 1000;
 
   const { lines: out, targets } = report(
-    { rows, views, devs, cross, blk, blkWorkers, nvme, fileBacked, fileSkipped, program, isolate },
+    { rows, views, devs, cross, blk, blkWorkers, nvme, blkDoorbells, nvmeDoorbells, fileBacked, fileSkipped, program, isolate },
     { quick: QUICK, rounds: ROUNDS, date, machine: m, loadAtStart, elapsedS, viewBytes: VIEW_BYTES, deviceCounts: DEVICE_COUNTS },
   );
   const json = {
@@ -123,6 +130,8 @@ async function main(): Promise<void> {
     blk,
     blkWorkers,
     nvme,
+    blkDoorbells,
+    nvmeDoorbells,
     file: fileBacked,
     program,
     isolate,

@@ -9,7 +9,9 @@
  *  - fallocate on the thread pool (block backends), a block device's size;
  *  - pread / pwrite, for client memory that must not be mapped;
  *  - busy polling: an idle handle that keeps the loop from sleeping in
- *    epoll while a spinning poller saw activity within its idle window.
+ *    epoll while a spinning poller saw activity within its idle window;
+ *  - watched memory (watch.h): words of a shared mapping polled for
+ *    writes by another process, on that idle handle and on a timer.
  *
  * All state is per instance (napi instance data), so the addon loads in
  * worker threads: each thread has its own receive buffer and spin handle.
@@ -230,6 +232,7 @@ enum { MODE_STREAM = 0, MODE_EVENTFD = 1, MODE_READABLE = 2 };
 enum { EV_DATA = 0, EV_EOF = 1, EV_ERROR = 2, EV_WRITABLE = 3, EV_COUNT = 4, EV_READABLE = 5 };
 
 typedef struct poller poller_t;
+typedef struct watch watch_t;
 
 /* Per-instance (per-thread) state. */
 typedef struct {
@@ -247,6 +250,12 @@ typedef struct {
     bool spinning;
     uint64_t spin_until;
     uint64_t spin_starts; /* times the loop went from sleeping to spinning */
+    /* Watched memory (watch.h): scanned on every spin and on this timer. */
+    watch_t *watches;
+    uv_timer_t watch_timer;
+    bool watch_timer_init;
+    uint64_t watch_interval_ms; /* the timer's period; 0 while stopped */
+    int scanning;               /* > 0 while a scan runs (stopped watches are unlinked after it) */
     napi_async_cleanup_hook_handle cleanup;
 } instance_t;
 
@@ -273,9 +282,12 @@ struct poller {
 };
 
 static void instance_handle_closed(instance_t *inst);
+static void watches_scan(instance_t *inst);
 
 static void spin_cb(uv_idle_t *h) {
     instance_t *inst = h->data;
+    /* A change seen here re-arms the window (see watch.h). */
+    if (inst->watches) watches_scan(inst);
     if (uv_hrtime() >= inst->spin_until) {
         uv_idle_stop(h);
         inst->spinning = false;
@@ -646,6 +658,7 @@ typedef struct mapping {
     int refs;     /* the ArrayBuffer's backing store and the JS handle */
     bool mapped;
     bool revoked;
+    int watchers; /* watches reading it (watch.h): munmap refuses with EBUSY meanwhile */
     int32_t group; /* 0, or the group revokeGroup() takes it away with */
     struct mapping *next;
 } mapping_t;
@@ -806,6 +819,7 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
     if (napi_is_arraybuffer(env, argv[1], &is_ab) != napi_ok || !is_ab)
         return throw_arg(env, false, FN, "arrayBuffer", -1, "an ArrayBuffer", argv[1]), NULL;
     if (!m->mapped) return make_int(env, 0);
+    if (m->watchers > 0) return make_int(env, -EBUSY); /* a watch still reads it: stop the watch first */
     napi_is_detached_arraybuffer(env, argv[1], &detached);
     /* Unmapping under another mapping's live ArrayBuffer would leave it reading unmapped memory. */
     if (!detached && (napi_get_arraybuffer_info(env, argv[1], &data, &len) != napi_ok || data != m->addr)) {
@@ -817,6 +831,8 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
     mapping_unmap(m);
     return make_int(env, 0);
 }
+
+#include "watch.h"
 
 /* ------------------------------------------------------------------ fds */
 
@@ -1075,8 +1091,9 @@ static void spin_closed(uv_handle_t *h) { instance_handle_closed(h->data); }
 static void instance_cleanup(napi_async_cleanup_hook_handle handle, void *arg) {
     (void)handle;
     instance_t *inst = arg;
-    inst->closing_handles = 1;
+    inst->closing_handles = 1 + (inst->watch_timer_init ? 1 : 0);
     for (poller_t *p = inst->pollers; p; p = p->next) inst->closing_handles++;
+    watches_teardown(inst);
     for (poller_t *p = inst->pollers, *next; p; p = next) {
         next = p->next;
         if (p->closing) continue; /* its close is already on the way */
@@ -1087,6 +1104,10 @@ static void instance_cleanup(napi_async_cleanup_hook_handle handle, void *arg) {
     inst->spinning = false;
     uv_idle_stop(&inst->spin);
     uv_close((uv_handle_t *)&inst->spin, spin_closed);
+    if (inst->watch_timer_init) {
+        uv_timer_stop(&inst->watch_timer);
+        uv_close((uv_handle_t *)&inst->watch_timer, spin_closed);
+    }
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -1101,11 +1122,17 @@ static napi_value init(napi_env env, napi_value exports) {
     }
     inst->spin.data = inst;
     inst->spin_init = true;
-    /* The spin handle never keeps the process alive on its own. */
+    /* The spin handle never keeps the process alive on its own; nor does the watch timer. */
     uv_unref((uv_handle_t *)&inst->spin);
+    if (uv_timer_init(loop, &inst->watch_timer) == 0) {
+        inst->watch_timer.data = inst;
+        inst->watch_timer_init = true;
+        uv_unref((uv_handle_t *)&inst->watch_timer);
+    }
     if (napi_add_async_cleanup_hook(env, instance_cleanup, inst, &inst->cleanup) != napi_ok ||
         napi_set_instance_data(env, inst, NULL, NULL) != napi_ok) {
         uv_close((uv_handle_t *)&inst->spin, NULL);
+        if (inst->watch_timer_init) uv_close((uv_handle_t *)&inst->watch_timer, NULL);
         return throw_errno(env, "init", ENOMEM);
     }
     EXPORT("listen", js_listen);
@@ -1120,6 +1147,12 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("pollStop", js_poll_stop);
     EXPORT("pollSpin", js_poll_spin);
     EXPORT("spinState", js_spin_state);
+    EXPORT("watchStart", js_watch_start);
+    EXPORT("watchStop", js_watch_stop);
+    EXPORT("watchPause", js_watch_pause);
+    EXPORT("watchStore", js_watch_store);
+    EXPORT("watchScan", js_watch_scan);
+    EXPORT("memoryFence", js_memory_fence);
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);
     EXPORT("mmapRevoke", js_mmap_revoke);

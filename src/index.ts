@@ -52,6 +52,7 @@ export {
 } from './device/registers.js';
 export { PersistentBlock, MAX_AREA_NAME, type PersistentMemory } from './device/persistent.js';
 export { deviceTimer, DeviceTimer, type DeviceTimerOptions } from './device/timer.js';
+export { memoryWatch, MemoryWatch, type MemoryWatchOptions } from './device/memory-watch.js';
 export { formatUnmodeled, MAX_UNMODELED_PLACES, type UnmodeledAccess, type UnmodeledAccesses, type UnmodeledReport } from './device/unmodeled.js';
 export { mayInterrupt } from './migration/fsm.js';
 export type { MigrationOffer } from './migration/offer.js';
@@ -112,6 +113,7 @@ export {
   Status as NvmeStatus,
   type NvmeOptions,
   type ControllerHost as NvmeControllerHost,
+  type DoorbellPage as NvmeDoorbellPage,
   type ControllerConfig as NvmeControllerConfig,
   type ControllerStats as NvmeControllerStats,
   type FeatureValues as NvmeFeatureValues,

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Client } from '../src/client/index.js';
+import { Client, closeFd } from '../src/client/index.js';
 import { parseRunArgs } from '../src/cli/run/index.js';
 import { UsageError } from '../src/cli/usage.js';
 import { MAIN, runCli, startServer } from './helpers/timer-process.js';
@@ -120,5 +120,29 @@ test('run arguments: options follow their device; malformed lines are usage erro
     ['counter', 'a.sock', '-x'],
   ]) {
     assert.throws(() => parseRunArgs(bad), UsageError, bad.join(' '));
+  }
+});
+
+test('run: doorbells in mapped memory without --poll are served, with a hint; with --poll, no hint', async () => {
+  const dir = tempDir();
+  const sock = join(dir, 'nvme.sock');
+  try {
+    for (const poll of [false, true]) {
+      const server = await startServer([MAIN, 'run', 'nvme', sock, '--size', '1M', '--mmap-doorbells', ...(poll ? ['--poll'] : [])], sock, `on ${sock}`, 'muser run');
+      try {
+        const hint = /nvme has doorbells in mapped memory and no --poll: each is seen on a timer, up to 1 ms late \(add --poll\)/;
+        if (poll) assert.doesNotMatch(server.stderr, hint);
+        else assert.match(server.stderr, hint);
+        const c = await Client.connect(sock);
+        const info = await c.regionInfo(0);
+        assert.ok(info.fd !== undefined, 'BAR0 comes with its fd: the doorbell page is mappable');
+        closeFd(info.fd);
+        c.close();
+      } finally {
+        await server.stop();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -129,34 +129,37 @@ describe('nvme hostile: queues', () => {
     await expect('delete CQ 1', d.admin({ opcode: 0x04, cdw10: 1 }), 0, 0);
   });
 
-  test('doorbells beyond a queue, for missing queues, and CQ heads past the tail raise error events; the controller lives on', async () => {
-    r = await rig({ ioQueues: 1, queues: 2 });
-    const d = r.driver;
-    const events: number[] = [];
-    const aer = async (doorbell: number, value: number): Promise<void> => {
-      d.put(0, { opcode: 0x0c });
+  for (const mapped of [false, true]) {
+    test(`doorbells beyond a queue, for missing queues, and CQ heads past the tail raise error events; the controller lives on${mapped ? ' (stored into the mapped doorbell page)' : ''}`, async () => {
+      r = await rig({ ioQueues: 1, queues: 2, mmapDoorbells: mapped });
+      const d = r.driver;
+      const events: number[] = [];
+      const aer = async (doorbell: number, value: number): Promise<void> => {
+        d.put(0, { opcode: 0x0c });
+        await d.submit(0);
+        await d.ring(doorbell, value);
+        const e = await d.reap(0);
+        assert.equal(e.status, 0);
+        events.push((e.dw0 >> 8) & 0xff);
+        // Reading the error log unmasks the error event type for the next one.
+        const log = await d.admin({ opcode: 0x02, prp1: d.alloc(PAGE), cdw10: (15 << 16) | 1 });
+        assert.equal(log.status, 0);
+      };
+      await aer(2, 64); // SQ 1 tail == its size
+      await aer(3, 60); // CQ 1 head beyond what was posted
+      await aer(2 * 2, 1); // SQ 2 does not exist
+      await aer(0x3f0, 0); // far beyond every queue
+      assert.deepEqual(events, [1, 1, 0, 0]);
+      assert.equal(mapped ? d.doorbellMessages : d.doorbellStores, 0, mapped ? 'every doorbell went through the page' : 'every doorbell was a message');
+      // A fifth AER beyond the limit of 4 outstanding.
+      for (let i = 0; i < 4; i++) d.put(0, { opcode: 0x0c });
+      d.put(0, { opcode: 0x0c, cid: 0x5555 });
       await d.submit(0);
-      await d.ring(doorbell, value);
-      const e = await d.reap(0);
-      assert.equal(e.status, 0);
-      events.push((e.dw0 >> 8) & 0xff);
-      // Reading the error log unmasks the error event type for the next one.
-      const log = await d.admin({ opcode: 0x02, prp1: d.alloc(PAGE), cdw10: (15 << 16) | 1 });
-      assert.equal(log.status, 0);
-    };
-    await aer(2, 64); // SQ 1 tail == its size
-    await aer(3, 60); // CQ 1 head beyond what was posted
-    await aer(2 * 2, 1); // SQ 2 does not exist
-    await aer(0x3f0, 0); // far beyond every queue
-    assert.deepEqual(events, [1, 1, 0, 0]);
-    // A fifth AER beyond the limit of 4 outstanding.
-    for (let i = 0; i < 4; i++) d.put(0, { opcode: 0x0c });
-    d.put(0, { opcode: 0x0c, cid: 0x5555 });
-    await d.submit(0);
-    const over = await d.reap(0);
-    assert.deepEqual([over.cid, over.sct, over.sc], [0x5555, SCT_SPECIFIC, 0x05]);
-    await stillServes(r);
-  });
+      const over = await d.reap(0);
+      assert.deepEqual([over.cid, over.sct, over.sc], [0x5555, SCT_SPECIFIC, 0x05]);
+      await stillServes(r);
+    });
+  }
 
   test('a submission queue in memory the client unmapped sets CSTS.CFS; the process lives and a reset recovers', async () => {
     r = await rig({ ioQueues: 1 });

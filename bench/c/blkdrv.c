@@ -8,7 +8,12 @@
  * memory, routes MSI-X vectors to eventfds (DEVICE_SET_IRQS) and takes the
  * doorbell ioeventfds (DEVICE_GET_REGION_IO_FDS). The data path then never
  * touches the socket: post requests, write the queue's ioeventfd, sleep on
- * the queue's MSI-X eventfd, reap used entries, repost.
+ * the queue's MSI-X eventfd, reap used entries, repost. --kick posted rings
+ * by posted REGION_WRITE instead (what QEMU sends: it never asks for
+ * ioeventfds), --kick mapped by a store into the notify page, mapped as QEMU
+ * maps a sparse mmap area (a device made with mmapDoorbells). A kick is
+ * skipped when the device asked for none (NO_NOTIFY, or EVENT_IDX's
+ * avail_event), as Linux's virtqueue_kick_prepare does.
  *
  * With --responder it runs the same driver against a minimal C device of
  * our own, forked and pinned to --server-cpu, sharing the guest memory and
@@ -60,6 +65,9 @@ struct queue {
     uint8_t *hdr, *data, *status;
     uint64_t g_desc, g_avail, g_used, g_tables, g_hdr, g_data, g_status;
     int kick_fd, irq_fd;
+    uint32_t notify_at;         /* the queue's notify offset in the BAR */
+    volatile uint16_t *notify;  /* ... in the mapped notify page (--kick mapped) */
+    long long kicks;
     uint16_t next_avail, last_used;
     uint64_t *submitted;
     struct samples lat;
@@ -80,6 +88,9 @@ static inline volatile uint16_t *used_event(struct queue *q) { return &q->avail[
 static inline volatile uint16_t *avail_event(struct queue *q) { return (volatile uint16_t *)(q->used + 4 + 8 * q->size); }
 
 static uint32_t bar, common_off, notify_off, notify_mult;
+enum { KICK_EVENTFD, KICK_POSTED, KICK_MAPPED };
+static int kick_mode = KICK_EVENTFD;
+static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint64_t rd(uint32_t off, int size)
 {
@@ -171,15 +182,26 @@ static void post(struct queue *q, int slot)
 static void kick(struct queue *q, uint16_t old_avail)
 {
     uint64_t one = 1;
+    uint16_t index = (uint16_t)q->index;
 
+    /* The new avail.idx must be visible before avail_event or used.flags is read. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (q->event_idx) {
-        /* The new avail.idx must be visible before avail_event is read. */
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (!need_event(__atomic_load_n(avail_event(q), __ATOMIC_ACQUIRE), q->next_avail, old_avail))
             return;
+    } else if (__atomic_load_n((volatile uint16_t *)q->used, __ATOMIC_ACQUIRE) & 1) {
+        return; /* VIRTQ_USED_F_NO_NOTIFY */
     }
-    if (write(q->kick_fd, &one, 8) != 8)
+    q->kicks++;
+    if (kick_mode == KICK_MAPPED) {
+        __atomic_store_n(q->notify, index, __ATOMIC_SEQ_CST);
+    } else if (kick_mode == KICK_POSTED) {
+        pthread_mutex_lock(&sock_lock);
+        region_write_posted(bar, q->notify_at, &index, 2);
+        pthread_mutex_unlock(&sock_lock);
+    } else if (write(q->kick_fd, &one, 8) != 8) {
         die("kick: %s", strerror(errno));
+    }
 }
 
 static void *drive(void *arg)
@@ -309,6 +331,9 @@ static void usage(void)
         "  --write        4 KiB writes (default: reads)\n"
         "  --event-idx    negotiate VIRTIO_F_EVENT_IDX (as Linux does): interrupts\n"
         "                 and kicks only when the other side asked for them\n"
+        "  --kick K       eventfd (default: the queues' ioeventfds), posted (REGION_WRITE\n"
+        "                 with NO_REPLY, as QEMU) or mapped (stores into the notify page of\n"
+        "                 muser run virtio-blk --mmap-doorbells); with --socket only\n"
         "  --disk-mib M   disk size used for random offsets (default 64)\n"
         "  --cpu C        driver CPU (default 0; -1 none); --server-cpu: responder's\n");
     exit(2);
@@ -337,11 +362,17 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--qd")) qd = (int)parse_num(a, argv[++i], 1, 1024);
         else if (!strcmp(a, "--ops")) ops = parse_num(a, argv[++i], 1, 100000000);
         else if (!strcmp(a, "--disk-mib")) disk_mib = parse_num(a, argv[++i], 1, 1 << 20);
+        else if (!strcmp(a, "--kick")) {
+            const char *k = argv[++i];
+            kick_mode = !strcmp(k, "posted") ? KICK_POSTED : !strcmp(k, "mapped") ? KICK_MAPPED : !strcmp(k, "eventfd") ? KICK_EVENTFD : -1;
+            if (kick_mode < 0)
+                usage();
+        }
         else if (!strcmp(a, "--cpu")) cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
         else if (!strcmp(a, "--server-cpu")) server_cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
         else usage();
     }
-    if (!!path == responder)
+    if (!!path == responder || (responder && kick_mode != KICK_EVENTFD))
         usage();
 
     /* Guest RAM: a memfd sealed against shrinking, as QEMU's memory-backend-memfd. */
@@ -407,8 +438,9 @@ int main(int argc, char **argv)
             wr(CC_QDEVICE, 8, q->g_used);
             wr(CC_QMSIX, 2, (uint64_t)(i + 1));
             q->kick_fd = -1;
-            uint32_t noff = notify_off + (uint32_t)rd(CC_QNOFF, 2) * notify_mult;
-            q->kick_fd = (int)noff; /* resolved to an fd below */
+            q->notify_at = notify_off + (uint32_t)rd(CC_QNOFF, 2) * notify_mult;
+            if (kick_mode == KICK_MAPPED)
+                q->notify = (volatile uint16_t *)map_region_at(bar, q->notify_at);
             wr(CC_QENABLE, 2, 1);
             q->irq_fd = eventfd(0, EFD_CLOEXEC);
         }
@@ -420,6 +452,8 @@ int main(int argc, char **argv)
             irq[i + 1] = qs[i].irq_fd;
         set_msix_eventfds(1, irq + 1, nq);
         /* Doorbells: the queues' ioeventfds. */
+        if (kick_mode != KICK_EVENTFD)
+            goto kicks_ready;
         put32(p, 16 + 40 * 16);
         put32(p + 4, 0);
         put32(p + 8, bar);
@@ -429,7 +463,7 @@ int main(int argc, char **argv)
         uint32_t n = recv_reply_fds(id, big, sizeof(big), fds, &nfds);
         uint32_t count = get32(big + 12);
         for (int i = 0; i < nq; i++) {
-            uint32_t want_off = (uint32_t)qs[i].kick_fd;
+            uint32_t want_off = qs[i].notify_at;
 
             qs[i].kick_fd = -1;
             for (uint32_t k = 0; k < count && 16 + 40 * (k + 1) <= n; k++) {
@@ -440,6 +474,7 @@ int main(int argc, char **argv)
             if (qs[i].kick_fd < 0)
                 die("no ioeventfd for queue %d at 0x%x", i, want_off);
         }
+    kicks_ready:;
     } else {
         for (int i = 0; i < nq; i++) {
             layout_queue(&qs[i], qd < 256 ? 256 : qd);
@@ -484,8 +519,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < nq; i++)
         for (size_t k = 0; k < qs[i].lat.n; k++)
             samples_add(&all, qs[i].lat.v[k]);
-    printf("{\"iops\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"queues\":%d,\"qd\":%d,\"ops\":%lld,\"write\":%s,\"event_idx\":%s,\"target\":\"%s\"}\n",
+    long long kicks = 0;
+    for (int i = 0; i < nq; i++)
+        kicks += qs[i].kicks;
+    printf("{\"iops\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"queues\":%d,\"qd\":%d,\"ops\":%lld,\"write\":%s,\"event_idx\":%s,\"kicks_per_op\":%.3f,\"kick\":\"%s\",\"target\":\"%s\"}\n",
            (double)(ops * nq) * 1e9 / (double)(t1 - t0), samples_pct_us(&all, 50), samples_pct_us(&all, 99),
-           nq, qd, ops * nq, wr_mode ? "true" : "false", event_idx ? "true" : "false", path ? "muser" : "responder");
+           nq, qd, ops * nq, wr_mode ? "true" : "false", event_idx ? "true" : "false", (double)kicks / (double)(ops * nq),
+           kick_mode == KICK_MAPPED ? "mapped" : kick_mode == KICK_POSTED ? "posted" : "eventfd", path ? "muser" : "responder");
     return 0;
 }

@@ -11,7 +11,9 @@
  * path: write SQEs, ring the SQ tail doorbell, sleep on the queue's MSI-X
  * eventfd, reap CQEs by phase, ring the CQ head doorbell, resubmit.
  * Doorbells are posted REGION_WRITEs on BAR0 (NO_REPLY), as QEMU forwards
- * MMIO writes. With --shadow they go to the shadow page first and reach the
+ * MMIO writes; with --mmap-doorbells they are stores into BAR0's doorbell
+ * page, mapped as QEMU maps a sparse mmap area (a controller made with
+ * mmapDoorbells), and no message at all. With --shadow they go to the shadow page first and reach the
  * controller only when the EventIdx rule asks for it (Linux's
  * nvme_dbbuf_need_event).
  *
@@ -70,12 +72,14 @@ struct queue {
     int irq_fd;
     uint64_t *submitted;
     struct samples lat;
-    long long done, doorbells;
+    long long done, doorbells, stores;
     uint64_t rng, disk_blocks, deadline;
     int write;
 };
 
 static uint32_t db_stride = 4;
+/* BAR0's doorbell page, mapped (--mmap-doorbells); NULL: doorbells by message. */
+static volatile uint8_t *db_page;
 static pthread_mutex_t sock_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* nvme_dbbuf_need_event: did the value move past `event` going from old to new? */
@@ -88,6 +92,12 @@ static void ring(struct queue *q, int cq_head, uint32_t value)
 {
     uint32_t off = DOORBELLS + (uint32_t)(2 * q->qid + cq_head) * db_stride;
 
+    if (db_page) {
+        /* The SQEs (or CQ consumption) before the doorbell, as a guest's MMIO store orders them. */
+        __atomic_store_n((volatile uint32_t *)(db_page + off - DOORBELLS), value, __ATOMIC_SEQ_CST);
+        q->stores++;
+        return;
+    }
     q->doorbells++;
     pthread_mutex_lock(&sock_lock);
     region_write_posted(BAR0, off, &value, 4);
@@ -340,13 +350,15 @@ static void usage(void)
 {
     fprintf(stderr,
         "usage: nvmedrv (--socket PATH | --responder) [--queues N] [--qd D] [--seconds S]\n"
-        "               [--shadow] [--write] [--disk-mib M] [--cpu C] [--server-cpu S]\n"
+        "               [--shadow] [--mmap-doorbells] [--write] [--disk-mib M] [--cpu C] [--server-cpu S]\n"
         "  --socket PATH  a vfio-user NVMe controller (muser run nvme PATH --size 64M --queues 2)\n"
         "  --responder    the floor: a forked minimal C NVMe controller (see the header)\n"
         "  --queues N     I/O queue pairs, one driver thread each (default 1, at most 8)\n"
         "  --qd D         commands in flight per queue (default 1, at most 255)\n"
         "  --seconds S    how long to submit (default 2)\n"
         "  --shadow       Doorbell Buffer Config: shadow doorbells with EventIdx\n"
+        "  --mmap-doorbells  store doorbells into BAR0's mapped doorbell page (muser run nvme\n"
+        "                 --mmap-doorbells): no message per doorbell\n"
         "  --write        4 KiB writes (default: reads)\n"
         "  --disk-mib M   namespace size used for random LBAs (default 64)\n"
         "  --cpu C        driver CPU (default 0; -1 none); --server-cpu: responder's (default 1)\n");
@@ -356,7 +368,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int responder = 0, nq = 1, qd = 1, wr_mode = 0, shadow = 0;
+    int responder = 0, nq = 1, qd = 1, wr_mode = 0, shadow = 0, mmap_doorbells = 0;
     long long cpu = 0, server_cpu = 1, disk_mib = 64;
     double seconds = 2;
     struct queue qs[MAX_QUEUES];
@@ -371,6 +383,7 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--responder")) { responder = 1; continue; }
         if (!strcmp(a, "--write")) { wr_mode = 1; continue; }
         if (!strcmp(a, "--shadow")) { shadow = 1; continue; }
+        if (!strcmp(a, "--mmap-doorbells")) { mmap_doorbells = 1; continue; }
         if (i + 1 >= argc)
             usage();
         if (!strcmp(a, "--socket")) path = argv[++i];
@@ -382,7 +395,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--server-cpu")) server_cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
         else usage();
     }
-    if (!!path == responder)
+    if (!!path == responder || (mmap_doorbells && responder))
         usage();
 
     int memfd = guest_create(32u << 20, "nvmedrv-guest");
@@ -446,6 +459,8 @@ int main(int argc, char **argv)
             admin_cmd(A_CREATE_CQ, qs[i].g_cq, 0, dw10, (qid << 16) | 2u | 1u, "Create I/O CQ");
             admin_cmd(A_CREATE_SQ, qs[i].g_sq, 0, dw10, (qid << 16) | 1u, "Create I/O SQ");
         }
+        if (mmap_doorbells)
+            db_page = map_region_at(BAR0, DOORBELLS);
     } else {
         int sv[2];
 
@@ -489,19 +504,20 @@ int main(int argc, char **argv)
         waitpid(child, NULL, 0);
     }
 
-    long long ops = 0, doorbells = 0;
+    long long ops = 0, doorbells = 0, stores = 0;
     for (int i = 0; i < nq; i++) {
         ops += qs[i].done;
         doorbells += qs[i].doorbells;
+        stores += qs[i].stores;
     }
     struct samples all;
     samples_init(&all, (size_t)ops);
     for (int i = 0; i < nq; i++)
         for (size_t k = 0; k < qs[i].lat.n; k++)
             samples_add(&all, qs[i].lat.v[k]);
-    printf("{\"iops\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"queues\":%d,\"qd\":%d,\"ops\":%lld,\"write\":%s,\"shadow\":%s,\"doorbells_per_op\":%.3f,\"target\":\"%s\"}\n",
+    printf("{\"iops\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"queues\":%d,\"qd\":%d,\"ops\":%lld,\"write\":%s,\"shadow\":%s,\"doorbells_per_op\":%.3f,\"stores_per_op\":%.3f,\"target\":\"%s\"}\n",
            (double)ops * 1e9 / (double)(t1 - t0), samples_pct_us(&all, 50), samples_pct_us(&all, 99),
            nq, qd, ops, wr_mode ? "true" : "false", shadow ? "true" : "false",
-           ops ? (double)doorbells / (double)ops : 0.0, path ? "muser" : "responder");
+           ops ? (double)doorbells / (double)ops : 0.0, ops ? (double)stores / (double)ops : 0.0, path ? "muser" : "responder");
     return 0;
 }

@@ -16,7 +16,7 @@
 #include <sys/un.h>
 
 enum {
-    CMD_VERSION = 1, CMD_DMA_MAP = 2, CMD_GET_REGION_IO_FDS = 6,
+    CMD_VERSION = 1, CMD_DMA_MAP = 2, CMD_GET_REGION_INFO = 5, CMD_GET_REGION_IO_FDS = 6,
     CMD_SET_IRQS = 8, CMD_REGION_READ = 9, CMD_REGION_WRITE = 10,
 };
 #define HDR 16u
@@ -222,6 +222,47 @@ static void dma_map_guest(int memfd)
     call(CMD_DMA_MAP, p, 32, &memfd, 1, rep, sizeof(rep));
     /* DMA is refused without Bus Master Enable. */
     region_write(CONFIG_REGION, 4, &cmd, 2);
+}
+
+/*
+ * Maps the mmap area of `region` that holds offset `at`, as QEMU maps a
+ * region's sparse mmap areas into the guest: DEVICE_GET_REGION_INFO gives
+ * the region's fd and, in its SPARSE_MMAP capability, the areas. Returns a
+ * pointer to `at` in the mapping (a device made with mmapDoorbells).
+ */
+static volatile uint8_t *map_region_at(uint32_t region, uint64_t at)
+{
+    uint8_t p[32], rep[512];
+    int fds[16], nfds = 0;
+    uint16_t id;
+
+    memset(p, 0, sizeof(p));
+    put32(p, sizeof(rep));
+    put32(p + 8, region);
+    send_msg(CMD_GET_REGION_INFO, p, 32, NULL, 0, &id);
+    uint32_t n = recv_reply_fds(id, rep, sizeof(rep), fds, &nfds);
+    if (n < 32 || nfds < 1)
+        die("region %u: no fd to map (was the device started with --mmap-doorbells?)", region);
+    uint64_t fd_offset = get64(rep + 24);
+    /* Capabilities: {id u16, version u16, next u32}; SPARSE_MMAP (1): nr_areas u32, reserved u32, {offset, size} u64 pairs. */
+    for (uint32_t cap = get32(rep + 12); cap && cap + 16 <= n; cap = get32(rep + cap + 4)) {
+        if (get16(rep + cap) != 1)
+            continue;
+        uint32_t areas = get32(rep + cap + 8);
+        for (uint32_t k = 0; k < areas && cap + 16 + 16 * (k + 1) <= n; k++) {
+            uint64_t off = get64(rep + cap + 16 + 16 * k), size = get64(rep + cap + 24 + 16 * k);
+            if (at < off || at >= off + size)
+                continue;
+            uint8_t *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], (off_t)(fd_offset + off));
+            if (m == MAP_FAILED)
+                die("mmap of region %u at 0x%llx: %s", region, (unsigned long long)off, strerror(errno));
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+            return m + (at - off);
+        }
+    }
+    die("region %u: no sparse mmap area holds 0x%llx", region, (unsigned long long)at);
+    return NULL;
 }
 
 /* Routes MSI-X vectors first..first+n-1 to the eventfds fds[0..n-1]. */

@@ -20,6 +20,7 @@ import { registerMapOf } from './registers.js';
 import { registerMapsOf, type PlacedRegisterMap } from './register-maps.js';
 import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
+import type { MemoryWatch } from './memory-watch.js';
 import { UnmodeledAccesses } from './unmodeled.js';
 import type { PersistentMemory } from './persistent.js';
 
@@ -38,6 +39,8 @@ export interface DeviceLink {
   readonly dma: GatedDmaAccess;
   /** True while migration requires the device to be quiesced. */
   readonly quiesced: boolean;
+  /** The busy-poll window the server serves this client with, in ms (`--poll`; 0: it sleeps in epoll). */
+  readonly pollIdleMs?: number;
 }
 
 const MAX_BARS = 6;
@@ -99,6 +102,8 @@ export class Device {
     validateSpec(spec);
     const busy = spec.timers?.find((t) => t.device !== undefined);
     if (busy) throw new TypeError(`${busy.name}: already serves device ${busy.device!.name}; a timer serves one device (create one per device)`);
+    const taken = watchesOf(spec).find((w) => w.servedDevice !== undefined);
+    if (taken) throw new TypeError(`${taken.name}: already serves device ${taken.servedDevice!.name}; a watch serves one region of one device (create one per device)`);
     this.name = spec.name ?? `device-${spec.identity.vendorId.toString(16)}:${spec.identity.deviceId.toString(16)}`;
     this.state = spec.state ?? {};
     this.requiresBusMaster = spec.requireBusMaster !== false; // only `false` waives Bus Master Enable (validateSpec checked the type)
@@ -137,8 +142,22 @@ export class Device {
       else if (ev.type === 'flr') this.startConfigReset();
       this.routingChanged();
     });
-    // Last: nothing after it may throw and leave a timer bound to a device never built.
+    // Last: nothing after it may throw and leave a timer or a watch bound to a device never built.
+    for (const r of this.regions) for (const w of r?.watches ?? []) w.attach(this, r!);
     for (const timer of spec.timers ?? []) timer.attach(this);
+  }
+
+  /**
+   * @internal A client connected: watched memory is polled from now on,
+   * with a busy-poll window of `pollIdleMs` after each write (0: never).
+   */
+  startWatching(pollIdleMs: number, log: Logger): void {
+    for (const r of this.regions) for (const w of r?.watches ?? []) w.start(pollIdleMs, log);
+  }
+
+  /** @internal The client left: watched memory is no longer polled. */
+  stopWatching(): void {
+    for (const r of this.regions) for (const w of r?.watches ?? []) w.stop();
   }
 
   /** Set while a client is connected. */
@@ -388,10 +407,17 @@ export class Device {
   /** Releases the device's own resources (timers, region memfds), then the spec's (onDispose). */
   dispose(): void {
     for (const timer of this.spec.timers ?? []) if (timer.device === this) timer.detach();
+    for (const r of this.regions) for (const w of r?.watches ?? []) if (w.servedDevice === this) w.detach();
     for (const r of this.regions) if (r?.memory) closeMemory(r);
     this.doorbellThreads?.close();
     this.spec.onDispose?.(this);
   }
+}
+
+/** Every watch the spec's BARs and regions list. */
+function watchesOf(spec: DeviceSpec): MemoryWatch[] {
+  const regions = [...Object.values(spec.bars ?? {}), ...Object.values(spec.regions ?? {})];
+  return regions.flatMap((r) => [...(r?.watches ?? [])]);
 }
 
 function closeMemory(r: Region): void {

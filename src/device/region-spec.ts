@@ -2,6 +2,7 @@
  * What serves a region: a BAR or a device-specific region, its callbacks,
  * and the doorbells a client may bind to eventfds.
  */
+import type { MemoryWatch } from './memory-watch.js';
 import type { Device, MaybePromise, ReadResult } from './types.js';
 
 /** A doorbell served by an ioeventfd: writes never reach the socket. */
@@ -71,6 +72,12 @@ export interface RegionSpec {
   write?(offset: number, data: Buffer, device: Device): MaybePromise<void>;
   /** Doorbells the client may bind to eventfds (DEVICE_GET_REGION_IO_FDS). */
   ioeventfds?: readonly IoEventFdSpec[];
+  /**
+   * Doorbells in memory the client maps (`memoryWatch`): muser polls the
+   * watched words and calls each watch's `onWrite` with a new value. Needs
+   * `memory`, with the words inside an mmap area.
+   */
+  watches?: readonly MemoryWatch[];
   /** Reads allowed (default true). */
   readable?: boolean;
   /** Writes allowed (default true). */

@@ -3,8 +3,9 @@
  * 0-5 BARs, 6 ROM, 7 config, 8 VGA, 9+ device specific), resolved from the
  * spec: sizes, flags, shared memory, mmappable areas, doorbells.
  */
-import { FileSeal, native } from '../native/index.js';
+import { FileSeal, native, type MapHandle } from '../native/index.js';
 import { RegionIndex, RegionInfoFlag } from '../protocol/constants.js';
+import type { MemoryWatch } from './memory-watch.js';
 import type { IoEventFdSpec, RegionSpec } from './region-spec.js';
 
 export const CONFIG_REGION: number = RegionIndex.CONFIG;
@@ -21,6 +22,9 @@ export interface MmapArea {
 export interface RegionMemory {
   readonly fd: number;
   readonly bytes: Uint8Array;
+  /** The mapping behind `bytes` (watched memory reads it natively). */
+  readonly map: MapHandle;
+  readonly buffer: ArrayBuffer;
 }
 
 /** One region, resolved. */
@@ -36,6 +40,8 @@ export interface Region {
   readonly sparse: boolean;
   readonly type: { type: number; subtype: number } | undefined;
   readonly ioeventfds: readonly IoEventFdSpec[];
+  /** Words of the memory the client maps that muser polls for writes. */
+  readonly watches: readonly MemoryWatch[];
 }
 
 /** Builds a region from its spec; allocates its memfd when asked. */
@@ -52,12 +58,12 @@ export function makeRegion(index: number, spec: RegionSpec, type?: { type: numbe
     (spec.writable === false ? 0 : RegionInfoFlag.WRITE) |
     (areas.length > 0 ? RegionInfoFlag.MMAP : 0);
   const sparse = areas.length > 0 && !(areas.length === 1 && areas[0].offset === 0 && areas[0].size === spec.size);
-  return { index, size: spec.size, flags, spec, memory, mmapAreas: areas, sparse, type, ioeventfds: spec.ioeventfds ?? [] };
+  return { index, size: spec.size, flags, spec, memory, mmapAreas: areas, sparse, type, ioeventfds: spec.ioeventfds ?? [], watches: spec.watches ?? [] };
 }
 
 /** A region with only a size and flags (config space, MSI-X BAR). */
 export function plainRegion(index: number, size: number, flags = RegionInfoFlag.READ | RegionInfoFlag.WRITE): Region {
-  return { index, size, flags, spec: undefined, memory: undefined, mmapAreas: [], sparse: false, type: undefined, ioeventfds: [] };
+  return { index, size, flags, spec: undefined, memory: undefined, mmapAreas: [], sparse: false, type: undefined, ioeventfds: [], watches: [] };
 }
 
 function mmapAreasOf(spec: RegionSpec, index: number): MmapArea[] {
@@ -89,5 +95,5 @@ export function allocateMemory(name: string, size: number): RegionMemory {
     native.close(fd);
     throw new Error(`cannot map ${name}: errno ${-m}`);
   }
-  return { fd, bytes: new Uint8Array(m[0]) };
+  return { fd, bytes: new Uint8Array(m[0]), map: m[1], buffer: m[0] };
 }

@@ -15,7 +15,7 @@ const SPEC_FIELDS = [
   'dma', 'requireBusMaster', 'migration', 'state', 'timers', 'onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover',
 ];
 const IDENTITY_FIELDS = ['vendorId', 'deviceId', 'subsystemVendorId', 'subsystemId', 'classCode', 'revision'];
-const REGION_FIELDS = ['size', 'memory', 'read', 'write', 'ioeventfds', 'readable', 'writable'];
+const REGION_FIELDS = ['size', 'memory', 'read', 'write', 'ioeventfds', 'watches', 'readable', 'writable'];
 const BAR_FIELDS = [...REGION_FIELDS, 'kind', 'is64', 'prefetchable'];
 const INTERRUPT_FIELDS = ['intx', 'msi', 'msix', 'err', 'req'];
 const MSIX_FIELDS = ['vectors', 'bar', 'tableOffset', 'pbaOffset'];
@@ -98,6 +98,13 @@ function validateRegion(r: unknown, where: string, fields: readonly string[]): v
     throw new TypeError(`${where}.memory: must be a boolean or { mmap: [...] }, got ${describeValue(r.memory)}`);
   }
   if (r.ioeventfds !== undefined && !Array.isArray(r.ioeventfds)) throw new TypeError(`${where}.ioeventfds: must be an array, got ${describeValue(r.ioeventfds)}`);
+  if (r.watches !== undefined) {
+    if (!Array.isArray(r.watches)) throw new TypeError(`${where}.watches: must be an array of memoryWatch()es, got ${describeValue(r.watches)}`);
+    r.watches.forEach((w: unknown, i) => {
+      if (!hasMethods(w, ['store', 'attach', 'start', 'stop', 'detach'])) throw new TypeError(`${where}.watches[${i}]: must be a watch from memoryWatch(), got ${describeValue(w)}`);
+    });
+    if (r.watches.length > 0 && !r.memory) throw new TypeError(`${where}.watches: watched words need a memory-backed region the client maps (memory: true or { mmap: [...] })`);
+  }
 }
 
 function validateCapabilities(caps: unknown, where: string, ids: readonly string[]): void {

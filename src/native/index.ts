@@ -28,6 +28,8 @@ export const enum PollMode {
 export type PollHandle = { readonly __poll: unique symbol };
 /** Opaque mapping handle (type-tagged, as a PollHandle). */
 export type MapHandle = { readonly __map: unique symbol };
+/** Opaque watch handle (type-tagged, as a PollHandle). */
+export type WatchHandle = { readonly __watch: unique symbol };
 
 /**
  * A poller's events: Data(buffer or length, fds?), Eof, Error(errno,
@@ -72,6 +74,28 @@ export interface NativeAddon {
   pollSpin(h: PollHandle, idleNs: number): void;
   /** [1 while the loop busy-polls else 0, times it started busy-polling]. */
   spinState(): [number, number];
+  /**
+   * Watches `length` bytes at `offset` of a shared mapping (`buffer`, the
+   * ArrayBuffer mmap returned with `map`) as words of `width` bytes, for
+   * writes by another process: scanned on every turn of a busy-polling
+   * loop and every `intervalMs` otherwise; a change calls `callback` with
+   * the word's offset in the watch and its value, and keeps the loop
+   * busy-polling for `idleNs` (0: never). `rearm` undefined: a change of
+   * value is a write (what the words hold now counts as seen); a number:
+   * each word is set to it now and swapped back to it after every write,
+   * so repeated values are seen too. While watched, munmap returns -EBUSY.
+   */
+  watchStart(map: MapHandle, buffer: ArrayBuffer, offset: number, length: number, width: 1 | 2 | 4, rearm: number | undefined, intervalMs: number, idleNs: number, callback: (offset: number, value: number) => void): WatchHandle;
+  /** Stops a watch for good (idempotent). */
+  watchStop(h: WatchHandle): void;
+  /** A paused watch is not scanned; what was written meanwhile is seen when it resumes. */
+  watchPause(h: WatchHandle, paused: boolean): void;
+  /** Writes a word (offset in the watch) of a by-value watch and counts the value as seen: 0, or -EINVAL (stopped, or a rearming watch). */
+  watchStore(h: WatchHandle, offset: number, value: number): number;
+  /** Scans this thread's watches now; the number of words that changed. */
+  watchScan(): number;
+  /** A full memory barrier: no later load passes an earlier store. */
+  memoryFence(): void;
   /** `group` (non-zero): {@link mmapRevokeGroup} can revoke the mapping from any thread. */
   mmap(fd: number, offset: number, length: number, shared: boolean, group?: number): [ArrayBuffer, MapHandle] | number;
   munmap(h: MapHandle, ab: ArrayBuffer): number;

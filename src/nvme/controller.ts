@@ -32,7 +32,7 @@ import { defaultFeatures, type ControllerConfig, type ControllerHost, type Contr
 
 /** One NVMe controller. */
 export class NvmeController implements AdminTarget, IoContext {
-  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, completions: 0, interrupts: 0, fastCommands: 0 };
+  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, mappedDoorbells: 0, completions: 0, interrupts: 0, fastCommands: 0 };
   /** Why CSTS.CFS was set (undefined while healthy). */
   fatalReason: FatalReason | undefined;
   readonly sqs = new Map<number, SubmissionQueue>();
@@ -160,6 +160,15 @@ export class NvmeController implements AdminTarget, IoContext {
   /** A host write to BAR0. */
   writeRegister(offset: number, data: Uint8Array): void {
     this.regs.write(offset, data);
+  }
+
+  /**
+   * Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head) read `value` in the
+   * mapped doorbell page (`mmapDoorbells`): served as a register write of
+   * that value, without a message.
+   */
+  mappedDoorbell(index: number, value: number): void {
+    this.fetcher.doorbell(index, value, true);
   }
 
   /**
@@ -301,8 +310,27 @@ export class NvmeController implements AdminTarget, IoContext {
   resume(): void {
     this.paused = false;
     if (!this.ready) return;
+    this.catchUpDoorbellPage();
     for (const cq of this.cqs.values()) this.flushCq(cq);
     for (const sq of this.sqs.values()) if (!sq.empty || sq.shadow) this.drain(sq);
+  }
+
+  /**
+   * Doorbells the guest left in the mapped page that the controller may
+   * not have seen: written just before a migration stopped the device (on
+   * the destination the page arrives with the device's memory).
+   */
+  private catchUpDoorbellPage(): void {
+    const page = this.host.doorbellPage;
+    if (!page) return;
+    for (const cq of [...this.cqs.values()]) {
+      const v = page.unseen(2 * cq.id + 1);
+      if (v !== undefined) this.fetcher.doorbell(2 * cq.id + 1, v, true);
+    }
+    for (const sq of [...this.sqs.values()]) {
+      const v = page.unseen(2 * sq.id);
+      if (v !== undefined) this.fetcher.doorbell(2 * sq.id, v, true);
+    }
   }
 
   /** The state that migrates; take it while quiesced. */

@@ -18,9 +18,11 @@ import { MigrationState } from '../device/migration-spec.js';
 import type { DeviceSpec } from '../device/spec.js';
 import { dmaQueueMemory } from '../device/queue-memory.js';
 import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
+import { memoryWatch, type MemoryWatch } from '../device/memory-watch.js';
+import type { BarSpec } from '../device/region-spec.js';
 import { NvmeReg } from './constants.js';
 import { NvmeController } from './controller.js';
-import type { ControllerHost, ControllerStats } from './types.js';
+import type { ControllerHost, ControllerStats, DoorbellPage } from './types.js';
 import { Namespace } from './namespace.js';
 
 /** Options of {@link nvmeController}. */
@@ -51,6 +53,17 @@ export interface NvmeOptions {
    * polling). Trades CPU for doorbell messages.
    */
   pollMicroseconds?: number;
+  /**
+   * Put the doorbells (BAR0 0x1000-0x1fff) in a page the client maps (a
+   * sparse mmap area of BAR0) that muser watches (`memoryWatch`): a guest's
+   * doorbell write is a store, with no VM exit and no message, as SPDK's
+   * vfio-user NVMe does. Meant for `--poll` (`serve(..., { poll })`): then
+   * a busy controller sees a doorbell within microseconds and keeps a CPU
+   * busy-polling; without it the page is looked at every millisecond.
+   * Doorbell writes by message (REGION_WRITE) are served as before.
+   * Default false.
+   */
+  mmapDoorbells?: boolean;
   /** Called with the controller's counters when a client disconnects (for logs and measurements). */
   onDisconnectStats?(stats: Readonly<ControllerStats>): void;
   /** Device name for logs. */
@@ -67,6 +80,15 @@ export interface NvmeOptions {
 export const NVME_PCI_IDS = { vendorId: 0x4d55, deviceId: 0x0002, classCode: 0x010802 } as const;
 
 const BAR_SIZE = 0x4000;
+/** The doorbells' page (BAR0 0x1000-0x1fff): 1024 doorbells, far more than the 65 queue pairs at most. */
+const DOORBELL_PAGE = 0x1000;
+/**
+ * What a watched doorbell word is set back to once its write was seen: no
+ * valid doorbell value (queues hold at most 4096 entries). A guest storing
+ * it is not seen (by message it would raise an Invalid Doorbell Write Value
+ * event); nothing but its own queues suffers.
+ */
+const DOORBELL_REARM = 0xffffffff;
 const RUNNING_STATES = new Set<MigrationState>([MigrationState.RUNNING, MigrationState.PRE_COPY, MigrationState.RUNNING_P2P, MigrationState.PRE_COPY_P2P]);
 const controllers = new WeakMap<DeviceSpec, NvmeController>();
 
@@ -98,6 +120,21 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   const namespaces = options.namespaces.map((b, i) => new Namespace(i + 1, b, { readOnly: options.readOnly, lbaSize: options.lbaSize, serial }));
 
   let device: Device | undefined;
+  const watch = options.mmapDoorbells
+    ? memoryWatch({
+        name: 'NVMe doorbells',
+        offset: NvmeReg.DOORBELLS,
+        length: DOORBELL_PAGE,
+        // Rearmed after each write, so every write is seen: with shadow doorbells (EventIdx) the driver rings
+        // only now and then, and may ring a tail equal to the last one it rang once the queue went round.
+        rearm: DOORBELL_REARM,
+        // Every doorbell word of the page, the controller's queues or not: a write to another one raises the same event as by message.
+        onWrite: (offset, value, d) => {
+          device = d;
+          controller.mappedDoorbell((offset - NvmeReg.DOORBELLS) / 4, value);
+        },
+      })
+    : undefined;
   const host: ControllerHost = {
     memory: dmaQueueMemory(() => {
       if (!device) throw new Error('nvme: no client');
@@ -108,6 +145,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     raiseMsix: (vector) => void device?.triggerIrq(IrqIndex.MSIX, vector),
     raiseIntx: () => void device?.triggerIrq(IrqIndex.INTX, 0),
     settleAbandoned: (settled) => settleAbandoned(settled, { device, timeoutMs: resetTimeoutMs, log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`) }),
+    doorbellPage: watch && doorbellPage(watch),
   };
   const controller = new NvmeController(
     { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells: options.shadowDoorbells ?? true, pollMicroseconds },
@@ -116,20 +154,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   const spec: DeviceSpec = {
     name: options.name ?? 'nvme',
     identity: { ...NVME_PCI_IDS, subsystemVendorId: NVME_PCI_IDS.vendorId, subsystemId: 0x0002, revision: 0 },
-    bars: {
-      0: {
-        size: BAR_SIZE,
-        is64: true,
-        read: (offset, length, d) => {
-          device = d;
-          return controller.readRegister(offset, length);
-        },
-        write: (offset, data, d) => {
-          device = d;
-          controller.writeRegister(offset, data);
-        },
-      },
-    },
+    bars: { 0: bar0(controller, watch, (d) => (device = d)) },
     // A vector per queue: the admin queue and every I/O queue.
     interrupts: { intx: true, msix: queues + 1 },
     onConnect: (d) => {
@@ -161,6 +186,34 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   };
   controllers.set(spec, controller);
   return spec;
+}
+
+/** BAR0: the registers by callback; with a doorbell watch, the doorbell page also in memory the client maps. */
+function bar0(controller: NvmeController, watch: MemoryWatch | undefined, seen: (d: Device) => void): BarSpec {
+  return {
+    size: BAR_SIZE,
+    is64: true,
+    // Messages still reach the callbacks (a doorbell by REGION_WRITE too); the memory is only the mapped page.
+    ...(watch ? { memory: { mmap: [{ offset: NvmeReg.DOORBELLS, size: DOORBELL_PAGE }] }, watches: [watch] } : {}),
+    read: (offset, length, d) => {
+      seen(d);
+      return controller.readRegister(offset, length);
+    },
+    write: (offset, data, d) => {
+      seen(d);
+      controller.writeRegister(offset, data);
+    },
+  };
+}
+
+/** The controller's view of the mapped doorbell page: doorbell i is the word at 0x1000 + 4i (CAP.DSTRD 0). */
+function doorbellPage(watch: MemoryWatch): DoorbellPage {
+  return {
+    unseen: (index) => {
+      const v = watch.read(NvmeReg.DOORBELLS + index * 4);
+      return v === DOORBELL_REARM ? undefined : v;
+    },
+  };
 }
 
 /** Doorbell offset of submission queue `qid`'s tail (stride 4). */

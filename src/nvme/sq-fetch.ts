@@ -9,6 +9,7 @@
  * one interrupt. Everything else takes the asynchronous path, with the same
  * checks and status codes.
  */
+import { native } from '../native/index.js';
 import { executeAdmin, type AdminTarget } from './admin.js';
 import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, AsyncEvent, LogPageId, Status } from './constants.js';
@@ -62,12 +63,20 @@ export class SqFetcher {
     private readonly commands: AdminTarget & IoContext,
   ) {}
 
-  /** Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head) was written. */
-  doorbell(index: number, value: number): void {
+  /**
+   * Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head) was written: by a
+   * register write, or (`mapped`) in the doorbell page the client maps.
+   * Both get the same checks and the same answers (an invalid doorbell
+   * raises the same asynchronous event).
+   */
+  doorbell(index: number, value: number, mapped = false): void {
     const c = this.c;
-    c.stats.doorbellWrites++;
     const qid = index >> 1;
-    if (qid > 0) c.stats.ioDoorbellWrites++;
+    if (mapped) c.stats.mappedDoorbells++;
+    else {
+      c.stats.doorbellWrites++;
+      if (qid > 0) c.stats.ioDoorbellWrites++;
+    }
     if (!c.accepting) return;
     // With shadow doorbells the register write is only a wake-up: QEMU posts register writes, so one may
     // arrive after the driver moved on through the shadow buffer, and its value would move us backwards.
@@ -225,6 +234,8 @@ export class SqFetcher {
         case Step.RECHECK: {
           const before = sq.tail;
           step = Step.END;
+          // EventIdx stored before the tail is loaded: the driver does the mirror image (tail, barrier, EventIdx).
+          native.memoryFence();
           const ok = this.shadowTail(sq);
           if (ok instanceof Promise) return ok.then((yes) => (yes ? this.rechecked(sq, epoch, before, passes) : undefined));
           if (!ok) return undefined;
@@ -352,6 +363,7 @@ export class SqFetcher {
         // The window closed: ask for doorbells again, then look once more for a tail written meanwhile.
         sq.polling = false;
         await c.shadow.writeEventIdx(sq.shadow, sq.tail);
+        native.memoryFence();
         if (!(await this.shadowTail(sq))) return;
         if (sq.tail !== before) this.drain(sq);
       } catch (e) {

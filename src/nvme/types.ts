@@ -24,6 +24,18 @@ export interface ControllerHost {
    * revoked).
    */
   settleAbandoned(settled: Promise<void>): Promise<void>;
+  /**
+   * With the doorbells in a page the client maps and muser watches
+   * (`mmapDoorbells`): what the guest wrote to doorbell `index` that was
+   * not seen yet (a write just before a migration stopped the device), or
+   * undefined.
+   */
+  readonly doorbellPage?: DoorbellPage;
+}
+
+/** The doorbells in mapped memory, as the controller sees them (see {@link ControllerHost.doorbellPage}). */
+export interface DoorbellPage {
+  unseen(index: number): number | undefined;
 }
 
 /** The controller's fixed description. */
@@ -62,6 +74,8 @@ export interface ControllerStats {
   ioCommands: number;
   /** Doorbell register writes for I/O queues. */
   ioDoorbellWrites: number;
+  /** Doorbell writes seen in the mapped doorbell page (`mmapDoorbells`): no message each. */
+  mappedDoorbells: number;
   completions: number;
   interrupts: number;
   /** I/O commands that finished during their doorbell, without waiting (the synchronous fast path). */

@@ -1,6 +1,6 @@
 /**
  * `muser run nvme <socket> (--image <file> | --size <N>) [--read-only]
- * [--namespaces N] [--queues N]`: an NVMe controller that Linux's stock
+ * [--namespaces N] [--queues N] [--mmap-doorbells]`: an NVMe controller that Linux's stock
  * `nvme` driver binds, serving a raw image file or RAM disks. With
  * `--namespaces N` an image is split into N equal namespaces; RAM disks
  * get N namespaces of `--size` each.
@@ -27,6 +27,7 @@ export const NVME_OPTIONS: Record<string, NvmeOption> = {
   serial: { type: 'string', arg: 'text', description: 'serial number reported by Identify (default muser-nvme)' },
   'no-shadow-doorbells': { type: 'boolean', description: 'do not offer Doorbell Buffer Config (every doorbell is a message)' },
   'poll-us': { type: 'string', arg: 'N', description: 'poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)' },
+  'mmap-doorbells': { type: 'boolean', description: 'map the doorbell page into the guest and watch it: doorbells without exits or messages (use with --poll)' },
   stats: { type: 'boolean', description: 'print the controller counters (doorbell messages, commands) when a client leaves' },
 };
 
@@ -65,10 +66,11 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
     serial: str(values.serial),
     shadowDoorbells: values['no-shadow-doorbells'] !== true,
     pollMicroseconds,
+    mmapDoorbells: values['mmap-doorbells'] === true,
     // The counters behind "doorbell messages per I/O", printed when the client leaves.
     onDisconnectStats:
       values.stats === true
-        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
+        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} mapped_doorbells=${s.mappedDoorbells} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
         : undefined,
   });
 }

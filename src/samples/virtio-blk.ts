@@ -7,7 +7,7 @@ import { virtioBlk, virtioQueueStats, type DeviceSpec } from '../index.js';
 import { openBlockBackend } from './disk.js';
 import type { Sample } from './sample.js';
 
-/** `muser run virtio-blk <socket> (--image <file> | --size <N> | --nbd <uri>) [--read-only] [--queues N] [--workers [N]]`. */
+/** `muser run virtio-blk <socket> (--image <file> | --size <N> | --nbd <uri>) [--read-only] [--queues N] [--workers [N]] [--mmap-doorbells] [--poll-us N]`. */
 export const virtioBlkSample: Sample = {
   description: 'virtio-blk disk from a raw image file (--image), a RAM disk (--size) or an NBD export (--nbd)',
   options: {
@@ -18,6 +18,8 @@ export const virtioBlkSample: Sample = {
     queues: { type: 'string', description: 'request queues (default 1)' },
     workers: { type: 'string', optionalNumber: true, description: 'serve the queues on N worker threads, queue i on thread i % N (alone: one per queue; default: the main thread)' },
     stats: { type: 'boolean', description: 'print the requests each queue served, and on which thread, when a client leaves' },
+    'mmap-doorbells': { type: 'boolean', description: 'map the notify page into the guest and watch it: kicks without exits or messages (use with --poll)' },
+    'poll-us': { type: 'string', description: 'an idle queue polls its avail ring for N microseconds with kicks off (default: the --poll window; 0 never)' },
   },
   async create(values) {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
@@ -26,7 +28,9 @@ export const virtioBlkSample: Sample = {
     if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new Error(`--workers must be 0..${queues} (at most one per queue), got ${String(values.workers)}`);
     const readOnly = values['read-only'] === true;
     const backend = await openBlockBackend({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, shared: workers > 0 });
-    const spec = virtioBlk({ backend, queues, readOnly, workers });
+    const pollMicroseconds = values['poll-us'] === undefined ? undefined : Number(values['poll-us']);
+    if (pollMicroseconds !== undefined && (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000)) throw new Error(`--poll-us must be 0..10000000, got ${String(values['poll-us'])}`);
+    const spec = virtioBlk({ backend, queues, readOnly, workers, mmapDoorbells: values['mmap-doorbells'] === true, pollMicroseconds });
     return values.stats === true ? withStats(spec) : spec;
   },
 };

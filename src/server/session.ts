@@ -71,6 +71,8 @@ export class Session implements DmaMessenger, SessionContext {
   private versionTimer: NodeJS.Timeout | undefined;
   private readonly refusals: RefusalWarnings;
   readonly spin: SpinWatch;
+  /** Busy-poll window in ms after socket or doorbell activity (`--poll`); 0 sleeps in epoll. */
+  readonly pollIdleMs: number;
 
   constructor(
     readonly device: Device,
@@ -90,6 +92,7 @@ export class Session implements DmaMessenger, SessionContext {
     this.refusals = new RefusalWarnings(log);
     this.spin = new SpinWatch(device, log);
     this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
+    this.pollIdleMs = pollIdleMs;
     const handlers = { onFrame: (f: Frame) => this.onFrame(f), onClose: (e?: Error) => this.onClose(e), onDrain: () => this.resume() };
     this.channel =
       typeof connection === 'number' ? new Channel(connection, handlers, PRE_VERSION_MAX_MESSAGE, true) : connection(handlers, PRE_VERSION_MAX_MESSAGE);
@@ -163,6 +166,7 @@ export class Session implements DmaMessenger, SessionContext {
     this.channel.setMaxMessageSize(this.maxMessageSize);
     this.device.link = this;
     this.device.doorbellThreads?.connect(this.device);
+    this.device.startWatching(this.pollIdleMs, this.log);
     try {
       this.device.spec.onConnect?.(this.device);
     } catch (e) {
@@ -327,6 +331,7 @@ export class Session implements DmaMessenger, SessionContext {
     this.outstanding.clear();
     this.dmaTable.clear();
     this.ioEventFds.close();
+    this.device.stopWatching();
     this.onEnd(this);
   }
 }

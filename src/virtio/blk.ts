@@ -23,7 +23,7 @@ import { BlockError, type BlockBackend } from '../block/backend.js';
 import { BlockDevice } from '../block/device.js';
 import type { DeviceSpec, MaybePromise } from '../device/spec.js';
 import { featureBit } from './constants.js';
-import { virtioDevice, type VirtioQueueSpec } from './device.js';
+import { virtioDevice, type VirtioDeviceSpec, type VirtioQueueSpec } from './device.js';
 import { isShareable, type ShareableBackend, type SharedBackend } from '../block/shared.js';
 import { RequestError, type VirtqueueRequest } from './request.js';
 import type { VirtioContext } from './transport.js';
@@ -104,6 +104,10 @@ export interface VirtioBlkOptions {
    * thread (default 30000 ms).
    */
   resetTimeoutMs?: number;
+  /** The notify page in memory the client maps, watched by muser (see {@link VirtioDeviceSpec.mmapDoorbells}). */
+  mmapDoorbells?: boolean;
+  /** Idle queues poll their avail ring with notifications off (see {@link VirtioDeviceSpec.pollMicroseconds}). */
+  pollMicroseconds?: number;
 }
 
 /** Builds a virtio-blk device over `backend`. */
@@ -158,6 +162,8 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
     classCode: 0x010000,
     features,
     resetTimeoutMs: options.resetTimeoutMs,
+    mmapDoorbells: options.mmapDoorbells,
+    pollMicroseconds: options.pollMicroseconds,
     queues: Array.from({ length: queues }, (_, i) => queueSpec(i)),
     config: configFieldsOf(BLK_CONFIG),
     configValues: {

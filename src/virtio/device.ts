@@ -3,7 +3,8 @@
  * device type, its feature bits, its config layout and a handler per
  * queue; {@link virtioDevice} turns that into a {@link DeviceSpec} with the
  * modern virtio-pci transport, MSI-X (a vector per queue plus config),
- * INTx with the ISR as fallback, doorbells by message and by ioeventfd,
+ * INTx with the ISR as fallback, doorbells by message, by ioeventfd and
+ * (`mmapDoorbells`) in a notify page the client maps and muser watches,
  * and live migration of the transport and queue state.
  *
  * @example
@@ -25,6 +26,7 @@ import type { Device } from '../device/device.js';
 import { DeviceError, Errno } from '../device/errors.js';
 import { MigrationState } from '../device/migration-spec.js';
 import type { DeviceSpec, IoEventFdSpec } from '../device/spec.js';
+import { memoryWatch, type MemoryWatch } from '../device/memory-watch.js';
 import { VIRTIO_PCI_DEVICE_BASE, VIRTIO_PCI_VENDOR } from './constants.js';
 import { VirtioConfig, type ConfigField, type ConfigValues } from './config.js';
 import { pciCfgWindow, virtioCapabilities, type VirtioBarLayout } from './pci-caps.js';
@@ -83,6 +85,23 @@ export interface VirtioDeviceSpec {
   /** Live migration (default true). */
   migration?: boolean;
   /**
+   * Put the notify area (BAR0 0x3000, a page of its own) in memory the
+   * client maps (a sparse mmap area) that muser watches (`memoryWatch`):
+   * a guest's kick is a store, with no VM exit and no message. Meant for
+   * `--poll`; without it the page is looked at every millisecond. Kicks
+   * by message and by ioeventfd are served as before. Default false.
+   */
+  mmapDoorbells?: boolean;
+  /**
+   * After a queue drained, keep reading its avail index for this many
+   * microseconds with the driver's notifications off (VIRTQ_USED_F_NO_NOTIFY,
+   * or avail_event left behind with EVENT_IDX), then ask for them again
+   * and look once more. Default: the server's busy-poll window (`--poll`:
+   * the loop spins then anyway, so the guest need not kick); 0 never.
+   * Queues on worker threads do not poll.
+   */
+  pollMicroseconds?: number;
+  /**
    * How long a reset waits for the requests it abandons (handlers on the
    * main thread still running) before it revokes the guest memory they
    * hold and completes (default 30000 ms). Queues on worker threads have
@@ -95,6 +114,10 @@ export interface VirtioDeviceSpec {
 const VIRTIO_BAR = 0;
 const BAR_SIZE = 0x4000;
 const NOTIFY_MULTIPLIER = 4;
+const NOTIFY_OFFSET = 0x3000;
+const PAGE = 0x1000;
+/** What a watched notify word is set back to after each kick: no 16-bit queue index writes it. */
+const NOTIFY_REARM = 0xffffffff;
 /** GET_REGION_IO_FDS sends every doorbell fd in one message: keep to the fds a client takes. */
 const MAX_IOEVENTFD_QUEUES = 16;
 
@@ -132,6 +155,10 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
   spec.queues.forEach((q, i) => {
     if ((q.handle === undefined) === (q.worker === undefined)) throw new TypeError(`virtio queue ${i}: give exactly one of handle and worker`);
   });
+  const pollMicroseconds = spec.pollMicroseconds;
+  if (pollMicroseconds !== undefined && (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000)) {
+    throw new RangeError(`pollMicroseconds must be 0..10000000, got ${String(pollMicroseconds)}`);
+  }
   const config = new VirtioConfig(spec.config ?? [], spec.configValues);
   if (config.size > 0x1000) throw new RangeError('virtio device config is larger than 4096 bytes');
   const layout: VirtioBarLayout = {
@@ -139,7 +166,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     common: { offset: 0x0000, length: 0x1000 },
     isr: { offset: 0x1000, length: 0x1000 },
     device: config.size > 0 ? { offset: 0x2000, length: config.size } : undefined,
-    notify: { offset: 0x3000, length: spec.queues.length * NOTIFY_MULTIPLIER, multiplier: NOTIFY_MULTIPLIER },
+    notify: { offset: NOTIFY_OFFSET, length: spec.queues.length * NOTIFY_MULTIPLIER, multiplier: NOTIFY_MULTIPLIER },
   };
   const transport = new VirtioPciTransport({
     features: (spec.features ?? 0n) | transportFeatures({ indirectDesc: spec.indirectDesc ?? true, eventIdx: spec.eventIdx ?? true }),
@@ -151,6 +178,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     onReady: spec.onReady,
     onReset: spec.onReset,
     resetTimeoutMs: spec.resetTimeoutMs,
+    pollMicroseconds,
   });
   config.onDriverWrite = (name, value) => spec.onConfigWrite?.(name, value, transport);
 
@@ -184,7 +212,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
   const ioeventfds: IoEventFdSpec[] =
     spec.queues.length <= MAX_IOEVENTFD_QUEUES
       ? spec.queues.map((q, i) => ({
-          offset: 0x3000 + i * NOTIFY_MULTIPLIER,
+          offset: NOTIFY_OFFSET + i * NOTIFY_MULTIPLIER,
           size: 2 as const,
           onSignal: (_count: number, d: Device) => attach(d).kick(i),
           // A queue on a worker thread takes its doorbell there.
@@ -212,7 +240,7 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     },
     bars: {
       // A reset by the driver (status 0) is answered once its abandoned requests cannot write guest memory.
-      [VIRTIO_BAR]: registers.bar({ size: BAR_SIZE, ioeventfds }),
+      [VIRTIO_BAR]: { ...registers.bar({ size: BAR_SIZE, ioeventfds }), ...(spec.mmapDoorbells ? mappedNotify(layout, (i, d) => attach(d).kick(i)) : {}) },
     },
     capabilities: virtioCapabilities(layout),
     interrupts: { intx: true, msix: spec.queues.length + 1 },
@@ -226,6 +254,23 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
   };
   transports.set(result, transport);
   return result;
+}
+
+/**
+ * The notify page in memory the client maps, watched: each queue's word is
+ * rearmed after a kick, so the driver writing its queue index again (as it
+ * always does) is seen again. Messages still reach the register table.
+ */
+function mappedNotify(layout: VirtioBarLayout, kick: (queue: number, device: Device) => void): { memory: { mmap: { offset: number; size: number }[] }; watches: MemoryWatch[] } {
+  const watch = memoryWatch({
+    name: 'virtio notify',
+    offset: layout.notify.offset,
+    length: layout.notify.length,
+    rearm: NOTIFY_REARM,
+    // The queue is the word's, whatever the driver wrote in it (a message kick is decoded the same way).
+    onWrite: (offset, _value, device) => kick((offset - layout.notify.offset) / layout.notify.multiplier, device),
+  });
+  return { memory: { mmap: [{ offset: layout.notify.offset, size: PAGE }] }, watches: [watch] };
 }
 
 const RUNNING_STATES = new Set<MigrationState>([MigrationState.RUNNING, MigrationState.PRE_COPY, MigrationState.RUNNING_P2P, MigrationState.PRE_COPY_P2P]);

@@ -59,6 +59,8 @@ export interface TransportOptions {
   onReset?(ctx: VirtioContext): void;
   /** How long a reset waits for the main thread's requests it abandons before revoking their memory (default 30 s). */
   resetTimeoutMs?: number;
+  /** Idle queues poll their avail ring this long with notifications off (default: the server's `--poll` window; 0: never). */
+  pollMicroseconds?: number;
 }
 
 /** The saved transport state (plain JSON). */
@@ -142,6 +144,11 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
 
   hasFeature(n: number): boolean {
     return hasFeature(this.driverFeatures, n);
+  }
+
+  /** How long an idle queue on this thread polls its avail ring (see VirtqueueHost). */
+  get pollMicroseconds(): number {
+    return this.options.pollMicroseconds ?? (this.device?.link?.pollIdleMs ?? 0) * 1000;
   }
 
   /** Attaches the device whose DMA and interrupts the queues use. */

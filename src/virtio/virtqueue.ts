@@ -12,6 +12,15 @@
  * Buffer-level faults (unmapped data, wrong direction, wrapping lengths)
  * are the request handler's to report (for example as an I/O error).
  *
+ * Notifications (virtio 1.2, 2.7.10): while a drain takes chains the
+ * driver is asked not to notify (VIRTQ_USED_F_NO_NOTIFY, or avail_event
+ * left behind with EVENT_IDX); when it ends, the device asks again and
+ * reads the avail index once more after a full memory barrier, so a chain
+ * added meanwhile is never left without a kick. With a polling window
+ * (`pollMicroseconds`, by default the server's `--poll` window), an idle
+ * queue keeps notifications off and reads the avail index on every turn of
+ * the event loop for that long, then asks again and looks once more.
+ *
  * One loop serves a kick: where the rings and buffers have views (a sealed
  * memfd, the usual case) and the handler finishes at once, it runs
  * synchronously (ring walk, handler, used-ring update and interrupt without
@@ -27,6 +36,7 @@
  * Depends only on {@link QueueMemory} and callbacks, so it can run off the
  * main thread.
  */
+import { native } from '../native/index.js';
 import { VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { QueueMemory } from '../device/queue-memory.js';
 import { ChainWalker, RingError } from './chain.js';
@@ -49,6 +59,12 @@ export interface VirtqueueHost {
   onBroken(queue: Virtqueue, reason: string): void;
   /** Serve one request; complete it with request.complete(bytesWritten). */
   dispatch(request: VirtqueueRequest): void;
+  /**
+   * After a drain, keep reading the avail index of the idle queue for this
+   * many microseconds, with the driver's notifications off (0 or absent:
+   * ask for notifications at once). Read at each drain's end.
+   */
+  readonly pollMicroseconds?: number;
 }
 
 /** Rounds of "take everything, look again" per wakeup before yielding to the event loop. */
@@ -69,6 +85,9 @@ export class Virtqueue implements RequestSink {
   private kickedWhilePaused = false;
   private draining = false;
   private again = false;
+  /** Reading the avail index of the idle queue until `pollUntil` (performance.now()), notifications off. */
+  private polling = false;
+  private pollUntil = 0;
   /** True while a synchronous drain hands out requests: their completions are published when it ends, not later. */
   private collecting = false;
   private inflightHeads: Uint8Array;
@@ -136,7 +155,7 @@ export class Virtqueue implements RequestSink {
     this.publisher.reset();
     this.kickedWhilePaused = false;
     // Loops of the old generation notice the change and stop on their own.
-    this.draining = this.again = this.collecting = false;
+    this.draining = this.again = this.collecting = this.polling = false;
     this.wakeIdle();
   }
 
@@ -284,13 +303,25 @@ export class Virtqueue implements RequestSink {
           break;
         case Step.PARK:
           if (this.broken) return undefined;
+          if (this.pollWindow() > 0) {
+            // Polling: notifications stay off (NO_NOTIFY from PASS, or avail_event one behind).
+            step = Step.POLL;
+            if (st.features.eventIdx) wait = this.rings.writeUsedU16(st.availEventAt, (st.lastAvail - 1) & 0xffff);
+            break;
+          }
           // Publish where we are, then look once more: the driver may have
           // added buffers without notifying while we were busy.
           step = Step.RECHECK;
-          wait = st.features.eventIdx ? this.rings.writeUsedU16(st.availEventAt, st.lastAvail) : this.rings.writeUsedU16(0, 0);
+          wait = this.askForNotifications();
+          break;
+        case Step.POLL:
+          step = Step.END;
+          this.startPolling(gen);
           break;
         case Step.RECHECK: {
           step = Step.END;
+          // The store above before the load below: the driver does the mirror image (add, barrier, read flags).
+          native.memoryFence();
           const idx = this.rings.readU16(st.driver + 2);
           if (typeof idx === 'number') this.rechecked(idx);
           else wait = idx.then((v) => this.rechecked(v));
@@ -310,6 +341,60 @@ export class Virtqueue implements RequestSink {
 
   private rechecked(availIdx: number): void {
     if (availIdx !== this.state.lastAvail && !this.paused) this.again = true;
+  }
+
+  /** Lets the driver notify again: NO_NOTIFY cleared, or avail_event at the next index. */
+  private askForNotifications(): Promise<void> | undefined {
+    const st = this.state;
+    return st.features.eventIdx ? this.rings.writeUsedU16(st.availEventAt, st.lastAvail) : this.rings.writeUsedU16(0, 0);
+  }
+
+  /** Microseconds to poll an idle queue now: only where the avail ring has a view (polling by message would cost more than kicks). */
+  private pollWindow(): number {
+    const us = this.host.pollMicroseconds ?? 0;
+    return us > 0 && this.rings.areaView(Area.Avail) ? us : 0;
+  }
+
+  /**
+   * Reads the avail index on every turn of the event loop until it moves
+   * (then drains) or the window closes; then asks for notifications, and
+   * looks once more after a full barrier before going idle.
+   */
+  private startPolling(gen: number): void {
+    this.pollUntil = performance.now() + this.pollWindow() / 1000;
+    if (this.polling) return;
+    this.polling = true;
+    const st = this.state;
+    const tick = (): void => {
+      // A drain running (it polls again when it ends), a reset, a pause (resume drains), a broken ring: stop here.
+      if (!this.polling || gen !== this.generation || this.draining || this.broken || this.paused || !st.enabled) {
+        if (gen === this.generation) this.polling = false;
+        return;
+      }
+      const avail = this.rings.areaView(Area.Avail);
+      const idx = avail ? avail[2] | (avail[3] << 8) : undefined;
+      if (idx !== undefined && idx !== st.lastAvail) {
+        this.polling = false;
+        this.kick();
+        return;
+      }
+      if (idx !== undefined && performance.now() < this.pollUntil) {
+        setImmediate(tick);
+        return;
+      }
+      this.polling = false;
+      const recheck = (): void => {
+        if (gen !== this.generation) return;
+        native.memoryFence();
+        const idx = this.rings.readU16(st.driver + 2);
+        if (typeof idx !== 'number') void idx.then((v) => gen === this.generation && v !== st.lastAvail && this.kick(), (e: unknown) => this.failWith(gen, e));
+        else if (idx !== st.lastAvail) this.kick();
+      };
+      const asked = this.askForNotifications();
+      if (asked) asked.then(recheck, (e: unknown) => this.failWith(gen, e));
+      else recheck();
+    };
+    setImmediate(tick);
   }
 
   /** Hands out the chains the avail index shows. */
@@ -401,11 +486,12 @@ export class Virtqueue implements RequestSink {
   }
 }
 
-/** Where a drain is: each pass parks notifications, takes the chains, then tells the driver where it is and looks again. */
+/** Where a drain is: each pass parks notifications, takes the chains, then tells the driver where it is and looks again (or polls). */
 const enum Step {
   PASS,
   TAKE,
   PARK,
+  POLL,
   RECHECK,
   END,
 }

@@ -3,10 +3,12 @@
  * through our own vfio-user client: it maps guest memory, enables the
  * controller, lays out admin and I/O queues, builds commands with PRP1,
  * PRP2 and PRP lists, rings doorbells by REGION_WRITE or through the
- * shadow doorbell buffer with EventIdx (as Linux does), and reaps
+ * shadow doorbell buffer with EventIdx (as Linux does) or, once
+ * `mapDoorbells()` mapped BAR0's doorbell page, by plain stores into it (as
+ * a guest does when QEMU maps the page: no message), and reaps
  * completions by polling phase tags in guest memory.
  */
-import { Client, EventFd, privateMemory, sharedMemory, type GuestMemory } from '../../src/client/index.js';
+import { Client, EventFd, RegionCapId, closeFd, mapRegion, privateMemory, sharedMemory, type GuestMemory, type RegionMapping, type SparseMmapCap } from '../../src/client/index.js';
 import { IrqIndex } from '../../src/index.js';
 
 export const GUEST_BASE = 0x1000_0000;
@@ -70,6 +72,10 @@ export class NvmeDriver {
   readonly vectors: EventFd[] = [];
   /** Doorbell register writes made (messages). */
   doorbellMessages = 0;
+  /** Doorbells stored into the mapped doorbell page (no message). */
+  doorbellStores = 0;
+  /** BAR0's doorbell page, once {@link mapDoorbells} mapped it. */
+  private page: RegionMapping | undefined;
   /** Shadow doorbell and EventIdx buffers once configured. */
   dbbuf: { dbs: number; eis: number } | undefined;
   private next = GUEST_BASE;
@@ -107,7 +113,29 @@ export class NvmeDriver {
 
   close(): void {
     for (const v of this.vectors) v.close();
+    this.page?.unmap();
     this.mem.close();
+  }
+
+  /**
+   * Maps BAR0's doorbell page as QEMU does (the region fd from
+   * DEVICE_GET_REGION_INFO, at the sparse mmap area): from now on `ring`
+   * stores into it instead of sending REGION_WRITE. A page mapped before
+   * (of the controller before a migration) is unmapped.
+   */
+  async mapDoorbells(): Promise<void> {
+    this.page?.unmap();
+    this.page = undefined;
+    const info = await this.client.regionInfo(BAR0);
+    if (info.fd === undefined) throw new Error('BAR0 came without an fd: the controller was not made with mmapDoorbells');
+    try {
+      const sparse = info.caps.find((c) => c.id === RegionCapId.SPARSE_MMAP) as SparseMmapCap | undefined;
+      const area = sparse?.areas.find((a) => a.offset === 0x1000);
+      if (!area) throw new Error(`BAR0 has no mmap area at 0x1000: ${JSON.stringify(sparse)}`);
+      this.page = mapRegion(info.fd, info.info.offset + area.offset, area.size);
+    } finally {
+      closeFd(info.fd);
+    }
   }
 
   // ---- memory ----
@@ -152,6 +180,11 @@ export class NvmeDriver {
   }
 
   async ring(index: number, value: number): Promise<void> {
+    if (this.page) {
+      this.doorbellStores++;
+      new DataView(this.page.bytes.buffer, this.page.bytes.byteOffset).setUint32(index * 4, value >>> 0, true);
+      return;
+    }
     this.doorbellMessages++;
     await this.write32(0x1000 + index * 4, value);
   }
@@ -225,11 +258,17 @@ export class NvmeDriver {
     await this.ring(qid * 2, q.tail);
   }
 
-  /** The next completion of queue `qid`, once its phase flips; consumes it and (unless `ringHead` false) rings the head. */
-  async reap(qid: number, o: { ringHead?: boolean; tries?: number } = {}): Promise<Cqe> {
+  /**
+   * The next completion of queue `qid`, once its phase flips; consumes it
+   * and (unless `ringHead` false) rings the head. Waits at most `timeoutMs`
+   * (default 10 s): bounded by time, not by a count of polls, which a
+   * loaded machine gets through before a controller in another process
+   * (seeing a doorbell stored into its page) ran at all.
+   */
+  async reap(qid: number, o: { ringHead?: boolean; timeoutMs?: number } = {}): Promise<Cqe> {
     const q = this.queues.get(qid)!;
-    const tries = o.tries ?? 20000;
-    for (let i = 0; ; i++) {
+    const deadline = Date.now() + (o.timeoutMs ?? 10_000);
+    for (;;) {
       const v = this.view(q.cq + q.head * 16, 16);
       const dw3 = v.getUint32(12, true);
       if (((dw3 >>> 16) & 1) === q.phase) {
@@ -249,7 +288,7 @@ export class NvmeDriver {
         if (o.ringHead ?? true) await this.ringHead(qid);
         return cqe;
       }
-      if (i >= tries) throw new Error(`no completion on queue ${qid}`);
+      if (Date.now() > deadline) throw new Error(`no completion on queue ${qid}`);
       await new Promise((r) => setImmediate(r));
     }
   }

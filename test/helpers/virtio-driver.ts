@@ -4,10 +4,11 @@
  * space, negotiates features, lays split virtqueues out in guest memory (a
  * memfd mapped with DMA_MAP, or fd-less memory served by DMA messages),
  * posts descriptor chains, rings doorbells by REGION_WRITE (replied or
- * posted) or by ioeventfd, and waits for used buffers on MSI-X eventfds.
+ * posted), by ioeventfd or by a store into the notify page it mapped (a
+ * device made with mmapDoorbells), and waits for used buffers on MSI-X eventfds.
  */
 import { native } from '../../src/native/index.js';
-import { Client, EventFd, privateMemory, sharedMemory, type GuestMemory } from '../../src/client/index.js';
+import { Client, EventFd, RegionCapId, closeFd, mapRegion, privateMemory, sharedMemory, type GuestMemory, type RegionMapping, type SparseMmapCap } from '../../src/client/index.js';
 import { IrqIndex } from '../../src/index.js';
 import { CommonCfg, DescFlag, VirtioFeature, VirtioStatus, featureBit } from '../../src/virtio/index.js';
 
@@ -19,7 +20,7 @@ export interface Buf {
 }
 
 /** How the driver rings a doorbell. */
-export type KickMode = 'message' | 'posted' | 'eventfd';
+export type KickMode = 'message' | 'posted' | 'eventfd' | 'mapped';
 
 /** Options for {@link VirtioDriver.open}. */
 export interface DriverOptions {
@@ -62,6 +63,8 @@ export class VirtioDriver {
   readonly vectors: EventFd[] = [];
   /** ioeventfds by queue, once asked for. */
   doorbells: number[] | undefined;
+  /** The notify page, once mapped (kick mode 'mapped'), and where it starts in the BAR. */
+  private notifyPage: Promise<{ map: RegionMapping; offset: number }> | undefined;
   private next: number;
 
   private constructor(
@@ -112,7 +115,22 @@ export class VirtioDriver {
   close(): void {
     for (const v of this.vectors) v.close();
     for (const fd of this.doorbells ?? []) native.close(fd);
+    void this.notifyPage?.then((p) => p.map.unmap(), () => undefined);
     this.mem.close();
+  }
+
+  /** Maps the notify area's page as QEMU does (the BAR's fd at its sparse mmap area). */
+  private async mapNotify(): Promise<{ map: RegionMapping; offset: number }> {
+    const info = await this.client.regionInfo(this.caps.bar);
+    if (info.fd === undefined) throw new Error('the virtio BAR came without an fd: the device was not made with mmapDoorbells');
+    try {
+      const sparse = info.caps.find((c) => c.id === RegionCapId.SPARSE_MMAP) as SparseMmapCap | undefined;
+      const area = sparse?.areas.find((a) => this.caps.notify >= a.offset && this.caps.notify < a.offset + a.size);
+      if (!area) throw new Error(`no mmap area holds the notify area at 0x${this.caps.notify.toString(16)}`);
+      return { map: mapRegion(info.fd, info.info.offset + area.offset, area.size), offset: area.offset };
+    } finally {
+      closeFd(info.fd);
+    }
   }
 
   // ---- registers ----
@@ -324,13 +342,27 @@ export class VirtioDriver {
     data.writeUInt16LE(qi);
     if (mode === 'message') await this.client.regionWrite(this.caps.bar, q.notifyOffset, data);
     else if (mode === 'posted') this.client.postRegionWrite(this.caps.bar, q.notifyOffset, data);
-    else {
+    else if (mode === 'mapped') {
+      this.notifyPage ??= this.mapNotify();
+      const p = await this.notifyPage;
+      new DataView(p.map.bytes.buffer, p.map.bytes.byteOffset).setUint16(q.notifyOffset - p.offset, qi, true);
+    } else {
       if (!this.doorbells) {
         const r = await this.client.regionIoFds(this.caps.bar);
         this.doorbells = r.fds;
       }
       native.eventfdWrite(this.doorbells[qi], 1);
     }
+  }
+
+  /** Stores `value` (`width` bytes) at `offset` of the mapped notify page, as a hostile guest may. */
+  async storeNotify(offset: number, value: number, width: 2 | 4): Promise<void> {
+    this.notifyPage ??= this.mapNotify();
+    const p = await this.notifyPage;
+    const v = new DataView(p.map.bytes.buffer, p.map.bytes.byteOffset);
+    const at = this.caps.notify - p.offset + offset;
+    if (width === 2) v.setUint16(at, value, true);
+    else v.setUint32(at, value >>> 0, true);
   }
 
   /** Used entries published since the last call (no waiting). */

@@ -84,5 +84,9 @@ function reportUnmodeled(servers: readonly Served[]): void {
 function serveInProcess(spec: Awaited<ReturnType<typeof loadDevice>>, d: DeviceArg, verbose: boolean): Served {
   const poll = d.pollIdleMs !== undefined ? { idleMs: d.pollIdleMs } : undefined;
   const server = new Server(spec, d.socket, { log: verbose ? 'debug' : 'info', poll, mode: d.mode });
+  // Watched memory without --poll works, but only on the timer: say so, the user likely meant speed.
+  if (!poll && server.device.regions.some((r) => (r?.watches.length ?? 0) > 0)) {
+    process.stderr.write(`muser: ${server.device.name} has doorbells in mapped memory and no --poll: each is seen on a timer, up to 1 ms late (add --poll)\n`);
+  }
   return { name: server.device.name, close: () => server.close(), unmodeled: () => formatUnmodeled(server.device.name, server.unmodeledAccesses()) };
 }
