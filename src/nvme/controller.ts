@@ -171,7 +171,7 @@ export class NvmeController implements AdminTarget, IoContext {
   // ---- the in-flight log (isolated children) ----
 
   /**
-   * Starts logging into `memory` for a new connection (its log is empty);
+   * @internal Starts logging into `memory` for a new connection (its log is empty);
    * a log a predecessor left is for {@link recover}. The controller is at
    * reset here: nothing is in flight yet.
    */
@@ -184,7 +184,7 @@ export class NvmeController implements AdminTarget, IoContext {
   }
 
   /**
-   * In a successor process: takes over the log a predecessor left in
+   * @internal In a successor process: takes over the log a predecessor left in
    * `memory` and carries on what it had in flight (see recovery.ts). The
    * controller must be fresh (at reset). A state that does not load
    * leaves the controller reset, its log cleared, and throws.

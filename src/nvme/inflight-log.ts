@@ -47,8 +47,8 @@ const H_CC = 16;
 const H_CSTS = 20;
 const H_AQA = 24;
 const H_INTMS = 28;
-const H_ASQ = 32; // f64
-const H_ACQ = 40; // f64
+const H_ASQ = 32; // u32 low, u32 high
+const H_ACQ = 40; // u32 low, u32 high
 const HEADER = 64;
 /** Per queue id: f64 SQ fetch word, u32 SQ tail, u32 CQ tail | phase << 16, u32 CQ head, u32 unused. */
 const QUEUE = 24;
@@ -193,8 +193,10 @@ export class InflightLog {
     w[H_CSTS >> 2] = r.csts;
     w[H_AQA >> 2] = r.aqa;
     w[H_INTMS >> 2] = r.intms;
-    this.f64[H_ASQ >> 3] = Number(r.asq);
-    this.f64[H_ACQ >> 3] = Number(r.acq);
+    w[H_ASQ >> 2] = Number(r.asq & 0xffffffffn);
+    w[(H_ASQ >> 2) + 1] = Number(r.asq >> 32n);
+    w[H_ACQ >> 2] = Number(r.acq & 0xffffffffn);
+    w[(H_ACQ >> 2) + 1] = Number(r.acq >> 32n);
     w[H_MAGIC >> 2] = MAGIC;
   }
 
@@ -230,7 +232,8 @@ export class InflightLog {
   /** The registers as last stored. */
   readRegisters(): LoggedRegisters {
     const w = this.u32;
-    return { cc: w[H_CC >> 2], csts: w[H_CSTS >> 2], aqa: w[H_AQA >> 2], intms: w[H_INTMS >> 2], asq: BigInt(this.f64[H_ASQ >> 3]), acq: BigInt(this.f64[H_ACQ >> 3]) };
+    const u64 = (at: number): bigint => (BigInt(w[(at >> 2) + 1]) << 32n) | BigInt(w[at >> 2]);
+    return { cc: w[H_CC >> 2], csts: w[H_CSTS >> 2], aqa: w[H_AQA >> 2], intms: w[H_INTMS >> 2], asq: u64(H_ASQ), acq: u64(H_ACQ) };
   }
 
   /** The current snapshot's text, if any. */

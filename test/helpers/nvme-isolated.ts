@@ -113,7 +113,7 @@ export interface NvmeIsolated {
 }
 
 /** Starts it: an image of `mib` MiB, `queues` I/O queue pairs of `entries` entries, shadow doorbells or not. */
-export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?: number; shadow?: boolean } = {}): Promise<NvmeIsolated> {
+export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?: number; shadow?: boolean; memory?: 'shared' | 'private' } = {}): Promise<NvmeIsolated> {
   const dir = tempDir();
   const image = join(dir, 'disk.img');
   const mib = o.mib ?? 8;
@@ -124,7 +124,7 @@ export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?:
   const queues = o.queues ?? 2;
   const server = await IsolatedServer.start({ device: deviceFile(dir, image, armFile, queues), options: {} }, join(dir, 'nvme.sock'), { entry: CHILD_ENTRY, log: quiet });
   const client = await Client.connect(server.path);
-  const driver = await NvmeDriver.open(client, { memorySize: 24 * 1024 * 1024 });
+  const driver = await NvmeDriver.open(client, { memorySize: 24 * 1024 * 1024, memory: o.memory });
   await driver.enable();
   await driver.createIoQueues(queues, o.entries ?? 64);
   if (o.shadow ?? true) {
