@@ -4,8 +4,64 @@
 // the point the process dies at.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { PersistentBlock } from '../src/device/persistent.js';
+import { InflightLog } from '../src/nvme/inflight-log.js';
 import { REG, type Cqe, type NvmeDriver } from './helpers/nvme-driver.js';
 import { blockPattern, killed, nvmeIsolated, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
+
+test('nvme in-flight log: what one process stores, its successor reads back; numbering goes on; entries free and refill', () => {
+  const memory = new Uint8Array(4 << 20);
+  const first = new PersistentBlock(memory);
+  first.clear();
+  const log = InflightLog.attach(first, 3, 4);
+  assert.ok(log.fresh);
+  log.clear();
+  assert.equal(log.capacity, 9, '3 queue ids of 4 entries: 3 commands each at most');
+  log.registers({ cc: 0x460001, csts: 1, aqa: 0x1f001f, intms: 5, asq: 0xffff_ffff_ffff_f000n, acq: 0x1000n });
+  for (const qid of [0, 1]) {
+    log.queueCreated(qid, true);
+    log.queueCreated(qid, false);
+  }
+  const sqe = new Uint8Array(128).map((_, i) => i);
+  const a = log.taken(1, 1, sqe, 64);
+  const b = log.taken(1, 2, sqe, 0);
+  log.taken(0, 1, sqe, 0);
+  log.posted(b, 1, 1, 1);
+  log.sqTail(1, 3);
+  log.cqHead(1, 1);
+  assert.ok(log.writeSnapshot('{"v":1}'));
+  assert.ok(log.writeSnapshot('{"v":2}'));
+  assert.equal(log.writeSnapshot('x'.repeat(70_000)), false, 'a snapshot too large is refused');
+
+  // A successor maps the same memory.
+  const next = InflightLog.attach(new PersistentBlock(memory), 3, 4);
+  assert.equal(next.fresh, false);
+  assert.deepEqual(next.readRegisters(), { cc: 0x460001, csts: 1, aqa: 0x1f001f, intms: 5, asq: 0xffff_ffff_ffff_f000n, acq: 0x1000n });
+  assert.equal(next.readSnapshot(), '{"v":2}', 'the last snapshot that fit');
+  assert.deepEqual(
+    next.commands().map((c) => [c.seq, c.sqid]),
+    [
+      [1, 1],
+      [3, 0],
+    ],
+    'oldest first; the posted one is gone',
+  );
+  assert.deepEqual([...next.entry(a)], [...sqe.subarray(64)], 'the SQE as it was taken');
+  assert.deepEqual(next.sqFetched(1), { head: 2, seq: 2 });
+  assert.equal(next.sqTailWritten(1), 3);
+  assert.deepEqual(next.cqPosition(1), { tail: 1, phase: 1, head: 1 });
+  assert.deepEqual(next.cqPosition(0), { tail: 0, phase: 1, head: 0 });
+  // Numbering goes on past everything the predecessor stored; every free entry is used before none is left.
+  const more = Array.from({ length: 7 }, () => next.taken(0, 2, sqe, 0));
+  assert.equal(new Set([...more, a]).size, 8);
+  assert.equal(next.seqOf(more[0]), 4);
+  assert.ok(next.hasRoom === false);
+  next.drop(more[3]);
+  assert.ok(next.hasRoom);
+  next.clear();
+  assert.deepEqual(next.commands(), []);
+  assert.equal(next.readSnapshot(), undefined);
+});
 
 /** A small deterministic PRNG (xorshift32). */
 function prng(seed: number): () => number {
