@@ -191,6 +191,23 @@ test('isolate nvme: a kill at each point of the pipeline loses no command, compl
     await d.ring(2 * 10, 1);
     assert.deepEqual(await adminCompletions(d, 200), [], 'no second AER was held');
 
+    // Three admin commands on one doorbell (the admin queue has no shadow doorbell): the first runs, the others wait
+    // unfetched behind it, their tail known only from the doorbell write the child answered. Killed as the first
+    // completes, the successor finds that tail in the log and runs the other two.
+    const q0 = d.queues.get(0)!;
+    const tail0 = q0.tail;
+    const cids = [1, 2, 3].map(() => d.put(0, { opcode: IDENTIFY, prp1: d.alloc(4096), cdw10: 1 }));
+    await n.arm('admin-executed');
+    restarts++;
+    await d.submit(0, tail0);
+    await killed(n, restarts);
+    const identified = await adminCompletions(d, 400);
+    assert.deepEqual(
+      identified.map((c) => [c.cid, c.status]),
+      cids.map((cid) => [cid, 0]),
+      'each of the three once, in order',
+    );
+
     // A kill after CC.EN was cleared: the successor finishes the reset, the driver starts again.
     const second = await holdAer(d);
     await n.arm('reset');

@@ -142,10 +142,16 @@ export class InflightLog {
 
   /**
    * Logs a command taken from SQ `sqid` (its entry at `at` of `bytes`),
-   * after which the SQ head is `head`; returns its slot. Call only with
-   * {@link hasRoom}.
+   * after which the SQ head is `head`; returns its slot. The fetch loop
+   * checks {@link hasRoom} first; without room (copies of several queues
+   * in flight at once) the head is still logged, so the command is not
+   * fetched twice, but it is not recoverable (-1).
    */
   taken(sqid: number, head: number, bytes: Uint8Array, at: number): number {
+    if (this.freeCount === 0) {
+      this.f64[(this.queuesAt + sqid * QUEUE) >> 3] = this.seq * HEAD_SPAN + head;
+      return -1;
+    }
     const slot = this.free[--this.freeCount];
     const e = this.entriesAt + slot * ENTRY;
     this.u16[(e + 8) >> 1] = sqid;

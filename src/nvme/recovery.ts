@@ -26,7 +26,7 @@ import type { InflightLog, LoggedCommand } from './inflight-log.js';
 import { then } from './maybe.js';
 import type { CompletionQueue, SubmissionQueue } from './queues.js';
 import { viewOf } from './shadow.js';
-import { checkObject, loadController, saveController } from './state.js';
+import { checkInt, checkObject, loadController, saveController } from './state.js';
 
 /** The result of the admin command a snapshot includes. */
 interface AdminDone {
@@ -98,7 +98,7 @@ export function recoverController(c: Recovering, log: InflightLog, parts: Recove
     if (regs.csts & Csts.CFS) c.fatalReason = 'fatal before the process was replaced';
     return report;
   }
-  const done = saved.done as AdminDone | null | undefined;
+  const done = adminDone(saved.done);
   const shadowed = saved.dbbuf !== null;
   loadController(c, {
     ...saved,
@@ -135,7 +135,7 @@ export function recoverController(c: Recovering, log: InflightLog, parts: Recove
   const scans = [...c.cqs.values()].map((cq) => scanPosted(c, log, cq, commands, report));
   const go = (): RecoveryReport => {
     c.paused = false;
-    restart(c, log, parts, commands, done ?? null, report);
+    restart(c, log, parts, commands, done, report);
     return report;
   };
   if (scans.some((s) => s instanceof Promise)) return Promise.all(scans).then(go);
@@ -180,7 +180,7 @@ function restart(c: Recovering, log: InflightLog, parts: RecoveryParts, commands
     const entry = log.entry(e.slot);
     sq.outstanding++;
     report.restarted++;
-    if (sq.id === 0 && done && done.seq === e.seq) {
+    if (sq.id === 0 && done?.seq === e.seq) {
       // Its effect is in the snapshot: complete it with its result (the snapshot written again keeps it).
       log.runningAdmin = e.slot;
       c.complete(sq, cidOf(log, e.slot), new DataView(entry.buffer, entry.byteOffset).getUint32(4, true), done.status, done.dw0, e.slot);
@@ -198,6 +198,13 @@ function restart(c: Recovering, log: InflightLog, parts: RecoveryParts, commands
     if (cq.interruptsEnabled) parts.interrupt(cq.vector);
   }
   if (((c.regs.csts & Csts.SHST_MASK) >> Csts.SHST_SHIFT) === Shutdown.OCCURRING) parts.shutdown();
+}
+
+/** The snapshot's admin result, checked. */
+function adminDone(v: unknown): AdminDone | null {
+  if (v === null || v === undefined) return null;
+  const d = checkObject(v, 'snapshot.done');
+  return { seq: checkInt(d.seq, 1, Number.MAX_SAFE_INTEGER, 'done.seq'), status: checkInt(d.status, 0, 0x7fff, 'done.status'), dw0: checkInt(d.dw0, 0, 0xffffffff, 'done.dw0') };
 }
 
 function cidOf(log: InflightLog, slot: number): number {
