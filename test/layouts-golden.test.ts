@@ -79,7 +79,7 @@ describe('NVMe layouts', () => {
     const cq = new CompletionQueue(1, 0, 4, true, 0);
     const sq = new SubmissionQueue(3, 0, 8, cq);
     sq.head = 5;
-    const completion = { sq, cid: 0x1234, status: 0x2002, dw0: 0x12345678 };
+    const completion = { sq, cid: 0x1234, status: 0x2002, dw0: 0x12345678, slot: -1 };
     const ring = Buffer.alloc(2 * CQE.size, 0xee);
     writeCompletion(new DataView(ring.buffer, ring.byteOffset, ring.length), CQE.size, completion, 1);
     sameBytes(ring, Buffer.concat([Buffer.alloc(16, 0xee), golden]));

@@ -14,17 +14,20 @@
  * completion that cannot be written) set CSTS.CFS and stop the controller
  * until the host resets it.
  */
+import type { PersistentMemory } from '../device/persistent.js';
 import type { QueueMemory } from '../device/queue-memory.js';
 import type { AdminTarget } from './admin.js';
-import { Csts, PAGE_SIZE } from './constants.js';
+import { Csts, NvmeReg, PAGE_SIZE } from './constants.js';
 import { CqPoster } from './cq-post.js';
 import { AER_LIMIT, AsyncEvents, ERROR_LOG_ENTRIES } from './events.js';
 import { Bar0 } from './bar0.js';
 import type { ErrorEntry, HealthCounters } from './identify.js';
 import type { IoContext } from './io.js';
+import { InflightLog } from './inflight-log.js';
 import { ControllerLifecycle } from './lifecycle.js';
 import type { Namespace } from './namespace.js';
 import { CompletionQueue, SubmissionQueue } from './queues.js';
+import { configSnapshot, recoverController, relog, type RecoveryReport } from './recovery.js';
 import { ShadowDoorbells, writeU32 } from './shadow.js';
 import { SqFetcher } from './sq-fetch.js';
 import { checkObject, loadController, saveController, type ControllerState } from './state.js';
@@ -51,6 +54,8 @@ export class NvmeController implements AdminTarget, IoContext {
   paused = false;
   /** @internal Submission queues whose Delete waits for their commands. */
   readonly deleting = new Set<SubmissionQueue>();
+  /** @internal The in-flight log, while an isolated child serves the controller (see inflight-log.ts). */
+  log: InflightLog | undefined;
   private readonly poster: CqPoster;
   private readonly fetcher: SqFetcher;
   private readonly lifecycle: ControllerLifecycle;
@@ -160,6 +165,68 @@ export class NvmeController implements AdminTarget, IoContext {
   /** A host write to BAR0. */
   writeRegister(offset: number, data: Uint8Array): void {
     this.regs.write(offset, data);
+    if (this.log && offset < NvmeReg.DOORBELLS) this.logRegisters();
+  }
+
+  // ---- the in-flight log (isolated children) ----
+
+  /**
+   * @internal Starts logging into `memory` for a new connection (its log is empty);
+   * a log a predecessor left is for {@link recover}. The controller is at
+   * reset here: nothing is in flight yet.
+   */
+  attachLog(memory: PersistentMemory): void {
+    const log = InflightLog.attach(memory, this.config.ioQueues + 1, this.config.maxQueueEntries);
+    if (!log.fresh) return;
+    this.log = log;
+    log.clear();
+    this.logRegisters();
+  }
+
+  /**
+   * @internal In a successor process: takes over the log a predecessor left in
+   * `memory` and carries on what it had in flight (see recovery.ts). The
+   * controller must be fresh (at reset). A state that does not load
+   * leaves the controller reset, its log cleared, and throws.
+   */
+  recover(memory: PersistentMemory): RecoveryReport | Promise<RecoveryReport> {
+    const log = InflightLog.attach(memory, this.config.ioQueues + 1, this.config.maxQueueEntries);
+    this.log = log;
+    try {
+      return recoverController(this, log, {
+        start: (sq, bytes, at, slot) => this.fetcher.start(sq, bytes, at, slot),
+        resumeAfter: (sq, running) => this.fetcher.resumeAfter(sq, running),
+        interrupt: (vector) => this.poster.interrupt(vector),
+        shutdown: () => this.lifecycle.shutdown(),
+      });
+    } catch (e) {
+      void this.reset();
+      throw e;
+    }
+  }
+
+  /** @internal Stores the registers in the log. */
+  logRegisters(): void {
+    const r = this.regs;
+    this.log?.registers({ cc: r.cc, csts: r.csts, aqa: r.aqa, intms: r.intms, asq: r.asq, acq: r.acq });
+  }
+
+  /** @internal Stores the configuration in the log (queues, features, events). */
+  logConfig(): void {
+    this.log?.writeSnapshot(configSnapshot(this, null));
+  }
+
+  /** @internal An admin command completed: the snapshot takes its effect with its result, unless another one is half-way. */
+  adminCompleted(slot: number, status: number, dw0: number): void {
+    const log = this.log;
+    if (!log) return;
+    if (slot === log.runningAdmin) {
+      log.runningAdmin = -1;
+      log.writeSnapshot(configSnapshot(this, { seq: log.seqOf(slot), status, dw0 }));
+    } else if (log.runningAdmin < 0) {
+      // An Asynchronous Event Request (events and masks changed); with an admin command half-way, its completion writes them.
+      log.writeSnapshot(configSnapshot(this, null));
+    }
   }
 
   /**
@@ -206,8 +273,8 @@ export class NvmeController implements AdminTarget, IoContext {
   }
 
   /** @internal */
-  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number): void {
-    this.poster.complete(sq, cid, nsid, status, dw0);
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number): void {
+    this.poster.complete(sq, cid, nsid, status, dw0, slot);
   }
 
   /** @internal */
@@ -234,6 +301,7 @@ export class NvmeController implements AdminTarget, IoContext {
     const cq = new CompletionQueue(id, base, size, interruptsEnabled, vector);
     cq.shadow = this.shadow.slots(id, true);
     this.cqs.set(id, cq);
+    this.log?.queueCreated(id, false);
   }
 
   /** Creates I/O submission queue `id` on `cq`. */
@@ -242,6 +310,7 @@ export class NvmeController implements AdminTarget, IoContext {
     sq.shadow = this.shadow.slots(id, false);
     cq.sqs.add(sq);
     this.sqs.set(id, sq);
+    this.log?.queueCreated(id, true);
   }
 
   /** Deletes an I/O submission queue once the commands it started completed. */
@@ -353,5 +422,6 @@ export class NvmeController implements AdminTarget, IoContext {
       void this.reset();
       throw e;
     }
+    if (this.log) relog(this, this.log);
   }
 }

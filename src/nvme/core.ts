@@ -8,6 +8,7 @@
 import type { QueueMemory } from '../device/queue-memory.js';
 import type { Bar0 } from './bar0.js';
 import type { HealthCounters } from './identify.js';
+import type { InflightLog } from './inflight-log.js';
 import type { CompletionQueue, SubmissionQueue } from './queues.js';
 import type { ShadowDoorbells } from './shadow.js';
 import type { ControllerConfig, ControllerHost, ControllerStats, FeatureValues } from './types.js';
@@ -31,6 +32,8 @@ export interface ControllerCore {
    * so are their copies into guest memory (I/O reads it).
    */
   epoch: number;
+  /** The in-flight log, while an isolated child serves the controller (undefined otherwise: nothing is logged). */
+  readonly log: InflightLog | undefined;
   /** Fetching is paused for migration. */
   paused: boolean;
   /** Why CSTS.CFS was set (undefined while healthy). */
@@ -45,7 +48,13 @@ export interface ControllerCore {
   /** Fetches and starts what the submission queue holds (see SqFetcher). */
   drain(sq: SubmissionQueue, fromDoorbell?: boolean): void;
   /** Queues a command's completion for posting (see CqPoster). */
-  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number): void;
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number): void;
+  /** An admin command completed (before its completion is posted): the log's snapshot takes its effect and result. */
+  adminCompleted(slot: number, status: number, dw0: number): void;
+  /** Stores the registers in the log (after each change). */
+  logRegisters(): void;
+  /** Stores the configuration snapshot in the log. */
+  logConfig(): void;
   /** Posts what waits on a completion queue. */
   flushCq(cq: CompletionQueue): void;
   /** Queues an asynchronous event. */

@@ -27,11 +27,16 @@ export class CqPoster {
     private readonly events: AsyncEvents,
   ) {}
 
-  /** The point where a command's completion is queued for posting (its CQE is written by {@link flush}). */
-  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number): void {
+  /**
+   * The point where a command's completion is queued for posting (its CQE
+   * is written by {@link flush}); `slot`: its entry in the in-flight log.
+   */
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number): void {
     if (status !== Status.SUCCESS) this.events.recordError(sq.id, cid, status, nsid);
+    // An admin command's effect becomes durable with its result, before the host can see either.
+    if (sq.id === 0 && slot >= 0) this.c.adminCompleted(slot, status, dw0);
     const cq = sq.cq;
-    cq.pending.push({ sq, cid, status, dw0 });
+    cq.pending.push({ sq, cid, status, dw0, slot });
     if (this.collecting > 0) {
       // A synchronous drain posts its batch when its fetch loop ends.
       if (!cq.collected) {
@@ -128,6 +133,8 @@ export class CqPoster {
   /** The point where a completion counts as posted: its CQE is in guest memory. */
   private posted(cq: CompletionQueue, p: PendingCompletion): void {
     cq.advance();
+    // Entry freed, then the tail: recovery finds a CQE posted past the logged tail by its phase.
+    if (p.slot >= 0) this.c.log?.posted(p.slot, cq.id, cq.tail, cq.phase);
     if (--p.sq.outstanding === 0) p.sq.wakeIdle();
     cq.batchPosted++;
     // Nearly always one submission queue: spare the Set.
@@ -159,6 +166,12 @@ export class CqPoster {
     }
     // Completions that arrived while the batch waited for memory.
     if (cq.pending.length > 0 && !cq.full) this.flush(cq);
+    const log = this.c.log;
+    if (log?.starved) {
+      // Fetching stopped for want of log entries: posting freed some.
+      log.starved = false;
+      for (const sq of this.c.sqs.values()) if (!sq.empty && !sq.dead) this.c.drain(sq);
+    }
   }
 
   /** The CQ looks full: read the shadow head, and arm EventIdx so the driver rings when it frees entries. */

@@ -22,6 +22,7 @@ import { memoryWatch, type MemoryWatch } from '../device/memory-watch.js';
 import type { BarSpec } from '../device/region-spec.js';
 import { NvmeReg } from './constants.js';
 import { NvmeController } from './controller.js';
+import type { RecoveryReport } from './recovery.js';
 import type { ControllerHost, ControllerStats, DoorbellPage } from './types.js';
 import { Namespace } from './namespace.js';
 
@@ -159,6 +160,28 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     interrupts: { intx: true, msix: queues + 1 },
     onConnect: (d) => {
       device = d;
+      // An isolated child serving a new connection: log what is in flight, for a successor (recovery.ts).
+      if (d.persistent) controller.attachLog(d.persistent);
+    },
+    onRecover(d, reason) {
+      device = d;
+      if (!d.persistent) return;
+      const name = options.name ?? 'nvme';
+      const said = (found: RecoveryReport): void => {
+        if (found.posted + found.restarted > 0) process.stderr.write(`[${name}] recovered: ${found.restarted} command(s) started again, ${found.posted} completion(s) found posted\n`);
+      };
+      let found: RecoveryReport | Promise<RecoveryReport>;
+      try {
+        found = controller.recover(d.persistent);
+      } catch (e) {
+        // A reload's new code that cannot read the log is dropped; after a crash, a reset controller beats none.
+        if (reason === 'reload') throw e;
+        process.stderr.write(`[${name}] error: in-flight log unreadable (${(e as Error).message}): the controller starts from reset\n`);
+        return;
+      }
+      // Not awaited when it waits for guest memory by message: those replies come once the client is read again.
+      if (found instanceof Promise) void found.then(said, (e: Error) => process.stderr.write(`[${name}] error: recovery failed: ${e.message}\n`));
+      else said(found);
     },
     onDisconnect: () => options.onDisconnectStats?.({ ...controller.stats }),
     onReset: (_reason, d) => {

@@ -27,6 +27,8 @@ export interface AsyncEventRecord {
 export interface HeldRequest {
   sq: SubmissionQueue;
   cid: number;
+  /** Its entry in the in-flight log (-1: not logged). */
+  slot: number;
 }
 
 /** The asynchronous events and error log of one controller. */
@@ -48,12 +50,12 @@ export class AsyncEvents {
   }
 
   /** Holds an Asynchronous Event Request (or refuses it beyond the limit). */
-  hold(sq: SubmissionQueue, cid: number, nsid: number): void {
+  hold(sq: SubmissionQueue, cid: number, nsid: number, slot: number): void {
     if (this.aers.length >= AER_LIMIT) {
-      this.c.complete(sq, cid, nsid, Status.ASYNC_EVENT_LIMIT_EXCEEDED, 0);
+      this.c.complete(sq, cid, nsid, Status.ASYNC_EVENT_LIMIT_EXCEEDED, 0, slot);
       return;
     }
-    this.aers.push({ sq, cid });
+    this.aers.push({ sq, cid, slot });
     this.deliver();
   }
 
@@ -65,7 +67,7 @@ export class AsyncEvents {
       const aer = this.aers.shift()!;
       // An event type stays masked until the host reads its log page.
       this.maskedEventTypes.add(e.type);
-      this.c.complete(aer.sq, aer.cid, 0, Status.SUCCESS, e.type | (e.info << 8) | (e.log << 16));
+      this.c.complete(aer.sq, aer.cid, 0, Status.SUCCESS, e.type | (e.info << 8) | (e.log << 16), aer.slot);
     }
   }
 

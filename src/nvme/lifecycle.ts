@@ -55,6 +55,14 @@ export class ControllerLifecycle {
     c.cqs.set(0, cq);
     c.sqs.set(0, sq);
     regs.csts = Csts.RDY;
+    // A new session of the log: the admin queues, and the registers once the CC write is stored.
+    const log = c.log;
+    if (log) {
+      log.clear();
+      log.queueCreated(0, true);
+      log.queueCreated(0, false);
+      c.logConfig();
+    }
   }
 
   /** What is wrong with the admin queue settings or CC, if anything. */
@@ -77,18 +85,22 @@ export class ControllerLifecycle {
   private disable(): void {
     const c = this.c;
     const epoch = c.epoch + 1;
+    // What was in flight is abandoned: a successor must not start it again.
+    c.log?.clear();
     void this.abandonCommands().then(() => {
       if (c.epoch !== epoch || c.regs.cc & Cc.EN) return;
       this.clearQueues();
       c.regs.csts = 0;
       c.fatalReason = undefined;
+      c.logRegisters();
     });
   }
 
-  /** CC.SHN: stop fetching, finish commands in flight, flush, report shutdown complete. */
-  private shutdown(): void {
+  /** CC.SHN: stop fetching, finish commands in flight, flush, report shutdown complete (also: one a predecessor process began). */
+  shutdown(): void {
     const c = this.c;
     c.regs.csts = (c.regs.csts & ~Csts.SHST_MASK) | (Shutdown.OCCURRING << Csts.SHST_SHIFT);
+    c.logRegisters();
     const epoch = c.epoch;
     void c
       .whenIdle()
@@ -98,6 +110,7 @@ export class ControllerLifecycle {
       .then(() => {
         if (c.epoch !== epoch) return;
         c.regs.csts = (c.regs.csts & ~Csts.SHST_MASK) | (Shutdown.COMPLETE << Csts.SHST_SHIFT);
+        c.logRegisters();
       });
   }
 
@@ -146,6 +159,8 @@ export class ControllerLifecycle {
     c.fatalReason = undefined;
     this.events.errors.length = 0;
     c.health.powerCycles++;
+    c.log?.clear();
+    c.logRegisters();
     return abandoned;
   }
 
@@ -155,6 +170,7 @@ export class ControllerLifecycle {
     if (c.regs.csts & Csts.CFS) return;
     c.fatalReason = reason;
     c.regs.csts |= Csts.CFS;
+    c.logRegisters();
     this.stopQueues();
   }
 }

@@ -18,6 +18,8 @@ export interface PendingCompletion {
   cid: number;
   status: number;
   dw0: number;
+  /** Its entry in the in-flight log (-1: not logged). */
+  slot: number;
 }
 
 /** A completion queue. */

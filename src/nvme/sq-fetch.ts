@@ -92,6 +92,7 @@ export class SqFetcher {
         return;
       }
       cq.head = value;
+      c.log?.cqHead(qid, value);
       this.poster.flush(cq);
       return;
     }
@@ -103,11 +104,15 @@ export class SqFetcher {
       return;
     }
     sq.tail = value;
+    c.log?.sqTail(qid, value);
     this.drain(sq, true);
   }
 
   private headWritten(cq: CompletionQueue, head: number): void {
-    if (cq.validHead(head)) cq.head = head;
+    if (cq.validHead(head)) {
+      cq.head = head;
+      this.c.log?.cqHead(cq.id, head);
+    }
     this.poster.flush(cq);
   }
 
@@ -275,7 +280,13 @@ export class SqFetcher {
     poster.collecting++;
     try {
       // Only a fault (sq.dead, a new epoch) can stop the controller while this loop runs synchronously.
+      const log = c.log;
       while (!sq.dead && c.epoch === epoch && !sq.empty && sq.outstanding < sq.size - 1) {
+        if (log && !log.hasRoom) {
+          // Every log entry holds a command: go on once a completion frees one.
+          log.starved = true;
+          break;
+        }
         wait = ring ? this.take(sq, ring, sq.head * SQE.size) : this.fetchCopy(sq, epoch);
         if (wait) break;
       }
@@ -307,9 +318,20 @@ export class SqFetcher {
   private take(sq: SubmissionQueue, bytes: Uint8Array, at: number): Promise<void> | undefined {
     const c = this.c;
     sq.head = (sq.head + 1) % sq.size;
+    // Logged before it starts, so no completion can report this head before the log holds the entry.
+    const slot = c.log ? c.log.taken(sq.id, sq.head, bytes, at) : -1;
     sq.outstanding++;
     c.stats.commands++;
-    if (sq.id === 0) return this.runAdmin(sq, parseCommand(bytes.subarray(at, at + SQE.size)));
+    return this.start(sq, bytes, at, slot);
+  }
+
+  /**
+   * Starts a command taken (or taken by a predecessor process and found in
+   * the in-flight log: recovery.ts), its entry at `at` of `bytes`.
+   */
+  start(sq: SubmissionQueue, bytes: Uint8Array, at: number, slot: number): Promise<void> | undefined {
+    const c = this.c;
+    if (sq.id === 0) return this.runAdmin(sq, parseCommand(bytes.subarray(at, at + SQE.size)), slot);
     c.stats.ioCommands++;
     const cmd = decodeInto(this.scratch, bytes, at);
     const cid = cmd.cid;
@@ -319,15 +341,15 @@ export class SqFetcher {
       execution = executeIo(cmd, this.commands);
     } catch (e) {
       c.stats.fastCommands++;
-      c.complete(sq, cid, nsid, statusOf(e), 0);
+      c.complete(sq, cid, nsid, statusOf(e), 0, slot);
       return undefined;
     }
     if (execution instanceof Promise) {
-      void this.completeWith(sq, cid, nsid, c.epoch, execution);
+      void this.completeWith(sq, cid, nsid, c.epoch, execution, slot);
     } else {
       // Finished at once: no Promise, and its completion is posted with the batch's.
       c.stats.fastCommands++;
-      c.complete(sq, cid, nsid, Status.SUCCESS, execution.dw0 ?? 0);
+      c.complete(sq, cid, nsid, Status.SUCCESS, execution.dw0 ?? 0, slot);
     }
     return undefined;
   }
@@ -375,19 +397,40 @@ export class SqFetcher {
   }
 
   /** Runs an admin command; fetching waits for it. Asynchronous Event Requests are held until an event. */
-  private runAdmin(sq: SubmissionQueue, cmd: NvmeCommand): Promise<void> | undefined {
+  private runAdmin(sq: SubmissionQueue, cmd: NvmeCommand, slot: number): Promise<void> | undefined {
     if (cmd.opcode === AdminOpcode.ASYNC_EVENT_REQUEST) {
-      this.events.hold(sq, cmd.cid, cmd.nsid);
+      this.events.hold(sq, cmd.cid, cmd.nsid, slot);
       return undefined;
     }
-    return this.completeWith(sq, cmd.cid, cmd.nsid, this.c.epoch, executeAdmin(cmd, this.commands));
+    const log = this.c.log;
+    if (log && slot >= 0) log.runningAdmin = slot;
+    return this.completeWith(sq, cmd.cid, cmd.nsid, this.c.epoch, executeAdmin(cmd, this.commands), slot);
+  }
+
+  /**
+   * Recovery: the admin queue's fetching waits for `running` (an admin
+   * command started again), as it waits for any admin command, then goes on.
+   */
+  resumeAfter(sq: SubmissionQueue, running: Promise<void>): void {
+    sq.draining = true;
+    const epoch = this.c.epoch;
+    running.then(
+      () => {
+        sq.draining = false;
+        if (this.live(sq, epoch)) this.drain(sq);
+      },
+      (e) => {
+        sq.draining = false;
+        this.failed(sq, epoch, e);
+      },
+    );
   }
 
   /**
    * Waits for a command's execution and queues its completion, unless a
    * reset (a new `epoch`) has discarded the queue meanwhile.
    */
-  private async completeWith(sq: SubmissionQueue, cid: number, nsid: number, epoch: number, execution: Promise<CommandResult>): Promise<void> {
+  private async completeWith(sq: SubmissionQueue, cid: number, nsid: number, epoch: number, execution: Promise<CommandResult>, slot: number): Promise<void> {
     let status: number = Status.SUCCESS;
     let dw0 = 0;
     try {
@@ -395,7 +438,7 @@ export class SqFetcher {
     } catch (e) {
       status = statusOf(e);
     }
-    if (this.c.epoch === epoch) this.c.complete(sq, cid, nsid, status, dw0);
+    if (this.c.epoch === epoch) this.c.complete(sq, cid, nsid, status, dw0, slot);
   }
 }
 

@@ -163,13 +163,13 @@ export function loadController(c: Migrating, s: Record<string, unknown>): void {
     const sq = c.sqs.get(checkInt(p.sqid, 0, maxQid, `pending[${i}].sqid`));
     const cq = c.cqs.get(checkInt(p.cqid, 0, maxQid, `pending[${i}].cqid`));
     if (!sq || sq.cq !== cq) throw new Error(`nvme state: pending completion ${i} names no queue pair`);
-    cq.pending.push({ sq, cid: checkInt(p.cid, 0, 0xffff, 'cid'), status: checkInt(p.status, 0, 0x7fff, 'status'), dw0: u32(p.dw0, 'dw0') });
+    cq.pending.push({ sq, cid: checkInt(p.cid, 0, 0xffff, 'cid'), status: checkInt(p.status, 0, 0x7fff, 'status'), dw0: u32(p.dw0, 'dw0'), slot: -1 });
   }
   const admin = c.sqs.get(0);
   for (const [i, raw] of checkArray(s.aers, 'aers').entries()) {
     const a = checkObject(raw, `aers[${i}]`);
     if (!admin || a.sqid !== 0 || events.aers.length >= AER_LIMIT) throw new Error(`nvme state: AER ${i} does not fit`);
-    events.aers.push({ sq: admin, cid: checkInt(a.cid, 0, 0xffff, `aers[${i}].cid`) });
+    events.aers.push({ sq: admin, cid: checkInt(a.cid, 0, 0xffff, `aers[${i}].cid`), slot: -1 });
   }
   for (const [i, raw] of checkArray(s.events, 'events').slice(0, MAX_PENDING_EVENTS).entries()) {
     const e = checkObject(raw, `events[${i}]`);
