@@ -49,7 +49,12 @@ export interface NvmeRound {
   load: number;
   floor: NvmeFig;
   muser: NvmeFig;
+  /** The same run against `muser run --isolate nvme` (rows in ISOLATED_KEYS only). */
+  isolated?: NvmeFig;
 }
+
+/** Rows also measured with the controller in an isolated child process (`--isolate`). */
+export const NVME_ISOLATED_KEYS = new Set(['r_q1_qd1', 'r_q1_qd32_shadow', 'r_q2_qd32_shadow']);
 
 export interface NvmeRow {
   config: NvmeConfig;
@@ -60,6 +65,9 @@ export interface NvmeRow {
   iopsVsFloor: number;
   p50VsFloor: number;
   load: number;
+  /** `--isolate`'s figure and its IOPS / in-process IOPS (median of per-round ratios), for NVME_ISOLATED_KEYS. */
+  isolated?: NvmeFig;
+  isolatedVsMuser?: number;
 }
 
 const fig = (j: Json): NvmeFig => ({ iops: num(j, 'iops'), p50: num(j, 'p50_us'), p99: num(j, 'p99_us'), doorbells: num(j, 'doorbells_per_op') });
@@ -71,10 +79,11 @@ function args(c: NvmeConfig, seconds: number): string[] {
 /** Runs `rounds` interleaved rounds (floor, then muser, per config). */
 export async function measureNvme(dir: string, rounds: number, scale: number, log: (s: string) => void): Promise<NvmeRow[]> {
   const server = await CliServer.start(join(dir, 'nvme.sock'), DEVICE_CPU, ['--size', `${DISK_MIB}M`, '--queues', '2'], 'nvme');
+  const isolatedServer = await CliServer.start(join(dir, 'nvme-iso.sock'), DEVICE_CPU, ['--size', `${DISK_MIB}M`, '--queues', '2'], 'nvme', ['--isolate']);
   const seconds = Math.max(1, Math.round(scale));
   try {
     // Untimed warm-up: JIT, and the RAM disk's pages touched once.
-    await server.client(NVMEDRV, ['--socket', server.socket, '--qd', '32', '--seconds', '1', '--write', '--cpu', String(DRIVER_CPU)]);
+    for (const s of [server, isolatedServer]) await s.client(NVMEDRV, ['--socket', s.socket, '--qd', '32', '--seconds', '1', '--write', '--cpu', String(DRIVER_CPU)]);
     const rs = new Map<string, NvmeRound[]>(NVME_CONFIGS.map((c) => [c.key, []]));
     for (let r = 0; r < rounds; r++) {
       log(`round ${r + 1}/${rounds}: NVMe data path (driver CPU ${DRIVER_CPU}, controller CPU ${DEVICE_CPU})`);
@@ -82,7 +91,8 @@ export async function measureNvme(dir: string, rounds: number, scale: number, lo
         const load = loadAverage();
         const floor = fig(await runJson(NVMEDRV, ['--responder', '--server-cpu', String(DEVICE_CPU), ...args(c, seconds)]));
         const muser = fig(await server.client(NVMEDRV, ['--socket', server.socket, ...args(c, seconds)]));
-        rs.get(c.key)!.push({ load, floor, muser });
+        const isolated = NVME_ISOLATED_KEYS.has(c.key) ? fig(await isolatedServer.client(NVMEDRV, ['--socket', isolatedServer.socket, ...args(c, seconds)])) : undefined;
+        rs.get(c.key)!.push({ load, floor, muser, isolated });
       }
     }
     const med = (fs: NvmeFig[]): NvmeFig => medianFields(fs);
@@ -96,10 +106,14 @@ export async function measureNvme(dir: string, rounds: number, scale: number, lo
         iopsVsFloor: median(rounds.map((x) => x.muser.iops / x.floor.iops)),
         p50VsFloor: median(rounds.map((x) => x.muser.p50 / x.floor.p50)),
         load: median(rounds.map((x) => x.load)),
+        ...(NVME_ISOLATED_KEYS.has(config.key)
+          ? { isolated: med(rounds.map((x) => x.isolated!)), isolatedVsMuser: median(rounds.map((x) => x.isolated!.iops / x.muser.iops)) }
+          : {}),
       };
     });
   } finally {
     await server.stop();
+    await isolatedServer.stop();
   }
 }
 

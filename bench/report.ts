@@ -211,7 +211,10 @@ export function report(results: BenchResults, ctx: RunContext): { lines: string[
       const s = byKey(`${r.config.key}_shadow`);
       return `${r.config.label}: ${(s.muser.iops / r.muser.iops).toFixed(2)} (C: ${(s.floor.iops / r.floor.iops).toFixed(2)})`;
     });
-    out.push(`muser IOPS with shadow doorbells / without: ${shadowGains.join('; ')}`, '');
+    out.push(`muser IOPS with shadow doorbells / without: ${shadowGains.join('; ')}`);
+    const iso = nvme.filter((r) => r.isolated);
+    if (iso.length > 0) out.push(`--isolate (controller in a child process, in-flight log on) / in process, IOPS: ${iso.map((r) => `${r.config.label} ${r.isolatedVsMuser!.toFixed(2)} (${si(r.isolated!.iops)}, p50 ${us(r.isolated!.p50)} us)`).join('; ')}  (goal >= 0.95)`);
+    out.push('');
     if (nvmeDoorbells) out.push(...doorbellLines('NVMe doorbells: posted REGION_WRITE (as QEMU sends them) vs stores into the mapped doorbell page (--mmap-doorbells); both servers --poll on CPU 1, driver CPU 0', nvmeDoorbells), '');
   }
   if (fileBacked) {
