@@ -1,7 +1,9 @@
 /**
  * Doorbells bound to eventfds (DEVICE_GET_REGION_IO_FDS): the client writes
  * the eventfd instead of sending REGION_WRITE, and the device's onSignal
- * runs with the count of writes. Per connection; created on first request.
+ * runs with the count of writes. Per connection; created on first request,
+ * or adopted (an isolated device's successor serves the eventfds the
+ * client already holds).
  */
 import { native, PollEvent, PollMode, type PollHandle } from '../native/index.js';
 import type { Device } from './device.js';
@@ -36,6 +38,22 @@ export class IoEventFds {
     return list.map((d) => d.fd);
   }
 
+  /**
+   * Serves `fds` (owned from now on) as region `index`'s doorbells, in spec
+   * order, instead of new eventfds: the client holds them already. A
+   * count written while nobody watched is read at once. Wrong count: the
+   * fds are closed and new ones made on request.
+   */
+  adopt(index: number, fds: number[]): void {
+    const specs = this.device.regions[index]?.ioeventfds ?? [];
+    if (this.byRegion.has(index) || specs.length !== fds.length) {
+      this.log.warn(`region ${index}: cannot serve the ${fds.length} doorbells handed over (it has ${specs.length}${this.byRegion.has(index) ? ', already served' : ''})`);
+      for (const fd of fds) native.close(fd);
+      return;
+    }
+    this.byRegion.set(index, specs.map((spec, i) => this.open(index, spec, fds[i])));
+  }
+
   /** Stops watching and closes every eventfd. */
   close(): void {
     for (const list of this.byRegion.values()) {
@@ -52,8 +70,7 @@ export class IoEventFds {
     this.byRegion.clear();
   }
 
-  private open(index: number, spec: IoEventFdSpec): Doorbell {
-    const fd = native.eventfd(0);
+  private open(index: number, spec: IoEventFdSpec, fd = native.eventfd(0)): Doorbell {
     const release = spec.worker ? this.device.doorbellThreads?.claim(spec, fd, this.pollIdleMs) : spec.claim?.(fd, this.device, this.pollIdleMs);
     if (release) return { fd, poll: undefined, release };
     // A device callback that throws (or rejects) must not take the process down.

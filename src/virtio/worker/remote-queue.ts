@@ -8,6 +8,7 @@ import type { QueueMemory } from '../../device/queue-memory.js';
 import type { QueueControl } from '../queue-control.js';
 import { RingState, type RingFeatures, type VirtqueueState } from '../ring.js';
 import { ringMemoryError } from '../virtqueue.js';
+import type { InflightLog } from '../inflight-log.js';
 
 /** What a remote queue needs from the thread pool. */
 export interface QueueLink {
@@ -86,6 +87,14 @@ export class RemoteQueue implements QueueControl {
 
   save(): VirtqueueState {
     return this.state.save();
+  }
+
+  attachLog(_log: InflightLog | undefined): void {
+    // Not yet on worker threads: the log stays not live, and a successor sets DEVICE_NEEDS_RESET.
+  }
+
+  recover(): Promise<number> {
+    return Promise.resolve(0);
   }
 
   restore(s: VirtqueueState, ring: RingFeatures): string | undefined {
