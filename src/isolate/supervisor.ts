@@ -30,6 +30,8 @@ const HANDOVER_MS = 10_000;
 export interface IsolateOptions extends ListenOptions {
   /** The child's entry module: a file that calls runChild with a device loader. */
   entry: string;
+  /** The children's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
   verbose?: boolean;
   /** A child silent this long is killed and replaced (default {@link DEFAULT_WATCHDOG_MS}). */
   watchdogMs?: number;
@@ -178,6 +180,7 @@ export class IsolatedServer extends EventEmitter {
   private spawn(): ChildHandle {
     return new ChildHandle({
       entry: this.options.entry,
+      env: this.options.env,
       device: this.device,
       verbose: this.options.verbose ?? false,
       limits: this.options.limits,

@@ -36,12 +36,15 @@
  * writing the same sectors again leaves the same result.
  */
 
-const LAST_AVAIL = 0;
+/** @internal Header words and entry bits (for crash-points.ts). */
+export const LAST_AVAIL = 0;
 const USED_IDX = 1;
 const PUBLISH_TO = 2;
-const FLAGS = 3;
+/** @internal */
+export const FLAGS = 3;
 const LIVE = 1;
-const TAKEN = 0x10000;
+/** @internal */
+export const TAKEN = 0x10000;
 /** Bytes of the header, before the entries. */
 const HEADER = 8;
 
@@ -59,8 +62,8 @@ export interface InflightRecovery {
 
 /** One queue's inflight log over an area of persistent memory. */
 export class InflightLog {
-  private readonly header: Uint16Array;
-  private readonly entries: Uint32Array;
+  protected readonly header: Uint16Array;
+  protected readonly entries: Uint32Array;
 
   /** Bytes of the log of a queue of `maxSize` entries. */
   static bytes(maxSize: number): number {

@@ -29,6 +29,7 @@ import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
 import type { VirtioBarLayout } from './pci-caps.js';
 import { Reg, virtioBarRegisters, type VirtioRegisterHost } from './pci-registers.js';
 import { InflightLog } from './inflight-log.js';
+import { inflightLog } from './crash-points.js';
 
 /** What a request handler may use besides the request. */
 export interface VirtioContext {
@@ -416,7 +417,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     let log: InflightLog | undefined;
     if (memory) {
       try {
-        log = new InflightLog(memory.area(`virtio queue ${q.index} inflight`, InflightLog.bytes(q.maxSize)), q.maxSize);
+        log = inflightLog(memory.area(`virtio queue ${q.index} inflight`, InflightLog.bytes(q.maxSize)), q.maxSize);
       } catch (e) {
         if (!this.warnedLog) this.options.log?.(`queue ${q.index}: no inflight log (${(e as Error).message}): its requests in flight are lost if the process dies`);
         this.warnedLog = true;
