@@ -8,7 +8,8 @@ import { rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '../src/client/index.js';
 import { IsolatedServer } from '../src/isolate/index.js';
-import { CHILD_ENTRY, quiet, tempDir, until } from './helpers/isolated.js';
+import { alive, CHILD_ENTRY, quiet, tempDir, until } from './helpers/isolated.js';
+import { T_OUT, T_IN } from './helpers/virtio-blk-driver.js';
 import { VirtioDriver } from './helpers/virtio-driver.js';
 import { BlkWorkload } from './helpers/blk-workload.js';
 
@@ -80,6 +81,180 @@ test('isolate virtio-blk: a death at each point of the take and publish sequence
       rmSync(dir, { recursive: true, force: true });
     }
   })));
+});
+
+/**
+ * A virtio-blk device file over the image whose backend dies at requests
+ * starting at trap offsets (once each: a marker file per trap), and whose
+ * writes at 'slow' traps wait `slowMs`.
+ */
+function trapDevice(dir: string, image: string, traps: Record<number, string>, slowMs = 0): string {
+  const file = join(dir, 'trap-blk.mjs');
+  const muser = new URL('../src/index.js', import.meta.url).href;
+  writeFileSync(
+    file,
+    `import { existsSync, writeFileSync } from 'node:fs';
+import { virtioBlk, openFileBackend } from ${JSON.stringify(muser)};
+const traps = ${JSON.stringify(traps)};
+const die = (name) => {
+  const marker = ${JSON.stringify(join(dir, 'trap-'))} + name;
+  if (existsSync(marker)) return;
+  writeFileSync(marker, '');
+  process.kill(process.pid, 'SIGKILL');
+};
+export default async function () {
+  const disk = await openFileBackend(${JSON.stringify(image)});
+  const backend = {
+    size: disk.size, readOnly: false, capabilities: disk.capabilities,
+    read(offset, bufs) {
+      const t = traps[offset];
+      // All the data in guest memory, the status byte not yet.
+      if (t === 'read-data') return Promise.resolve(disk.read(offset, bufs)).then(() => die(t));
+      // The first descriptor's data only.
+      if (t === 'read-segment') return Promise.resolve(disk.read(offset, bufs.slice(0, 1))).then(() => { die(t); return disk.read(offset + bufs[0].length, bufs.slice(1)); });
+      return disk.read(offset, bufs);
+    },
+    write(offset, bufs, o) {
+      const t = traps[offset];
+      if (t === 'write-data') return Promise.resolve(disk.write(offset, bufs, o)).then(() => die(t));
+      if (t === 'write-segment') return Promise.resolve(disk.write(offset, bufs.slice(0, 1), o)).then(() => { die(t); return disk.write(offset + bufs[0].length, bufs.slice(1), o); });
+      if (t === 'slow') return new Promise((r) => setTimeout(r, ${slowMs})).then(() => disk.write(offset, bufs, o));
+      return disk.write(offset, bufs, o);
+    },
+    flush: () => disk.flush(),
+    discard: (o, l) => disk.discard(o, l),
+    writeZeroes: (o, l, x) => disk.writeZeroes(o, l, x),
+    close: () => disk.close(),
+  };
+  return virtioBlk({ backend, name: 'trap-blk' });
+}
+`,
+  );
+  return file;
+}
+
+const BLOCK = 4096;
+
+test('isolate virtio-blk: a death between data and status byte, or between two descriptors, of a read or a write', async () => {
+  const dir = tempDir();
+  // Requests of 64 blocks (4 descriptors of 64 KiB) at these blocks die once each.
+  const at = { 'read-data': 100, 'read-segment': 300, 'write-data': 500, 'write-segment': 700 };
+  const image = join(dir, 'disk.img');
+  const traps = Object.fromEntries(Object.entries(at).map(([name, block]) => [block * BLOCK, name]));
+  const r = await rig(dir, { device: trapDevice(dir, image, traps), options: {} });
+  try {
+    const w = new BlkWorkload(r.d, { blocks: 1024, depth: 8, maxBlocks: 66 });
+    // Known contents around each trap (a write starting a block earlier is not trapped).
+    for (const block of Object.values(at)) w.post(T_OUT, block - 1, 66);
+    await r.d.kick(0);
+    await w.drain();
+    let restarts = 0;
+    for (const [name, block] of Object.entries(at)) {
+      await r.server.standby();
+      // A request beside it on the way, too.
+      w.post(T_OUT, block + 100, 8);
+      w.post(name.startsWith('read') ? T_IN : T_OUT, block, 64);
+      await r.d.kick(0);
+      await w.drain();
+      assert.ok(existsSync(join(dir, `trap-${name}`)), `${name}: the trap was reached`);
+      assert.equal(r.server.restarts, ++restarts, `${name}: the child died there`);
+    }
+    w.checkExactlyOnce();
+    assert.ok(readFileSync(image).subarray(0, w.model.length).equals(w.model), 'the image holds what was written');
+  } finally {
+    r.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('isolate virtio-blk: a death half-way through a device reset; the driver sets the device up again', async () => {
+  const dir = tempDir();
+  const r = await rig(dir, { crashAt: 'clear' });
+  try {
+    const w = new BlkWorkload(r.d, { blocks: 1024, depth: 8, maxBlocks: 32 });
+    for (let i = 0; i < 10; i++) {
+      await w.fill();
+      await w.next();
+    }
+    await w.drain();
+    // status <- 0 dies while it clears the log; its successor serves the write again.
+    await r.d.start(1);
+    assert.equal(readFileSync(r.marker, 'utf8'), 'clear');
+    assert.equal(r.server.restarts, 1);
+    for (let i = 0; i < 10; i++) {
+      await w.fill();
+      await w.next();
+    }
+    await w.drain();
+    w.checkExactlyOnce();
+    assert.ok(readFileSync(r.image).subarray(0, w.model.length).equals(w.model));
+  } finally {
+    r.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('isolate virtio-blk: the successor serves the doorbell eventfds the client holds, with what was written while nobody watched', async () => {
+  const dir = tempDir();
+  const r = await rig(dir);
+  try {
+    const w = new BlkWorkload(r.d, { blocks: 256, depth: 4, maxBlocks: 8, kicks: ['eventfd'] });
+    await w.fill();
+    await w.drain();
+    const doorbells = r.d.doorbells;
+    for (let kill = 1; kill <= 2; kill++) {
+      await r.server.standby();
+      const pid = r.server.childPid!;
+      process.kill(pid, 'SIGKILL');
+      await until(() => !alive(pid), 2000, 'the child to die');
+      // Rung while no child watches.
+      await w.fill('eventfd');
+      await w.drain();
+      // And rung once the successor serves: only the eventfd the client holds tells it.
+      for (let i = 0; i < 5; i++) {
+        await w.fill('eventfd');
+        await w.drain();
+      }
+    }
+    assert.equal(r.d.doorbells, doorbells, 'the client never asked for doorbells again');
+    assert.equal(r.server.restarts, 2);
+    w.checkExactlyOnce();
+  } finally {
+    r.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('isolate virtio-blk: a reload waits for the requests in the backend; each completes once', async () => {
+  const dir = tempDir();
+  const image = join(dir, 'disk.img');
+  const SLOW = 900;
+  const r = await rig(dir, { device: trapDevice(dir, image, { [SLOW * BLOCK]: 'slow' }, 1000), options: {} });
+  try {
+    const w = new BlkWorkload(r.d, { blocks: 1024, depth: 8, maxBlocks: 16 });
+    await w.fill();
+    await w.next();
+    // A write the backend takes a second for, and others beside it.
+    const slow = w.post(T_OUT, SLOW, 4);
+    await w.fill();
+    const pid = r.server.childPid;
+    const started = performance.now();
+    await r.server.reload();
+    assert.notEqual(r.server.childPid, pid);
+    // The old child finished it before handing over: nothing was left for the new one to execute again.
+    w.reap();
+    assert.equal(w.completions.get(slow.id), 1, `the slow write completed before the reload did (${(performance.now() - started).toFixed(0)} ms)`);
+    for (let i = 0; i < 10; i++) {
+      await w.fill();
+      await w.next();
+    }
+    await w.drain();
+    w.checkExactlyOnce();
+    assert.ok(readFileSync(image).subarray(0, w.model.length).equals(w.model));
+  } finally {
+    r.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('isolate virtio-blk: smoke', async () => {

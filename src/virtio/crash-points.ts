@@ -17,10 +17,10 @@
  *  - `intent`: the intent is recorded, no head cleared yet;
  *  - `clearing`: the first head of the publish is cleared, the rest not yet;
  *  - `index`: the log is done with the publish, used->idx not written yet;
- *  - `clear`: a reset started clearing the log (no longer live), its entries not yet.
+ *  - `clear`: a reset cleared the log; the reset's request is not answered (nor checkpointed) yet.
  */
 import { existsSync, writeFileSync } from 'node:fs';
-import { FLAGS, InflightLog, LAST_AVAIL, TAKEN } from './inflight-log.js';
+import { InflightLog, LAST_AVAIL, TAKEN } from './inflight-log.js';
 
 /** The points where a process may be made to die. */
 export type CrashPoint = 'take' | 'taken' | 'elements' | 'intent' | 'clearing' | 'index' | 'clear';
@@ -80,11 +80,8 @@ class CrashingInflightLog extends InflightLog {
   }
 
   override clear(): void {
-    // Not live first, as the log does; then die before the entries go.
-    if (this.live) {
-      this.header[FLAGS] = 0;
-      at('clear');
-    }
+    const live = this.live;
     super.clear();
+    if (live) at('clear');
   }
 }

@@ -40,8 +40,7 @@
 export const LAST_AVAIL = 0;
 const USED_IDX = 1;
 const PUBLISH_TO = 2;
-/** @internal */
-export const FLAGS = 3;
+const FLAGS = 3;
 const LIVE = 1;
 /** @internal */
 export const TAKEN = 0x10000;

@@ -100,6 +100,7 @@ export class BlkWorkload {
 
   /** Posts one request on `blocks` blocks at `block` (they must be free). */
   post(type: number, block: number, blocks: number): Posted {
+    if (blocks > this.o.maxBlocks) throw new RangeError(`${blocks} blocks exceed maxBlocks ${this.o.maxBlocks}`);
     const slot = this.freeSlots.pop();
     if (slot === undefined) throw new Error('no free slot');
     const s = this.slots[slot];
