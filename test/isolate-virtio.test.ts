@@ -257,6 +257,27 @@ test('isolate virtio-blk: a reload waits for the requests in the backend; each c
   }
 });
 
+test('isolate virtio-blk: queues on a worker thread keep their inflight log there (a death mid-publish, then SIGKILLs)', async () => {
+  const dir = tempDir();
+  const image = join(dir, 'disk.img');
+  const r = await rig(dir, { crashAt: 'clearing@6', options: { image, workers: '1' } });
+  try {
+    const w = new BlkWorkload(r.d, { blocks: 1024, depth: 8, maxBlocks: 64, bigEvery: 9, kicks: ['message', 'eventfd'] });
+    await runUntil(r, w, () => existsSync(r.marker), 20);
+    assert.equal(r.server.restarts, 1, 'the worker thread reached the crash point');
+    for (let kill = 2; kill <= 3; kill++) {
+      await r.server.standby();
+      await w.fill();
+      process.kill(r.server.childPid!, 'SIGKILL');
+      await runUntil(r, w, () => true, 10);
+      assert.equal(r.server.restarts, kill);
+    }
+  } finally {
+    r.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('isolate virtio-blk: 20 SIGKILLs at random moments, during 1 MiB requests and device resets: nothing lost, repeated or corrupted', async () => {
   const dir = tempDir();
   const r = await rig(dir);

@@ -38,8 +38,8 @@ function parse(v: string | undefined): { point: CrashPoint; nth: number; marker:
 }
 
 /** A queue's inflight log over `area`: the ordinary one, or one that dies where MUSER_CRASH_AT says. */
-export function inflightLog(area: Uint8Array, maxSize: number): InflightLog {
-  return asked ? new CrashingInflightLog(area, maxSize) : new InflightLog(area, maxSize);
+export function inflightLog(area: Uint8Array, maxSize: number, where?: { fd: number; offset: number }): InflightLog {
+  return asked ? new CrashingInflightLog(area, maxSize, where) : new InflightLog(area, maxSize, where);
 }
 
 let reached = 0;

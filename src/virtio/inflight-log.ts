@@ -72,6 +72,8 @@ export class InflightLog {
   constructor(
     area: Uint8Array,
     readonly maxSize: number,
+    /** Where the area lies in a memfd, for a worker thread serving the queue to map it. */
+    readonly where?: { fd: number; offset: number },
   ) {
     if (area.length !== InflightLog.bytes(maxSize) || area.byteOffset % 4 !== 0) throw new RangeError(`inflight log: area of ${area.length} bytes at ${area.byteOffset} does not fit a queue of ${maxSize}`);
     this.header = new Uint16Array(area.buffer, area.byteOffset, HEADER / 2);

@@ -292,8 +292,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
 
   /** Restores saved state; throws when it does not fit this device. Under --isolate, the restored queues are logged from their restored indices. */
   restore(s: TransportState): void {
-    this.restoreState(s);
-    for (const q of this.queues) if (q.isEnabled) this.attachLog(q)?.start(q.state.lastAvail, q.state.usedIdx);
+    this.restoreState(s, true);
   }
 
   /**
@@ -312,7 +311,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     for (const q of this.queues) q.attachLog(undefined);
     const saved = device.state.virtio;
     // Restored paused: nothing is taken with the checkpoint's indices, which the logs overrule.
-    if (saved !== undefined) this.restoreState(saved as TransportState);
+    if (saved !== undefined) this.restoreState(saved as TransportState, false);
     let again = 0;
     let lost: string | undefined;
     for (const q of this.queues) {
@@ -339,7 +338,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     device.state.virtio = this.save();
   }
 
-  private restoreState(s: TransportState): void {
+  /** Restores saved state; `logged`: each queue's inflight log starts from the restored indices (a queue's restore enables it). */
+  private restoreState(s: TransportState, logged: boolean): void {
     if (typeof s !== 'object' || s === null || !Array.isArray(s.queues) || s.queues.length !== this.queues.length) {
       throw new Error('virtio state does not match this device');
     }
@@ -358,6 +358,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     this.driverFeatures = features;
     const ring = this.ringFeatures();
     s.queues.forEach((qs, i) => {
+      if (logged) this.attachLog(this.queues[i]);
       const err = this.queues[i].restore(qs, ring);
       if (err) throw new Error(err);
       this.queues[i].pause();
@@ -417,7 +418,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     let log: InflightLog | undefined;
     if (memory) {
       try {
-        log = inflightLog(memory.area(`virtio queue ${q.index} inflight`, InflightLog.bytes(q.maxSize)), q.maxSize);
+        const area = memory.area(`virtio queue ${q.index} inflight`, InflightLog.bytes(q.maxSize));
+        log = inflightLog(area, q.maxSize, memory.locate?.(area));
       } catch (e) {
         if (!this.warnedLog) this.options.log?.(`queue ${q.index}: no inflight log (${(e as Error).message}): its requests in flight are lost if the process dies`);
         this.warnedLog = true;

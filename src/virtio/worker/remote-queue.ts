@@ -18,6 +18,10 @@ export interface QueueLink {
   reset(q: number): Promise<void>;
   idle(q: number): Promise<VirtqueueState | undefined>;
   vectorChanged(q: number): void;
+  /** The queue's inflight log is the memfd part at `where` (undefined: none). */
+  attachLog(q: number, log: { fd: number; offset: number; maxSize: number } | undefined): void;
+  /** Finishes what the log holds (see Virtqueue.recover). */
+  recover(q: number): Promise<number>;
 }
 
 export class RemoteQueue implements QueueControl {
@@ -89,12 +93,13 @@ export class RemoteQueue implements QueueControl {
     return this.state.save();
   }
 
-  attachLog(_log: InflightLog | undefined): void {
-    // Not yet on worker threads: the log stays not live, and a successor sets DEVICE_NEEDS_RESET.
+  /** The worker maps the log's part of its memfd itself; a log it cannot map is not attached (it stays not live). */
+  attachLog(log: InflightLog | undefined): void {
+    this.link.attachLog(this.index, log?.where ? { ...log.where, maxSize: log.maxSize } : undefined);
   }
 
   recover(): Promise<number> {
-    return Promise.resolve(0);
+    return this.link.recover(this.index);
   }
 
   restore(s: VirtqueueState, ring: RingFeatures): string | undefined {
