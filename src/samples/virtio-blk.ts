@@ -19,6 +19,7 @@ export const virtioBlkSample: Sample = {
     workers: { type: 'string', optionalNumber: true, description: 'serve the queues on N worker threads, queue i on thread i % N (alone: one per queue; default: the main thread)' },
     stats: { type: 'boolean', description: 'print the requests each queue served, and on which thread, when a client leaves' },
   },
+  volatile: (values) => (values.size !== undefined ? 'the RAM disk (--size) lives in the child process' : undefined),
   async create(values) {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues must be 1..64, got ${String(values.queues)}`);
