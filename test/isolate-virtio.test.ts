@@ -231,8 +231,8 @@ test('isolate virtio-blk: a reload waits for the requests in the backend; each c
   const SLOW = 900;
   const r = await rig(dir, { device: trapDevice(dir, image, { [SLOW * BLOCK]: 'slow' }, 1000), options: {} });
   try {
-    const w = new BlkWorkload(r.d, { blocks: 1024, depth: 8, maxBlocks: 16 });
-    await w.fill();
+    const w = new BlkWorkload(r.d, { blocks: 1024, depth: 8, maxBlocks: 16, kicks: ['message', 'eventfd'] });
+    await w.fill('eventfd');
     await w.next();
     // A write the backend takes a second for, and others beside it.
     const slow = w.post(T_OUT, SLOW, 4);

@@ -54,6 +54,25 @@ export class IoEventFds {
     this.byRegion.set(index, specs.map((spec, i) => this.open(index, spec, fds[i])));
   }
 
+  /**
+   * Stops (true) or resumes serving every doorbell; what the client writes
+   * meanwhile waits in the eventfds. An isolated device's old child stops
+   * before its successor takes the same eventfds over: two processes must
+   * not both read them (a count one of them took would be lost to the other).
+   */
+  pause(paused: boolean): void {
+    for (const [index, list] of this.byRegion) {
+      list.forEach((d, i) => {
+        if (d.poll) native.pollPause(d.poll, paused);
+        else if (paused) {
+          // A claimed doorbell (a worker thread watches it): let go of it, claim it again on resume.
+          d.release?.();
+          d.release = undefined;
+        } else if (!d.release) d.release = this.claim(this.device.regions[index]!.ioeventfds[i], d.fd);
+      });
+    }
+  }
+
   /** Stops watching and closes every eventfd. */
   close(): void {
     for (const list of this.byRegion.values()) {
@@ -71,7 +90,7 @@ export class IoEventFds {
   }
 
   private open(index: number, spec: IoEventFdSpec, fd = native.eventfd(0)): Doorbell {
-    const release = spec.worker ? this.device.doorbellThreads?.claim(spec, fd, this.pollIdleMs) : spec.claim?.(fd, this.device, this.pollIdleMs);
+    const release = this.claim(spec, fd);
     if (release) return { fd, poll: undefined, release };
     // A device callback that throws (or rejects) must not take the process down.
     const fail = (e: unknown): void => this.log.error(`doorbell handler of region ${index} at 0x${spec.offset.toString(16)} failed: ${String(e)}`);
@@ -86,5 +105,10 @@ export class IoEventFds {
     });
     if (this.pollIdleMs > 0) native.pollSpin(poll, Math.round(this.pollIdleMs * 1e6));
     return { fd, poll, release: undefined };
+  }
+
+  /** Hands the doorbell to whoever watches it instead of this thread (a worker thread); its release function, or undefined. */
+  private claim(spec: IoEventFdSpec, fd: number): (() => void) | undefined {
+    return spec.worker ? this.device.doorbellThreads?.claim(spec, fd, this.pollIdleMs) : spec.claim?.(fd, this.device, this.pollIdleMs);
   }
 }

@@ -223,7 +223,13 @@ export function runChild(load: DeviceLoader): void {
         l.log.warn(`recovered without a checkpoint: the device starts from reset${l.checkpointed ? '' : ` (${l.migration.unavailable})`}`);
       }
       l.device.persistent = l.journal.persistent;
-      await l.device.spec.onRecover?.(l.device, reason);
+      try {
+        await l.device.spec.onRecover?.(l.device, reason);
+      } catch (e) {
+        // A reload fails (the old code serves on); after a crash, dying too would only start the next successor on the same.
+        if (reason === 'reload') throw e;
+        l.log.error(`onRecover failed: ${(e as Error).message}: the device serves on as it is`);
+      }
       // The doorbells the client holds, watched only now: what was written meanwhile waits in them.
       for (const [region, fds] of doorbells) s.ioEventFds.adopt(region, fds);
       doorbells.clear();
@@ -274,6 +280,8 @@ export function runChild(load: DeviceLoader): void {
       }
       if (round !== quiesceRound) return;
       t.freeze(true);
+      // The doorbells too: the successor watches the same eventfds, and a count this process took would be lost to it.
+      session?.ioEventFds.pause(true);
       // What is in flight finishes (the parent's watchdog bounds a callback that never does).
       while (t.inFlight > 0 && !t.isClosed) await new Promise((r) => setTimeout(r, 1));
       if (round !== quiesceRound) return;
@@ -286,6 +294,7 @@ export function runChild(load: DeviceLoader): void {
   function resume(): void {
     quiesceRound++;
     transport?.freeze(false);
+    session?.ioEventFds.pause(false);
     const l = loaded;
     if (!l) return;
     try {

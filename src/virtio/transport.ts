@@ -325,7 +325,13 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
         lost ??= `queue ${q.index}`;
         continue;
       }
-      if (!(this.status & VirtioStatus.DEVICE_NEEDS_RESET)) again += await q.recover();
+      if (this.status & VirtioStatus.DEVICE_NEEDS_RESET) continue;
+      try {
+        again += await q.recover();
+      } catch (e) {
+        // Rings gone from guest memory, a broken chain: as a running queue would, ask the driver for a reset.
+        this.needsReset(`queue ${q.index}: cannot finish the requests in flight: ${(e as Error).message}`);
+      }
     }
     if (lost) this.needsReset(`${lost}: its requests in flight were lost with the process that served them`);
     this.resume();
