@@ -52,3 +52,19 @@ test('run --isolate: arguments and config', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('run --isolate: a RAM disk, which dies with the child, is warned about; an image file is not', async () => {
+  const dir = tempDir();
+  const image = join(dir, 'disk.img');
+  writeFileSync(image, Buffer.alloc(1024 * 1024));
+  const ram = join(dir, 'ram.sock');
+  const file = join(dir, 'file.sock');
+  const server = await startServer([MAIN, 'run', '--isolate', 'virtio-blk', ram, '--size', '1M', 'virtio-blk', file, '--image', image], file, `serving virtio-blk on ${file} (isolated)`);
+  try {
+    assert.match(server.stderr, new RegExp(`warning: virtio-blk on ${ram}: the RAM disk \\(--size\\) lives in the child process: its contents are lost whenever the child dies or is reloaded`));
+    assert.doesNotMatch(server.stderr, new RegExp(`warning: virtio-blk on ${file}`));
+  } finally {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -19,6 +19,12 @@ export interface PersistentMemory {
    * RangeError when the store is full or `name` exists with another size.
    */
   area(name: string, size: number): Uint8Array;
+  /**
+   * Where `area` lies in the file behind this memory (a memfd), so that
+   * another thread of the process can map the same bytes; undefined when
+   * it cannot be mapped there.
+   */
+  locate?(area: Uint8Array): { fd: number; offset: number } | undefined;
 }
 
 /** Longest area name, in UTF-8 bytes. */
@@ -40,6 +46,8 @@ export class PersistentBlock implements PersistentMemory {
   constructor(
     private readonly bytes: Uint8Array,
     private readonly entries = 256,
+    /** Where `bytes` starts in a file another thread can map, if any. */
+    private readonly file?: { fd: number; offset: number },
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     // Word 0: bytes allocated after the directory.
@@ -83,6 +91,12 @@ export class PersistentBlock implements PersistentMemory {
     this.view.setFloat64(free + MAX_AREA_NAME, offset, true);
     this.view.setFloat64(free + MAX_AREA_NAME + 8, size, true);
     return this.bytes.subarray(offset, offset + size);
+  }
+
+  locate(area: Uint8Array): { fd: number; offset: number } | undefined {
+    const at = area.byteOffset - this.bytes.byteOffset;
+    if (!this.file || area.buffer !== this.bytes.buffer || at < 0 || at + area.length > this.bytes.length) return undefined;
+    return { fd: this.file.fd, offset: this.file.offset + at };
   }
 
   private nameAt(at: number): Buffer {

@@ -114,4 +114,21 @@ export interface DeviceSpec {
    * took and did not complete. Runs before the successor reads the client.
    */
   onRecover?(device: Device, reason: 'crash' | 'reload'): MaybePromise<void>;
+  /**
+   * Under `--isolate`, right before each checkpoint (the device's migration
+   * save, taken after every request that may change the device and before
+   * its reply): store in `state` what the device keeps elsewhere and a
+   * successor needs. Synchronous: it runs on the request's way out.
+   */
+  onCheckpoint?(device: Device): void;
+  /**
+   * Under `--isolate`, before a reload hands the device to new code (the
+   * old child stopped reading the client and finished its messages): stop
+   * taking work that does not come in messages (rings in guest memory) and
+   * resolve once what is in flight finished. Throwing fails the reload;
+   * the old code then serves on ({@link onResume}).
+   */
+  onQuiesce?(device: Device): MaybePromise<void>;
+  /** Under `--isolate`, after {@link onQuiesce}, when the reload failed: take work again. */
+  onResume?(device: Device): void;
 }

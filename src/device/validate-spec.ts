@@ -13,6 +13,7 @@ import { describeValue } from '../values/describe.js';
 const SPEC_FIELDS = [
   'name', 'identity', 'bars', 'regions', 'capabilities', 'extendedCapabilities', 'interrupts', 'configRegisters', 'config',
   'dma', 'requireBusMaster', 'migration', 'state', 'timers', 'onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover',
+  'onCheckpoint', 'onQuiesce', 'onResume',
 ];
 const IDENTITY_FIELDS = ['vendorId', 'deviceId', 'subsystemVendorId', 'subsystemId', 'classCode', 'revision'];
 const REGION_FIELDS = ['size', 'memory', 'read', 'write', 'ioeventfds', 'watches', 'readable', 'writable'];
@@ -68,7 +69,7 @@ export function validateSpec(spec: unknown): asserts spec is DeviceSpec {
       if (!hasMethods(t, ['start', 'cancel', 'attach', 'detach'])) throw new TypeError(`timers[${i}]: must be a timer from deviceTimer(), got ${describeValue(t)}`);
     });
   }
-  for (const hook of ['onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover']) optional(spec, hook, 'function', '');
+  for (const hook of ['onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover', 'onCheckpoint', 'onQuiesce', 'onResume']) optional(spec, hook, 'function', '');
 }
 
 function validateBars(bars: unknown): void {

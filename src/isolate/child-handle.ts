@@ -15,6 +15,8 @@ import type { ServerLimits } from '../server/context.js';
 export interface ChildOptions {
   /** The child's entry module (it calls runChild). */
   entry: string;
+  /** The child's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
   device: DeviceArg;
   verbose: boolean;
   limits?: Partial<ServerLimits>;
@@ -51,7 +53,7 @@ export class ChildHandle {
 
   constructor(private readonly options: ChildOptions) {
     const [parentEnd, childEnd] = native.socketpair();
-    this.process = spawn(process.execPath, [options.entry], { stdio: ['ignore', 'inherit', 'inherit', childEnd] });
+    this.process = spawn(process.execPath, [options.entry], { stdio: ['ignore', 'inherit', 'inherit', childEnd], env: options.env });
     native.close(childEnd);
     this.process.on('exit', (code, signal) => {
       this.exitWhy = signal ? `killed by ${signal}` : `exited with code ${code}`;

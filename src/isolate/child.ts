@@ -9,7 +9,7 @@ import { Device } from '../device/device.js';
 import type { DeviceSpec } from '../device/spec.js';
 import { consoleLogger, type Logger } from '../device/logger.js';
 import { offerMigration, type MigrationOffer } from '../migration/offer.js';
-import { Command, HeaderFlag } from '../protocol/constants.js';
+import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
 import { decodeHeader, encodeErrorReply } from '../protocol/header.js';
 import { Errno } from '../device/errors.js';
 import { dispatch } from '../server/dispatch.js';
@@ -51,6 +51,10 @@ export function runChild(load: DeviceLoader): void {
   let transport: JournaledTransport | undefined;
   const records: { request: Buffer; fds: number[] }[] = [];
   const held = new Map<number, number[]>();
+  /** Doorbell eventfds the client holds, by region, handed over for a successor to serve. */
+  const doorbells = new Map<number, number[]>();
+  /** Bumped by each quiesce and resume: a quiesce overtaken by a resume stops where it is. */
+  let quiesceRound = 0;
   /** Tags of frames whose fds the parent holds. */
   const heldAtParent = new Set<number>();
   /** Requests to record, by tag, until answered. */
@@ -88,13 +92,16 @@ export function runChild(load: DeviceLoader): void {
       case 'held':
         held.set(m.tag, fds);
         return;
+      case 'doorbells':
+        closeAll(doorbells.get(m.region));
+        doorbells.set(m.region, fds);
+        return;
       case 'adopt':
         return adopt(fds[0], m.reason);
       case 'quiesce':
         return quiesce();
       case 'resume':
-        transport?.freeze(false);
-        return;
+        return resume();
       case 'exit':
         transport?.abandon();
         process.exit(0);
@@ -136,12 +143,16 @@ export function runChild(load: DeviceLoader): void {
         heldAtParent.add(tag);
         control.send({ type: 'held', tag }, fds);
       },
-      beforeAnswer(tag: number, command: number, reply: Buffer | undefined): void {
+      beforeAnswer(tag: number, command: number, reply: Buffer | undefined, fds: readonly number[] | undefined): void {
         const request = recordable.get(tag);
         recordable.delete(tag);
         const failed = reply !== undefined && (reply.readUInt32LE(8) & HeaderFlag.ERROR) !== 0;
         if (request && !failed) control.send({ type: 'commit', tag, request: request.toString('base64') });
         else if (heldAtParent.has(tag)) control.send({ type: 'release', tag });
+        // The client will write these doorbells for the connection's life: the parent keeps them for a successor.
+        if (command === Command.DEVICE_GET_REGION_IO_FDS && !failed && fds && fds.length > 0 && reply && reply.length >= HEADER_SIZE + 16) {
+          control.send({ type: 'doorbells', region: reply.readUInt32LE(HEADER_SIZE + 8) }, fds);
+        }
         heldAtParent.delete(tag);
         if (l.checkpointed && changesState(command) && !failed) checkpoint(tag, reply);
       },
@@ -178,6 +189,11 @@ export function runChild(load: DeviceLoader): void {
 
   function checkpoint(tag: number, reply: Buffer | undefined): void {
     const l = loaded!;
+    try {
+      l.device.spec.onCheckpoint?.(l.device);
+    } catch (e) {
+      l.log.error(`onCheckpoint failed: ${String(e)}`);
+    }
     const chunks = saveNow(l.device);
     if (chunks && l.journal.writeCheckpoint(tag, reply, chunks)) return;
     if (!warnedSave) l.log.warn(chunks ? 'checkpoint too large for the journal: a crash resets the device' : 'migration save is asynchronous: checkpoints are not taken, a crash resets the device');
@@ -207,7 +223,16 @@ export function runChild(load: DeviceLoader): void {
         l.log.warn(`recovered without a checkpoint: the device starts from reset${l.checkpointed ? '' : ` (${l.migration.unavailable})`}`);
       }
       l.device.persistent = l.journal.persistent;
-      await l.device.spec.onRecover?.(l.device, reason);
+      try {
+        await l.device.spec.onRecover?.(l.device, reason);
+      } catch (e) {
+        // A reload fails (the old code serves on); after a crash, dying too would only start the next successor on the same.
+        if (reason === 'reload') throw e;
+        l.log.error(`onRecover failed: ${(e as Error).message}: the device serves on as it is`);
+      }
+      // The doorbells the client holds, watched only now: what was written meanwhile waits in them.
+      for (const [region, fds] of doorbells) s.ioEventFds.adopt(region, fds);
+      doorbells.clear();
     } catch (e) {
       control.send({ type: 'adopt-failed', message: (e as Error).message ?? String(e) });
       transport?.abandon();
@@ -243,13 +268,39 @@ export function runChild(load: DeviceLoader): void {
 
   async function quiesce(): Promise<void> {
     const t = transport;
+    const round = ++quiesceRound;
     if (t && !t.isClosed) {
+      const l = loaded!;
+      try {
+        // Work that does not come in messages (a device's rings) first, while the client's replies to its DMA still come in.
+        await l.device.spec.onQuiesce?.(l.device);
+      } catch (e) {
+        if (round === quiesceRound) control.send({ type: 'quiesced', error: (e as Error).message ?? String(e) });
+        return;
+      }
+      if (round !== quiesceRound) return;
       t.freeze(true);
+      // The doorbells too: the successor watches the same eventfds, and a count this process took would be lost to it.
+      session?.ioEventFds.pause(true);
       // What is in flight finishes (the parent's watchdog bounds a callback that never does).
       while (t.inFlight > 0 && !t.isClosed) await new Promise((r) => setTimeout(r, 1));
-      const l = loaded!;
+      if (round !== quiesceRound) return;
       if (l.checkpointed) checkpoint(-1, undefined);
     }
     control.send({ type: 'quiesced' });
+  }
+
+  /** The hand-over failed (or gave up waiting): serve on. */
+  function resume(): void {
+    quiesceRound++;
+    transport?.freeze(false);
+    session?.ioEventFds.pause(false);
+    const l = loaded;
+    if (!l) return;
+    try {
+      l.device.spec.onResume?.(l.device);
+    } catch (e) {
+      l.log.error(`onResume failed: ${String(e)}`);
+    }
   }
 }

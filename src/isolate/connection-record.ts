@@ -2,9 +2,11 @@
  * The parent's record of one live connection: what a successor child must
  * replay to stand where the dead one stood. The requests that configure
  * the connection (VERSION, the DMA maps still mapped, SET_IRQS since the
- * last device reset), each with copies of its fds; and the fds of frames
+ * last device reset), each with copies of its fds; the fds of frames
  * a child received and had not answered (a successor serves those frames
- * again from the journal, and needs their fds).
+ * again from the journal, and needs their fds); and the doorbell eventfds
+ * the client was given (it keeps writing them: a successor must watch
+ * those, and counts written meanwhile wait in them).
  */
 import { native } from '../native/index.js';
 import { Command, DmaUnmapFlag, HEADER_SIZE } from '../protocol/constants.js';
@@ -26,6 +28,7 @@ export class ConnectionRecord {
   private readonly dmaMaps = new Map<string, RecordedRequest>();
   private irqs: RecordedRequest[] = [];
   private readonly held = new Map<number, number[]>();
+  private readonly doorbellFds = new Map<number, number[]>();
 
   /** Keeps the fds of frame `tag` (received, not answered). */
   hold(tag: number, fds: number[]): void {
@@ -65,6 +68,17 @@ export class ConnectionRecord {
     } else this.drop(entry);
   }
 
+  /** The client got `fds`, the doorbell eventfds of `region` (kept until the connection ends). */
+  doorbells(region: number, fds: number[]): void {
+    closeAll(this.doorbellFds.get(region));
+    this.doorbellFds.set(region, fds);
+  }
+
+  /** The doorbell eventfds the client holds, by region. */
+  doorbellsByRegion(): ReadonlyMap<number, number[]> {
+    return this.doorbellFds;
+  }
+
   /** The device was reset: the client sets its interrupts again. */
   dropIrqs(): void {
     for (const r of this.irqs) this.drop(r);
@@ -83,7 +97,8 @@ export class ConnectionRecord {
 
   /** Open fds kept (for tests and leak checks). */
   get fdCount(): number {
-    return this.requests().reduce((n, r) => n + r.fds.length, 0) + [...this.held.values()].reduce((n, f) => n + f.length, 0);
+    const count = (m: ReadonlyMap<number, number[]>): number => [...m.values()].reduce((n, f) => n + f.length, 0);
+    return this.requests().reduce((n, r) => n + r.fds.length, 0) + count(this.held) + count(this.doorbellFds);
   }
 
   /** Forgets everything (the connection ended). */
@@ -95,6 +110,8 @@ export class ConnectionRecord {
     this.dropIrqs();
     for (const fds of this.held.values()) closeAll(fds);
     this.held.clear();
+    for (const fds of this.doorbellFds.values()) closeAll(fds);
+    this.doorbellFds.clear();
   }
 
   private unmap(key: string): void {

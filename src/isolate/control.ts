@@ -19,6 +19,8 @@ export type ParentMessage =
   | { type: 'record'; request: string }
   /** Fds of a frame that was received but not answered when the last child stopped. */
   | { type: 'held'; tag: number }
+  /** The doorbell eventfds of `region` the client holds (they come along): a successor serves those, not new ones. */
+  | { type: 'doorbells'; region: number }
   /** Take over the live connection (its fd comes along) from the records and the journal. */
   | { type: 'adopt'; reason: 'crash' | 'reload' }
   | { type: 'ping'; n: number }
@@ -40,13 +42,16 @@ export type ChildMessage =
   | { type: 'commit'; tag: number; request: string }
   /** Frame `tag` is done and not recorded: close its held fds. */
   | { type: 'release'; tag: number }
+  /** The client got the doorbell eventfds of `region` (they come along): keep them for a successor. */
+  | { type: 'doorbells'; region: number }
   /** The device was reset: the client sets its interrupts again, so drop their records. */
   | { type: 'irq-reset' }
   /** The client left and the device is released. */
   | { type: 'ended' }
   | { type: 'adopted' }
   | { type: 'adopt-failed'; message: string }
-  | { type: 'quiesced' };
+  /** Quiesced and checkpointed; or, with `error`, the device could not quiesce (it serves on). */
+  | { type: 'quiesced'; error?: string };
 
 /** One end of the control socketpair. */
 export class ControlLink<In, Out> {

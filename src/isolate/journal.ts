@@ -137,7 +137,8 @@ export class Journal {
     const lost = (): void => this.view.setUint32(H_LOST, 1, true);
     this.rx = new ByteLog(this.view, this.bytes, H_RX, RX_AT, RX_CAP, lost);
     this.tx = new ByteLog(this.view, this.bytes, H_TX, TX_AT, TX_CAP, lost);
-    this.persistent = new PersistentBlock(this.bytes.subarray(PERSISTENT_AT, PERSISTENT_AT + PERSISTENT_CAP));
+    // Worker threads map their parts of it themselves (a virtio queue's inflight log).
+    this.persistent = new PersistentBlock(this.bytes.subarray(PERSISTENT_AT, PERSISTENT_AT + PERSISTENT_CAP), undefined, { fd, offset: PERSISTENT_AT });
   }
 
   /** A new journal memfd (the parent's). */

@@ -23,8 +23,8 @@ import type { Journal } from './journal.js';
 export interface JournalHooks {
   /** Frame `tag` came with fds: hand copies to the parent before it is served. */
   held(tag: number, fds: readonly number[]): void;
-  /** Frame `tag` is answered with `reply` (undefined: no reply due), which goes out right after. */
-  beforeAnswer(tag: number, command: number, reply: Buffer | undefined): void;
+  /** Frame `tag` is answered with `reply` (undefined: no reply due) and `fds`, which go out right after. */
+  beforeAnswer(tag: number, command: number, reply: Buffer | undefined, fds: readonly number[] | undefined): void;
 }
 
 /** How a replayed frame is handled: served again, answered from a record, or already done. */
@@ -130,7 +130,7 @@ export class JournaledTransport implements Transport, StreamTap {
       return;
     }
     const frame = this.unanswered.get(tag);
-    if (frame) this.hooks.beforeAnswer(tag, frame[1], reply);
+    if (frame) this.hooks.beforeAnswer(tag, frame[1], reply, fds);
     if (reply) this.send(reply, fds);
     this.unanswered.delete(tag);
     const first = this.unanswered.values().next();

@@ -30,6 +30,8 @@ const HANDOVER_MS = 10_000;
 export interface IsolateOptions extends ListenOptions {
   /** The child's entry module: a file that calls runChild with a device loader. */
   entry: string;
+  /** The children's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
   verbose?: boolean;
   /** A child silent this long is killed and replaced (default {@link DEFAULT_WATCHDOG_MS}). */
   watchdogMs?: number;
@@ -155,7 +157,14 @@ export class IsolatedServer extends EventEmitter {
     const old = this.active;
     if (this.connection !== undefined && this.connectionStarted && !old.isGone) {
       old.send({ type: 'quiesce' });
-      await old.expect('quiesced', HANDOVER_MS);
+      const q = await old.expect('quiesced', HANDOVER_MS).catch((e: Error) => ({ type: 'quiesced' as const, error: e.message }));
+      if (q.type === 'quiesced' && q.error !== undefined) {
+        next.retired = true;
+        next.kill();
+        // It serves on (a late quiesce of its own is cancelled by this).
+        if (!old.isGone) old.send({ type: 'resume' });
+        throw new Error(`the device did not quiesce: ${q.error}`);
+      }
       const answer = this.adopt(next, 'reload');
       const m = await next.expect('adopted', HANDOVER_MS, 'adopt-failed').catch((e: Error) => ({ type: 'adopt-failed' as const, message: e.message }));
       await answer;
@@ -177,6 +186,7 @@ export class IsolatedServer extends EventEmitter {
   private spawn(): ChildHandle {
     return new ChildHandle({
       entry: this.options.entry,
+      env: this.options.env,
       device: this.device,
       verbose: this.options.verbose ?? false,
       limits: this.options.limits,
@@ -216,11 +226,12 @@ export class IsolatedServer extends EventEmitter {
   private adopt(child: ChildHandle, reason: 'crash' | 'reload'): void {
     for (const r of this.record.requests()) child.send({ type: 'record', request: r.request.toString('base64') }, r.fds);
     for (const [tag, fds] of this.record.heldFds()) child.send({ type: 'held', tag }, fds);
+    for (const [region, fds] of this.record.doorbellsByRegion()) child.send({ type: 'doorbells', region }, fds);
     child.send({ type: 'adopt', reason }, [this.connection!]);
   }
 
   private onChildMessage(child: ChildHandle, m: ChildMessage, fds: number[]): void {
-    if (child !== this.active && m.type !== 'held' && m.type !== 'commit' && m.type !== 'release') {
+    if (child !== this.active && m.type !== 'held' && m.type !== 'commit' && m.type !== 'release' && m.type !== 'doorbells') {
       for (const fd of fds) native.close(fd);
       return;
     }
@@ -231,6 +242,8 @@ export class IsolatedServer extends EventEmitter {
         return this.record.commit(m.tag, Buffer.from(m.request, 'base64'));
       case 'release':
         return this.record.release(m.tag);
+      case 'doorbells':
+        return this.record.doorbells(m.region, fds);
       case 'irq-reset':
         return this.record.dropIrqs();
       case 'ended':

@@ -184,6 +184,10 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
       else said(found);
     },
     onDisconnect: () => options.onDisconnectStats?.({ ...controller.stats }),
+    // A reload (--isolate): the old child stops fetching and lets its commands finish, so the new one's
+    // recovery from the in-flight log finds nothing half-done; a failed hand-over fetches again.
+    onQuiesce: () => controller.quiesce(),
+    onResume: () => controller.resume(),
     onReset: (_reason, d) => {
       device = d;
       return controller.reset();

@@ -79,5 +79,6 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
 export const nvmeSample: Sample = {
   description: 'NVMe controller (Linux nvme driver) over a raw image file (--image) or RAM disks (--size)',
   options: NVME_OPTIONS,
+  volatile: (values) => (values.size !== undefined && values.image === undefined && values.nbd === undefined ? 'the RAM disks (--size) live in the child process' : undefined),
   create: (values) => nvmeFromOptions(values),
 };

@@ -25,4 +25,10 @@ export interface Sample {
   /** Options that may follow the sample's socket on the command line. */
   options?: Record<string, SampleOption>;
   create(options: SampleOptions): DeviceSpec | Promise<DeviceSpec>;
+  /**
+   * What these options keep only in the device's process, so that it is
+   * lost when an isolated device's child dies or is reloaded (`muser run
+   * --isolate` warns with it); undefined when nothing is.
+   */
+  volatile?(options: Record<string, string | boolean | undefined>): string | undefined;
 }

@@ -21,6 +21,7 @@ export const virtioBlkSample: Sample = {
     'mmap-doorbells': { type: 'boolean', description: 'map the notify page into the guest and watch it: kicks without exits or messages (use with --poll)' },
     'poll-us': { type: 'string', description: 'an idle queue polls its avail ring for N microseconds with kicks off (default: the --poll window; 0 never)' },
   },
+  volatile: (values) => (values.size !== undefined ? 'the RAM disk (--size) lives in the child process' : undefined),
   async create(values) {
     const queues = values.queues === undefined ? 1 : Number(values.queues);
     if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues must be 1..64, got ${String(values.queues)}`);

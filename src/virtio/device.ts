@@ -249,6 +249,16 @@ export function virtioDevice(spec: VirtioDeviceSpec): DeviceSpec {
     onDisconnect: () => transport.threads?.disconnect(),
     onDispose: () => transport.threads?.close(),
     onReset: () => transport.resetDevice(),
+    // Under --isolate: the queues' state goes into each checkpoint, a successor finishes the requests in flight
+    // from the inflight logs, and a reload waits for them (as a migration's stop does).
+    onCheckpoint: (d) => transport.checkpoint(d),
+    onRecover: async (d) => {
+      await transport.recover(d);
+    },
+    onQuiesce: async () => {
+      if (!(await transport.quiesce(QUIESCE_MS))) throw new DeviceError(Errno.EBUSY, `virtio: requests in flight did not finish within ${QUIESCE_MS} ms`);
+    },
+    onResume: () => transport.resume(),
     migration: spec.migration === false ? false : migrationOf(transport),
     state: {},
   };
@@ -272,6 +282,9 @@ function mappedNotify(layout: VirtioBarLayout, kick: (queue: number, device: Dev
   });
   return { memory: { mmap: [{ offset: layout.notify.offset, size: PAGE }] }, watches: [watch] };
 }
+
+/** How long a reload waits for the requests in flight (under the parent's hand-over bound). */
+const QUIESCE_MS = 8000;
 
 const RUNNING_STATES = new Set<MigrationState>([MigrationState.RUNNING, MigrationState.PRE_COPY, MigrationState.RUNNING_P2P, MigrationState.PRE_COPY_P2P]);
 

@@ -6,6 +6,7 @@
  * serves it there.
  */
 import type { RingFeatures, RingState, VirtqueueState } from './ring.js';
+import type { InflightLog } from './inflight-log.js';
 
 export interface QueueControl {
   readonly index: number;
@@ -31,4 +32,8 @@ export interface QueueControl {
   save(): VirtqueueState;
   /** Restores saved state; an error message when unusable. */
   restore(s: VirtqueueState, ring: RingFeatures): string | undefined;
+  /** Records taken and published chains in `log` from now on (undefined: no more); see Virtqueue.attachLog. */
+  attachLog(log: InflightLog | undefined): void;
+  /** In a successor process: finishes what the attached log holds (see Virtqueue.recover); resolves with the chains handed out again. */
+  recover(): Promise<number>;
 }

@@ -28,6 +28,8 @@ import { HandlerCalls } from './handler-calls.js';
 import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
 import type { VirtioBarLayout } from './pci-caps.js';
 import { Reg, virtioBarRegisters, type VirtioRegisterHost } from './pci-registers.js';
+import { InflightLog } from './inflight-log.js';
+import { inflightLog } from './crash-points.js';
 
 /** What a request handler may use besides the request. */
 export interface VirtioContext {
@@ -94,6 +96,8 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
   private readonly resetTimeoutMs: number;
   /** The last reset's wait for what it abandoned (see {@link settled}). */
   private abandoned: Promise<void> = Promise.resolve();
+  /** A queue's inflight log could not be had (warned once). */
+  private warnedLog = false;
 
   constructor(private readonly options: TransportOptions) {
     this.served = options.queues.map(() => 0);
@@ -226,7 +230,9 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     this.brokenReason = undefined;
     this.threads?.revive();
     for (const q of this.queues) {
+      // The queue's reset clears its inflight log; enabling it again starts a new one.
       q.reset();
+      q.attachLog(undefined);
       this.calls.abandon(q.index);
       if (!this.paused) q.resume();
     }
@@ -291,8 +297,62 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     };
   }
 
-  /** Restores saved state; throws when it does not fit this device. */
+  /** Restores saved state; throws when it does not fit this device. Under --isolate, the restored queues are logged from their restored indices. */
   restore(s: TransportState): void {
+    this.restoreState(s, true);
+  }
+
+  /**
+   * In a successor process under --isolate (the device's onRecover): the
+   * transport as the checkpoint left it (`device.state.virtio`, stored by
+   * {@link checkpoint}), then each queue finished from its inflight log
+   * before it runs again; then one interrupt per queue, since the dead
+   * process may have published without interrupting (a spurious interrupt
+   * is harmless, a lost one hangs the driver). A queue the checkpoint has
+   * enabled but whose log is not live (a reset was under way, or the log
+   * could not be had) sets DEVICE_NEEDS_RESET rather than guess. Resolves
+   * with the number of requests executed again.
+   */
+  async recover(device: Device): Promise<number> {
+    this.attach(device);
+    for (const q of this.queues) q.attachLog(undefined);
+    const saved = device.state.virtio;
+    // Restored paused: nothing is taken with the checkpoint's indices, which the logs overrule.
+    if (saved !== undefined) this.restoreState(saved as TransportState, false);
+    let again = 0;
+    let lost: string | undefined;
+    for (const q of this.queues) {
+      const log = this.attachLog(q);
+      if (!q.isEnabled) {
+        // Enabled after the checkpoint (that request is served again), or never.
+        log?.clear();
+        continue;
+      }
+      if (!log?.live) {
+        lost ??= `queue ${q.index}`;
+        continue;
+      }
+      if (this.status & VirtioStatus.DEVICE_NEEDS_RESET) continue;
+      try {
+        again += await q.recover();
+      } catch (e) {
+        // Rings gone from guest memory, a broken chain: as a running queue would, ask the driver for a reset.
+        this.needsReset(`queue ${q.index}: cannot finish the requests in flight: ${(e as Error).message}`);
+      }
+    }
+    if (lost) this.needsReset(`${lost}: its requests in flight were lost with the process that served them`);
+    this.resume();
+    if (this.status & VirtioStatus.DRIVER_OK) for (const q of this.queues) if (q.isEnabled) this.interrupt(q);
+    return again;
+  }
+
+  /** Under --isolate, before each checkpoint: the transport's state goes where the checkpoint (the default save) takes it. */
+  checkpoint(device: Device): void {
+    device.state.virtio = this.save();
+  }
+
+  /** Restores saved state; `logged`: each queue's inflight log starts from the restored indices (a queue's restore enables it). */
+  private restoreState(s: TransportState, logged: boolean): void {
     if (typeof s !== 'object' || s === null || !Array.isArray(s.queues) || s.queues.length !== this.queues.length) {
       throw new Error('virtio state does not match this device');
     }
@@ -311,6 +371,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
     this.driverFeatures = features;
     const ring = this.ringFeatures();
     s.queues.forEach((qs, i) => {
+      if (logged) this.attachLog(this.queues[i]);
       const err = this.queues[i].restore(qs, ring);
       if (err) throw new Error(err);
       this.queues[i].pause();
@@ -353,9 +414,32 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
   /** @internal The driver enabled queue `q`. */
   enableQueue(q: QueueControl): void {
     if (!(this.status & VirtioStatus.FEATURES_OK)) return this.needsReset(`queue ${q.index} enabled before FEATURES_OK`);
+    // Under --isolate, enabling starts the queue's inflight log.
+    this.attachLog(q);
     const err = q.enable(this.ringFeatures());
     if (err) return this.needsReset(err);
     if (this.paused || !(this.status & VirtioStatus.DRIVER_OK)) q.pause();
+  }
+
+  /**
+   * Attaches queue `q`'s inflight log in the device's persistent memory
+   * (under --isolate; undefined otherwise, or when it cannot be had: then
+   * warned about once) and returns it. Attaching does not change it.
+   */
+  private attachLog(q: QueueControl): InflightLog | undefined {
+    const memory = this.device?.persistent;
+    let log: InflightLog | undefined;
+    if (memory) {
+      try {
+        const area = memory.area(`virtio queue ${q.index} inflight`, InflightLog.bytes(q.maxSize));
+        log = inflightLog(area, q.maxSize, memory.locate?.(area));
+      } catch (e) {
+        if (!this.warnedLog) this.options.log?.(`queue ${q.index}: no inflight log (${(e as Error).message}): its requests in flight are lost if the process dies`);
+        this.warnedLog = true;
+      }
+    }
+    q.attachLog(log);
+    return log;
   }
 
   private configInterrupt(): void {

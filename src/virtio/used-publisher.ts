@@ -8,6 +8,7 @@
 import type { QueueMemory } from '../device/queue-memory.js';
 import { Area, type RingAccess } from './ring-access.js';
 import type { RingState } from './ring.js';
+import type { InflightLog } from './inflight-log.js';
 
 /** What the publisher needs from its queue (callbacks made once per queue). */
 export interface PublisherOwner {
@@ -29,6 +30,8 @@ export class UsedPublisher {
   private completed: number[] = [];
   private flushing = false;
   private flushScheduled = false;
+  /** The queue's inflight log (under --isolate): each publish records its intent and clears its heads. */
+  log: InflightLog | undefined;
 
   constructor(
     private readonly state: RingState,
@@ -144,6 +147,13 @@ export class UsedPublisher {
         }
       }
       st.usedIdx = (st.usedIdx + 1) & 0xffff;
+    }
+    const log = this.log;
+    if (log) {
+      // The elements are in guest memory: record the intent, then the heads leave the log before used->idx shows them.
+      log.publishing(st.usedIdx);
+      for (let j = 0; j < end; j += 2) log.completed(list[j]);
+      log.published();
     }
     // Published: what completed during a wait stays for the next batch.
     if (end === list.length) list.length = 0;

@@ -44,6 +44,7 @@ import { BounceBudget, VirtqueueRequest, type Descriptor, type RequestSink } fro
 import { RingState, type RingFeatures, type VirtqueueState } from './ring.js';
 import { Area, RingAccess, ringMemoryError } from './ring-access.js';
 import { UsedPublisher } from './used-publisher.js';
+import type { InflightLog } from './inflight-log.js';
 
 export type { RingFeatures, VirtqueueState } from './ring.js';
 export { ringMemoryError } from './ring-access.js';
@@ -98,6 +99,8 @@ export class Virtqueue implements RequestSink {
   /** Completions waiting for, and on their way to, the used ring. */
   private readonly publisher: UsedPublisher;
   private readonly walker: ChainWalker;
+  /** Where taken and published chains are recorded for a successor process (under --isolate), or undefined. */
+  private log: InflightLog | undefined;
 
   constructor(
     readonly index: number,
@@ -141,7 +144,18 @@ export class Virtqueue implements RequestSink {
     if (err) return err;
     this.state.enable(ring);
     this.rings.forget();
+    this.log?.start(this.state.lastAvail, this.state.usedIdx);
     return undefined;
+  }
+
+  /**
+   * Records taken and published chains in `log` from now on (undefined:
+   * no more). Attaching does not change the log: enable() starts it,
+   * reset() clears it, recover() finishes what it holds.
+   */
+  attachLog(log: InflightLog | undefined): void {
+    this.log = log;
+    this.publisher.log = log;
   }
 
   /** Back to the reset state; requests in flight are abandoned. */
@@ -153,6 +167,7 @@ export class Virtqueue implements RequestSink {
     this.inflightHeads.fill(0);
     this.inflightCount = 0;
     this.publisher.reset();
+    this.log?.clear();
     this.kickedWhilePaused = false;
     // Loops of the old generation notice the change and stop on their own.
     this.draining = this.again = this.collecting = this.polling = false;
@@ -205,6 +220,51 @@ export class Virtqueue implements RequestSink {
     if (err) return err;
     // DMA is held while a migration loads: rings in unmapped memory show at the first access instead.
     return s.enabled ? this.enable(ring, false) : undefined;
+  }
+
+  /**
+   * In a successor process (under --isolate): finishes from the attached
+   * log what the dead one took and did not publish (see inflight-log.ts):
+   * ends the publish it was in (used->idx included), takes the log's
+   * indices, and hands the chains still in flight out again, oldest first.
+   * Call on a restored, paused queue; it stays paused. Resolves with the
+   * number of chains handed out again.
+   */
+  async recover(): Promise<number> {
+    const log = this.log;
+    const st = this.state;
+    if (!log || !st.enabled) return 0;
+    const r = log.recovery(st.size);
+    const publishing = (r.usedIdx - r.publishFrom) & 0xffff;
+    if (publishing > st.size) throw new RingError(`queue ${this.index}: the inflight log publishes ${publishing} entries, more than the queue size ${st.size}`);
+    // The heads of the publish under way: its elements are in guest memory.
+    const published: number[] = [];
+    for (let i = r.publishFrom; i !== r.usedIdx; i = (i + 1) & 0xffff) {
+      const at = st.device + st.usedEntryAt(i);
+      const b = this.rings.peek(at, 4) ?? (await this.host.memory.read(at, 4));
+      published.push(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24));
+    }
+    const inFlight = log.settle(r, published);
+    st.lastAvail = r.lastAvail;
+    st.usedIdx = r.usedIdx;
+    await this.rings.writeUsedU16(2, r.usedIdx);
+    for (const t of inFlight) await this.retake(t.head);
+    return inFlight.length;
+  }
+
+  /** Walks the chain at `head` anew and hands it out without touching the avail ring (recovery). */
+  private async retake(head: number): Promise<void> {
+    const gen = this.generation;
+    this.checkHead(head);
+    const st = this.state;
+    const w = this.walker;
+    w.start(head, st.desc, st.size, st.features.indirect, undefined);
+    let copy: Uint8Array | undefined;
+    while (!w.step(copy)) {
+      copy = await this.host.memory.read(w.needAt, w.needLength);
+      if (gen !== this.generation) return;
+    }
+    this.handOut(gen, head, w.readable, w.writable, true);
   }
 
   /**
@@ -468,9 +528,13 @@ export class Virtqueue implements RequestSink {
     if (this.inflightHeads[head]) throw new RingError(`head ${head} made available again while in flight`);
   }
 
-  /** Consumes the avail entry and hands its chain to the device. */
-  private handOut(gen: number, head: number, readable: Descriptor[], writable: Descriptor[]): void {
-    this.state.takeAvail();
+  /** Consumes the avail entry (unless `again`: recovery) and hands its chain to the device. */
+  private handOut(gen: number, head: number, readable: Descriptor[], writable: Descriptor[], again = false): void {
+    if (!again) {
+      // Taken: recorded for a successor before the device sees it.
+      this.log?.take(head, this.state.lastAvail);
+      this.state.takeAvail();
+    }
     this.inflightHeads[head] = 1;
     this.inflightCount++;
     const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, this, gen, this.host.bounce);

@@ -381,6 +381,14 @@ export class VirtioDriver {
     return out;
   }
 
+  /** Used entries published since the last call, their chains freed (no waiting). */
+  reap(qi: number): { id: number; len: number }[] {
+    const q = this.queue(qi);
+    const got = this.takeUsed(qi);
+    for (const u of got) this.freeChain(q, u.id);
+    return got;
+  }
+
   /** Waits (on the queue's MSI-X vector) until `count` used entries arrived; frees their heads. */
   async waitUsed(qi: number, count = 1, timeoutMs = 5000): Promise<{ id: number; len: number }[]> {
     const q = this.queue(qi);

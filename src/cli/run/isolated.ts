@@ -10,6 +10,7 @@ import { unlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { IsolatedServer } from '../../isolate/index.js';
 import { isModulePath, type RunArgs } from './args.js';
+import { SAMPLES } from '../../samples/index.js';
 
 /** The child entry module. */
 const ENTRY = fileURLToPath(new URL('./isolate-child.js', import.meta.url));
@@ -32,6 +33,8 @@ export async function startIsolated(args: RunArgs, stopping: () => boolean): Pro
   try {
     for (const d of args.devices) {
       if (stopping()) break;
+      const volatile = isModulePath(d.device) ? undefined : SAMPLES[d.device]?.volatile?.(d.options);
+      if (volatile) process.stderr.write(`muser: warning: ${d.device} on ${d.socket}: ${volatile}: its contents are lost whenever the child dies or is reloaded (use --image)\n`);
       const server = await IsolatedServer.start({ device: d.device, options: d.options, pollIdleMs: d.pollIdleMs }, d.socket, {
         entry: ENTRY,
         verbose: args.verbose,

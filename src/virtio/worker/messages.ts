@@ -23,10 +23,12 @@ export type ToQueues =
   | { t: 'enable'; q: number; size: number; desc: number; driver: number; device: number; ring: RingFeatures; features: string; vector: number }
   | { t: 'restore'; q: number; state: VirtqueueState; ring: RingFeatures; features: string }
   | { t: 'pause' | 'resume' | 'kick'; q: number }
-  | { t: 'vector'; q: number; vector: number };
+  | { t: 'vector'; q: number; vector: number }
+  /** The queue's inflight log (under --isolate): a part of a memfd this thread maps; without `fd`, none. */
+  | { t: 'log'; q: number; fd?: number; offset?: number; maxSize?: number };
 
 /** Requests with an answer: reset answers once abandoned requests settled; idle with the queue's state. */
-export type AskQueues = { t: 'reset'; q: number } | { t: 'idle'; q: number };
+export type AskQueues = { t: 'reset'; q: number } | { t: 'idle'; q: number } | { t: 'recover'; q: number };
 
 /** Queue thread to main thread. */
 export type FromQueues = { t: 'irq'; q: number } | { t: 'broken'; q: number; reason: string } | { t: 'needs-reset'; q: number; reason: string };

@@ -160,6 +160,14 @@ export class QueueThreads implements QueueLink {
     return (await this.ask(q, { t: 'idle', q })) as VirtqueueState | undefined;
   }
 
+  attachLog(q: number, log: { fd: number; offset: number; maxSize: number } | undefined): void {
+    this.tell(q, { t: 'log', q, ...log });
+  }
+
+  async recover(q: number): Promise<number> {
+    return (await this.ask(q, { t: 'recover', q })) as number;
+  }
+
   vectorChanged(q: number): void {
     this.tell(q, { t: 'vector', q, vector: this.queues[q].state.msixVector });
   }

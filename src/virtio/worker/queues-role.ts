@@ -12,6 +12,7 @@ import { Virtqueue, type VirtqueueHost } from '../virtqueue.js';
 import { HandlerCalls } from '../handler-calls.js';
 import type { WorkerQueueContext, WorkerQueueHandler } from './handler.js';
 import type { AskQueues, FromQueues, QueueRoleData, ToQueues } from './messages.js';
+import { LogMappings } from './log-mappings.js';
 
 export const startRole: StartRole = async (rt, raw) => {
   const data = raw as QueueRoleData;
@@ -68,6 +69,7 @@ export const startRole: StartRole = async (rt, raw) => {
     return vq;
   };
   rt.onDoorbell = (slot) => queues.get(slot)?.kick();
+  const logs = new LogMappings();
 
   const handlers: RoleHandlers = {
     message(raw) {
@@ -108,11 +110,14 @@ export const startRole: StartRole = async (rt, raw) => {
         case 'kick':
           queue(m.q).kick();
           return;
+        case 'log':
+          return logs.attach(queue(m.q), m);
       }
     },
     async ask(raw) {
       const m = raw as AskQueues;
       const vq = queue(m.q);
+      if (m.t === 'recover') return vq.recover();
       if (m.t === 'reset') {
         vq.reset();
         calls.abandon(m.q);

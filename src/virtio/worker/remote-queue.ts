@@ -8,6 +8,7 @@ import type { QueueMemory } from '../../device/queue-memory.js';
 import type { QueueControl } from '../queue-control.js';
 import { RingState, type RingFeatures, type VirtqueueState } from '../ring.js';
 import { ringMemoryError } from '../virtqueue.js';
+import type { InflightLog } from '../inflight-log.js';
 
 /** What a remote queue needs from the thread pool. */
 export interface QueueLink {
@@ -17,6 +18,10 @@ export interface QueueLink {
   reset(q: number): Promise<void>;
   idle(q: number): Promise<VirtqueueState | undefined>;
   vectorChanged(q: number): void;
+  /** The queue's inflight log is the memfd part at `where` (undefined: none). */
+  attachLog(q: number, log: { fd: number; offset: number; maxSize: number } | undefined): void;
+  /** Finishes what the log holds (see Virtqueue.recover). */
+  recover(q: number): Promise<number>;
 }
 
 export class RemoteQueue implements QueueControl {
@@ -86,6 +91,15 @@ export class RemoteQueue implements QueueControl {
 
   save(): VirtqueueState {
     return this.state.save();
+  }
+
+  /** The worker maps the log's part of its memfd itself; a log it cannot map is not attached (it stays not live). */
+  attachLog(log: InflightLog | undefined): void {
+    this.link.attachLog(this.index, log?.where ? { ...log.where, maxSize: log.maxSize } : undefined);
+  }
+
+  recover(): Promise<number> {
+    return this.link.recover(this.index);
   }
 
   restore(s: VirtqueueState, ring: RingFeatures): string | undefined {
