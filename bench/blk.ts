@@ -69,7 +69,12 @@ export interface BlkRound {
   floor: BlkFig;
   muser: BlkFig;
   muserPoll: BlkFig;
+  /** The same run against `muser run --isolate virtio-blk` (rows in BLK_ISOLATED_KEYS only). */
+  isolated?: BlkFig;
 }
+
+/** Rows also measured with the device in an isolated child process (`--isolate`, inflight logs on). */
+export const BLK_ISOLATED_KEYS = new Set(['r_q1_qd1', 'r_q1_qd32', 'r_q1_qd128', 'r_q2_qd128']);
 
 export interface BlkRow {
   config: BlkConfig;
@@ -83,6 +88,9 @@ export interface BlkRow {
   p50VsFloor: number;
   pollP50VsFloor: number;
   load: number;
+  /** `--isolate`'s figure and its IOPS / in-process IOPS (median of per-round ratios), for BLK_ISOLATED_KEYS. */
+  isolated?: BlkFig;
+  isolatedVsMuser?: number;
 }
 
 const fig = (j: Json): BlkFig => ({ iops: num(j, 'iops'), p50: num(j, 'p50_us'), p99: num(j, 'p99_us') });
@@ -134,11 +142,12 @@ export async function measureBlk(dir: string, rounds: number, scale: number, log
   const runArgs = ['--size', DISK, '--queues', '2'];
   const plain = await CliServer.start(join(dir, 'blk.sock'), DEVICE_CPU, runArgs, 'virtio-blk');
   const poll = await CliServer.start(join(dir, 'blk-poll.sock'), DEVICE_CPU, [...runArgs, '--poll'], 'virtio-blk');
+  const isolated = await CliServer.start(join(dir, 'blk-iso.sock'), DEVICE_CPU, runArgs, 'virtio-blk', ['--isolate']);
   const ops = (c: BlkConfig): number => Math.max(100, Math.round((c.qd === 1 ? 4000 : 20000) * scale));
   const drive = (s: CliServer, c: BlkConfig, n: number): Promise<Json> => s.client(BLKDRV, ['--socket', s.socket, ...args(c, n)]);
   try {
     // Untimed warm-up: JIT, and the RAM disk's pages touched once.
-    for (const s of [plain, poll]) await drive(s, { key: 'warm', label: '', queues: 1, qd: 32, write: true }, Math.round(20000 * Math.max(scale, 0.5)));
+    for (const s of [plain, poll, isolated]) await drive(s, { key: 'warm', label: '', queues: 1, qd: 32, write: true }, Math.round(20000 * Math.max(scale, 0.5)));
     const rs = new Map<string, BlkRound[]>(BLK_CONFIGS.map((c) => [c.key, []]));
     for (let r = 0; r < rounds; r++) {
       log(`round ${r + 1}/${rounds}: virtio-blk data path (driver CPU ${DRIVER_CPU}, device CPU ${DEVICE_CPU})`);
@@ -147,7 +156,8 @@ export async function measureBlk(dir: string, rounds: number, scale: number, log
         const floor = fig(await runJson(BLKDRV, ['--responder', '--server-cpu', String(DEVICE_CPU), ...args(c, ops(c) * 4)]));
         const muser = fig(await drive(plain, c, ops(c)));
         const muserPoll = fig(await drive(poll, c, ops(c)));
-        rs.get(c.key)!.push({ load, floor, muser, muserPoll });
+        const iso = BLK_ISOLATED_KEYS.has(c.key) ? fig(await drive(isolated, c, ops(c))) : undefined;
+        rs.get(c.key)!.push({ load, floor, muser, muserPoll, isolated: iso });
       }
     }
     const med = (fs: BlkFig[]): BlkFig => medianFields(fs);
@@ -164,11 +174,15 @@ export async function measureBlk(dir: string, rounds: number, scale: number, log
         p50VsFloor: median(rounds.map((x) => x.muser.p50 / x.floor.p50)),
         pollP50VsFloor: median(rounds.map((x) => x.muserPoll.p50 / x.floor.p50)),
         load: median(rounds.map((x) => x.load)),
+        ...(BLK_ISOLATED_KEYS.has(config.key)
+          ? { isolated: med(rounds.map((x) => x.isolated!)), isolatedVsMuser: median(rounds.map((x) => x.isolated!.iops / x.muser.iops)) }
+          : {}),
       };
     });
   } finally {
     await plain.stop();
     await poll.stop();
+    await isolated.stop();
   }
 }
 

@@ -184,6 +184,8 @@ export function report(results: BenchResults, ctx: RunContext): { lines: string[
       const best = Math.max(...blkWorkers.map((w) => w.scaling));
       out.push(`2 queues on 2 worker threads vs 1 queue at QD32 (best setup): ${push('blk_workers_2q_vs_1q', '>= 1.5', best, best >= 1.5)}`);
     }
+    const blkIso = blk.filter((r) => r.isolated);
+    if (blkIso.length > 0) out.push(`--isolate (device in a child process, inflight logs on) / in process, IOPS: ${blkIso.map((r) => `${r.config.label} ${r.isolatedVsMuser!.toFixed(2)} (${si(r.isolated!.iops)}, p50 ${us(r.isolated!.p50)} us)`).join('; ')}  (goal >= 0.95)`);
     if (blkDoorbells) out.push('', ...doorbellLines('virtio-blk kicks: posted REGION_WRITE (as QEMU sends them) vs stores into the mapped notify page (--mmap-doorbells); both servers --poll on CPU 1, driver CPU 0', blkDoorbells));
     out.push('');
   }

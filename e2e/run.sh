@@ -37,7 +37,7 @@ cp "$INITRD" "$E2E_INITRD"
 echo "[e2e] setup done after $((SECONDS - t0)) s; initramfs $INITRD"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-blk-workers virtio-rng nvme nvme-mmap-doorbells virtio-blk-nbd pvpanic qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng vm)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-blk-workers virtio-rng nvme nvme-mmap-doorbells virtio-blk-nbd pvpanic qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng vm isolate)
 failed=()
 npass=0; nfail=0; nskip=0
 out=$(mktemp)
