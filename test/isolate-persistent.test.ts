@@ -89,3 +89,47 @@ test('isolate: persistent memory outlives the child, onRecover runs in the succe
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('isolate: writes inside checkpointFreeWrites take no checkpoint (a doorbell), other writes do', async () => {
+  const dir = tempDir();
+  const file = join(dir, 'doorbell-dev.mjs');
+  writeFileSync(
+    file,
+    `export default function () {
+  const state = { registers: 0, doorbells: 0 };
+  return {
+    name: 'doorbell-dev',
+    identity: { vendorId: 0x1234, deviceId: 0x4245, classCode: 0xff0000 },
+    state,
+    checkpointFreeWrites: [{ region: 0, offset: 0x100, length: 0x100 }],
+    bars: {
+      0: {
+        size: 4096,
+        read(offset) { return offset === 0 ? state.registers : state.doorbells; },
+        write(offset) { if (offset >= 0x100 && offset < 0x200) state.doorbells++; else state.registers++; },
+      },
+    },
+  };
+}
+`,
+  );
+  const server = await startIsolated(file, dir);
+  const client = await Client.connect(server.path);
+  try {
+    await client.regionWrite(0, 0, u32(1));
+    await client.regionWrite(0, 0x100, u32(1));
+    await client.regionWrite(0, 0x1fc, u32(1));
+    // Straddling the range's end: not wholly inside, so checkpointed (with the doorbells counted so far).
+    await client.regionWrite(0, 0x1fe, u32(1));
+    await client.regionWrite(0, 0x104, u32(1));
+    assert.equal((await client.regionRead(0, 4, 4)).readUInt32LE(0), 4, 'four writes in the doorbell range counted');
+    await server.standby();
+    process.kill(server.childPid!, 'SIGKILL');
+    assert.equal((await client.regionRead(0, 0, 4)).readUInt32LE(0), 1, 'the register write was checkpointed');
+    assert.equal((await client.regionRead(0, 4, 4)).readUInt32LE(0), 3, 'the last doorbell write took no checkpoint: the successor has the count of the straddling write\'s checkpoint');
+  } finally {
+    client.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

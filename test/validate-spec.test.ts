@@ -58,6 +58,8 @@ test('unknown fields and wrong types are named', () => {
   refused({ identity, interrupts: { msi: 3 } }, /interrupts\.msi: 3 is not a vector count/, RangeError);
   refused({ identity, onReset: 'reset' }, /onReset: must be a function/);
   refused('spec', /a DeviceSpec must be an object/);
+  refused({ identity, checkpointFreeWrites: { region: 0 } }, /checkpointFreeWrites: must be an array of \{ region, offset, length \}/);
+  refused({ identity, checkpointFreeWrites: [{ region: 0, offset: '0x1000', length: 4 }] }, /checkpointFreeWrites\[0\]\.offset: must be an integer \(a number, not a string/);
 });
 
 test('muser run: a device file with a string vendorId gets the field, not "must be a DeviceSpec"', async () => {

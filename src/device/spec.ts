@@ -115,6 +115,15 @@ export interface DeviceSpec {
    */
   onRecover?(device: Device, reason: 'crash' | 'reload'): MaybePromise<void>;
   /**
+   * Under `--isolate`: ranges of a region whose writes change nothing a
+   * checkpoint must hold (doorbells whose effect the device records in
+   * `device.persistent` itself). A REGION_WRITE wholly inside one is not
+   * followed by a checkpoint, which spares a migration save per doorbell.
+   * A successor that finds such a write unanswered serves it again: writing
+   * it twice must do no harm (a doorbell rung twice with the same value).
+   */
+  checkpointFreeWrites?: readonly { region: number; offset: number; length: number }[];
+  /**
    * Under `--isolate`, right before each checkpoint (the device's migration
    * save, taken after every request that may change the device and before
    * its reply): store in `state` what the device keeps elsewhere and a

@@ -12,7 +12,7 @@ import { describeValue } from '../values/describe.js';
 
 const SPEC_FIELDS = [
   'name', 'identity', 'bars', 'regions', 'capabilities', 'extendedCapabilities', 'interrupts', 'configRegisters', 'config',
-  'dma', 'requireBusMaster', 'migration', 'state', 'timers', 'onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover',
+  'dma', 'requireBusMaster', 'migration', 'state', 'timers', 'onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover', 'checkpointFreeWrites',
   'onCheckpoint', 'onQuiesce', 'onResume',
 ];
 const IDENTITY_FIELDS = ['vendorId', 'deviceId', 'subsystemVendorId', 'subsystemId', 'classCode', 'revision'];
@@ -70,6 +70,13 @@ export function validateSpec(spec: unknown): asserts spec is DeviceSpec {
     });
   }
   for (const hook of ['onReset', 'onConnect', 'onDisconnect', 'onDispose', 'onRecover', 'onCheckpoint', 'onQuiesce', 'onResume']) optional(spec, hook, 'function', '');
+  if (spec.checkpointFreeWrites !== undefined) {
+    if (!Array.isArray(spec.checkpointFreeWrites)) throw new TypeError(`checkpointFreeWrites: must be an array of { region, offset, length }, got ${describeValue(spec.checkpointFreeWrites)}`);
+    spec.checkpointFreeWrites.forEach((r: unknown, i) => {
+      if (!isObject(r)) throw new TypeError(`checkpointFreeWrites[${i}]: must be { region, offset, length }, got ${describeValue(r)}`);
+      for (const f of ['region', 'offset', 'length']) integer(r[f], `checkpointFreeWrites[${i}].${f}`);
+    });
+  }
 }
 
 function validateBars(bars: unknown): void {

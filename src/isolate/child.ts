@@ -10,6 +10,7 @@ import type { DeviceSpec } from '../device/spec.js';
 import { consoleLogger, type Logger } from '../device/logger.js';
 import { offerMigration, type MigrationOffer } from '../migration/offer.js';
 import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
+import { REGION_ACCESS_SIZE } from '../protocol/region-access.js';
 import { decodeHeader, encodeErrorReply } from '../protocol/header.js';
 import { Errno } from '../device/errors.js';
 import { dispatch } from '../server/dispatch.js';
@@ -59,6 +60,8 @@ export function runChild(load: DeviceLoader): void {
   const heldAtParent = new Set<number>();
   /** Requests to record, by tag, until answered. */
   const recordable = new Map<number, Buffer>();
+  /** REGION_WRITEs inside the device's checkpointFreeWrites, by tag, until answered. */
+  const uncheckpointed = new Set<number>();
   let warnedSave = false;
 
   const control = new ControlLink<ParentMessage, ChildMessage>(
@@ -154,7 +157,8 @@ export function runChild(load: DeviceLoader): void {
           control.send({ type: 'doorbells', region: reply.readUInt32LE(HEADER_SIZE + 8) }, fds);
         }
         heldAtParent.delete(tag);
-        if (l.checkpointed && changesState(command) && !failed) checkpoint(tag, reply);
+        const free = uncheckpointed.delete(tag);
+        if (l.checkpointed && changesState(command) && !failed && !free) checkpoint(tag, reply);
       },
     };
     const s = new Session(
@@ -167,6 +171,7 @@ export function runChild(load: DeviceLoader): void {
           onFrame(f: Parameters<typeof onFrame>[0] & { tag?: number }): void {
             const command = f.bytes.length >= 4 ? f.bytes.readUInt16LE(2) : -1;
             if (f.tag !== undefined && RECORDED.has(command)) recordable.set(f.tag, Buffer.from(f.bytes));
+            if (f.tag !== undefined && command === Command.REGION_WRITE && isCheckpointFree(l.device, f.bytes)) uncheckpointed.add(f.tag);
             onFrame(f);
           },
         };
@@ -179,6 +184,7 @@ export function runChild(load: DeviceLoader): void {
         if (session !== ended) return;
         session = undefined;
         recordable.clear();
+        uncheckpointed.clear();
         void releaseDevice(l.device, ended, l.log).then(() => control.send({ type: 'ended' }));
       },
       l.pollIdleMs,
@@ -303,4 +309,14 @@ export function runChild(load: DeviceLoader): void {
       l.log.error(`onResume failed: ${String(e)}`);
     }
   }
+}
+
+/** True when the REGION_WRITE in `frame` lies wholly in one of the device's checkpointFreeWrites ranges. */
+function isCheckpointFree(device: Device, frame: Buffer): boolean {
+  const ranges = device.spec.checkpointFreeWrites;
+  if (!ranges || frame.length < HEADER_SIZE + REGION_ACCESS_SIZE) return false;
+  const offset = Number(frame.readBigUInt64LE(HEADER_SIZE));
+  const region = frame.readUInt32LE(HEADER_SIZE + 8);
+  const count = frame.readUInt32LE(HEADER_SIZE + 12);
+  return ranges.some((r) => r.region === region && offset >= r.offset && offset + count <= r.offset + r.length);
 }
