@@ -127,29 +127,41 @@ describe('a busy-polling loop reads its spinning fds itself', () => {
     }
   });
 
-  test('a paused spinning poller is not read until it resumes (backpressure holds)', async () => {
+  test('paused spinning pollers are not read until they resume (backpressure holds)', async () => {
     const [a, b] = native.socketpair();
+    const efd = native.eventfd(0);
     const got: Buffer[] = [];
+    let count = 0;
     const sock = native.pollStart(a, PollMode.Stream, (kind, data) => {
       if (kind === PollEvent.Data) got.push(data as Buffer);
     });
+    const ev = native.pollStart(efd, PollMode.EventFd, (kind, n) => {
+      if (kind === PollEvent.Count) count += n as number;
+    });
     try {
       native.pollSpin(sock, 200_000_000);
+      native.pollSpin(ev, 200_000_000);
       native.pollPause(sock, true);
+      native.pollPause(ev, true);
       native.sendmsg(b, Buffer.from('held'));
+      native.eventfdWrite(efd, 3);
       const starts = spinStarts();
       // Many turns of a spinning loop: nothing may be read meanwhile.
       await sleep(20);
       assert.equal(spinning(), true, 'still spinning');
       assert.equal(spinStarts(), starts);
-      assert.equal(got.length, 0, 'a paused poller was read');
+      assert.equal(got.length, 0, 'a paused socket was read');
+      assert.equal(count, 0, 'a paused eventfd was read');
       native.pollPause(sock, false);
-      await until(() => got.length === 1, 'the held message after resuming');
+      native.pollPause(ev, false);
+      await until(() => got.length === 1 && count === 3, 'the held message and count after resuming');
       assert.equal(got[0].toString(), 'held');
     } finally {
       native.pollStop(sock);
+      native.pollStop(ev);
       native.close(a);
       native.close(b);
+      native.close(efd);
     }
   });
 });
