@@ -250,6 +250,7 @@ typedef struct {
     bool spinning;
     uint64_t spin_until;
     uint64_t spin_starts; /* times the loop went from sleeping to spinning */
+    uint64_t spin_direct_events; /* events read by spin_direct rather than by epoll */
     /* Watched memory (watch.h): scanned on every spin and on this timer. */
     watch_t *watches;
     uv_timer_t watch_timer;
@@ -267,6 +268,7 @@ struct poller {
     instance_t *inst;
     poller_t *prev, *next;
     uint64_t spin_ns; /* 0: this poller never makes the loop spin */
+    bool direct;      /* while spinning, read it from the idle handle (spin_direct) */
     napi_env env;
     napi_ref callback;
     napi_ref self;
@@ -283,11 +285,13 @@ struct poller {
 
 static void instance_handle_closed(instance_t *inst);
 static void watches_scan(instance_t *inst);
+static int watches_scan_count(instance_t *inst);
+static int spin_direct(instance_t *inst);
 
 static void spin_cb(uv_idle_t *h) {
     instance_t *inst = h->data;
     /* A change seen here re-arms the window (see watch.h). */
-    if (inst->watches) watches_scan(inst);
+    if (spin_direct(inst) < 0 && inst->watches) watches_scan(inst);
     if (uv_hrtime() >= inst->spin_until) {
         uv_idle_stop(h);
         inst->spinning = false;
@@ -363,8 +367,9 @@ static ssize_t recv_chunk(int fd, uint8_t *buf, size_t len, int *fds, int *nfds)
     return n;
 }
 
-static void poller_read_stream(poller_t *p) {
-    int fds[MAX_FDS_PER_MSG], nfds;
+/* Reads what is there; returns the number of events emitted (0: nothing to read). */
+static int poller_read_stream(poller_t *p) {
+    int fds[MAX_FDS_PER_MSG], nfds, emitted = 0;
     /* Level-triggered: a short read means the queue is empty for now, so
      * stop without paying for an EAGAIN; otherwise loop a bounded number of times. */
     /* The buffer is looked up every round: a callback may have swapped it
@@ -374,7 +379,8 @@ static void poller_read_stream(poller_t *p) {
         uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
         size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
         ssize_t n = recv_chunk(p->fd, buf, len, fds, &nfds);
-        if (n == -EAGAIN || n == -EWOULDBLOCK) return;
+        if (n == -EAGAIN || n == -EWOULDBLOCK) return emitted;
+        emitted++;
         napi_handle_scope scope;
         napi_open_handle_scope(p->env, &scope);
         if (n == -EPROTO) {
@@ -400,20 +406,65 @@ static void poller_read_stream(poller_t *p) {
             poller_emit(p, EV_DATA, data_arg, fdarr);
         }
         napi_close_handle_scope(p->env, scope);
-        if (n <= 0 || (size_t)n < len) return;
+        if (n <= 0 || (size_t)n < len) return emitted;
     }
+    return emitted;
 }
 
-static void poller_read_eventfd(poller_t *p) {
+/* Returns 1 when it read a count (and emitted it), else 0. */
+static int poller_read_eventfd(poller_t *p) {
     uint64_t v;
     ssize_t n = read(p->fd, &v, sizeof v);
-    if (n != sizeof v) return;
+    if (n != sizeof v) return 0;
     napi_handle_scope scope;
     napi_open_handle_scope(p->env, &scope);
     napi_value count;
     napi_create_double(p->env, (double)v, &count);
     poller_emit(p, EV_COUNT, count, NULL);
     napi_close_handle_scope(p->env, scope);
+    return 1;
+}
+
+/* While the loop busy-polls, each turn goes through every libuv phase
+ * (timers, Node's check handles, an epoll_pwait) before it sees a message:
+ * a couple of microseconds in which a blocked client falls asleep. So the
+ * idle handle reads the spinning pollers' fds itself (a non-blocking
+ * recvmsg or eventfd read each) and scans the watches, again and again,
+ * until something arrives, SPIN_DIRECT_NS pass or the window closes; then
+ * the loop turns as before, so timers and fds that do not spin wait at
+ * most SPIN_DIRECT_NS more. Only with a few such pollers: each costs a
+ * system call per look, where epoll looks at all of them at once.
+ * Returns the events seen, or -1 when there is no poller to read. */
+#define SPIN_DIRECT_NS 10000
+#define SPIN_DIRECT_MAX 4
+
+static int spin_direct(instance_t *inst) {
+    poller_t *ps[SPIN_DIRECT_MAX];
+    int n = 0;
+    for (poller_t *p = inst->pollers; p; p = p->next) {
+        if (!p->spin_ns || !p->direct || p->closing || !(p->events & UV_READABLE)) continue;
+        if (n == SPIN_DIRECT_MAX) return -1;
+        ps[n++] = p;
+    }
+    if (n == 0) return -1;
+    /* A poller stopped by a callback here is only closed by a later phase
+     * of the loop (uv_close), so the pointers stay valid. */
+    uint64_t start = uv_hrtime();
+    for (;;) {
+        int seen = 0;
+        for (int i = 0; i < n; i++) {
+            poller_t *p = ps[i];
+            if (p->closing || !(p->events & UV_READABLE)) continue;
+            int got = p->mode == MODE_STREAM ? poller_read_stream(p) : poller_read_eventfd(p);
+            if (got) spin_arm(inst, p->spin_ns);
+            seen += got;
+        }
+        inst->spin_direct_events += seen;
+        if (inst->watches) seen += watches_scan_count(inst);
+        if (seen) return seen;
+        uint64_t now = uv_hrtime();
+        if (now - start >= SPIN_DIRECT_NS || now >= inst->spin_until) return 0;
+    }
 }
 
 static void poller_cb(uv_poll_t *h, int status, int events) {
@@ -624,18 +675,23 @@ static napi_value js_poll_spin(napi_env env, napi_callback_info info) {
     ARG_INT(uint64_t, ns, 1, "idleNs", 0, MAX_SAFE_INT, "an integer >= 0");
     if (p->closing) return NULL;
     p->spin_ns = ns;
+    /* Read directly only what never blocks: recvmsg is MSG_DONTWAIT; an
+     * eventfd is O_NONBLOCK since uv_poll_init, unless someone cleared it. */
+    p->direct = p->mode == MODE_STREAM || (p->mode == MODE_EVENTFD && (fcntl(p->fd, F_GETFL) & O_NONBLOCK));
     if (p->spin_ns) spin_arm(p->inst, p->spin_ns);
     return NULL;
 }
 
-/* spinState() -> [spinning (0/1), times the loop started spinning]. */
+/* spinState() -> [spinning (0/1), times the loop started spinning, events
+ * the spinning loop read itself (spin_direct) rather than through epoll]. */
 static napi_value js_spin_state(napi_env env, napi_callback_info info) {
     instance_t *inst = NULL;
     napi_value arr;
     napi_get_instance_data(env, (void **)&inst);
-    CALL(env, napi_create_array_with_length(env, 2, &arr));
+    CALL(env, napi_create_array_with_length(env, 3, &arr));
     napi_set_element(env, arr, 0, make_int(env, inst && inst->spinning ? 1 : 0));
     napi_set_element(env, arr, 1, make_int(env, inst ? (int64_t)inst->spin_starts : 0));
+    napi_set_element(env, arr, 2, make_int(env, inst ? (int64_t)inst->spin_direct_events : 0));
     return arr;
 }
 

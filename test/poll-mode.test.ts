@@ -9,19 +9,20 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { native } from '../src/native/index.js';
+import { native, PollEvent, PollMode } from '../src/native/index.js';
 import { Client } from '../src/client/index.js';
 import { serve, DEFAULT_POLL_IDLE_MS } from '../src/index.js';
 import { parseRunArgs } from '../src/cli/run/index.js';
 import { UsageError } from '../src/cli/usage.js';
 import { benchDevice } from '../src/samples/bench.js';
-import { sleep } from './helpers/wait.js';
+import { sleep, until } from './helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-poll-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const spinning = (): boolean => native.spinState()[0] === 1;
 const spinStarts = (): number => native.spinState()[1];
+const directEvents = (): number => native.spinState()[2];
 
 describe('polling mode, server in this process', () => {
   test('a request makes the loop spin; after the idle window it sleeps, and still answers', async () => {
@@ -89,6 +90,78 @@ describe('polling mode, server in this process', () => {
   test('a bad idle window is refused', () => {
     for (const idleMs of [0, -1, NaN, Infinity, 1e9]) {
       assert.throws(() => serve(benchDevice(), join(dir, 'd.sock'), { poll: { idleMs } }), RangeError, String(idleMs));
+    }
+  });
+});
+
+describe('a busy-polling loop reads its spinning fds itself', () => {
+  test('socket messages and eventfd counts arrive through the direct reads, in order', async () => {
+    const [a, b] = native.socketpair();
+    const efd = native.eventfd(0);
+    const got: string[] = [];
+    const sock = native.pollStart(a, PollMode.Stream, (kind, data) => {
+      if (kind === PollEvent.Data) got.push((data as Buffer).toString());
+    });
+    let count = 0;
+    const ev = native.pollStart(efd, PollMode.EventFd, (kind, n) => {
+      if (kind === PollEvent.Count) count += n as number;
+    });
+    try {
+      native.pollSpin(sock, 200_000_000);
+      native.pollSpin(ev, 200_000_000);
+      const before = directEvents();
+      for (let i = 0; i < 20; i++) {
+        assert.equal(native.sendmsg(b, Buffer.from(`m${i};`)), 2 + String(i).length);
+        await until(() => got.join('').endsWith(`m${i};`), `message ${i}`);
+        assert.equal(native.eventfdWrite(efd, 2), 0);
+        await until(() => count === 2 * (i + 1), `eventfd count ${i}`);
+      }
+      assert.equal(got.join(''), Array.from({ length: 20 }, (_, i) => `m${i};`).join(''));
+      assert.ok(directEvents() > before, 'the spinning loop read some of them itself');
+    } finally {
+      native.pollStop(sock);
+      native.pollStop(ev);
+      native.close(a);
+      native.close(b);
+      native.close(efd);
+    }
+  });
+
+  test('paused spinning pollers are not read until they resume (backpressure holds)', async () => {
+    const [a, b] = native.socketpair();
+    const efd = native.eventfd(0);
+    const got: Buffer[] = [];
+    let count = 0;
+    const sock = native.pollStart(a, PollMode.Stream, (kind, data) => {
+      if (kind === PollEvent.Data) got.push(data as Buffer);
+    });
+    const ev = native.pollStart(efd, PollMode.EventFd, (kind, n) => {
+      if (kind === PollEvent.Count) count += n as number;
+    });
+    try {
+      native.pollSpin(sock, 200_000_000);
+      native.pollSpin(ev, 200_000_000);
+      native.pollPause(sock, true);
+      native.pollPause(ev, true);
+      native.sendmsg(b, Buffer.from('held'));
+      native.eventfdWrite(efd, 3);
+      const starts = spinStarts();
+      // Many turns of a spinning loop: nothing may be read meanwhile.
+      await sleep(20);
+      assert.equal(spinning(), true, 'still spinning');
+      assert.equal(spinStarts(), starts);
+      assert.equal(got.length, 0, 'a paused socket was read');
+      assert.equal(count, 0, 'a paused eventfd was read');
+      native.pollPause(sock, false);
+      native.pollPause(ev, false);
+      await until(() => got.length === 1 && count === 3, 'the held message and count after resuming');
+      assert.equal(got[0].toString(), 'held');
+    } finally {
+      native.pollStop(sock);
+      native.pollStop(ev);
+      native.close(a);
+      native.close(b);
+      native.close(efd);
     }
   });
 });

@@ -191,9 +191,10 @@ static void print_iters(const struct opts *o, struct result *r, double ops,
                         long long iters)
 {
     printf("{\"op\":\"%s\",\"ops_per_s\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
-           "\"iters\":%lld",
+           "\"p10_us\":%.2f,\"iters\":%lld",
            o->op, ops * 1e9 / (double)r->elapsed_ns,
-           samples_pct_us(&r->lat, 50), samples_pct_us(&r->lat, 99), iters);
+           samples_pct_us(&r->lat, 50), samples_pct_us(&r->lat, 99),
+           samples_pct_us(&r->lat, 10), iters);
 }
 
 static void print_common(const struct opts *o, struct result *r, double ops)

@@ -25,6 +25,9 @@
  * (non-blocking reads in a loop) instead of sleeping in recv: the floor of
  * a polling server; the client blocks either way.
  *
+ * With --connect PATH the client connects to a server listening at PATH
+ * instead of forking one (the Node floors in bench/node-floor.ts).
+ *
  * Output: one JSON line on stdout.
  */
 #include "bench.h"
@@ -32,6 +35,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #define MAX_MSG (16u << 20)
@@ -49,6 +53,7 @@ static void usage(void)
         "             (defaults A=48, B=16: DMA_MAP)\n"
         "  --irqs K   the server writes an eventfd K times before each reply\n"
         "             (defaults A=36, B=32: a doorbell REGION_WRITE)\n"
+        "  --connect PATH  talk to a server listening at PATH (no fork)\n"
         "  --reply-every K  only every K'th request is answered (iters and\n"
         "             warmup are rounded up to multiples of K)\n"
         "  --iters    timed round trips (default 100000)\n"
@@ -121,7 +126,8 @@ int main(int argc, char **argv)
     struct samples lat;
     char *in, *out;
     uint64_t t_start = 0, t_end;
-    pid_t child;
+    pid_t child = -1;
+    const char *connect_path = NULL;
     long long i;
 
     prog_name = "pingpong";
@@ -154,6 +160,8 @@ int main(int argc, char **argv)
             server_cpu = parse_num(a, argv[++i], -1, CPU_SETSIZE - 1);
         else if (!strcmp(a, "--reply-every"))
             every = parse_num(a, argv[++i], 1, 1000000);
+        else if (!strcmp(a, "--connect"))
+            connect_path = argv[++i];
         else if (!strcmp(a, "--irqs"))
             irqs = parse_num(a, argv[++i], 1, 100000000);
         else
@@ -195,8 +203,21 @@ int main(int argc, char **argv)
             die("eventfd: %s", strerror(errno));
     }
 
-    child = fork();
-    if (child < 0)
+    if (connect_path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        if (use_fd || irqs > 0 || strlen(connect_path) >= sizeof(sa.sun_path))
+            die("--connect takes neither --fd nor --irqs, and a path shorter than %zu bytes", sizeof(sa.sun_path));
+        close(sv[1]);
+        close(sv[0]);
+        sv[0] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        strcpy(sa.sun_path, connect_path);
+        if (sv[0] < 0 || connect(sv[0], (struct sockaddr *)&sa, sizeof(sa)) != 0)
+            die("connect %s: %s", connect_path, strerror(errno));
+    } else {
+        child = fork();
+    }
+    if (child < 0 && !connect_path)
         die("fork: %s", strerror(errno));
     if (child == 0) {
         prog_name = "pingpong(server)";
@@ -209,7 +230,8 @@ int main(int argc, char **argv)
         serve(sv[1], (size_t)req, (size_t)rep, use_fd, efd, irqs, every);
         _exit(0);
     }
-    close(sv[1]);
+    if (!connect_path)
+        close(sv[1]);
 
     in = malloc((size_t)rep);
     out = calloc(1, (size_t)req);
@@ -260,17 +282,17 @@ int main(int argc, char **argv)
     t_end = now_ns();
 
     close(sv[0]); /* EOF ends the server loop */
-    if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0)
+    if (!connect_path && (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0))
         die("server process failed");
 
     printf("{\"ops_per_s\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
-           "\"iters\":%lld,\"size_req\":%lld,\"size_rep\":%lld,\"fd\":%s,"
+           "\"p10_us\":%.2f,\"iters\":%lld,\"size_req\":%lld,\"size_rep\":%lld,\"fd\":%s,"
            "\"irqs\":%lld,\"irqs_per_s\":%.1f,\"reply_every\":%lld,"
            "\"busy\":%s}\n",
            (double)iters * 1e9 / (double)(t_end - t_start),
            samples_pct_us(&lat, 50), samples_pct_us(&lat, 99),
-           iters, req, rep, use_fd ? "true" : "false",
+           samples_pct_us(&lat, 10), iters, req, rep, use_fd ? "true" : "false",
            irqs, (double)(iters * irqs) * 1e9 / (double)(t_end - t_start),
            every, busy ? "true" : "false");
     return 0;

@@ -69,11 +69,18 @@ export interface NativeAddon {
   /**
    * Busy polling: with `idleNs` > 0, activity on this poller keeps the event
    * loop polling without sleeping until `idleNs` pass without any; 0 turns
-   * it off. Arms the window at once.
+   * it off. Arms the window at once. While spinning, the loop reads a
+   * stream poller (or a non-blocking eventfd's) fd itself (see spinState).
    */
   pollSpin(h: PollHandle, idleNs: number): void;
-  /** [1 while the loop busy-polls else 0, times it started busy-polling]. */
-  spinState(): [number, number];
+  /**
+   * [1 while the loop busy-polls else 0, times it started busy-polling,
+   * events the busy-polling loop read from its spinning pollers' fds
+   * itself rather than through epoll]. While it busy-polls, a thread with
+   * at most four spinning pollers (stream sockets, and eventfds opened
+   * O_NONBLOCK) reads them directly, for up to 10 us per turn of the loop.
+   */
+  spinState(): [number, number, number];
   /**
    * Watches `length` bytes at `offset` of a shared mapping (`buffer`, the
    * ArrayBuffer mmap returned with `map`) as words of `width` bytes, for
