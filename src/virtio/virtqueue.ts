@@ -400,7 +400,9 @@ export class Virtqueue implements RequestSink {
   }
 
   private rechecked(availIdx: number): void {
-    if (availIdx !== this.state.lastAvail && !this.paused) this.again = true;
+    // Drained again on the next turn, not at once: the completions of this drain are published first
+    // (the driver added these without a kick while it waited for them).
+    if (availIdx !== this.state.lastAvail && !this.paused) setImmediate(() => this.kick());
   }
 
   /** Lets the driver notify again: NO_NOTIFY cleared, or avail_event at the next index. */
