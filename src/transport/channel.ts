@@ -213,19 +213,18 @@ export class Channel implements Transport {
    * closes this process's copy, telling nobody (no onClose).
    */
   detach(): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.sharedRecv) shared.unregister(this.poll);
-    native.pollStop(this.poll);
-    for (const q of this.queue) closeAll(q.fds);
-    this.queue = [];
-    closeAll(this.framer.drain());
-    native.close(this.fd);
+    if (!this.closed) this.teardown();
   }
 
   /** Closes the connection; onClose is called (once) with `error`. */
   close(error?: Error): void {
     if (this.closed) return;
+    this.teardown();
+    this.handlers.onClose(error);
+  }
+
+  /** Stops watching, drops what is queued or half-framed (closing their fds), closes the socket. */
+  private teardown(): void {
     this.closed = true;
     if (this.sharedRecv) shared.unregister(this.poll);
     native.pollStop(this.poll);
@@ -234,7 +233,6 @@ export class Channel implements Transport {
     this.queuedBytes = 0;
     closeAll(this.framer.drain());
     native.close(this.fd);
-    this.handlers.onClose(error);
   }
 
   private fail(error: Error): void {

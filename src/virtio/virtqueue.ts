@@ -255,6 +255,15 @@ export class Virtqueue implements RequestSink {
   /** Walks the chain at `head` anew and hands it out without touching the avail ring (recovery). */
   private async retake(head: number): Promise<void> {
     const gen = this.generation;
+    if (await this.walkAnew(gen, head)) this.handOut(gen, head, this.walker.readable, this.walker.writable, true);
+  }
+
+  /**
+   * Walks the chain at `head` from scratch, copying what has no view (no
+   * table view: after a wait a view may be stale, and peek() checks each
+   * time). False when a reset came meanwhile.
+   */
+  private async walkAnew(gen: number, head: number): Promise<boolean> {
     this.checkHead(head);
     const st = this.state;
     const w = this.walker;
@@ -262,9 +271,9 @@ export class Virtqueue implements RequestSink {
     let copy: Uint8Array | undefined;
     while (!w.step(copy)) {
       copy = await this.host.memory.read(w.needAt, w.needLength);
-      if (gen !== this.generation) return;
+      if (gen !== this.generation) return false;
     }
-    this.handOut(gen, head, w.readable, w.writable, true);
+    return true;
   }
 
   /**
@@ -509,18 +518,8 @@ export class Virtqueue implements RequestSink {
 
   /** Walks the chain at `head` copying what has no view, hands it out, then takes the rest. */
   private async walkCopying(gen: number, head: number, pending: number): Promise<void> {
-    if (gen !== this.generation) return;
-    this.checkHead(head);
-    const st = this.state;
-    const w = this.walker;
-    // No table view here: after a wait a view may be stale, and peek() checks each time.
-    w.start(head, st.desc, st.size, st.features.indirect, undefined);
-    let copy: Uint8Array | undefined;
-    while (!w.step(copy)) {
-      copy = await this.host.memory.read(w.needAt, w.needLength);
-      if (gen !== this.generation) return;
-    }
-    this.handOut(gen, head, w.readable, w.writable);
+    if (gen !== this.generation || !(await this.walkAnew(gen, head))) return;
+    this.handOut(gen, head, this.walker.readable, this.walker.writable);
     if (gen !== this.generation) return;
     return this.takeFrom(gen, pending - 1);
   }
