@@ -77,7 +77,7 @@ test('isolate: 20 SIGKILLs at random moments under pipelined writes and reads: n
   let last: RawFrame | undefined;
   let stop = false;
   let failure: Error | undefined;
-  /** Set by the killer: the next request goes to an idle child, and the kill follows it within 0 to 80 µs (while the child reads it). */
+  /** Set by the killer: the next request goes to an idle child, and the kill follows it within 0 to 30 µs (while the child reads it). */
   let killAfterSend = false;
   const send = (): void => {
     const read = random() < 0.5;
@@ -92,7 +92,7 @@ test('isolate: 20 SIGKILLs at random moments under pipelined writes and reads: n
     while (!stop || outstanding.length > 0) {
       if (killAfterSend && outstanding.length === 0) {
         send();
-        const at = process.hrtime.bigint() + BigInt(Math.floor(random() * 80_000));
+        const at = process.hrtime.bigint() + BigInt(Math.floor(random() * 30_000));
         while (process.hrtime.bigint() < at);
         process.kill(server.childPid!, 'SIGKILL');
         killAfterSend = false;
