@@ -658,18 +658,23 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
 /* recvDiscard(fd, length) -> bytes consumed (= length), fewer when the
  * socket ran dry or hit EOF first, or -errno when nothing was consumed.
  * Consumes bytes a MODE_STREAM_PEEK poller already handed over: they are
- * read into scratch memory and dropped, and the fds that come with them
+ * read into scratch memory (the thread's receive buffer) and dropped, and the fds that come with them
  * (the originals; the peek gave copies) are closed. A read stops after
  * bytes that carry fds, hence the loop. */
 static napi_value js_recv_discard(napi_env env, napi_callback_info info) {
     ARGS(2, "recvDiscard");
     ARG_FD(fd, 0);
     ARG_INT(int64_t, length, 1, "length", 0, INT32_MAX, "an integer in 0..2^31-1");
-    uint8_t scratch[16384];
+    instance_t *inst = NULL;
+    if (napi_get_instance_data(env, (void **)&inst) != napi_ok || !inst)
+        return throw_errno(env, "recvDiscard: addon not initialised", EINVAL);
+    /* The thread's receive buffer is free while JS runs (pollers copy out of
+     * it before calling back), and large enough for a whole read at once. */
+    uint8_t *scratch = inst->recv_buf;
     char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
     int64_t done = 0;
     while (done < length) {
-        size_t want = (size_t)(length - done) < sizeof scratch ? (size_t)(length - done) : sizeof scratch;
+        size_t want = (size_t)(length - done) < RECV_BUF_SIZE ? (size_t)(length - done) : RECV_BUF_SIZE;
         struct iovec iov = {.iov_base = scratch, .iov_len = want};
         struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
         ssize_t n;
