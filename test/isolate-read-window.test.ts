@@ -10,6 +10,7 @@ import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, HeaderFlag } from '../src/protocol/constants.js';
 import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../src/protocol/region-access.js';
+import { encodeMessage } from '../src/protocol/header.js';
 import type { CrashPoint } from '../src/isolate/crash-point.js';
 import { RawConn, type RawFrame } from './helpers/raw.js';
 import { startIsolated, tempDir, u32, until, writeDeviceFile } from './helpers/isolated.js';
@@ -34,17 +35,25 @@ test('isolate: a child killed at each point of a read (peeked, journaled, consum
       await server.standby();
       writeFileSync(arm, point);
       const pid = server.childPid;
-      const id = raw.command(Command.REGION_WRITE, encodeRegionWriteRequest({ region: 0, offset: 4, count: 4, data: u32(3) }));
-      const reply = await raw.next(8000);
-      assert.ok(reply !== 'closed', `${point}: the connection lived`);
-      assert.equal(reply.header.msgId, id, `${point}: the write is answered`);
-      assert.equal(reply.header.flags & HeaderFlag.ERROR, 0, `${point}: errno ${reply.header.errno}`);
+      // Two writes and a read in one send: one read of the socket takes all three.
+      const write = (msgId: number): Buffer => encodeMessage({ msgId, command: Command.REGION_WRITE }, encodeRegionWriteRequest({ region: 0, offset: 4, count: 4, data: u32(3) }));
+      const ids = [100 + 3 * i, 101 + 3 * i, 102 + 3 * i];
+      raw.send(Buffer.concat([write(ids[0]), write(ids[1]), encodeMessage({ msgId: ids[2], command: Command.REGION_READ }, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 }))]));
+      const replies: RawFrame[] = [];
+      for (const id of ids) {
+        const reply = await raw.next(8000);
+        assert.ok(reply !== 'closed', `${point}: the connection lived`);
+        assert.equal(reply.header.msgId, id, `${point}: answered in order`);
+        assert.equal(reply.header.flags & HeaderFlag.ERROR, 0, `${point}: errno ${reply.header.errno}`);
+        replies.push(reply);
+      }
       assert.equal(existsSync(arm), false, `${point}: the kill fired`);
       assert.notEqual(server.childPid, pid, `${point}: a successor answered`);
       assert.equal(server.restarts, i + 1);
       // Served exactly once: a lost write leaves the count short, one served twice leaves it 3 too high.
+      assert.equal(countOf(replies[2]), 6 * (i + 1), `${point}: each write counted once`);
       const count = countOf(await raw.call(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 })));
-      assert.equal(count, 3 * (i + 1), `${point}: the write counted once`);
+      assert.equal(count, 6 * (i + 1), `${point}: and the stream in step after`);
       assert.equal(raw.pendingFrames(), 0, `${point}: no reply twice`);
     }
   } finally {
