@@ -108,7 +108,7 @@ test('isolate: 20 SIGKILLs at random moments under pipelined writes and reads: n
       }
       while (!stop && !killAfterSend && outstanding.length < WINDOW) send();
       // A breather now and then, so the spare child that takes over next loads in time.
-      if (sent % 32 === 0) await new Promise((r) => setTimeout(r, 1));
+      if (sent % 8 === 0) await new Promise((r) => setTimeout(r, 1));
       const f = await raw.next(8000).catch((e: Error) => e);
       if (f instanceof Error) throw new Error(`${outstanding.length} requests unanswered for 8 s (${sent} sent): ${f.message}`);
       if (f === 'closed') throw new Error('the connection closed');
