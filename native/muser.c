@@ -2,7 +2,8 @@
  * muser native addon: only the kernel primitives Node.js lacks.
  *
  *  - AF_UNIX stream sockets: listen, accept, connect, socketpair;
- *  - sendmsg / recvmsg with SCM_RIGHTS, reads driven by uv_poll;
+ *  - sendmsg / recvmsg with SCM_RIGHTS, reads driven by uv_poll (or peeks,
+ *    consumed afterwards: SO_PEEK_OFF and recvDiscard);
  *  - mmap of an fd as an ArrayBuffer that is detached before munmap, and
  *    revoking a shared mapping from under the views taken of it;
  *  - eventfd, memfd_create, ftruncate, close, dup, file seals;
@@ -228,7 +229,11 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ poller */
 
-enum { MODE_STREAM = 0, MODE_EVENTFD = 1, MODE_READABLE = 2 };
+/* MODE_STREAM_PEEK: as MODE_STREAM, but reads with MSG_PEEK: the bytes stay
+ * in the socket until the callback consumes them (recvDiscard). With
+ * SO_PEEK_OFF set, each peek returns the bytes after the previous one; fds
+ * that came with the bytes are fresh copies (the socket keeps its own). */
+enum { MODE_STREAM = 0, MODE_EVENTFD = 1, MODE_READABLE = 2, MODE_STREAM_PEEK = 3 };
 enum { EV_DATA = 0, EV_EOF = 1, EV_ERROR = 2, EV_WRITABLE = 3, EV_COUNT = 4, EV_READABLE = 5 };
 
 typedef struct poller poller_t;
@@ -336,13 +341,13 @@ static void close_fds(int *fds, int n) {
  * process is at its fd limit): the message cannot be handled without them
  * and its bytes are gone from the stream, so the fds that did arrive are
  * closed and the connection is to be treated as broken. */
-static ssize_t recv_chunk(int fd, uint8_t *buf, size_t len, int *fds, int *nfds) {
+static ssize_t recv_chunk(int fd, uint8_t *buf, size_t len, int *fds, int *nfds, int flags) {
     char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
     ssize_t n;
     *nfds = 0;
-    do n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    do n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT | flags);
     while (n < 0 && errno == EINTR);
     if (n < 0) return -errno;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
@@ -378,7 +383,7 @@ static int poller_read_stream(poller_t *p) {
         uint8_t *recv_buf = p->inst->recv_buf;
         uint8_t *buf = p->user_buf ? p->user_buf : recv_buf;
         size_t len = p->user_buf ? p->user_buf_len : RECV_BUF_SIZE;
-        ssize_t n = recv_chunk(p->fd, buf, len, fds, &nfds);
+        ssize_t n = recv_chunk(p->fd, buf, len, fds, &nfds, p->mode == MODE_STREAM_PEEK ? MSG_PEEK : 0);
         if (n == -EAGAIN || n == -EWOULDBLOCK) return emitted;
         emitted++;
         napi_handle_scope scope;
@@ -485,7 +490,7 @@ static void poller_cb(uv_poll_t *h, int status, int events) {
         napi_close_handle_scope(p->env, scope);
     }
     if ((events & (UV_READABLE | UV_DISCONNECT)) && !p->closing) {
-        if (p->mode == MODE_STREAM) poller_read_stream(p);
+        if (p->mode == MODE_STREAM || p->mode == MODE_STREAM_PEEK) poller_read_stream(p);
         else if (p->mode == MODE_EVENTFD) poller_read_eventfd(p);
         else {
             napi_handle_scope scope;
@@ -572,7 +577,7 @@ static napi_value js_poll_start(napi_env env, napi_callback_info info) {
     instance_t *inst = NULL;
     ARGS(4, "pollStart");
     ARG_FD(fd, 0);
-    ARG_INT(int, mode, 1, "mode", MODE_STREAM, MODE_READABLE, "a PollMode (0..2)");
+    ARG_INT(int, mode, 1, "mode", MODE_STREAM, MODE_STREAM_PEEK, "a PollMode (0..3)");
     if (napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function)
         return throw_arg(env, false, FN, "callback", -1, "a function", argv[2]), NULL;
     if (!is_undefined(env, argv[3])) {
@@ -704,6 +709,67 @@ static napi_value js_poll_stop(napi_env env, napi_callback_info info) {
     uv_poll_stop(&p->handle);
     uv_close((uv_handle_t *)&p->handle, poller_closed);
     return NULL;
+}
+
+/* recvDiscard(fd, length) -> bytes consumed (= length), fewer when the
+ * socket ran dry or hit EOF first, or -errno when nothing was consumed.
+ * Consumes bytes a MODE_STREAM_PEEK poller already handed over: they are
+ * read into scratch memory (the thread's receive buffer) and dropped, and the fds that come with them
+ * (the originals; the peek gave copies) are closed. A read stops after
+ * bytes that carry fds, hence the loop. */
+static napi_value js_recv_discard(napi_env env, napi_callback_info info) {
+    ARGS(2, "recvDiscard");
+    ARG_FD(fd, 0);
+    ARG_INT(int64_t, length, 1, "length", 0, INT32_MAX, "an integer in 0..2^31-1");
+    instance_t *inst = NULL;
+    if (napi_get_instance_data(env, (void **)&inst) != napi_ok || !inst)
+        return throw_errno(env, "recvDiscard: addon not initialised", EINVAL);
+    /* The thread's receive buffer is free while JS runs (pollers copy out of
+     * it before calling back), and large enough for a whole read at once. */
+    uint8_t *scratch = inst->recv_buf;
+    char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
+    int64_t done = 0;
+    while (done < length) {
+        size_t want = (size_t)(length - done) < RECV_BUF_SIZE ? (size_t)(length - done) : RECV_BUF_SIZE;
+        struct iovec iov = {.iov_base = scratch, .iov_len = want};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+        ssize_t n;
+        do n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        if (n < 0 && done == 0) return make_int(env, -errno);
+        /* Whatever fds arrived (even truncated: the bytes are consumed all the same) are dropped. */
+        if (n >= 0)
+            for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                    int f;
+                    memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+                    close(f);
+                }
+            }
+        if (n <= 0) break;
+        done += n;
+    }
+    return make_int(env, done);
+}
+
+/* peekOffset(fd) -> the socket's SO_PEEK_OFF: >= 0, -1 while peeking has no
+ * offset (the default), or -errno (EPERM cannot occur, so -1 is unambiguous). */
+static napi_value js_peek_offset(napi_env env, napi_callback_info info) {
+    ARGS(1, "peekOffset");
+    ARG_FD(fd, 0);
+    int off = 0;
+    socklen_t len = sizeof off;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, &len) < 0) return make_int(env, -errno);
+    return make_int(env, off);
+}
+
+/* setPeekOffset(fd, offset) -> 0 or -errno: SO_PEEK_OFF (-1 turns it off). */
+static napi_value js_set_peek_offset(napi_env env, napi_callback_info info) {
+    ARGS(2, "setPeekOffset");
+    ARG_FD(fd, 0);
+    ARG_INT(int, off, 1, "offset", -1, INT32_MAX, "an integer in -1..2^31-1");
+    return make_int(env, setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off) < 0 ? -errno : 0);
 }
 
 /* ------------------------------------------------------------------ mmap */
@@ -1202,6 +1268,9 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("pollSetBuffer", js_poll_set_buffer);
     EXPORT("pollStop", js_poll_stop);
     EXPORT("pollSpin", js_poll_spin);
+    EXPORT("recvDiscard", js_recv_discard);
+    EXPORT("peekOffset", js_peek_offset);
+    EXPORT("setPeekOffset", js_set_peek_offset);
     EXPORT("spinState", js_spin_state);
     EXPORT("watchStart", js_watch_start);
     EXPORT("watchStop", js_watch_stop);

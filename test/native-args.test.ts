@@ -91,6 +91,11 @@ describe('native arguments', () => {
       ['pwrite', [mfd, Buffer.alloc(1), '0'], /^pwrite: offset must be a safe integer, got string$/],
       ['preadvNowait', [mfd, [new Uint8Array(1), 'x'], 0], /^preadvNowait: buffers\[1\] must be a Uint8Array, got string$/],
       ['preadvNowait', [mfd, new Uint8Array(1), 0], /^preadvNowait: buffers must be an array of Uint8Arrays, got object$/],
+      ['recvDiscard', ['3', 1], /^recvDiscard: fd must be a 32-bit integer, got string$/],
+      ['recvDiscard', [b, '16'], /^recvDiscard: length must be an integer in 0\.\.2\^31-1, got string$/],
+      ['peekOffset', [undefined], /^peekOffset: fd must be a 32-bit integer, got undefined$/],
+      ['setPeekOffset', [b, null], /^setPeekOffset: offset must be an integer in -1\.\.2\^31-1, got null$/],
+      ['setPeekOffset', [{}, 0], /^setPeekOffset: fd must be a 32-bit integer, got object$/],
     ];
     for (const [fn, args, message] of cases) throwsNamed(() => js[fn](...args), TypeError, message);
     assert.equal(existsSync(p), false, 'no socket was created');
@@ -109,7 +114,12 @@ describe('native arguments', () => {
       ['eventfdWrite', [mfd, 2 ** 60], /^eventfdWrite: value must be an integer >= 0/],
       ['mmap', [mfd, 0.5, 4096, true], /^mmap: offset must be a safe integer, got 0\.5$/],
       ['memfd', ['x', -1], /^memfd: size must be an integer >= 0, got -1$/],
-      ['pollStart', [b, 3, () => {}], /^pollStart: mode must be a PollMode \(0\.\.2\), got 3$/],
+      ['pollStart', [b, 4, () => {}], /^pollStart: mode must be a PollMode \(0\.\.3\), got 4$/],
+      ['recvDiscard', [b, -1], /^recvDiscard: length must be an integer in 0\.\.2\^31-1, got -1$/],
+      ['recvDiscard', [b, 2 ** 31], /^recvDiscard: length must be an integer in 0\.\.2\^31-1, got 2147483648$/],
+      ['recvDiscard', [b, 1.5], /^recvDiscard: length must be an integer in 0\.\.2\^31-1, got 1\.5$/],
+      ['setPeekOffset', [b, -2], /^setPeekOffset: offset must be an integer in -1\.\.2\^31-1, got -2$/],
+      ['peekOffset', [0.5], /^peekOffset: fd must be a 32-bit integer, got 0\.5$/],
       ['pollStart', [b, PollMode.Stream, () => {}, Buffer.alloc(0)], /^pollStart: recvBuffer\.length must be at least 1, got 0$/],
       ['pollSpin', [poll, -1], /^pollSpin: idleNs must be an integer >= 0, got -1$/],
       ['sendmsg', [b, Buffer.alloc(1), new Array(254).fill(mfd)], /^sendmsg: fds may hold at most 253 elements, got 254$/],
@@ -125,6 +135,11 @@ describe('native arguments', () => {
     assert.equal(native.ftruncate(mfd, -1), -22);
     assert.equal(native.preadvNowait(mfd, [new Uint8Array(1)], -1), -22);
     assert.equal(native.sendmsg(-1, Buffer.alloc(1)), -9);
+    assert.equal(native.recvDiscard(-1, 1), -9);
+    assert.equal(native.recvDiscard(b, 1), -11, 'nothing to consume: EAGAIN');
+    assert.equal(native.peekOffset(-1), -9);
+    assert.equal(native.peekOffset(mfd), -88, 'not a socket: ENOTSOCK');
+    assert.equal(native.setPeekOffset(mfd, 0), -88);
   });
 
   test('a path with a null byte is refused, not cut short', () => {

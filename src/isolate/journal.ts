@@ -4,7 +4,9 @@
  * child wrote there before it died is what its successor starts from:
  *
  *  - rx: the bytes read from the client and not yet answered (requests
- *    taken but unanswered, and a message half-read);
+ *    taken but unanswered, and a message half-read), and how far the
+ *    socket was consumed (the child peeks, journals, then consumes:
+ *    rx-socket.ts);
  *  - tx: the bytes the child meant to send but the kernel had not taken
  *    yet (a reply half-written, replies queued under backpressure);
  *  - two checkpoint slots: the device's migration save, with the tag of
@@ -45,6 +47,8 @@ const H_RX = 16; // ByteLog header: base, start, end (3 x f64)
 const H_TX = 48;
 const H_REPLAY_TAG = 80; // f64: the first frame a successor served again
 const H_REPLAY_COUNT = 88; // u32: how many successors served it
+const H_RX_CONSUMED = 96; // f64: stream offset up to which the socket was consumed (rx-socket.ts)
+const H_RX_CONSUMING = 104; // f64: bytes being consumed now (0: none)
 
 /** A byte log in the journal: stream bytes [start, end), stored from `base`. */
 export class ByteLog {
@@ -166,7 +170,25 @@ export class Journal {
     this.tx.reset(0);
     this.view.setFloat64(H_REPLAY_TAG, -1, true);
     this.view.setUint32(H_REPLAY_COUNT, 0, true);
+    this.rxConsumedTo = 0;
+    this.rxConsuming = 0;
     this.persistent.clear();
+  }
+
+  /** Stream offset up to which the client's bytes were consumed from the socket (all of them are in the rx log or answered). */
+  get rxConsumedTo(): number {
+    return this.view.getFloat64(H_RX_CONSUMED, true);
+  }
+  set rxConsumedTo(at: number) {
+    this.view.setFloat64(H_RX_CONSUMED, at, true);
+  }
+
+  /** Bytes a consume (recvDiscard) is under way for, 0 when none: set before it, cleared after. */
+  get rxConsuming(): number {
+    return this.view.getFloat64(H_RX_CONSUMING, true);
+  }
+  set rxConsuming(n: number) {
+    this.view.setFloat64(H_RX_CONSUMING, n, true);
   }
 
   /**

@@ -3,7 +3,9 @@
  * the journal (journal.ts) true at every point a crash could hit:
  *
  *  - every byte read from the client goes into the rx log before it is
- *    framed, and leaves it only once the request it belongs to is answered
+ *    consumed from the socket (it is peeked first: rx-socket.ts), so no
+ *    instant exists where a byte is in neither; it leaves the rx log only
+ *    once the request it belongs to is answered
  *    (its reply is in the kernel, or in the tx log): a half-read request
  *    and a taken-but-unanswered one are both still there for a successor;
  *  - a reply the kernel did not take whole goes into the tx log: a
@@ -11,13 +13,15 @@
  *    sees half a reply followed by something else.
  *
  * On the hot path (the kernel takes each reply whole) the cost is a copy
- * of the received bytes into shared memory and a few stores.
+ * of the received bytes into shared memory, a few stores, and a second
+ * system call per read (the consume after the peek).
  */
 import { native } from '../native/index.js';
 import { Channel, closeAll, type ChannelHandlers, type StreamTap } from '../transport/channel.js';
 import type { Frame } from '../transport/framer.js';
 import type { Transport } from '../transport/transport.js';
 import type { Journal } from './journal.js';
+import { journalPeeked, resyncSocket } from './rx-socket.js';
 
 /** What the child does around an answer (checkpoint, records) and with fds it must not lose. */
 export interface JournalHooks {
@@ -38,6 +42,7 @@ interface Replay {
 
 /** A Transport over a client fd that journals the stream: a Channel with the journal as its tap. */
 export class JournaledTransport implements Transport, StreamTap {
+  readonly peeks = true;
   private channel: Channel | undefined;
   /** Messages sent before start(): they follow the predecessor's unsent bytes. */
   private early: { data: Buffer; fds: number[] | undefined }[] = [];
@@ -69,6 +74,9 @@ export class JournaledTransport implements Transport, StreamTap {
   /** Frames the journal's unanswered bytes, then reads the client: a successor's start (or a fresh one's, with an empty journal). */
   start(decide: (tag: number, bytes: Buffer) => ReplayDecision, held: Map<number, number[]>): void {
     if (this.closed) return;
+    // The socket and the rx log back in step (the predecessor may have died inside a read).
+    const broken = resyncSocket(this.fd, this.journal);
+    if (broken) return this.onClose(new Error(broken));
     const tx = this.journal.tx.read();
     this.journal.tx.reset(this.txSent);
     const channel = new Channel(this.fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.handlers.onDrain?.() }, this.maxMessageSize, false, this);
@@ -160,7 +168,8 @@ export class JournaledTransport implements Transport, StreamTap {
   // StreamTap: the journal follows both streams.
 
   received(chunk: Buffer): void {
-    this.journal.rx.append(chunk);
+    const broken = journalPeeked(this.fd, this.journal, chunk);
+    if (broken) this.channel?.close(new Error(broken));
   }
 
   sent(n: number): void {

@@ -206,6 +206,13 @@ export class IsolatedServer extends EventEmitter {
       } else this.waiting.push(fd);
       return;
     }
+    // The child peeks before it consumes (rx-socket.ts): peeks go on from the socket's peek offset.
+    const rc = native.setPeekOffset(fd, 0);
+    if (rc < 0) {
+      this.log.error(`refusing a client: cannot set the socket's peek offset (errno ${-rc})`);
+      native.close(fd);
+      return this.serveNext();
+    }
     this.connection = fd;
     this.connectionStarted = false;
     this.record.clear();

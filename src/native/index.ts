@@ -22,6 +22,13 @@ export const enum PollMode {
   EventFd = 1,
   /** only report readability. */
   Readable = 2,
+  /**
+   * As Stream, but reads with MSG_PEEK: the bytes stay in the socket until
+   * the callback consumes them ({@link NativeAddon.recvDiscard}), and fds
+   * come as fresh copies. With SO_PEEK_OFF set ({@link NativeAddon.setPeekOffset})
+   * each peek returns the bytes after the previous one.
+   */
+  StreamPeek = 3,
 }
 
 /** Opaque poller handle (type-tagged: given where another kind belongs, it throws). */
@@ -66,6 +73,17 @@ export interface NativeAddon {
   /** Later Stream reads land in `buffer` (only for pollers started with a recvBuffer). */
   pollSetBuffer(h: PollHandle, buffer: Buffer): void;
   pollStop(h: PollHandle): void;
+  /**
+   * Consumes `length` bytes from the socket, dropping them and closing any
+   * fds they carry: what a StreamPeek poller handed over. Bytes consumed
+   * (fewer if the socket ran dry or reached EOF first), or -errno when
+   * none were.
+   */
+  recvDiscard(fd: number, length: number): number;
+  /** The socket's SO_PEEK_OFF: >= 0, -1 while off (the default), or -errno (never -1). */
+  peekOffset(fd: number): number;
+  /** Sets SO_PEEK_OFF (-1 turns it off): 0 or -errno. */
+  setPeekOffset(fd: number, offset: number): number;
   /**
    * Busy polling: with `idleNs` > 0, activity on this poller keeps the event
    * loop polling without sleeping until `idleNs` pass without any; 0 turns

@@ -16,6 +16,12 @@ export type { ChannelHandlers } from './transport.js';
 export interface StreamTap {
   /** Bytes read from the peer, before they are framed (not called for {@link Channel.inject}ed bytes). */
   received(chunk: Buffer): void;
+  /**
+   * True: the channel only peeks at the socket ({@link PollMode.StreamPeek}),
+   * and `received` consumes the chunk from it (native recvDiscard) before it
+   * returns, or closes the channel.
+   */
+  readonly peeks?: boolean;
   /** `n` more bytes of the outgoing stream went to the kernel. */
   sent(n: number): void;
   /** `data` waits in the send queue (the kernel did not take it at once). */
@@ -128,7 +134,8 @@ export class Channel implements Transport {
     this.framer = new Framer(maxMessageSize);
     this.sharedRecv = sharedRecv;
     const cb = (kind: PollEvent, a: unknown, b: unknown): void => this.onEvent(kind, a, b);
-    this.poll = sharedRecv ? native.pollStart(fd, PollMode.Stream, cb, shared.current) : native.pollStart(fd, PollMode.Stream, cb);
+    const mode = tap?.peeks ? PollMode.StreamPeek : PollMode.Stream;
+    this.poll = sharedRecv ? native.pollStart(fd, mode, cb, shared.current) : native.pollStart(fd, mode, cb);
     if (sharedRecv) shared.register(this.poll);
   }
 
@@ -267,7 +274,10 @@ export class Channel implements Transport {
   }
 
   private onData(chunk: Buffer, fds: number[] | undefined, read = true): void {
-    if (read) this.tap?.received(chunk);
+    if (read && this.tap) {
+      this.tap.received(chunk);
+      if (this.closed) return closeAll(fds);
+    }
     try {
       this.framer.push(chunk, fds, (frame) => {
         if (this.closed) closeAll(frame.fds);
