@@ -3,20 +3,19 @@
  * built from a {@link DeviceSpec}. One client at a time drives it; the
  * per-connection parts (DMA maps, IRQ eventfds) are dropped on disconnect.
  */
-import { ConfigSpace, type MsixTable, type BarDescription, type CapabilityDescription } from '../pci/index.js';
+import { ConfigSpace, type MsixTable } from '../pci/index.js';
 import { native } from '../native/index.js';
 import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
-import { CONFIG_REGION, makeRegion, PCI_REGION_COUNT, plainRegion, type Region } from './regions.js';
+import type { Region } from './regions.js';
 import type { GatedDmaAccess } from './gated-dma.js';
 import type { DmaTable } from './dma.js';
 import type { DmaAccess } from './dma-access.js';
 import { DoorbellThreads } from './threads/doorbell.js';
-import type { BarSpec } from './region-spec.js';
-import type { DeviceSpec, InterruptSpec, ResetReason } from './spec.js';
+import type { DeviceSpec, ResetReason } from './spec.js';
 import { PciCommand } from '../pci/regs.js';
 import { ConfigLayout } from './config-registers.js';
-import { registerMapOf } from './registers.js';
+import { barDescriptions, buildRegions, capabilityList, placeMsix, registerMapRegions } from './device-layout.js';
 import { registerMapsOf, type PlacedRegisterMap } from './register-maps.js';
 import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
@@ -24,15 +23,8 @@ import type { MemoryWatch } from './memory-watch.js';
 import { UnmodeledAccesses } from './unmodeled.js';
 import type { PersistentMemory } from './persistent.js';
 
-/** Where the MSI-X table and PBA live in a BAR. */
-export interface MsixPlacement {
-  vectors: number;
-  bar: number;
-  tableOffset: number;
-  tableSize: number;
-  pbaOffset: number;
-  pbaSize: number;
-}
+import type { MsixPlacement } from './device-layout.js';
+export type { MsixPlacement } from './device-layout.js';
 
 /** What a connected client lends the device: DMA and a way to stay quiet. */
 export interface DeviceLink {
@@ -43,7 +35,7 @@ export interface DeviceLink {
   readonly pollIdleMs?: number;
 }
 
-const MAX_BARS = 6;
+
 
 type DeviceClass = Device;
 declare module './types.js' {
@@ -423,100 +415,4 @@ function watchesOf(spec: DeviceSpec): MemoryWatch[] {
 function closeMemory(r: Region): void {
   // The mapping itself goes with the ArrayBuffer; the fd is ours to close.
   native.close(r.memory!.fd);
-}
-
-function placeMsix(spec: DeviceSpec, irq: InterruptSpec): MsixPlacement | undefined {
-  if (irq.msix === undefined) return undefined;
-  const o = typeof irq.msix === 'number' ? { vectors: irq.msix } : irq.msix;
-  if (!Number.isInteger(o.vectors) || o.vectors < 1 || o.vectors > 2048) {
-    throw new RangeError(`MSI-X vectors must be 1..2048, got ${o.vectors}`);
-  }
-  const tableSize = 16 * o.vectors;
-  const pbaSize = 8 * Math.ceil(o.vectors / 64);
-  const tableOffset = o.tableOffset ?? 0;
-  const pbaOffset = o.pbaOffset ?? align(tableOffset + tableSize, 8);
-  const bar = o.bar ?? firstFreeBar(spec);
-  const placement = { vectors: o.vectors, bar, tableOffset, tableSize, pbaOffset, pbaSize };
-  checkMsixOverRegisters(spec, placement);
-  return placement;
-}
-
-/** An MSI-X table or PBA over a register map's entries would shadow them: refused. */
-function checkMsixOverRegisters(spec: DeviceSpec, p: MsixPlacement): void {
-  const map = registerMapOf(spec.bars?.[p.bar as 0]);
-  for (const [what, start, size] of [['table', p.tableOffset, p.tableSize], ['PBA', p.pbaOffset, p.pbaSize]] as const) {
-    const hit = map?.layout().find((e) => e.offset < start + size && e.offset + e.size > start);
-    if (hit) {
-      throw new RangeError(
-        `interrupts.msix: the MSI-X ${what} (0x${start.toString(16)}-0x${(start + size - 1).toString(16)} in BAR${p.bar}) ` +
-          `would shadow register ${hit.name} (0x${hit.offset.toString(16)}, ${hit.size} bytes): give interrupts.msix a tableOffset/pbaOffset (or bar) clear of the registers`,
-      );
-    }
-  }
-}
-
-/** Which BAR each register map of the spec serves. */
-function registerMapRegions(spec: DeviceSpec): Map<object, number> {
-  const out = new Map<object, number>();
-  for (const [index, bar] of Object.entries(spec.bars ?? {})) {
-    const map = registerMapOf(bar);
-    if (map) out.set(map, Number(index));
-  }
-  return out;
-}
-
-function firstFreeBar(spec: DeviceSpec): number {
-  const bars = spec.bars ?? {};
-  for (let i = 0; i < MAX_BARS; i++) {
-    const used = bars[i as 0] !== undefined || (i > 0 && bars[(i - 1) as 0]?.is64 === true);
-    if (!used) return i;
-  }
-  throw new RangeError('no free BAR for the MSI-X table');
-}
-
-function barDescriptions(spec: DeviceSpec, msix: MsixPlacement | undefined): (BarDescription | undefined)[] {
-  const out: (BarDescription | undefined)[] = [];
-  for (let i = 0; i < MAX_BARS; i++) {
-    const b: BarSpec | undefined = spec.bars?.[i as 0];
-    out.push(b ? { size: b.size, kind: b.kind ?? 'memory', is64: b.is64, prefetchable: b.prefetchable } : undefined);
-  }
-  if (msix && !out[msix.bar]) {
-    out[msix.bar] = { size: pow2AtLeast(Math.max(4096, msix.pbaOffset + msix.pbaSize)), kind: 'memory' };
-  }
-  return out;
-}
-
-function capabilityList(spec: DeviceSpec, irq: InterruptSpec, msix: MsixPlacement | undefined): CapabilityDescription[] {
-  const caps: CapabilityDescription[] = [...(spec.capabilities ?? [])];
-  if (irq.msi) caps.push({ id: 'msi', vectors: irq.msi as 1, is64: true, perVectorMask: true });
-  if (msix) {
-    caps.push({ id: 'msix', vectors: msix.vectors, tableBar: msix.bar, tableOffset: msix.tableOffset, pbaBar: msix.bar, pbaOffset: msix.pbaOffset });
-  }
-  return caps;
-}
-
-function buildRegions(spec: DeviceSpec, bars: (BarDescription | undefined)[], configSize: number): (Region | undefined)[] {
-  const regions: (Region | undefined)[] = [];
-  for (let i = 0; i < MAX_BARS; i++) {
-    const s = spec.bars?.[i as 0];
-    const b = bars[i];
-    regions[i] = s ? makeRegion(i, s) : b ? plainRegion(i, b.size) : undefined;
-  }
-  regions[CONFIG_REGION] = plainRegion(CONFIG_REGION, configSize);
-  for (const [key, r] of Object.entries(spec.regions ?? {})) {
-    const index = Number(key);
-    if (!Number.isInteger(index) || index < PCI_REGION_COUNT) throw new RangeError(`device-specific regions start at index ${PCI_REGION_COUNT}, got ${key}`);
-    regions[index] = makeRegion(index, r, r.type);
-  }
-  return regions;
-}
-
-function align(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
-}
-
-function pow2AtLeast(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
 }
