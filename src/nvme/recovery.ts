@@ -27,7 +27,7 @@ import type { InflightLog, LoggedCommand } from './inflight-log.js';
 import { then } from './maybe.js';
 import type { CompletionQueue, SubmissionQueue } from './queues.js';
 import { viewOf } from './shadow.js';
-import { checkInt, checkObject, loadController, saveController } from './state.js';
+import { checkInt, checkObject, loadController, saveController, savedRegisters } from './state.js';
 
 /** The result of the admin command a snapshot includes. */
 interface AdminDone {
@@ -103,12 +103,7 @@ export function recoverController(c: Recovering, log: InflightLog, parts: Recove
   const shadowed = saved.dbbuf !== null;
   loadController(c, {
     ...saved,
-    cc: regs.cc,
-    csts: regs.csts,
-    aqa: regs.aqa,
-    asq: regs.asq.toString(),
-    acq: regs.acq.toString(),
-    intms: regs.intms,
+    ...savedRegisters(regs),
     sqs: (saved.sqs as Record<string, unknown>[]).map((q) => {
       const id = q.id as number;
       const size = q.size as number;

@@ -77,18 +77,18 @@ export function checkArray(v: unknown, what: string): unknown[] {
 /** What migration reads and loads: the controller's shared state and its events. */
 type Migrating = ControllerCore & { readonly events: AsyncEvents };
 
+/** The controller registers as saved state holds them (64-bit addresses as decimal strings), from the live BAR0 or the in-flight log. */
+export function savedRegisters(regs: { cc: number; csts: number; aqa: number; asq: bigint; acq: bigint; intms: number }): Pick<ControllerState, 'cc' | 'csts' | 'aqa' | 'asq' | 'acq' | 'intms'> {
+  return { cc: regs.cc, csts: regs.csts, aqa: regs.aqa, asq: regs.asq.toString(), acq: regs.acq.toString(), intms: regs.intms };
+}
+
 /** The state that migrates; take it while quiesced. */
 export function saveController(c: Migrating): ControllerState {
   const pending: ControllerState['pending'] = [];
   for (const cq of c.cqs.values()) for (const p of cq.pending) pending.push({ cqid: cq.id, sqid: p.sq.id, cid: p.cid, status: p.status, dw0: p.dw0 });
   const { regs, events } = c;
   return {
-    cc: regs.cc,
-    csts: regs.csts,
-    aqa: regs.aqa,
-    asq: regs.asq.toString(),
-    acq: regs.acq.toString(),
-    intms: regs.intms,
+    ...savedRegisters(regs),
     features: { ...c.features },
     dbbuf: c.shadow.buffers ? { ...c.shadow.buffers } : null,
     cqs: [...c.cqs.values()].map((q) => ({ id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, phase: q.phase, interruptsEnabled: q.interruptsEnabled, vector: q.vector })),
