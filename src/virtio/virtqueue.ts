@@ -13,13 +13,9 @@
  * are the request handler's to report (for example as an I/O error).
  *
  * Notifications (virtio 1.2, 2.7.10): while a drain takes chains the
- * driver is asked not to notify (VIRTQ_USED_F_NO_NOTIFY, or avail_event
- * left behind with EVENT_IDX); when it ends, the device asks again and
- * reads the avail index once more after a full memory barrier, so a chain
- * added meanwhile is never left without a kick. With a polling window
- * (`pollMicroseconds`, by default the server's `--poll` window), an idle
- * queue keeps notifications off and reads the avail index on every turn of
- * the event loop for that long, then asks again and looks once more.
+ * driver is asked not to notify; when it ends, the device asks again and
+ * reads the avail index once more after a full memory barrier, or, with a
+ * polling window (`pollMicroseconds`), keeps them off and polls the index.
  *
  * One loop serves a kick: where the rings and buffers have views (a sealed
  * memfd, the usual case) and the handler finishes at once, it runs
@@ -30,8 +26,9 @@
  *
  * This file is the engine (the drain loop, handing out, enable, reset,
  * pause, save and restore); the ring's state and math are in ring.ts, its
- * memory access in ring-access.ts, and completion publishing (the used
- * ring and the interrupt) in used-publisher.ts.
+ * memory access in ring-access.ts, completion publishing (the used ring
+ * and the interrupt) in used-publisher.ts, polling an idle queue in
+ * avail-poller.ts and recovery from the inflight log in queue-recovery.ts.
  *
  * Depends only on {@link QueueMemory} and callbacks, so it can run off the
  * main thread.
@@ -44,7 +41,9 @@ import { BounceBudget, VirtqueueRequest, type Descriptor, type RequestSink } fro
 import { RingState, type RingFeatures, type VirtqueueState } from './ring.js';
 import { Area, RingAccess, ringMemoryError } from './ring-access.js';
 import { UsedPublisher } from './used-publisher.js';
+import { AvailPoller } from './avail-poller.js';
 import type { InflightLog } from './inflight-log.js';
+import { recoverQueue } from './queue-recovery.js';
 
 export type { RingFeatures, VirtqueueState } from './ring.js';
 export { ringMemoryError } from './ring-access.js';
@@ -86,9 +85,8 @@ export class Virtqueue implements RequestSink {
   private kickedWhilePaused = false;
   private draining = false;
   private again = false;
-  /** Reading the avail index of the idle queue until `pollUntil` (performance.now()), notifications off. */
-  private polling = false;
-  private pollUntil = 0;
+  /** Reads the idle queue's avail index for the polling window, notifications off. */
+  private readonly poller: AvailPoller;
   /** True while a synchronous drain hands out requests: their completions are published when it ends, not later. */
   private collecting = false;
   private inflightHeads: Uint8Array;
@@ -117,6 +115,20 @@ export class Virtqueue implements RequestSink {
       fail: (gen, e, what) => this.failWith(gen, e, what),
       interrupt: () => this.host.interrupt(this),
       wakeIdle: () => this.wakeIdle(),
+    });
+    const st = this.state;
+    this.poller = new AvailPoller({
+      mayPoll: (gen) => gen === this.generation && !this.draining && !this.broken && !this.paused && st.enabled,
+      isCurrent: (gen) => gen === this.generation,
+      availIdxView: () => {
+        const avail = this.rings.areaView(Area.Avail);
+        return avail ? avail[2] | (avail[3] << 8) : undefined;
+      },
+      readAvailIdx: () => this.rings.readU16(st.driver + 2),
+      lastAvail: () => st.lastAvail,
+      askForNotifications: () => this.askForNotifications(),
+      kick: () => this.kick(),
+      failWith: (gen, e) => this.failWith(gen, e),
     });
   }
 
@@ -170,7 +182,8 @@ export class Virtqueue implements RequestSink {
     this.log?.clear();
     this.kickedWhilePaused = false;
     // Loops of the old generation notice the change and stop on their own.
-    this.draining = this.again = this.collecting = this.polling = false;
+    this.draining = this.again = this.collecting = false;
+    this.poller.stop();
     this.wakeIdle();
   }
 
@@ -224,32 +237,20 @@ export class Virtqueue implements RequestSink {
 
   /**
    * In a successor process (under --isolate): finishes from the attached
-   * log what the dead one took and did not publish (see inflight-log.ts):
-   * ends the publish it was in (used->idx included), takes the log's
-   * indices, and hands the chains still in flight out again, oldest first.
+   * log what the dead one took and did not publish (queue-recovery.ts).
    * Call on a restored, paused queue; it stays paused. Resolves with the
    * number of chains handed out again.
    */
-  async recover(): Promise<number> {
+  recover(): Promise<number> {
     const log = this.log;
-    const st = this.state;
-    if (!log || !st.enabled) return 0;
-    const r = log.recovery(st.size);
-    const publishing = (r.usedIdx - r.publishFrom) & 0xffff;
-    if (publishing > st.size) throw new RingError(`queue ${this.index}: the inflight log publishes ${publishing} entries, more than the queue size ${st.size}`);
-    // The heads of the publish under way: its elements are in guest memory.
-    const published: number[] = [];
-    for (let i = r.publishFrom; i !== r.usedIdx; i = (i + 1) & 0xffff) {
-      const at = st.device + st.usedEntryAt(i);
-      const b = this.rings.peek(at, 4) ?? (await this.host.memory.read(at, 4));
-      published.push(b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24));
-    }
-    const inFlight = log.settle(r, published);
-    st.lastAvail = r.lastAvail;
-    st.usedIdx = r.usedIdx;
-    await this.rings.writeUsedU16(2, r.usedIdx);
-    for (const t of inFlight) await this.retake(t.head);
-    return inFlight.length;
+    if (!log || !this.state.enabled) return Promise.resolve(0);
+    return recoverQueue(log, {
+      index: this.index,
+      state: this.state,
+      read: (at, length) => this.rings.peek(at, length) ?? this.host.memory.read(at, length),
+      writeUsedIdx: (idx) => this.rings.writeUsedU16(2, idx),
+      retake: (head) => this.retake(head),
+    });
   }
 
   /** Walks the chain at `head` anew and hands it out without touching the avail ring (recovery). */
@@ -385,7 +386,7 @@ export class Virtqueue implements RequestSink {
           break;
         case Step.POLL:
           step = Step.END;
-          this.startPolling(gen);
+          this.poller.start(gen, this.pollWindow());
           break;
         case Step.RECHECK: {
           step = Step.END;
@@ -424,48 +425,6 @@ export class Virtqueue implements RequestSink {
   private pollWindow(): number {
     const us = this.host.pollMicroseconds ?? 0;
     return us > 0 && this.rings.areaView(Area.Avail) ? us : 0;
-  }
-
-  /**
-   * Reads the avail index on every turn of the event loop until it moves
-   * (then drains) or the window closes; then asks for notifications, and
-   * looks once more after a full barrier before going idle.
-   */
-  private startPolling(gen: number): void {
-    this.pollUntil = performance.now() + this.pollWindow() / 1000;
-    if (this.polling) return;
-    this.polling = true;
-    const st = this.state;
-    const tick = (): void => {
-      // A drain running (it polls again when it ends), a reset, a pause (resume drains), a broken ring: stop here.
-      if (!this.polling || gen !== this.generation || this.draining || this.broken || this.paused || !st.enabled) {
-        if (gen === this.generation) this.polling = false;
-        return;
-      }
-      const avail = this.rings.areaView(Area.Avail);
-      const idx = avail ? avail[2] | (avail[3] << 8) : undefined;
-      if (idx !== undefined && idx !== st.lastAvail) {
-        this.polling = false;
-        this.kick();
-        return;
-      }
-      if (idx !== undefined && performance.now() < this.pollUntil) {
-        setImmediate(tick);
-        return;
-      }
-      this.polling = false;
-      const recheck = (): void => {
-        if (gen !== this.generation) return;
-        native.memoryFence();
-        const idx = this.rings.readU16(st.driver + 2);
-        if (typeof idx !== 'number') void idx.then((v) => gen === this.generation && v !== st.lastAvail && this.kick(), (e: unknown) => this.failWith(gen, e));
-        else if (idx !== st.lastAvail) this.kick();
-      };
-      const asked = this.askForNotifications();
-      if (asked) asked.then(recheck, (e: unknown) => this.failWith(gen, e));
-      else recheck();
-    };
-    setImmediate(tick);
   }
 
   /** Hands out the chains the avail index shows. */
