@@ -114,6 +114,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
             interrupt: (q) => this.raise(IsrBit.QUEUE, this.queues[q].state.msixVector),
             needsReset: (reason) => this.needsReset(reason),
             features: () => this.driverFeatures,
+            pollMicroseconds: () => this.pollMicroseconds,
             log: (m) => options.log?.(m),
           });
     this.queues = options.queues.map((q, i) => this.threads?.queues[i] ?? new Virtqueue(i, q.size, this));

@@ -20,8 +20,8 @@ export type { QueueWorkerSpec };
 
 /** Main thread to queue thread. */
 export type ToQueues =
-  | { t: 'enable'; q: number; size: number; desc: number; driver: number; device: number; ring: RingFeatures; features: string; vector: number }
-  | { t: 'restore'; q: number; state: VirtqueueState; ring: RingFeatures; features: string }
+  | { t: 'enable'; q: number; size: number; desc: number; driver: number; device: number; ring: RingFeatures; features: string; vector: number; pollMicroseconds: number }
+  | { t: 'restore'; q: number; state: VirtqueueState; ring: RingFeatures; features: string; pollMicroseconds: number }
   | { t: 'pause' | 'resume' | 'kick'; q: number }
   | { t: 'vector'; q: number; vector: number }
   /** The queue's inflight log (under --isolate): a part of a memfd this thread maps; without `fd`, none. */

@@ -20,6 +20,8 @@ export interface PoolHost {
   needsReset(reason: string): void;
   /** Negotiated features. */
   features(): bigint;
+  /** How long an idle queue polls its avail ring, in microseconds (0: it asks for kicks at once). */
+  pollMicroseconds(): number;
   log(message: string): void;
 }
 
@@ -135,11 +137,11 @@ export class QueueThreads implements QueueLink {
 
   enable(q: number, state: RingState, ring: RingFeatures): void {
     this.threads.refreshFlags();
-    this.tell(q, { t: 'enable', q, size: state.size, desc: state.desc, driver: state.driver, device: state.device, ring, features: this.host.features().toString(), vector: state.msixVector });
+    this.tell(q, { t: 'enable', q, size: state.size, desc: state.desc, driver: state.driver, device: state.device, ring, features: this.host.features().toString(), vector: state.msixVector, pollMicroseconds: this.host.pollMicroseconds() });
   }
 
   restore(q: number, state: VirtqueueState, ring: RingFeatures): void {
-    this.tell(q, { t: 'restore', q, state, ring, features: this.host.features().toString() });
+    this.tell(q, { t: 'restore', q, state, ring, features: this.host.features().toString(), pollMicroseconds: this.host.pollMicroseconds() });
   }
 
   control(q: number, op: 'pause' | 'resume' | 'kick'): void {

@@ -1,8 +1,10 @@
 /**
  * The virtio queue role of a device worker thread: serves the virtqueues
  * it was given with a handler from the device's worker module. Kicks come
- * by message or on the queue's ioeventfd (slot = queue index); a queue's
- * interrupt is its MSI-X vector, raised straight from here while routed.
+ * by message or on the queue's ioeventfd (slot = queue index), and, under
+ * `--poll`, an idle queue polls its avail ring here with kicks off, as on
+ * the main thread; a queue's interrupt is its MSI-X vector, raised straight
+ * from here while routed.
  */
 import { DeviceError, Errno } from '../../device/errors.js';
 import type { RoleHandlers, StartRole } from '../../device/threads/runtime.js';
@@ -44,10 +46,15 @@ export const startRole: StartRole = async (rt, raw) => {
   /** Requests handed to the handler, by queue index. */
   const served = new Int32Array(data.served);
   const vectors = new Map<number, number>();
+  /** The polling window the main thread had when it last enabled or restored a queue here (the server's `--poll`). */
+  let pollMicroseconds = 0;
 
   const host: VirtqueueHost = {
     memory: rt.memory,
     bounce: new BounceBudget(),
+    get pollMicroseconds() {
+      return pollMicroseconds;
+    },
     interrupt(queue) {
       const vector = vectors.get(queue.index) ?? VIRTIO_MSI_NO_VECTOR;
       rt.signal(vector, { t: 'irq', q: queue.index } satisfies FromQueues);
@@ -77,6 +84,7 @@ export const startRole: StartRole = async (rt, raw) => {
       switch (m.t) {
         case 'enable': {
           features = BigInt(m.features);
+          pollMicroseconds = m.pollMicroseconds;
           vectors.set(m.q, m.vector);
           const vq = queue(m.q);
           vq.state.size = m.size;
@@ -91,6 +99,7 @@ export const startRole: StartRole = async (rt, raw) => {
         }
         case 'restore': {
           features = BigInt(m.features);
+          pollMicroseconds = m.pollMicroseconds;
           vectors.set(m.q, m.state.msixVector);
           const vq = queue(m.q);
           const err = vq.restore(m.state, m.ring);
