@@ -35,7 +35,7 @@ import { defaultFeatures, type ControllerConfig, type ControllerHost, type Contr
 
 /** One NVMe controller. */
 export class NvmeController implements AdminTarget, IoContext {
-  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, mappedDoorbells: 0, completions: 0, interrupts: 0, fastCommands: 0 };
+  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, mappedDoorbells: 0, completions: 0, interrupts: 0, fastCommands: 0, ioeventfdKicks: 0, lostKicks: 0 };
   /** Why CSTS.CFS was set (undefined while healthy). */
   fatalReason: FatalReason | undefined;
   readonly sqs = new Map<number, SubmissionQueue>();
@@ -236,6 +236,11 @@ export class NvmeController implements AdminTarget, IoContext {
    */
   mappedDoorbell(index: number, value: number): void {
     this.fetcher.doorbell(index, value, true);
+  }
+
+  /** Doorbell `index` rang through its ioeventfd: a kick, its value taken from the shadow doorbell (see SqFetcher.kick). */
+  kick(index: number): void {
+    this.fetcher.kick(index);
   }
 
   /**

@@ -28,6 +28,7 @@ export const NVME_OPTIONS: Record<string, NvmeOption> = {
   'no-shadow-doorbells': { type: 'boolean', description: 'do not offer Doorbell Buffer Config (every doorbell is a message)' },
   'poll-us': { type: 'string', arg: 'N', description: 'poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)' },
   'mmap-doorbells': { type: 'boolean', description: 'map the doorbell page into the guest and watch it: doorbells without exits or messages (use with --poll)' },
+  'ioeventfd-doorbells': { type: 'boolean', description: 'offer the I/O doorbells as ioeventfds (kicks; the value is read from the shadow doorbells, which the driver must configure first)' },
   stats: { type: 'boolean', description: 'print the controller counters (doorbell messages, commands) when a client leaves' },
 };
 
@@ -67,10 +68,11 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
     shadowDoorbells: values['no-shadow-doorbells'] !== true,
     pollMicroseconds,
     mmapDoorbells: values['mmap-doorbells'] === true,
+    ioeventfdDoorbells: values['ioeventfd-doorbells'] === true,
     // The counters behind "doorbell messages per I/O", printed when the client leaves.
     onDisconnectStats:
       values.stats === true
-        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} mapped_doorbells=${s.mappedDoorbells} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
+        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} mapped_doorbells=${s.mappedDoorbells} ioeventfd_kicks=${s.ioeventfdKicks} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
         : undefined,
   });
 }
