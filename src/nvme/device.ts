@@ -12,6 +12,8 @@
  * ```
  */
 import type { BlockBackend } from '../block/backend.js';
+import { isShareable, type ShareableBackend } from '../block/shared.js';
+import { NvmeQueueThreads } from './worker/threads.js';
 import type { Device } from '../device/device.js';
 import { IrqIndex } from '../device/irqs.js';
 import { MigrationState } from '../device/migration-spec.js';
@@ -79,6 +81,18 @@ export interface NvmeOptions {
    * `shadowDoorbells`. The admin queue's doorbells stay messages. Default false.
    */
   ioeventfdDoorbells?: boolean;
+  /**
+   * Serve the I/O queues on this many device worker threads (I/O queue y
+   * on thread (y - 1) mod workers; an SQ must use a CQ of its own thread,
+   * as Linux's queue pairs do); the admin queue stays on the main thread.
+   * Each thread opens its own backend over each namespace's storage (the
+   * backends must be shareable: openFileBackend, memfdBackend), maps guest
+   * memory itself, takes its queues' doorbell ioeventfds
+   * (`ioeventfdDoorbells`) and raises their MSI-X vectors directly.
+   * Doorbells by message or in the mapped page are forwarded to it. Not
+   * under `--isolate`. Default 0: every queue on the main thread.
+   */
+  workers?: number;
   /** Called with the controller's counters when a client disconnects (for logs and measurements). */
   onDisconnectStats?(stats: Readonly<ControllerStats>): void;
   /** Device name for logs. */
@@ -136,6 +150,8 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   const shadowDoorbells = optionalBoolean(options.shadowDoorbells, 'shadowDoorbells') ?? true;
   if (ioeventfdDoorbells && !shadowDoorbells) throw new TypeError('ioeventfdDoorbells needs shadowDoorbells: an ioeventfd carries no value, the shadow doorbell buffer holds it');
   const namespaces = options.namespaces.map((b, i) => new Namespace(i + 1, b, { readOnly: options.readOnly, lbaSize: options.lbaSize, serial }));
+  const workers = workerCount(options.workers, queues);
+  const shared = workers > 0 ? shareableNamespaces(options.namespaces) : undefined;
 
   let device: Device | undefined;
   const watch = options.mmapDoorbells
@@ -165,18 +181,34 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     settleAbandoned: (settled) => settleAbandoned(settled, { device, timeoutMs: resetTimeoutMs, log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`) }),
     doorbellPage: watch && doorbellPage(watch),
   };
+  const threads =
+    shared &&
+    new NvmeQueueThreads(
+      workers,
+      () => ({ namespaces: shared.map((b, i) => ({ backend: b.share(), readOnly: namespaces[i].readOnly, lbaSize: namespaces[i].lbaSize })), serial, ioQueues: queues, mdts, pollMicroseconds }),
+      resetTimeoutMs,
+      {
+        interrupt: (vector) => controller.interrupt(vector),
+        asyncEvent: (type, info, log) => controller.asyncEvent(type, info, log),
+        recordError: (sqid, cid, status, nsid) => controller.events.recordError(sqid, cid, status, nsid),
+        fatal: (reason) => controller.fatal(reason),
+        log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`),
+      },
+    );
   const controller = new NvmeController(
     { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells, pollMicroseconds },
     host,
+    threads,
   );
   const spec: DeviceSpec = {
     name: options.name ?? 'nvme',
     identity: { ...NVME_PCI_IDS, subsystemVendorId: NVME_PCI_IDS.vendorId, subsystemId: 0x0002, revision: 0 },
-    bars: { 0: bar0(controller, watch, ioeventfdDoorbells ? doorbellFds(queues, controller, (d) => (device = d)) : undefined, (d) => (device = d)) },
+    bars: { 0: bar0(controller, watch, ioeventfdDoorbells ? doorbellFds(queues, controller, threads, (d) => (device = d)) : undefined, (d) => (device = d)) },
     // A vector per queue: the admin queue and every I/O queue.
     interrupts: { intx: true, msix: queues + 1 },
     onConnect: (d) => {
       device = d;
+      threads?.connect(d);
       // An isolated child serving a new connection: log what is in flight, for a successor (recovery.ts).
       if (d.persistent) controller.attachLog(d.persistent);
     },
@@ -200,7 +232,11 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
       if (found instanceof Promise) void found.then(said, (e: Error) => process.stderr.write(`[${name}] error: recovery failed: ${e.message}\n`));
       else said(found);
     },
-    onDisconnect: () => options.onDisconnectStats?.({ ...controller.stats }),
+    onDisconnect: () => {
+      threads?.disconnect();
+      options.onDisconnectStats?.(controller.counters());
+    },
+    onDispose: () => threads?.close(),
     // A reload (--isolate): the old child stops fetching and lets its commands finish, so the new one's
     // recovery from the in-flight log finds nothing half-done; a failed hand-over fetches again.
     onQuiesce: () => controller.quiesce(),
@@ -254,7 +290,7 @@ function bar0(controller: NvmeController, watch: MemoryWatch | undefined, ioeven
 }
 
 /** The ioeventfds of the I/O queues' doorbells: SQ y's tail, then its CQ's head, for y = 1..queues; each count is a kick. */
-function doorbellFds(queues: number, controller: NvmeController, seen: (d: Device) => void): IoEventFdSpec[] {
+function doorbellFds(queues: number, controller: NvmeController, threads: NvmeQueueThreads | undefined, seen: (d: Device) => void): IoEventFdSpec[] {
   const fds: IoEventFdSpec[] = [];
   for (let qid = 1; qid <= queues; qid++) {
     for (const index of [2 * qid, 2 * qid + 1]) {
@@ -265,10 +301,28 @@ function doorbellFds(queues: number, controller: NvmeController, seen: (d: Devic
           seen(d);
           controller.kick(index);
         },
+        // A queue on a worker thread: the thread watches the eventfd.
+        claim: threads && ((fd, _d, pollIdleMs) => threads.claimDoorbell(index, fd, pollIdleMs)),
       });
     }
   }
   return fds;
+}
+
+/** The `workers` option: an integer 0..queues. */
+function workerCount(v: unknown, queues: number): number {
+  if (v === undefined) return 0;
+  if (typeof v !== 'number') throw new TypeError(`nvme: workers must be a number, got ${describeValue(v)}`);
+  if (!Number.isInteger(v) || v < 0 || v > queues) throw new RangeError(`nvme: workers must be 0..${queues} (the queue count), got ${v}`);
+  return v;
+}
+
+/** With workers, each thread opens every namespace's storage itself. */
+function shareableNamespaces(backends: readonly BlockBackend[]): ShareableBackend[] {
+  return backends.map((b, i) => {
+    if (!isShareable(b)) throw new TypeError(`nvme: workers need backends each thread can open (openFileBackend(), memfdBackend()); namespace ${i + 1}'s is not`);
+    return b;
+  });
 }
 
 /** An optional boolean option: undefined or a boolean, else a TypeError naming it. */

@@ -115,6 +115,17 @@ export class SubmissionQueue {
   }
 }
 
+/**
+ * Deletes `sq` (Delete I/O Submission Queue): it fetches nothing more, and
+ * this resolves once the commands it started completed, or a reset (a new
+ * `epoch()`) dropped them.
+ */
+export async function retireSq(sq: SubmissionQueue, epoch: () => number): Promise<void> {
+  sq.dead = true;
+  const at = epoch();
+  while (sq.outstanding > 0 && epoch() === at) await new Promise<void>((r) => sq.idleWaiters.push(r));
+}
+
 /** Where the dwords of a CQE are (NVMe 1.4, 4.6): dword 2 holds sqHead then sqId, dword 3 cid then status. */
 const { dw0: CQE_DW0, dw1: CQE_DW1, sqHead: CQE_DW2, cid: CQE_DW3 } = CQE.offsets;
 

@@ -14,7 +14,7 @@ import { executeAdmin, type AdminTarget } from './admin.js';
 import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, AsyncEvent, LogPageId, Status } from './constants.js';
 import { SQE, SqeFlags } from './layouts.js';
-import type { ControllerCore } from './core.js';
+import type { QueueCore } from './core.js';
 import type { CqPoster } from './cq-post.js';
 import type { AsyncEvents } from './events.js';
 import { executeIo, type IoCommand, type IoContext } from './io.js';
@@ -57,10 +57,12 @@ export class SqFetcher {
   private readonly scratch: ScratchCommand = { opcode: 0, fuse: 0, psdt: 0, cid: 0, nsid: 0, prp1: 0, prp2: 0, cdw10: 0, cdw11: 0, cdw12: 0 };
 
   constructor(
-    private readonly c: ControllerCore,
+    private readonly c: QueueCore,
     private readonly poster: CqPoster,
-    private readonly events: AsyncEvents,
-    private readonly commands: AdminTarget & IoContext,
+    private readonly events: Pick<AsyncEvents, 'hold'>,
+    private readonly io: IoContext,
+    /** Who runs admin commands (undefined on a queue thread, which serves no admin queue). */
+    private readonly admin: AdminTarget | undefined,
   ) {}
 
   /**
@@ -364,7 +366,7 @@ export class SqFetcher {
     const nsid = cmd.nsid;
     let execution: CommandResult | Promise<CommandResult>;
     try {
-      execution = executeIo(cmd, this.commands);
+      execution = executeIo(cmd, this.io);
     } catch (e) {
       c.stats.fastCommands++;
       c.complete(sq, cid, nsid, statusOf(e), 0, slot);
@@ -430,7 +432,8 @@ export class SqFetcher {
     }
     const log = this.c.log;
     if (log && slot >= 0) log.runningAdmin = slot;
-    return this.completeWith(sq, cmd.cid, cmd.nsid, this.c.epoch, executeAdmin(cmd, this.commands), slot);
+    if (!this.admin) throw new Error('no admin queue here');
+    return this.completeWith(sq, cmd.cid, cmd.nsid, this.c.epoch, executeAdmin(cmd, this.admin), slot);
   }
 
   /**

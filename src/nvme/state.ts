@@ -82,17 +82,33 @@ export function savedRegisters(regs: { cc: number; csts: number; aqa: number; as
   return { cc: regs.cc, csts: regs.csts, aqa: regs.aqa, asq: regs.asq.toString(), acq: regs.acq.toString(), intms: regs.intms };
 }
 
+/** A completion queue as saved state holds it. */
+export function savedCq(q: CompletionQueue): SavedCq {
+  return { id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, phase: q.phase, interruptsEnabled: q.interruptsEnabled, vector: q.vector };
+}
+
+/** A submission queue as saved state holds it. */
+export function savedSq(q: SubmissionQueue): SavedSq {
+  return { id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, cqid: q.cq.id, outstanding: q.outstanding };
+}
+
+/** The completions waiting for room in `cqs`, as saved state holds them. */
+export function savedPending(cqs: Iterable<CompletionQueue>): ControllerState['pending'] {
+  const pending: ControllerState['pending'] = [];
+  for (const cq of cqs) for (const p of cq.pending) pending.push({ cqid: cq.id, sqid: p.sq.id, cid: p.cid, status: p.status, dw0: p.dw0 });
+  return pending;
+}
+
 /** The state that migrates; take it while quiesced. */
 export function saveController(c: Migrating): ControllerState {
-  const pending: ControllerState['pending'] = [];
-  for (const cq of c.cqs.values()) for (const p of cq.pending) pending.push({ cqid: cq.id, sqid: p.sq.id, cid: p.cid, status: p.status, dw0: p.dw0 });
+  const pending = savedPending(c.cqs.values());
   const { regs, events } = c;
   return {
     ...savedRegisters(regs),
     features: { ...c.features },
     dbbuf: c.shadow.buffers ? { ...c.shadow.buffers } : null,
-    cqs: [...c.cqs.values()].map((q) => ({ id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, phase: q.phase, interruptsEnabled: q.interruptsEnabled, vector: q.vector })),
-    sqs: [...c.sqs.values()].map((q) => ({ id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, cqid: q.cq.id, outstanding: q.outstanding })),
+    cqs: [...c.cqs.values()].map(savedCq),
+    sqs: [...c.sqs.values()].map(savedSq),
     pending,
     aers: events.aers.map((a) => ({ sqid: a.sq.id, cid: a.cid })),
     events: events.events.map((e) => ({ ...e })),
