@@ -12,6 +12,29 @@ export interface ShadowSlots {
   eventIdx: number;
 }
 
+/** One saved completion queue. */
+export interface SavedCq {
+  id: number;
+  base: number;
+  size: number;
+  head: number;
+  tail: number;
+  phase: number;
+  interruptsEnabled: boolean;
+  vector: number;
+}
+
+/** One saved submission queue. */
+export interface SavedSq {
+  id: number;
+  base: number;
+  size: number;
+  head: number;
+  tail: number;
+  cqid: number;
+  outstanding: number;
+}
+
 /** A completion waiting for room in its completion queue. */
 export interface PendingCompletion {
   sq: SubmissionQueue;

@@ -8,7 +8,7 @@
  */
 import type { HealthCounters } from './identify.js';
 import type { ShadowBuffers } from './shadow.js';
-import type { SavedCq, SavedSq } from './state.js';
+import type { SavedCq, SavedSq } from './queues.js';
 import type { ControllerStats } from './types.js';
 
 /** A completion waiting for room, as it crosses threads. */

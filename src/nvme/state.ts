@@ -9,31 +9,11 @@ import { Csts } from './constants.js';
 import type { ControllerCore } from './core.js';
 import { AER_LIMIT, ERROR_LOG_ENTRIES, MAX_PENDING_EVENTS, type AsyncEvents } from './events.js';
 import type { ErrorEntry, HealthCounters } from './identify.js';
-import { CompletionQueue, SubmissionQueue } from './queues.js';
+import { CompletionQueue, SubmissionQueue, type SavedCq, type SavedSq } from './queues.js';
+
+export type { SavedCq, SavedSq };
 import { defaultFeatures, type FeatureValues } from './types.js';
 
-/** One saved completion queue. */
-export interface SavedCq {
-  id: number;
-  base: number;
-  size: number;
-  head: number;
-  tail: number;
-  phase: number;
-  interruptsEnabled: boolean;
-  vector: number;
-}
-
-/** One saved submission queue. */
-export interface SavedSq {
-  id: number;
-  base: number;
-  size: number;
-  head: number;
-  tail: number;
-  cqid: number;
-  outstanding: number;
-}
 
 /** The saved controller (see NvmeController.save). */
 export interface ControllerState {

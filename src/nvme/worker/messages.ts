@@ -5,7 +5,7 @@
 import type { SharedBackend } from '../../block/shared.js';
 import type { RemoteQueueState } from '../remote.js';
 import type { ShadowBuffers } from '../shadow.js';
-import type { SavedCq, SavedSq } from '../state.js';
+import type { SavedCq, SavedSq } from '../queues.js';
 
 /** What a queue thread starts with. */
 export interface NvmeRoleData {

@@ -12,7 +12,7 @@ import { DeviceThreads } from '../../device/threads/pool.js';
 import type { HealthCounters } from '../identify.js';
 import type { RemoteQueues, RemoteQueueState } from '../remote.js';
 import type { ShadowBuffers } from '../shadow.js';
-import type { SavedCq, SavedSq } from '../state.js';
+import type { SavedCq, SavedSq } from '../queues.js';
 import type { ControllerStats } from '../types.js';
 import { addCounters, COUNTER_BYTES } from './counters.js';
 import { Gate, type AskNvmeThread, type FromNvmeThread, type NvmeRoleData, type ToNvmeThread } from './messages.js';
