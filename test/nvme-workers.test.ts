@@ -19,6 +19,7 @@ import { NvmeDriver, REG } from './helpers/nvme-driver.js';
 import { connectClient } from './helpers/raw.js';
 import { changedPages, COMPLETED, STARTED, waitUntil } from './helpers/slow-backend.js';
 import { slowShared } from './fixtures/slow-nvme-backend.js';
+import { runCli } from './helpers/timer-process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvmew-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -170,6 +171,15 @@ describe('nvme I/O queues on worker threads', () => {
     assert.equal(cq2.tail, 6);
     controller.resume();
     await verifiedIo(driver, [1, 2], 1, 9);
+  });
+
+  test('muser run: --workers with --isolate refuses to start, naming the option; more workers than queues is refused', async () => {
+    const iso = await runCli(['run', '--isolate', 'nvme', join(dir, `x${serial++}.sock`), '--size', '1M', '--queues', '2', '--workers', '2'], { killAfterMs: 20_000 });
+    assert.notEqual(iso.code, 0);
+    assert.match(iso.stderr, /--workers cannot be used with --isolate/);
+    const many = await runCli(['run', 'nvme', join(dir, `y${serial++}.sock`), '--size', '1M', '--queues', '1', '--workers', '2'], { killAfterMs: 20_000 });
+    assert.notEqual(many.code, 0);
+    assert.match(many.stderr, /--workers must be 0..1/);
   });
 
   test('bad workers values get a TypeError or RangeError naming the option', () => {

@@ -5,7 +5,7 @@
  * `--namespaces N` an image is split into N equal namespaces; RAM disks
  * get N namespaces of `--size` each.
  */
-import { memfdBackend, nvmeController, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
+import { memfdBackend, nvmeController, nvmeControllerOf, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
 import { openBlockBackend, parseSize } from './disk.js';
 import type { Sample } from './sample.js';
 
@@ -66,7 +66,7 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
   const workers = values.workers === undefined ? 0 : values.workers === true ? queues : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new Error(`--workers must be 0..${queues} (at most one per queue), got ${String(values.workers)}`);
   const backends = await openNamespaces({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, namespaces, shared: workers > 0 });
-  return nvmeController({
+  const spec: DeviceSpec = nvmeController({
     namespaces: backends,
     readOnly,
     queues,
@@ -79,9 +79,10 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
     // The counters behind "doorbell messages per I/O", printed when the client leaves.
     onDisconnectStats:
       values.stats === true
-        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} mapped_doorbells=${s.mappedDoorbells} ioeventfd_kicks=${s.ioeventfdKicks} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
+        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} mapped_doorbells=${s.mappedDoorbells} ioeventfd_kicks=${s.ioeventfdKicks} io_commands=${s.ioCommands} main_io_commands=${nvmeControllerOf(spec)?.stats.ioCommands ?? 0} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
         : undefined,
   });
+  return spec;
 }
 
 /** The `nvme` sample. */
