@@ -139,6 +139,22 @@ describe('nvme I/O queues on worker threads', () => {
     assert.deepEqual(got.data, pattern(4 * MiB, 5).subarray(8 * 512, 16 * 512));
   });
 
+  test('a Delete I/O SQ waiting for its commands on a thread ends with a controller reset', async () => {
+    const path = join(dir, `disk${serial++}.img`);
+    writeFileSync(path, pattern(MiB, 4));
+    const counts = new SharedArrayBuffer(8);
+    const { driver, controller } = await rig({ backend: await slowShared({ path, delayMs: 400, counts }) });
+    driver.put(1, { opcode: 0x02, nsid: 1, prp1: driver.alloc(4096), cdw12: 7 });
+    await driver.submit(1);
+    await waitUntil(() => Atomics.load(new Int32Array(counts), STARTED) === 1, 'the read in the backend');
+    driver.put(0, { opcode: 0x00, cdw10: 1 }); // Delete I/O SQ 1: waits for the read
+    await driver.submit(0);
+    await waitUntil(() => controller.deleting.size === 1, 'the delete waiting');
+    await driver.write32(REG.CC, 0);
+    await driver.waitCsts(1, 0);
+    await waitUntil(() => controller.deleting.size === 0, 'the delete to end with the reset');
+  });
+
   test('a backend that never answers: the reset restarts the thread after its timeout (its mappings revoked), and it serves again', async () => {
     const path = join(dir, `disk${serial++}.img`);
     writeFileSync(path, pattern(MiB, 6));

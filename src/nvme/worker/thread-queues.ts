@@ -29,6 +29,8 @@ const MAX_VECTORS = 2048;
 export class ThreadQueues implements QueueCore, IoContext {
   readonly sqs = new Map<number, SubmissionQueue>();
   readonly cqs = new Map<number, CompletionQueue>();
+  /** Submission queues whose Delete waits for their commands (a reset wakes them). */
+  private readonly deleting = new Set<SubmissionQueue>();
   readonly stats: ControllerStats;
   readonly health: Pick<HealthCounters, 'unitsRead' | 'unitsWritten' | 'readCommands' | 'writeCommands'>;
   readonly shadow: ShadowDoorbells;
@@ -168,7 +170,12 @@ export class ThreadQueues implements QueueCore, IoContext {
         const sq = this.sqs.get(m.qid);
         if (!sq) return true;
         this.sqs.delete(m.qid);
-        await retireSq(sq, () => this.epoch);
+        this.deleting.add(sq);
+        try {
+          await retireSq(sq, () => this.epoch);
+        } finally {
+          this.deleting.delete(sq);
+        }
         sq.cq.sqs.delete(sq);
         return true;
       }
@@ -199,7 +206,7 @@ export class ThreadQueues implements QueueCore, IoContext {
   /** Fetches nothing more and drops what waits; late completions are dropped by the new epoch. */
   private stop(): void {
     this.epoch++;
-    for (const sq of this.sqs.values()) {
+    for (const sq of [...this.sqs.values(), ...this.deleting]) {
       sq.dead = true;
       sq.wakeIdle();
     }
