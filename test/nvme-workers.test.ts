@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
-import type { Client } from '../src/client/index.js';
+import { migrate, type Client } from '../src/client/index.js';
 import { memfdBackend, nvmeController, nvmeControllerOf, ramBackend, serve, type BlockBackend, type NvmeController, type Server } from '../src/index.js';
 import { pattern } from './helpers/bytes.js';
 import { NvmeDriver, REG } from './helpers/nvme-driver.js';
@@ -187,6 +187,40 @@ describe('nvme I/O queues on worker threads', () => {
     assert.equal(cq2.tail, 6);
     controller.resume();
     await verifiedIo(driver, [1, 2], 1, 9);
+  });
+
+  test('live migration between two controllers with workers: the threads\' queues (a wrapped phase, shadow doorbells) move, and serve on', async () => {
+    const disk = memfdBackend(4 * MiB);
+    const make = () => nvmeController({ namespaces: [disk], queues: 2, workers: 2 });
+    const srcSpec = make();
+    const dstSpec = make();
+    const source = serve(srcSpec, join(dir, `src${serial++}.sock`), { log: 'silent' });
+    const destination = serve(dstSpec, join(dir, `dst${serial++}.sock`), { log: 'silent' });
+    const a = await connectClient(source.path);
+    const b = await connectClient(destination.path);
+    const d = await NvmeDriver.open(a);
+    try {
+      await d.enable();
+      await d.createIoQueues(2, 32);
+      assert.equal((await d.configureShadowDoorbells()).status, 0);
+      assert.equal((await d.rw(1, true, 0, 8, pattern(4096, 1))).cqe.status, 0);
+      for (let i = 0; i < 40; i++) assert.equal((await d.run(2, { opcode: 0, nsid: 1 })).status, 0);
+      await d.attachTo(b);
+      await migrate(a, b);
+      d.useClient(b);
+      const dst = nvmeControllerOf(dstSpec)!;
+      assert.equal(dst.sqs.get(2)!.cq.phase, 0, 'queue 2\'s wrapped phase came from its thread');
+      await verifiedIo(d, [1, 2], 2, 11);
+      assert.deepEqual((await d.rw(1, false, 0, 8)).data, pattern(4096, 1));
+      assert.equal(dst.stats.ioCommands, 0);
+      assert.ok(dst.counters().ioCommands >= 9, 'the destination\'s threads served them');
+    } finally {
+      d.close();
+      a.close();
+      b.close();
+      source.close();
+      destination.close();
+    }
   });
 
   test('muser run: --workers with --isolate refuses to start, naming the option; more workers than queues is refused', async () => {
