@@ -7,7 +7,6 @@
  * waiting) lives on its thread.
  */
 import type { HealthCounters } from './identify.js';
-import type { ShadowBuffers } from './shadow.js';
 import type { SavedCq, SavedSq } from './queues.js';
 import type { ControllerStats } from './types.js';
 
@@ -27,6 +26,12 @@ export interface RemoteQueueState {
   pending: SavedPending[];
 }
 
+/** Guest addresses of the shadow doorbell and EventIdx buffers (Doorbell Buffer Config). */
+export interface DoorbellBuffers {
+  doorbells: number;
+  eventIdx: number;
+}
+
 /** What the controller asks of the side that serves its I/O queues. */
 export interface RemoteQueues {
   /** The thread that serves I/O queue `qid` (an SQ must share its CQ's). */
@@ -39,7 +44,7 @@ export interface RemoteQueues {
   /** Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head, y ≥ 1) was written with `value` (by message, or in the mapped page). */
   doorbell(index: number, value: number, mapped: boolean): void;
   /** Doorbell Buffer Config: resolves once every thread wrote its queues' current values into both buffers. */
-  shadowBuffers(buffers: ShadowBuffers): Promise<void>;
+  shadowBuffers(buffers: DoorbellBuffers): Promise<void>;
   /** What every thread follows at once: doorbells count (`accepting`), fetching is paused (migration), the write cache is on. */
   gate(accepting: boolean, paused: boolean, writeCache: boolean): void;
   /**
@@ -53,7 +58,7 @@ export interface RemoteQueues {
   /** Fetches again after a pause (picks up doorbells written meanwhile). */
   resume(): void;
   /** Builds the queues from a migrated state (paused until {@link resume}). */
-  restore(state: RemoteQueueState, buffers: ShadowBuffers | undefined): void;
+  restore(state: RemoteQueueState, buffers: DoorbellBuffers | undefined): void;
   /** The threads' counters, added to the controller's. */
   addCounters(stats: ControllerStats, health: HealthCounters): void;
 }
