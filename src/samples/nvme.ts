@@ -1,6 +1,7 @@
 /**
  * `muser run nvme <socket> (--image <file> | --size <N>) [--read-only]
- * [--namespaces N] [--queues N] [--mmap-doorbells]`: an NVMe controller that Linux's stock
+ * [--namespaces N] [--queues N] [--mmap-doorbells] [--ioeventfd-doorbells]
+ * [--workers [N]]`: an NVMe controller that Linux's stock
  * `nvme` driver binds, serving a raw image file or RAM disks. With
  * `--namespaces N` an image is split into N equal namespaces; RAM disks
  * get N namespaces of `--size` each.
