@@ -6,6 +6,8 @@
  * doing the same queue work. Driver on CPU 0, controller on CPU 1. 4 KiB
  * random reads at QD 1 and 32 on 1 and 2 queues, each with and without
  * shadow doorbells (Doorbell Buffer Config, as Linux uses when offered).
+ * Some rows also against `--isolate`, and against `--workers 2` (the I/O
+ * queues on worker threads, pinned to the controller's CPU like the rest).
  * And doorbells by message against doorbells stored into the mapped page
  * (`--mmap-doorbells`), both under `--poll`, with the server's CPU.
  */
@@ -51,7 +53,12 @@ export interface NvmeRound {
   muser: NvmeFig;
   /** The same run against `muser run --isolate nvme` (rows in ISOLATED_KEYS only). */
   isolated?: NvmeFig;
+  /** The same run against `muser run nvme --workers 2` (rows in NVME_WORKER_KEYS only). */
+  workers?: NvmeFig;
 }
+
+/** Rows also measured with the I/O queues on two worker threads (`--workers 2`). */
+export const NVME_WORKER_KEYS = new Set(['r_q2_qd32_shadow']);
 
 /** Rows also measured with the controller in an isolated child process (`--isolate`). */
 export const NVME_ISOLATED_KEYS = new Set(['r_q1_qd1', 'r_q1_qd32_shadow', 'r_q2_qd32_shadow']);
@@ -68,6 +75,9 @@ export interface NvmeRow {
   /** `--isolate`'s figure and its IOPS / in-process IOPS (median of per-round ratios), for NVME_ISOLATED_KEYS. */
   isolated?: NvmeFig;
   isolatedVsMuser?: number;
+  /** `--workers 2`'s figure and its IOPS / main-thread IOPS (median of per-round ratios), for NVME_WORKER_KEYS. */
+  workers?: NvmeFig;
+  workersVsMuser?: number;
 }
 
 const fig = (j: Json): NvmeFig => ({ iops: num(j, 'iops'), p50: num(j, 'p50_us'), p99: num(j, 'p99_us'), doorbells: num(j, 'doorbells_per_op') });
@@ -80,10 +90,11 @@ function args(c: NvmeConfig, seconds: number): string[] {
 export async function measureNvme(dir: string, rounds: number, scale: number, log: (s: string) => void): Promise<NvmeRow[]> {
   const server = await CliServer.start(join(dir, 'nvme.sock'), DEVICE_CPU, ['--size', `${DISK_MIB}M`, '--queues', '2'], 'nvme');
   const isolatedServer = await CliServer.start(join(dir, 'nvme-iso.sock'), DEVICE_CPU, ['--size', `${DISK_MIB}M`, '--queues', '2'], 'nvme', ['--isolate']);
+  const workerServer = await CliServer.start(join(dir, 'nvme-workers.sock'), DEVICE_CPU, ['--size', `${DISK_MIB}M`, '--queues', '2', '--workers', '2'], 'nvme');
   const seconds = Math.max(1, Math.round(scale));
   try {
     // Untimed warm-up: JIT, and the RAM disk's pages touched once.
-    for (const s of [server, isolatedServer]) await s.client(NVMEDRV, ['--socket', s.socket, '--qd', '32', '--seconds', '1', '--write', '--cpu', String(DRIVER_CPU)]);
+    for (const s of [server, isolatedServer, workerServer]) await s.client(NVMEDRV, ['--socket', s.socket, '--qd', '32', '--seconds', '1', '--write', '--cpu', String(DRIVER_CPU)]);
     const rs = new Map<string, NvmeRound[]>(NVME_CONFIGS.map((c) => [c.key, []]));
     for (let r = 0; r < rounds; r++) {
       log(`round ${r + 1}/${rounds}: NVMe data path (driver CPU ${DRIVER_CPU}, controller CPU ${DEVICE_CPU})`);
@@ -92,7 +103,8 @@ export async function measureNvme(dir: string, rounds: number, scale: number, lo
         const floor = fig(await runJson(NVMEDRV, ['--responder', '--server-cpu', String(DEVICE_CPU), ...args(c, seconds)]));
         const muser = fig(await server.client(NVMEDRV, ['--socket', server.socket, ...args(c, seconds)]));
         const isolated = NVME_ISOLATED_KEYS.has(c.key) ? fig(await isolatedServer.client(NVMEDRV, ['--socket', isolatedServer.socket, ...args(c, seconds)])) : undefined;
-        rs.get(c.key)!.push({ load, floor, muser, isolated });
+        const workers = NVME_WORKER_KEYS.has(c.key) ? fig(await workerServer.client(NVMEDRV, ['--socket', workerServer.socket, ...args(c, seconds)])) : undefined;
+        rs.get(c.key)!.push({ load, floor, muser, isolated, workers });
       }
     }
     const med = (fs: NvmeFig[]): NvmeFig => medianFields(fs);
@@ -109,11 +121,13 @@ export async function measureNvme(dir: string, rounds: number, scale: number, lo
         ...(NVME_ISOLATED_KEYS.has(config.key)
           ? { isolated: med(rounds.map((x) => x.isolated!)), isolatedVsMuser: median(rounds.map((x) => x.isolated!.iops / x.muser.iops)) }
           : {}),
+        ...(NVME_WORKER_KEYS.has(config.key) ? { workers: med(rounds.map((x) => x.workers!)), workersVsMuser: median(rounds.map((x) => x.workers!.iops / x.muser.iops)) } : {}),
       };
     });
   } finally {
     await server.stop();
     await isolatedServer.stop();
+    await workerServer.stop();
   }
 }
 

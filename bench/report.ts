@@ -216,6 +216,8 @@ export function report(results: BenchResults, ctx: RunContext): { lines: string[
     out.push(`muser IOPS with shadow doorbells / without: ${shadowGains.join('; ')}`);
     const iso = nvme.filter((r) => r.isolated);
     if (iso.length > 0) out.push(`--isolate (controller in a child process, in-flight log on) / in process, IOPS: ${iso.map((r) => `${r.config.label} ${r.isolatedVsMuser!.toFixed(2)} (${si(r.isolated!.iops)}, p50 ${us(r.isolated!.p50)} us)`).join('; ')}  (goal >= 0.95)`);
+    const workers = nvme.filter((r) => r.workers);
+    if (workers.length > 0) out.push(`--workers 2 (I/O queues on worker threads, same CPU) / main thread, IOPS: ${workers.map((r) => `${r.config.label} ${r.workersVsMuser!.toFixed(2)} (${si(r.workers!.iops)}, p50 ${us(r.workers!.p50)} us)`).join('; ')}`);
     out.push('');
     if (nvmeDoorbells) out.push(...doorbellLines('NVMe doorbells: posted REGION_WRITE (as QEMU sends them) vs stores into the mapped doorbell page (--mmap-doorbells); both servers --poll on CPU 1, driver CPU 0', nvmeDoorbells), '');
   }

@@ -40,6 +40,14 @@ export function nvmeScenarios() {
         sample: 'nvme',
         flow: (/** @type {Run} */ r, /** @type {Harness} */ h) => doorbellFlow(r, h),
       };
+      out['nvme-workers'] = {
+        tests: '',
+        sharedRam: true,
+        check: () => {},
+        what: 'NVMe with its I/O queues on 2 worker threads (--workers 2): the O_DIRECT load on 2 vCPUs, every I/O command served by a thread; then the nvme flow (ext2, fstrim, controller reset) with --workers 2',
+        sample: 'nvme',
+        flow: (/** @type {Run} */ r, /** @type {Harness} */ h) => workersFlow(r, h),
+      };
       out['nvme-mmap-doorbells'] = {
         tests: '',
         sharedRam: true,
@@ -74,17 +82,17 @@ function checkController(r, h, lines, label, backend, want) {
   if (want.queues) r.assert(i.queues === want.queues, `${label}: blk-mq gives /dev/nvme0n1 ${want.queues} I/O queues`, JSON.stringify(i));
 }
 
-/** @param {Run} r @param {Harness} h @param {Backend} backend */
-async function nvmeFlow(r, h, backend) {
+/** @param {Run} r @param {Harness} h @param {Backend} backend @param {string[]} [extra] the sample's extra options */
+async function nvmeFlow(r, h, backend, extra = []) {
   if (!(await available(r, backend, 'nvme'))) return;
   const image = newImage(r);
 
-  const b1 = await bootWith(r, h, backend, { kind: 'nvme', image }, { tests: 'nvme-format', label: 'boot1' });
+  const b1 = await bootWith(r, h, backend, { kind: 'nvme', image, extra }, { tests: 'nvme-format', label: 'boot1' });
   checkController(r, h, b1, 'boot1', backend, {});
   const written = checkFirstBoot(r, h, b1, image, { on: '/dev/nvme0n1' });
   const before = statSync(image).blocks;
 
-  const b2 = await bootWith(r, h, backend, { kind: 'nvme', image }, { tests: 'nvme-verify', label: 'boot2', smp: 2 });
+  const b2 = await bootWith(r, h, backend, { kind: 'nvme', image, extra }, { tests: 'nvme-verify', label: 'boot2', smp: 2 });
   checkController(r, h, b2, 'boot2', backend, { queues: '2' });
   r.assert(sameSums(written, sums(h, b2, 'boot2')), 'boot2: after a second boot on the same image, every file reads back intact', diffSums(written, sums(h, b2, 'boot2')));
   const trim = pick(b2, 'E2E-BLK:').find((l) => l.startsWith('fstrim ')) ?? 'no fstrim line';
@@ -152,4 +160,26 @@ async function mappedDoorbellFlow(r, h) {
   // A few doorbells come as messages: QEMU unmaps the page while INTx is in use (to catch the EOI), as when the firmware drives the disk.
   r.assert(ios >= 3072 && Number(stats.io_doorbell_writes) <= ios / 100 && Number(stats.mapped_doorbells) >= ios,
     `mapped doorbells: the device served ${ios} I/O commands with ${stats.io_doorbell_writes} I/O doorbell messages; it saw ${stats.mapped_doorbells} doorbells stored into the page`, JSON.stringify(stats));
+}
+
+/**
+ * The O_DIRECT load with the I/O queues on worker threads (`--workers 2`,
+ * 2 vCPUs: two I/O queues, one per thread): QEMU's doorbell messages are
+ * forwarded to the threads, which map guest RAM and signal MSI-X
+ * themselves; the data reads back and the main thread ran no I/O command.
+ * @param {Run} r @param {Harness} h
+ */
+async function workersFlow(r, h) {
+  if (!(await available(r, 'muser', 'nvme'))) return;
+  const image = newImage(r);
+  const from = r.device.length;
+  const lines = await bootWith(r, h, 'muser', { kind: 'nvme', image, extra: ['--stats', '--workers', '2'] }, { tests: 'nvme-io', label: 'workers', smp: 2 });
+  const io = h.kv(pick(lines, 'E2E-BLK:').find((l) => l.startsWith('io ')) ?? '');
+  r.assert(/^[0-9a-f]{64}$/.test(io.written ?? '') && io.written === io.qd1 && io.written === io.qd4,
+    `workers: 4 MiB written with O_DIRECT reads back intact at queue depth 1 and 4 (QD1 4 KiB reads under TCG: ${io.qd1_read_iops} IOPS)`, JSON.stringify(io));
+  const stats = h.kv((r.device.slice(from).find((/** @type {string} */ l) => l.startsWith('nvme: stats ')) ?? '').slice('nvme: '.length));
+  const ios = Number(stats.io_commands);
+  r.assert(ios >= 3072 && Number(stats.main_io_commands) === 0,
+    `workers: the threads served ${ios} I/O commands, the main thread ${stats.main_io_commands}`, JSON.stringify(stats));
+  await nvmeFlow(r, h, 'muser', ['--workers', '2']);
 }

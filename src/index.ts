@@ -121,4 +121,8 @@ export {
   type ControllerState as NvmeControllerState,
   type SavedCq as NvmeSavedCq,
   type SavedSq as NvmeSavedSq,
+  type RemoteQueues as NvmeRemoteQueues,
+  type RemoteQueueState as NvmeRemoteQueueState,
+  type SavedPending as NvmeSavedPending,
+  type DoorbellBuffers as NvmeDoorbellBuffers,
 } from './nvme/index.js';

@@ -26,7 +26,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   server: ['native', 'layout', 'protocol', 'transport', 'pci', 'device', 'migration', 'values'],
   client: ['native', 'protocol', 'transport'],
   virtio: ['native', 'layout', 'pci', 'block', 'device'],
-  nvme: ['native', 'layout', 'pci', 'block', 'device'],
+  nvme: ['native', 'layout', 'pci', 'block', 'device', 'values'],
   program: ['native', 'protocol', 'transport', 'pci', 'device'],
   isolate: ['native', 'protocol', 'transport', 'device', 'migration', 'server'],
   cli: ['native', 'protocol', 'transport', 'pci', 'device', 'server', 'client', 'samples', 'program', 'isolate'],

@@ -10,7 +10,13 @@ export type SharedBackend =
   /** A file or block device, opened again by path. */
   | { readonly kind: 'file'; readonly path: string; readonly readOnly: boolean }
   /** A memfd RAM disk: `fd` is a dup owned by whoever receives the handle. */
-  | { readonly kind: 'memfd'; readonly fd: number; readonly size: number; readonly readOnly: boolean };
+  | { readonly kind: 'memfd'; readonly fd: number; readonly size: number; readonly readOnly: boolean }
+  /**
+   * Any backend a module opens: each thread imports `module` (a file URL or
+   * an absolute path) and calls its `openBackend(data)`; `data` must be
+   * structured-cloneable.
+   */
+  | { readonly kind: 'module'; readonly module: string; readonly data: unknown };
 
 /** A backend that can hand other threads a {@link SharedBackend}. */
 export interface ShareableBackend extends BlockBackend {

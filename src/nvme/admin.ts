@@ -51,6 +51,8 @@ export interface AdminTarget {
   removeSq(sq: SubmissionQueue): Promise<void>;
   removeCq(cq: CompletionQueue): void;
   setDoorbellBuffer(doorbells: number, eventIdx: number): Promise<void>;
+  /** The worker thread serving I/O queue `qid` (undefined: every queue is served on the main thread). */
+  threadOf(qid: number): number | undefined;
 }
 
 const NSID_ALL = 0xffffffff;
@@ -208,6 +210,8 @@ function createSq(cmd: NvmeCommand, t: AdminTarget): CommandResult {
   const qid = cmd.cdw10 & 0xffff;
   if (qid === 0 || qid > t.config.ioQueues || t.sqs.has(qid)) throw new CommandError(Status.INVALID_QUEUE_IDENTIFIER, `queue id ${qid}`);
   if (!cq) throw new CommandError(Status.COMPLETION_QUEUE_INVALID, `completion queue ${cqid} does not exist`);
+  // On queue threads an SQ is served with its CQ: I/O queue y is on thread (y - 1) mod workers.
+  if (t.threadOf(qid) !== t.threadOf(cqid)) throw new CommandError(Status.COMPLETION_QUEUE_INVALID, `completion queue ${cqid} is served by another worker thread than queue ${qid}`);
   const { size, base } = queueArgs(cmd, t, t.sqs, SQE.size, false);
   t.addSq(qid, base, size, cq);
   return {};

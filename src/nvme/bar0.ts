@@ -27,6 +27,8 @@ export interface Bar0Hooks {
   cc(value: number, before: number): void;
   /** Doorbell `index` (2y: SQ y tail, 2y+1: CQ y head) was written. */
   doorbell(index: number, value: number): void;
+  /** CSTS was stored (whether doorbells count may have changed). */
+  csts(): void;
 }
 
 /** CAP: MQES, CQR, TO, DSTRD, CSS (NVM), MPSMIN = MPSMAX = 4 KiB. */
@@ -90,6 +92,7 @@ export class Bar0 {
 
   set csts(v: number) {
     this.map.set('CSTS', v);
+    this.hooks.csts();
   }
 
   get aqa(): number {
@@ -134,6 +137,7 @@ export class Bar0 {
   reset(): void {
     this.map.reset();
     this.ccSeen = 0;
+    this.hooks.csts();
   }
 
   /** Reads `length` bytes of BAR0 at `offset`; doorbells and reserved space read as zero. */

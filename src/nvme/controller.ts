@@ -26,21 +26,22 @@ import type { IoContext } from './io.js';
 import { InflightLog } from './inflight-log.js';
 import { ControllerLifecycle } from './lifecycle.js';
 import type { Namespace } from './namespace.js';
-import { CompletionQueue, SubmissionQueue } from './queues.js';
+import { CompletionQueue, retireSq, SubmissionQueue } from './queues.js';
+import type { RemoteQueues } from './remote.js';
+import { adoptRemoteState, handRemoteState } from './remote-state.js';
 import { configSnapshot, recoverController, relog, type RecoveryReport } from './recovery.js';
-import { ShadowDoorbells, writeU32 } from './shadow.js';
+import { ShadowDoorbells, shadowQueues } from './shadow.js';
 import { SqFetcher } from './sq-fetch.js';
 import { checkObject, loadController, saveController, type ControllerState } from './state.js';
 import { defaultFeatures, type ControllerConfig, type ControllerHost, type ControllerStats, type FatalReason, type FeatureValues } from './types.js';
 
 /** One NVMe controller. */
 export class NvmeController implements AdminTarget, IoContext {
-  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, mappedDoorbells: 0, completions: 0, interrupts: 0, fastCommands: 0 };
+  readonly stats: ControllerStats = { doorbellWrites: 0, shadowReads: 0, commands: 0, ioCommands: 0, ioDoorbellWrites: 0, mappedDoorbells: 0, completions: 0, interrupts: 0, fastCommands: 0, ioeventfdKicks: 0, lostKicks: 0 };
   /** Why CSTS.CFS was set (undefined while healthy). */
   fatalReason: FatalReason | undefined;
   readonly sqs = new Map<number, SubmissionQueue>();
   readonly cqs = new Map<number, CompletionQueue>();
-  features: FeatureValues;
   readonly health: HealthCounters = { unitsRead: 0, unitsWritten: 0, readCommands: 0, writeCommands: 0, powerCycles: 1, powerOnSeconds: 0, errorEntries: 0 };
   /** @internal */
   readonly regs: Bar0;
@@ -50,8 +51,6 @@ export class NvmeController implements AdminTarget, IoContext {
   readonly events: AsyncEvents;
   /** @internal Bumped by every reset: completions of older commands are dropped, and so are their copies into guest memory (I/O reads it). */
   epoch = 0;
-  /** @internal Paused for migration: nothing is fetched. */
-  paused = false;
   /** @internal Submission queues whose Delete waits for their commands. */
   readonly deleting = new Set<SubmissionQueue>();
   /** @internal The in-flight log, while an isolated child serves the controller (see inflight-log.ts). */
@@ -63,21 +62,56 @@ export class NvmeController implements AdminTarget, IoContext {
   private running = 0;
   private idleWaiters: (() => void)[] = [];
   private readonly startedAt = Date.now();
+  private featureValues: FeatureValues;
+  private pausedNow = false;
 
   constructor(
     readonly config: ControllerConfig,
     readonly host: ControllerHost,
+    /** @internal Where the I/O queues are served when not here (worker threads: nvme/worker/). */
+    readonly remote: RemoteQueues | undefined = undefined,
   ) {
-    this.features = defaultFeatures(this.volatileWriteCache);
+    this.featureValues = defaultFeatures(this.volatileWriteCache);
     this.shadow = new ShadowDoorbells(host.memory, config.ioQueues);
     this.events = new AsyncEvents(this);
     this.poster = new CqPoster(this, this.events);
-    this.fetcher = new SqFetcher(this, this.poster, this.events, this);
+    this.fetcher = new SqFetcher(this, this.poster, this.events, this, this);
     this.lifecycle = new ControllerLifecycle(this, this.events);
     this.regs = new Bar0(config.maxQueueEntries, {
       cc: (v, before) => this.lifecycle.writeCc(v, before),
-      doorbell: (index, value) => this.fetcher.doorbell(index, value),
+      doorbell: (index, value) => this.doorbell(index, value, false),
+      csts: () => this.syncGate(),
     });
+  }
+
+  get features(): FeatureValues {
+    return this.featureValues;
+  }
+
+  set features(f: FeatureValues) {
+    this.featureValues = f;
+    this.syncGate();
+  }
+
+  /** @internal Paused for migration: nothing is fetched. */
+  get paused(): boolean {
+    return this.pausedNow;
+  }
+
+  set paused(p: boolean) {
+    this.pausedNow = p;
+    this.syncGate();
+  }
+
+  /** What the queue threads follow at once: enabled, paused, write cache. */
+  private syncGate(): void {
+    this.remote?.gate(this.accepting, this.pausedNow, this.writeCacheEnabled);
+  }
+
+  /** A doorbell write (2y: SQ y tail, 2y+1: CQ y head): served here, or by the I/O queue's thread. */
+  private doorbell(index: number, value: number, mapped: boolean): void {
+    if (this.remote && index >= 2) this.remote.doorbell(index, value, mapped);
+    else this.fetcher.doorbell(index, value, mapped);
   }
 
   // ---- identity used by admin and I/O ----
@@ -131,7 +165,21 @@ export class NvmeController implements AdminTarget, IoContext {
   }
 
   healthNow(): HealthCounters {
-    return { ...this.health, powerOnSeconds: (Date.now() - this.startedAt) / 1000 };
+    const h = { ...this.health, powerOnSeconds: (Date.now() - this.startedAt) / 1000 };
+    this.remote?.addCounters({ ...this.stats }, h);
+    return h;
+  }
+
+  /** The counters, those of the queue threads included. */
+  counters(): ControllerStats {
+    const stats = { ...this.stats };
+    this.remote?.addCounters(stats, { ...this.health });
+    return stats;
+  }
+
+  /** @internal The thread serving I/O queue `qid` (undefined: all are served here). */
+  threadOf(qid: number): number | undefined {
+    return this.remote?.threadOf(qid);
   }
 
   // ---- registers and state ----
@@ -176,6 +224,7 @@ export class NvmeController implements AdminTarget, IoContext {
    * reset here: nothing is in flight yet.
    */
   attachLog(memory: PersistentMemory): void {
+    if (this.remote) throw new Error("nvme: the 'workers' option (--workers) cannot be used under --isolate: queue threads keep no in-flight log");
     const log = InflightLog.attach(memory, this.config.ioQueues + 1, this.config.maxQueueEntries);
     if (!log.fresh) return;
     this.log = log;
@@ -235,7 +284,12 @@ export class NvmeController implements AdminTarget, IoContext {
    * that value, without a message.
    */
   mappedDoorbell(index: number, value: number): void {
-    this.fetcher.doorbell(index, value, true);
+    this.doorbell(index, value, true);
+  }
+
+  /** Doorbell `index` rang through its ioeventfd: a kick, its value taken from the shadow doorbell (see SqFetcher.kick). */
+  kick(index: number): void {
+    this.fetcher.kick(index);
   }
 
   /**
@@ -277,6 +331,11 @@ export class NvmeController implements AdminTarget, IoContext {
     this.poster.complete(sq, cid, nsid, status, dw0, slot);
   }
 
+  /** @internal Raises a queue's interrupt vector the ordinary way (MSI-X, or INTx unless INTMS masks it). */
+  interrupt(vector: number): void {
+    this.poster.interrupt(vector);
+  }
+
   /** @internal */
   flushCq(cq: CompletionQueue): void {
     this.poster.flush(cq);
@@ -302,6 +361,7 @@ export class NvmeController implements AdminTarget, IoContext {
     cq.shadow = this.shadow.slots(id, true);
     this.cqs.set(id, cq);
     this.log?.queueCreated(id, false);
+    if (id > 0) this.remote?.createCq({ id, base, size, head: 0, tail: 0, phase: 1, interruptsEnabled, vector });
   }
 
   /** Creates I/O submission queue `id` on `cq`. */
@@ -311,16 +371,15 @@ export class NvmeController implements AdminTarget, IoContext {
     cq.sqs.add(sq);
     this.sqs.set(id, sq);
     this.log?.queueCreated(id, true);
+    this.remote?.createSq({ id, base, size, head: 0, tail: 0, cqid: cq.id, outstanding: 0 });
   }
 
   /** Deletes an I/O submission queue once the commands it started completed. */
   async removeSq(sq: SubmissionQueue): Promise<void> {
-    sq.dead = true;
     this.sqs.delete(sq.id);
     this.deleting.add(sq);
-    const epoch = this.epoch;
     try {
-      while (sq.outstanding > 0 && this.epoch === epoch) await new Promise<void>((r) => sq.idleWaiters.push(r));
+      await (this.remote ? this.remote.deleteSq(sq.id) : retireSq(sq, () => this.epoch));
     } finally {
       this.deleting.delete(sq);
     }
@@ -329,26 +388,16 @@ export class NvmeController implements AdminTarget, IoContext {
 
   removeCq(cq: CompletionQueue): void {
     this.cqs.delete(cq.id);
+    this.remote?.deleteCq(cq.id);
   }
 
   /** Doorbell Buffer Config: shadow doorbells and EventIdx for the I/O queues (Linux never shadows the admin queue). */
   async setDoorbellBuffer(doorbells: number, eventIdx: number): Promise<void> {
     this.shadow.buffers = { doorbells, eventIdx };
-    // Queues that already exist start from their current tail and head, in both buffers.
-    for (const sq of this.sqs.values()) {
-      sq.shadow = this.shadow.slots(sq.id, false);
-      if (sq.shadow) {
-        await writeU32(this.memory, sq.shadow.doorbell, sq.tail);
-        await writeU32(this.memory, sq.shadow.eventIdx, sq.tail);
-      }
-    }
-    for (const cq of this.cqs.values()) {
-      cq.shadow = this.shadow.slots(cq.id, true);
-      if (cq.shadow) {
-        await writeU32(this.memory, cq.shadow.doorbell, cq.head);
-        await writeU32(this.memory, cq.shadow.eventIdx, cq.head);
-      }
-    }
+    // Queues that already exist start from their current tail and head, in both buffers (on their threads: theirs).
+    const here = <Q extends { id: number }>(qs: Iterable<Q>): Q[] => [...qs].filter((q) => !this.remote || q.id === 0);
+    await shadowQueues(this.shadow, this.memory, here(this.sqs.values()), here(this.cqs.values()));
+    await this.remote?.shadowBuffers({ doorbells, eventIdx });
   }
 
   /** Bytes of one shadow buffer covering every queue id the controller offers. */
@@ -373,6 +422,7 @@ export class NvmeController implements AdminTarget, IoContext {
     await this.whenIdle();
     const busy = (): boolean => [...this.sqs.values()].some((q) => q.draining) || [...this.cqs.values()].some((q) => q.flushing || q.scheduled);
     while (busy()) await new Promise((r) => setImmediate(r));
+    if (this.remote) adoptRemoteState(this, await this.remote.idle());
   }
 
   /** Fetches again after {@link quiesce} or {@link restore}; picks up tails written meanwhile. */
@@ -380,8 +430,11 @@ export class NvmeController implements AdminTarget, IoContext {
     this.paused = false;
     if (!this.ready) return;
     this.catchUpDoorbellPage();
-    for (const cq of this.cqs.values()) this.flushCq(cq);
-    for (const sq of this.sqs.values()) if (!sq.empty || sq.shadow) this.drain(sq);
+    // The threads' queues are theirs: the stand-ins here only carried their state to a save.
+    const here = (q: { id: number }): boolean => !this.remote || q.id === 0;
+    for (const cq of this.cqs.values()) if (here(cq)) this.flushCq(cq);
+    for (const sq of this.sqs.values()) if (here(sq) && (!sq.empty || sq.shadow)) this.drain(sq);
+    this.remote?.resume();
   }
 
   /**
@@ -394,11 +447,11 @@ export class NvmeController implements AdminTarget, IoContext {
     if (!page) return;
     for (const cq of [...this.cqs.values()]) {
       const v = page.unseen(2 * cq.id + 1);
-      if (v !== undefined) this.fetcher.doorbell(2 * cq.id + 1, v, true);
+      if (v !== undefined) this.doorbell(2 * cq.id + 1, v, true);
     }
     for (const sq of [...this.sqs.values()]) {
       const v = page.unseen(2 * sq.id);
-      if (v !== undefined) this.fetcher.doorbell(2 * sq.id, v, true);
+      if (v !== undefined) this.doorbell(2 * sq.id, v, true);
     }
   }
 
@@ -423,5 +476,6 @@ export class NvmeController implements AdminTarget, IoContext {
       throw e;
     }
     if (this.log) relog(this, this.log);
+    if (this.remote) handRemoteState(this, this.remote);
   }
 }

@@ -10,6 +10,7 @@ import type { Bar0 } from './bar0.js';
 import type { HealthCounters } from './identify.js';
 import type { InflightLog } from './inflight-log.js';
 import type { CompletionQueue, SubmissionQueue } from './queues.js';
+import type { RemoteQueues } from './remote.js';
 import type { ShadowDoorbells } from './shadow.js';
 import type { ControllerConfig, ControllerHost, ControllerStats, FeatureValues } from './types.js';
 
@@ -32,6 +33,8 @@ export interface ControllerCore {
    * so are their copies into guest memory (I/O reads it).
    */
   epoch: number;
+  /** Where the I/O queues are served when not on this thread (`workers`), else undefined. */
+  readonly remote: RemoteQueues | undefined;
   /** The in-flight log, while an isolated child serves the controller (undefined otherwise: nothing is logged). */
   readonly log: InflightLog | undefined;
   /** Fetching is paused for migration. */
@@ -64,3 +67,17 @@ export interface ControllerCore {
   /** Resolves when no command is executing. */
   whenIdle(): Promise<void>;
 }
+
+/**
+ * What submission fetch and completion posting use (sq-fetch.ts,
+ * cq-post.ts): the part of the controller that a queue worker thread has
+ * too (nvme/worker/), for the I/O queues it serves.
+ */
+export type QueueCore = Pick<
+  ControllerCore,
+  'memory' | 'stats' | 'shadow' | 'sqs' | 'cqs' | 'epoch' | 'log' | 'accepting' | 'ready' | 'fatal' | 'drain' | 'complete' | 'adminCompleted' | 'flushCq' | 'asyncEvent' | 'track'
+> & {
+  readonly config: Pick<ControllerConfig, 'pollMicroseconds'>;
+  readonly host: Pick<ControllerHost, 'msixEnabled' | 'msixVectors' | 'raiseMsix' | 'raiseIntx'>;
+  readonly regs: { readonly intms: number };
+};

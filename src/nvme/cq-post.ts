@@ -7,7 +7,7 @@
  */
 import { Status } from './constants.js';
 import { CQE } from './layouts.js';
-import type { ControllerCore } from './core.js';
+import type { QueueCore } from './core.js';
 import type { AsyncEvents } from './events.js';
 import { then } from './maybe.js';
 import { CompletionQueue, encodeCompletion, SubmissionQueue, writeCompletion, type PendingCompletion } from './queues.js';
@@ -23,8 +23,8 @@ export class CqPoster {
   private readonly collected: CompletionQueue[] = [];
 
   constructor(
-    private readonly c: ControllerCore,
-    private readonly events: AsyncEvents,
+    private readonly c: QueueCore,
+    private readonly events: Pick<AsyncEvents, 'recordError'>,
   ) {}
 
   /**

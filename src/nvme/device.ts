@@ -12,6 +12,8 @@
  * ```
  */
 import type { BlockBackend } from '../block/backend.js';
+import { isShareable, type ShareableBackend } from '../block/shared.js';
+import { NvmeQueueThreads } from './worker/threads.js';
 import type { Device } from '../device/device.js';
 import { IrqIndex } from '../device/irqs.js';
 import { MigrationState } from '../device/migration-spec.js';
@@ -19,7 +21,8 @@ import type { DeviceSpec } from '../device/spec.js';
 import { dmaQueueMemory } from '../device/queue-memory.js';
 import { resetTimeout, settleAbandoned } from '../device/abandoned.js';
 import { memoryWatch, type MemoryWatch } from '../device/memory-watch.js';
-import type { BarSpec } from '../device/region-spec.js';
+import type { BarSpec, IoEventFdSpec } from '../device/region-spec.js';
+import { describeValue } from '../values/describe.js';
 import { NvmeReg } from './constants.js';
 import { NvmeController } from './controller.js';
 import type { RecoveryReport } from './recovery.js';
@@ -65,6 +68,31 @@ export interface NvmeOptions {
    * Default false.
    */
   mmapDoorbells?: boolean;
+  /**
+   * Offer the I/O queues' doorbells (SQ tails and CQ heads of queues 1 to
+   * `queues`) as ioeventfds (DEVICE_GET_REGION_IO_FDS): a client that binds
+   * them turns a doorbell write into an eventfd count, with no message.
+   * An eventfd carries no value, so each count is a kick whose tail or
+   * head the controller reads from the shadow doorbell buffer, as QEMU's
+   * own NVMe does once shadow doorbells are on: the driver must configure
+   * Doorbell Buffer Config before ringing an I/O queue (Linux does; a
+   * firmware driver does not). A kick on a queue without shadow doorbells
+   * is lost and raises an Invalid Doorbell Write Value event. Needs
+   * `shadowDoorbells`. The admin queue's doorbells stay messages. Default false.
+   */
+  ioeventfdDoorbells?: boolean;
+  /**
+   * Serve the I/O queues on this many device worker threads (I/O queue y
+   * on thread (y - 1) mod workers; an SQ must use a CQ of its own thread,
+   * as Linux's queue pairs do); the admin queue stays on the main thread.
+   * Each thread opens its own backend over each namespace's storage (the
+   * backends must be shareable: openFileBackend, memfdBackend), maps guest
+   * memory itself, takes its queues' doorbell ioeventfds
+   * (`ioeventfdDoorbells`) and raises their MSI-X vectors directly.
+   * Doorbells by message or in the mapped page are forwarded to it. Not
+   * under `--isolate`. Default 0: every queue on the main thread.
+   */
+  workers?: number;
   /** Called with the controller's counters when a client disconnects (for logs and measurements). */
   onDisconnectStats?(stats: Readonly<ControllerStats>): void;
   /** Device name for logs. */
@@ -118,7 +146,12 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   const serial = printable(options.serial ?? 'muser-nvme', 20, 'serial');
   const model = printable(options.model ?? 'muser NVMe controller', 40, 'model');
   const firmware = printable(options.firmware ?? '1.0', 8, 'firmware');
+  const ioeventfdDoorbells = optionalBoolean(options.ioeventfdDoorbells, 'ioeventfdDoorbells');
+  const shadowDoorbells = optionalBoolean(options.shadowDoorbells, 'shadowDoorbells') ?? true;
+  if (ioeventfdDoorbells && !shadowDoorbells) throw new TypeError('ioeventfdDoorbells needs shadowDoorbells: an ioeventfd carries no value, the shadow doorbell buffer holds it');
   const namespaces = options.namespaces.map((b, i) => new Namespace(i + 1, b, { readOnly: options.readOnly, lbaSize: options.lbaSize, serial }));
+  const workers = workerCount(options.workers, queues);
+  const shared = workers > 0 ? shareableNamespaces(options.namespaces) : undefined;
 
   let device: Device | undefined;
   const watch = options.mmapDoorbells
@@ -148,18 +181,34 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     settleAbandoned: (settled) => settleAbandoned(settled, { device, timeoutMs: resetTimeoutMs, log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`) }),
     doorbellPage: watch && doorbellPage(watch),
   };
+  const threads =
+    shared &&
+    new NvmeQueueThreads(
+      workers,
+      () => ({ namespaces: shared.map((b, i) => ({ backend: b.share(), readOnly: namespaces[i].readOnly, lbaSize: namespaces[i].lbaSize })), serial, ioQueues: queues, mdts, pollMicroseconds }),
+      resetTimeoutMs,
+      {
+        interrupt: (vector) => controller.interrupt(vector),
+        asyncEvent: (type, info, log) => controller.asyncEvent(type, info, log),
+        recordError: (sqid, cid, status, nsid) => controller.events.recordError(sqid, cid, status, nsid),
+        fatal: (reason) => controller.fatal(reason),
+        log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`),
+      },
+    );
   const controller = new NvmeController(
-    { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells: options.shadowDoorbells ?? true, pollMicroseconds },
+    { namespaces, ioQueues: queues, maxQueueEntries: entries, mdts, serial, model, firmware, vendorId: NVME_PCI_IDS.vendorId, subsystemVendorId: NVME_PCI_IDS.vendorId, shadowDoorbells, pollMicroseconds },
     host,
+    threads,
   );
   const spec: DeviceSpec = {
     name: options.name ?? 'nvme',
     identity: { ...NVME_PCI_IDS, subsystemVendorId: NVME_PCI_IDS.vendorId, subsystemId: 0x0002, revision: 0 },
-    bars: { 0: bar0(controller, watch, (d) => (device = d)) },
+    bars: { 0: bar0(controller, watch, ioeventfdDoorbells ? doorbellFds(queues, controller, threads, (d) => (device = d)) : undefined, (d) => (device = d)) },
     // A vector per queue: the admin queue and every I/O queue.
     interrupts: { intx: true, msix: queues + 1 },
     onConnect: (d) => {
       device = d;
+      threads?.connect(d);
       // An isolated child serving a new connection: log what is in flight, for a successor (recovery.ts).
       if (d.persistent) controller.attachLog(d.persistent);
     },
@@ -183,7 +232,11 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
       if (found instanceof Promise) void found.then(said, (e: Error) => process.stderr.write(`[${name}] error: recovery failed: ${e.message}\n`));
       else said(found);
     },
-    onDisconnect: () => options.onDisconnectStats?.({ ...controller.stats }),
+    onDisconnect: () => {
+      threads?.disconnect();
+      options.onDisconnectStats?.(controller.counters());
+    },
+    onDispose: () => threads?.close(),
     // A reload (--isolate): the old child stops fetching and lets its commands finish, so the new one's
     // recovery from the in-flight log finds nothing half-done; a failed hand-over fetches again.
     onQuiesce: () => controller.quiesce(),
@@ -217,11 +270,12 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
   return spec;
 }
 
-/** BAR0: the registers by callback; with a doorbell watch, the doorbell page also in memory the client maps. */
-function bar0(controller: NvmeController, watch: MemoryWatch | undefined, seen: (d: Device) => void): BarSpec {
+/** BAR0: the registers by callback; with a doorbell watch, the doorbell page also in memory the client maps; the I/O doorbells' ioeventfds. */
+function bar0(controller: NvmeController, watch: MemoryWatch | undefined, ioeventfds: IoEventFdSpec[] | undefined, seen: (d: Device) => void): BarSpec {
   return {
     size: BAR_SIZE,
     is64: true,
+    ...(ioeventfds ? { ioeventfds } : {}),
     // Messages still reach the callbacks (a doorbell by REGION_WRITE too); the memory is only the mapped page.
     ...(watch ? { memory: { mmap: [{ offset: NvmeReg.DOORBELLS, size: DOORBELL_PAGE }] }, watches: [watch] } : {}),
     read: (offset, length, d) => {
@@ -233,6 +287,48 @@ function bar0(controller: NvmeController, watch: MemoryWatch | undefined, seen: 
       controller.writeRegister(offset, data);
     },
   };
+}
+
+/** The ioeventfds of the I/O queues' doorbells: SQ y's tail, then its CQ's head, for y = 1..queues; each count is a kick. */
+function doorbellFds(queues: number, controller: NvmeController, threads: NvmeQueueThreads | undefined, seen: (d: Device) => void): IoEventFdSpec[] {
+  const fds: IoEventFdSpec[] = [];
+  for (let qid = 1; qid <= queues; qid++) {
+    for (const index of [2 * qid, 2 * qid + 1]) {
+      fds.push({
+        offset: NvmeReg.DOORBELLS + index * 4,
+        size: 4,
+        onSignal: (_count, d) => {
+          seen(d);
+          controller.kick(index);
+        },
+        // A queue on a worker thread: the thread watches the eventfd.
+        claim: threads && ((fd, _d, pollIdleMs) => threads.claimDoorbell(index, fd, pollIdleMs)),
+      });
+    }
+  }
+  return fds;
+}
+
+/** The `workers` option: an integer 0..queues. */
+function workerCount(v: unknown, queues: number): number {
+  if (v === undefined) return 0;
+  if (typeof v !== 'number') throw new TypeError(`nvme: workers must be a number, got ${describeValue(v)}`);
+  if (!Number.isInteger(v) || v < 0 || v > queues) throw new RangeError(`nvme: workers must be 0..${queues} (the queue count), got ${v}`);
+  return v;
+}
+
+/** With workers, each thread opens every namespace's storage itself. */
+function shareableNamespaces(backends: readonly BlockBackend[]): ShareableBackend[] {
+  return backends.map((b, i) => {
+    if (!isShareable(b)) throw new TypeError(`nvme: workers need backends each thread can open (openFileBackend(), memfdBackend()); namespace ${i + 1}'s is not`);
+    return b;
+  });
+}
+
+/** An optional boolean option: undefined or a boolean, else a TypeError naming it. */
+function optionalBoolean(v: unknown, name: string): boolean | undefined {
+  if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`nvme: ${name} must be a boolean, got ${describeValue(v)}`);
+  return v;
 }
 
 /** The controller's view of the mapped doorbell page: doorbell i is the word at 0x1000 + 4i (CAP.DSTRD 0). */

@@ -102,8 +102,8 @@ export class ControllerLifecycle {
     c.regs.csts = (c.regs.csts & ~Csts.SHST_MASK) | (Shutdown.OCCURRING << Csts.SHST_SHIFT);
     c.logRegisters();
     const epoch = c.epoch;
-    void c
-      .whenIdle()
+    // Commands on queue threads finish too.
+    void Promise.all([c.whenIdle(), c.remote?.idle()])
       .then(async () => {
         for (const ns of c.config.namespaces) if (ns.capabilities.flush) await Promise.resolve().then(() => ns.disk.flush()).catch(() => undefined);
       })
@@ -119,13 +119,17 @@ export class ControllerLifecycle {
    * controller reset): stop the queues, then resolve once none of the
    * commands can write guest memory any more.
    */
-  private abandonCommands(): Promise<void> {
-    this.stopQueues();
-    return this.c.host.settleAbandoned(this.c.whenIdle());
+  private async abandonCommands(): Promise<void> {
+    const threads = this.stopQueues();
+    await Promise.all([this.c.host.settleAbandoned(this.c.whenIdle()), threads]);
   }
 
-  /** Stops fetching and abandons what waits (AERs, pending completions); the epoch drops late completions. */
-  private stopQueues(): void {
+  /**
+   * Stops fetching and abandons what waits (AERs, pending completions); the
+   * epoch drops late completions. Queue threads drop theirs: the Promise
+   * resolves once their commands cannot write guest memory.
+   */
+  private stopQueues(): Promise<void> | undefined {
     const c = this.c;
     c.epoch++;
     for (const sq of [...c.sqs.values(), ...c.deleting]) {
@@ -134,6 +138,7 @@ export class ControllerLifecycle {
     }
     for (const cq of c.cqs.values()) cq.pending.length = 0;
     this.events.abandonRequests();
+    return c.remote?.abandon();
   }
 
   private clearQueues(): void {
@@ -171,6 +176,6 @@ export class ControllerLifecycle {
     c.fatalReason = reason;
     c.regs.csts |= Csts.CFS;
     c.logRegisters();
-    this.stopQueues();
+    void this.stopQueues();
   }
 }

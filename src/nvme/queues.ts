@@ -12,6 +12,29 @@ export interface ShadowSlots {
   eventIdx: number;
 }
 
+/** One saved completion queue. */
+export interface SavedCq {
+  id: number;
+  base: number;
+  size: number;
+  head: number;
+  tail: number;
+  phase: number;
+  interruptsEnabled: boolean;
+  vector: number;
+}
+
+/** One saved submission queue. */
+export interface SavedSq {
+  id: number;
+  base: number;
+  size: number;
+  head: number;
+  tail: number;
+  cqid: number;
+  outstanding: number;
+}
+
 /** A completion waiting for room in its completion queue. */
 export interface PendingCompletion {
   sq: SubmissionQueue;
@@ -113,6 +136,17 @@ export class SubmissionQueue {
   wakeIdle(): void {
     for (const w of this.idleWaiters.splice(0)) w();
   }
+}
+
+/**
+ * Deletes `sq` (Delete I/O Submission Queue): it fetches nothing more, and
+ * this resolves once the commands it started completed, or a reset (a new
+ * `epoch()`) dropped them.
+ */
+export async function retireSq(sq: SubmissionQueue, epoch: () => number): Promise<void> {
+  sq.dead = true;
+  const at = epoch();
+  while (sq.outstanding > 0 && epoch() === at) await new Promise<void>((r) => sq.idleWaiters.push(r));
 }
 
 /** Where the dwords of a CQE are (NVMe 1.4, 4.6): dword 2 holds sqHead then sqId, dword 3 cid then status. */

@@ -4,7 +4,7 @@
  * zero-copy views of them (retaken when missing or unmapped).
  */
 import type { QueueMemory } from '../device/queue-memory.js';
-import type { ShadowSlots } from './queues.js';
+import type { CompletionQueue, ShadowSlots, SubmissionQueue } from './queues.js';
 
 const DSTRD = 0;
 /** Bytes between doorbells (CAP.DSTRD). */
@@ -85,6 +85,27 @@ export class ShadowDoorbells {
     view[at + 3] = v >>> 24;
     this.memory.markDirty(slots.eventIdx, 4);
     return undefined;
+  }
+}
+
+/**
+ * Doorbell Buffer Config for queues that already exist: each takes its
+ * slots and starts from its current tail or head, in both buffers.
+ */
+export async function shadowQueues(shadow: ShadowDoorbells, memory: QueueMemory, sqs: Iterable<SubmissionQueue>, cqs: Iterable<CompletionQueue>): Promise<void> {
+  for (const sq of sqs) {
+    sq.shadow = shadow.slots(sq.id, false);
+    if (sq.shadow) {
+      await writeU32(memory, sq.shadow.doorbell, sq.tail);
+      await writeU32(memory, sq.shadow.eventIdx, sq.tail);
+    }
+  }
+  for (const cq of cqs) {
+    cq.shadow = shadow.slots(cq.id, true);
+    if (cq.shadow) {
+      await writeU32(memory, cq.shadow.doorbell, cq.head);
+      await writeU32(memory, cq.shadow.eventIdx, cq.head);
+    }
   }
 }
 

@@ -14,11 +14,11 @@ import { executeAdmin, type AdminTarget } from './admin.js';
 import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, AsyncEvent, LogPageId, Status } from './constants.js';
 import { SQE, SqeFlags } from './layouts.js';
-import type { ControllerCore } from './core.js';
+import type { QueueCore } from './core.js';
 import type { CqPoster } from './cq-post.js';
 import type { AsyncEvents } from './events.js';
 import { executeIo, type IoCommand, type IoContext } from './io.js';
-import type { CompletionQueue, SubmissionQueue } from './queues.js';
+import { CompletionQueue, type SubmissionQueue } from './queues.js';
 import { u32, viewOf } from './shadow.js';
 
 /** Passes of one drain before it yields to the event loop (a driver that never stops adding). */
@@ -57,10 +57,12 @@ export class SqFetcher {
   private readonly scratch: ScratchCommand = { opcode: 0, fuse: 0, psdt: 0, cid: 0, nsid: 0, prp1: 0, prp2: 0, cdw10: 0, cdw11: 0, cdw12: 0 };
 
   constructor(
-    private readonly c: ControllerCore,
+    private readonly c: QueueCore,
     private readonly poster: CqPoster,
-    private readonly events: AsyncEvents,
-    private readonly commands: AdminTarget & IoContext,
+    private readonly events: Pick<AsyncEvents, 'hold'>,
+    private readonly io: IoContext,
+    /** Who runs admin commands (undefined on a queue thread, which serves no admin queue). */
+    private readonly admin: AdminTarget | undefined,
   ) {}
 
   /**
@@ -84,13 +86,8 @@ export class SqFetcher {
       const cq = c.cqs.get(qid);
       if (!cq) return c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
       if (value >= cq.size || (!cq.shadow && !cq.validHead(value))) return c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
-      if (cq.shadow) {
-        // The register write only wakes us: the head is the shadow buffer's.
-        const v = c.shadow.readDoorbell(cq.shadow);
-        if (typeof v === 'number') this.headWritten(cq, v);
-        else void this.headLater(cq, v);
-        return;
-      }
+      // The register write only wakes us: the head is the shadow buffer's.
+      if (cq.shadow) return this.shadowHead(cq);
       cq.head = value;
       c.log?.cqHead(qid, value);
       this.poster.flush(cq);
@@ -106,6 +103,37 @@ export class SqFetcher {
     sq.tail = value;
     c.log?.sqTail(qid, value);
     this.drain(sq, true);
+  }
+
+  /**
+   * Doorbell `index` rang through its ioeventfd: a kick without a value
+   * (the eventfd carries none). With shadow doorbells the value is the
+   * shadow buffer's, as for a register write; a queue without them cannot
+   * tell its new tail or head, so the kick is lost, counted and reported
+   * as an Invalid Doorbell Write Value event (QEMU's own NVMe binds
+   * ioeventfds only once shadow doorbells are on; a vfio-user client binds
+   * them once, so the option says the driver must turn them on first).
+   */
+  kick(index: number): void {
+    const c = this.c;
+    c.stats.ioeventfdKicks++;
+    if (!c.accepting) return;
+    const qid = index >> 1;
+    const q = index & 1 ? c.cqs.get(qid) : c.sqs.get(qid);
+    if (!q) return c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_REGISTER, LogPageId.ERROR);
+    if (!q.shadow) {
+      c.stats.lostKicks++;
+      return c.asyncEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_INVALID_DOORBELL_VALUE, LogPageId.ERROR);
+    }
+    if (q instanceof CompletionQueue) this.shadowHead(q);
+    else this.drain(q);
+  }
+
+  /** Takes a CQ's head from its shadow doorbell. */
+  private shadowHead(cq: CompletionQueue): void {
+    const v = this.c.shadow.readDoorbell(cq.shadow!);
+    if (typeof v === 'number') this.headWritten(cq, v);
+    else void this.headLater(cq, v);
   }
 
   private headWritten(cq: CompletionQueue, head: number): void {
@@ -338,7 +366,7 @@ export class SqFetcher {
     const nsid = cmd.nsid;
     let execution: CommandResult | Promise<CommandResult>;
     try {
-      execution = executeIo(cmd, this.commands);
+      execution = executeIo(cmd, this.io);
     } catch (e) {
       c.stats.fastCommands++;
       c.complete(sq, cid, nsid, statusOf(e), 0, slot);
@@ -404,7 +432,8 @@ export class SqFetcher {
     }
     const log = this.c.log;
     if (log && slot >= 0) log.runningAdmin = slot;
-    return this.completeWith(sq, cmd.cid, cmd.nsid, this.c.epoch, executeAdmin(cmd, this.commands), slot);
+    if (!this.admin) throw new Error('no admin queue here');
+    return this.completeWith(sq, cmd.cid, cmd.nsid, this.c.epoch, executeAdmin(cmd, this.admin), slot);
   }
 
   /**

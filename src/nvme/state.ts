@@ -9,31 +9,11 @@ import { Csts } from './constants.js';
 import type { ControllerCore } from './core.js';
 import { AER_LIMIT, ERROR_LOG_ENTRIES, MAX_PENDING_EVENTS, type AsyncEvents } from './events.js';
 import type { ErrorEntry, HealthCounters } from './identify.js';
-import { CompletionQueue, SubmissionQueue } from './queues.js';
+import { CompletionQueue, SubmissionQueue, type SavedCq, type SavedSq } from './queues.js';
+
+export type { SavedCq, SavedSq };
 import { defaultFeatures, type FeatureValues } from './types.js';
 
-/** One saved completion queue. */
-export interface SavedCq {
-  id: number;
-  base: number;
-  size: number;
-  head: number;
-  tail: number;
-  phase: number;
-  interruptsEnabled: boolean;
-  vector: number;
-}
-
-/** One saved submission queue. */
-export interface SavedSq {
-  id: number;
-  base: number;
-  size: number;
-  head: number;
-  tail: number;
-  cqid: number;
-  outstanding: number;
-}
 
 /** The saved controller (see NvmeController.save). */
 export interface ControllerState {
@@ -82,17 +62,33 @@ export function savedRegisters(regs: { cc: number; csts: number; aqa: number; as
   return { cc: regs.cc, csts: regs.csts, aqa: regs.aqa, asq: regs.asq.toString(), acq: regs.acq.toString(), intms: regs.intms };
 }
 
+/** A completion queue as saved state holds it. */
+export function savedCq(q: CompletionQueue): SavedCq {
+  return { id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, phase: q.phase, interruptsEnabled: q.interruptsEnabled, vector: q.vector };
+}
+
+/** A submission queue as saved state holds it. */
+export function savedSq(q: SubmissionQueue): SavedSq {
+  return { id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, cqid: q.cq.id, outstanding: q.outstanding };
+}
+
+/** The completions waiting for room in `cqs`, as saved state holds them. */
+export function savedPending(cqs: Iterable<CompletionQueue>): ControllerState['pending'] {
+  const pending: ControllerState['pending'] = [];
+  for (const cq of cqs) for (const p of cq.pending) pending.push({ cqid: cq.id, sqid: p.sq.id, cid: p.cid, status: p.status, dw0: p.dw0 });
+  return pending;
+}
+
 /** The state that migrates; take it while quiesced. */
 export function saveController(c: Migrating): ControllerState {
-  const pending: ControllerState['pending'] = [];
-  for (const cq of c.cqs.values()) for (const p of cq.pending) pending.push({ cqid: cq.id, sqid: p.sq.id, cid: p.cid, status: p.status, dw0: p.dw0 });
+  const pending = savedPending(c.cqs.values());
   const { regs, events } = c;
   return {
     ...savedRegisters(regs),
     features: { ...c.features },
     dbbuf: c.shadow.buffers ? { ...c.shadow.buffers } : null,
-    cqs: [...c.cqs.values()].map((q) => ({ id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, phase: q.phase, interruptsEnabled: q.interruptsEnabled, vector: q.vector })),
-    sqs: [...c.sqs.values()].map((q) => ({ id: q.id, base: q.base, size: q.size, head: q.head, tail: q.tail, cqid: q.cq.id, outstanding: q.outstanding })),
+    cqs: [...c.cqs.values()].map(savedCq),
+    sqs: [...c.sqs.values()].map(savedSq),
     pending,
     aers: events.aers.map((a) => ({ sqid: a.sq.id, cid: a.cid })),
     events: events.events.map((e) => ({ ...e })),

@@ -80,6 +80,10 @@ export interface ControllerStats {
   interrupts: number;
   /** I/O commands that finished during their doorbell, without waiting (the synchronous fast path). */
   fastCommands: number;
+  /** Doorbells rung through an ioeventfd (`ioeventfdDoorbells`): a kick each, no message. */
+  ioeventfdKicks: number;
+  /** Of those, kicks on a queue without shadow doorbells: its new value is unknown, the kick is lost. */
+  lostKicks: number;
 }
 
 /** Why the controller set CSTS.CFS, for logs and tests. */

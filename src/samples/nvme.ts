@@ -1,11 +1,12 @@
 /**
  * `muser run nvme <socket> (--image <file> | --size <N>) [--read-only]
- * [--namespaces N] [--queues N] [--mmap-doorbells]`: an NVMe controller that Linux's stock
+ * [--namespaces N] [--queues N] [--mmap-doorbells] [--ioeventfd-doorbells]
+ * [--workers [N]]`: an NVMe controller that Linux's stock
  * `nvme` driver binds, serving a raw image file or RAM disks. With
  * `--namespaces N` an image is split into N equal namespaces; RAM disks
  * get N namespaces of `--size` each.
  */
-import { nvmeController, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
+import { memfdBackend, nvmeController, nvmeControllerOf, ramBackend, sliceBackend, type BlockBackend, type DeviceSpec } from '../index.js';
 import { openBlockBackend, parseSize } from './disk.js';
 import type { Sample } from './sample.js';
 
@@ -14,6 +15,8 @@ interface NvmeOption {
   type: 'string' | 'boolean';
   description: string;
   arg?: string;
+  /** The value may be left out (see SampleOption.optionalNumber). */
+  optionalNumber?: boolean;
 }
 
 /** The sample's command-line options. */
@@ -28,6 +31,8 @@ export const NVME_OPTIONS: Record<string, NvmeOption> = {
   'no-shadow-doorbells': { type: 'boolean', description: 'do not offer Doorbell Buffer Config (every doorbell is a message)' },
   'poll-us': { type: 'string', arg: 'N', description: 'poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)' },
   'mmap-doorbells': { type: 'boolean', description: 'map the doorbell page into the guest and watch it: doorbells without exits or messages (use with --poll)' },
+  'ioeventfd-doorbells': { type: 'boolean', description: 'offer the I/O doorbells as ioeventfds (kicks; the value is read from the shadow doorbells, which the driver must configure first)' },
+  workers: { type: 'string', arg: '[N]', optionalNumber: true, description: 'serve the I/O queues on N worker threads, queue y on thread (y-1) % N (alone: one per queue; default: the main thread; not with --isolate)' },
   stats: { type: 'boolean', description: 'print the controller counters (doorbell messages, commands) when a client leaves' },
 };
 
@@ -42,12 +47,13 @@ function str(v: string | boolean | undefined): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-async function openNamespaces(o: { image?: string; size?: string; nbd?: string; readOnly: boolean; namespaces: number }): Promise<BlockBackend[]> {
-  // RAM disks: one per namespace, each of the given size; a file or an export is split evenly.
+async function openNamespaces(o: { image?: string; size?: string; nbd?: string; readOnly: boolean; namespaces: number; shared: boolean }): Promise<BlockBackend[]> {
+  // RAM disks: one per namespace, each of the given size (memfds when worker threads open them too); a file or an export is split evenly.
   if (o.size !== undefined && o.image === undefined && o.nbd === undefined) {
     const size = parseSize(o.size);
-    return Array.from({ length: o.namespaces }, () => ramBackend(size, { readOnly: o.readOnly }));
+    return Array.from({ length: o.namespaces }, () => (o.shared ? memfdBackend(size, { readOnly: o.readOnly }) : ramBackend(size, { readOnly: o.readOnly })));
   }
+  if (o.shared && o.namespaces > 1) throw new Error('--workers serves one namespace of an --image (worker threads open the file whole), or --size RAM disks');
   return sliceBackend(await openBlockBackend(o), o.namespaces);
 }
 
@@ -58,8 +64,10 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
   const readOnly = values['read-only'] === true;
   const pollMicroseconds = values['poll-us'] === undefined ? 0 : Number(values['poll-us']);
   if (!Number.isInteger(pollMicroseconds) || pollMicroseconds < 0 || pollMicroseconds > 10_000_000) throw new Error(`--poll-us must be 0..10000000, got ${String(values['poll-us'])}`);
-  const backends = await openNamespaces({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, namespaces });
-  return nvmeController({
+  const workers = values.workers === undefined ? 0 : values.workers === true ? queues : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new Error(`--workers must be 0..${queues} (at most one per queue), got ${String(values.workers)}`);
+  const backends = await openNamespaces({ image: str(values.image), size: str(values.size), nbd: str(values.nbd), readOnly, namespaces, shared: workers > 0 });
+  const spec: DeviceSpec = nvmeController({
     namespaces: backends,
     readOnly,
     queues,
@@ -67,12 +75,15 @@ export async function nvmeFromOptions(values: Readonly<Record<string, string | b
     shadowDoorbells: values['no-shadow-doorbells'] !== true,
     pollMicroseconds,
     mmapDoorbells: values['mmap-doorbells'] === true,
+    ioeventfdDoorbells: values['ioeventfd-doorbells'] === true,
+    workers,
     // The counters behind "doorbell messages per I/O", printed when the client leaves.
     onDisconnectStats:
       values.stats === true
-        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} mapped_doorbells=${s.mappedDoorbells} io_commands=${s.ioCommands} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
+        ? (s) => process.stderr.write(`nvme: stats doorbell_writes=${s.doorbellWrites} io_doorbell_writes=${s.ioDoorbellWrites} mapped_doorbells=${s.mappedDoorbells} ioeventfd_kicks=${s.ioeventfdKicks} io_commands=${s.ioCommands} main_io_commands=${nvmeControllerOf(spec)?.stats.ioCommands ?? 0} shadow_reads=${s.shadowReads} commands=${s.commands} completions=${s.completions} interrupts=${s.interrupts}\n`)
         : undefined,
   });
+  return spec;
 }
 
 /** The `nvme` sample. */
@@ -80,5 +91,6 @@ export const nvmeSample: Sample = {
   description: 'NVMe controller (Linux nvme driver) over a raw image file (--image) or RAM disks (--size)',
   options: NVME_OPTIONS,
   volatile: (values) => (values.size !== undefined && values.image === undefined && values.nbd === undefined ? 'the RAM disks (--size) live in the child process' : undefined),
+  notIsolated: (values) => (values.workers !== undefined ? "--workers cannot be used with --isolate (queue threads keep no in-flight log for a successor)" : undefined),
   create: (values) => nvmeFromOptions(values),
 };

@@ -31,4 +31,9 @@ export interface Sample {
    * --isolate` warns with it); undefined when nothing is.
    */
   volatile?(options: Record<string, string | boolean | undefined>): string | undefined;
+  /**
+   * Why these options cannot run isolated (`muser run --isolate` refuses
+   * to start with it); undefined when they can.
+   */
+  notIsolated?(options: Record<string, string | boolean | undefined>): string | undefined;
 }

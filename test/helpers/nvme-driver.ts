@@ -10,6 +10,7 @@
  */
 import { Client, EventFd, RegionCapId, closeFd, mapRegion, privateMemory, sharedMemory, type GuestMemory, type RegionMapping, type SparseMmapCap } from '../../src/client/index.js';
 import { IrqIndex } from '../../src/index.js';
+import { native } from '../../src/native/index.js';
 
 export const GUEST_BASE = 0x1000_0000;
 export const PAGE = 4096;
@@ -74,6 +75,10 @@ export class NvmeDriver {
   doorbellMessages = 0;
   /** Doorbells stored into the mapped doorbell page (no message). */
   doorbellStores = 0;
+  /** Doorbells rung through their ioeventfd (no message), once {@link useIoeventfds} took them. */
+  doorbellKicks = 0;
+  /** The I/O queues' doorbell eventfds (SQ 1 tail, CQ 1 head, SQ 2 tail, ...), once {@link useIoeventfds} took them. */
+  private ioFds: number[] | undefined;
   /** BAR0's doorbell page, once {@link mapDoorbells} mapped it. */
   private page: RegionMapping | undefined;
   /** Shadow doorbell and EventIdx buffers once configured. */
@@ -113,6 +118,7 @@ export class NvmeDriver {
 
   close(): void {
     for (const v of this.vectors) v.close();
+    for (const fd of this.ioFds ?? []) native.close(fd);
     this.page?.unmap();
     this.mem.close();
   }
@@ -136,6 +142,16 @@ export class NvmeDriver {
     } finally {
       closeFd(info.fd);
     }
+  }
+
+  /**
+   * Takes the I/O queues' doorbell eventfds (DEVICE_GET_REGION_IO_FDS) as a
+   * VMM binds them: from now on an I/O queue's doorbell is an eventfd write,
+   * a kick without its value.
+   */
+  async useIoeventfds(): Promise<void> {
+    const r = await this.client.regionIoFds(BAR0);
+    this.ioFds = r.fds;
   }
 
   // ---- memory ----
@@ -180,6 +196,11 @@ export class NvmeDriver {
   }
 
   async ring(index: number, value: number): Promise<void> {
+    if (this.ioFds && index >= 2) {
+      this.doorbellKicks++;
+      native.eventfdWrite(this.ioFds[index - 2], 1);
+      return;
+    }
     if (this.page) {
       this.doorbellStores++;
       new DataView(this.page.bytes.buffer, this.page.bytes.byteOffset).setUint32(index * 4, value >>> 0, true);

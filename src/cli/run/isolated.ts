@@ -33,6 +33,8 @@ export async function startIsolated(args: RunArgs, stopping: () => boolean): Pro
   try {
     for (const d of args.devices) {
       if (stopping()) break;
+      const refused = isModulePath(d.device) ? undefined : SAMPLES[d.device]?.notIsolated?.(d.options);
+      if (refused) throw new Error(`${d.device} on ${d.socket}: ${refused}`);
       const volatile = isModulePath(d.device) ? undefined : SAMPLES[d.device]?.volatile?.(d.options);
       if (volatile) process.stderr.write(`muser: warning: ${d.device} on ${d.socket}: ${volatile}: its contents are lost whenever the child dies or is reloaded (use --image)\n`);
       const server = await IsolatedServer.start({ device: d.device, options: d.options, pollIdleMs: d.pollIdleMs }, d.socket, {
