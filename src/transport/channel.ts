@@ -185,9 +185,22 @@ export class Channel implements Transport {
    * Returns false when the channel is closed.
    */
   send(data: Buffer, fds?: readonly number[]): boolean {
+    return this.write(data, fds, false);
+  }
+
+  /**
+   * Sends one message whose buffer is only lent for the call (the sender
+   * reuses it for the next one): what the kernel does not take at once is
+   * copied into the queue. Returns false when the channel is closed.
+   */
+  sendBorrowed(data: Buffer): boolean {
+    return this.write(data, undefined, true);
+  }
+
+  private write(data: Buffer, fds: readonly number[] | undefined, borrowed: boolean): boolean {
     if (this.closed) return false;
     if (this.queue.length > 0) {
-      this.enqueue(data, fds ? dupAll(fds) : undefined);
+      this.enqueue(borrowed ? Buffer.from(data) : data, fds ? dupAll(fds) : undefined);
       return true;
     }
     const n = native.sendmsg(this.fd, data, fds as number[] | undefined);
@@ -202,7 +215,8 @@ export class Channel implements Transport {
     // Partial write: fds went with the first byte; EAGAIN: nothing went.
     const sent = Math.max(n, 0);
     if (sent > 0) this.tap?.sent(sent);
-    this.enqueue(data.subarray(sent), sent === 0 && fds ? dupAll(fds) : undefined);
+    const rest = data.subarray(sent);
+    this.enqueue(borrowed ? Buffer.from(rest) : rest, sent === 0 && fds ? dupAll(fds) : undefined);
     native.pollWritable(this.poll, true);
     return true;
   }
