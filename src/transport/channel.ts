@@ -116,6 +116,11 @@ export class Channel implements Transport {
   private readonly sharedRecv: boolean;
   private queuedBytes = 0;
   private readingPaused = false;
+  /** The framer's callback, made once (not per chunk). */
+  private readonly emitFrame = (frame: Frame): void => {
+    if (this.closed) closeAll(frame.fds);
+    else this.handlers.onFrame(frame);
+  };
 
   /**
    * @param sharedRecv when true, frames handed to `onFrame` may be views of a
@@ -293,10 +298,7 @@ export class Channel implements Transport {
       if (this.closed) return closeAll(fds);
     }
     try {
-      this.framer.push(chunk, fds, (frame) => {
-        if (this.closed) closeAll(frame.fds);
-        else this.handlers.onFrame(frame);
-      });
+      this.framer.push(chunk, fds, this.emitFrame);
     } catch (e) {
       // A framing error, or a bug in a handler: either way this connection
       // cannot be trusted any more, but the process must live on.

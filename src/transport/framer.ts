@@ -46,19 +46,16 @@ export class Framer {
       buf = Buffer.concat([this.pending, chunk]);
       this.pending = null;
     }
+    // No closure or copy per chunk: this runs for every message.
     let unattached = fds && fds.length > 0 ? fds : undefined;
     const ownerStart = unattached ? this.lastMessageStart(buf, buf.length - chunk.length) : -1;
-    const attach = (): void => {
-      if (unattached) this.pendingFds = this.pendingFds.concat(unattached);
-      unattached = undefined;
-    };
-    if (ownerStart < 0) attach();
+    if (unattached && ownerStart < 0) unattached = this.attach(unattached);
     let pos = 0;
     try {
       while (buf.length - pos >= HEADER_SIZE) {
         const size = buf.readUInt32LE(pos + 4);
         this.checkSize(size);
-        if (pos === ownerStart) attach();
+        if (unattached && pos === ownerStart) unattached = this.attach(unattached);
         if (buf.length - pos < size) break;
         const own = this.pendingFds;
         this.pendingFds = NO_FDS;
@@ -69,9 +66,15 @@ export class Framer {
       }
     } finally {
       // Whatever happens, fds not handed to a frame stay owned here, for drain().
-      attach();
+      if (unattached) this.attach(unattached);
     }
     if (pos < buf.length) this.pending = Buffer.from(buf.subarray(pos));
+  }
+
+  /** The received `fds` go to the message in progress; returns undefined (none left unattached). */
+  private attach(fds: number[]): undefined {
+    this.pendingFds = this.pendingFds.concat(fds);
+    return undefined;
   }
 
   /** Returns and forgets fds held for an incomplete message. */
