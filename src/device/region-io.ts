@@ -107,17 +107,25 @@ export function isThenable<T>(v: unknown): v is PromiseLike<T> {
 function msixPart(device: Device, index: number, offset: number, count: number): 'table' | 'pba' | undefined {
   const p = device.msixPlacement;
   if (!p || p.bar !== index) return undefined;
-  const hit = (start: number, size: number): boolean => offset < start + size && offset + count > start;
-  const inside = (start: number, size: number): boolean => offset >= start && offset + count <= start + size;
-  if (hit(p.tableOffset, p.tableSize)) {
-    if (!inside(p.tableOffset, p.tableSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X table');
+  if (hits(offset, count, p.tableOffset, p.tableSize)) {
+    if (!inside(offset, count, p.tableOffset, p.tableSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X table');
     return 'table';
   }
-  if (hit(p.pbaOffset, p.pbaSize)) {
-    if (!inside(p.pbaOffset, p.pbaSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X PBA');
+  if (hits(offset, count, p.pbaOffset, p.pbaSize)) {
+    if (!inside(offset, count, p.pbaOffset, p.pbaSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X PBA');
     return 'pba';
   }
   return undefined;
+}
+
+/** True when [offset, offset+count) overlaps [start, start+size). */
+function hits(offset: number, count: number, start: number, size: number): boolean {
+  return offset < start + size && offset + count > start;
+}
+
+/** True when [offset, offset+count) lies within [start, start+size). */
+function inside(offset: number, count: number, start: number, size: number): boolean {
+  return offset >= start && offset + count <= start + size;
 }
 
 /** Converts what a read callback returned into exactly `count` bytes. */

@@ -34,7 +34,9 @@ const MAX_OFFSET_HIGH = 0x1fffff;
  */
 export class ReplyBuffer {
   readonly bytes: Buffer = Buffer.allocUnsafeSlow(DATA_AT + MAX_IN_PLACE_DATA);
-  private readonly views: Buffer[] = [];
+  /** The same bytes, for the header's stores (little-endian, no per-store checks beyond the view's). */
+  readonly fields = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length);
+  private readonly views: Buffer[] = new Array<Buffer>(CACHED_VIEW_SIZE + 1);
 
   /** The first `size` bytes (a cached view for small sizes). */
   view(size: number): Buffer {
@@ -82,12 +84,16 @@ export function serveRegionInPlace(s: SessionContext, msg: Buffer, out: ReplyBuf
     s.spin.readAt(region, offset, b, DATA_AT, count);
   }
   if (flags & HeaderFlag.NO_REPLY) return 0;
-  b.writeUInt16LE(msgId, 0);
-  b.writeUInt16LE(command, 2);
-  b.writeUInt32LE(replySize, 4);
-  b.writeUInt32LE(HeaderFlag.REPLY, 8);
-  b.writeUInt32LE(0, 12);
+  const f = out.fields;
+  f.setUint16(0, msgId, true);
+  f.setUint16(2, command, true);
+  f.setUint32(4, replySize, true);
+  f.setUint32(8, HeaderFlag.REPLY, true);
+  f.setUint32(12, 0, true);
   // The reply's access head repeats the request's (offset, region, count).
-  for (let i = HEADER_SIZE; i < DATA_AT; i += 4) b.writeUInt32LE(msg.readUInt32LE(i), i);
+  f.setUint32(HEADER_SIZE, msg.readUInt32LE(HEADER_SIZE), true);
+  f.setUint32(HEADER_SIZE + 4, high, true);
+  f.setUint32(HEADER_SIZE + 8, region, true);
+  f.setUint32(HEADER_SIZE + 12, count, true);
   return replySize;
 }
