@@ -13,7 +13,7 @@ import { HEADER_SIZE } from '../protocol/constants.js';
 export interface Frame {
   /** The whole message, header first. Owned by the receiver. */
   readonly bytes: Buffer;
-  /** Fds that arrived with it; the receiver owns and must close them. */
+  /** Fds that arrived with it; the receiver owns and must close them. Without fds, a shared frozen empty list. */
   readonly fds: number[];
 }
 
@@ -26,6 +26,8 @@ export class FramingError extends Error {
 }
 
 const NO_FDS: number[] = [];
+/** What a frame without fds carries: one list for all (no array per message), frozen so that nobody fills it. */
+const NONE: number[] = Object.freeze([]) as unknown as number[];
 
 /** Stateful framer for one connection. */
 export class Framer {
@@ -62,7 +64,7 @@ export class Framer {
         // A chunk holding exactly one message is handed over without a copy.
         const bytes = pos === 0 && size === buf.length ? buf : buf.subarray(pos, pos + size);
         pos += size;
-        emit({ bytes, fds: own === NO_FDS ? [] : own });
+        emit({ bytes, fds: own === NO_FDS ? NONE : own });
       }
     } finally {
       // Whatever happens, fds not handed to a frame stay owned here, for drain().
