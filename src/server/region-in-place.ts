@@ -12,6 +12,7 @@
  */
 import { Command, HEADER_SIZE, HeaderFlag } from '../protocol/constants.js';
 import { REGION_ACCESS_SIZE } from '../protocol/region-access.js';
+import { loadU16, loadU32 } from '../protocol/wire.js';
 import { accessibleRegion, readRegionInto, writeRegion } from '../device/region-io.js';
 import { readReply, writeReply } from './dispatch.js';
 import type { SessionContext } from './context.js';
@@ -55,16 +56,16 @@ export class ReplyBuffer {
  * (its refusal of the access): the caller answers with its errno.
  */
 export function serveRegionInPlace(s: SessionContext, msg: Buffer, out: ReplyBuffer): number | Promise<Buffer> {
-  const command = msg.readUInt16LE(2);
+  const command = loadU16(msg, 2);
   if (command !== Command.REGION_READ && command !== Command.REGION_WRITE) return NOT_IN_PLACE;
-  const size = msg.readUInt32LE(4);
-  const flags = msg.readUInt32LE(8);
+  const size = loadU32(msg, 4);
+  const flags = loadU32(msg, 8);
   if ((flags & HeaderFlag.TYPE_MASK) !== HeaderFlag.COMMAND || size !== msg.length || size < DATA_AT) return NOT_IN_PLACE;
-  const high = msg.readUInt32LE(HEADER_SIZE + 4);
+  const high = loadU32(msg, HEADER_SIZE + 4);
   if (high > MAX_OFFSET_HIGH) return NOT_IN_PLACE;
-  const offset = high * 0x1_0000_0000 + msg.readUInt32LE(HEADER_SIZE);
-  const region = msg.readUInt32LE(HEADER_SIZE + 8);
-  const count = msg.readUInt32LE(HEADER_SIZE + 12);
+  const offset = high * 0x1_0000_0000 + loadU32(msg, HEADER_SIZE);
+  const region = loadU32(msg, HEADER_SIZE + 8);
+  const count = loadU32(msg, HEADER_SIZE + 12);
   const write = command === Command.REGION_WRITE;
   if (size !== (write ? DATA_AT + count : DATA_AT) || count > s.limits.maxDataXferSize) return NOT_IN_PLACE;
   const replySize = write ? DATA_AT : DATA_AT + count;
@@ -72,7 +73,7 @@ export function serveRegionInPlace(s: SessionContext, msg: Buffer, out: ReplyBuf
   const device = s.device;
   const r = accessibleRegion(device, region, offset, count, write);
   if (r === undefined) return NOT_IN_PLACE;
-  const msgId = msg.readUInt16LE(0);
+  const msgId = loadU16(msg, 0);
   const b = out.bytes;
   if (write) {
     s.spin.other();
@@ -91,7 +92,7 @@ export function serveRegionInPlace(s: SessionContext, msg: Buffer, out: ReplyBuf
   f.setUint32(8, HeaderFlag.REPLY, true);
   f.setUint32(12, 0, true);
   // The reply's access head repeats the request's (offset, region, count).
-  f.setUint32(HEADER_SIZE, msg.readUInt32LE(HEADER_SIZE), true);
+  f.setUint32(HEADER_SIZE, loadU32(msg, HEADER_SIZE), true);
   f.setUint32(HEADER_SIZE + 4, high, true);
   f.setUint32(HEADER_SIZE + 8, region, true);
   f.setUint32(HEADER_SIZE + 12, count, true);

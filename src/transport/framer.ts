@@ -8,6 +8,7 @@
  * (or to the message in progress when no message starts there).
  */
 import { HEADER_SIZE } from '../protocol/constants.js';
+import { loadU32 } from '../protocol/wire.js';
 
 /** A whole framed message: its bytes (header included) and its fds. */
 export interface Frame {
@@ -55,7 +56,7 @@ export class Framer {
     let pos = 0;
     try {
       while (buf.length - pos >= HEADER_SIZE) {
-        const size = buf.readUInt32LE(pos + 4);
+        const size = loadU32(buf, pos + 4);
         this.checkSize(size);
         if (unattached && pos === ownerStart) unattached = this.attach(unattached);
         if (buf.length - pos < size) break;
