@@ -17,6 +17,8 @@ export interface CrossFig {
   ops: number;
   p50: number;
   p99: number;
+  /** Under load the fast round trips tell the code apart (bench/README.md, issue 22). */
+  p10: number;
 }
 
 export interface CrossRound {
@@ -42,7 +44,7 @@ export interface CrossResult {
   idleWindowS: number;
 }
 
-const fig = (j: Json, rate = 'ops_per_s'): CrossFig => ({ ops: num(j, rate), p50: num(j, 'p50_us'), p99: num(j, 'p99_us') });
+const fig = (j: Json, rate = 'ops_per_s'): CrossFig => ({ ops: num(j, rate), p50: num(j, 'p50_us'), p99: num(j, 'p99_us'), p10: num(j, 'p10_us') });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function floor(args: string[], busy: boolean): Promise<Json> {

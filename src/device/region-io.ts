@@ -8,17 +8,27 @@ import { RegionInfoFlag } from '../protocol/constants.js';
 import { CONFIG_REGION, type Region } from './regions.js';
 import type { MaybePromise, ReadResult } from './types.js';
 
-/** Finds the region and checks that [offset, offset+count) lies inside it. */
+/**
+ * The region when [offset, offset+count) lies inside it and it allows the
+ * access, else undefined: {@link checkAccess} without the reason, for the
+ * in-place path, which leaves refused accesses to the general one.
+ */
+export function accessibleRegion(device: Device, index: number, offset: number, count: number, write: boolean): Region | undefined {
+  const r = device.regions[index];
+  if (!r || r.size === 0 || count === 0 || offset >= r.size || count > r.size - offset) return undefined;
+  return r.flags & (write ? RegionInfoFlag.WRITE : RegionInfoFlag.READ) ? r : undefined;
+}
+
+/** Finds the region and checks that [offset, offset+count) lies inside it; DeviceError (EINVAL, EPERM) saying why not. */
 export function checkAccess(device: Device, index: number, offset: number, count: number, write: boolean): Region {
+  const ok = accessibleRegion(device, index, offset, count, write);
+  if (ok) return ok;
   const r = device.regions[index];
   if (!r || r.size === 0) throw new DeviceError(Errno.EINVAL, `no region ${index}`);
   if (count === 0 || offset >= r.size || count > r.size - offset) {
     throw new DeviceError(Errno.EINVAL, `region ${index}: access ${offset}+${count} outside its ${r.size} bytes`);
   }
-  if (!(r.flags & (write ? RegionInfoFlag.WRITE : RegionInfoFlag.READ))) {
-    throw new DeviceError(Errno.EPERM, `region ${index} is not ${write ? 'writable' : 'readable'}`);
-  }
-  return r;
+  throw new DeviceError(Errno.EPERM, `region ${index} is not ${write ? 'writable' : 'readable'}`);
 }
 
 /** Reads `count` bytes of a checked range. */
@@ -35,6 +45,26 @@ export function readRegion(device: Device, r: Region, offset: number, count: num
   if (r.memory) return r.memory.bytes.subarray(offset, offset + count);
   device.unmodeled.note(r.index, offset, count, count, 'read');
   return new Uint8Array(count);
+}
+
+/**
+ * {@link readRegion} into `out` at `at`: bytes served at once are copied
+ * there (plain shared memory without allocating a view of it) and
+ * undefined is returned; a Promise when they come later (`out` untouched).
+ */
+export function readRegionInto(device: Device, r: Region, offset: number, count: number, out: Uint8Array, at: number): Promise<Uint8Array> | undefined {
+  // Plain memory is the last of readRegion's cases: config space, MSI-X and callbacks come first.
+  const memory = r.memory;
+  if (memory && r.index !== CONFIG_REGION && !r.spec?.read && msixPart(device, r.index, offset, count) === undefined) {
+    const bytes = memory.bytes;
+    if (count <= 16) for (let i = 0; i < count; i++) out[at + i] = bytes[offset + i];
+    else out.set(bytes.subarray(offset, offset + count), at);
+    return undefined;
+  }
+  const data = readRegion(device, r, offset, count);
+  if (data instanceof Promise) return data;
+  out.set(data, at);
+  return undefined;
 }
 
 /**
@@ -77,17 +107,25 @@ export function isThenable<T>(v: unknown): v is PromiseLike<T> {
 function msixPart(device: Device, index: number, offset: number, count: number): 'table' | 'pba' | undefined {
   const p = device.msixPlacement;
   if (!p || p.bar !== index) return undefined;
-  const hit = (start: number, size: number): boolean => offset < start + size && offset + count > start;
-  const inside = (start: number, size: number): boolean => offset >= start && offset + count <= start + size;
-  if (hit(p.tableOffset, p.tableSize)) {
-    if (!inside(p.tableOffset, p.tableSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X table');
+  if (hits(offset, count, p.tableOffset, p.tableSize)) {
+    if (!inside(offset, count, p.tableOffset, p.tableSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X table');
     return 'table';
   }
-  if (hit(p.pbaOffset, p.pbaSize)) {
-    if (!inside(p.pbaOffset, p.pbaSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X PBA');
+  if (hits(offset, count, p.pbaOffset, p.pbaSize)) {
+    if (!inside(offset, count, p.pbaOffset, p.pbaSize)) throw new DeviceError(Errno.EINVAL, 'access straddles the MSI-X PBA');
     return 'pba';
   }
   return undefined;
+}
+
+/** True when [offset, offset+count) overlaps [start, start+size). */
+function hits(offset: number, count: number, start: number, size: number): boolean {
+  return offset < start + size && offset + count > start;
+}
+
+/** True when [offset, offset+count) lies within [start, start+size). */
+function inside(offset: number, count: number, start: number, size: number): boolean {
+  return offset >= start && offset + count <= start + size;
 }
 
 /** Converts what a read callback returned into exactly `count` bytes. */

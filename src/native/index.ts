@@ -200,8 +200,12 @@ function load(): NativeAddon {
   throw new Error(`muser native addon not built (run npm install): ${String(last)}`);
 }
 
-/** The loaded addon. */
-export const native: NativeAddon = load();
+/**
+ * The loaded addon. A copy of its exports: V8 keeps the addon's own exports
+ * object in dictionary mode, where each `native.fn` load on the hot path
+ * (sendmsg per reply) is a call into the load IC instead of a field read.
+ */
+export const native: NativeAddon = { ...load() };
 
 /** An Error carrying a positive errno, thrown when a native call returned -errno. */
 export class SystemError extends Error {

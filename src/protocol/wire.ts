@@ -11,6 +11,21 @@
 import { defineStruct, type Layout, type Struct } from '../layout/struct.js';
 import { invalid } from './errors.js';
 
+/**
+ * The little-endian u16 at `at`, unchecked (the caller checked the length),
+ * for per-message hot paths: a Buffer method (`readUInt16LE`) costs a
+ * load-IC call per use in optimized code (V8 does not inline the method's
+ * lookup on Buffer's prototype chain); element loads are inlined.
+ */
+export function loadU16(b: Uint8Array, at: number): number {
+  return b[at] | (b[at + 1] << 8);
+}
+
+/** The little-endian u32 at `at`, unchecked (see {@link loadU16}). */
+export function loadU32(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16)) + b[at + 3] * 0x100_0000;
+}
+
 /** Throws EINVAL unless `buf` holds at least `len` bytes. */
 export function need(buf: Uint8Array, len: number, what: string): void {
   if (buf.length < len) {

@@ -18,7 +18,7 @@ import {
 import { decodeDeviceInfoRequest, encodeDeviceInfoReply } from '../protocol/device-info.js';
 import { decodeDmaMapRequest, decodeDmaUnmapRequest, encodeDmaUnmapReply } from '../protocol/dma.js';
 import { decodeIrqInfoRequest, decodeSetIrqsRequest, encodeIrqInfoReply } from '../protocol/irq.js';
-import { decodeRegionReadRequest, decodeRegionWriteRequest, encodeRegionReadReply, encodeRegionWriteReply } from '../protocol/region-access.js';
+import { decodeRegionReadRequest, decodeRegionWriteRequest, encodeRegionReadReply, encodeRegionWriteReply, type RegionAccess } from '../protocol/region-access.js';
 import { decodeRegionInfoRequest, encodeRegionInfoReply, type RegionCap } from '../protocol/region-info.js';
 import { decodeRegionIoFdsRequest, encodeRegionIoFdsReply, type SubRegionIoFd } from '../protocol/region-io-fds.js';
 import { decodeRegionWriteMultiRequest, encodeRegionWriteMultiReply } from '../protocol/region-write-multi.js';
@@ -27,6 +27,7 @@ import { IRQ_INDEX_COUNT, IrqIndex } from '../device/irqs.js';
 import { PCI_REGION_COUNT } from '../device/regions.js';
 import { DeviceError, Errno } from '../device/errors.js';
 import { checkAccess, readRegion, writeRegion } from '../device/region-io.js';
+import type { MaybePromise } from '../device/types.js';
 import { negotiate } from './negotiate.js';
 import { handleDeviceFeature, handleMigDataRead, handleMigDataWrite } from './feature.js';
 import type { Reply, Request, SessionContext as Session } from './context.js';
@@ -190,16 +191,19 @@ function regionRead(s: Session, req: Request): Reply | Promise<Reply> {
   const m = decodeRegionReadRequest(req.payload);
   checkXfer(s, m.count);
   const r = checkAccess(s.device, m.region, m.offset, m.count, false);
-  const data = readRegion(s.device, r, m.offset, m.count);
-  const header = { msgId: req.header.msgId, command: Command.REGION_READ, flags: REPLY };
-  if (data instanceof Promise) {
-    return data.then((d) => {
-      s.spin.read(m.region, m.offset, d);
-      return encodeRegionReadReply({ ...m, data: d }, header);
-    });
-  }
-  s.spin.read(m.region, m.offset, data);
-  return encodeRegionReadReply({ offset: m.offset, region: m.region, count: m.count, data }, header);
+  return readReply(s, req.header.msgId, m, readRegion(s.device, r, m.offset, m.count));
+}
+
+/** The reply to the REGION_READ `m` once its `data` is there (the spin watch sees the data). */
+export function readReply(s: Session, msgId: number, m: RegionAccess, data: Promise<Uint8Array>): Promise<Buffer>;
+export function readReply(s: Session, msgId: number, m: RegionAccess, data: MaybePromise<Uint8Array>): Buffer | Promise<Buffer>;
+export function readReply(s: Session, msgId: number, m: RegionAccess, data: MaybePromise<Uint8Array>): Buffer | Promise<Buffer> {
+  const header = { msgId, command: Command.REGION_READ, flags: REPLY };
+  const reply = (d: Uint8Array): Buffer => {
+    s.spin.read(m.region, m.offset, d);
+    return encodeRegionReadReply({ offset: m.offset, region: m.region, count: m.count, data: d }, header);
+  };
+  return data instanceof Promise ? data.then(reply) : reply(data);
 }
 
 function regionWrite(s: Session, req: Request): Reply | Promise<Reply> {
@@ -207,8 +211,14 @@ function regionWrite(s: Session, req: Request): Reply | Promise<Reply> {
   checkXfer(s, m.count);
   const r = checkAccess(s.device, m.region, m.offset, m.count, true);
   s.spin.other();
-  const done = writeRegion(s.device, r, m.offset, m.data as Buffer);
-  const header = { msgId: req.header.msgId, command: Command.REGION_WRITE, flags: REPLY };
+  return writeReply(req.header.msgId, m, writeRegion(s.device, r, m.offset, m.data as Buffer));
+}
+
+/** The reply to the REGION_WRITE `m` once the write is `done`. */
+export function writeReply(msgId: number, m: RegionAccess, done: Promise<void>): Promise<Buffer>;
+export function writeReply(msgId: number, m: RegionAccess, done: MaybePromise<void>): Buffer | Promise<Buffer>;
+export function writeReply(msgId: number, m: RegionAccess, done: MaybePromise<void>): Buffer | Promise<Buffer> {
+  const header = { msgId, command: Command.REGION_WRITE, flags: REPLY };
   const reply = (): Buffer => encodeRegionWriteReply({ offset: m.offset, region: m.region, count: m.count }, header);
   return done instanceof Promise ? done.then(reply) : reply();
 }

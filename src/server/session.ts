@@ -28,6 +28,7 @@ import { DeviceError, Errno, errnoOf } from '../device/errors.js';
 import { dispatch } from './dispatch.js';
 import { RefusalWarnings } from './refusals.js';
 import { SpinWatch } from './spin-watch.js';
+import { NOT_IN_PLACE, ReplyBuffer, serveRegionInPlace } from './region-in-place.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { Negotiated, Reply, Request, ServerLimits, SessionContext } from './context.js';
 import type { Logger } from '../device/logger.js';
@@ -73,6 +74,12 @@ export class Session implements DmaMessenger, SessionContext {
   readonly spin: SpinWatch;
   /** Busy-poll window in ms after socket or doorbell activity (`--poll`); 0 sleeps in epoll. */
   readonly pollIdleMs: number;
+  /**
+   * The Channel this session made on the client's fd, and the buffer its
+   * in-place replies are built in (region-in-place.ts). Undefined with a
+   * transport given by the caller (it may keep what it is handed).
+   */
+  private readonly inPlace: { channel: Channel; replies: ReplyBuffer } | undefined;
 
   constructor(
     readonly device: Device,
@@ -94,8 +101,13 @@ export class Session implements DmaMessenger, SessionContext {
     this.ioEventFds = new IoEventFds(device, log, pollIdleMs);
     this.pollIdleMs = pollIdleMs;
     const handlers = { onFrame: (f: Frame) => this.onFrame(f), onClose: (e?: Error) => this.onClose(e), onDrain: () => this.resume() };
-    this.channel =
-      typeof connection === 'number' ? new Channel(connection, handlers, PRE_VERSION_MAX_MESSAGE, true) : connection(handlers, PRE_VERSION_MAX_MESSAGE);
+    if (typeof connection === 'number') {
+      const channel = new Channel(connection, handlers, PRE_VERSION_MAX_MESSAGE, true);
+      this.channel = channel;
+      this.inPlace = { channel, replies: new ReplyBuffer() };
+    } else {
+      this.channel = connection(handlers, PRE_VERSION_MAX_MESSAGE);
+    }
     if (pollIdleMs > 0) this.channel.busyPoll(pollIdleMs);
     this.versionTimer = setTimeout(() => {
       this.versionTimer = undefined;
@@ -181,6 +193,21 @@ export class Session implements DmaMessenger, SessionContext {
   }
 
   private onFrame(frame: Frame & TaggedFrame): void {
+    const inPlace = this.inPlace;
+    if (inPlace && frame.fds.length === 0 && this.negotiated && !this.busy && this.queue.length === 0 && !this.backlogged) {
+      let served: number | Promise<Reply>;
+      try {
+        served = serveRegionInPlace(this, frame.bytes, inPlace.replies);
+      } catch (e) {
+        this.finish(requestOf(frame), e);
+        return this.updateReading();
+      }
+      if (served !== NOT_IN_PLACE) {
+        if (typeof served !== 'number') this.await(requestOf(frame), served);
+        else if (served > 0) inPlace.channel.sendBorrowed(inPlace.replies.view(served));
+        return this.updateReading();
+      }
+    }
     let header: Header;
     try {
       header = decodeHeader(frame.bytes);
@@ -257,22 +284,24 @@ export class Session implements DmaMessenger, SessionContext {
         this.finish(req, e);
         continue;
       }
-      if (result instanceof Promise) {
-        this.busy = true;
-        // A request served in place (see onFrame) that now waits keeps the receive buffer under it until it settles.
-        const release = retainReceived(req.payload);
-        result.then(
-          (r) => this.finish(req, undefined, r),
-          (e) => this.finish(req, e),
-        ).finally(() => {
-          release?.();
-          this.busy = false;
-          this.resume();
-        });
-        return;
-      }
+      if (result instanceof Promise) return this.await(req, result);
       this.finish(req, undefined, result);
     }
+  }
+
+  /** The handler of `req` answers later: commands behind it wait (busy) until it settles. */
+  private await(req: Request, result: Promise<Reply>): void {
+    this.busy = true;
+    // A request served in place (see onFrame) that now waits keeps the receive buffer under it until it settles.
+    const release = retainReceived(req.payload);
+    result.then(
+      (r) => this.finish(req, undefined, r),
+      (e) => this.finish(req, e),
+    ).finally(() => {
+      release?.();
+      this.busy = false;
+      this.resume();
+    });
   }
 
   private finish(req: Request, error: unknown, reply?: Reply): void {
@@ -334,6 +363,16 @@ export class Session implements DmaMessenger, SessionContext {
     this.device.stopWatching();
     this.onEnd(this);
   }
+}
+
+/**
+ * The request of a frame the in-place path took (a command with a valid
+ * header, no fds), for the general path's answer: its payload stays a view
+ * of the frame.
+ */
+function requestOf(frame: Frame & TaggedFrame): Request {
+  const header = decodeHeader(frame.bytes);
+  return { header, payload: frame.bytes.subarray(HEADER_SIZE, header.size), fds: frame.fds, tag: frame.tag };
 }
 
 /** Header fields read without validation, to address an error reply. */

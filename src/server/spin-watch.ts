@@ -42,12 +42,16 @@ export class SpinWatch {
 
   /** The guest read `data` at `offset` of `region`. */
   read(region: number, offset: number, data: Uint8Array): void {
-    const width = data.length;
+    this.readAt(region, offset, data, 0, data.length);
+  }
+
+  /** The guest read the `width` bytes at `at` of `buf` (a reply being built) at `offset` of `region`. */
+  readAt(region: number, offset: number, buf: Uint8Array, at: number, width: number): void {
     if (width > 8) return this.other();
     let low = 0;
     let high = 0;
-    for (let i = Math.min(width, 4) - 1; i >= 0; i--) low = ((low << 8) | data[i]) >>> 0;
-    for (let i = width - 1; i >= 4; i--) high = ((high << 8) | data[i]) >>> 0;
+    for (let i = Math.min(width, 4) - 1; i >= 0; i--) low = ((low << 8) | buf[at + i]) >>> 0;
+    for (let i = width - 1; i >= 4; i--) high = ((high << 8) | buf[at + i]) >>> 0;
     if (region !== this.region || offset !== this.offset || width !== this.width || low !== this.low || high !== this.high) {
       this.region = region;
       this.offset = offset;

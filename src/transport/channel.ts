@@ -37,6 +37,8 @@ const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024;
 const RECV_BUFFER_SIZE = 256 * 1024;
 /** Buffers kept for reuse once callbacks let go of them. */
 const MAX_SPARE_BUFFERS = 4;
+/** Reads up to this long get a cached view (a register access is 32-40 bytes). */
+const CACHED_VIEW_LENGTH = 128;
 
 /**
  * The receive buffer shared by every channel that opts in: JS runs one
@@ -47,6 +49,8 @@ const MAX_SPARE_BUFFERS = 4;
  */
 class SharedRecvBuffers {
   current: Buffer = Buffer.allocUnsafeSlow(RECV_BUFFER_SIZE);
+  /** Views of `current` from its start, by length, for small reads: made once per length and buffer, not per message. */
+  private views: Buffer[] = new Array<Buffer>(CACHED_VIEW_LENGTH + 1);
   /** Retain counts of retained buffers, and the buffers themselves (to recycle them). */
   private readonly holds = new Map<ArrayBufferLike, number>();
   private readonly kept = new Map<ArrayBufferLike, Buffer>();
@@ -59,6 +63,12 @@ class SharedRecvBuffers {
 
   unregister(poll: PollHandle): void {
     this.pollers.delete(poll);
+  }
+
+  /** The first `length` bytes of the current buffer: what one read put there. */
+  read(length: number): Buffer {
+    if (length > CACHED_VIEW_LENGTH) return this.current.subarray(0, length);
+    return (this.views[length] ??= this.current.subarray(0, length));
   }
 
   /** True when `bytes` lies in a shared receive buffer (the current one or a retained one). */
@@ -74,6 +84,7 @@ class SharedRecvBuffers {
     if (ab === this.current.buffer) {
       const held = this.current;
       this.current = this.spare.pop() ?? Buffer.allocUnsafeSlow(RECV_BUFFER_SIZE);
+      this.views = new Array<Buffer>(CACHED_VIEW_LENGTH + 1);
       for (const p of this.pollers) native.pollSetBuffer(p, this.current);
       this.kept.set(ab, held);
     }
@@ -116,6 +127,11 @@ export class Channel implements Transport {
   private readonly sharedRecv: boolean;
   private queuedBytes = 0;
   private readingPaused = false;
+  /** The framer's callback, made once (not per chunk). */
+  private readonly emitFrame = (frame: Frame): void => {
+    if (this.closed) closeAll(frame.fds);
+    else this.handlers.onFrame(frame);
+  };
 
   /**
    * @param sharedRecv when true, frames handed to `onFrame` may be views of a
@@ -185,9 +201,22 @@ export class Channel implements Transport {
    * Returns false when the channel is closed.
    */
   send(data: Buffer, fds?: readonly number[]): boolean {
+    return this.write(data, fds, false);
+  }
+
+  /**
+   * Sends one message whose buffer is only lent for the call (the sender
+   * reuses it for the next one): what the kernel does not take at once is
+   * copied into the queue. Returns false when the channel is closed.
+   */
+  sendBorrowed(data: Buffer): boolean {
+    return this.write(data, undefined, true);
+  }
+
+  private write(data: Buffer, fds: readonly number[] | undefined, borrowed: boolean): boolean {
     if (this.closed) return false;
     if (this.queue.length > 0) {
-      this.enqueue(data, fds ? dupAll(fds) : undefined);
+      this.enqueue(borrowed ? Buffer.from(data) : data, fds ? dupAll(fds) : undefined);
       return true;
     }
     const n = native.sendmsg(this.fd, data, fds as number[] | undefined);
@@ -202,7 +231,8 @@ export class Channel implements Transport {
     // Partial write: fds went with the first byte; EAGAIN: nothing went.
     const sent = Math.max(n, 0);
     if (sent > 0) this.tap?.sent(sent);
-    this.enqueue(data.subarray(sent), sent === 0 && fds ? dupAll(fds) : undefined);
+    const rest = data.subarray(sent);
+    this.enqueue(borrowed ? Buffer.from(rest) : rest, sent === 0 && fds ? dupAll(fds) : undefined);
     native.pollWritable(this.poll, true);
     return true;
   }
@@ -259,7 +289,7 @@ export class Channel implements Transport {
     }
     switch (kind) {
       case PollEvent.Data:
-        this.onData(typeof a === 'number' ? shared.current.subarray(0, a) : (a as Buffer), b as number[] | undefined);
+        this.onData(typeof a === 'number' ? shared.read(a) : (a as Buffer), b as number[] | undefined);
         break;
       case PollEvent.Writable:
         this.flush();
@@ -279,10 +309,7 @@ export class Channel implements Transport {
       if (this.closed) return closeAll(fds);
     }
     try {
-      this.framer.push(chunk, fds, (frame) => {
-        if (this.closed) closeAll(frame.fds);
-        else this.handlers.onFrame(frame);
-      });
+      this.framer.push(chunk, fds, this.emitFrame);
     } catch (e) {
       // A framing error, or a bug in a handler: either way this connection
       // cannot be trusted any more, but the process must live on.

@@ -8,12 +8,13 @@
  * (or to the message in progress when no message starts there).
  */
 import { HEADER_SIZE } from '../protocol/constants.js';
+import { loadU32 } from '../protocol/wire.js';
 
 /** A whole framed message: its bytes (header included) and its fds. */
 export interface Frame {
   /** The whole message, header first. Owned by the receiver. */
   readonly bytes: Buffer;
-  /** Fds that arrived with it; the receiver owns and must close them. */
+  /** Fds that arrived with it; the receiver owns and must close them. Without fds, a shared frozen empty list. */
   readonly fds: number[];
 }
 
@@ -26,6 +27,8 @@ export class FramingError extends Error {
 }
 
 const NO_FDS: number[] = [];
+/** What a frame without fds carries: one list for all (no array per message), frozen so that nobody fills it. */
+const NONE: number[] = Object.freeze([]) as unknown as number[];
 
 /** Stateful framer for one connection. */
 export class Framer {
@@ -46,32 +49,35 @@ export class Framer {
       buf = Buffer.concat([this.pending, chunk]);
       this.pending = null;
     }
+    // No closure or copy per chunk: this runs for every message.
     let unattached = fds && fds.length > 0 ? fds : undefined;
     const ownerStart = unattached ? this.lastMessageStart(buf, buf.length - chunk.length) : -1;
-    const attach = (): void => {
-      if (unattached) this.pendingFds = this.pendingFds.concat(unattached);
-      unattached = undefined;
-    };
-    if (ownerStart < 0) attach();
+    if (unattached && ownerStart < 0) unattached = this.attach(unattached);
     let pos = 0;
     try {
       while (buf.length - pos >= HEADER_SIZE) {
-        const size = buf.readUInt32LE(pos + 4);
+        const size = loadU32(buf, pos + 4);
         this.checkSize(size);
-        if (pos === ownerStart) attach();
+        if (unattached && pos === ownerStart) unattached = this.attach(unattached);
         if (buf.length - pos < size) break;
         const own = this.pendingFds;
         this.pendingFds = NO_FDS;
         // A chunk holding exactly one message is handed over without a copy.
         const bytes = pos === 0 && size === buf.length ? buf : buf.subarray(pos, pos + size);
         pos += size;
-        emit({ bytes, fds: own === NO_FDS ? [] : own });
+        emit({ bytes, fds: own === NO_FDS ? NONE : own });
       }
     } finally {
       // Whatever happens, fds not handed to a frame stay owned here, for drain().
-      attach();
+      if (unattached) this.attach(unattached);
     }
     if (pos < buf.length) this.pending = Buffer.from(buf.subarray(pos));
+  }
+
+  /** The received `fds` go to the message in progress; returns undefined (none left unattached). */
+  private attach(fds: number[]): undefined {
+    this.pendingFds = this.pendingFds.concat(fds);
+    return undefined;
   }
 
   /** Returns and forgets fds held for an incomplete message. */
