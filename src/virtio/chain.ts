@@ -11,6 +11,7 @@ import { u64OrNaN } from '../layout/u64.js';
 import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
 import { DESCRIPTOR } from './layouts.js';
 import type { Descriptor } from './request.js';
+import type { GuestSpan } from '../device/queue-memory.js';
 
 /** The driver broke the ring: the queue stops and asks for a reset. */
 export class RingError extends Error {}
@@ -23,10 +24,11 @@ const { addr: ADDR, len: LEN, flags: FLAGS, next: NEXT } = DESCRIPTOR.offsets;
 const MAX_INDIRECT = MAX_QUEUE_SIZE;
 
 /**
- * A view of guest memory [addr, addr+length) for reading, or undefined when
- * the bytes need a copy. Throws when the memory is not mapped.
+ * Where guest memory [addr, addr+length) can be read in place: true with
+ * `out` set (the bytes are out.memory[out.offset...]), false when they need
+ * a copy. Throws when the memory is not mapped.
  */
-export type PeekGuest = (addr: number, length: number) => Uint8Array | undefined;
+export type PeekGuest = (addr: number, length: number, out: GuestSpan) => boolean;
 
 const enum Step {
   Next,
@@ -61,8 +63,11 @@ export class ChainWalker {
   private tableSize = 0;
   /** Descriptors we still accept in the current table. */
   private budget = 0;
-  /** An indirect table being walked, read whole. */
+  /** An indirect table being walked, read whole: its bytes are table[tableAt...]. */
   private table: Uint8Array | undefined;
+  private tableAt = 0;
+  /** Where peek() says guest bytes are (reused: no allocation per descriptor). */
+  private readonly span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
   private indirect = false;
   /** A view of the whole descriptor table, good for the whole walk; or undefined: peek each descriptor. */
   private descView: Uint8Array | undefined;
@@ -97,7 +102,7 @@ export class ChainWalker {
       if (copy === undefined || copy.length !== this.needLength) throw new TypeError('the walk waits for a copy of the bytes it asked for');
       const pending = this.pending;
       this.pending = Pending.None;
-      if (pending === Pending.Table) this.enterTable(copy);
+      if (pending === Pending.Table) this.enterTable(copy, 0, copy.length);
       else {
         const r = this.visit(copy, 0);
         if (r !== Step.Next) return r === Step.Done;
@@ -108,13 +113,12 @@ export class ChainWalker {
       if (index >= this.tableSize) throw new RingError(`descriptor index ${index} is outside a table of ${this.tableSize}`);
       if (this.budget-- <= 0) throw new RingError(`descriptor chain from head ${this.head} loops or is longer than its table`);
       let r: Step;
-      const table = this.table ?? this.descView;
-      if (table) r = this.visit(table, index * DESC_SIZE);
+      if (this.table) r = this.visit(this.table, this.tableAt + index * DESC_SIZE);
+      else if (this.descView) r = this.visit(this.descView, index * DESC_SIZE);
       else {
         const at = this.tableBase + index * DESC_SIZE;
-        const d = this.peek(at, DESC_SIZE);
-        if (!d) return this.wait(Pending.Descriptor, at, DESC_SIZE);
-        r = this.visit(d, 0);
+        if (!this.peek(at, DESC_SIZE, this.span)) return this.wait(Pending.Descriptor, at, DESC_SIZE);
+        r = this.visit(this.span.memory, this.span.offset);
       }
       if (r !== Step.Next) return r === Step.Done;
     }
@@ -133,12 +137,11 @@ export class ChainWalker {
       if (flags & DescFlag.NEXT) throw new RingError('indirect descriptor with NEXT');
       if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) throw new RingError(`indirect table of ${len} bytes`);
       if (!Number.isSafeInteger(addr)) throw new RingError('indirect table address out of range');
-      const t = this.peek(addr, len);
-      if (!t) {
+      if (!this.peek(addr, len, this.span)) {
         this.wait(Pending.Table, addr, len);
         return Step.NeedCopy;
       }
-      this.enterTable(t);
+      this.enterTable(this.span.memory, this.span.offset, len);
       return Step.Next;
     }
     const write = (flags & DescFlag.WRITE) !== 0;
@@ -149,9 +152,11 @@ export class ChainWalker {
     return Step.Next;
   }
 
-  private enterTable(t: Uint8Array): void {
+  /** Walks on in the indirect table at t[at, at+length). */
+  private enterTable(t: Uint8Array, at: number, length: number): void {
     this.table = t;
-    this.tableSize = this.budget = t.length / DESC_SIZE;
+    this.tableAt = at;
+    this.tableSize = this.budget = length / DESC_SIZE;
     this.index = 0;
   }
 
