@@ -22,6 +22,8 @@ const DESC_SIZE = DESCRIPTOR.size;
 const { addr: ADDR, len: LEN, flags: FLAGS, next: NEXT } = DESCRIPTOR.offsets;
 /** Descriptors in one indirect table, at most (the spec's largest queue). */
 const MAX_INDIRECT = MAX_QUEUE_SIZE;
+/** Found-buffer lists longer than this are dropped between chains rather than reused. */
+const KEEP_FOUND = 64;
 
 /**
  * Where guest memory [addr, addr+length) can be read in place: true with
@@ -49,10 +51,15 @@ const enum Pending {
  * them to the next step(). Throws RingError for a broken chain.
  */
 export class ChainWalker {
-  /** The chain's device-readable buffers (a new list per chain: requests keep it). */
+  /** The chain's device-readable buffers, once step() returned true (a new list per chain: requests keep it). */
   readable: Descriptor[] = [];
-  /** The chain's device-writable buffers. */
+  /** The chain's device-writable buffers, once step() returned true. */
   writable: Descriptor[] = [];
+  /** The buffers found so far (reused: each chain's lists are copied out at its end, at their exact length). */
+  private readonly foundReadable: Descriptor[] = [];
+  private readonly foundWritable: Descriptor[] = [];
+  private readableCount = 0;
+  private writableCount = 0;
   /** Where the bytes the walk waits for start, when step() returned false. */
   needAt = 0;
   /** How many bytes the walk waits for. */
@@ -81,8 +88,10 @@ export class ChainWalker {
    * ends (only for a walk that does not wait); else each descriptor is peeked.
    */
   start(head: number, desc: number, size: number, indirect: boolean, descView: Uint8Array | undefined): void {
-    this.readable = [];
-    this.writable = [];
+    this.readableCount = this.writableCount = 0;
+    // A long chain's buffers are not kept alive by the next ones.
+    if (this.foundReadable.length > KEEP_FOUND) this.foundReadable.length = 0;
+    if (this.foundWritable.length > KEEP_FOUND) this.foundWritable.length = 0;
     this.head = this.index = head;
     this.tableBase = desc;
     this.tableSize = this.budget = size;
@@ -145,9 +154,14 @@ export class ChainWalker {
       return Step.Next;
     }
     const write = (flags & DescFlag.WRITE) !== 0;
-    if (!write && this.writable.length > 0) throw new RingError('device-readable descriptor after a device-writable one');
-    (write ? this.writable : this.readable).push({ addr, len });
-    if (!(flags & DescFlag.NEXT)) return Step.Done;
+    if (write) this.foundWritable[this.writableCount++] = { addr, len };
+    else if (this.writableCount > 0) throw new RingError('device-readable descriptor after a device-writable one');
+    else this.foundReadable[this.readableCount++] = { addr, len };
+    if (!(flags & DescFlag.NEXT)) {
+      this.readable = this.foundReadable.slice(0, this.readableCount);
+      this.writable = this.foundWritable.slice(0, this.writableCount);
+      return Step.Done;
+    }
     this.index = next;
     return Step.Next;
   }
