@@ -3,14 +3,16 @@
  * areas, what the device may read (the driver's "out" buffers) and what it
  * may write ("in"), each made of guest-memory pieces.
  *
- * A request is materialized once, when the queue hands it out: both areas'
- * lengths are summed and, where guest memory has views, each area is
- * translated into zero-copy views (taken for reading or for writing, so the
- * direction is checked by the translation). Every helper then takes one
- * path: it finishes at once on those views (no Promise), or returns a
- * Promise where memory is reached by messages. The views are lent for the
- * handler's synchronous part; later calls translate again, since memory may
- * have changed meanwhile.
+ * When the queue hands a request out, both areas' lengths are summed. A
+ * range inside one buffer is then reached in place: located in its DMA
+ * region's mapping (no view made for a header or a status byte, one view
+ * for a data buffer); an area is translated into zero-copy views only when
+ * a range spans its buffers. Either way the memory is taken for reading or
+ * for writing, so the direction is checked by the translation. Every helper
+ * takes one path: it finishes at once on mapped memory (no Promise), or
+ * returns a Promise where memory is reached by messages. Views are lent for
+ * the handler's synchronous part; later calls translate again, since
+ * memory may have changed meanwhile.
  */
 import { sliceScatter } from '../block/scatter.js';
 import type { MaybePromise } from '../device/spec.js';

@@ -498,7 +498,7 @@ export class Virtqueue implements RequestSink {
     this.inflightHeads[head] = 1;
     this.inflightCount++;
     const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, this, gen, this.host.bounce);
-    // Materialized once: its views are lent to the handler's synchronous part.
+    // Its views are lent to the handler's synchronous part (translated when first asked for).
     req.lend();
     try {
       this.host.dispatch(req);
