@@ -97,6 +97,7 @@ export {
   type Area,
   type Descriptor,
   type IoBuffers,
+  type GuestSpan,
   type QueueMemory,
   type QueueWorkerSpec,
   type WorkerQueueHandler,

@@ -58,6 +58,27 @@ test('ram: a large disk costs nothing until written, and discard frees its chunk
   await disk.close();
 });
 
+test('ram: chunks far apart on a very large sparse disk keep their bytes, each counted once', async () => {
+  // 4 PiB: beyond the chunk pages listed up front, so the page list grows as written.
+  const size = 2 ** 52;
+  const disk = ramBackend(size);
+  const places = [0, 64 * 1024 * 1024, 2 ** 42 + 512, size - 4096];
+  for (const [i, at] of places.entries()) await disk.write(at, [new Uint8Array(4096).fill(i + 1)]);
+  await disk.write(places[1], [new Uint8Array(4096).fill(2)]); // the same chunk again
+  assert.equal(disk.allocatedBytes, places.length * 64 * 1024);
+  for (const [i, at] of places.entries()) {
+    const b = new Uint8Array(4096);
+    await disk.read(at, [b]);
+    assert.ok(b.every((x) => x === i + 1), `bytes at ${at}`);
+  }
+  const between = new Uint8Array(4096).fill(9);
+  await disk.read(2 ** 40, [between]);
+  assert.ok(between.every((x) => x === 0), 'unwritten space reads as zeros');
+  await disk.discard(places[2] - 512, 64 * 1024);
+  assert.equal(disk.allocatedBytes, (places.length - 1) * 64 * 1024, 'a whole chunk discarded is freed');
+  await disk.close();
+});
+
 test('ram: capacities that are not positive multiples of 512 are refused', () => {
   for (const bad of [0, -512, 1000, 1.5 * 512, Number.NaN, 2 ** 60]) {
     assert.throws(() => ramBackend(bad), TypeError, String(bad));

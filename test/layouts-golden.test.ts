@@ -174,7 +174,7 @@ describe('virtio layouts', () => {
       0010000000000000 10000000 0100 0100
       0020000000000000 00020000 0300 0200
       0030000000000000 01000000 0200 0000`);
-    const walker = new ChainWalker(() => undefined);
+    const walker = new ChainWalker(() => false);
     walker.start(0, 0, 3, false, table);
     assert.equal(walker.step(), true);
     assert.deepEqual(walker.readable, [{ addr: 0x1000, len: 16 }]);

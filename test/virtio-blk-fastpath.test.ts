@@ -13,12 +13,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
-import { privateMemory, type Client, type GuestMemory } from '../src/client/index.js';
+import { privateMemory, sharedMemory, type Client, type GuestMemory } from '../src/client/index.js';
 import { serve, virtioBlk, type Server } from '../src/index.js';
 import { DescFlag, VirtioStatus } from '../src/virtio/index.js';
 import { connectClient } from './helpers/raw.js';
 import { probeRam, type ProbeBackend } from './helpers/probe-backend.js';
-import { VirtioDriver } from './helpers/virtio-driver.js';
+import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { S_IOERR, S_OK, S_UNSUPP, T_FLUSH, T_GET_ID, T_IN, T_OUT, blk, buildBlk, type BlkResult } from './helpers/virtio-blk-driver.js';
 import { pattern } from './helpers/bytes.js';
 
@@ -159,6 +159,69 @@ describe('virtio-blk fast path: batches', () => {
     assert.equal(await vector.waitFor(before + 1), before + 1, 'one interrupt for the batch');
     assert.equal(await d.status(), OK_STATUS, 'the device is not broken');
     assert.equal((await blk(d, 0, T_IN, 32, { inLen: 512 })).status, S_OK, 'and serves the next request');
+  });
+
+  test('buffers in a second region, and across the edge of two, are served at once in the right places', async () => {
+    r = await rig();
+    const d = r.driver;
+    // A second zero-copy region right after the first: a buffer may straddle the two.
+    const edge = GUEST_BASE + d.mem.bytes.length;
+    r.extra = sharedMemory(64 * 1024, 'virtio-guest-2');
+    await r.client.dmaMap(edge, r.extra);
+    const extra = r.extra.bytes;
+    await r.backend.poke(pattern(3 * 4096, 11), 0);
+
+    // 1: IN whose 4 KiB data buffer is half in each region.
+    const across = buildBlk(d, T_IN, 0, { inLen: 4096 });
+    d.bytes(edge - 2048, 2048).fill(0xee);
+    extra.fill(0xee, 0, 2048);
+    across.bufs[1].addr = edge - 2048;
+    // 2: OUT whose header, data and status byte all lie in the second region.
+    const header = Buffer.alloc(16);
+    header.writeUInt32LE(T_OUT);
+    header.writeBigUInt64LE(40n, 8);
+    extra.set(header, 4096);
+    extra.set(pattern(1024, 12), 8192);
+    extra[12288] = 0xff;
+    const there = [
+      { addr: edge + 4096, len: 16 },
+      { addr: edge + 8192, len: 1024 },
+      { addr: edge + 12288, len: 1, write: true },
+    ];
+    // 3: IN whose indirect table lies in the second region, its status byte across nothing but at the region's first byte.
+    const tabled = buildBlk(d, T_IN, 8, { inLen: 4096 });
+    tabled.bufs[tabled.bufs.length - 1].addr = edge + 16384;
+    extra[16384] = 0xff;
+    tabled.bufs.forEach((b, i) => {
+      const v = new DataView(extra.buffer, extra.byteOffset + 20480 + 16 * i, 16);
+      v.setBigUint64(0, BigInt(b.addr), true);
+      v.setUint32(8, b.len, true);
+      v.setUint16(12, (b.write ? DescFlag.WRITE : 0) | (i + 1 < tabled.bufs.length ? DescFlag.NEXT : 0), true);
+      v.setUint16(14, i + 1, true);
+    });
+
+    const q = d.queues.get(0)!;
+    const heads = [d.post(0, across.bufs), d.post(0, there)];
+    const tableHead = d.post(0, [{ addr: 0, len: 0 }]);
+    d.writeDesc(q.desc, tableHead, { addr: edge + 20480, len: 16 * tabled.bufs.length, flags: DescFlag.INDIRECT, next: 0 });
+    heads.push(tableHead);
+    await d.kick(0);
+    const used = await d.waitUsed(0, 3);
+    const byHead = new Map(used.map((u) => [u.id, u.len]));
+    const len = (i: number): number => byHead.get(heads[i])!;
+
+    assert.equal(len(0), 4097);
+    assert.equal(d.bytes(across.bufs[2].addr, 1)[0], S_OK);
+    const got = Buffer.concat([Buffer.from(d.bytes(edge - 2048, 2048)), Buffer.from(extra.subarray(0, 2048))]);
+    assert.deepEqual(got, pattern(3 * 4096, 11).subarray(0, 4096), 'the straddling buffer got both halves');
+    assert.equal(len(1), 1);
+    assert.equal(extra[12288], S_OK, 'status byte in the second region');
+    assert.deepEqual(await r.backend.peek(40 * 512, 42 * 512), pattern(1024, 12));
+    assert.equal(len(2), 4097);
+    assert.equal(extra[16384], S_OK);
+    assert.deepEqual(Buffer.concat(tabled.bufs.slice(1, -1).map((b) => Buffer.from(d.bytes(b.addr, b.len)))), pattern(3 * 4096, 11).subarray(4096, 8192));
+    assert.deepEqual(r.backend.served, { now: 3, async: 0 }, 'all at once');
+    assert.equal(await d.status(), OK_STATUS);
   });
 
   test('a chain or buffer in memory without views hands the batch to the asynchronous path, which completes it whole', async () => {

@@ -38,9 +38,12 @@ type Outcome = { readable: { addr: number; len: number }[]; writable: { addr: nu
 /** Walks from `head` with views of everything, or with none (every read a copy). */
 function walk(mem: Uint8Array, head: number, views: boolean, indirect = true): Outcome {
   const inside = (addr: number, length: number): boolean => addr >= BASE && addr + length <= BASE + mem.length;
-  const w = new ChainWalker((addr, length) => {
+  const w = new ChainWalker((addr, length, out) => {
     if (!inside(addr, length)) throw new Error(`EFAULT at 0x${addr.toString(16)}`);
-    return views ? mem.subarray(addr - BASE, addr - BASE + length) : undefined;
+    if (!views) return false;
+    out.memory = mem;
+    out.offset = addr - BASE;
+    return true;
   });
   let copies = 0;
   try {
@@ -140,7 +143,7 @@ test('an indirect table in unmapped memory fails the walk either way, not with a
 });
 
 test('a resumed walk takes only the bytes it asked for', () => {
-  const w = new ChainWalker(() => undefined);
+  const w = new ChainWalker(() => false);
   w.start(0, TABLE, QUEUE, true, undefined);
   assert.equal(w.step(), false);
   assert.equal(w.needAt, TABLE);

@@ -197,6 +197,41 @@ test('pages that I/O writes after a dirty report are reported again when it fini
   }
 });
 
+test('a request served at once logs the pages it wrote in place (data and status byte) dirty', async () => {
+  const disk = probeRam(1024 * 1024);
+  await disk.fill(0x42, 0, 4096);
+  const server = serve(virtioBlk({ backend: disk, queueSize: 32 }), join(dir, 'dirty-now.sock'), { log: 'silent' });
+  const a = await connectClient(server.path);
+  const d = await VirtioDriver.open(a);
+  try {
+    await d.start(1);
+    const size = d.mem.bytes.length;
+    // Header, data and status each alone on a page: only the device's own writes can dirty the last two.
+    const header = Buffer.alloc(16);
+    header.writeUInt32LE(T_IN);
+    const headerAt = d.put(header, 4096);
+    const data = d.alloc(4096, 4096);
+    const status = d.alloc(1, 4096);
+    d.alloc(1, 4096);
+    await startDirtyLogging(a, 4096, [{ iova: GUEST_BASE, length: size }]);
+    await dirtyReport(a, GUEST_BASE, size); // clears what setup marked
+    d.post(0, [{ addr: headerAt, len: 16 }, { addr: data, len: 4096, write: true }, { addr: status, len: 1, write: true }]);
+    await d.kick(0);
+    await d.waitUsed(0, 1);
+    assert.equal(disk.served.async, 0, 'served at once');
+    assert.equal(d.bytes(status, 1)[0], S_OK);
+    const pages = await dirtyReport(a, GUEST_BASE, size);
+    assert.ok(pages.includes(data), 'the data page is dirty');
+    assert.ok(pages.includes(status), 'the status byte\'s page is dirty');
+    assert.ok(!pages.includes(headerAt), 'the header, only read, is not');
+    await stopDirtyLogging(a);
+  } finally {
+    d.close();
+    a.close();
+    server.close();
+  }
+});
+
 test('between two processes sharing a disk file, with I/O during pre-copy', async () => {
   const file = join(dir, 'shared.img');
   writeFileSync(file, '');

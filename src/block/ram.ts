@@ -21,6 +21,52 @@ export interface RamBackend extends BlockBackend {
 /** Allocation granule: large enough to keep the map small, small enough that a few scattered writes stay cheap. */
 const CHUNK = 64 * 1024;
 
+/** Chunk slots per page of the chunk table. */
+const PAGE_SLOTS = 1024;
+/** Pages the chunk table lists up front (512 KiB of slots, 4 TiB of disk); beyond, the page list grows as written. */
+const PAGES_UP_FRONT = 1 << 16;
+
+/**
+ * The disk's chunks by index: pages of slots, each page made when a chunk
+ * in it is first written. An array lookup per chunk rather than a Map's
+ * hash (this is on the path of every request), and a sparse disk costs a
+ * slot per page, not per chunk.
+ */
+class ChunkTable {
+  private readonly pages: ((Uint8Array | undefined)[] | undefined)[];
+  /** Chunks held. */
+  size = 0;
+
+  constructor(chunks: number) {
+    const pages = Math.ceil(chunks / PAGE_SLOTS);
+    this.pages = pages <= PAGES_UP_FRONT ? new Array<undefined>(pages).fill(undefined) : [];
+  }
+
+  get(index: number): Uint8Array | undefined {
+    const page = this.pages[Math.floor(index / PAGE_SLOTS)];
+    return page === undefined ? undefined : page[index % PAGE_SLOTS];
+  }
+
+  set(index: number, chunk: Uint8Array): void {
+    const p = Math.floor(index / PAGE_SLOTS);
+    const page = (this.pages[p] ??= new Array<undefined>(PAGE_SLOTS).fill(undefined));
+    if (page[index % PAGE_SLOTS] === undefined) this.size++;
+    page[index % PAGE_SLOTS] = chunk;
+  }
+
+  delete(index: number): void {
+    const page = this.pages[Math.floor(index / PAGE_SLOTS)];
+    if (page === undefined || page[index % PAGE_SLOTS] === undefined) return;
+    page[index % PAGE_SLOTS] = undefined;
+    this.size--;
+  }
+
+  clear(): void {
+    this.pages.fill(undefined);
+    this.size = 0;
+  }
+}
+
 /**
  * Creates a RAM disk of `size` bytes (a positive multiple of 512), reading
  * as zeros until written. Every request finishes at once (no Promise).
@@ -38,13 +84,15 @@ export function ramBackend(size: number, options: RamBackendOptions = {}): RamBa
 
 class Ram implements RamBackend {
   readonly capabilities: BlockCapabilities = { flush: true, discard: true, writeZeroes: true };
-  private readonly chunks = new Map<number, Uint8Array>();
+  private readonly chunks: ChunkTable;
   private readonly inflight = new InFlight();
 
   constructor(
     readonly size: number,
     readonly readOnly: boolean,
-  ) {}
+  ) {
+    this.chunks = new ChunkTable(Math.ceil(size / CHUNK));
+  }
 
   get allocatedBytes(): number {
     return this.chunks.size * CHUNK;

@@ -15,6 +15,14 @@ export interface DmaMessenger {
   write(iova: number, data: Uint8Array): Promise<void>;
 }
 
+/** Where a range of guest memory lies in a zero-copy mapping (see {@link DmaAccess.locate}); reused by its caller. */
+export interface GuestSpan {
+  /** The whole mapping of the region holding the range. */
+  memory: Uint8Array;
+  /** Where the range starts in `memory`. */
+  offset: number;
+}
+
 /** DMA into the memory of the connected client. */
 export class DmaAccess {
   constructor(
@@ -51,6 +59,30 @@ export class DmaAccess {
     for (const s of segs) if (!s.region.memory) return undefined;
     return segs.map((s) => this.viewOf(s, write));
   }
+
+  /**
+   * Where [iova, iova+length) lies in a zero-copy mapping, without making a
+   * view: when the whole range is in one region mapped zero-copy, sets
+   * `out.memory` to that region's whole mapping and `out.offset` to where
+   * the range starts in it, and returns true (for `write`, the range is
+   * recorded dirty as a writable view would be). False when the range
+   * spans regions or its memory has no zero-copy mapping. Throws as sgl()
+   * does for unmapped or forbidden ranges.
+   */
+  locate(iova: number, length: number, write: boolean, out: GuestSpan): boolean {
+    this.checkAccess();
+    const r = this.table.regionOf(iova, length, write);
+    const mem = r?.memory;
+    if (!mem) return false;
+    const at = iova - r.iova;
+    if (write) this.table.markDirty(r, at, length);
+    out.memory = mem;
+    out.offset = at;
+    return true;
+  }
+
+  /** Throws when accesses are refused now (subclasses gate them). */
+  protected checkAccess(): void {}
 
   /** One zero-copy view; throws EFAULT when the range spans regions. */
   view(iova: number, length: number, write = false): Uint8Array {

@@ -283,6 +283,25 @@ export class DmaTable {
     return out;
   }
 
+  /**
+   * The region holding all of [iova, iova+length) with the rights asked
+   * for, or undefined when the range runs past its region (translate() then
+   * splits it). Throws what translate() throws for an unmapped start, a
+   * missing right or a bad range. Allocates nothing: for hot paths that
+   * then index the region's memory themselves.
+   */
+  regionOf(iova: number, length: number, write: boolean): DmaRegion | undefined {
+    if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(length) || length < 0 || iova + length > MAX_IOVA) {
+      throw new DeviceError(Errno.EINVAL, `bad DMA range 0x${iova.toString(16)}+${length}`);
+    }
+    const r = this.regionAt(iova);
+    if (!r) throw new DeviceError(Errno.EFAULT, `DMA address 0x${iova.toString(16)} is not mapped`);
+    if (!(r.prot & (write ? DmaMapFlag.WRITE : DmaMapFlag.READ))) {
+      throw new DeviceError(Errno.EPERM, `DMA region at 0x${r.iova.toString(16)} is not ${write ? 'writable' : 'readable'}`);
+    }
+    return iova + length <= r.iova + r.size ? r : undefined;
+  }
+
   /** Records a device write to [regionOffset, +length) of `r` while logging. */
   markDirty(r: DmaRegion, regionOffset: number, length: number): void {
     if (!r.dirty || length === 0) return;

@@ -6,7 +6,9 @@
  * interface (and not Device or Session) lets it run on a worker thread
  * later, with its own views of the same memory.
  */
-import type { DmaAccess } from './dma-access.js';
+import type { DmaAccess, GuestSpan } from './dma-access.js';
+
+export type { GuestSpan } from './dma-access.js';
 
 /** Guest memory as the queue code sees it. Every address is a guest IOVA. */
 export interface QueueMemory {
@@ -21,6 +23,14 @@ export interface QueueMemory {
    * that reason; throws (EFAULT, EPERM, EINVAL) when the range is not mapped.
    */
   views(addr: number, length: number, write: boolean): Uint8Array[] | undefined;
+  /**
+   * Where the range lies in a zero-copy mapping, without making a view (hot
+   * paths index the mapping themselves): true, with `out` set, when all of
+   * it is in one such mapping (writable ranges are recorded dirty, as a
+   * writable view is); false when it has none or spans mappings. Throws as
+   * views() does. Optional: callers fall back to views().
+   */
+  locate?(addr: number, length: number, write: boolean, out: GuestSpan): boolean;
   /** Copies the range out (by mapping or by message). */
   read(addr: number, length: number): Promise<Uint8Array>;
   /** Copies `data` in (by mapping or by message). */
@@ -63,6 +73,7 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
       // without a zero-copy mapping.
       return dma().directViews(addr, length, write);
     },
+    locate: (addr, length, write, out) => dma().locate(addr, length, write, out),
     read: (addr, length) => dma().read(addr, length),
     write: (addr, data) => dma().write(addr, data),
     pin: (addr, length) => dma().pin(addr, length),

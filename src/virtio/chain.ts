@@ -11,6 +11,7 @@ import { u64OrNaN } from '../layout/u64.js';
 import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
 import { DESCRIPTOR } from './layouts.js';
 import type { Descriptor } from './request.js';
+import type { GuestSpan } from '../device/queue-memory.js';
 
 /** The driver broke the ring: the queue stops and asks for a reset. */
 export class RingError extends Error {}
@@ -21,12 +22,15 @@ const DESC_SIZE = DESCRIPTOR.size;
 const { addr: ADDR, len: LEN, flags: FLAGS, next: NEXT } = DESCRIPTOR.offsets;
 /** Descriptors in one indirect table, at most (the spec's largest queue). */
 const MAX_INDIRECT = MAX_QUEUE_SIZE;
+/** Found-buffer lists longer than this are dropped between chains rather than reused. */
+const KEEP_FOUND = 64;
 
 /**
- * A view of guest memory [addr, addr+length) for reading, or undefined when
- * the bytes need a copy. Throws when the memory is not mapped.
+ * Where guest memory [addr, addr+length) can be read in place: true with
+ * `out` set (the bytes are out.memory[out.offset...]), false when they need
+ * a copy. Throws when the memory is not mapped.
  */
-export type PeekGuest = (addr: number, length: number) => Uint8Array | undefined;
+export type PeekGuest = (addr: number, length: number, out: GuestSpan) => boolean;
 
 const enum Step {
   Next,
@@ -47,10 +51,15 @@ const enum Pending {
  * them to the next step(). Throws RingError for a broken chain.
  */
 export class ChainWalker {
-  /** The chain's device-readable buffers (a new list per chain: requests keep it). */
+  /** The chain's device-readable buffers, once step() returned true (a new list per chain: requests keep it). */
   readable: Descriptor[] = [];
-  /** The chain's device-writable buffers. */
+  /** The chain's device-writable buffers, once step() returned true. */
   writable: Descriptor[] = [];
+  /** The buffers found so far (reused: each chain's lists are copied out at its end, at their exact length). */
+  private readonly foundReadable: Descriptor[] = [];
+  private readonly foundWritable: Descriptor[] = [];
+  private readableCount = 0;
+  private writableCount = 0;
   /** Where the bytes the walk waits for start, when step() returned false. */
   needAt = 0;
   /** How many bytes the walk waits for. */
@@ -61,8 +70,11 @@ export class ChainWalker {
   private tableSize = 0;
   /** Descriptors we still accept in the current table. */
   private budget = 0;
-  /** An indirect table being walked, read whole. */
+  /** An indirect table being walked, read whole: its bytes are table[tableAt...]. */
   private table: Uint8Array | undefined;
+  private tableAt = 0;
+  /** Where peek() says guest bytes are (reused: no allocation per descriptor). */
+  private readonly span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
   private indirect = false;
   /** A view of the whole descriptor table, good for the whole walk; or undefined: peek each descriptor. */
   private descView: Uint8Array | undefined;
@@ -76,8 +88,10 @@ export class ChainWalker {
    * ends (only for a walk that does not wait); else each descriptor is peeked.
    */
   start(head: number, desc: number, size: number, indirect: boolean, descView: Uint8Array | undefined): void {
-    this.readable = [];
-    this.writable = [];
+    this.readableCount = this.writableCount = 0;
+    // A long chain's buffers are not kept alive by the next ones.
+    if (this.foundReadable.length > KEEP_FOUND) this.foundReadable.length = 0;
+    if (this.foundWritable.length > KEEP_FOUND) this.foundWritable.length = 0;
     this.head = this.index = head;
     this.tableBase = desc;
     this.tableSize = this.budget = size;
@@ -97,7 +111,7 @@ export class ChainWalker {
       if (copy === undefined || copy.length !== this.needLength) throw new TypeError('the walk waits for a copy of the bytes it asked for');
       const pending = this.pending;
       this.pending = Pending.None;
-      if (pending === Pending.Table) this.enterTable(copy);
+      if (pending === Pending.Table) this.enterTable(copy, 0, copy.length);
       else {
         const r = this.visit(copy, 0);
         if (r !== Step.Next) return r === Step.Done;
@@ -108,13 +122,12 @@ export class ChainWalker {
       if (index >= this.tableSize) throw new RingError(`descriptor index ${index} is outside a table of ${this.tableSize}`);
       if (this.budget-- <= 0) throw new RingError(`descriptor chain from head ${this.head} loops or is longer than its table`);
       let r: Step;
-      const table = this.table ?? this.descView;
-      if (table) r = this.visit(table, index * DESC_SIZE);
+      if (this.table) r = this.visit(this.table, this.tableAt + index * DESC_SIZE);
+      else if (this.descView) r = this.visit(this.descView, index * DESC_SIZE);
       else {
         const at = this.tableBase + index * DESC_SIZE;
-        const d = this.peek(at, DESC_SIZE);
-        if (!d) return this.wait(Pending.Descriptor, at, DESC_SIZE);
-        r = this.visit(d, 0);
+        if (!this.peek(at, DESC_SIZE, this.span)) return this.wait(Pending.Descriptor, at, DESC_SIZE);
+        r = this.visit(this.span.memory, this.span.offset);
       }
       if (r !== Step.Next) return r === Step.Done;
     }
@@ -133,25 +146,31 @@ export class ChainWalker {
       if (flags & DescFlag.NEXT) throw new RingError('indirect descriptor with NEXT');
       if (len === 0 || len % DESC_SIZE !== 0 || len / DESC_SIZE > MAX_INDIRECT) throw new RingError(`indirect table of ${len} bytes`);
       if (!Number.isSafeInteger(addr)) throw new RingError('indirect table address out of range');
-      const t = this.peek(addr, len);
-      if (!t) {
+      if (!this.peek(addr, len, this.span)) {
         this.wait(Pending.Table, addr, len);
         return Step.NeedCopy;
       }
-      this.enterTable(t);
+      this.enterTable(this.span.memory, this.span.offset, len);
       return Step.Next;
     }
     const write = (flags & DescFlag.WRITE) !== 0;
-    if (!write && this.writable.length > 0) throw new RingError('device-readable descriptor after a device-writable one');
-    (write ? this.writable : this.readable).push({ addr, len });
-    if (!(flags & DescFlag.NEXT)) return Step.Done;
+    if (write) this.foundWritable[this.writableCount++] = { addr, len };
+    else if (this.writableCount > 0) throw new RingError('device-readable descriptor after a device-writable one');
+    else this.foundReadable[this.readableCount++] = { addr, len };
+    if (!(flags & DescFlag.NEXT)) {
+      this.readable = this.foundReadable.slice(0, this.readableCount);
+      this.writable = this.foundWritable.slice(0, this.writableCount);
+      return Step.Done;
+    }
     this.index = next;
     return Step.Next;
   }
 
-  private enterTable(t: Uint8Array): void {
+  /** Walks on in the indirect table at t[at, at+length). */
+  private enterTable(t: Uint8Array, at: number, length: number): void {
     this.table = t;
-    this.tableSize = this.budget = t.length / DESC_SIZE;
+    this.tableAt = at;
+    this.tableSize = this.budget = length / DESC_SIZE;
     this.index = 0;
   }
 

@@ -4,7 +4,7 @@ export { VirtioConfig, type ConfigField, type ConfigFieldType, type ConfigValues
 export { VirtqueueRequest, RequestError, BounceBudget, type Area, type Descriptor, type IoBuffers } from './request.js';
 export { VirtioPciTransport, type QueueHandler, type VirtioContext, type TransportState } from './transport.js';
 export { Virtqueue, type RingFeatures, type VirtqueueHost, type VirtqueueState } from './virtqueue.js';
-export { dmaQueueMemory, type QueueMemory } from '../device/queue-memory.js';
+export { dmaQueueMemory, type GuestSpan, type QueueMemory } from '../device/queue-memory.js';
 export type { QueueControl } from './queue-control.js';
 export type { QueueWorkerSpec, WorkerQueueHandler, WorkerQueueContext } from './worker/handler.js';
 export * from './constants.js';

@@ -3,18 +3,20 @@
  * areas, what the device may read (the driver's "out" buffers) and what it
  * may write ("in"), each made of guest-memory pieces.
  *
- * A request is materialized once, when the queue hands it out: both areas'
- * lengths are summed and, where guest memory has views, each area is
- * translated into zero-copy views (taken for reading or for writing, so the
- * direction is checked by the translation). Every helper then takes one
- * path: it finishes at once on those views (no Promise), or returns a
- * Promise where memory is reached by messages. The views are lent for the
- * handler's synchronous part; later calls translate again, since memory may
- * have changed meanwhile.
+ * When the queue hands a request out, both areas' lengths are summed. A
+ * range inside one buffer is then reached in place: located in its DMA
+ * region's mapping (no view made for a header or a status byte, one view
+ * for a data buffer); an area is translated into zero-copy views only when
+ * a range spans its buffers. Either way the memory is taken for reading or
+ * for writing, so the direction is checked by the translation. Every helper
+ * takes one path: it finishes at once on mapped memory (no Promise), or
+ * returns a Promise where memory is reached by messages. Views are lent for
+ * the handler's synchronous part; later calls translate again, since
+ * memory may have changed meanwhile.
  */
 import { sliceScatter } from '../block/scatter.js';
 import type { MaybePromise } from '../device/spec.js';
-import type { QueueMemory } from '../device/queue-memory.js';
+import type { GuestSpan, QueueMemory } from '../device/queue-memory.js';
 
 /** One buffer of a descriptor chain. `addr` is NaN when beyond 2^53. */
 export interface Descriptor {
@@ -133,13 +135,11 @@ export class VirtqueueRequest {
   }
 
   /**
-   * @internal Materializes the areas as views and lends them until
-   * {@link unlend}: the queue does this around the handler's synchronous
-   * part (no event-loop turn can unmap memory meanwhile).
+   * @internal Lends the areas' views until {@link unlend}: the queue does
+   * this around the handler's synchronous part (no event-loop turn can
+   * unmap memory meanwhile). An area is translated when first asked for.
    */
   lend(): void {
-    this.readableViews = translate(this.memory, this.readable, false);
-    this.writableViews = translate(this.memory, this.writable, true);
     this.lent = true;
   }
 
@@ -207,9 +207,11 @@ export class VirtqueueRequest {
    * outside the area, or in memory that went away.
    */
   views(area: Area, offset: number, length: number): Uint8Array[] | undefined {
-    this.area(area, offset, length);
+    const list = this.area(area, offset, length);
     const write = area === 'writable';
     if (write && !this.lent && this.abandoned) return undefined;
+    // The usual case, a range inside one buffer: one view, no translation of the whole area.
+    if (this.locatePiece(list, offset, length, write)) return [span.memory.subarray(span.offset, span.offset + length)];
     const all = this.areaViews(write);
     if (!all) return undefined;
     return offset === 0 && length === (write ? this.writableLength : this.readableLength) ? all : sliceScatter(all, offset, length);
@@ -239,6 +241,14 @@ export class VirtqueueRequest {
    * Buffer.
    */
   read(offset: number, length: number, scratch?: Buffer): MaybePromise<Buffer> {
+    const list = this.area('readable', offset, length);
+    if (length <= SMALL && this.locatePiece(list, offset, length, false)) {
+      // A few bytes (a request header): copied without making a view.
+      const out = scratch && scratch.length === length ? scratch : Buffer.allocUnsafe(length);
+      const m = span.memory;
+      for (let i = 0, at = span.offset; i < length; i++) out[i] = m[at + i];
+      return out;
+    }
     const views = this.views('readable', offset, length);
     if (!views) return this.readByPieces(offset, length);
     const out = scratch && scratch.length === length ? scratch : Buffer.allocUnsafe(length);
@@ -256,6 +266,14 @@ export class VirtqueueRequest {
    * {@link abandoned}.
    */
   write(offset: number, data: Uint8Array): MaybePromise<void> {
+    const list = this.area('writable', offset, data.length);
+    if (this.lent || !this.abandoned) {
+      if (this.locatePiece(list, offset, data.length, true)) {
+        // Into the mapping at its offset: no view made (a status byte, say).
+        span.memory.set(data, span.offset);
+        return;
+      }
+    }
     const views = this.views('writable', offset, data.length);
     if (!views) return this.abandoned ? undefined : this.writeByPieces(offset, data);
     let at = 0;
@@ -307,10 +325,36 @@ export class VirtqueueRequest {
     };
   }
 
-  /** An area's views: the lent ones, or translated now when not lent; null when it has none. */
+  /** An area's views: the lent ones (translated when first asked for), or translated now when not lent; null when it has none. */
   private areaViews(write: boolean): Uint8Array[] | null {
-    if (this.lent) return (write ? this.writableViews : this.readableViews) ?? null;
-    return translate(this.memory, write ? this.writable : this.readable, write);
+    if (!this.lent) return translate(this.memory, write ? this.writable : this.readable, write);
+    if (write) return this.writableViews === undefined ? (this.writableViews = translate(this.memory, this.writable, true)) : this.writableViews;
+    return this.readableViews === undefined ? (this.readableViews = translate(this.memory, this.readable, false)) : this.readableViews;
+  }
+
+  /**
+   * Sets `span` to where [offset, offset+length) of an area (checked to lie
+   * inside it) is in a zero-copy mapping, when it lies inside one buffer of
+   * the area and that memory allows it; false otherwise (also for memory
+   * that faults: the other paths then report exactly where).
+   */
+  private locatePiece(list: readonly Descriptor[], offset: number, length: number, write: boolean): boolean {
+    const memory = this.memory;
+    if (!memory.locate || length === 0) return false;
+    let skip = offset;
+    for (let i = 0; i < list.length; i++) {
+      const d = list[i];
+      if (skip < d.len) {
+        if (skip + length > d.len) return false;
+        try {
+          return memory.locate(d.addr + skip, length, write, span);
+        } catch {
+          return false;
+        }
+      }
+      skip -= d.len;
+    }
+    return false;
   }
 
   /** The descriptors of an area, once [offset, offset+length) is checked to lie inside it. */
@@ -393,6 +437,12 @@ export class VirtqueueRequest {
     };
   }
 }
+
+/** Ranges of at most this many bytes are copied byte by byte rather than through a view. */
+const SMALL = 64;
+
+/** Where locatePiece() found a range (module scratch: set and used synchronously). */
+const span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
 
 /**
  * An area's descriptors as views, for reading or for writing (a writable

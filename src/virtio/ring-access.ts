@@ -7,7 +7,7 @@
  * A view of memory unmapped since reads length 0 and is taken again (or
  * the slow path reports the fault).
  */
-import type { QueueMemory } from '../device/queue-memory.js';
+import type { GuestSpan, QueueMemory } from '../device/queue-memory.js';
 import { RingError } from './chain.js';
 import { DESCRIPTOR } from './layouts.js';
 import type { RingState } from './ring.js';
@@ -70,6 +70,30 @@ export class RingAccess {
       return v && v.subarray(addr - this.state.driver, addr - this.state.driver + length);
     }
     return undefined;
+  }
+
+  /**
+   * Where guest memory [addr, addr+length) can be read in place, without a
+   * new view (see {@link PeekGuest}): false when it takes a copy (no fd, or
+   * two regions). Throws when it is not mapped.
+   */
+  locate(addr: number, length: number, out: GuestSpan): boolean {
+    const st = this.state;
+    if (addr >= st.desc && addr + length <= st.desc + DESCRIPTOR.size * st.size) {
+      const v = this.areaView(Area.Desc);
+      if (v) {
+        out.memory = v;
+        out.offset = addr - st.desc;
+        return true;
+      }
+    }
+    const memory = this.host.memory;
+    if (memory.locate) return memory.locate(addr, length, false, out);
+    const v = this.peek(addr, length);
+    if (!v) return false;
+    out.memory = v;
+    out.offset = 0;
+    return true;
   }
 
   /** A view of guest memory for reading, or undefined when it takes a copy (no fd, or two regions). */

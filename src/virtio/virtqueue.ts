@@ -108,7 +108,7 @@ export class Virtqueue implements RequestSink {
     this.state = new RingState(index, maxSize);
     this.inflightHeads = new Uint8Array(maxSize);
     this.rings = new RingAccess(this.state, host);
-    this.walker = new ChainWalker((addr, length) => this.rings.peek(addr, length));
+    this.walker = new ChainWalker((addr, length, out) => this.rings.locate(addr, length, out));
     this.publisher = new UsedPublisher(this.state, this.rings, host, {
       isCurrent: (gen) => gen === this.generation,
       isBroken: () => this.broken,
@@ -498,7 +498,7 @@ export class Virtqueue implements RequestSink {
     this.inflightHeads[head] = 1;
     this.inflightCount++;
     const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, this, gen, this.host.bounce);
-    // Materialized once: its views are lent to the handler's synchronous part.
+    // Its views are lent to the handler's synchronous part (translated when first asked for).
     req.lend();
     try {
       this.host.dispatch(req);
