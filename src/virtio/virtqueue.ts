@@ -30,12 +30,12 @@
  * and the interrupt) in used-publisher.ts, polling an idle queue in
  * avail-poller.ts and recovery from the inflight log in queue-recovery.ts.
  *
- * Depends only on {@link QueueMemory} and callbacks, so it can run off the
+ * Depends only on its {@link VirtqueueHost} (queue-host.ts), so it can run off the
  * main thread.
  */
 import { native } from '../native/index.js';
 import { VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
-import type { QueueMemory } from '../device/queue-memory.js';
+import type { VirtqueueHost } from './queue-host.js';
 import { ChainWalker, RingError } from './chain.js';
 import { BounceBudget, VirtqueueRequest, type Descriptor, type RequestSink } from './request.js';
 import { RingState, type RingFeatures, type VirtqueueState } from './ring.js';
@@ -46,26 +46,8 @@ import type { InflightLog } from './inflight-log.js';
 import { recoverQueue } from './queue-recovery.js';
 
 export type { RingFeatures, VirtqueueState } from './ring.js';
+export type { VirtqueueHost } from './queue-host.js';
 export { ringMemoryError } from './ring-access.js';
-
-/** What a virtqueue needs from its transport. */
-export interface VirtqueueHost {
-  readonly memory: QueueMemory;
-  /** Bounce-buffer bytes shared by the device's queues. */
-  readonly bounce: BounceBudget;
-  /** Raise this queue's used-buffer interrupt. */
-  interrupt(queue: Virtqueue): void;
-  /** The driver broke the ring: stop and ask for a reset. */
-  onBroken(queue: Virtqueue, reason: string): void;
-  /** Serve one request; complete it with request.complete(bytesWritten). */
-  dispatch(request: VirtqueueRequest): void;
-  /**
-   * After a drain, keep reading the avail index of the idle queue for this
-   * many microseconds, with the driver's notifications off (0 or absent:
-   * ask for notifications at once). Read at each drain's end.
-   */
-  readonly pollMicroseconds?: number;
-}
 
 /** Rounds of "take everything, look again" per wakeup before yielding to the event loop. */
 const MAX_PASSES = 4;
