@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { PersistentBlock } from '../src/device/persistent.js';
 import { InflightLog } from '../src/nvme/inflight-log.js';
 import { REG, type Cqe, type NvmeDriver } from './helpers/nvme-driver.js';
-import { blockPattern, killed, nvmeIsolated, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
+import { blockPattern, killed, nvmeIsolated, prng, pump, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
 
 test('nvme in-flight log: what one process stores, its successor reads back; numbering goes on; entries free and refill', () => {
   const memory = new Uint8Array(4 << 20);
@@ -63,31 +63,9 @@ test('nvme in-flight log: what one process stores, its successor reads back; num
   assert.equal(next.readSnapshot(), undefined);
 });
 
-/** A small deterministic PRNG (xorshift32). */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x1_0000_0000;
-  };
-}
-
 const AER = 0x0c;
 const IDENTIFY = 0x06;
 const GET_LOG_PAGE = 0x02;
-
-/** Runs the workload until `stop()` holds (bounded), then until nothing is in flight. */
-async function pump(io: VerifiedIo, stop: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!stop()) {
-    if (Date.now() > deadline) throw new Error('the workload never reached its condition');
-    await io.submit();
-    if ((await io.reap()) === 0) await new Promise((r) => setImmediate(r));
-  }
-  await io.finish();
-}
 
 /** Submits an Asynchronous Event Request (not reaped): its cid. */
 async function holdAer(d: NvmeDriver): Promise<number> {
