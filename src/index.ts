@@ -125,4 +125,5 @@ export {
   type RemoteQueueState as NvmeRemoteQueueState,
   type SavedPending as NvmeSavedPending,
   type DoorbellBuffers as NvmeDoorbellBuffers,
+  type LogPlace as NvmeLogPlace,
 } from './nvme/index.js';
