@@ -4,10 +4,19 @@
 // taken and not posted (src/nvme/inflight-log.ts, recovery.ts, worker/).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { PersistentBlock } from '../src/device/persistent.js';
+import { nvmeController, nvmeControllerOf, serve } from '../src/index.js';
+import { native } from '../src/native/index.js';
 import { InflightLog } from '../src/nvme/inflight-log.js';
-import { REG } from './helpers/nvme-driver.js';
+import { slowShared } from './fixtures/slow-nvme-backend.js';
+import { pattern } from './helpers/bytes.js';
+import { tempDir } from './helpers/isolated.js';
+import { NvmeDriver, REG } from './helpers/nvme-driver.js';
 import { killed, nvmeIsolated, prng, pump, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
+import { connectClient } from './helpers/raw.js';
+import { STARTED, waitUntil } from './helpers/slow-backend.js';
 
 test('nvme in-flight log parts: each takes and frees only its own slots, numbering past every number in the area', () => {
   const memory = new Uint8Array(4 << 20);
@@ -89,5 +98,55 @@ test('isolate nvme workers: a kill at each log point of a thread queue loses no 
     assert.equal(n.server.restarts, restarts);
   } finally {
     n.close();
+  }
+});
+
+test('nvme workers with an in-flight log: a reset has each thread forget its slice, so the slots its abandoned commands held serve again', async () => {
+  // Persistent memory in a memfd, as an isolated child's journal has it: the threads map it.
+  const size = 4 << 20;
+  const fd = native.memfd('nvme-log-test', size);
+  const m = native.mmap(fd, 0, size, true);
+  assert.ok(typeof m !== 'number');
+  const persistent = new PersistentBlock(new Uint8Array(m[0]), undefined, { fd, offset: 0 });
+  persistent.clear();
+  const dir = tempDir();
+  const path = join(dir, 'disk.img');
+  writeFileSync(path, pattern(1 << 20, 3));
+  const counts = new SharedArrayBuffer(8);
+  // Queues of 4 entries: the table has (2 + 1) * 3 slots, 3 for each thread, as many as a queue holds in flight.
+  const spec = nvmeController({ namespaces: [await slowShared({ path, delayMs: 100, counts })], queues: 2, queueEntries: 4, workers: 2 });
+  const server = serve(spec, join(dir, 'nvme.sock'), { log: 'silent' });
+  server.device.persistent = persistent;
+  const client = await connectClient(server.path);
+  const d = await NvmeDriver.open(client);
+  try {
+    await d.enable();
+    await d.createIoQueues(2, 4);
+    assert.ok(nvmeControllerOf(spec)!.log, 'the controller logs');
+    const started = new Int32Array(counts);
+    for (let round = 1; round <= 3; round++) {
+      // Three reads in flight on each queue (every slot of each thread's slice), abandoned by a reset.
+      for (const qid of [1, 2]) {
+        for (let i = 0; i < 3; i++) d.put(qid, { opcode: 0x02, nsid: 1, prp1: d.alloc(4096), cdw10: i * 8, cdw12: 7 });
+        await d.submit(qid);
+      }
+      await waitUntil(() => Atomics.load(started, STARTED) === 6 * round, `round ${round}: the reads in the threads' backends`);
+      await d.write32(REG.CC, 0);
+      await d.waitCsts(1, 0);
+      await d.enable();
+      await d.createIoQueues(2, 4);
+    }
+    for (const qid of [1, 2]) {
+      const got = await Promise.race([d.rw(qid, false, 8, 8), new Promise<never>((_, no) => setTimeout(() => no(new Error(`queue ${qid}: no slot of its thread's slice came back`)), 3000))]);
+      assert.equal(got.cqe.status, 0);
+      assert.deepEqual(got.data, pattern(1 << 20, 3).subarray(8 * 512, 16 * 512));
+    }
+  } finally {
+    d.close();
+    client.close();
+    server.close();
+    native.munmap(m[1], m[0]);
+    native.close(fd);
+    rmSync(dir, { recursive: true, force: true });
   }
 });
