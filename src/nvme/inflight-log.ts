@@ -221,7 +221,10 @@ export class InflightLog {
 
   /** Frees `slot`'s entry (its completion is in guest memory). */
   protected freed(slot: number): void {
-    this.f64[(this.entriesAt + slot * ENTRY) >> 3] = 0;
+    const at = (this.entriesAt + slot * ENTRY) >> 3;
+    // Forgotten already (a reset cleared it while its completion was being written): it is on the free list.
+    if (this.f64[at] === 0) return;
+    this.f64[at] = 0;
     // A slot of another part (recovery started it here) is that part's to take again.
     if (slot >= this.first && slot < this.end) this.free[this.freeCount++] = slot;
   }
