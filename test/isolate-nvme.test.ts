@@ -272,11 +272,15 @@ async function randomKills(rounds: number, workers: number): Promise<void> {
     }
     await io.finish();
   })();
+  // The driver's own failure (a reset that never completes, a command lost) is what a wait below reports.
+  let driverFailure: unknown;
+  driver.catch((e: unknown) => (driverFailure = e));
   const until = async (cond: () => boolean, what: string): Promise<void> => {
     const deadline = Date.now() + 8000;
     while (!cond()) {
       if (io.failure) throw io.failure;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      if (driverFailure) throw driverFailure as Error;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${n.server.restarts} restarts, ${io.outstanding} commands in flight${resetting ? ', inside a controller reset' : ''})`);
       await new Promise((r) => setTimeout(r, 1));
     }
   };
@@ -291,7 +295,8 @@ async function randomKills(rounds: number, workers: number): Promise<void> {
         // The child dies while it serves a request: fetching a command, the request read and not answered.
         killedAt = { time: performance.now(), done: io.completed, waiting: 0, measure: false };
         await n.arm('taken', Math.floor(random() * 40));
-        await until(() => !n.armed(), 'the armed kill');
+        // Its successor serving: the next kill must not hit the child that is dying already.
+        await until(() => !n.armed() && n.server.restarts > k, 'the armed kill');
         continue;
       }
       if (kind === 'controller reset') {
@@ -302,7 +307,7 @@ async function randomKills(rounds: number, workers: number): Promise<void> {
         if (kind === 'large transfer') await until(() => io.largeInFlight, 'a large transfer in flight');
       }
       killNow = true;
-      await until(() => !killNow, 'the kill');
+      await until(() => !killNow && n.server.restarts > k, 'the kill');
     }
     await until(() => !resetting && n.server.restarts === rounds, 'the last recovery');
     stop = true;

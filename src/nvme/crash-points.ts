@@ -32,7 +32,15 @@ function at(point: string): void {
   }
   const [want, passes] = armed.split(':');
   if (want !== point) return;
-  if (Number(passes) > 0) return writeFileSync(ARM, `${want}:${Number(passes) - 1}`);
+  if (Number(passes) > 0) {
+    try {
+      // In place ('r+', padded to its length): a thread counting down never brings back a file another one deleted as it fired.
+      writeFileSync(ARM, `${want}:${Number(passes) - 1}`.padEnd(armed.length), { flag: 'r+' });
+    } catch {
+      // Fired meanwhile.
+    }
+    return;
+  }
   try {
     unlinkSync(ARM);
   } catch {
