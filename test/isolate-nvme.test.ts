@@ -204,6 +204,8 @@ test('isolate nvme: a kill at each point of the pipeline loses no command, compl
     assert.notEqual(second, -1);
     assert.equal((await d.identify(1)).cqe.status, 0, 'the connection and the admin queue are in sync');
     assert.equal(n.server.restarts, restarts);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; the supervisor said: ${n.said.join(' | ')}`);
   } finally {
     n.close();
   }

@@ -111,6 +111,8 @@ export interface NvmeIsolated {
   arm(point: KillPoint, passes?: number): Promise<void>;
   /** True while an armed point has not fired. */
   armed(): boolean;
+  /** What the supervisor said (each child replaced, and why), for a failure's message. */
+  readonly said: string[];
   close(): void;
 }
 
@@ -125,9 +127,10 @@ export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?:
   const armFile = join(dir, 'arm');
   const queues = o.queues ?? 2;
   const workers = o.workers ?? 0;
+  const said: string[] = [];
   // Queue threads' log points are armed through the environment (src/nvme/crash-points.ts), with the same file.
   const env = workers > 0 ? { ...process.env, MUSER_NVME_CRASH_ARM: armFile } : undefined;
-  const server = await IsolatedServer.start({ device: deviceFile(dir, image, armFile, queues, workers), options: {} }, join(dir, 'nvme.sock'), { entry: CHILD_ENTRY, log: quiet, env });
+  const server = await IsolatedServer.start({ device: deviceFile(dir, image, armFile, queues, workers), options: {} }, join(dir, 'nvme.sock'), { entry: CHILD_ENTRY, log: { ...quiet, warn: (m: string) => said.push(m), error: (m: string) => said.push(m) }, env });
   const client = await Client.connect(server.path);
   const driver = await NvmeDriver.open(client, { memorySize: 24 * 1024 * 1024, memory: o.memory });
   await driver.enable();
@@ -147,6 +150,7 @@ export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?:
       writeFileSync(armFile, `${point}:${passes}`);
     },
     armed: () => existsSync(armFile),
+    said,
     close() {
       driver.close();
       client.close();
