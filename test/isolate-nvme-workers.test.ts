@@ -55,6 +55,23 @@ test('nvme in-flight log parts: each takes and frees only its own slots, numberi
   assert.throws(() => new InflightLog(area.subarray(8), 3, 5), RangeError);
 });
 
+test('nvme in-flight log: a completion posted after a reset cleared its entry does not free its slot twice', () => {
+  const block = new PersistentBlock(new Uint8Array(1 << 20));
+  block.clear();
+  const log = InflightLog.attach(block, 2, 3);
+  log.clear();
+  assert.equal(log.capacity, 4);
+  const sqe = new Uint8Array(64);
+  const late = log.taken(1, 1, sqe, 0);
+  log.clear();
+  // Its completion was being written when the reset came: posted now.
+  log.posted(late, 1, 1, 1);
+  const slots: number[] = [];
+  while (log.hasRoom) slots.push(log.taken(1, slots.length + 1, sqe, 0));
+  assert.equal(slots.length, 4, 'each slot once');
+  assert.equal(new Set(slots).size, 4);
+});
+
 test('isolate nvme workers: a kill at each log point of a thread queue loses no command, completes none twice, corrupts nothing', async () => {
   const n = await nvmeIsolated({ mib: 8, workers: 2 });
   const io = new VerifiedIo(n, [1, 2], 8, 256, prng(11));
