@@ -126,4 +126,5 @@ export {
   type RemoteQueueState as NvmeRemoteQueueState,
   type SavedPending as NvmeSavedPending,
   type DoorbellBuffers as NvmeDoorbellBuffers,
+  type LogPlace as NvmeLogPlace,
 } from './nvme/index.js';

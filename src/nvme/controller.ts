@@ -23,7 +23,8 @@ import { AER_LIMIT, AsyncEvents, ERROR_LOG_ENTRIES } from './events.js';
 import { Bar0 } from './bar0.js';
 import type { ErrorEntry, HealthCounters } from './identify.js';
 import type { IoContext } from './io.js';
-import { InflightLog } from './inflight-log.js';
+import type { InflightLog } from './inflight-log.js';
+import { logPlace, openLog } from './log-control.js';
 import { ControllerLifecycle } from './lifecycle.js';
 import type { Namespace } from './namespace.js';
 import { CompletionQueue, retireSq, SubmissionQueue } from './queues.js';
@@ -224,12 +225,13 @@ export class NvmeController implements AdminTarget, IoContext {
    * reset here: nothing is in flight yet.
    */
   attachLog(memory: PersistentMemory): void {
-    if (this.remote) throw new Error("nvme: the 'workers' option (--workers) cannot be used under --isolate: queue threads keep no in-flight log");
-    const log = InflightLog.attach(memory, this.config.ioQueues + 1, this.config.maxQueueEntries);
+    const log = openLog(this, memory);
     if (!log.fresh) return;
+    const place = logPlace(this, memory, log);
     this.log = log;
     log.clear();
     this.logRegisters();
+    if (place) this.remote!.attachLog(place, true);
   }
 
   /**
@@ -239,14 +241,21 @@ export class NvmeController implements AdminTarget, IoContext {
    * leaves the controller reset, its log cleared, and throws.
    */
   recover(memory: PersistentMemory): RecoveryReport | Promise<RecoveryReport> {
-    const log = InflightLog.attach(memory, this.config.ioQueues + 1, this.config.maxQueueEntries);
+    const log = openLog(this, memory);
+    const place = logPlace(this, memory, log);
     this.log = log;
+    // The threads log their queues into their parts from now on (what those hold is recovery's).
+    if (place) this.remote!.attachLog(place, false);
     try {
       return recoverController(this, log, {
         start: (sq, bytes, at, slot) => this.fetcher.start(sq, bytes, at, slot),
         resumeAfter: (sq, running) => this.fetcher.resumeAfter(sq, running),
         interrupt: (vector) => this.poster.interrupt(vector),
         shutdown: () => this.lifecycle.shutdown(),
+        handOver: (slots) => {
+          handRemoteState(this, this.remote!);
+          this.remote!.restart(slots);
+        },
       });
     } catch (e) {
       void this.reset();

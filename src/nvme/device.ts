@@ -89,8 +89,9 @@ export interface NvmeOptions {
    * backends must be shareable: openFileBackend, memfdBackend), maps guest
    * memory itself, takes its queues' doorbell ioeventfds
    * (`ioeventfdDoorbells`) and raises their MSI-X vectors directly.
-   * Doorbells by message or in the mapped page are forwarded to it. Not
-   * under `--isolate`. Default 0: every queue on the main thread.
+   * Doorbells by message or in the mapped page are forwarded to it. Under
+   * `--isolate` each thread logs its queues into its part of the in-flight
+   * log (inflight-log.ts). Default 0: every queue on the main thread.
    */
   workers?: number;
   /** Called with the controller's counters when a client disconnects (for logs and measurements). */

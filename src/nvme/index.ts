@@ -6,4 +6,4 @@ export { AdminOpcode, IoOpcode, Status, StatusType, NvmeReg, FeatureId, LogPageI
 export { CommandError, parseCommand, type NvmeCommand, type CommandResult } from './command.js';
 export { Namespace, sliceBackend } from './namespace.js';
 export type { ControllerState, SavedCq, SavedSq } from './state.js';
-export type { RemoteQueues, RemoteQueueState, SavedPending, DoorbellBuffers } from './remote.js';
+export type { RemoteQueues, RemoteQueueState, SavedPending, DoorbellBuffers, LogPlace } from './remote.js';

@@ -25,6 +25,21 @@
  * A completion is posted in this order: its entry in guest memory, its
  * log entry freed, the CQ's tail advanced in the log. A reset (CC.EN
  * cleared, a controller or function reset) clears the log.
+ *
+ * With I/O queues on worker threads (`workers`), each thread maps the area
+ * itself (it is a part of the journal memfd: PersistentMemory.locate) and
+ * logs its own queues, without atomics or messages: the command table is
+ * partitioned, part 0 (the main thread: the admin queue) and part t + 1
+ * (thread t) each owning a slice of its slots, taking and freeing only
+ * those; each part numbers its commands itself. A queue's record is
+ * written by the thread serving the queue only (the main thread writes it
+ * at creation, before the thread hears of the queue). Sequence numbers
+ * then only increase per part, hence per SQ, which is all recovery needs
+ * (a command counts as taken when its number is at most its SQ's fetch
+ * word's); each part starts numbering past every number in the area. The
+ * registers and the snapshot are the main thread's. Recovery runs on the
+ * main thread over the whole table (every part), then hands each thread
+ * its queues and the slots to start again (nvme/worker/).
  */
 import type { PersistentMemory } from '../device/persistent.js';
 import { SQE } from './layouts.js';
@@ -78,22 +93,39 @@ export class InflightLog {
   runningAdmin = -1;
   /** Fetching stopped for want of a free entry: posting one should wake the submission queues. */
   starved = false;
-  private readonly u8: Uint8Array;
-  private readonly u16: Uint16Array;
-  private readonly u32: Uint32Array;
-  private readonly f64: Float64Array;
-  private readonly queuesAt: number;
+  protected readonly u8: Uint8Array;
+  protected readonly u16: Uint16Array;
+  protected readonly u32: Uint32Array;
+  protected readonly f64: Float64Array;
+  protected readonly queuesAt: number;
   private readonly snapshotAt: number;
-  private readonly entriesAt: number;
-  private readonly free: Int32Array;
-  private freeCount = 0;
-  private seq = 0;
+  protected readonly entriesAt: number;
+  protected readonly free: Int32Array;
+  protected freeCount = 0;
+  protected seq = 0;
+  /** The slots this part owns: [first, end). */
+  private readonly first: number;
+  private readonly end: number;
 
-  private constructor(
-    area: Uint8Array,
+  /**
+   * Part `part` of `parts` of the log over `area` (of {@link layout}'s
+   * size) of a controller with `queues` queue ids of up to `entries`
+   * entries each, as found: call {@link clear} for a new one.
+   */
+  constructor(
+    readonly area: Uint8Array,
     readonly queues: number,
-    readonly capacity: number,
+    entries: number,
+    readonly part = 0,
+    readonly parts = 1,
   ) {
+    const { capacity, size } = InflightLog.layout(queues, entries);
+    if (area.length !== size) throw new RangeError(`nvme in-flight log: the area has ${area.length} bytes, the layout ${size}`);
+    if (!Number.isInteger(parts) || parts < 1 || !Number.isInteger(part) || part < 0 || part >= parts || parts > capacity) throw new RangeError(`nvme in-flight log: part ${part} of ${parts} does not fit ${capacity} slots`);
+    this.capacity = capacity;
+    const per = Math.floor(capacity / parts);
+    this.first = part * per;
+    this.end = part === parts - 1 ? capacity : this.first + per;
     this.u8 = area;
     this.u16 = new Uint16Array(area.buffer, area.byteOffset, area.length >> 1);
     this.u32 = new Uint32Array(area.buffer, area.byteOffset, area.length >> 2);
@@ -101,7 +133,17 @@ export class InflightLog {
     this.queuesAt = HEADER;
     this.snapshotAt = align8(HEADER + queues * QUEUE);
     this.entriesAt = this.snapshotAt + 2 * SNAPSHOT_CAP;
-    this.free = new Int32Array(capacity);
+    this.free = new Int32Array(this.end - this.first);
+    this.rebuildFreeList();
+  }
+
+  /** Slots of the whole table (every part). */
+  readonly capacity: number;
+
+  /** The table's slots and the area's bytes for `queues` queue ids of up to `entries` entries each. */
+  static layout(queues: number, entries: number): { capacity: number; size: number } {
+    const capacity = Math.min(queues * (entries - 1), MAX_LOGGED_COMMANDS);
+    return { capacity, size: align8(HEADER + queues * QUEUE) + 2 * SNAPSHOT_CAP + capacity * ENTRY };
   }
 
   /**
@@ -109,12 +151,8 @@ export class InflightLog {
    * to `entries` entries each, in `memory`: found as the predecessor left
    * it, or new (zeroed: {@link fresh}).
    */
-  static attach(memory: PersistentMemory, queues: number, entries: number): InflightLog {
-    const capacity = Math.min(queues * (entries - 1), MAX_LOGGED_COMMANDS);
-    const size = align8(HEADER + queues * QUEUE) + 2 * SNAPSHOT_CAP + capacity * ENTRY;
-    const log = new InflightLog(memory.area(INFLIGHT_AREA, size), queues, capacity);
-    log.rebuildFreeList();
-    return log;
+  static attach(memory: PersistentMemory, queues: number, entries: number, parts = 1): InflightLog {
+    return new InflightLog(memory.area(INFLIGHT_AREA, InflightLog.layout(queues, entries).size), queues, entries, 0, parts);
   }
 
   /** True when nothing was ever stored (a new connection). */
@@ -122,7 +160,18 @@ export class InflightLog {
     return this.u32[H_MAGIC >> 2] !== MAGIC;
   }
 
-  /** Forgets every command, queue position and snapshot (a reset); the registers stay. */
+  /**
+   * Forgets the commands of this part (a queue thread's reset: those it
+   * had are abandoned; a thread starting afresh: those of the one it
+   * replaces).
+   */
+  clearPart(): void {
+    for (let s = this.first; s < this.end; s++) this.f64[(this.entriesAt + s * ENTRY) >> 3] = 0;
+    this.rebuildFreeList();
+    this.starved = false;
+  }
+
+  /** Forgets every command (of every part), queue position and snapshot (a reset); the registers stay. */
   clear(): void {
     this.u32[H_SNAPSHOT >> 2] = 0;
     this.u8.fill(0, this.queuesAt, this.snapshotAt);
@@ -158,6 +207,7 @@ export class InflightLog {
     this.u8.set(bytes.subarray(at, at + SQE.size), e + 16);
     const seq = ++this.seq;
     this.f64[e >> 3] = seq;
+    this.entryWritten();
     // The commit: from here on the command counts as taken.
     this.f64[(this.queuesAt + sqid * QUEUE) >> 3] = seq * HEAD_SPAN + head;
     return slot;
@@ -165,17 +215,29 @@ export class InflightLog {
 
   /** The command in `slot` was posted on CQ `cqid`, whose tail and phase are now `tail` and `phase`. */
   posted(slot: number, cqid: number, tail: number, phase: number): void {
-    this.f64[(this.entriesAt + slot * ENTRY) >> 3] = 0;
-    this.free[this.freeCount++] = slot;
+    this.freed(slot);
     this.u32[(this.queuesAt + cqid * QUEUE + 12) >> 2] = tail | (phase << 16);
   }
+
+  /** Frees `slot`'s entry (its completion is in guest memory). */
+  protected freed(slot: number): void {
+    const at = (this.entriesAt + slot * ENTRY) >> 3;
+    // Forgotten already (a reset cleared it while its completion was being written): it is on the free list.
+    if (this.f64[at] === 0) return;
+    this.f64[at] = 0;
+    // A slot of another part (recovery started it here) is that part's to take again.
+    if (slot >= this.first && slot < this.end) this.free[this.freeCount++] = slot;
+  }
+
+  /** A command's entry is whole, its SQ's fetch word not yet moved (a crash point for tests: crash-points.ts). */
+  protected entryWritten(): void {}
 
   /** CQ `qid`'s tail and phase are now `tail` and `phase` (recovery found an entry posted past the logged tail). */
   cqTail(qid: number, tail: number, phase: number): void {
     this.u32[(this.queuesAt + qid * QUEUE + 12) >> 2] = tail | (phase << 16);
   }
 
-  /** SQ `qid`'s head is `head`, every command logged so far counting as taken (a state loaded by migration). */
+  /** SQ `qid`'s head is `head`, every command this part logged so far counting as taken (a state loaded by migration, a queue handed to a thread). */
   sqFetchedAt(qid: number, head: number): void {
     this.f64[(this.queuesAt + qid * QUEUE) >> 3] = this.seq * HEAD_SPAN + head;
   }
@@ -295,17 +357,27 @@ export class InflightLog {
   drop(slot: number): void {
     if (this.seqOf(slot) === 0) return;
     this.f64[(this.entriesAt + slot * ENTRY) >> 3] = 0;
-    this.free[this.freeCount++] = slot;
+    if (slot >= this.first && slot < this.end) this.free[this.freeCount++] = slot;
   }
 
-  /** Free entries are those with no sequence number; numbering goes on after the highest one seen. */
+  /** The SQ id of the command in `slot`. */
+  sqidOf(slot: number): number {
+    return this.u16[(this.entriesAt + slot * ENTRY + 8) >> 1];
+  }
+
+  /** Takes this part's free slots again from the table (recovery on another thread dropped some). */
+  refresh(): void {
+    this.rebuildFreeList();
+  }
+
+  /** This part's free entries are its slots with no sequence number; numbering goes on after the highest one in the area. */
   private rebuildFreeList(): void {
     this.freeCount = 0;
     // Highest slots last: the first commands take the lowest slots (fewer pages touched).
     for (let slot = this.capacity - 1; slot >= 0; slot--) {
       const seq = this.f64[(this.entriesAt + slot * ENTRY) >> 3];
-      if (seq === 0) this.free[this.freeCount++] = slot;
-      else this.seq = Math.max(this.seq, seq);
+      if (seq !== 0) this.seq = Math.max(this.seq, seq);
+      else if (slot >= this.first && slot < this.end) this.free[this.freeCount++] = slot;
     }
     for (let q = 0; q < this.queues; q++) this.seq = Math.max(this.seq, this.sqFetched(q).seq);
   }

@@ -18,6 +18,11 @@
  *  4. every queue is drained (a shadow doorbell may have moved without a
  *     ring), and every CQ raises its interrupt once: a spurious interrupt
  *     is harmless, a lost one hangs the driver.
+ *
+ * With I/O queues on worker threads all of it runs here, over every part
+ * of the log, but for the I/O commands' restart: the threads get their
+ * queues as recovered, then the slots to start again, and drain and
+ * interrupt their queues themselves (RecoveryParts.handOver).
  */
 import { AdminOpcode, Cc, Csts, Shutdown } from './constants.js';
 import { CQE, SQE } from './layouts.js';
@@ -49,6 +54,8 @@ export interface RecoveryParts {
   interrupt(vector: number): void;
   /** Finishes a shutdown the predecessor had started. */
   shutdown(): void;
+  /** With queue threads: hands them their I/O queues, and the logged commands of `slots` to start again on them. */
+  handOver?(slots: readonly number[]): void;
 }
 
 /** What a recovery found and did. */
@@ -171,11 +178,18 @@ function scanPosted(c: Recovering, log: InflightLog, cq: CompletionQueue, comman
 /** Starts the logged commands again, oldest first, then drains every queue and raises every interrupt once. */
 function restart(c: Recovering, log: InflightLog, parts: RecoveryParts, commands: readonly LoggedCommand[], done: AdminDone | null, report: RecoveryReport): void {
   let adminRunning: Promise<void> | undefined;
+  // I/O queues on threads are theirs: their stand-ins here neither start, drain nor post.
+  const here = (q: { id: number }): boolean => !c.remote || q.id === 0;
+  const handed: number[] = [];
   for (const e of commands) {
     const sq = c.sqs.get(e.sqid)!;
     const entry = log.entry(e.slot);
-    sq.outstanding++;
     report.restarted++;
+    if (!here(sq)) {
+      handed.push(e.slot);
+      continue;
+    }
+    sq.outstanding++;
     if (sq.id === 0 && done?.seq === e.seq) {
       // Its effect is in the snapshot: complete it with its result (the snapshot written again keeps it).
       log.runningAdmin = e.slot;
@@ -185,11 +199,14 @@ function restart(c: Recovering, log: InflightLog, parts: RecoveryParts, commands
     const running = parts.start(sq, entry, 0, e.slot);
     if (running) adminRunning = running;
   }
+  if (c.remote) parts.handOver?.(handed);
   for (const sq of c.sqs.values()) {
+    if (!here(sq)) continue;
     if (sq.id === 0 && adminRunning) parts.resumeAfter(sq, adminRunning);
     else c.drain(sq);
   }
   for (const cq of c.cqs.values()) {
+    if (!here(cq)) continue;
     c.flushCq(cq);
     if (cq.interruptsEnabled) parts.interrupt(cq.vector);
   }

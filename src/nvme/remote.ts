@@ -32,8 +32,35 @@ export interface DoorbellBuffers {
   eventIdx: number;
 }
 
+/**
+ * Where the in-flight log lies in the journal memfd (an isolated child),
+ * for threads to map it: `parts` parts of a log of `queues` queue ids of
+ * up to `entries` entries each (see inflight-log.ts).
+ */
+export interface LogPlace {
+  fd: number;
+  offset: number;
+  queues: number;
+  entries: number;
+  parts: number;
+}
+
 /** What the controller asks of the side that serves its I/O queues. */
 export interface RemoteQueues {
+  /** Threads serving the I/O queues: the in-flight log has a part for each, and one for the main thread. */
+  readonly count: number;
+  /**
+   * Each thread logs its queues into its part of the log at `place` from
+   * now on; `fresh`: the part holds nothing of value (a new log), else
+   * what it holds is for {@link restart}.
+   */
+  attachLog(place: LogPlace, fresh: boolean): void;
+  /**
+   * Recovery handed the threads their queues ({@link restore}): each
+   * starts again the logged commands of `slots` on its queues, then drains
+   * them and raises each completion queue's interrupt once.
+   */
+  restart(slots: readonly number[]): void;
   /** The thread that serves I/O queue `qid` (an SQ must share its CQ's). */
   threadOf(qid: number): number;
   createCq(cq: SavedCq): void;

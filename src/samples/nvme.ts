@@ -32,7 +32,7 @@ export const NVME_OPTIONS: Record<string, NvmeOption> = {
   'poll-us': { type: 'string', arg: 'N', description: 'poll idle shadow doorbells for N microseconds before asking for doorbells (default 0)' },
   'mmap-doorbells': { type: 'boolean', description: 'map the doorbell page into the guest and watch it: doorbells without exits or messages (use with --poll)' },
   'ioeventfd-doorbells': { type: 'boolean', description: 'offer the I/O doorbells as ioeventfds (kicks; the value is read from the shadow doorbells, which the driver must configure first)' },
-  workers: { type: 'string', arg: '[N]', optionalNumber: true, description: 'serve the I/O queues on N worker threads, queue y on thread (y-1) % N (alone: one per queue; default: the main thread; not with --isolate)' },
+  workers: { type: 'string', arg: '[N]', optionalNumber: true, description: 'serve the I/O queues on N worker threads, queue y on thread (y-1) % N (alone: one per queue; default: the main thread)' },
   stats: { type: 'boolean', description: 'print the controller counters (doorbell messages, commands) when a client leaves' },
 };
 
@@ -91,6 +91,5 @@ export const nvmeSample: Sample = {
   description: 'NVMe controller (Linux nvme driver) over a raw image file (--image) or RAM disks (--size)',
   options: NVME_OPTIONS,
   volatile: (values) => (values.size !== undefined && values.image === undefined && values.nbd === undefined ? 'the RAM disks (--size) live in the child process' : undefined),
-  notIsolated: (values) => (values.workers !== undefined ? "--workers cannot be used with --isolate (queue threads keep no in-flight log for a successor)" : undefined),
   create: (values) => nvmeFromOptions(values),
 };

@@ -29,7 +29,7 @@ const SAMPLE = fileURLToPath(new URL('../../src/samples/nvme.js', import.meta.ur
  */
 export type KillPoint = 'taken' | 'half-logged' | 'data-moved' | 'cqe-written' | 'entry-freed' | 'admin-executed' | 'admin-snapshot' | 'reset';
 
-function deviceFile(dir: string, image: string, arm: string, queues: number): string {
+function deviceFile(dir: string, image: string, arm: string, queues: number, workers: number): string {
   const file = join(dir, 'nvme-kill.mjs');
   writeFileSync(
     file,
@@ -46,14 +46,16 @@ function fire(point) {
   process.kill(process.pid, 'SIGKILL');
 }
 export default async function () {
-  const spec = await nvmeFromOptions({ image: ${JSON.stringify(image)}, queues: '${queues}' });
+  const spec = await nvmeFromOptions({ image: ${JSON.stringify(image)}, queues: '${queues}'${workers > 0 ? `, workers: '${workers}'` : ''} });
   const c = nvmeControllerOf(spec);
   const hook = () => {
     const log = c.log;
     if (!log || log.hooked) return;
+    // With workers the log's own points (MUSER_NVME_CRASH_ARM, every thread) fire; the admin ones below still do.
+    const logPoints = ${workers === 0};
     log.hooked = true;
     const taken = log.taken.bind(log);
-    log.taken = (sqid, head, bytes, at) => {
+    if (logPoints) log.taken = (sqid, head, bytes, at) => {
       const word = log.f64[log.queuesAt / 8 + sqid * 3];
       const slot = taken(sqid, head, bytes, at);
       if (existsSync(ARM) && readFileSync(ARM, 'utf8').startsWith('half-logged:0')) log.f64[log.queuesAt / 8 + sqid * 3] = word;
@@ -62,7 +64,7 @@ export default async function () {
       return slot;
     };
     const posted = log.posted.bind(log);
-    log.posted = (slot, cqid, tail, phase) => {
+    if (logPoints) log.posted = (slot, cqid, tail, phase) => {
       fire('cqe-written');
       const word = log.u32[log.queuesAt / 4 + cqid * 6 + 3];
       posted(slot, cqid, tail, phase);
@@ -109,11 +111,13 @@ export interface NvmeIsolated {
   arm(point: KillPoint, passes?: number): Promise<void>;
   /** True while an armed point has not fired. */
   armed(): boolean;
+  /** What the supervisor said (each child replaced, and why), for a failure's message. */
+  readonly said: string[];
   close(): void;
 }
 
 /** Starts it: an image of `mib` MiB, `queues` I/O queue pairs of `entries` entries, shadow doorbells or not. */
-export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?: number; shadow?: boolean; memory?: 'shared' | 'private' } = {}): Promise<NvmeIsolated> {
+export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?: number; shadow?: boolean; memory?: 'shared' | 'private'; workers?: number } = {}): Promise<NvmeIsolated> {
   const dir = tempDir();
   const image = join(dir, 'disk.img');
   const mib = o.mib ?? 8;
@@ -122,7 +126,11 @@ export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?:
   truncateSync(image, mib * 1024 * 1024);
   const armFile = join(dir, 'arm');
   const queues = o.queues ?? 2;
-  const server = await IsolatedServer.start({ device: deviceFile(dir, image, armFile, queues), options: {} }, join(dir, 'nvme.sock'), { entry: CHILD_ENTRY, log: quiet });
+  const workers = o.workers ?? 0;
+  const said: string[] = [];
+  // Queue threads' log points are armed through the environment (src/nvme/crash-points.ts), with the same file.
+  const env = workers > 0 ? { ...process.env, MUSER_NVME_CRASH_ARM: armFile } : undefined;
+  const server = await IsolatedServer.start({ device: deviceFile(dir, image, armFile, queues, workers), options: {} }, join(dir, 'nvme.sock'), { entry: CHILD_ENTRY, log: { ...quiet, warn: (m: string) => said.push(m), error: (m: string) => said.push(m) }, env });
   const client = await Client.connect(server.path);
   const driver = await NvmeDriver.open(client, { memorySize: 24 * 1024 * 1024, memory: o.memory });
   await driver.enable();
@@ -142,6 +150,7 @@ export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?:
       writeFileSync(armFile, `${point}:${passes}`);
     },
     armed: () => existsSync(armFile),
+    said,
     close() {
       driver.close();
       client.close();
@@ -383,3 +392,26 @@ export class VerifiedIo {
     }
   }
 }
+
+/** A small deterministic PRNG (xorshift32). */
+export function prng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 0x1_0000_0000;
+  };
+}
+
+/** Runs the workload until `stop()` holds (bounded), then until nothing is in flight. */
+export async function pump(io: VerifiedIo, stop: () => boolean, timeoutMs = 8000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!stop()) {
+    if (Date.now() > deadline) throw new Error('the workload never reached its condition');
+    await io.submit();
+    if ((await io.reap()) === 0) await new Promise((r) => setImmediate(r));
+  }
+  await io.finish();
+}
+

@@ -3,7 +3,7 @@
  * device/threads/messages.ts).
  */
 import type { SharedBackend } from '../../block/shared.js';
-import type { RemoteQueueState } from '../remote.js';
+import type { LogPlace, RemoteQueueState } from '../remote.js';
 import type { ShadowBuffers } from '../shadow.js';
 import type { SavedCq, SavedSq } from '../queues.js';
 
@@ -21,6 +21,14 @@ export interface NvmeRoleData {
   gate: SharedArrayBuffer;
   /** This thread's counters (Float64: the stats, then the health counters), written here, read by the main thread. */
   counters: SharedArrayBuffer;
+  /** The in-flight log to map (under --isolate, once a connection has one). */
+  log?: ThreadLogPlace;
+}
+
+/** A thread's part of the in-flight log (see inflight-log.ts); `fresh`: what the part holds is no one's (forgotten). */
+export interface ThreadLogPlace extends LogPlace {
+  part: number;
+  fresh: boolean;
 }
 
 /** Words of the gate. */
@@ -41,7 +49,10 @@ export type ToNvmeThread =
   | { t: 'delete-cq'; qid: number }
   | { t: 'doorbell'; index: number; value: number; mapped: boolean }
   | { t: 'resume' }
-  | { t: 'restore'; state: RemoteQueueState; buffers: ShadowBuffers | undefined };
+  | { t: 'restore'; state: RemoteQueueState; buffers: ShadowBuffers | undefined }
+  | { t: 'log'; place: ThreadLogPlace }
+  /** Recovery: start the logged commands of these slots again (see RemoteQueues.restart). */
+  | { t: 'restart'; slots: readonly number[] };
 
 /** Requests with an answer. */
 export type AskNvmeThread =

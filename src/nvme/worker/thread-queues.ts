@@ -5,13 +5,16 @@
  * guest memory mappings and namespaces. Interrupts go straight to the
  * MSI-X eventfd while routed; asynchronous events, the error log and a
  * controller fatal status are the main thread's, told by message; the
- * gate (enabled, paused, write cache) is read from shared memory.
+ * gate (enabled, paused, write cache) is read from shared memory. Under
+ * --isolate the queues log into this thread's part of the in-flight log
+ * (log-mapping.ts), and recovery hands over the commands to start again.
  */
 import type { ThreadRuntime } from '../../device/threads/runtime.js';
 import type { QueueCore } from '../core.js';
 import { CqPoster } from '../cq-post.js';
 import { PAGE_SIZE } from '../constants.js';
 import type { HealthCounters } from '../identify.js';
+import type { InflightLog } from '../inflight-log.js';
 import type { IoContext } from '../io.js';
 import type { Namespace } from '../namespace.js';
 import { CompletionQueue, retireSq, SubmissionQueue } from '../queues.js';
@@ -21,6 +24,7 @@ import { SqFetcher } from '../sq-fetch.js';
 import { savedCq, savedPending, savedSq, type SavedCq, type SavedSq } from '../state.js';
 import type { ControllerStats } from '../types.js';
 import { sharedCounters } from './counters.js';
+import { LogMapping } from './log-mapping.js';
 import { Gate, type AskNvmeThread, type FromNvmeThread, type NvmeRoleData, type ToNvmeThread } from './messages.js';
 
 /** MSI-X vectors a function may have: the main thread checks the real count when it raises one. */
@@ -38,7 +42,7 @@ export class ThreadQueues implements QueueCore, IoContext {
   readonly host: QueueCore['host'];
   /** INTx is the main thread's: the mask is never read here. */
   readonly regs = { intms: 0 };
-  readonly log = undefined;
+  private readonly logMapping = new LogMapping();
   readonly maxTransfer: number;
   epoch = 0;
   readonly fetcher: SqFetcher;
@@ -68,6 +72,12 @@ export class ThreadQueues implements QueueCore, IoContext {
     };
     this.poster = new CqPoster(this, { recordError: (sqid, cid, status, nsid) => this.post({ t: 'error', sqid, cid, status, nsid, gen: this.gen }) });
     this.fetcher = new SqFetcher(this, this.poster, { hold: () => undefined }, this, undefined);
+    if (data.log) this.logMapping.attach(data.log);
+  }
+
+  /** This thread's part of the in-flight log, under --isolate. */
+  get log(): InflightLog | undefined {
+    return this.logMapping.log;
   }
 
   get memory(): ThreadRuntime['memory'] {
@@ -161,6 +171,11 @@ export class ThreadQueues implements QueueCore, IoContext {
         return;
       case 'restore':
         return this.restore(m.state, m.buffers);
+      case 'log':
+        this.logMapping.attach(m.place);
+        return;
+      case 'restart':
+        return this.restart(m.slots);
     }
   }
 
@@ -189,6 +204,8 @@ export class ThreadQueues implements QueueCore, IoContext {
         this.sqs.clear();
         this.cqs.clear();
         this.shadow.buffers = undefined;
+        // What this thread had in flight is abandoned: a successor must not start it again.
+        this.log?.clearPart();
         // Answered once the commands abandoned settled: none of them can write guest memory after the reset's reply.
         await this.whenIdle();
         return true;
@@ -239,10 +256,39 @@ export class ThreadQueues implements QueueCore, IoContext {
   private restore(state: RemoteQueueState, buffers: ShadowBuffers | undefined): void {
     this.shadow.buffers = buffers;
     for (const cq of state.cqs) this.addCq(cq);
-    for (const sq of state.sqs) this.addSq(sq);
+    for (const sq of state.sqs) {
+      this.addSq(sq);
+      // Numbered by this thread from now on: what it logged so far for the queue counts as taken.
+      this.log?.sqFetchedAt(sq.id, sq.head);
+    }
     for (const p of state.pending) {
       const sq = this.sqs.get(p.sqid);
       if (sq) sq.cq.pending.push({ sq, cid: p.cid, status: p.status, dw0: p.dw0, slot: -1 });
+    }
+  }
+
+  /**
+   * Recovery (the queues just restored): starts again the logged commands
+   * of `slots` that are this thread's queues', oldest first, then drains
+   * every queue and raises every completion queue's interrupt once (the
+   * dead process may have posted without raising it).
+   */
+  private restart(slots: readonly number[]): void {
+    const log = this.log;
+    if (log) {
+      // Slots recovery dropped are free again.
+      log.refresh();
+      for (const slot of slots) {
+        const sq = this.sqs.get(log.sqidOf(slot));
+        if (!sq || log.seqOf(slot) === 0) continue;
+        sq.outstanding++;
+        this.fetcher.start(sq, log.entry(slot), 0, slot);
+      }
+    }
+    for (const sq of this.sqs.values()) this.drain(sq);
+    for (const cq of this.cqs.values()) {
+      this.poster.flush(cq);
+      if (cq.interruptsEnabled) this.poster.interrupt(cq.vector);
     }
   }
 

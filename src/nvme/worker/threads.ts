@@ -10,7 +10,7 @@
 import type { Device } from '../../device/device.js';
 import { DeviceThreads } from '../../device/threads/pool.js';
 import type { HealthCounters } from '../identify.js';
-import type { RemoteQueues, RemoteQueueState } from '../remote.js';
+import type { LogPlace, RemoteQueues, RemoteQueueState } from '../remote.js';
 import type { ShadowBuffers } from '../shadow.js';
 import type { SavedCq, SavedSq } from '../queues.js';
 import type { ControllerStats } from '../types.js';
@@ -30,7 +30,7 @@ export interface NvmeThreadsHost {
 }
 
 /** What every thread starts with besides what this side adds. */
-export type NvmeThreadData = Omit<NvmeRoleData, 'gate' | 'counters' | 'gen'>;
+export type NvmeThreadData = Omit<NvmeRoleData, 'gate' | 'counters' | 'gen' | 'log'>;
 
 export class NvmeQueueThreads implements RemoteQueues {
   readonly threads: DeviceThreads;
@@ -38,6 +38,8 @@ export class NvmeQueueThreads implements RemoteQueues {
   private readonly counters: SharedArrayBuffer[] = [];
   /** Resets sent to each thread: its events carry the count it had taken. */
   private readonly resets: number[] = [];
+  /** The connection's in-flight log (an isolated child), which a thread (re)started maps too. */
+  private logPlace: LogPlace | undefined;
 
   constructor(
     /** Worker threads. */
@@ -55,7 +57,14 @@ export class NvmeQueueThreads implements RemoteQueues {
       this.counters.map((counters, id) => ({
         id,
         role: ROLE_URL,
-        data: (): NvmeRoleData => ({ ...data(), gate: this.gateWords.buffer as SharedArrayBuffer, counters, gen: this.resets[id] }),
+        data: (): NvmeRoleData => ({
+          ...data(),
+          gate: this.gateWords.buffer as SharedArrayBuffer,
+          counters,
+          gen: this.resets[id],
+          // A thread (re)started holds no command: what its part holds was abandoned with the one it replaces.
+          log: this.logPlace && { ...this.logPlace, part: id + 1, fresh: true },
+        }),
       })),
       {
         onEvent: (id, m) => this.onEvent(id, m as FromNvmeThread),
@@ -89,6 +98,15 @@ export class NvmeQueueThreads implements RemoteQueues {
 
   threadOf(qid: number): number {
     return (qid - 1) % this.count;
+  }
+
+  attachLog(place: LogPlace, fresh: boolean): void {
+    this.logPlace = place;
+    this.all((id) => this.tell(id, { t: 'log', place: { ...place, part: id + 1, fresh } }));
+  }
+
+  restart(slots: readonly number[]): void {
+    this.all((id) => this.tell(id, { t: 'restart', slots }));
   }
 
   createCq(cq: SavedCq): void {
