@@ -336,3 +336,29 @@ async function randomKills(rounds: number, workers: number): Promise<void> {
 test('isolate nvme: 20 SIGKILLs at random moments under verified random I/O at QD 8 on 2 queues', () => randomKills(20, 0));
 
 test('isolate nvme: 10 SIGKILLs at random moments, controller resets among them, with the I/O queues on 2 worker threads', () => randomKills(10, 2));
+
+test('isolate nvme: a kill after a post that took its room from the shadow CQ head finds that post (the head it read is logged)', async () => {
+  // CQ 1 of 16 entries with shadow doorbells. The driver rings the CQ head register once (EventIdx 0 asks for it at
+  // the first reap), then only updates the shadow head: the controller's head stays at 1 until the queue looks full.
+  const entries = 16;
+  const n = await nvmeIsolated({ queues: 1, entries });
+  const d = n.driver;
+  const buf = d.alloc(512);
+  try {
+    for (let i = 0; i < entries; i++) assert.equal((await d.run(1, { opcode: 0x02, nsid: 1, prp1: buf, cdw10: i, cdw12: 0 })).status, 0);
+    // The 17th posts at slot 0 again: the queue looks full at head 1, the shadow head (0) makes room, and the
+    // process dies with the entry freed and the tail not logged. The successor must find the post by its phase.
+    await n.arm('entry-freed');
+    const q1 = d.queues.get(1)!;
+    const old = q1.tail;
+    const cid = d.put(1, { opcode: 0x02, nsid: 1, prp1: buf, cdw10: 99, cdw12: 0 });
+    await d.submit(1, old);
+    await killed(n, 1);
+    const c = await d.reap(1);
+    assert.deepEqual([c.cid, c.status], [cid, 0]);
+    // The next completion goes to the next slot, not over the one found.
+    for (let i = 0; i < 4; i++) assert.equal((await d.run(1, { opcode: 0x02, nsid: 1, prp1: buf, cdw10: i, cdw12: 0 })).status, 0, `read ${i} after the recovery`);
+  } finally {
+    n.close();
+  }
+});

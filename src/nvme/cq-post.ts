@@ -179,15 +179,22 @@ export class CqPoster {
     const shadow = this.c.shadow;
     const slots = cq.shadow!;
     return then(shadow.readDoorbell(slots), (v) => {
-      if (cq.validHead(v)) cq.head = v;
+      this.headFromShadow(cq, v);
       if (!cq.full) return true;
       return then(shadow.writeEventIdx(slots, cq.head), () =>
         then(shadow.readDoorbell(slots), (again) => {
-          if (cq.validHead(again)) cq.head = again;
+          this.headFromShadow(cq, again);
           return !cq.full;
         }),
       );
     });
+  }
+
+  /** Takes a valid shadow head, and logs it: a successor scanning for unlogged posts stops at a full queue, by the logged head. */
+  private headFromShadow(cq: CompletionQueue, head: number): void {
+    if (!cq.validHead(head) || head === cq.head) return;
+    cq.head = head;
+    this.c.log?.cqHead(cq.id, head);
   }
 
   /** Writes a CQE outside the queue's view so that its phase tag (dword 3) lands last; a Promise when copied. */
