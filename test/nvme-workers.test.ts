@@ -112,7 +112,8 @@ describe('nvme I/O queues on worker threads', () => {
     const path = join(dir, `disk${serial++}.img`);
     writeFileSync(path, pattern(4 * MiB, 5));
     const counts = new SharedArrayBuffer(8);
-    const { driver } = await rig({ backend: await slowShared({ path, delayMs: 200, counts }) });
+    // Reads that take a second: a loaded machine can take 200 ms between their start and the reset, completing some first.
+    const { driver } = await rig({ backend: await slowShared({ path, delayMs: 1000, counts }) });
     const started = new Int32Array(counts);
     const reads = 8;
     for (const qid of [1, 2]) {
