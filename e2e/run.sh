@@ -9,7 +9,7 @@
 #   3. e2e/scenario.mjs     one run per scenario: device + QEMU + assertions
 #
 # Scenarios (default: all): gpio, gpio-unshared, bench; virtio-blk,
-# virtio-blk-mq, virtio-blk-workers (2 queues on worker threads), virtio-rng (muser devices; skipped while the samples do not
+# virtio-blk-mq, virtio-blk-workers (2 queues on worker threads), virtio-rng, nvme, nvme-workers, nvme-mmap-doorbells, isolate (muser devices; skipped while the samples do not
 # exist), virtio-blk-nbd (virtio-blk on an nbdkit export, killed and
 # restarted mid-I/O), pvpanic (a device written in Python) and qemu-virtio-blk, qemu-virtio-blk-mq, qemu-virtio-rng (the same
 # checks against QEMU's built-in devices: the guest side's reference), and vm
@@ -37,7 +37,7 @@ cp "$INITRD" "$E2E_INITRD"
 echo "[e2e] setup done after $((SECONDS - t0)) s; initramfs $INITRD"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-blk-workers virtio-rng nvme nvme-mmap-doorbells virtio-blk-nbd pvpanic qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng vm isolate)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(gpio gpio-unshared bench virtio-blk virtio-blk-mq virtio-blk-workers virtio-rng nvme nvme-workers nvme-mmap-doorbells virtio-blk-nbd pvpanic qemu-virtio-blk qemu-virtio-blk-mq qemu-virtio-rng vm isolate)
 failed=()
 npass=0; nfail=0; nskip=0
 out=$(mktemp)
