@@ -322,6 +322,28 @@ describe('nvme fast path', () => {
       for (let i = 0; i < 10; i++) assert.deepEqual(Buffer.from(d.bytes(bufs[i], PAGE)), Buffer.from(pattern(64 * 1024, 4).subarray(i * PAGE, (i + 1) * PAGE)));
       assert.ok(r.controller.stats.fastCommands >= 10);
     });
+
+    test(`a batch that fills its completion queue interrupts for the entries it posted, before the driver frees any${shadow ? ' (shadow doorbells)' : ''}`, async () => {
+      const r = await rig({ ioQueues: 0 });
+      rigs.push(r);
+      const d = r.driver;
+      assert.equal((await d.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 })).status, 0);
+      assert.equal((await d.createCq(1, 4)).status, 0);
+      assert.equal((await d.createSq(1, 16, 1)).status, 0);
+      if (shadow) assert.equal((await d.configureShadowDoorbells()).status, 0);
+      const q = d.queues.get(1)!;
+      const old = q.tail;
+      for (let i = 0; i < 10; i++) d.put(1, { opcode: READ, nsid: 1, prp1: d.alloc(PAGE), cdw10: i * 8, cdw12: 7 });
+      const signals = d.vectors[1].total;
+      const irqs = r.controller.stats.interrupts;
+      await d.submit(1, old);
+      // The queue holds 3: they are written during the doorbell, the other 7 wait for room. A driver
+      // sleeping on its interrupt must be woken for the 3 (it frees nothing before it is).
+      assert.equal(await d.vectors[1].waitFor(signals + 1), signals + 1, 'one signal for the entries posted');
+      assert.equal(r.controller.stats.interrupts - irqs, 1);
+      for (let i = 0; i < 3; i++) assert.equal((await d.reap(1, { ringHead: false })).status, 0);
+      assert.ok(d.cqEmpty(1), 'no more than the queue holds');
+    });
   }
 
   test('namespaces sliced from one backend take the fast path, each in its own range', async () => {

@@ -38,7 +38,7 @@ export function ramBackend(size: number, options: RamBackendOptions = {}): RamBa
 
 class Ram implements RamBackend {
   readonly capabilities: BlockCapabilities = { flush: true, discard: true, writeZeroes: true };
-  private readonly chunks = new Map<number, Uint8Array>();
+  private readonly chunks = new ChunkTable();
   private readonly inflight = new InFlight();
 
   constructor(
@@ -136,5 +136,49 @@ class Ram implements RamBackend {
       fn(this.chunks.get(index), at, len, done, index);
       done += len;
     }
+  }
+}
+
+/** Chunks per page of {@link ChunkTable}. */
+const PAGE_CHUNKS = 1024;
+
+/**
+ * The allocated chunks by index, in pages of array slots made on first
+ * use: one array index per lookup (a Map costs a hash per request), and no
+ * memory up front for a large disk.
+ */
+class ChunkTable {
+  private pages: ((Uint8Array | undefined)[] | undefined)[] = [];
+  /** Chunks allocated. */
+  size = 0;
+
+  get(index: number): Uint8Array | undefined {
+    const page = this.pages[Math.floor(index / PAGE_CHUNKS)];
+    return page === undefined ? undefined : page[index % PAGE_CHUNKS];
+  }
+
+  set(index: number, chunk: Uint8Array): void {
+    const p = Math.floor(index / PAGE_CHUNKS);
+    let page = this.pages[p];
+    if (page === undefined) {
+      page = new Array<Uint8Array | undefined>(PAGE_CHUNKS).fill(undefined);
+      while (this.pages.length < p) this.pages.push(undefined);
+      this.pages[p] = page;
+    }
+    if (page[index % PAGE_CHUNKS] === undefined) this.size++;
+    page[index % PAGE_CHUNKS] = chunk;
+  }
+
+  delete(index: number): void {
+    const page = this.pages[Math.floor(index / PAGE_CHUNKS)];
+    if (page === undefined || page[index % PAGE_CHUNKS] === undefined) return;
+    page[index % PAGE_CHUNKS] = undefined;
+    this.size--;
+  }
+
+  /** Frees every chunk. */
+  clear(): void {
+    this.pages = [];
+    this.size = 0;
   }
 }

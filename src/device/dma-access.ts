@@ -52,6 +52,26 @@ export class DmaAccess {
     return segs.map((s) => this.viewOf(s, write));
   }
 
+  /**
+   * One zero-copy view of [iova, iova+length) when the range lies in one
+   * region mapped zero-copy, else undefined (it spans regions, or its
+   * memory is reached by fd or messages: use directViews()). Checked as
+   * sgl() checks (the same errors), without allocating beyond the view:
+   * for per-command hot paths.
+   */
+  directView(iova: number, length: number, write = false): Uint8Array | undefined {
+    this.checkAccess();
+    const r = this.table.regionWithin(iova, length, write);
+    const mem = r?.memory;
+    if (!mem) return undefined;
+    const at = iova - r.iova;
+    if (write) this.table.markDirty(r, at, length);
+    return mem.subarray(at, at + length);
+  }
+
+  /** Throws when DMA is not allowed now (subclasses gate it; their sgl() asks this first). */
+  protected checkAccess(): void {}
+
   /** One zero-copy view; throws EFAULT when the range spans regions. */
   view(iova: number, length: number, write = false): Uint8Array {
     const segs = this.sgl(iova, length, write);

@@ -119,9 +119,14 @@ export class GatedDmaAccess extends DmaAccess {
   }
 
   override sgl(iova: number, length: number, write = false): DmaSegment[] {
+    this.checkAccess();
+    return super.sgl(iova, length, write);
+  }
+
+  /** Migration's hold (EBUSY) and Bus Master Enable (EPERM). */
+  protected override checkAccess(): void {
     this.gate.check();
     this.checkBusMaster();
-    return super.sgl(iova, length, write);
   }
 
   /** False while migration holds DMA or Bus Master Enable is clear (sgl() would throw). */

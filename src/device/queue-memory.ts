@@ -21,6 +21,13 @@ export interface QueueMemory {
    * that reason; throws (EFAULT, EPERM, EINVAL) when the range is not mapped.
    */
   views(addr: number, length: number, write: boolean): Uint8Array[] | undefined;
+  /**
+   * One zero-copy view of the range when it lies in one region that offers
+   * views, else undefined (use {@link views} then); throws as views() does
+   * when the range is not mapped. Allocates nothing but the view: for
+   * per-command paths.
+   */
+  view(addr: number, length: number, write: boolean): Uint8Array | undefined;
   /** Copies the range out (by mapping or by message). */
   read(addr: number, length: number): Promise<Uint8Array>;
   /** Copies `data` in (by mapping or by message). */
@@ -63,6 +70,7 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
       // without a zero-copy mapping.
       return dma().directViews(addr, length, write);
     },
+    view: (addr, length, write) => dma().directView(addr, length, write),
     read: (addr, length) => dma().read(addr, length),
     write: (addr, data) => dma().write(addr, data),
     pin: (addr, length) => dma().pin(addr, length),

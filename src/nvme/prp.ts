@@ -121,13 +121,17 @@ export class PrpWalk {
   private add(addr: number, len: number): void {
     if (this.views) {
       // Taking the views is the mapping check: they throw exactly where mapped() is false.
+      // Nearly always one view of one region: taken without the arrays of views().
+      let one: Uint8Array | undefined;
       let v: Uint8Array[] | undefined;
       try {
-        v = this.mem.views(addr, len, this.write);
+        one = this.mem.view(addr, len, this.write);
+        if (!one) v = this.mem.views(addr, len, this.write);
       } catch {
         throw this.unmapped(addr, len);
       }
-      if (v) for (const x of v) this.views.push(x);
+      if (one) this.views.push(one);
+      else if (v) for (const x of v) this.views.push(x);
       else this.views = undefined;
     } else if (!this.mem.mapped(addr, len, this.write)) {
       throw this.unmapped(addr, len);
