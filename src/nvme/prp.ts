@@ -136,7 +136,9 @@ export class PrpWalk {
     } else if (!this.mem.mapped(addr, len, this.write)) {
       throw this.unmapped(addr, len);
     }
-    const last = this.ranges[this.ranges.length - 1];
+    // Never ranges[-1]: a negative index is a named-property lookup, in the runtime, per command.
+    const n = this.ranges.length;
+    const last = n > 0 ? this.ranges[n - 1] : undefined;
     if (last && last.addr + last.len === addr) last.len += len;
     else this.ranges.push({ addr, len });
   }

@@ -115,8 +115,9 @@ export class SubmissionQueue {
   dead = false;
   /** Called once `outstanding` drops to zero (or the controller resets). */
   idleWaiters: (() => void)[] = [];
-  /** The fast path's cached view of the whole queue (reading length 0 once unmapped). */
+  /** The fast path's cached view of the whole queue (reading length 0 once unmapped), and its words. */
   ring: Uint8Array | undefined;
+  words: DataView | undefined;
   /** Shadow doorbell polling: running, and until when (ms, performance.now()). */
   polling = false;
   pollUntil = 0;
