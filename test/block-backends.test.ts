@@ -55,6 +55,17 @@ test('ram: a large disk costs nothing until written, and discard frees its chunk
   assert.ok(disk.allocatedBytes < used, `discard freed chunks: ${used} -> ${disk.allocatedBytes}`);
   await disk.writeZeroes(1 << 20, 256 * 1024);
   assert.equal(disk.allocatedBytes, 0);
+  // The last chunk of the disk, far from the first (its index table is made on first use).
+  const end = new Uint8Array(4096).fill(7);
+  await disk.write((1 << 30) - 4096, [end]);
+  assert.equal(disk.allocatedBytes, 64 * 1024, 'one chunk');
+  const back = new Uint8Array(8192);
+  await disk.read((1 << 30) - 8192, [back]);
+  assert.deepEqual(back, new Uint8Array(8192).fill(7, 4096));
+  await disk.discard((1 << 30) - 64 * 1024, 64 * 1024);
+  assert.equal(disk.allocatedBytes, 0);
+  await disk.read((1 << 30) - 8192, [back]);
+  assert.deepEqual(back, new Uint8Array(8192), 'a freed chunk reads as zeros');
   await disk.close();
 });
 

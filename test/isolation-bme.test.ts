@@ -31,6 +31,7 @@ test('device DMA with Bus Master Enable clear fails with EPERM on views and mess
     const refusedWithBmeClear = async (): Promise<void> => {
       assert.throws(() => dma.views(DIRECT, 16), isBmeError);
       assert.throws(() => dma.view(DIRECT, 16, true), isBmeError);
+      assert.throws(() => dma.directView(DIRECT, 16, true), isBmeError);
       assert.throws(() => dma.sgl(DIRECT, 16), isBmeError);
       assert.equal(dma.isDirect(DIRECT, 16), false);
       await assert.rejects(dma.read(DIRECT, 16), isBmeError);

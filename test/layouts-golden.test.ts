@@ -81,7 +81,7 @@ describe('NVMe layouts', () => {
     sq.head = 5;
     const completion = { sq, cid: 0x1234, status: 0x2002, dw0: 0x12345678, slot: -1 };
     const ring = Buffer.alloc(2 * CQE.size, 0xee);
-    writeCompletion(new DataView(ring.buffer, ring.byteOffset, ring.length), CQE.size, completion, 1);
+    writeCompletion(new DataView(ring.buffer, ring.byteOffset, ring.length), CQE.size, sq, completion.cid, completion.status, completion.dw0, 1);
     sameBytes(ring, Buffer.concat([Buffer.alloc(16, 0xee), golden]));
     sameBytes(encodeCompletion(completion, 1), golden);
   });

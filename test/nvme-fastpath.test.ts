@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, test } from 'node:test';
-import { privateMemory, type GuestMemory } from '../src/client/index.js';
+import { privateMemory, sharedMemory, type GuestMemory } from '../src/client/index.js';
 import { nvmeController, nvmeControllerOf, ramBackend, serve, sliceBackend } from '../src/index.js';
 import { NvmeDriver, PAGE, type Cmd, type Cqe } from './helpers/nvme-driver.js';
 import { pattern } from './helpers/bytes.js';
@@ -322,7 +322,70 @@ describe('nvme fast path', () => {
       for (let i = 0; i < 10; i++) assert.deepEqual(Buffer.from(d.bytes(bufs[i], PAGE)), Buffer.from(pattern(64 * 1024, 4).subarray(i * PAGE, (i + 1) * PAGE)));
       assert.ok(r.controller.stats.fastCommands >= 10);
     });
+
+    test(`a batch that fills its completion queue interrupts for the entries it posted, before the driver frees any${shadow ? ' (shadow doorbells)' : ''}`, async () => {
+      const r = await rig({ ioQueues: 0 });
+      rigs.push(r);
+      const d = r.driver;
+      assert.equal((await d.admin({ opcode: 0x09, cdw10: 0x07, cdw11: 0 })).status, 0);
+      assert.equal((await d.createCq(1, 4)).status, 0);
+      assert.equal((await d.createSq(1, 16, 1)).status, 0);
+      if (shadow) assert.equal((await d.configureShadowDoorbells()).status, 0);
+      const q = d.queues.get(1)!;
+      const old = q.tail;
+      for (let i = 0; i < 10; i++) d.put(1, { opcode: READ, nsid: 1, prp1: d.alloc(PAGE), cdw10: i * 8, cdw12: 7 });
+      const signals = d.vectors[1].total;
+      const irqs = r.controller.stats.interrupts;
+      await d.submit(1, old);
+      // The queue holds 3: they are written during the doorbell, the other 7 wait for room. A driver
+      // sleeping on its interrupt must be woken for the 3 (it frees nothing before it is).
+      assert.equal(await d.vectors[1].waitFor(signals + 1), signals + 1, 'one signal for the entries posted');
+      assert.equal(r.controller.stats.interrupts - irqs, 1);
+      for (let i = 0; i < 3; i++) assert.equal((await d.reap(1, { ringHead: false })).status, 0);
+      assert.ok(d.cqEmpty(1), 'no more than the queue holds');
+    });
   }
+
+  test('a submission queue whose memory is unmapped and mapped again is read from the new mapping (its cached view and words are taken again)', async () => {
+    const r = await rig({ ioQueues: 1 });
+    rigs.push(r);
+    const d = r.driver;
+    const extra = sharedMemory(64 * 1024, 'nvme-sq-remap');
+    const base = 0x4000_0000;
+    try {
+      await r.client.dmaMap(base, extra);
+      assert.equal((await d.createCq(2, 8)).status, 0);
+      assert.equal((await d.createSq(2, 8, 2, { base })).status, 0);
+      await r.backends[0].poke(pattern(2 * PAGE, 8), 0);
+      const buf = d.alloc(PAGE);
+      // The driver's helpers write only their own memory: this queue's entries are written here.
+      let tail = 0;
+      const read = async (lba: number): Promise<number> => {
+        const e = new DataView(extra.bytes.buffer, extra.bytes.byteOffset + tail * 64, 64);
+        for (let i = 0; i < 64; i += 4) e.setUint32(i, 0);
+        e.setUint8(0, READ);
+        e.setUint16(2, tail, true);
+        e.setUint32(4, 1, true);
+        e.setBigUint64(24, BigInt(buf), true);
+        e.setUint32(40, lba, true);
+        e.setUint32(48, 7, true);
+        tail++;
+        await d.ring(2 * 2, tail);
+        return (await d.reap(2)).status;
+      };
+      const fast = r.controller.stats.fastCommands;
+      assert.equal(await read(0), 0);
+      assert.equal(r.controller.stats.fastCommands - fast, 1, 'read through the cached view of the queue');
+      await r.client.dmaUnmap(base, 64 * 1024);
+      await r.client.dmaMap(base, extra);
+      assert.equal(await read(8), 0);
+      assert.deepEqual(Buffer.from(d.bytes(buf, PAGE)), Buffer.from(pattern(2 * PAGE, 8).subarray(PAGE)));
+      assert.equal(r.controller.fatalReason, undefined);
+      assert.equal(r.controller.stats.fastCommands - fast, 2, 'and through the new one');
+    } finally {
+      extra.close();
+    }
+  });
 
   test('namespaces sliced from one backend take the fast path, each in its own range', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'muser-nvme-fast-'));

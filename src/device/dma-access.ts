@@ -25,6 +25,9 @@ export interface GuestSpan {
 
 /** DMA into the memory of the connected client. */
 export class DmaAccess {
+  /** directView()'s span, reused. */
+  private readonly span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
+
   constructor(
     protected readonly table: DmaTable,
     protected readonly messenger: DmaMessenger,
@@ -65,13 +68,13 @@ export class DmaAccess {
    * view: when the whole range is in one region mapped zero-copy, sets
    * `out.memory` to that region's whole mapping and `out.offset` to where
    * the range starts in it, and returns true (for `write`, the range is
-   * recorded dirty as a writable view would be). False when the range
-   * spans regions or its memory has no zero-copy mapping. Throws as sgl()
-   * does for unmapped or forbidden ranges.
+   * recorded dirty as a writable view would be). False when the range is
+   * empty, spans regions or its memory has no zero-copy mapping. Throws as
+   * sgl() does for unmapped or forbidden ranges (all of the range checked).
    */
   locate(iova: number, length: number, write: boolean, out: GuestSpan): boolean {
     this.checkAccess();
-    const r = this.table.regionOf(iova, length, write);
+    const r = this.table.regionWithin(iova, length, write);
     const mem = r?.memory;
     if (!mem) return false;
     const at = iova - r.iova;
@@ -81,7 +84,17 @@ export class DmaAccess {
     return true;
   }
 
-  /** Throws when accesses are refused now (subclasses gate them). */
+  /**
+   * One zero-copy view of [iova, iova+length): {@link locate} as a view,
+   * else undefined (use directViews()). For per-command hot paths: it
+   * allocates nothing beyond the view.
+   */
+  directView(iova: number, length: number, write = false): Uint8Array | undefined {
+    const span = this.span;
+    return this.locate(iova, length, write, span) ? span.memory.subarray(span.offset, span.offset + length) : undefined;
+  }
+
+  /** Throws when DMA is not allowed now (subclasses gate it; their sgl() asks this first). */
   protected checkAccess(): void {}
 
   /** One zero-copy view; throws EFAULT when the range spans regions. */

@@ -56,6 +56,13 @@ export interface DmaLimits {
 }
 
 const MAX_IOVA = Number.MAX_SAFE_INTEGER;
+
+/** Throws EINVAL for a range no DMA can cover (not integers, negative, past the largest IOVA). */
+function checkDmaRange(iova: number, length: number): void {
+  if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(length) || length < 0 || iova + length > MAX_IOVA) {
+    throw new DeviceError(Errno.EINVAL, `bad DMA range 0x${iova.toString(16)}+${length}`);
+  }
+}
 /**
  * Most unmapped (shrinkable) fds one connection may make us keep open: fds
  * are a process-wide resource, and other clients need them too.
@@ -264,18 +271,12 @@ export class DmaTable {
    * any byte is not mapped, EPERM when the access needs a right not granted.
    */
   translate(iova: number, length: number, write: boolean): DmaSegment[] {
-    if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(length) || length < 0 || iova + length > MAX_IOVA) {
-      throw new DeviceError(Errno.EINVAL, `bad DMA range 0x${iova.toString(16)}+${length}`);
-    }
+    checkDmaRange(iova, length);
     const out: DmaSegment[] = [];
     let at = iova;
     const end = iova + length;
     while (at < end) {
-      const r = this.regionAt(at);
-      if (!r) throw new DeviceError(Errno.EFAULT, `DMA address 0x${at.toString(16)} is not mapped`);
-      if (!(r.prot & (write ? DmaMapFlag.WRITE : DmaMapFlag.READ))) {
-        throw new DeviceError(Errno.EPERM, `DMA region at 0x${r.iova.toString(16)} is not ${write ? 'writable' : 'readable'}`);
-      }
+      const r = this.allowedRegionAt(at, write);
       const take = Math.min(end, r.iova + r.size) - at;
       out.push({ iova: at, length: take, region: r, regionOffset: at - r.iova });
       at += take;
@@ -284,22 +285,28 @@ export class DmaTable {
   }
 
   /**
-   * The region holding all of [iova, iova+length) with the rights asked
-   * for, or undefined when the range runs past its region (translate() then
-   * splits it). Throws what translate() throws for an unmapped start, a
-   * missing right or a bad range. Allocates nothing: for hot paths that
-   * then index the region's memory themselves.
+   * The region holding all of [iova, iova+length), checked as
+   * {@link translate} checks it (the same errors), without allocating: for
+   * per-command hot paths. Undefined when the range is empty or goes on
+   * into another region (all of it checked: use translate() for its pieces).
    */
-  regionOf(iova: number, length: number, write: boolean): DmaRegion | undefined {
-    if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(length) || length < 0 || iova + length > MAX_IOVA) {
-      throw new DeviceError(Errno.EINVAL, `bad DMA range 0x${iova.toString(16)}+${length}`);
-    }
-    const r = this.regionAt(iova);
-    if (!r) throw new DeviceError(Errno.EFAULT, `DMA address 0x${iova.toString(16)} is not mapped`);
+  regionWithin(iova: number, length: number, write: boolean): DmaRegion | undefined {
+    checkDmaRange(iova, length);
+    if (length === 0) return undefined;
+    const r = this.allowedRegionAt(iova, write);
+    if (iova + length <= r.iova + r.size) return r;
+    this.translate(iova, length, write);
+    return undefined;
+  }
+
+  /** The region at `at`, which must be mapped with the right asked for (EFAULT, EPERM). */
+  private allowedRegionAt(at: number, write: boolean): DmaRegion {
+    const r = this.regionAt(at);
+    if (!r) throw new DeviceError(Errno.EFAULT, `DMA address 0x${at.toString(16)} is not mapped`);
     if (!(r.prot & (write ? DmaMapFlag.WRITE : DmaMapFlag.READ))) {
       throw new DeviceError(Errno.EPERM, `DMA region at 0x${r.iova.toString(16)} is not ${write ? 'writable' : 'readable'}`);
     }
-    return iova + length <= r.iova + r.size ? r : undefined;
+    return r;
   }
 
   /** Records a device write to [regionOffset, +length) of `r` while logging. */

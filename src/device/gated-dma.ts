@@ -123,6 +123,7 @@ export class GatedDmaAccess extends DmaAccess {
     return super.sgl(iova, length, write);
   }
 
+  /** Migration's hold (EBUSY) and Bus Master Enable (EPERM). */
   protected override checkAccess(): void {
     this.gate.check();
     this.checkBusMaster();

@@ -31,6 +31,13 @@ export interface QueueMemory {
    * views() does. Optional: callers fall back to views().
    */
   locate?(addr: number, length: number, write: boolean, out: GuestSpan): boolean;
+  /**
+   * One zero-copy view of the range when it lies in one region that offers
+   * views, else undefined (use {@link views} then); throws as views() does
+   * when the range is not mapped. Allocates nothing but the view: for
+   * per-command paths.
+   */
+  view(addr: number, length: number, write: boolean): Uint8Array | undefined;
   /** Copies the range out (by mapping or by message). */
   read(addr: number, length: number): Promise<Uint8Array>;
   /** Copies `data` in (by mapping or by message). */
@@ -74,6 +81,7 @@ export function dmaQueueMemory(dma: () => DmaAccess): QueueMemory {
       return dma().directViews(addr, length, write);
     },
     locate: (addr, length, write, out) => dma().locate(addr, length, write, out),
+    view: (addr, length, write) => dma().directView(addr, length, write),
     read: (addr, length) => dma().read(addr, length),
     write: (addr, data) => dma().write(addr, data),
     pin: (addr, length) => dma().pin(addr, length),

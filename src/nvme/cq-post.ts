@@ -36,15 +36,17 @@ export class CqPoster {
     // An admin command's effect becomes durable with its result, before the host can see either.
     if (sq.id === 0 && slot >= 0) this.c.adminCompleted(slot, status, dw0);
     const cq = sq.cq;
-    cq.pending.push({ sq, cid, status, dw0, slot });
     if (this.collecting > 0) {
-      // A synchronous drain posts its batch when its fetch loop ends.
+      // A synchronous drain: the entry is written now when nothing waits before it (no record, no copy),
+      // and the batch's interrupt is raised when its fetch loop ends.
+      if (!this.postNow(cq, sq, cid, status, dw0, slot)) cq.pending.push({ sq, cid, status, dw0, slot });
       if (!cq.collected) {
         cq.collected = true;
         this.collected.push(cq);
       }
       return;
     }
+    cq.pending.push({ sq, cid, status, dw0, slot });
     if (!cq.flushing && !cq.scheduled) {
       cq.scheduled = true;
       // Completions that finish in the same turn share one pass and one interrupt.
@@ -55,25 +57,40 @@ export class CqPoster {
     }
   }
 
-  /** Posts the completions a synchronous drain collected. */
+  /**
+   * Writes a completion into its queue's view at once, when nothing waits
+   * to be posted before it and the queue has room; false otherwise (it
+   * must wait in `pending`). Its batch's interrupt comes from {@link publish}.
+   */
+  private postNow(cq: CompletionQueue, sq: SubmissionQueue, cid: number, status: number, dw0: number, slot: number): boolean {
+    if (cq.pending.length > 0 || cq.flushing || cq.full) return false;
+    const words = this.c.memory.accessible() ? this.cqRing(cq) : undefined;
+    if (!words) return false;
+    writeCompletion(words, cq.tail * CQE.size, sq, cid, status, dw0, cq.phase);
+    cq.batchThroughRing = true;
+    this.posted(cq, sq, slot);
+    return true;
+  }
+
+  /** Posts the completions a synchronous drain collected (some already are), one interrupt per queue. */
   publish(): void {
     while (this.collected.length > 0) {
       const cq = this.collected.pop()!;
       cq.collected = false;
-      this.flush(cq);
+      if (cq.flushing) continue; // its flush ends the batch
+      if (cq.pending.length > 0) this.flush(cq);
+      else this.endBatch(cq);
     }
   }
 
   /**
    * Posts what waits, while the queue has room, then raises its interrupt
-   * once: at once through views of the queue (and of the shadow doorbells
-   * when it is full), else through copies, going on when they are done.
+   * once for the batch (entries posted at once by the same drain included):
+   * through views of the queue (and of the shadow doorbells when it is
+   * full), else through copies, going on when they are done.
    */
   flush(cq: CompletionQueue): void {
     if (cq.flushing || cq.pending.length === 0) return;
-    cq.batchPosted = 0;
-    cq.batchFreed = undefined;
-    cq.batchThroughRing = false;
     this.post(cq, this.c.epoch);
   }
 
@@ -95,18 +112,18 @@ export class CqPoster {
         }
         const p = pending[n];
         if (words) {
-          writeCompletion(words, cq.tail * CQE.size, p, cq.phase);
+          writeCompletion(words, cq.tail * CQE.size, p.sq, p.cid, p.status, p.dw0, cq.phase);
           cq.batchThroughRing = true;
         } else {
           const written = this.writeEntry(cq, p);
           if (written) {
             // The entry leaves `pending` now; it counts as posted once written.
             n++;
-            wait = written.then(() => this.posted(cq, p));
+            wait = written.then(() => this.posted(cq, p.sq, p.slot));
             break;
           }
         }
-        this.posted(cq, p);
+        this.posted(cq, p.sq, p.slot);
       }
     } catch (e) {
       this.c.fatal(`cannot write CQ ${cq.id} entry ${cq.tail}: ${(e as Error).message}`);
@@ -131,18 +148,18 @@ export class CqPoster {
   }
 
   /** The point where a completion counts as posted: its CQE is in guest memory. */
-  private posted(cq: CompletionQueue, p: PendingCompletion): void {
+  private posted(cq: CompletionQueue, sq: SubmissionQueue, slot: number): void {
     cq.advance();
     // Entry freed, then the tail: recovery finds a CQE posted past the logged tail by its phase.
-    if (p.slot >= 0) this.c.log?.posted(p.slot, cq.id, cq.tail, cq.phase);
-    if (--p.sq.outstanding === 0) p.sq.wakeIdle();
+    if (slot >= 0) this.c.log?.posted(slot, cq.id, cq.tail, cq.phase);
+    if (--sq.outstanding === 0) sq.wakeIdle();
     cq.batchPosted++;
     // Nearly always one submission queue: spare the Set.
     const freed = cq.batchFreed;
-    if (freed === undefined) cq.batchFreed = p.sq;
-    else if (freed !== p.sq) {
-      if (freed instanceof Set) freed.add(p.sq);
-      else cq.batchFreed = new Set([freed, p.sq]);
+    if (freed === undefined) cq.batchFreed = sq;
+    else if (freed !== sq) {
+      if (freed instanceof Set) freed.add(sq);
+      else cq.batchFreed = new Set([freed, sq]);
     }
   }
 

@@ -117,8 +117,13 @@ interface Transfer {
   readonly epoch: number;
 }
 
-/** The checks of a Read or Write before its data pointers, in the order the spec's statuses take precedence here. */
-function checkTransfer(cmd: IoFields, ctx: IoContext, write: boolean): Transfer {
+/**
+ * A Read or Write: at once when the PRP walk reads its lists through views,
+ * the data has views and the backend finishes at once; else from the step
+ * that must wait. The checks before the data pointers come in the order
+ * the spec's statuses take precedence here.
+ */
+function readWrite(cmd: IoCommand, ctx: IoContext, write: boolean): MaybePromise<CommandResult> {
   const ns = namespaceOf(cmd, ctx);
   checkPrps(cmd);
   const { offset, length } = lbaRange(cmd, ns);
@@ -126,37 +131,38 @@ function checkTransfer(cmd: IoFields, ctx: IoContext, write: boolean): Transfer 
   if (write) checkWritable(ns);
   // With the volatile write cache turned off (Set Features), every write is durable before it completes.
   const fua = (cmd.cdw12 & FUA) !== 0 || (write && ns.capabilities.flush && !ctx.writeCacheEnabled);
-  return { ns, offset, length, write, fua, epoch: ctx.epoch };
-}
-
-/**
- * A Read or Write: at once when the PRP walk reads its lists through views,
- * the data has views and the backend finishes at once; else from the step
- * that must wait.
- */
-function readWrite(cmd: IoCommand, ctx: IoContext, write: boolean): MaybePromise<CommandResult> {
-  const t = checkTransfer(cmd, ctx, write);
   // A Read writes guest memory; a Write reads it.
-  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, t.length, !write, true);
+  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, length, !write, true);
   const listCopied = walk.finish();
   // A list page had to be copied: the views taken meanwhile may be stale, take the ranges afresh.
-  if (listCopied) return listCopied.then(() => transfer(t, walk.ranges, ctx));
+  if (listCopied) {
+    const t = transferOf(ns, offset, length, write, fua, ctx);
+    return listCopied.then(() => transfer(t, walk.ranges, ctx));
+  }
   const views = walk.views;
   // The memory has no views: a bounce buffer.
-  if (!views) return transfer(t, walk.ranges, ctx);
+  if (!views) return transfer(transferOf(ns, offset, length, write, fua, ctx), walk.ranges, ctx);
   let started: MaybePromise<void>;
   try {
-    started = write ? t.ns.disk.write(t.offset, views, { fua: t.fua }) : t.ns.disk.read(t.offset, views);
+    started = write ? (fua ? ns.disk.write(offset, views, FUA_WRITE) : ns.disk.write(offset, views)) : ns.disk.read(offset, views);
   } catch (e) {
     throw failure(e, write);
   }
   if (!(started instanceof Promise)) {
-    ctx.account(write, t.length);
+    ctx.account(write, length);
     return DONE;
   }
   // The backend must wait: it holds the views, pinned from this same turn until it settles.
-  return transfer(t, walk.ranges, ctx, views, started);
+  return transfer(transferOf(ns, offset, length, write, fua, ctx), walk.ranges, ctx, views, started);
 }
+
+/** The record of a checked Read or Write for its asynchronous steps (made only for them: nothing is allocated when it finishes at once). */
+function transferOf(ns: Namespace, offset: number, length: number, write: boolean, fua: boolean, ctx: IoContext): Transfer {
+  return { ns, offset, length, write, fua, epoch: ctx.epoch };
+}
+
+/** The option of a write that must be durable before it completes (shared: no allocation per command). */
+const FUA_WRITE = Object.freeze({ fua: true });
 
 /**
  * Moves a checked transfer's data between the backend and the guest ranges,

@@ -33,8 +33,6 @@ function address(v: number | bigint, what: string): number {
  * a range has none).
  */
 export class PrpWalk {
-  /** The guest ranges, adjacent pieces merged. */
-  readonly ranges: GuestRange[] = [];
   /** Views of every range in order, while all of them have views (collectViews only). */
   views: Uint8Array[] | undefined;
   /** Where the next step() needs PRP list bytes (while not done). */
@@ -43,6 +41,12 @@ export class PrpWalk {
   private left = 0;
   private list = 0;
   private visited: Set<number> | undefined;
+  /** Still collecting views (collectViews, and every range so far had views). */
+  private collecting: boolean;
+  /** The ranges, adjacent pieces merged: the first one as numbers, any others listed (no allocation for one). */
+  private firstAddr = 0;
+  private firstLen = 0;
+  private more: GuestRange[] | undefined;
 
   /**
    * `write`: the controller writes guest memory (a Read command). Throws
@@ -56,7 +60,8 @@ export class PrpWalk {
     private readonly write: boolean,
     collectViews: boolean,
   ) {
-    if (collectViews) this.views = [];
+    this.collecting = collectViews;
+    if (collectViews) this.views = length === 0 ? [] : undefined;
     if (length === 0) return;
     const first = address(prp1, 'PRP1');
     if (first % 4 !== 0) throw new CommandError(Status.PRP_OFFSET_INVALID, 'PRP1 is not dword aligned');
@@ -81,6 +86,13 @@ export class PrpWalk {
   /** True once every range is known. */
   get done(): boolean {
     return this.left === 0;
+  }
+
+  /** The guest ranges, adjacent pieces merged (a new array). */
+  get ranges(): GuestRange[] {
+    if (this.firstLen === 0) return [];
+    const first = { addr: this.firstAddr, len: this.firstLen };
+    return this.more ? [first, ...this.more.map((r) => ({ ...r }))] : [first];
   }
 
   /** Checks the next list page and says which bytes of it are needed. */
@@ -119,22 +131,49 @@ export class PrpWalk {
   }
 
   private add(addr: number, len: number): void {
-    if (this.views) {
+    if (this.collecting) {
       // Taking the views is the mapping check: they throw exactly where mapped() is false.
+      // Nearly always one view of one region: taken without the arrays of views().
+      let one: Uint8Array | undefined;
       let v: Uint8Array[] | undefined;
       try {
-        v = this.mem.views(addr, len, this.write);
+        one = this.mem.view(addr, len, this.write);
+        if (!one) v = this.mem.views(addr, len, this.write);
       } catch {
         throw this.unmapped(addr, len);
       }
-      if (v) for (const x of v) this.views.push(x);
-      else this.views = undefined;
+      const views = this.views;
+      if (one) {
+        if (views) views.push(one);
+        else this.views = [one];
+      } else if (v) {
+        if (views) for (const x of v) views.push(x);
+        else this.views = v;
+      } else {
+        this.collecting = false;
+        this.views = undefined;
+      }
     } else if (!this.mem.mapped(addr, len, this.write)) {
       throw this.unmapped(addr, len);
     }
-    const last = this.ranges[this.ranges.length - 1];
-    if (last && last.addr + last.len === addr) last.len += len;
-    else this.ranges.push({ addr, len });
+    this.addRange(addr, len);
+  }
+
+  private addRange(addr: number, len: number): void {
+    if (this.firstLen === 0) {
+      this.firstAddr = addr;
+      this.firstLen = len;
+      return;
+    }
+    const more = this.more;
+    if (!more) {
+      if (this.firstAddr + this.firstLen === addr) this.firstLen += len;
+      else this.more = [{ addr, len }];
+      return;
+    }
+    const last = more[more.length - 1];
+    if (last.addr + last.len === addr) last.len += len;
+    else more.push({ addr, len });
   }
 
   private unmapped(addr: number, len: number): CommandError {

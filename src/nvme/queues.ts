@@ -115,8 +115,9 @@ export class SubmissionQueue {
   dead = false;
   /** Called once `outstanding` drops to zero (or the controller resets). */
   idleWaiters: (() => void)[] = [];
-  /** The fast path's cached view of the whole queue (reading length 0 once unmapped). */
+  /** The fast path's cached view of the whole queue (reading length 0 once unmapped), and its words. */
   ring: Uint8Array | undefined;
+  words: DataView | undefined;
   /** Shadow doorbell polling: running, and until when (ms, performance.now()). */
   polling = false;
   pollUntil = 0;
@@ -134,6 +135,8 @@ export class SubmissionQueue {
 
   /** Wakes whoever waits for this queue to have no command outstanding. */
   wakeIdle(): void {
+    // Called at the end of nearly every batch: no copy of an empty list.
+    if (this.idleWaiters.length === 0) return;
     for (const w of this.idleWaiters.splice(0)) w();
   }
 }
@@ -158,11 +161,11 @@ const { dw0: CQE_DW0, dw1: CQE_DW1, sqHead: CQE_DW2, cid: CQE_DW3 } = CQE.offset
  * driver that sees the new phase sees the whole entry (NVMe 1.4, 4.6).
  * Allocation-free: it runs for every command.
  */
-export function writeCompletion(words: DataView, at: number, c: PendingCompletion, phase: number): void {
-  words.setUint32(at + CQE_DW0, c.dw0 >>> 0, true);
+export function writeCompletion(words: DataView, at: number, sq: SubmissionQueue, cid: number, status: number, dw0: number, phase: number): void {
+  words.setUint32(at + CQE_DW0, dw0 >>> 0, true);
   words.setUint32(at + CQE_DW1, 0, true);
-  words.setUint32(at + CQE_DW2, (c.sq.head | (c.sq.id << 16)) >>> 0, true);
-  words.setUint32(at + CQE_DW3, (c.cid | (completionStatus(c.status, phase) << 16)) >>> 0, true);
+  words.setUint32(at + CQE_DW2, (sq.head | (sq.id << 16)) >>> 0, true);
+  words.setUint32(at + CQE_DW3, (cid | (completionStatus(status, phase) << 16)) >>> 0, true);
 }
 
 /** A completion queue entry (NVMe 1.4, 4.6) as a new buffer, for writes that cannot go through a view. */

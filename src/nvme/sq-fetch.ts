@@ -13,13 +13,14 @@ import { native } from '../native/index.js';
 import { executeAdmin, type AdminTarget } from './admin.js';
 import { CommandError, parseCommand, type CommandResult, type NvmeCommand } from './command.js';
 import { AdminOpcode, AsyncEvent, LogPageId, Status } from './constants.js';
-import { SQE, SqeFlags } from './layouts.js';
+import { SQE } from './layouts.js';
+import { decodeInto, scratchCommand, wordsOf } from './sq-decode.js';
 import type { QueueCore } from './core.js';
 import type { CqPoster } from './cq-post.js';
 import type { AsyncEvents } from './events.js';
-import { executeIo, type IoCommand, type IoContext } from './io.js';
+import { executeIo, type IoContext } from './io.js';
 import { CompletionQueue, type SubmissionQueue } from './queues.js';
-import { u32, viewOf } from './shadow.js';
+import { viewOf } from './shadow.js';
 
 /** Passes of one drain before it yields to the event loop (a driver that never stops adding). */
 const MAX_DRAIN_PASSES = 64;
@@ -38,23 +39,9 @@ const enum Step {
   END,
 }
 
-/** The scratch decode of an I/O submission queue entry (one at a time, read only while the command starts). */
-interface ScratchCommand extends IoCommand {
-  opcode: number;
-  fuse: number;
-  psdt: number;
-  cid: number;
-  nsid: number;
-  prp1: number;
-  prp2: number;
-  cdw10: number;
-  cdw11: number;
-  cdw12: number;
-}
-
 /** The submission side of one controller. */
 export class SqFetcher {
-  private readonly scratch: ScratchCommand = { opcode: 0, fuse: 0, psdt: 0, cid: 0, nsid: 0, prp1: 0, prp2: 0, cdw10: 0, cdw11: 0, cdw12: 0 };
+  private readonly scratch = scratchCommand();
 
   constructor(
     private readonly c: QueueCore,
@@ -361,7 +348,7 @@ export class SqFetcher {
     const c = this.c;
     if (sq.id === 0) return this.runAdmin(sq, parseCommand(bytes.subarray(at, at + SQE.size)), slot);
     c.stats.ioCommands++;
-    const cmd = decodeInto(this.scratch, bytes, at);
+    const cmd = decodeInto(this.scratch, wordsOf(bytes, sq.ring, sq.words), at);
     const cid = cmd.cid;
     const nsid = cmd.nsid;
     let execution: CommandResult | Promise<CommandResult>;
@@ -385,7 +372,10 @@ export class SqFetcher {
   /** The view of a whole submission queue, (re)taken when missing or unmapped; undefined when it has none. */
   private sqRing(sq: SubmissionQueue): Uint8Array | undefined {
     const length = sq.size * SQE.size;
-    if (sq.ring?.length !== length) sq.ring = viewOf(this.c.memory, sq.base, length, false);
+    if (sq.ring?.length !== length) {
+      sq.ring = viewOf(this.c.memory, sq.base, length, false);
+      sq.words = sq.ring && new DataView(sq.ring.buffer, sq.ring.byteOffset, length);
+    }
     return sq.ring;
   }
 
@@ -474,27 +464,4 @@ export class SqFetcher {
 /** The completion status of a command that failed with `e`. */
 function statusOf(e: unknown): number {
   return e instanceof CommandError ? e.status : Status.INTERNAL_ERROR;
-}
-
-/** Where the fields the I/O path reads are in an SQE. */
-const { opcode: OPCODE, flags: FLAGS, cid: CID, nsid: NSID, prp1: PRP1, prp2: PRP2, cdw10: CDW10, cdw11: CDW11, cdw12: CDW12 } = SQE.offsets;
-
-/**
- * Decodes the fields the I/O path reads of the entry at `at` into `out`:
- * byte reads at the layout's offsets, no allocation (it runs for every
- * command). A PRP beyond 2^53 rounds, and the PRP checks then refuse it.
- */
-function decodeInto(out: ScratchCommand, b: Uint8Array, at: number): ScratchCommand {
-  const flags = b[at + FLAGS];
-  out.opcode = b[at + OPCODE];
-  out.fuse = flags & SqeFlags.FUSE_MASK;
-  out.psdt = (flags >> SqeFlags.PSDT_SHIFT) & SqeFlags.PSDT_MASK;
-  out.cid = b[at + CID] | (b[at + CID + 1] << 8);
-  out.nsid = u32(b, at + NSID);
-  out.prp1 = u32(b, at + PRP1 + 4) * 0x1_0000_0000 + u32(b, at + PRP1);
-  out.prp2 = u32(b, at + PRP2 + 4) * 0x1_0000_0000 + u32(b, at + PRP2);
-  out.cdw10 = u32(b, at + CDW10);
-  out.cdw11 = u32(b, at + CDW11);
-  out.cdw12 = u32(b, at + CDW12);
-  return out;
 }

@@ -66,7 +66,11 @@ export class WorkerDmaAccess extends DmaAccess {
   }
 
   override sgl(iova: number, length: number, write = false): DmaSegment[] {
-    if (!this.allowed()) throw new DeviceError(Errno.EPERM, 'DMA is not allowed now (Bus Master Enable clear, or held for migration)');
+    this.checkAccess();
     return super.sgl(iova, length, write);
+  }
+
+  protected override checkAccess(): void {
+    if (!this.allowed()) throw new DeviceError(Errno.EPERM, 'DMA is not allowed now (Bus Master Enable clear, or held for migration)');
   }
 }
