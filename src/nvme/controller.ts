@@ -21,7 +21,7 @@ import { Csts, NvmeReg, PAGE_SIZE } from './constants.js';
 import { CqPoster } from './cq-post.js';
 import { AER_LIMIT, AsyncEvents, ERROR_LOG_ENTRIES } from './events.js';
 import { Bar0 } from './bar0.js';
-import type { ErrorEntry, HealthCounters } from './identify.js';
+import { countIo, type ErrorEntry, type HealthCounters } from './identify.js';
 import type { IoContext } from './io.js';
 import type { InflightLog } from './inflight-log.js';
 import { logPlace, openLog } from './log-control.js';
@@ -156,13 +156,7 @@ export class NvmeController implements AdminTarget, IoContext {
   }
 
   account(write: boolean, bytes: number): void {
-    if (write) {
-      this.health.writeCommands++;
-      this.health.unitsWritten += bytes / 512;
-    } else {
-      this.health.readCommands++;
-      this.health.unitsRead += bytes / 512;
-    }
+    countIo(this.health, write, bytes);
   }
 
   healthNow(): HealthCounters {

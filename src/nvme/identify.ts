@@ -151,6 +151,17 @@ export interface HealthCounters {
   errorEntries: number;
 }
 
+/** Counts a finished Read or Write in the SMART counters (`bytes` in 512-byte units). */
+export function countIo(h: Pick<HealthCounters, 'unitsRead' | 'unitsWritten' | 'readCommands' | 'writeCommands'>, write: boolean, bytes: number): void {
+  if (write) {
+    h.writeCommands++;
+    h.unitsWritten += bytes / 512;
+  } else {
+    h.readCommands++;
+    h.unitsRead += bytes / 512;
+  }
+}
+
 function u128(b: Buffer, at: number, v: number): void {
   b.writeBigUInt64LE(BigInt(Math.max(0, Math.floor(v))), at);
 }

@@ -13,7 +13,7 @@ import type { ThreadRuntime } from '../../device/threads/runtime.js';
 import type { QueueCore } from '../core.js';
 import { CqPoster } from '../cq-post.js';
 import { PAGE_SIZE } from '../constants.js';
-import type { HealthCounters } from '../identify.js';
+import { countIo, type HealthCounters } from '../identify.js';
 import type { InflightLog } from '../inflight-log.js';
 import type { IoContext } from '../io.js';
 import type { Namespace } from '../namespace.js';
@@ -101,13 +101,7 @@ export class ThreadQueues implements QueueCore, IoContext {
   }
 
   account(write: boolean, bytes: number): void {
-    if (write) {
-      this.health.writeCommands++;
-      this.health.unitsWritten += bytes / 512;
-    } else {
-      this.health.readCommands++;
-      this.health.unitsRead += bytes / 512;
-    }
+    countIo(this.health, write, bytes);
   }
 
   /** Stops this thread's queues at once, and has the main thread set CSTS.CFS (which resets them here). */
