@@ -28,9 +28,9 @@ export interface QueueMemory {
    * paths index the mapping themselves): true, with `out` set, when all of
    * it is in one such mapping (writable ranges are recorded dirty, as a
    * writable view is); false when it has none or spans mappings. Throws as
-   * views() does. Optional: callers fall back to views().
+   * views() does.
    */
-  locate?(addr: number, length: number, write: boolean, out: GuestSpan): boolean;
+  locate(addr: number, length: number, write: boolean, out: GuestSpan): boolean;
   /**
    * One zero-copy view of the range when it lies in one region that offers
    * views, else undefined (use {@link views} then); throws as views() does

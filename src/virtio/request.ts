@@ -340,7 +340,7 @@ export class VirtqueueRequest {
    */
   private locatePiece(list: readonly Descriptor[], offset: number, length: number, write: boolean): boolean {
     const memory = this.memory;
-    if (!memory.locate || length === 0) return false;
+    if (length === 0) return false;
     let skip = offset;
     for (let i = 0; i < list.length; i++) {
       const d = list[i];

@@ -87,13 +87,7 @@ export class RingAccess {
         return true;
       }
     }
-    const memory = this.host.memory;
-    if (memory.locate) return memory.locate(addr, length, false, out);
-    const v = this.peek(addr, length);
-    if (!v) return false;
-    out.memory = v;
-    out.offset = 0;
-    return true;
+    return this.host.memory.locate(addr, length, false, out);
   }
 
   /** A view of guest memory for reading, or undefined when it takes a copy (no fd, or two regions). */
