@@ -177,11 +177,10 @@ describe('virtio layouts', () => {
     const walker = new ChainWalker(() => false);
     walker.start(0, 0, 3, false, table);
     assert.equal(walker.step(), true);
-    assert.deepEqual(walker.readable, [{ addr: 0x1000, len: 16 }]);
-    assert.deepEqual(walker.writable, [
-      { addr: 0x2000, len: 512 },
-      { addr: 0x3000, len: 1 },
-    ]);
+    assert.deepEqual(walker.chain, [0x1000, 16, 0x2000, 512, 0x3000, 1]);
+    assert.equal(walker.readableCount, 1);
+    assert.equal(walker.readableLength, 16);
+    assert.equal(walker.writableLength, 513);
   });
 
   test('virtio-pci capabilities: cfg_type, bar, id, offset at 8, length at 12 (from the PCI header), notify_off_multiplier at 16', () => {

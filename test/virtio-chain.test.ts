@@ -54,7 +54,12 @@ function walk(mem: Uint8Array, head: number, views: boolean, indirect = true): O
       if (!inside(w.needAt, w.needLength)) throw new Error(`EFAULT at 0x${w.needAt.toString(16)}`);
       copy = mem.slice(w.needAt - BASE, w.needAt - BASE + w.needLength);
     }
-    return { readable: [...w.readable], writable: [...w.writable], copies };
+    const pairs = (from: number, to: number): { addr: number; len: number }[] => Array.from({ length: to - from }, (_, i) => ({ addr: w.chain[2 * (from + i)], len: w.chain[2 * (from + i) + 1] }));
+    const readable = pairs(0, w.readableCount);
+    const writable = pairs(w.readableCount, w.chain.length / 2);
+    const sum = (l: { len: number }[]): number => l.reduce((n, d) => n + d.len, 0);
+    if (sum(readable) !== w.readableLength || sum(writable) !== w.writableLength) throw new Error('area lengths disagree with the buffers');
+    return { readable, writable, copies };
   } catch (e) {
     return { error: `${e instanceof RingError ? 'RingError' : 'Error'}: ${(e as Error).message}` };
   }

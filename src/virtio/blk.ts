@@ -290,13 +290,13 @@ function executeType(req: VirtqueueRequest, header: Buffer, disk: BlockDevice, l
   switch (type) {
     case BlkRequestType.IN: {
       if (extraReadable !== 0) throw new RequestError('IN data must be device-writable');
-      const offset = dataRange(sectorOf(header), statusAt, limits, req.writable);
+      const offset = dataRange(sectorOf(header), statusAt, limits, req, 'writable');
       disk.check('read', offset, statusAt); // before taking guest memory
       return transfer(req, 'writable', 0, statusAt, disk, offset, statusAt);
     }
     case BlkRequestType.OUT: {
       if (statusAt !== 0) throw new RequestError('OUT data must be device-readable');
-      const offset = dataRange(sectorOf(header), extraReadable, limits, req.readable, HEADER);
+      const offset = dataRange(sectorOf(header), extraReadable, limits, req, 'readable', HEADER);
       disk.check('write', offset, extraReadable);
       return transfer(req, 'readable', HEADER, extraReadable, disk, offset, 0);
     }
@@ -319,12 +319,13 @@ function executeType(req: VirtqueueRequest, header: Buffer, disk: BlockDevice, l
 }
 
 /** Checks a data transfer against size_max / seg_max; returns its byte offset (the disk checks range and alignment). */
-function dataRange(sector: number, length: number, limits: BlkLimits, descs: readonly { len: number }[], skip = 0): number {
+function dataRange(sector: number, length: number, limits: BlkLimits, req: VirtqueueRequest, area: 'readable' | 'writable', skip = 0): number {
   if (length > limits.totalMax) throw new RequestError(`request of ${length} bytes exceeds ${limits.totalMax}`);
   let left = skip;
-  for (const d of descs) {
-    const data = Math.max(0, d.len - left);
-    left = Math.max(0, left - d.len);
+  for (let i = 0, n = req.bufferCount(area); i < n; i++) {
+    const len = req.bufferLength(area, i);
+    const data = Math.max(0, len - left);
+    left = Math.max(0, left - len);
     if (data > limits.sizeMax) throw new RequestError(`a segment of ${data} bytes exceeds size_max`);
   }
   return sector * SECTOR;

@@ -10,7 +10,6 @@
 import { u64OrNaN } from '../layout/u64.js';
 import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
 import { DESCRIPTOR } from './layouts.js';
-import type { Descriptor } from './request.js';
 import type { GuestSpan } from '../device/queue-memory.js';
 
 /** The driver broke the ring: the queue stops and asks for a reset. */
@@ -51,14 +50,20 @@ const enum Pending {
  * them to the next step(). Throws RingError for a broken chain.
  */
 export class ChainWalker {
-  /** The chain's device-readable buffers, once step() returned true (a new list per chain: requests keep it). */
-  readable: Descriptor[] = [];
-  /** The chain's device-writable buffers, once step() returned true. */
-  writable: Descriptor[] = [];
-  /** The buffers found so far (reused: each chain's lists are copied out at its end, at their exact length). */
-  private readonly foundReadable: Descriptor[] = [];
-  private readonly foundWritable: Descriptor[] = [];
-  private readableCount = 0;
+  /**
+   * The chain's buffers once step() returned true, packed as [addr, len]
+   * pairs, the device-readable ones first (a new array per chain: requests
+   * keep it; pairs rather than objects, as this runs for every request).
+   */
+  chain: number[] = [];
+  /** How many of the chain's buffers are device-readable (the rest are writable). */
+  readableCount = 0;
+  /** Bytes of the chain's device-readable and device-writable buffers. */
+  readableLength = 0;
+  writableLength = 0;
+  /** The buffers found so far, as pairs (reused: each chain's are copied out at its end, at their exact length). */
+  private readonly found: number[] = [];
+  private foundCount = 0;
   private writableCount = 0;
   /** Where the bytes the walk waits for start, when step() returned false. */
   needAt = 0;
@@ -88,10 +93,9 @@ export class ChainWalker {
    * ends (only for a walk that does not wait); else each descriptor is peeked.
    */
   start(head: number, desc: number, size: number, indirect: boolean, descView: Uint8Array | undefined): void {
-    this.readableCount = this.writableCount = 0;
-    // A long chain's buffers are not kept alive by the next ones.
-    if (this.foundReadable.length > KEEP_FOUND) this.foundReadable.length = 0;
-    if (this.foundWritable.length > KEEP_FOUND) this.foundWritable.length = 0;
+    this.foundCount = this.writableCount = this.readableLength = this.writableLength = 0;
+    // A long chain's list does not stay this long.
+    if (this.found.length > 2 * KEEP_FOUND) this.found.length = 0;
     this.head = this.index = head;
     this.tableBase = desc;
     this.tableSize = this.budget = size;
@@ -153,13 +157,18 @@ export class ChainWalker {
       this.enterTable(this.span.memory, this.span.offset, len);
       return Step.Next;
     }
-    const write = (flags & DescFlag.WRITE) !== 0;
-    if (write) this.foundWritable[this.writableCount++] = { addr, len };
-    else if (this.writableCount > 0) throw new RingError('device-readable descriptor after a device-writable one');
-    else this.foundReadable[this.readableCount++] = { addr, len };
+    if (flags & DescFlag.WRITE) {
+      this.writableCount++;
+      this.writableLength += len;
+    } else if (this.writableCount > 0) throw new RingError('device-readable descriptor after a device-writable one');
+    else this.readableLength += len;
+    const found = this.found;
+    const n = this.foundCount++;
+    found[2 * n] = addr;
+    found[2 * n + 1] = len;
     if (!(flags & DescFlag.NEXT)) {
-      this.readable = this.foundReadable.slice(0, this.readableCount);
-      this.writable = this.foundWritable.slice(0, this.writableCount);
+      this.chain = found.slice(0, 2 * n + 2);
+      this.readableCount = n + 1 - this.writableCount;
       return Step.Done;
     }
     this.index = next;

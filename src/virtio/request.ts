@@ -116,22 +116,55 @@ export class VirtqueueRequest {
   private writableViews: Uint8Array[] | null | undefined;
   private lent = false;
 
-  /** @internal Built by the virtqueue; handlers receive requests, they do not make them. */
+  /**
+   * @internal Built by the virtqueue; handlers receive requests, they do
+   * not make them. `chain` holds the buffers as [addr, len] pairs, the
+   * `readableCount` device-readable ones first; the lengths are their sums.
+   */
   constructor(
     /** Queue index. */
     readonly queue: number,
     /** Head descriptor index (the id in the used ring). */
     readonly head: number,
-    readonly readable: readonly Descriptor[],
-    readonly writable: readonly Descriptor[],
+    private readonly chain: readonly number[],
+    private readonly readableCount: number,
+    readableLength: number,
+    writableLength: number,
     private readonly memory: QueueMemory,
     private readonly sink: RequestSink,
     /** The queue's generation when it handed the request out: a reset since makes the completion moot. */
     private readonly generation: number,
     private readonly bounce: BounceBudget = new BounceBudget(),
   ) {
-    this.readableLength = total(readable);
-    this.writableLength = total(writable);
+    this.readableLength = readableLength;
+    this.writableLength = writableLength;
+  }
+
+  /** The device-readable buffers, in chain order (a new list each call). */
+  get readable(): Descriptor[] {
+    return this.descriptors(0, this.readableCount);
+  }
+
+  /** The device-writable buffers, in chain order (a new list each call). */
+  get writable(): Descriptor[] {
+    return this.descriptors(this.readableCount, this.chain.length >> 1);
+  }
+
+  /** How many buffers an area is made of. */
+  bufferCount(area: Area): number {
+    return area === 'readable' ? this.readableCount : (this.chain.length >> 1) - this.readableCount;
+  }
+
+  /** The length of buffer `i` of an area (0 for a buffer it does not have). */
+  bufferLength(area: Area, i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.bufferCount(area)) return 0;
+    return this.chain[2 * (area === 'readable' ? i : this.readableCount + i) + 1];
+  }
+
+  private descriptors(from: number, to: number): Descriptor[] {
+    const out: Descriptor[] = [];
+    for (let i = from; i < to; i++) out.push({ addr: this.chain[2 * i], len: this.chain[2 * i + 1] });
+    return out;
   }
 
   /**
@@ -180,18 +213,21 @@ export class VirtqueueRequest {
    * Throws RequestError when the range is outside the area.
    */
   pieces(area: Area, offset: number, length: number): Descriptor[] {
-    const list = this.area(area, offset, length);
+    const from = this.area(area, offset, length);
+    const to = this.areaEnd(area);
+    const chain = this.chain;
     const out: Descriptor[] = [];
     let skip = offset;
     let left = length;
-    for (const d of list) {
+    for (let i = from; i < to; i++) {
+      const len = chain[2 * i + 1];
       if (left === 0) break;
-      if (skip >= d.len) {
-        skip -= d.len;
+      if (skip >= len) {
+        skip -= len;
         continue;
       }
-      const take = Math.min(d.len - skip, left);
-      out.push({ addr: d.addr + skip, len: take });
+      const take = Math.min(len - skip, left);
+      out.push({ addr: chain[2 * i] + skip, len: take });
       left -= take;
       skip = 0;
     }
@@ -207,11 +243,11 @@ export class VirtqueueRequest {
    * outside the area, or in memory that went away.
    */
   views(area: Area, offset: number, length: number): Uint8Array[] | undefined {
-    const list = this.area(area, offset, length);
+    const from = this.area(area, offset, length);
     const write = area === 'writable';
     if (write && !this.lent && this.abandoned) return undefined;
     // The usual case, a range inside one buffer: one view, no translation of the whole area.
-    if (this.locatePiece(list, offset, length, write)) return [span.memory.subarray(span.offset, span.offset + length)];
+    if (this.locatePiece(from, this.areaEnd(area), offset, length, write)) return [span.memory.subarray(span.offset, span.offset + length)];
     const all = this.areaViews(write);
     if (!all) return undefined;
     return offset === 0 && length === (write ? this.writableLength : this.readableLength) ? all : sliceScatter(all, offset, length);
@@ -241,8 +277,8 @@ export class VirtqueueRequest {
    * Buffer.
    */
   read(offset: number, length: number, scratch?: Buffer): MaybePromise<Buffer> {
-    const list = this.area('readable', offset, length);
-    if (length <= SMALL && this.locatePiece(list, offset, length, false)) {
+    const from = this.area('readable', offset, length);
+    if (length <= SMALL && this.locatePiece(from, this.readableCount, offset, length, false)) {
       // A few bytes (a request header): copied without making a view.
       const out = scratch && scratch.length === length ? scratch : Buffer.allocUnsafe(length);
       const m = span.memory;
@@ -266,9 +302,9 @@ export class VirtqueueRequest {
    * {@link abandoned}.
    */
   write(offset: number, data: Uint8Array): MaybePromise<void> {
-    const list = this.area('writable', offset, data.length);
+    const from = this.area('writable', offset, data.length);
     if (this.lent || !this.abandoned) {
-      if (this.locatePiece(list, offset, data.length, true)) {
+      if (this.locatePiece(from, this.chain.length >> 1, offset, data.length, true)) {
         // Into the mapping at its offset: no view made (a status byte, say).
         span.memory.set(data, span.offset);
         return;
@@ -327,43 +363,50 @@ export class VirtqueueRequest {
 
   /** An area's views: the lent ones (translated when first asked for), or translated now when not lent; null when it has none. */
   private areaViews(write: boolean): Uint8Array[] | null {
-    if (!this.lent) return translate(this.memory, write ? this.writable : this.readable, write);
-    if (write) return this.writableViews === undefined ? (this.writableViews = translate(this.memory, this.writable, true)) : this.writableViews;
-    return this.readableViews === undefined ? (this.readableViews = translate(this.memory, this.readable, false)) : this.readableViews;
+    const n = this.chain.length >> 1;
+    if (!this.lent) return write ? translate(this.memory, this.chain, this.readableCount, n, true) : translate(this.memory, this.chain, 0, this.readableCount, false);
+    if (write) return this.writableViews === undefined ? (this.writableViews = translate(this.memory, this.chain, this.readableCount, n, true)) : this.writableViews;
+    return this.readableViews === undefined ? (this.readableViews = translate(this.memory, this.chain, 0, this.readableCount, false)) : this.readableViews;
   }
 
   /**
-   * Sets `span` to where [offset, offset+length) of an area (checked to lie
-   * inside it) is in a zero-copy mapping, when it lies inside one buffer of
-   * the area and that memory allows it; false otherwise (also for memory
-   * that faults: the other paths then report exactly where).
+   * Sets `span` to where [offset, offset+length) of an area (buffers
+   * [from, to) of the chain; the range checked to lie inside it) is in a
+   * zero-copy mapping, when it lies inside one buffer of the area and that
+   * memory allows it; false otherwise (also for memory that faults: the
+   * other paths then report exactly where).
    */
-  private locatePiece(list: readonly Descriptor[], offset: number, length: number, write: boolean): boolean {
-    const memory = this.memory;
+  private locatePiece(from: number, to: number, offset: number, length: number, write: boolean): boolean {
     if (length === 0) return false;
+    const chain = this.chain;
     let skip = offset;
-    for (let i = 0; i < list.length; i++) {
-      const d = list[i];
-      if (skip < d.len) {
-        if (skip + length > d.len) return false;
+    for (let i = from; i < to; i++) {
+      const len = chain[2 * i + 1];
+      if (skip < len) {
+        if (skip + length > len) return false;
         try {
-          return memory.locate(d.addr + skip, length, write, span);
+          return this.memory.locate(chain[2 * i] + skip, length, write, span);
         } catch {
           return false;
         }
       }
-      skip -= d.len;
+      skip -= len;
     }
     return false;
   }
 
-  /** The descriptors of an area, once [offset, offset+length) is checked to lie inside it. */
-  private area(area: Area, offset: number, length: number): readonly Descriptor[] {
+  /** Where an area's buffers start in the chain, once [offset, offset+length) is checked to lie inside it. */
+  private area(area: Area, offset: number, length: number): number {
     const size = area === 'readable' ? this.readableLength : this.writableLength;
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
       throw new RequestError(`${area} bytes ${offset}+${length} are outside the ${size} the driver gave`);
     }
-    return area === 'readable' ? this.readable : this.writable;
+    return area === 'readable' ? 0 : this.readableCount;
+  }
+
+  /** Where an area's buffers end in the chain. */
+  private areaEnd(area: Area): number {
+    return area === 'readable' ? this.readableCount : this.chain.length >> 1;
   }
 
   /** The readable bytes piece by piece, each by view or by message (memory without views, or faulting somewhere). */
@@ -450,13 +493,13 @@ const span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
  * has none, or faults (unmapped, wrong access, unmapped since): the
  * piece-by-piece path then reports exactly which.
  */
-function translate(memory: QueueMemory, list: readonly Descriptor[], write: boolean): Uint8Array[] | null {
+function translate(memory: QueueMemory, chain: readonly number[], from: number, to: number, write: boolean): Uint8Array[] | null {
   const out: Uint8Array[] = [];
   try {
-    for (let i = 0; i < list.length; i++) {
-      const d = list[i];
-      if (d.len === 0) continue;
-      const v = memory.views(d.addr, d.len, write);
+    for (let i = from; i < to; i++) {
+      const len = chain[2 * i + 1];
+      if (len === 0) continue;
+      const v = memory.views(chain[2 * i], len, write);
       if (!v) return null;
       for (let k = 0; k < v.length; k++) {
         // A view of memory unmapped meanwhile reads as empty: a fault, not zeros.
@@ -468,10 +511,4 @@ function translate(memory: QueueMemory, list: readonly Descriptor[], write: bool
     return null;
   }
   return out;
-}
-
-function total(list: readonly Descriptor[]): number {
-  let n = 0;
-  for (const d of list) n += d.len;
-  return n;
 }

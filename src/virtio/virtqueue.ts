@@ -37,7 +37,7 @@ import { native } from '../native/index.js';
 import { VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { VirtqueueHost } from './queue-host.js';
 import { ChainWalker, RingError } from './chain.js';
-import { BounceBudget, VirtqueueRequest, type Descriptor, type RequestSink } from './request.js';
+import { BounceBudget, VirtqueueRequest, type RequestSink } from './request.js';
 import { RingState, type RingFeatures, type VirtqueueState } from './ring.js';
 import { Area, RingAccess, ringMemoryError } from './ring-access.js';
 import { UsedPublisher } from './used-publisher.js';
@@ -238,7 +238,7 @@ export class Virtqueue implements RequestSink {
   /** Walks the chain at `head` anew and hands it out without touching the avail ring (recovery). */
   private async retake(head: number): Promise<void> {
     const gen = this.generation;
-    if (await this.walkAnew(gen, head)) this.handOut(gen, head, this.walker.readable, this.walker.writable, true);
+    if (await this.walkAnew(gen, head)) this.handOut(gen, head, true);
   }
 
   /**
@@ -447,7 +447,7 @@ export class Virtqueue implements RequestSink {
           break;
         }
         pending--;
-        this.handOut(gen, head, w.readable, w.writable);
+        this.handOut(gen, head);
         if (gen !== this.generation) return undefined;
       }
     } finally {
@@ -460,7 +460,7 @@ export class Virtqueue implements RequestSink {
   /** Walks the chain at `head` copying what has no view, hands it out, then takes the rest. */
   private async walkCopying(gen: number, head: number, pending: number): Promise<void> {
     if (gen !== this.generation || !(await this.walkAnew(gen, head))) return;
-    this.handOut(gen, head, this.walker.readable, this.walker.writable);
+    this.handOut(gen, head);
     if (gen !== this.generation) return;
     return this.takeFrom(gen, pending - 1);
   }
@@ -470,8 +470,8 @@ export class Virtqueue implements RequestSink {
     if (this.inflightHeads[head]) throw new RingError(`head ${head} made available again while in flight`);
   }
 
-  /** Consumes the avail entry (unless `again`: recovery) and hands its chain to the device. */
-  private handOut(gen: number, head: number, readable: Descriptor[], writable: Descriptor[], again = false): void {
+  /** Consumes the avail entry (unless `again`: recovery) and hands the walker's chain to the device. */
+  private handOut(gen: number, head: number, again = false): void {
     if (!again) {
       // Taken: recorded for a successor before the device sees it.
       this.log?.take(head, this.state.lastAvail);
@@ -479,7 +479,8 @@ export class Virtqueue implements RequestSink {
     }
     this.inflightHeads[head] = 1;
     this.inflightCount++;
-    const req = new VirtqueueRequest(this.index, head, readable, writable, this.host.memory, this, gen, this.host.bounce);
+    const w = this.walker;
+    const req = new VirtqueueRequest(this.index, head, w.chain, w.readableCount, w.readableLength, w.writableLength, this.host.memory, this, gen, this.host.bounce);
     // Its views are lent to the handler's synchronous part (translated when first asked for).
     req.lend();
     try {
