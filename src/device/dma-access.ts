@@ -5,6 +5,7 @@
  */
 import type { DmaRegion, DmaSegment, DmaTable, DmaTableObserver } from './dma.js';
 import { DeviceError, Errno } from './errors.js';
+import { DmaMapFlag } from '../protocol/constants.js';
 import { native } from '../native/index.js';
 
 /** Sends DMA_READ / DMA_WRITE requests to the client. */
@@ -21,12 +22,26 @@ export interface GuestSpan {
   memory: Uint8Array;
   /** Where the range starts in `memory`. */
   offset: number;
+  /** The IOVA of memory[0]: other ranges of the same region lie at their IOVA minus this. */
+  start: number;
+  /**
+   * What other ranges of the region may be reached through `memory` without
+   * asking again while nothing can change the DMA state (see the
+   * SpanCache in span-cache.ts): DmaMapFlag.READ, and DmaMapFlag.WRITE unless the
+   * region's writes are being logged for migration (each must be recorded).
+   */
+  rights: number;
+}
+
+/** A span no range lies in (rights 0): what a cache of spans starts as. */
+export function emptySpan(): GuestSpan {
+  return { memory: new Uint8Array(0), offset: 0, start: 0, rights: 0 };
 }
 
 /** DMA into the memory of the connected client. */
 export class DmaAccess {
   /** directView()'s span, reused. */
-  private readonly span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
+  private readonly span: GuestSpan = emptySpan();
 
   constructor(
     protected readonly table: DmaTable,
@@ -81,6 +96,8 @@ export class DmaAccess {
     if (write) this.table.markDirty(r, at, length);
     out.memory = mem;
     out.offset = at;
+    out.start = r.iova;
+    out.rights = this.table.logsWrites(r) ? r.prot & DmaMapFlag.READ : r.prot;
     return true;
   }
 

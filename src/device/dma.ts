@@ -309,6 +309,11 @@ export class DmaTable {
     return r;
   }
 
+  /** Whether device writes to `r` are being logged now (each must then be recorded with markDirty). */
+  logsWrites(r: DmaRegion): boolean {
+    return r.dirty !== undefined;
+  }
+
   /** Records a device write to [regionOffset, +length) of `r` while logging. */
   markDirty(r: DmaRegion, regionOffset: number, length: number): void {
     if (!r.dirty || length === 0) return;

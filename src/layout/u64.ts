@@ -43,13 +43,17 @@ export function writeU64Big(buf: Buffer, off: number, value: bigint): void {
   buf.writeBigUInt64LE(value, off);
 }
 
+/** A little-endian u32 from any byte array (hot paths: no DataView, no Buffer method). Caller checked bounds. */
+export function u32(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+
 /**
  * A u64 from any byte array, without a DataView or a BigInt (for the hot
  * paths that read guest memory): NaN beyond 2^53-1, so that every use of it
  * as an address or a length then fails.
  */
 export function u64OrNaN(b: Uint8Array, at: number): number {
-  const lo = (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-  const hi = (b[at + 4] | (b[at + 5] << 8) | (b[at + 6] << 16) | (b[at + 7] << 24)) >>> 0;
-  return hi <= MAX_SAFE_HIGH ? hi * TWO_32 + lo : NaN;
+  const hi = u32(b, at + 4);
+  return hi <= MAX_SAFE_HIGH ? hi * TWO_32 + u32(b, at) : NaN;
 }

@@ -4,6 +4,7 @@
  * zero-copy views of them (retaken when missing or unmapped).
  */
 import type { QueueMemory } from '../device/queue-memory.js';
+import { u32 } from '../layout/u64.js';
 import type { CompletionQueue, ShadowSlots, SubmissionQueue } from './queues.js';
 
 const DSTRD = 0;
@@ -119,15 +120,9 @@ export function viewOf(memory: QueueMemory, addr: number, length: number, write:
   }
 }
 
-/** A little-endian dword of a view. */
-export function u32(b: Uint8Array, at: number): number {
-  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
-}
-
 /** Copies a little-endian dword out of guest memory. */
 async function readU32(memory: QueueMemory, addr: number): Promise<number> {
-  const b = await memory.read(addr, 4);
-  return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
+  return u32(await memory.read(addr, 4), 0);
 }
 
 /** Copies a little-endian dword into guest memory. */

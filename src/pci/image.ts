@@ -48,14 +48,18 @@ export class ConfigImage {
     this.data[offset] = merged & ~(value & this.w1c[offset]!) & 0xff;
   }
 
-  /** Reads a little-endian u16. */
+  /** Reads a little-endian u16 (byte reads, not a Buffer method: every DMA checks the command register). */
   u16(offset: number): number {
-    return this.data.readUInt16LE(offset);
+    const d = this.data;
+    if (!(offset >= 0 && offset + 2 <= d.length)) throw new RangeError(`config offset ${offset} is outside the ${d.length}-byte image`);
+    return d[offset] | (d[offset + 1] << 8);
   }
 
   /** Reads a little-endian u32. */
   u32(offset: number): number {
-    return this.data.readUInt32LE(offset);
+    const d = this.data;
+    if (!(offset >= 0 && offset + 4 <= d.length)) throw new RangeError(`config offset ${offset} is outside the ${d.length}-byte image`);
+    return (d[offset] | (d[offset + 1] << 8) | (d[offset + 2] << 16) | (d[offset + 3] << 24)) >>> 0;
   }
 
   /** Sets model-owned bits of a u16 without touching masks. */

@@ -23,6 +23,7 @@ import { BlockError, type BlockBackend } from '../block/backend.js';
 import { BlockDevice } from '../block/device.js';
 import type { DeviceSpec, MaybePromise } from '../device/spec.js';
 import { featureBit } from './constants.js';
+import { u32, u64OrNaN } from '../layout/u64.js';
 import { virtioDevice, type VirtioDeviceSpec, type VirtioQueueSpec } from './device.js';
 import { isShareable, type ShareableBackend, type SharedBackend } from '../block/shared.js';
 import { RequestError, type VirtqueueRequest } from './request.js';
@@ -285,7 +286,7 @@ function execute(req: VirtqueueRequest, disk: BlockDevice, limits: BlkLimits, st
 }
 
 function executeType(req: VirtqueueRequest, header: Buffer, disk: BlockDevice, limits: BlkLimits, statusAt: number): MaybePromise<number> {
-  const type = header.readUInt32LE(HEADER_TYPE);
+  const type = u32(header, HEADER_TYPE);
   const extraReadable = req.readableLength - HEADER;
   switch (type) {
     case BlkRequestType.IN: {
@@ -331,9 +332,9 @@ function dataRange(sector: number, length: number, limits: BlkLimits, req: Virtq
   return sector * SECTOR;
 }
 
-/** The header's u64 sector as a number (rounded beyond 2^53: the disk's range check then refuses it). */
-function sectorOf(header: Buffer): number {
-  return header.readUInt32LE(HEADER_SECTOR + 4) * 0x1_0000_0000 + header.readUInt32LE(HEADER_SECTOR);
+/** The header's u64 sector as a number (NaN beyond 2^53: the disk's range check then refuses it). */
+function sectorOf(header: Uint8Array): number {
+  return u64OrNaN(header, HEADER_SECTOR);
 }
 
 /**

@@ -7,10 +7,11 @@
  * and the asynchronous one (memory reached by messages), with the same
  * checks.
  */
-import { u64OrNaN } from '../layout/u64.js';
+import { u32, u64OrNaN } from '../layout/u64.js';
 import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
 import { DESCRIPTOR } from './layouts.js';
 import type { GuestSpan } from '../device/queue-memory.js';
+import { emptySpan } from '../device/dma-access.js';
 
 /** The driver broke the ring: the queue stops and asks for a reset. */
 export class RingError extends Error {}
@@ -79,7 +80,7 @@ export class ChainWalker {
   private table: Uint8Array | undefined;
   private tableAt = 0;
   /** Where peek() says guest bytes are (reused: no allocation per descriptor). */
-  private readonly span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
+  private readonly span: GuestSpan = emptySpan();
   private indirect = false;
   /** A view of the whole descriptor table, good for the whole walk; or undefined: peek each descriptor. */
   private descView: Uint8Array | undefined;
@@ -141,7 +142,7 @@ export class ChainWalker {
   private visit(b: Uint8Array, at: number): Step {
     // Byte reads at the layout's offsets, not a DataView, a BigInt or a decoded object: this runs for every descriptor.
     const addr = u64OrNaN(b, at + ADDR);
-    const len = (b[at + LEN] | (b[at + LEN + 1] << 8) | (b[at + LEN + 2] << 16) | (b[at + LEN + 3] << 24)) >>> 0;
+    const len = u32(b, at + LEN);
     const flags = b[at + FLAGS] | (b[at + FLAGS + 1] << 8);
     const next = b[at + NEXT] | (b[at + NEXT + 1] << 8);
     if (flags & DescFlag.INDIRECT) {

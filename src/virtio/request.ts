@@ -17,6 +17,8 @@
 import { sliceScatter } from '../block/scatter.js';
 import type { MaybePromise } from '../device/spec.js';
 import type { GuestSpan, QueueMemory } from '../device/queue-memory.js';
+import { emptySpan } from '../device/dma-access.js';
+import type { SpanCache } from '../device/span-cache.js';
 
 /** One buffer of a descriptor chain. `addr` is NaN when beyond 2^53. */
 export interface Descriptor {
@@ -115,6 +117,8 @@ export class VirtqueueRequest {
   private readableViews: Uint8Array[] | null | undefined;
   private writableViews: Uint8Array[] | null | undefined;
   private lent = false;
+  /** While lent within a queue's synchronous drain: the drain's cache of the region last located. */
+  private spans: SpanCache | undefined;
 
   /**
    * @internal Built by the virtqueue; handlers receive requests, they do
@@ -170,15 +174,19 @@ export class VirtqueueRequest {
   /**
    * @internal Lends the areas' views until {@link unlend}: the queue does
    * this around the handler's synchronous part (no event-loop turn can
-   * unmap memory meanwhile). An area is translated when first asked for.
+   * unmap memory meanwhile). An area is translated when first asked for;
+   * `spans`, the drain's region cache, answers ranges in a region already
+   * located.
    */
-  lend(): void {
+  lend(spans?: SpanCache): void {
     this.lent = true;
+    this.spans = spans;
   }
 
   /** @internal The handler's synchronous part ended: later calls translate again. */
   unlend(): void {
     this.lent = false;
+    this.spans = undefined;
     this.readableViews = this.writableViews = undefined;
   }
 
@@ -305,8 +313,10 @@ export class VirtqueueRequest {
     const from = this.area('writable', offset, data.length);
     if (this.lent || !this.abandoned) {
       if (this.locatePiece(from, this.chain.length >> 1, offset, data.length, true)) {
-        // Into the mapping at its offset: no view made (a status byte, say).
-        span.memory.set(data, span.offset);
+        // Into the mapping at its offset: no view made; a few bytes (a status byte) one by one.
+        const m = span.memory;
+        if (data.length <= SMALL) for (let i = 0, at = span.offset; i < data.length; i++) m[at + i] = data[i];
+        else m.set(data, span.offset);
         return;
       }
     }
@@ -385,7 +395,8 @@ export class VirtqueueRequest {
       if (skip < len) {
         if (skip + length > len) return false;
         try {
-          return this.memory.locate(chain[2 * i] + skip, length, write, span);
+          const spans = this.spans;
+          return spans ? spans.locate(this.memory, chain[2 * i] + skip, length, write, span) : this.memory.locate(chain[2 * i] + skip, length, write, span);
         } catch {
           return false;
         }
@@ -485,7 +496,7 @@ export class VirtqueueRequest {
 const SMALL = 64;
 
 /** Where locatePiece() found a range (module scratch: set and used synchronously). */
-const span: GuestSpan = { memory: new Uint8Array(0), offset: 0 };
+const span: GuestSpan = emptySpan();
 
 /**
  * An area's descriptors as views, for reading or for writing (a writable

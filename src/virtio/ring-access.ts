@@ -8,6 +8,7 @@
  * the slow path reports the fault).
  */
 import type { GuestSpan, QueueMemory } from '../device/queue-memory.js';
+import type { SpanCache } from '../device/span-cache.js';
 import { RingError } from './chain.js';
 import { DESCRIPTOR } from './layouts.js';
 import type { RingState } from './ring.js';
@@ -77,7 +78,7 @@ export class RingAccess {
    * new view (see {@link PeekGuest}): false when it takes a copy (no fd, or
    * two regions). Throws when it is not mapped.
    */
-  locate(addr: number, length: number, out: GuestSpan): boolean {
+  locate(addr: number, length: number, out: GuestSpan, spans?: SpanCache): boolean {
     const st = this.state;
     if (addr >= st.desc && addr + length <= st.desc + DESCRIPTOR.size * st.size) {
       const v = this.areaView(Area.Desc);
@@ -87,7 +88,7 @@ export class RingAccess {
         return true;
       }
     }
-    return this.host.memory.locate(addr, length, false, out);
+    return spans ? spans.locate(this.host.memory, addr, length, false, out) : this.host.memory.locate(addr, length, false, out);
   }
 
   /** A view of guest memory for reading, or undefined when it takes a copy (no fd, or two regions). */

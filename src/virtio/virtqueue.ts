@@ -37,6 +37,7 @@ import { native } from '../native/index.js';
 import { VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { VirtqueueHost } from './queue-host.js';
 import { ChainWalker, RingError } from './chain.js';
+import { SpanCache } from '../device/span-cache.js';
 import { BounceBudget, VirtqueueRequest, type RequestSink } from './request.js';
 import { RingState, type RingFeatures, type VirtqueueState } from './ring.js';
 import { Area, RingAccess, ringMemoryError } from './ring-access.js';
@@ -71,6 +72,8 @@ export class Virtqueue implements RequestSink {
   private readonly poller: AvailPoller;
   /** True while a synchronous drain hands out requests: their completions are published when it ends, not later. */
   private collecting = false;
+  /** The region last located while collecting (one synchronous drain: see SpanCache); cleared as each begins. */
+  private readonly spans = new SpanCache();
   private inflightHeads: Uint8Array;
   private inflightCount = 0;
   private idleWaiters: (() => void)[] = [];
@@ -90,7 +93,7 @@ export class Virtqueue implements RequestSink {
     this.state = new RingState(index, maxSize);
     this.inflightHeads = new Uint8Array(maxSize);
     this.rings = new RingAccess(this.state, host);
-    this.walker = new ChainWalker((addr, length, out) => this.rings.locate(addr, length, out));
+    this.walker = new ChainWalker((addr, length, out) => this.rings.locate(addr, length, out, this.collecting ? this.spans : undefined));
     this.publisher = new UsedPublisher(this.state, this.rings, host, {
       isCurrent: (gen) => gen === this.generation,
       isBroken: () => this.broken,
@@ -431,6 +434,7 @@ export class Virtqueue implements RequestSink {
     const avail = this.rings.areaView(Area.Avail);
     const desc = this.rings.areaView(Area.Desc);
     this.collecting = true;
+    this.spans.clear();
     try {
       while (pending > 0 && !this.paused) {
         const at = st.nextAvailAt;
@@ -482,7 +486,7 @@ export class Virtqueue implements RequestSink {
     const w = this.walker;
     const req = new VirtqueueRequest(this.index, head, w.chain, w.readableCount, w.readableLength, w.writableLength, this.host.memory, this, gen, this.host.bounce);
     // Its views are lent to the handler's synchronous part (translated when first asked for).
-    req.lend();
+    req.lend(this.collecting ? this.spans : undefined);
     try {
       this.host.dispatch(req);
     } catch {

@@ -31,6 +31,10 @@ export class WorkerDmaTable extends DmaTable {
     this.dirtyPageSize = pageSize;
   }
 
+  override logsWrites(): boolean {
+    return this.dirtyPageSize !== 0;
+  }
+
   override markDirty(r: DmaRegion, regionOffset: number, length: number): void {
     if (this.dirtyPageSize === 0 || length === 0) return;
     this.written.push(r.iova + regionOffset, length);
