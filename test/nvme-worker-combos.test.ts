@@ -10,11 +10,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { getMigrationState, migrate, MigrationState } from '../src/client/index.js';
-import { memfdBackend, nvmeController, nvmeControllerOf, serve } from '../src/index.js';
+import { EventFd, getMigrationState, migrate, MigrationState } from '../src/client/index.js';
+import { IrqIndex, memfdBackend, nvmeController, nvmeControllerOf, serve } from '../src/index.js';
 import { pattern } from './helpers/bytes.js';
-import { NvmeDriver, PAGE } from './helpers/nvme-driver.js';
+import { NvmeDriver, PAGE, type Cqe } from './helpers/nvme-driver.js';
 import { connectClient } from './helpers/raw.js';
+import { until } from './helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvmecombo-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -124,6 +125,72 @@ describe('nvme workers with the doorbell page mapped (mmapDoorbells)', () => {
       b.close();
       source.close();
       destination.close();
+    }
+  });
+});
+
+describe('nvme workers: the interrupt counter counts each interrupt once', () => {
+  /** A controller with two queue threads and a driver that has enabled it (MSI-X vectors, or none: INTx). */
+  async function start(msix: boolean) {
+    const spec = nvmeController({ namespaces: [memfdBackend(MiB)], queues: 2, workers: 2 });
+    const server = serve(spec, join(dir, `nvme${serial++}.sock`), { log: 'silent' });
+    const client = await connectClient(server.path);
+    const d = await NvmeDriver.open(client, { msix });
+    return { server, client, d, controller: nvmeControllerOf(spec)! };
+  }
+
+  test('MSI-X straight from the threads: the count equals the signals the vectors received', async () => {
+    const { server, client, d, controller } = await start(true);
+    try {
+      await d.enable();
+      await d.createIoQueues(2);
+      await until(() => d.vectors[0].total === 5, 'the admin completions\' interrupts (Set Features, two CQs, two SQs)');
+      for (const qid of [1, 2]) {
+        for (let i = 0; i < 6; i++) {
+          const before = d.vectors[qid].total;
+          assert.equal((await d.rw(qid, true, i * 8, 8, pattern(4096, qid * 10 + i))).cqe.status, 0);
+          await d.vectors[qid].waitFor(before + 1);
+        }
+      }
+      assert.deepEqual(d.vectors.slice(0, 3).map((v) => v.total), [5, 6, 6], 'one interrupt per completion, on its queue\'s vector');
+      assert.equal(server.device.irqs.signals, 5, 'the I/O queues\' went straight from their threads');
+      assert.equal(controller.counters().interrupts, 17);
+    } finally {
+      d.close();
+      client.close();
+      server.close();
+    }
+  });
+
+  test('INTx, raised for the threads by the main thread: the count equals the signals sent, not twice the threads\' share', async () => {
+    const { server, client, d, controller } = await start(false);
+    const intx = new EventFd();
+    try {
+      await client.setIrqEventfds(IrqIndex.INTX, 0, [intx.fd]);
+      // One command at a time, and INTx unmasked after each (it masks itself when it fires): one signal per completion.
+      const step = async (command: () => Promise<Cqe>): Promise<void> => {
+        const before = intx.total;
+        assert.equal((await command()).status, 0);
+        await intx.waitFor(before + 1);
+        await client.maskIrqs(IrqIndex.INTX, 0, 1, false);
+      };
+      await d.enable();
+      await step(() => d.admin({ opcode: 0x09, cdw10: 0x07, cdw11: (1 << 16) | 1 }));
+      for (const qid of [1, 2]) {
+        // Without MSI-X only vector 0 exists: both queues (on two threads) raise INTx.
+        await step(() => d.createCq(qid, 16, { vector: 0 }));
+        await step(() => d.createSq(qid, 16, qid));
+      }
+      for (const qid of [1, 2]) for (let i = 0; i < 6; i++) await step(async () => (await d.rw(qid, false, i * 8, 8)).cqe);
+      assert.equal(intx.total, 17, 'one INTx per completion');
+      assert.equal(server.device.irqs.signals, 17);
+      assert.equal(controller.stats.ioCommands, 0, 'the I/O ran on the threads');
+      assert.equal(controller.counters().interrupts, 17, 'each interrupt counted once, by the thread that raised it or by the main thread');
+    } finally {
+      intx.close();
+      d.close();
+      client.close();
+      server.close();
     }
   });
 });
