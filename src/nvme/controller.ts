@@ -334,9 +334,13 @@ export class NvmeController implements AdminTarget, IoContext {
     this.poster.complete(sq, cid, nsid, status, dw0, slot);
   }
 
-  /** @internal Raises a queue's interrupt vector the ordinary way (MSI-X, or INTx unless INTMS masks it). */
-  interrupt(vector: number): void {
-    this.poster.interrupt(vector);
+  /**
+   * @internal Raises, the ordinary way (MSI-X, or INTx unless INTMS masks
+   * it), an interrupt a queue thread could not signal itself: not counted
+   * here, the thread counted it.
+   */
+  raiseThreadInterrupt(vector: number): void {
+    this.poster.raise(vector);
   }
 
   /** @internal */

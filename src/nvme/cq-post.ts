@@ -243,10 +243,15 @@ export class CqPoster {
     return cq.words;
   }
 
-  /** Raises the queue's interrupt: its MSI-X vector, or INTx unless INTMS masks it. */
+  /** Raises the queue's interrupt, counted: its MSI-X vector, or INTx unless INTMS masks it. */
   interrupt(vector: number): void {
+    this.c.stats.interrupts++;
+    this.raise(vector);
+  }
+
+  /** Raises `vector` without counting it: a queue thread counted it in its own counters before handing it here. */
+  raise(vector: number): void {
     const c = this.c;
-    c.stats.interrupts++;
     if (c.host.msixEnabled()) {
       if (vector < c.host.msixVectors()) c.host.raiseMsix(vector);
       return;

@@ -189,7 +189,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
       () => ({ namespaces: shared.map((b, i) => ({ backend: b.share(), readOnly: namespaces[i].readOnly, lbaSize: namespaces[i].lbaSize })), serial, ioQueues: queues, mdts, pollMicroseconds }),
       resetTimeoutMs,
       {
-        interrupt: (vector) => controller.interrupt(vector),
+        interrupt: (vector) => controller.raiseThreadInterrupt(vector),
         asyncEvent: (type, info, log) => controller.asyncEvent(type, info, log),
         recordError: (sqid, cid, status, nsid) => controller.events.recordError(sqid, cid, status, nsid),
         fatal: (reason) => controller.fatal(reason),

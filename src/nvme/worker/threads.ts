@@ -21,7 +21,7 @@ const ROLE_URL = new URL('./queues-role.js', import.meta.url);
 
 /** What the threads report to the controller. */
 export interface NvmeThreadsHost {
-  /** Raise `vector` the ordinary way (masks, pending bits, INTx and INTMS). */
+  /** Raise `vector` the ordinary way (masks, pending bits, INTx and INTMS); the thread already counted it. */
   interrupt(vector: number): void;
   asyncEvent(type: number, info: number, log: number): void;
   recordError(sqid: number, cid: number, status: number, nsid: number): void;
