@@ -85,8 +85,8 @@ class MemfdDisk implements ShareableBackend {
     checkRange(this.size, offset, byteLength(buffers));
     let at = offset;
     for (const b of buffers) {
-      b.set(this.bytes.subarray(at, at + b.byteLength));
-      at += b.byteLength;
+      b.set(this.bytes.subarray(at, at + b.length));
+      at += b.length;
     }
   }
 
@@ -97,7 +97,7 @@ class MemfdDisk implements ShareableBackend {
     let at = offset;
     for (const b of buffers) {
       this.bytes.set(b, at);
-      at += b.byteLength;
+      at += b.length;
     }
   }
 

@@ -105,16 +105,16 @@ class Ram implements RamBackend {
     let pos = offset;
     for (const buf of buffers) {
       // Chunk by chunk, without a callback: this is the per-request hot path.
-      for (let done = 0; done < buf.byteLength; ) {
+      for (let done = 0; done < buf.length; ) {
         const index = Math.floor((pos + done) / CHUNK);
         const at = pos + done - index * CHUNK;
-        const len = Math.min(CHUNK - at, buf.byteLength - done);
+        const len = Math.min(CHUNK - at, buf.length - done);
         const chunk = this.chunks.get(index);
         if (chunk) buf.set(len === CHUNK ? chunk : chunk.subarray(at, at + len), done);
         else buf.fill(0, done, done + len);
         done += len;
       }
-      pos += buf.byteLength;
+      pos += buf.length;
     }
   }
 
@@ -124,19 +124,19 @@ class Ram implements RamBackend {
     checkRange(this.size, offset, byteLength(buffers));
     let pos = offset;
     for (const buf of buffers) {
-      for (let done = 0; done < buf.byteLength; ) {
+      for (let done = 0; done < buf.length; ) {
         const index = Math.floor((pos + done) / CHUNK);
         const at = pos + done - index * CHUNK;
-        const len = Math.min(CHUNK - at, buf.byteLength - done);
+        const len = Math.min(CHUNK - at, buf.length - done);
         let chunk = this.chunks.get(index);
         if (!chunk) {
           chunk = new Uint8Array(CHUNK);
           this.chunks.set(index, chunk);
         }
-        chunk.set(len === buf.byteLength ? buf : buf.subarray(done, done + len), at);
+        chunk.set(len === buf.length ? buf : buf.subarray(done, done + len), at);
         done += len;
       }
-      pos += buf.byteLength;
+      pos += buf.length;
     }
   }
 

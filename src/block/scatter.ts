@@ -9,11 +9,11 @@ export function sliceScatter(list: readonly Uint8Array[], skip: number, n: numbe
   const out: Uint8Array[] = [];
   for (const b of list) {
     if (n === 0) break;
-    if (skip >= b.byteLength) {
-      skip -= b.byteLength;
+    if (skip >= b.length) {
+      skip -= b.length;
       continue;
     }
-    const len = Math.min(b.byteLength - skip, n);
+    const len = Math.min(b.length - skip, n);
     out.push(b.subarray(skip, skip + len));
     n -= len;
     skip = 0;
