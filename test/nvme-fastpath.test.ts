@@ -17,6 +17,7 @@ import { afterEach, describe, test } from 'node:test';
 import { privateMemory, sharedMemory, type GuestMemory } from '../src/client/index.js';
 import { nvmeController, nvmeControllerOf, ramBackend, serve, sliceBackend } from '../src/index.js';
 import { NvmeDriver, PAGE, type Cmd, type Cqe } from './helpers/nvme-driver.js';
+import { DmaMapFlag } from '../src/protocol/constants.js';
 import { pattern } from './helpers/bytes.js';
 import { close, rig, type Rig } from './helpers/nvme-rig.js';
 import { connectClient } from './helpers/raw.js';
@@ -189,6 +190,28 @@ describe('nvme fast path', () => {
     assert.equal(r.controller.stats.fastCommands - before, 8, 'all eight finished during the doorbell');
     const logged = r.controller.errors.map((e) => e.cid).sort((x, y) => x - y);
     assert.deepEqual(logged, [0, 3, 5].map((i) => res.get(i)!.cid).sort((x, y) => x - y), 'each failure is in the error log');
+  });
+
+  test('in one doorbell, a Write from memory mapped read-only does not let the next Read write into it', async () => {
+    // The fetch loop caches the region it last located: a Write (the controller reads) must not vouch for a Read (it writes).
+    const r = await rig({ ioQueues: 1 });
+    rigs.push(r);
+    const d = r.driver;
+    const ro = sharedMemory(2 * PAGE);
+    try {
+      ro.bytes.fill(0x5a);
+      await r.client.dmaMap(0x2000_0000, ro, DmaMapFlag.READ);
+      await r.backends[0].poke(pattern(4096, 9), 0);
+      const res = await batch(d, 1, [
+        { opcode: WRITE, nsid: 1, prp1: 0x2000_0000, cdw10: 16, cdw12: 7 },
+        { opcode: READ, nsid: 1, prp1: 0x2000_0000 + PAGE, cdw10: 0, cdw12: 7 },
+      ]);
+      assert.deepEqual([res.get(0)!.sct, res.get(0)!.sc], [0, 0], 'the Write read the read-only memory');
+      assert.deepEqual([res.get(1)!.sct, res.get(1)!.sc], [0, 0x04], 'the Read into it: Data Transfer Error');
+      assert.ok(ro.bytes.every((b) => b === 0x5a), 'the read-only memory is unchanged');
+    } finally {
+      ro.close();
+    }
   });
 
   test('commands refused by their checks (an unknown opcode, a fused pair) complete during the doorbell, like a Read', async () => {

@@ -7,6 +7,7 @@
 import { BlockError } from '../block/backend.js';
 import type { MaybePromise } from '../device/spec.js';
 import type { QueueMemory } from '../device/queue-memory.js';
+import type { SpanCache } from '../device/span-cache.js';
 import { CommandError, type CommandResult } from './command.js';
 import { IoOpcode, Status } from './constants.js';
 import type { Namespace } from './namespace.js';
@@ -41,14 +42,16 @@ const DSM_MAX_RANGES = 256;
  * a bounce buffer, a backend that must wait, Write Zeroes and Dataset
  * Management). A status other than success is a {@link CommandError},
  * thrown at once or rejected later. `cmd` is read only during this call
- * (the fetch loop reuses one scratch decode for every command).
+ * (the fetch loop reuses one scratch decode for every command). `spans`:
+ * the fetch loop's region cache, for a call made within its synchronous
+ * loop only.
  */
-export function executeIo(cmd: IoCommand, ctx: IoContext): MaybePromise<CommandResult> {
+export function executeIo(cmd: IoCommand, ctx: IoContext, spans?: SpanCache): MaybePromise<CommandResult> {
   if (cmd.fuse !== 0) throw new CommandError(Status.INVALID_FIELD, 'fused operations are not supported');
   switch (cmd.opcode) {
     case IoOpcode.READ:
     case IoOpcode.WRITE:
-      return readWrite(cmd, ctx, cmd.opcode === IoOpcode.WRITE);
+      return readWrite(cmd, ctx, cmd.opcode === IoOpcode.WRITE, spans);
     case IoOpcode.FLUSH:
       return flushFrom(flushTargets(cmd, ctx), 0);
     case IoOpcode.WRITE_ZEROES:
@@ -123,7 +126,7 @@ interface Transfer {
  * that must wait. The checks before the data pointers come in the order
  * the spec's statuses take precedence here.
  */
-function readWrite(cmd: IoCommand, ctx: IoContext, write: boolean): MaybePromise<CommandResult> {
+function readWrite(cmd: IoCommand, ctx: IoContext, write: boolean, spans: SpanCache | undefined): MaybePromise<CommandResult> {
   const ns = namespaceOf(cmd, ctx);
   checkPrps(cmd);
   const { offset, length } = lbaRange(cmd, ns);
@@ -132,7 +135,7 @@ function readWrite(cmd: IoCommand, ctx: IoContext, write: boolean): MaybePromise
   // With the volatile write cache turned off (Set Features), every write is durable before it completes.
   const fua = (cmd.cdw12 & FUA) !== 0 || (write && ns.capabilities.flush && !ctx.writeCacheEnabled);
   // A Read writes guest memory; a Write reads it.
-  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, length, !write, true);
+  const walk = new PrpWalk(ctx.memory, cmd.prp1, cmd.prp2, length, !write, true, spans);
   const listCopied = walk.finish();
   // A list page had to be copied: the views taken meanwhile may be stale, take the ranges afresh.
   if (listCopied) {

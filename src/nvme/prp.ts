@@ -7,7 +7,9 @@
  * (pinned while the backend uses them) or through copies where the memory
  * offers no views.
  */
-import type { QueueMemory } from '../device/queue-memory.js';
+import type { GuestSpan, QueueMemory } from '../device/queue-memory.js';
+import { emptySpan } from '../device/dma-access.js';
+import type { SpanCache } from '../device/span-cache.js';
 import { CommandError } from './command.js';
 import { PAGE_SIZE, Status } from './constants.js';
 
@@ -42,15 +44,19 @@ export class PrpWalk {
   private list = 0;
   private visited: Set<number> | undefined;
   /** Still collecting views (collectViews, and every range so far had views). */
-  private collecting: boolean;
+  private collecting = false;
   /** The ranges, adjacent pieces merged: the first one as numbers, any others listed (no allocation for one). */
   private firstAddr = 0;
   private firstLen = 0;
   private more: GuestRange[] | undefined;
 
+  /** A region cache good while the constructor runs (PRP1 and PRP2), never for list pages taken later. */
+  private spans: SpanCache | undefined;
+
   /**
    * `write`: the controller writes guest memory (a Read command). Throws
-   * {@link CommandError} for PRP1 and PRP2 problems.
+   * {@link CommandError} for PRP1 and PRP2 problems. `spans`: the caller's
+   * region cache, when this runs within a synchronous stretch it clears.
    */
   constructor(
     private readonly mem: QueueMemory,
@@ -59,7 +65,17 @@ export class PrpWalk {
     length: number,
     private readonly write: boolean,
     collectViews: boolean,
+    spans?: SpanCache,
   ) {
+    this.spans = spans;
+    try {
+      this.begin(prp1, prp2, length, collectViews);
+    } finally {
+      this.spans = undefined;
+    }
+  }
+
+  private begin(prp1: number | bigint, prp2: number | bigint, length: number, collectViews: boolean): void {
     this.collecting = collectViews;
     if (collectViews) this.views = length === 0 ? [] : undefined;
     if (length === 0) return;
@@ -137,7 +153,8 @@ export class PrpWalk {
       let one: Uint8Array | undefined;
       let v: Uint8Array[] | undefined;
       try {
-        one = this.mem.view(addr, len, this.write);
+        const spans = this.spans;
+        one = spans ? (spans.locate(this.mem, addr, len, this.write, span) ? span.memory.subarray(span.offset, span.offset + len) : undefined) : this.mem.view(addr, len, this.write);
         if (!one) v = this.mem.views(addr, len, this.write);
       } catch {
         throw this.unmapped(addr, len);
@@ -299,3 +316,6 @@ export async function copyFromGuest(mem: QueueMemory, ranges: readonly GuestRang
   }
   return out;
 }
+
+/** Where the region cache found a range (module scratch: set and used synchronously). */
+const span: GuestSpan = emptySpan();

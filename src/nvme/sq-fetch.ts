@@ -19,6 +19,7 @@ import type { QueueCore } from './core.js';
 import type { CqPoster } from './cq-post.js';
 import type { AsyncEvents } from './events.js';
 import { executeIo, type IoContext } from './io.js';
+import { SpanCache } from '../device/span-cache.js';
 import { CompletionQueue, type SubmissionQueue } from './queues.js';
 import { viewOf } from './shadow.js';
 
@@ -42,6 +43,9 @@ const enum Step {
 /** The submission side of one controller. */
 export class SqFetcher {
   private readonly scratch = scratchCommand();
+  /** The region last located by the commands of one synchronous fetch loop; good only while `spanning`. */
+  private readonly spans = new SpanCache();
+  private spanning = false;
 
   constructor(
     private readonly c: QueueCore,
@@ -293,6 +297,9 @@ export class SqFetcher {
     if (!this.live(sq, epoch)) return undefined;
     const c = this.c;
     poster.collecting++;
+    // Commands taken from the ring's view in this loop share one region cache (see SpanCache).
+    this.spanning = ring !== undefined;
+    this.spans.clear();
     try {
       // Only a fault (sq.dead, a new epoch) can stop the controller while this loop runs synchronously.
       const log = c.log;
@@ -307,6 +314,7 @@ export class SqFetcher {
       }
     } finally {
       poster.collecting--;
+      this.spanning = false;
     }
     poster.publish();
     return wait?.then(() => this.fetchAll(sq, epoch));
@@ -353,7 +361,7 @@ export class SqFetcher {
     const nsid = cmd.nsid;
     let execution: CommandResult | Promise<CommandResult>;
     try {
-      execution = executeIo(cmd, this.io);
+      execution = executeIo(cmd, this.io, this.spanning ? this.spans : undefined);
     } catch (e) {
       c.stats.fastCommands++;
       c.complete(sq, cid, nsid, statusOf(e), 0, slot);
