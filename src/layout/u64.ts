@@ -4,9 +4,10 @@
  * refused (the protocol answers EINVAL, a device its own way).
  */
 
-const TWO_32 = 0x1_0000_0000;
+/** 2^32. */
+export const TWO_32 = 0x1_0000_0000;
 /** Largest high word of a safe integer (2^53 - 1 >> 32). */
-const MAX_SAFE_HIGH = 0x1f_ffff;
+export const MAX_SAFE_HIGH = 0x1f_ffff;
 
 /** Throws for malformed input, with a message naming what is wrong. */
 export type Invalid = (message: string) => never;

@@ -7,7 +7,7 @@
  * and the asynchronous one (memory reached by messages), with the same
  * checks.
  */
-import { u32, u64OrNaN } from '../layout/u64.js';
+import { MAX_SAFE_HIGH, TWO_32 } from '../layout/u64.js';
 import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
 import { DESCRIPTOR } from './layouts.js';
 import type { GuestSpan } from '../device/queue-memory.js';
@@ -20,6 +20,7 @@ export class RingError extends Error {}
 const DESC_SIZE = DESCRIPTOR.size;
 /** Where a descriptor's fields are. */
 const { addr: ADDR, len: LEN, flags: FLAGS, next: NEXT } = DESCRIPTOR.offsets;
+const EMPTY_WORDS: DataView = new DataView(new ArrayBuffer(0));
 /** Descriptors in one indirect table, at most (the spec's largest queue). */
 const MAX_INDIRECT = MAX_QUEUE_SIZE;
 /** Found-buffer lists longer than this are dropped between chains rather than reused. */
@@ -85,6 +86,10 @@ export class ChainWalker {
   /** A view of the whole descriptor table, good for the whole walk; or undefined: peek each descriptor. */
   private descView: Uint8Array | undefined;
   private pending = Pending.None;
+  private bytesA: Uint8Array | undefined;
+  private wordsA: DataView = EMPTY_WORDS;
+  private bytesB: Uint8Array | undefined;
+  private wordsB: DataView = EMPTY_WORDS;
 
   constructor(private readonly peek: PeekGuest) {}
 
@@ -140,11 +145,13 @@ export class ChainWalker {
 
   /** Takes the descriptor at `b[at]`; each field is read once, so the driver changing it meanwhile cannot make us use two values. */
   private visit(b: Uint8Array, at: number): Step {
-    // Byte reads at the layout's offsets, not a DataView, a BigInt or a decoded object: this runs for every descriptor.
-    const addr = u64OrNaN(b, at + ADDR);
-    const len = u32(b, at + LEN);
-    const flags = b[at + FLAGS] | (b[at + FLAGS + 1] << 8);
-    const next = b[at + NEXT] | (b[at + NEXT + 1] << 8);
+    // Words of a DataView kept per array (not a decoded object, not a BigInt): this runs for every descriptor.
+    const w = this.wordsOf(b);
+    const high = w.getUint32(at + ADDR + 4, true);
+    const addr = high <= MAX_SAFE_HIGH ? high * TWO_32 + w.getUint32(at + ADDR, true) : NaN;
+    const len = w.getUint32(at + LEN, true);
+    const flags = w.getUint16(at + FLAGS, true);
+    const next = w.getUint16(at + NEXT, true);
     if (flags & DescFlag.INDIRECT) {
       if (!this.indirect) throw new RingError('indirect descriptor without INDIRECT_DESC');
       if (this.table) throw new RingError('indirect descriptor inside an indirect table');
@@ -174,6 +181,22 @@ export class ChainWalker {
     }
     this.index = next;
     return Step.Next;
+  }
+
+  /**
+   * A DataView of `b`, kept for the two arrays last read (the ring's
+   * descriptor table and the mapping holding indirect tables alternate):
+   * making one costs more than the reads of a descriptor.
+   */
+  private wordsOf(b: Uint8Array): DataView {
+    if (b === this.bytesA) return this.wordsA;
+    if (b === this.bytesB) return this.wordsB;
+    const w = new DataView(b.buffer, b.byteOffset, b.length);
+    this.bytesB = this.bytesA;
+    this.wordsB = this.wordsA;
+    this.bytesA = b;
+    this.wordsA = w;
+    return w;
   }
 
   /** Walks on in the indirect table at t[at, at+length). */
