@@ -4,7 +4,8 @@
  * bounce budget, the interrupt, the handler, and the polling window.
  */
 import type { QueueMemory } from '../device/queue-memory.js';
-import type { BounceBudget, VirtqueueRequest } from './request.js';
+import type { VirtqueueRequest } from './request.js';
+import type { BounceBudget } from './bounce-budget.js';
 import type { QueueControl } from './queue-control.js';
 
 /** What a virtqueue needs from its transport. */

@@ -9,7 +9,8 @@
 import { DeviceError, Errno } from '../../device/errors.js';
 import type { RoleHandlers, StartRole } from '../../device/threads/runtime.js';
 import { hasFeature, VIRTIO_MSI_NO_VECTOR } from '../constants.js';
-import { BounceBudget, type VirtqueueRequest } from '../request.js';
+import type { VirtqueueRequest } from '../request.js';
+import { BounceBudget } from '../bounce-budget.js';
 import { Virtqueue, type VirtqueueHost } from '../virtqueue.js';
 import { HandlerCalls } from '../handler-calls.js';
 import type { WorkerQueueContext, WorkerQueueHandler } from './handler.js';
