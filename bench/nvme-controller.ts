@@ -18,7 +18,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { nvmeController, nvmeControllerOf, ramBackend, serve } from '../src/index.js';
+import { nvmeController, nvmeControllerOf, serve } from '../src/index.js';
+import { filledDisk, nsPerItem } from './in-process.js';
 import { connectClient } from '../test/helpers/raw.js';
 import { GUEST_BASE, NvmeDriver } from '../test/helpers/nvme-driver.js';
 
@@ -30,9 +31,7 @@ const BATCHES = 3000;
 const shadow = !process.argv.includes('--plain');
 const floor = process.argv.includes('--floor');
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvme-ctl-'));
-const disk = ramBackend(DISK);
-// Written whole first, as the bench's warm-up does: reads then copy (a disk never written would zero-fill).
-for (let at = 0; at < DISK; at += 1 << 20) disk.write(at, [new Uint8Array(1 << 20).fill(at >> 20)]);
+const { backend: disk, plain: floorDisk } = filledDisk(DISK);
 const spec = nvmeController({ namespaces: [disk], queues: 2 });
 const server = serve(spec, join(dir, 'nvme.sock'), { log: 'silent' });
 const client = await connectClient(server.path);
@@ -52,8 +51,6 @@ const word = (v: number): Buffer => {
   return b;
 };
 // Node's floor: the same disk bytes in a plain array, the guest's memory as one view.
-const floorDisk = new Uint8Array(DISK);
-for (let at = 0; at < DISK; at += 1 << 20) floorDisk.fill(at >> 20, at, at + (1 << 20));
 const guest = d.bytes(GUEST_BASE, d.mem.bytes.length);
 let floorHead = 0;
 let floorTail = 0;
@@ -112,15 +109,8 @@ function batch(): void {
 }
 
 try {
-  for (let i = 0; i < BATCHES; i++) batch(); // warm-up: JIT, the disk's pages
-  const runs: number[] = [];
-  for (let r = 0; r < 7; r++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < BATCHES; i++) batch();
-    runs.push(Number(process.hrtime.bigint() - t0) / (BATCHES * QD));
-  }
-  runs.sort((a, b) => a - b);
-  console.log(JSON.stringify({ shadow, floor, ns_per_command_min: Math.round(runs[0]), ns_per_command_median: Math.round(runs[3]) }));
+  const ns = nsPerItem(batch, BATCHES, QD);
+  console.log(JSON.stringify({ shadow, floor, ns_per_command_min: ns.min, ns_per_command_median: ns.median }));
 } finally {
   d.close();
   client.close();

@@ -22,7 +22,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VirtioFeature, featureBit, ramBackend, serve, virtioBlk } from '../src/index.js';
+import { VirtioFeature, featureBit, serve, virtioBlk } from '../src/index.js';
+import { filledDisk, nsPerItem } from './in-process.js';
 import { DescFlag } from '../src/virtio/constants.js';
 import { virtioTransportOf } from '../src/virtio/device.js';
 import { native } from '../src/native/index.js';
@@ -40,9 +41,7 @@ if (!Number.isInteger(QD) || QD < 1 || QD > SIZE) throw new Error(`--qd: a whole
 
 const floor = process.argv.includes('--floor');
 const dir = mkdtempSync(join(tmpdir(), 'muser-blk-dev-'));
-const disk = ramBackend(DISK);
-// Written whole first, as the bench's warm-up does: reads then copy (a disk never written would zero-fill).
-for (let at = 0; at < DISK; at += 1 << 20) disk.write(at, [new Uint8Array(1 << 20).fill(at >> 20)]);
+const { backend: disk, plain: floorDisk } = filledDisk(DISK);
 const spec = virtioBlk({ backend: disk, queues: 1 });
 const server = serve(spec, join(dir, 'blk.sock'), { log: 'silent' });
 const client = await connectClient(server.path);
@@ -71,8 +70,6 @@ const usedAt = off(q.used);
 const irqFd = d.vectors[1].fd;
 
 // Node's floor: the same disk bytes in a plain array, walking the rings in the driver's own view.
-const floorDisk = new Uint8Array(DISK);
-for (let at = 0; at < DISK; at += 1 << 20) floorDisk.fill(at >> 20, at, at + (1 << 20));
 let floorLastAvail = 0;
 let floorUsed = 0;
 /** The floor's device: every chain from its last avail to avail.idx, read from the disk, published used. */
@@ -128,18 +125,11 @@ function batch(): void {
 }
 
 try {
-  for (let i = 0; i < BATCHES; i++) batch(); // warm-up: JIT, the disk's pages
-  // The data must be the disk's: the fill byte of the MiB each request read.
+  const ns = nsPerItem(batch, BATCHES, QD);
+  // The data must be the disk's: the fill byte of the MiB the last batch's first request read.
   const check = words.getUint32(off(headers) + 8, true) * 512;
   if (guest[off(data)] !== floorDisk[check]) throw new Error('slot 0 holds the wrong bytes');
-  const runs: number[] = [];
-  for (let r = 0; r < 7; r++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < BATCHES; i++) batch();
-    runs.push(Number(process.hrtime.bigint() - t0) / (BATCHES * QD));
-  }
-  runs.sort((a, b) => a - b);
-  console.log(JSON.stringify({ qd: QD, floor, ns_per_request_min: Math.round(runs[0]), ns_per_request_median: Math.round(runs[3]) }));
+  console.log(JSON.stringify({ qd: QD, floor, ns_per_request_min: ns.min, ns_per_request_median: ns.median }));
 } finally {
   d.close();
   client.close();
