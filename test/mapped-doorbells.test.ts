@@ -236,48 +236,55 @@ describe('NVMe with its doorbell page mapped, migrated', () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-dbmig-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  test('a doorbell stored as the source stops (it no longer looks) is served by the destination', async () => {
-    const disk = probeRam(1024 * 1024);
-    const make = () => nvmeController({ namespaces: [disk], queues: 2, serial: 'MIG', mmapDoorbells: true });
-    const [srcSpec, dstSpec] = [make(), make()];
-    const source = serve(srcSpec, join(dir, 'src.sock'), { log: 'silent', poll: { idleMs: 1 } });
-    const destination = serve(dstSpec, join(dir, 'dst.sock'), { log: 'silent', poll: { idleMs: 1 } });
-    const a = await connectClient(source.path);
-    const b = await connectClient(destination.path);
-    const d = await NvmeDriver.open(a);
-    try {
-      await d.mapDoorbells();
-      await d.enable();
-      await d.createIoQueues(1, 32);
-      assert.equal((await d.rw(1, true, 0, 8, pattern(4096, 1))).cqe.status, 0);
-      // A write in SQ 1, rung only once the source has stopped.
-      const buf = d.alloc(PAGE);
-      d.bytes(buf, 4096).set(pattern(4096, 7));
-      d.put(1, { opcode: 1, nsid: 1, prp1: buf, cdw10: 40, cdw12: 7, cid: 0x77 });
-      const served = nvmeControllerOf(srcSpec)!.stats.ioCommands;
-      await d.attachTo(b);
-      let rung = false;
-      await migrate(a, b, {
-        onStep(step) {
-          // The source is stopped: its watch looks no more, and the page goes with its memory.
-          if (step === 'source: STOP_COPY') void d.ring(2, d.queues.get(1)!.tail).then(() => (rung = true));
-        },
-      });
-      assert.ok(rung);
-      assert.equal(await getMigrationState(b), MigrationState.RUNNING);
-      assert.equal(nvmeControllerOf(srcSpec)!.stats.ioCommands, served, 'the stopped source did not take it');
-      d.useClient(b);
-      await d.mapDoorbells();
-      const c = await d.reap(1);
-      assert.deepEqual([c.cid, c.status], [0x77, 0], 'the destination served the doorbell the source left in the page');
-      assert.deepEqual(await disk.peek(40 * 512, 48 * 512), Buffer.from(pattern(4096, 7)));
-      assert.equal((await d.rw(1, false, 40, 8)).cqe.status, 0, 'and goes on through its own page');
-    } finally {
-      d.close();
-      a.close();
-      b.close();
-      source.close();
-      destination.close();
-    }
-  });
+  // On the main thread, and on queue threads (workers: the doorbell the page holds reaches the destination's thread).
+  for (const workers of [0, 2]) {
+    test(`a doorbell stored as the source stops (it no longer looks) is served by the destination${workers ? "'s queue thread" : ''}`, async () => {
+      const disk = workers ? memfdBackend(1024 * 1024) : probeRam(1024 * 1024);
+      const make = () => nvmeController({ namespaces: [disk], queues: 2, workers, serial: 'MIG', mmapDoorbells: true });
+      const [srcSpec, dstSpec] = [make(), make()];
+      const source = serve(srcSpec, join(dir, `src${workers}.sock`), { log: 'silent', poll: { idleMs: 1 } });
+      const destination = serve(dstSpec, join(dir, `dst${workers}.sock`), { log: 'silent', poll: { idleMs: 1 } });
+      const a = await connectClient(source.path);
+      const b = await connectClient(destination.path);
+      const d = await NvmeDriver.open(a);
+      // With threads, the second queue: the second thread's.
+      const qid = workers ? 2 : 1;
+      try {
+        await d.mapDoorbells();
+        await d.enable();
+        await d.createIoQueues(qid, 32);
+        assert.equal((await d.rw(qid, true, 0, 8, pattern(4096, 1))).cqe.status, 0);
+        // A write, rung only once the source has stopped.
+        const buf = d.alloc(PAGE);
+        d.bytes(buf, 4096).set(pattern(4096, 7));
+        d.put(qid, { opcode: 1, nsid: 1, prp1: buf, cdw10: 40, cdw12: 7, cid: 0x77 });
+        const served = nvmeControllerOf(srcSpec)!.counters().ioCommands;
+        await d.attachTo(b);
+        let rung = false;
+        await migrate(a, b, {
+          onStep(step) {
+            // The source is stopped: its watch looks no more, and the page goes with its memory.
+            if (step === 'source: STOP_COPY') void d.ring(2 * qid, d.queues.get(qid)!.tail).then(() => (rung = true));
+          },
+        });
+        assert.ok(rung);
+        assert.equal(await getMigrationState(b), MigrationState.RUNNING);
+        assert.equal(nvmeControllerOf(srcSpec)!.counters().ioCommands, served, 'the stopped source did not take it');
+        d.useClient(b);
+        await d.mapDoorbells();
+        const c = await d.reap(qid);
+        assert.deepEqual([c.cid, c.status], [0x77, 0], 'the destination served the doorbell the source left in the page');
+        if (workers) assert.equal(nvmeControllerOf(dstSpec)!.stats.ioCommands, 0, 'on its thread, not the main thread');
+        assert.deepEqual((await d.rw(1, false, 40, 8)).data, pattern(4096, 7), 'and goes on through its own page');
+        assert.deepEqual((await d.rw(1, false, 0, 8)).data, pattern(4096, 1));
+        assert.equal(d.doorbellMessages, 0);
+      } finally {
+        d.close();
+        a.close();
+        b.close();
+        source.close();
+        destination.close();
+      }
+    });
+  }
 });
