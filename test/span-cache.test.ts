@@ -64,3 +64,24 @@ test('ranges past the region, empty or not numbers, and anything after clear(), 
   cache.locate(mem, 0x1000, 16, false, out);
   assert.equal(mem.calls, 5);
 });
+
+test('memory whose permission can change mid-turn (a worker thread\'s flag) is asked again before each answer from the cache', () => {
+  let allowed = true;
+  const inner = memory(DmaMapFlag.READ | DmaMapFlag.WRITE);
+  const mem = {
+    ...inner,
+    locate(addr: number, length: number, write: boolean, out: GuestSpan): boolean {
+      if (!allowed) throw new Error('EPERM: Bus Master Enable clear');
+      const ok = inner.locate(addr, length, write, out);
+      out.recheck = () => allowed;
+      return ok;
+    },
+  } as unknown as QueueMemory;
+  const cache = new SpanCache();
+  const out = emptySpan();
+  assert.equal(cache.locate(mem, 0x1000, 16, false, out), true);
+  assert.equal(cache.locate(mem, 0x1100, 16, true, out), true);
+  assert.equal(inner.calls, 1, 'answered from the cache while allowed');
+  allowed = false;
+  assert.throws(() => cache.locate(mem, 0x1200, 16, true, out), /EPERM/, 'the flag cleared: the DMA layer refuses');
+});

@@ -31,11 +31,18 @@ export interface GuestSpan {
    * region's writes are being logged for migration (each must be recorded).
    */
   rights: number;
+  /**
+   * For memory whose DMA permission can change in the middle of a turn (a
+   * worker thread's, gated by a flag the main thread sets): what a cache
+   * asks again before each answer it gives. Undefined on the main thread,
+   * where the permission changes only between turns.
+   */
+  recheck: (() => boolean) | undefined;
 }
 
 /** A span no range lies in (rights 0): what a cache of spans starts as. */
 export function emptySpan(): GuestSpan {
-  return { memory: new Uint8Array(0), offset: 0, start: 0, rights: 0 };
+  return { memory: new Uint8Array(0), offset: 0, start: 0, rights: 0, recheck: undefined };
 }
 
 /** DMA into the memory of the connected client. */
@@ -98,6 +105,7 @@ export class DmaAccess {
     out.offset = at;
     out.start = r.iova;
     out.rights = this.table.logsWrites(r) ? r.prot & DmaMapFlag.READ : r.prot;
+    out.recheck = this.recheck;
     return true;
   }
 
@@ -110,6 +118,9 @@ export class DmaAccess {
     const span = this.span;
     return this.locate(iova, length, write, span) ? span.memory.subarray(span.offset, span.offset + length) : undefined;
   }
+
+  /** See {@link GuestSpan.recheck}: set by subclasses whose permission can change mid-turn. */
+  protected readonly recheck: (() => boolean) | undefined = undefined;
 
   /** Throws when DMA is not allowed now (subclasses gate it; their sgl() asks this first). */
   protected checkAccess(): void {}

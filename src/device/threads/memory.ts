@@ -57,12 +57,16 @@ export class WorkerDmaTable extends DmaTable {
 
 /** DMA of a worker thread, gated by the main thread's Bus Master Enable / migration hold flag. */
 export class WorkerDmaAccess extends DmaAccess {
+  /** The main thread may clear the flag while this thread runs: a region cache asks it again before each answer. */
+  protected override readonly recheck: () => boolean;
+
   constructor(
     table: WorkerDmaTable,
     messenger: DmaMessenger,
     private readonly allowed: () => boolean,
   ) {
     super(table, messenger);
+    this.recheck = allowed;
   }
 
   override accessible(): boolean {
