@@ -14,7 +14,7 @@ import { slowShared } from './fixtures/slow-nvme-backend.js';
 import { pattern } from './helpers/bytes.js';
 import { tempDir } from './helpers/isolated.js';
 import { NvmeDriver, REG } from './helpers/nvme-driver.js';
-import { killed, nvmeIsolated, prng, pump, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
+import { killUnderIo, nvmeIsolated, prng, pump, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
 import { connectClient } from './helpers/raw.js';
 import { STARTED, waitUntil } from './helpers/slow-backend.js';
 
@@ -85,15 +85,7 @@ test('isolate nvme workers: a kill at each log point of a thread queue loses no 
       ['entry-freed', 6],
       ['taken', 40],
     ];
-    for (const [point, passes] of points) {
-      await n.arm(point, passes);
-      restarts++;
-      await pump(io, () => !n.armed());
-      await killed(n, restarts);
-      const before = io.completed;
-      await pump(io, () => io.completed >= before + 48);
-      assert.equal(io.failure, undefined);
-    }
+    for (const [point, passes] of points) await killUnderIo(n, io, point, passes, ++restarts);
     // A controller reset, then a kill on a thread queue: the threads log into their parts afresh.
     const d = n.driver;
     await d.write32(REG.CC, 0);
@@ -104,13 +96,7 @@ test('isolate nvme workers: a kill at each log point of a thread queue loses no 
     assert.equal((await d.configureShadowDoorbells()).status, 0);
     io.addQueue(1);
     io.addQueue(2);
-    await n.arm('taken', 20);
-    restarts++;
-    await pump(io, () => !n.armed());
-    await killed(n, restarts);
-    const before = io.completed;
-    await pump(io, () => io.completed >= before + 64);
-    assert.equal(io.failure, undefined);
+    await killUnderIo(n, io, 'taken', 20, ++restarts, 64);
     assert.equal((await d.identify(1)).cqe.status, 0, 'the connection and the admin queue are in sync');
     assert.equal(n.server.restarts, restarts);
   } finally {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { PersistentBlock } from '../src/device/persistent.js';
 import { InflightLog } from '../src/nvme/inflight-log.js';
 import { REG, type Cqe, type NvmeDriver } from './helpers/nvme-driver.js';
-import { blockPattern, killed, nvmeIsolated, prng, pump, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
+import { blockPattern, killed, killUnderIo, nvmeIsolated, prng, pump, VerifiedIo, type KillPoint } from './helpers/nvme-isolated.js';
 
 test('nvme in-flight log: what one process stores, its successor reads back; numbering goes on; entries free and refill', () => {
   const memory = new Uint8Array(4 << 20);
@@ -107,15 +107,7 @@ test('isolate nvme: a kill at each point of the pipeline loses no command, compl
       ['cqe-written', 6],
       ['entry-freed', 6],
     ];
-    for (const [point, passes] of points) {
-      await n.arm(point, passes);
-      restarts++;
-      await pump(io, () => !n.armed());
-      await killed(n, restarts);
-      const before = io.completed;
-      await pump(io, () => io.completed >= before + 48);
-      assert.equal(io.failure, undefined);
-    }
+    for (const [point, passes] of points) await killUnderIo(n, io, point, passes, ++restarts);
 
     // One write alone in flight, killed with its CQE in guest memory and its interrupt not raised: the successor raises it.
     const d = n.driver;

@@ -4,10 +4,9 @@
  * refused (the protocol answers EINVAL, a device its own way).
  */
 
-/** 2^32. */
-export const TWO_32 = 0x1_0000_0000;
+const TWO_32 = 0x1_0000_0000;
 /** Largest high word of a safe integer (2^53 - 1 >> 32). */
-export const MAX_SAFE_HIGH = 0x1f_ffff;
+const MAX_SAFE_HIGH = 0x1f_ffff;
 
 /** Throws for malformed input, with a message naming what is wrong. */
 export type Invalid = (message: string) => never;
@@ -57,4 +56,10 @@ export function u32(b: Uint8Array, at: number): number {
 export function u64OrNaN(b: Uint8Array, at: number): number {
   const hi = u32(b, at + 4);
   return hi <= MAX_SAFE_HIGH ? hi * TWO_32 + u32(b, at) : NaN;
+}
+
+/** {@link u64OrNaN} through a DataView (where a hot path keeps one over the bytes). */
+export function u64OrNaNAt(w: DataView, at: number): number {
+  const hi = w.getUint32(at + 4, true);
+  return hi <= MAX_SAFE_HIGH ? hi * TWO_32 + w.getUint32(at, true) : NaN;
 }

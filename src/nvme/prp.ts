@@ -7,8 +7,7 @@
  * (pinned while the backend uses them) or through copies where the memory
  * offers no views.
  */
-import type { GuestSpan, QueueMemory } from '../device/queue-memory.js';
-import { emptySpan } from '../device/dma-access.js';
+import type { QueueMemory } from '../device/queue-memory.js';
 import type { SpanCache } from '../device/span-cache.js';
 import { CommandError } from './command.js';
 import { PAGE_SIZE, Status } from './constants.js';
@@ -68,11 +67,8 @@ export class PrpWalk {
     spans?: SpanCache,
   ) {
     this.spans = spans;
-    try {
-      this.begin(prp1, prp2, length, collectViews);
-    } finally {
-      this.spans = undefined;
-    }
+    this.begin(prp1, prp2, length, collectViews);
+    this.spans = undefined;
   }
 
   private begin(prp1: number | bigint, prp2: number | bigint, length: number, collectViews: boolean): void {
@@ -153,8 +149,7 @@ export class PrpWalk {
       let one: Uint8Array | undefined;
       let v: Uint8Array[] | undefined;
       try {
-        const spans = this.spans;
-        one = spans ? (spans.locate(this.mem, addr, len, this.write, span) ? span.memory.subarray(span.offset, span.offset + len) : undefined) : this.mem.view(addr, len, this.write);
+        one = this.spans ? this.spans.view(this.mem, addr, len, this.write) : this.mem.view(addr, len, this.write);
         if (!one) v = this.mem.views(addr, len, this.write);
       } catch {
         throw this.unmapped(addr, len);
@@ -316,6 +311,3 @@ export async function copyFromGuest(mem: QueueMemory, ranges: readonly GuestRang
   }
   return out;
 }
-
-/** Where the region cache found a range (module scratch: set and used synchronously). */
-const span: GuestSpan = emptySpan();

@@ -7,7 +7,7 @@
  * and the asynchronous one (memory reached by messages), with the same
  * checks.
  */
-import { MAX_SAFE_HIGH, TWO_32 } from '../layout/u64.js';
+import { u64OrNaNAt } from '../layout/u64.js';
 import { DescFlag, MAX_QUEUE_SIZE } from './constants.js';
 import { DESCRIPTOR } from './layouts.js';
 import type { GuestSpan } from '../device/queue-memory.js';
@@ -147,8 +147,7 @@ export class ChainWalker {
   private visit(b: Uint8Array, at: number): Step {
     // Words of a DataView kept per array (not a decoded object, not a BigInt): this runs for every descriptor.
     const w = this.wordsOf(b);
-    const high = w.getUint32(at + ADDR + 4, true);
-    const addr = high <= MAX_SAFE_HIGH ? high * TWO_32 + w.getUint32(at + ADDR, true) : NaN;
+    const addr = u64OrNaNAt(w, at + ADDR);
     const len = w.getUint32(at + LEN, true);
     const flags = w.getUint16(at + FLAGS, true);
     const next = w.getUint16(at + NEXT, true);

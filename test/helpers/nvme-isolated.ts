@@ -165,6 +165,20 @@ export async function killed(n: NvmeIsolated, restarts: number, timeoutMs = 8000
   await until(() => !n.armed() && n.server.restarts >= restarts, timeoutMs, `the armed kill to fire (restart ${restarts})`);
 }
 
+/**
+ * A kill under verified I/O: arms `point` to fire on pass `passes`, lets
+ * the I/O run into it, waits for successor number `restarts`, then for
+ * `more` further commands; throws when any block read back was wrong.
+ */
+export async function killUnderIo(n: NvmeIsolated, io: VerifiedIo, point: KillPoint, passes: number, restarts: number, more = 48): Promise<void> {
+  await n.arm(point, passes);
+  await pump(io, () => !n.armed());
+  await killed(n, restarts);
+  const before = io.completed;
+  await pump(io, () => io.completed >= before + more);
+  if (io.failure !== undefined) throw new Error(`after a kill at ${point}: ${io.failure}`);
+}
+
 /** The 512 bytes block `lba` holds after write number `gen` (0: never written: zeros). */
 export function blockPattern(lba: number, gen: number, out: Uint8Array, at: number): void {
   if (gen === 0) {
