@@ -12,12 +12,9 @@
  * that migration must log) go to the DMA layer as before.
  */
 import { DmaMapFlag } from '../protocol/constants.js';
-import { emptySpan } from './dma-access.js';
 import type { GuestSpan, QueueMemory } from './queue-memory.js';
 
 const NOTHING = new Uint8Array(0);
-/** Where view() found a range (module scratch: set and used synchronously). */
-const found: GuestSpan = emptySpan();
 
 export class SpanCache {
   private memory: Uint8Array = NOTHING;
@@ -49,10 +46,5 @@ export class SpanCache {
     this.rights = out.rights;
     this.recheck = out.recheck;
     return true;
-  }
-
-  /** {@link QueueMemory.view} through the cache: one view of the range when it lies in one mapping, else undefined. */
-  view(memory: QueueMemory, addr: number, length: number, write: boolean): Uint8Array | undefined {
-    return this.locate(memory, addr, length, write, found) ? found.memory.subarray(found.offset, found.offset + length) : undefined;
   }
 }

@@ -7,7 +7,8 @@
  * (pinned while the backend uses them) or through copies where the memory
  * offers no views.
  */
-import type { QueueMemory } from '../device/queue-memory.js';
+import type { GuestSpan, QueueMemory } from '../device/queue-memory.js';
+import { emptySpan } from '../device/dma-access.js';
 import type { SpanCache } from '../device/span-cache.js';
 import { CommandError } from './command.js';
 import { PAGE_SIZE, Status } from './constants.js';
@@ -149,7 +150,9 @@ export class PrpWalk {
       let one: Uint8Array | undefined;
       let v: Uint8Array[] | undefined;
       try {
-        one = this.spans ? this.spans.view(this.mem, addr, len, this.write) : this.mem.view(addr, len, this.write);
+        // locate() and the view inline: a view() wrapper around them measured 30-40 ns more per command.
+        const spans = this.spans;
+        one = spans ? (spans.locate(this.mem, addr, len, this.write, span) ? span.memory.subarray(span.offset, span.offset + len) : undefined) : this.mem.view(addr, len, this.write);
         if (!one) v = this.mem.views(addr, len, this.write);
       } catch {
         throw this.unmapped(addr, len);
@@ -311,3 +314,6 @@ export async function copyFromGuest(mem: QueueMemory, ranges: readonly GuestRang
   }
   return out;
 }
+
+/** Where the region cache found a range (module scratch: set and used synchronously). */
+const span: GuestSpan = emptySpan();
