@@ -140,7 +140,7 @@ export class CliServer {
       } catch (e) {
         // A client that connects before the server noticed the last one
         // leave is refused: the connection closes during VERSION.
-        if (attempt >= 3 || this.exited || !String(e).includes('VERSION')) throw e;
+        if (attempt >= 3 || this.exited || !String(e).includes('VERSION')) throw this.withServerLog(e);
         await sleep(50);
       }
     }
@@ -158,6 +158,12 @@ export class CliServer {
     const json = await this.client(cmd, args);
     const wall = (performance.now() - t0) / 1000;
     return { json, cpu: (cpuSeconds(this.pid) - c0) / wall };
+  }
+
+  /** A client's failure, with what the server logged last (a stall is the server's as often as the client's). */
+  private withServerLog(e: unknown): Error {
+    const tail = this.stderr.trim().split('\n').slice(-15).join('\n');
+    return new BenchError(`${e instanceof Error ? e.message : String(e)}\nthe server (pid ${this.pid}) logged last:\n${tail}`);
   }
 
   /** Stops the server (SIGTERM, then SIGKILL after 3 s). */

@@ -8,6 +8,7 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -40,6 +41,30 @@ static inline uint64_t now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Waits until eventfd `efd` is readable (an interrupt), then drains it and
+ * returns its count; 0 after `timeout_ms` with none, so a driver can say
+ * where its queue stands instead of sleeping until the bench kills it.
+ */
+#define STALL_MS 15000
+static uint64_t wait_irq(int efd, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = efd, .events = POLLIN };
+    uint64_t v;
+    int n;
+
+    do
+        n = poll(&pfd, 1, timeout_ms);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        die("poll: %s", strerror(errno));
+    if (n == 0)
+        return 0;
+    if (read(efd, &v, sizeof(v)) != sizeof(v))
+        die("eventfd read: %s", strerror(errno));
+    return v;
 }
 
 /* Pinning both ends to one CPU avoids cross-CPU wake-up costs on these VMs. */

@@ -216,12 +216,15 @@ static void *drive(void *arg)
     kick(q, old_avail);
     int must_wait = 1;
     while (q->done < q->ops) {
-        uint64_t v;
         int reposted = 0;
         uint16_t idx;
 
-        if (must_wait && read(q->irq_fd, &v, 8) != 8)
-            die("irq eventfd: %s", strerror(errno));
+        if (must_wait && wait_irq(q->irq_fd, STALL_MS) == 0)
+            die("queue %d stalled: no interrupt for %d ms with %lld of %lld done; avail.idx %u, last used %u, "
+                "used.idx %u, used.flags %u, kicks %lld",
+                q->index, STALL_MS, q->done, q->ops, q->next_avail, q->last_used,
+                __atomic_load_n((volatile uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE),
+                __atomic_load_n((volatile uint16_t *)q->used, __ATOMIC_ACQUIRE), q->kicks);
         old_avail = q->next_avail;
         idx = __atomic_load_n((volatile uint16_t *)(q->used + 2), __ATOMIC_ACQUIRE);
         while (q->last_used != idx) {

@@ -397,25 +397,6 @@ static int setup_irq(struct conn *c)
     return efd;
 }
 
-/* Wait until the eventfd is readable, then drain it; returns the counter. */
-static uint64_t wait_irq(int efd, int timeout_ms)
-{
-    struct pollfd pfd = { .fd = efd, .events = POLLIN };
-    uint64_t v;
-    int n;
-
-    do
-        n = poll(&pfd, 1, timeout_ms);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        die("poll: %s", strerror(errno));
-    if (n == 0)
-        return 0;
-    if (read(efd, &v, sizeof(v)) != sizeof(v))
-        die("eventfd read: %s", strerror(errno));
-    return v;
-}
-
 static uint16_t send_doorbell(struct conn *c, uint32_t value)
 {
     uint16_t id = put_hdr(c, CMD_REGION_WRITE, RW_HDR_SIZE + 4, 0);

@@ -156,11 +156,12 @@ static void *drive(void *arg)
         post(q, s);
     update(q, 0, q->sq_tail, old);
     while (inflight > 0) {
-        uint64_t v;
         uint16_t old_head = q->cq_head, old_tail = q->sq_tail;
 
-        if (read(q->irq_fd, &v, 8) != 8)
-            die("irq eventfd: %s", strerror(errno));
+        if (wait_irq(q->irq_fd, STALL_MS) == 0)
+            die("queue %d stalled: no interrupt for %d ms with %lld done and %d in flight; sq tail %u, cq head %u, "
+                "phase %u, doorbells %lld",
+                q->qid, STALL_MS, q->done, inflight, q->sq_tail, q->cq_head, q->phase, q->doorbells);
         for (;;) {
             volatile struct cqe *c = &q->cq[q->cq_head];
             uint16_t st = __atomic_load_n(&c->status, __ATOMIC_ACQUIRE);

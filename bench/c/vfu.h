@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/un.h>
 
 enum {
@@ -102,7 +103,8 @@ static uint32_t recv_reply_fds(uint16_t id, uint8_t *rep, uint32_t max, int *fds
     uint32_t size;
 
     if (n != HDR)
-        die("%s: reply header: %s", phase, n < 0 ? strerror(errno) : "connection closed");
+        die("%s: reply header: %s", phase,
+            n >= 0 ? "connection closed" : errno == EAGAIN ? "no reply within the stall limit" : strerror(errno));
     if (nfds)
         *nfds = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
@@ -186,6 +188,10 @@ static void connect_server(const char *path)
     sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0 || connect(sock, (struct sockaddr *)&sa, sizeof(sa)) != 0)
         die("connect %s: %s", path, strerror(errno));
+    /* A reply that never comes ends the run with a message, not a bench timeout. */
+    struct timeval tv = { .tv_sec = STALL_MS / 1000 };
+    if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0)
+        die("SO_RCVTIMEO: %s", strerror(errno));
     put16(p, 0);
     put16(p + 2, 1);
     memcpy(p + 4, caps, sizeof(caps));
