@@ -11,6 +11,7 @@ import { sharedMemory } from '../src/client/index.js';
 import { PAGE, REG } from './helpers/nvme-driver.js';
 import { pattern } from './helpers/bytes.js';
 import { close, rig, type Rig } from './helpers/nvme-rig.js';
+import { recordingLogger } from './helpers/logs.js';
 
 const SCT_SPECIFIC = 1;
 
@@ -161,8 +162,9 @@ describe('nvme hostile: queues', () => {
     });
   }
 
-  test('a submission queue in memory the client unmapped sets CSTS.CFS; the process lives and a reset recovers', async () => {
-    r = await rig({ ioQueues: 1 });
+  test('a submission queue in memory the client unmapped sets CSTS.CFS and logs why; the process lives and a reset recovers', async () => {
+    const { log, lines } = recordingLogger();
+    r = await rig({ ioQueues: 1, log });
     const d = r.driver;
     const extra = sharedMemory(64 * 1024, 'nvme-extra');
     const base = 0x4000_0000;
@@ -175,6 +177,7 @@ describe('nvme hostile: queues', () => {
       const csts = await d.waitCsts(2, 2);
       assert.equal(csts & 2, 2, 'CSTS.CFS');
       assert.match(r.controller.fatalReason ?? '', /SQ 2/);
+      assert.ok(lines.some((l) => /^error: controller fatal status \(CSTS\.CFS\): .*SQ 2/.test(l)), `the server's log says why: ${JSON.stringify(lines)}`);
     } finally {
       extra.close();
     }

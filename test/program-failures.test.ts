@@ -11,28 +11,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, ClientError } from '../src/client/index.js';
 import { Errno } from '../src/device/errors.js';
-import type { Logger } from '../src/device/logger.js';
 import { startDeviceProgram, ProgramStartError, type DeviceProgram } from '../src/program/index.js';
 import { serve } from '../src/server/server.js';
 import { MAIN, runCli, startServer } from './helpers/timer-process.js';
+import type { Logger } from '../src/device/logger.js';
+import { recordingLogger } from './helpers/logs.js';
+import { until } from './helpers/wait.js';
 
 const PROGRAMS = fileURLToPath(new URL('../../test/fixtures/programs/', import.meta.url));
 const MISBEHAVE = join(PROGRAMS, 'misbehave.py');
 const CONFIG = 7;
-
-function capture(): { log: Logger; lines: string[] } {
-  const lines: string[] = [];
-  const at = (level: string) => (m: string) => void lines.push(`${level}: ${m}`);
-  return { log: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }, lines };
-}
-
-async function until(condition: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function refusal(p: Promise<unknown>): Promise<number> {
   try {
@@ -58,7 +46,7 @@ const CASES = [
 for (const c of CASES) {
   test(`a program that ${c.mode === 'crash' ? 'crashes' : c.mode === 'hang' ? 'hangs' : c.mode === 'short' ? 'answers a read with a short reply' : `sends ${c.mode} messages`} mid-access: the access fails with errno ${c.errno}, the log says why, the program is stopped, the rest serves on`, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'muser-prog-'));
-    const { log, lines } = capture();
+    const { log, lines } = recordingLogger();
     // Only a hang may take the time limit: every other failure must be seen at once.
     const timeoutMs = c.mode === 'hang' ? 400 : 60_000;
     const program = await startDeviceProgram({ command: ['python3', MISBEHAVE], args: [`--behave=${c.mode}`], timeoutMs, log });
@@ -100,7 +88,7 @@ for (const c of CASES) {
 
 test('stopping the server while the last client leaves (its reset still asking the program) logs no error', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'muser-prog-'));
-  const { log, lines } = capture();
+  const { log, lines } = recordingLogger();
   const program = await startDeviceProgram({ command: ['python3', MISBEHAVE], log });
   // The server logs the disconnect, then starts the reset (a RESET to the program): close right then.
   const serverLog: Logger = { ...log, info: (m) => (log.info(m), m === 'client disconnected' && setImmediate(() => server.close())) };

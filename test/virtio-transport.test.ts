@@ -15,6 +15,7 @@ import { connectClient } from './helpers/raw.js';
 import { ECHO_TYPE, echoDevice, type EchoDevice } from './helpers/virtio-echo.js';
 import { GUEST_BASE, VirtioDriver, only, without } from './helpers/virtio-driver.js';
 import { waitUntil } from './helpers/slow-backend.js';
+import { recordingLogger } from './helpers/logs.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-virtio-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,9 +30,9 @@ interface Rig {
   driver: VirtioDriver;
 }
 
-async function rig(options: Parameters<typeof echoDevice>[0] & { memory?: 'shared' | 'private'; msix?: boolean } = {}): Promise<Rig> {
+async function rig(options: Parameters<typeof echoDevice>[0] & { memory?: 'shared' | 'private'; msix?: boolean; log?: Logger } = {}): Promise<Rig> {
   const echo = echoDevice(options);
-  const server = serve(echo.spec, join(dir, `echo${serial++}.sock`), { log: 'silent' });
+  const server = serve(echo.spec, join(dir, `echo${serial++}.sock`), { log: options.log ?? 'silent' });
   const client = await connectClient(server.path);
   const driver = await VirtioDriver.open(client, { memory: options.memory, msix: options.msix });
   return { echo, server, client, driver };
@@ -242,8 +243,9 @@ describe('queue setup', () => {
     ['rings in unmapped memory', 16, { desc: 0x100000, avail: 0x200000, used: 0x300000 }],
     ['a misaligned descriptor table', 16, { desc: GUEST_BASE + 8, avail: GUEST_BASE + 0x1000, used: GUEST_BASE + 0x2000 }],
   ] as const) {
-    test(`enabling a queue with ${what} sets DEVICE_NEEDS_RESET`, async () => {
-      r = await rig();
+    test(`enabling a queue with ${what} sets DEVICE_NEEDS_RESET and logs why`, async () => {
+      const { log, lines } = recordingLogger();
+      r = await rig({ log });
       await r.driver.negotiate();
       await r.driver.writeCommon(CommonCfg.CONFIG_MSIX_VECTOR, 2, 0);
       await r.driver.setupQueue(0, size, { enable: addrs === undefined });
@@ -255,6 +257,7 @@ describe('queue setup', () => {
       }
       assert.ok((await r.driver.status()) & VirtioStatus.DEVICE_NEEDS_RESET);
       assert.equal(await r.driver.readCommon(CommonCfg.QUEUE_ENABLE, 2), 0);
+      assert.ok(lines.some((l) => /^error: device needs reset \(DEVICE_NEEDS_RESET\): .*queue 0/.test(l)), `the server's log says why: ${JSON.stringify(lines)}`);
       await recovers(r);
     });
   }

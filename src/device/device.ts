@@ -33,6 +33,8 @@ export interface DeviceLink {
   readonly quiesced: boolean;
   /** The busy-poll window the server serves this client with, in ms (`--poll`; 0: it sleeps in epoll). */
   readonly pollIdleMs?: number;
+  /** The serving server's logger: what goes wrong with the device that its driver's developer should hear of. */
+  readonly log?: Logger;
 }
 
 

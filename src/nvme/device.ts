@@ -181,6 +181,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     raiseIntx: () => void device?.triggerIrq(IrqIndex.INTX, 0),
     settleAbandoned: (settled) => settleAbandoned(settled, { device, timeoutMs: resetTimeoutMs, log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`) }),
     doorbellPage: watch && doorbellPage(watch),
+    logFatal: (reason) => device?.link?.log?.error(`controller fatal status (CSTS.CFS): ${reason}`),
   };
   const threads =
     shared &&

@@ -174,6 +174,7 @@ export class ControllerLifecycle {
     const c = this.c;
     if (c.regs.csts & Csts.CFS) return;
     c.fatalReason = reason;
+    c.host.logFatal?.(reason);
     c.regs.csts |= Csts.CFS;
     c.logRegisters();
     void this.stopQueues();

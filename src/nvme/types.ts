@@ -31,6 +31,8 @@ export interface ControllerHost {
    * undefined.
    */
   readonly doorbellPage?: DoorbellPage;
+  /** Tells whoever serves the device why the controller went fatal (CSTS.CFS). */
+  logFatal?(reason: string): void;
 }
 
 /** The doorbells in mapped memory, as the controller sees them (see {@link ControllerHost.doorbellPage}). */

@@ -206,6 +206,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
   needsReset(reason: string): void {
     if (this.status & VirtioStatus.DEVICE_NEEDS_RESET) return;
     this.brokenReason = reason;
+    this.device?.link?.log?.error(`device needs reset (DEVICE_NEEDS_RESET): ${reason}`);
     this.status |= VirtioStatus.DEVICE_NEEDS_RESET;
     for (const q of this.queues) q.pause();
     if (this.status & VirtioStatus.DRIVER_OK) this.configInterrupt();
