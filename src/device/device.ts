@@ -19,6 +19,7 @@ import { barDescriptions, buildRegions, capabilityList, placeMsix, registerMapRe
 import { registerMapsOf, type PlacedRegisterMap } from './register-maps.js';
 import { validateSpec } from './validate-spec.js';
 import type { Logger } from './logger.js';
+import { RateLimitedWarnings } from './rate-limited-warnings.js';
 import type { MemoryWatch } from './memory-watch.js';
 import { UnmodeledAccesses } from './unmodeled.js';
 import type { PersistentMemory } from './persistent.js';
@@ -63,6 +64,7 @@ export class Device {
   /** Memory that outlives this process, while an isolated child serves a connection (see persistent.ts). */
   persistent: PersistentMemory | undefined;
   private currentLink: DeviceLink | undefined;
+  private readonly driverWarnings = new RateLimitedWarnings(() => this.currentLink?.log, 'driver errors');
   /** The DMA of the connected client, or of the last one: a reset after a disconnect may still have to revoke its memory. */
   private lastDma: GatedDmaAccess | undefined;
   /** @internal What owns each config-space byte: the standard model or a `configRegisters` entry. */
@@ -162,6 +164,17 @@ export class Device {
   set link(link: DeviceLink | undefined) {
     this.currentLink = link;
     if (link) this.lastDma = link.dma;
+  }
+
+  /**
+   * Tells the developer of the guest's driver, in the serving server's log
+   * (warn level), what the device refused or failed: a malformed request,
+   * a command that completed with an error. Rate-limited per device (5 per
+   * 10 s, the rest counted), so a driver looping on its mistake cannot
+   * flood the log. Nothing is logged while no client is connected.
+   */
+  warnDriver(message: string): void {
+    this.driverWarnings.warn(message);
   }
 
   /**

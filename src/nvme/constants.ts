@@ -120,6 +120,13 @@ export const Status = {
   UNRECOVERED_READ_ERROR: status(StatusType.MEDIA, 0x81),
 } as const;
 
+const STATUS_NAMES = new Map<number, string>(Object.entries(Status).map(([name, value]) => [value, name]));
+
+/** A status field's name (`LBA_OUT_OF_RANGE`), or its SCT/SC in hex. */
+export function statusName(status: number): string {
+  return STATUS_NAMES.get(status) ?? `SCT 0x${((status >> 8) & 7).toString(16)} SC 0x${(status & 0xff).toString(16)}`;
+}
+
 /** Feature identifiers. */
 export const FeatureId = {
   ARBITRATION: 0x01,

@@ -330,8 +330,8 @@ export class NvmeController implements AdminTarget, IoContext {
   }
 
   /** @internal */
-  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number): void {
-    this.poster.complete(sq, cid, nsid, status, dw0, slot);
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number, why?: string): void {
+    this.poster.complete(sq, cid, nsid, status, dw0, slot, why);
   }
 
   /**

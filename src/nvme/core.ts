@@ -51,7 +51,7 @@ export interface ControllerCore {
   /** Fetches and starts what the submission queue holds (see SqFetcher). */
   drain(sq: SubmissionQueue, fromDoorbell?: boolean): void;
   /** Queues a command's completion for posting (see CqPoster). */
-  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number): void;
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number, why?: string): void;
   /** An admin command completed (before its completion is posted): the log's snapshot takes its effect and result. */
   adminCompleted(slot: number, status: number, dw0: number): void;
   /** Stores the registers in the log (after each change). */

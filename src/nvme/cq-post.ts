@@ -31,8 +31,8 @@ export class CqPoster {
    * The point where a command's completion is queued for posting (its CQE
    * is written by {@link flush}); `slot`: its entry in the in-flight log.
    */
-  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number): void {
-    if (status !== Status.SUCCESS) this.events.recordError(sq.id, cid, status, nsid);
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number, why?: string): void {
+    if (status !== Status.SUCCESS) this.events.recordError(sq.id, cid, status, nsid, why);
     // An admin command's effect becomes durable with its result, before the host can see either.
     if (sq.id === 0 && slot >= 0) this.c.adminCompleted(slot, status, dw0);
     const cq = sq.cq;

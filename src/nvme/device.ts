@@ -182,6 +182,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
     settleAbandoned: (settled) => settleAbandoned(settled, { device, timeoutMs: resetTimeoutMs, log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`) }),
     doorbellPage: watch && doorbellPage(watch),
     logFatal: (reason) => device?.link?.log?.error(`controller fatal status (CSTS.CFS): ${reason}`),
+    warnDriver: (message) => device?.warnDriver(message),
   };
   const threads =
     shared &&
@@ -192,7 +193,7 @@ export function nvmeController(options: NvmeOptions): DeviceSpec {
       {
         interrupt: (vector) => controller.raiseThreadInterrupt(vector),
         asyncEvent: (type, info, log) => controller.asyncEvent(type, info, log),
-        recordError: (sqid, cid, status, nsid) => controller.events.recordError(sqid, cid, status, nsid),
+        recordError: (sqid, cid, status, nsid, why) => controller.events.recordError(sqid, cid, status, nsid, why),
         fatal: (reason) => controller.fatal(reason),
         log: (m) => process.stderr.write(`[${options.name ?? 'nvme'}] error: ${m}\n`),
       },

@@ -4,7 +4,7 @@
  * waiting for a request, event types masked until the host reads their log
  * page, and the last few failed commands.
  */
-import { AsyncEvent, LogPageId, Status } from './constants.js';
+import { AsyncEvent, LogPageId, Status, statusName } from './constants.js';
 import type { ControllerCore } from './core.js';
 import type { ErrorEntry } from './identify.js';
 import type { SubmissionQueue } from './queues.js';
@@ -79,8 +79,12 @@ export class AsyncEvents {
     this.deliver();
   }
 
-  /** Records a failed command in the error log. */
-  recordError(sqid: number, cid: number, status: number, nsid: number): void {
+  /**
+   * Records a failed command in the error log; with `why` (an I/O
+   * command's failure), the server's log says it too.
+   */
+  recordError(sqid: number, cid: number, status: number, nsid: number, why?: string): void {
+    if (why !== undefined) this.c.host.warnDriver?.(`SQ ${sqid} command ${cid} (nsid ${nsid}) failed with ${statusName(status)}: ${why}`);
     this.c.health.errorEntries++;
     this.errors.push({ count: this.c.health.errorEntries, sqid, cid, status, nsid });
     if (this.errors.length > ERROR_LOG_ENTRIES) this.errors.shift();

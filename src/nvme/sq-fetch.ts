@@ -364,7 +364,7 @@ export class SqFetcher {
       execution = executeIo(cmd, this.io, this.spanning ? this.spans : undefined);
     } catch (e) {
       c.stats.fastCommands++;
-      c.complete(sq, cid, nsid, statusOf(e), 0, slot);
+      c.complete(sq, cid, nsid, statusOf(e), 0, slot, reasonOf(e));
       return undefined;
     }
     if (execution instanceof Promise) {
@@ -460,13 +460,21 @@ export class SqFetcher {
   private async completeWith(sq: SubmissionQueue, cid: number, nsid: number, epoch: number, execution: Promise<CommandResult>, slot: number): Promise<void> {
     let status: number = Status.SUCCESS;
     let dw0 = 0;
+    let why: string | undefined;
     try {
       dw0 = (await this.c.track(execution)).dw0 ?? 0;
     } catch (e) {
       status = statusOf(e);
+      // The reason of an I/O command's failure goes to the server's log (an admin command's stays in the error log page).
+      if (sq.id !== 0) why = reasonOf(e);
     }
-    if (this.c.epoch === epoch) this.c.complete(sq, cid, nsid, status, dw0, slot);
+    if (this.c.epoch === epoch) this.c.complete(sq, cid, nsid, status, dw0, slot, why);
   }
+}
+
+/** Why a command failed, for the server's log. */
+function reasonOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 /** The completion status of a command that failed with `e`. */

@@ -33,6 +33,8 @@ export interface ControllerHost {
   readonly doorbellPage?: DoorbellPage;
   /** Tells whoever serves the device why the controller went fatal (CSTS.CFS). */
   logFatal?(reason: string): void;
+  /** Says in the server's log why an I/O command failed (rate-limited: {@link Device.warnDriver}). */
+  warnDriver?(message: string): void;
 }
 
 /** The doorbells in mapped memory, as the controller sees them (see {@link ControllerHost.doorbellPage}). */

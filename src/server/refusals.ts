@@ -1,24 +1,22 @@
 /**
  * Refused guest accesses, warned about by default: QEMU only logs
  * `vfio_region_read failed` and the guest reads all-ones, so the device's
- * side must say which register, offset and width. Rate-limited per client,
- * so a driver hammering an unmapped offset cannot flood the log.
+ * side must say which register, offset and width. Rate-limited per client
+ * (device/rate-limited-warnings.ts), so a driver hammering an unmapped
+ * offset cannot flood the log.
  */
 import type { Logger } from '../device/logger.js';
+import { RateLimitedWarnings } from '../device/rate-limited-warnings.js';
 import { Command } from '../protocol/constants.js';
 import type { Header } from '../protocol/header.js';
 
-/** Warnings shown per window; the rest are counted and reported once the window ends. */
-const MAX_PER_WINDOW = 5;
-const WINDOW_MS = 10_000;
-
-/** Warns about refused region accesses, at most {@link MAX_PER_WINDOW} per {@link WINDOW_MS}. */
+/** Warns about refused region accesses (rate-limited per client). */
 export class RefusalWarnings {
-  private windowStart = 0;
-  private shown = 0;
-  private suppressed = 0;
+  private readonly limited: RateLimitedWarnings;
 
-  constructor(private readonly log: Logger) {}
+  constructor(log: Logger) {
+    this.limited = new RateLimitedWarnings(() => log, 'refused region accesses');
+  }
 
   /** True when `header` is a region access: its refusal is warned about (else only traced). */
   static isRegionAccess(command: number): boolean {
@@ -27,20 +25,8 @@ export class RefusalWarnings {
 
   /** Warns that the access in `payload` was refused because of `reason`. */
   warn(header: Header, payload: Buffer, reason: string): void {
-    const now = Date.now();
-    if (now - this.windowStart >= WINDOW_MS) {
-      if (this.suppressed > 0) this.log.warn(`${this.suppressed} more refused region accesses in the last ${WINDOW_MS / 1000} s not shown`);
-      this.windowStart = now;
-      this.shown = 0;
-      this.suppressed = 0;
-    }
-    if (this.shown >= MAX_PER_WINDOW) {
-      this.suppressed++;
-      return;
-    }
-    this.shown++;
     const guest = header.command === Command.REGION_READ ? ' (the guest reads all-ones)' : ' (the write is lost)';
-    this.log.warn(`${describeAccess(header.command, payload)} refused${guest}: ${reason}`);
+    this.limited.warn(`${describeAccess(header.command, payload)} refused${guest}: ${reason}`);
   }
 }
 

@@ -140,7 +140,7 @@ export function virtioBlk(options: VirtioBlkOptions): DeviceSpec {
   }
 
   const limits: BlkLimits = { sizeMax, segMax, maxRangeSectors, maxRangeSegs, serial, totalMax: sizeMax * segMax, header: Buffer.alloc(HEADER) };
-  const handle = (req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>): MaybePromise<number> => serveBlkRequest(req, ctx, disk, limits);
+  const handle = (req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset' | 'warnDriver'>): MaybePromise<number> => serveBlkRequest(req, ctx, disk, limits);
   const workers = options.workers ?? 0;
   if (!Number.isInteger(workers) || workers < 0 || workers > queues) throw new RangeError(`workers must be 0..${queues} (the queue count), got ${workers}`);
   if (workers > 0 && !isShareable(backend)) throw new TypeError('virtio-blk on worker threads needs a backend each thread can open: openFileBackend() or memfdBackend()');
@@ -225,7 +225,7 @@ const STATUS_BYTES = [Uint8Array.of(BlkStatus.OK), Uint8Array.of(BlkStatus.IOERR
  * request's memory has views and the backend does not wait, and returns a
  * Promise from the first step that must wait.
  */
-export function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, disk: BlockDevice, limits: BlkLimits): MaybePromise<number> {
+export function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset' | 'warnDriver'>, disk: BlockDevice, limits: BlkLimits): MaybePromise<number> {
   if (req.writableLength < 1) {
     ctx.needsReset(`virtio-blk: request ${req.head} on queue ${req.queue} has no status byte`);
     return 0;
@@ -235,19 +235,26 @@ export function serveBlkRequest(req: VirtqueueRequest, ctx: Pick<VirtioContext, 
   try {
     data = execute(req, disk, limits, statusAt);
   } catch (e) {
-    return finish(req, ctx, statusAt, statusOf(e), 0);
+    return failed(req, ctx, statusAt, e);
   }
   if (data instanceof Promise) {
     return data.then(
       (n) => finish(req, ctx, statusAt, BlkStatus.OK, n),
-      (e: unknown) => finish(req, ctx, statusAt, statusOf(e), 0),
+      (e: unknown) => failed(req, ctx, statusAt, e),
     );
   }
   return finish(req, ctx, statusAt, BlkStatus.OK, data);
 }
 
+/** The request failed: its status says so to the driver, and the server's log says why to its developer. */
+function failed(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset' | 'warnDriver'>, statusAt: number, e: unknown): MaybePromise<number> {
+  const status = statusOf(e);
+  if (!req.abandoned) ctx.warnDriver(`queue ${req.queue}, request ${req.head}: ${status === BlkStatus.UNSUPP ? 'UNSUPP' : 'IOERR'}: ${e instanceof Error ? e.message : String(e)}`);
+  return finish(req, ctx, statusAt, status, 0);
+}
+
 /** Writes the status byte; returns (or resolves with) the bytes written: data plus the status byte. */
-function finish(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, statusAt: number, status: number, written: number): MaybePromise<number> {
+function finish(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset' | 'warnDriver'>, statusAt: number, status: number, written: number): MaybePromise<number> {
   let w: MaybePromise<void>;
   try {
     w = req.write(statusAt, STATUS_BYTES[status]);
@@ -269,7 +276,7 @@ function statusOf(e: unknown): number {
 }
 
 /** Nowhere to report the request's failure: the device needs a reset. */
-function statusFailed(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset'>, e: unknown): number {
+function statusFailed(req: VirtqueueRequest, ctx: Pick<VirtioContext, 'needsReset' | 'warnDriver'>, e: unknown): number {
   // A request the driver reset away: its memory may be gone, and the new setup is not broken.
   if (!req.abandoned) ctx.needsReset(`virtio-blk: cannot write the status of request ${req.head}: ${(e as Error).message}`);
   return 0;

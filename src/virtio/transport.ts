@@ -42,6 +42,8 @@ export interface VirtioContext {
   hasFeature(n: number): boolean;
   /** The driver broke the device's contract: set DEVICE_NEEDS_RESET and stop. */
   needsReset(reason: string): void;
+  /** A request failed (the driver's mistake, or the backend's): say why in the server's log, rate-limited (see {@link Device.warnDriver}). */
+  warnDriver(message: string): void;
 }
 
 /** Serves one request; resolves with the number of bytes written into the writable area. */
@@ -114,6 +116,7 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
         : new QueueThreads(remote, this.memory, {
             interrupt: (q) => this.raise(IsrBit.QUEUE, this.queues[q].state.msixVector),
             needsReset: (reason) => this.needsReset(reason),
+            warnDriver: (message) => this.warnDriver(message),
             features: () => this.driverFeatures,
             pollMicroseconds: () => this.pollMicroseconds,
             log: (m) => options.log?.(m),
@@ -201,6 +204,10 @@ export class VirtioPciTransport implements VirtqueueHost, VirtioContext, VirtioR
 
   onBroken(_q: QueueControl, reason: string): void {
     this.needsReset(reason);
+  }
+
+  warnDriver(message: string): void {
+    this.device?.warnDriver(message);
   }
 
   needsReset(reason: string): void {

@@ -70,5 +70,5 @@ export type AskNvmeThread =
 export type FromNvmeThread =
   | { t: 'irq'; vector: number; gen: number }
   | { t: 'event'; type: number; info: number; log: number; gen: number }
-  | { t: 'error'; sqid: number; cid: number; status: number; nsid: number; gen: number }
+  | { t: 'error'; sqid: number; cid: number; status: number; nsid: number; why?: string; gen: number }
   | { t: 'fatal'; reason: string; gen: number };

@@ -70,7 +70,7 @@ export class ThreadQueues implements QueueCore, IoContext {
       raiseMsix: (vector) => rt.signal(vector, { t: 'irq', vector, gen: this.gen } satisfies FromNvmeThread),
       raiseIntx: () => undefined,
     };
-    this.poster = new CqPoster(this, { recordError: (sqid, cid, status, nsid) => this.post({ t: 'error', sqid, cid, status, nsid, gen: this.gen }) });
+    this.poster = new CqPoster(this, { recordError: (sqid, cid, status, nsid, why) => this.post({ t: 'error', sqid, cid, status, nsid, why, gen: this.gen }) });
     this.fetcher = new SqFetcher(this, this.poster, { hold: () => undefined }, this, undefined);
     if (data.log) this.logMapping.attach(data.log);
   }
@@ -114,8 +114,8 @@ export class ThreadQueues implements QueueCore, IoContext {
     this.fetcher.drain(sq, fromDoorbell);
   }
 
-  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number): void {
-    this.poster.complete(sq, cid, nsid, status, dw0, slot);
+  complete(sq: SubmissionQueue, cid: number, nsid: number, status: number, dw0: number, slot: number, why?: string): void {
+    this.poster.complete(sq, cid, nsid, status, dw0, slot, why);
   }
 
   adminCompleted(): void {

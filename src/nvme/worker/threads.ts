@@ -24,7 +24,7 @@ export interface NvmeThreadsHost {
   /** Raise `vector` the ordinary way (masks, pending bits, INTx and INTMS); the thread already counted it. */
   interrupt(vector: number): void;
   asyncEvent(type: number, info: number, log: number): void;
-  recordError(sqid: number, cid: number, status: number, nsid: number): void;
+  recordError(sqid: number, cid: number, status: number, nsid: number, why?: string): void;
   fatal(reason: string): void;
   log(message: string): void;
 }
@@ -223,7 +223,7 @@ export class NvmeQueueThreads implements RemoteQueues {
       case 'event':
         return this.host.asyncEvent(m.type, m.info, m.log);
       case 'error':
-        return this.host.recordError(m.sqid, m.cid, m.status, m.nsid);
+        return this.host.recordError(m.sqid, m.cid, m.status, m.nsid, m.why);
       case 'fatal':
         return this.host.fatal(m.reason);
     }

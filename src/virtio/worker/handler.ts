@@ -28,6 +28,8 @@ export interface WorkerQueueContext {
   hasFeature(n: number): boolean;
   /** The driver broke the device's contract: set DEVICE_NEEDS_RESET and stop. */
   needsReset(reason: string): void;
+  /** A request failed: say why in the server's log, rate-limited (as {@link VirtioContext.warnDriver}). */
+  warnDriver(message: string): void;
 }
 
 /** Serves one request on a worker thread; resolves with the bytes written into the writable area. */

@@ -31,4 +31,4 @@ export type ToQueues =
 export type AskQueues = { t: 'reset'; q: number } | { t: 'idle'; q: number } | { t: 'recover'; q: number };
 
 /** Queue thread to main thread. */
-export type FromQueues = { t: 'irq'; q: number } | { t: 'broken'; q: number; reason: string } | { t: 'needs-reset'; q: number; reason: string };
+export type FromQueues = { t: 'irq'; q: number } | { t: 'broken'; q: number; reason: string } | { t: 'needs-reset'; q: number; reason: string } | { t: 'warn'; q: number; message: string };

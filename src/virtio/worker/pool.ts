@@ -18,6 +18,7 @@ export interface PoolHost {
   /** Raise queue `q`'s interrupt the ordinary way (masks, pending bits, INTx + ISR). */
   interrupt(q: number): void;
   needsReset(reason: string): void;
+  warnDriver(message: string): void;
   /** Negotiated features. */
   features(): bigint;
   /** How long an idle queue polls its avail ring, in microseconds (0: it asks for kicks at once). */
@@ -192,6 +193,7 @@ export class QueueThreads implements QueueLink {
     // Reported before the thread took a reset still unanswered: about requests or rings the reset discarded.
     if ((this.resetting.get(m.q) ?? 0) > 0) return;
     if (m.t === 'irq') this.host.interrupt(m.q);
+    else if (m.t === 'warn') this.host.warnDriver(m.message);
     else this.host.needsReset(m.reason);
   }
 }

@@ -36,6 +36,7 @@ export const startRole: StartRole = async (rt, raw) => {
         },
         hasFeature: (n) => hasFeature(features, n),
         needsReset: (reason) => post({ t: 'needs-reset', q, reason }),
+        warnDriver: (message) => post({ t: 'warn', q, message }),
       };
       contexts.set(q, c);
     }
