@@ -1,14 +1,17 @@
 /**
- * A slow disk for reset tests: a real block backend whose asynchronous
+ * A slow disk for reset and reload tests: a real block backend whose asynchronous
  * reads finish only after a delay (or when the test lets them go), and then
  * fill their buffers through the backend below, as a file read the page
  * cache does not hold or a remote server would. It offers no synchronous
  * variants, so every read takes the asynchronous path with zero-copy views
  * of guest memory. Counts in an Int32Array (shared memory when the backend
- * lives on a worker thread): [STARTED] reads begun, [COMPLETED] reads that
- * wrote their buffers and settled.
+ * lives on a worker thread, a mapped file when in another process:
+ * {@link mapCounts}): [STARTED] reads begun, [COMPLETED] reads that
+ * wrote their buffers and settled (writes too, with `writes`).
  */
 import { spawnSync } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { native } from '../../src/native/index.js';
 import type { MaybePromise } from '../../src/device/spec.js';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BlockError, type BlockBackend, type BlockCapabilities } from '../../src/block/index.js';
@@ -17,10 +20,17 @@ export const STARTED = 0;
 export const COMPLETED = 1;
 
 export interface SlowOptions {
-  /** Milliseconds a read waits before it runs; Infinity: until release(). */
+  /** Milliseconds a read (with `writes`, a write too) waits before it runs; Infinity: until release(). */
   delayMs: number;
   /** Where to count (two Int32 slots); a fresh local array by default. */
   counts?: Int32Array<ArrayBufferLike>;
+  /** Writes wait too, and are counted (by default they go straight to the backend below). */
+  writes?: boolean;
+  /**
+   * A slot of `counts` that lets every waiting command go once it is not
+   * zero: set by another thread or process (the counts in shared memory).
+   */
+  releaseSlot?: number;
 }
 
 export class SlowBackend implements BlockBackend {
@@ -28,6 +38,8 @@ export class SlowBackend implements BlockBackend {
   /** Milliseconds each read waits (Infinity: until release()); may change between reads. */
   delayMs: number;
   private held: (() => void)[] = [];
+  private readonly slowWrites: boolean;
+  private readonly releaseSlot: number | undefined;
 
   constructor(
     readonly inner: BlockBackend,
@@ -35,6 +47,8 @@ export class SlowBackend implements BlockBackend {
   ) {
     this.delayMs = o.delayMs;
     this.counts = o.counts ?? new Int32Array(2);
+    this.slowWrites = o.writes ?? false;
+    this.releaseSlot = o.releaseSlot;
   }
 
   get size(): number {
@@ -62,10 +76,7 @@ export class SlowBackend implements BlockBackend {
   async read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
     Atomics.add(this.counts, STARTED, 1);
     try {
-      await new Promise<void>((go) => {
-        this.held.push(go);
-        if (Number.isFinite(this.delayMs)) setTimeout(go, this.delayMs);
-      });
+      await this.hold();
       await this.inner.read(offset, buffers);
     } finally {
       Atomics.add(this.counts, COMPLETED, 1);
@@ -73,7 +84,33 @@ export class SlowBackend implements BlockBackend {
   }
 
   write(offset: number, buffers: readonly Uint8Array[], options?: { fua?: boolean }): MaybePromise<void> {
-    return this.inner.write(offset, buffers, options);
+    if (!this.slowWrites) return this.inner.write(offset, buffers, options);
+    Atomics.add(this.counts, STARTED, 1);
+    return this.hold()
+      .then(() => this.inner.write(offset, buffers, options))
+      .finally(() => Atomics.add(this.counts, COMPLETED, 1));
+  }
+
+  /** Resolves after delayMs, on release(), or once the release slot is set. */
+  private hold(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const go = (): void => {
+        clearTimeout(timer);
+        const at = this.held.indexOf(go);
+        if (at >= 0) this.held.splice(at, 1);
+        resolve();
+      };
+      this.held.push(go);
+      if (Number.isFinite(this.delayMs)) timer = setTimeout(go, this.delayMs);
+      const slot = this.releaseSlot;
+      if (slot === undefined) return;
+      const poll = (): void => {
+        if (Atomics.load(this.counts, slot) !== 0) go();
+        else if (this.held.includes(go)) setTimeout(poll, 2);
+      };
+      poll();
+    });
   }
   flush(): MaybePromise<void> {
     return this.inner.flush();
@@ -88,6 +125,18 @@ export class SlowBackend implements BlockBackend {
     this.release();
     return this.inner.close();
   }
+}
+
+/**
+ * Counts every process sees: the first 4 KiB of the file `path` mapped
+ * shared (the file must be that long), as Int32 slots.
+ */
+export function mapCounts(path: string): { counts: Int32Array; unmap(): void } {
+  const fd = openSync(path, 'r+');
+  const m = native.mmap(fd, 0, 4096, true);
+  closeSync(fd);
+  if (typeof m === 'number') throw new Error(`mmap ${path}: errno ${-m}`);
+  return { counts: new Int32Array(m[0]), unmap: () => void native.munmap(m[1], m[0]) };
 }
 
 /** Makes a FIFO at `path` (for {@link PipeBackend}). */
