@@ -136,7 +136,8 @@ export function runChild(load: DeviceLoader): void {
     device.addResetListener(() => {
       if (session && !session.channel.isClosed) control.send({ type: 'irq-reset' });
     });
-    control.send({ type: 'ready', name: device.name, checkpointed, why: migration.unavailable });
+    const mappable = device.regions.filter((r) => r?.memory && r.mmapAreas.length > 0).map((r) => r!.index);
+    control.send({ type: 'ready', name: device.name, checkpointed, why: migration.unavailable, mappable });
   }
 
   function startSession(fd: number): Session {

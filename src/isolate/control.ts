@@ -33,7 +33,8 @@ export type ParentMessage =
 
 /** Child to parent. */
 export type ChildMessage =
-  | { type: 'ready'; name: string; checkpointed: boolean; why?: string }
+  /** `mappable`: the regions with memory the client may mmap. */
+  | { type: 'ready'; name: string; checkpointed: boolean; why?: string; mappable: number[] }
   | { type: 'load-failed'; message: string }
   | { type: 'pong'; n: number }
   /** The fds of frame `tag`, kept by the parent until `release` or `commit`. */

@@ -45,6 +45,15 @@ export interface IsolateOptions extends ListenOptions {
   spare?: boolean;
 }
 
+/**
+ * What a client's mapping of region memory does not survive: a successor
+ * serves new memfds, so stores into the old mapping (mapped doorbells)
+ * no longer reach the device.
+ */
+export function mappedMemoryWarning(regions: readonly number[]): string {
+  return `region${regions.length > 1 ? 's' : ''} ${regions.join(', ')} ha${regions.length > 1 ? 've' : 's'} memory the client maps: after a crash or a reload the successor serves new memory, so the client's mapping (and doorbells stored into it) no longer reaches the device`;
+}
+
 /** One isolated device on one socket path. */
 export class IsolatedServer extends EventEmitter {
   /** The device's name (known once the first child loaded it). */
@@ -84,6 +93,7 @@ export class IsolatedServer extends EventEmitter {
       const ready = await s.active.ready;
       s.name = ready.name;
       if (!ready.checkpointed) s.log.warn(`not checkpointed (${ready.why}): after a crash the device starts from reset`);
+      if (ready.mappable.length > 0) s.log.warn(mappedMemoryWarning(ready.mappable));
       s.log.info(`child ${s.active.pid} serves ${path}`);
       s.listener = new Listener(path, (fd) => s.onConnection(fd), options);
       s.replaceSpare();
