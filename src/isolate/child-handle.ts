@@ -33,8 +33,6 @@ export interface ChildReady {
   name: string;
   checkpointed: boolean;
   why?: string;
-  /** The regions with memory the client may mmap. */
-  mappable: number[];
 }
 
 /** One child process. */

@@ -45,15 +45,6 @@ export interface IsolateOptions extends ListenOptions {
   spare?: boolean;
 }
 
-/**
- * What a client's mapping of region memory does not survive: a successor
- * serves new memfds, so stores into the old mapping (mapped doorbells)
- * no longer reach the device.
- */
-export function mappedMemoryWarning(regions: readonly number[]): string {
-  return `region${regions.length > 1 ? 's' : ''} ${regions.join(', ')} ha${regions.length > 1 ? 've' : 's'} memory the client maps: after a crash or a reload the successor serves new memory, so the client's mapping (and doorbells stored into it) no longer reaches the device`;
-}
-
 /** One isolated device on one socket path. */
 export class IsolatedServer extends EventEmitter {
   /** The device's name (known once the first child loaded it). */
@@ -93,7 +84,6 @@ export class IsolatedServer extends EventEmitter {
       const ready = await s.active.ready;
       s.name = ready.name;
       if (!ready.checkpointed) s.log.warn(`not checkpointed (${ready.why}): after a crash the device starts from reset`);
-      if (ready.mappable.length > 0) s.log.warn(mappedMemoryWarning(ready.mappable));
       s.log.info(`child ${s.active.pid} serves ${path}`);
       s.listener = new Listener(path, (fd) => s.onConnection(fd), options);
       s.replaceSpare();
@@ -244,11 +234,12 @@ export class IsolatedServer extends EventEmitter {
     for (const r of this.record.requests()) child.send({ type: 'record', request: r.request.toString('base64') }, r.fds);
     for (const [tag, fds] of this.record.heldFds()) child.send({ type: 'held', tag }, fds);
     for (const [region, fds] of this.record.doorbellsByRegion()) child.send({ type: 'doorbells', region }, fds);
+    for (const [region, fds] of this.record.regionMemoryByRegion()) child.send({ type: 'region-memory', region }, fds);
     child.send({ type: 'adopt', reason }, [this.connection!]);
   }
 
   private onChildMessage(child: ChildHandle, m: ChildMessage, fds: number[]): void {
-    if (child !== this.active && m.type !== 'held' && m.type !== 'commit' && m.type !== 'release' && m.type !== 'doorbells') {
+    if (child !== this.active && m.type !== 'held' && m.type !== 'commit' && m.type !== 'release' && m.type !== 'doorbells' && m.type !== 'region-memory') {
       for (const fd of fds) native.close(fd);
       return;
     }
@@ -261,6 +252,8 @@ export class IsolatedServer extends EventEmitter {
         return this.record.release(m.tag);
       case 'doorbells':
         return this.record.doorbells(m.region, fds);
+      case 'region-memory':
+        return this.record.regionMemory(m.region, fds);
       case 'irq-reset':
         return this.record.dropIrqs();
       case 'ended':
