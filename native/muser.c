@@ -906,6 +906,29 @@ static napi_value js_mmap_revoke(napi_env env, napi_callback_info info) {
     return wrap_mapping(env, fresh, m->len, m->group);
 }
 
+/* mmapReplace(handle, fd) -> 0 or -errno.
+ * Maps `fd` (shared, from offset 0) over the mapping's addresses in one
+ * step (MAP_FIXED: no hole), so every view taken of the mapping reads and
+ * writes fd's bytes from now on, and the old pages are dropped. For a
+ * successor process taking over memory a peer already mapped (an isolated
+ * device's region memfd). EINVAL when the mapping is unmapped or revoked,
+ * or fd is shorter than the mapping (its accesses would fault). */
+static napi_value js_mmap_replace(napi_env env, napi_callback_info info) {
+    mapping_t *m = NULL;
+    struct stat st;
+    ARGS(2, "mmapReplace");
+    if (!arg_handle(env, FN, argv[0], &MAPPING_TAG, "a mapping handle (from mmap)", (void **)&m)) return NULL;
+    ARG_FD(fd, 1);
+    if (!m->mapped || m->revoked) return make_int(env, -EINVAL);
+    if (fstat(fd, &st) < 0) return make_int(env, -errno);
+    if ((uint64_t)st.st_size < m->len) return make_int(env, -EINVAL);
+    if (m->group) pthread_mutex_lock(&groups_lock);
+    void *addr = mmap(m->addr, m->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+    int e = addr == MAP_FAILED ? errno : 0;
+    if (m->group) pthread_mutex_unlock(&groups_lock);
+    return make_int(env, e ? -e : 0);
+}
+
 /* mmapRevokeGroup(group) -> mappings revoked, or -errno (the first failure).
  * Puts private anonymous memory over every live mapping of the group, in
  * whichever thread made it: for a thread that is being ended, so that I/O
@@ -1281,6 +1304,7 @@ static napi_value init(napi_env env, napi_value exports) {
     EXPORT("mmap", js_mmap);
     EXPORT("munmap", js_munmap);
     EXPORT("mmapRevoke", js_mmap_revoke);
+    EXPORT("mmapReplace", js_mmap_replace);
     EXPORT("mmapRevokeGroup", js_mmap_revoke_group);
     EXPORT("eventfd", js_eventfd);
     EXPORT("eventfdWrite", js_eventfd_write);

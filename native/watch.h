@@ -215,13 +215,16 @@ static void watch_handle_finalize(napi_env env, void *data, void *hint) { watch_
     watch_t *var = NULL;                                                       \
     if (!arg_handle(env, FN, argv[i], &WATCH_TAG, "a watch handle (from watchStart)", (void **)&var)) return NULL
 
-/* watchStart(mapHandle, arrayBuffer, offset, length, width, rearm, intervalMs, idleNs, callback(offset, value)) -> handle.
+/* watchStart(mapHandle, arrayBuffer, offset, length, width, rearm, intervalMs, idleNs, callback(offset, value), keep?) -> handle.
  * Watches `length` bytes at `offset` of the mapping (the ArrayBuffer mmap
  * returned with the handle) as words of `width` bytes (1, 2 or 4; offset
  * and length multiples of it). rearm: undefined to report changes of value
  * (what the words hold now counts as seen), or the value each word is
- * swapped back to after a write (the words are set to it now). The
- * callback gets the offset of the word in the watch and its new value. */
+ * swapped back to after a write (the words are set to it now, unless
+ * `keep`: then each word holding anything else is reported by the first
+ * scan, a write no one saw: for a successor process taking over memory a
+ * peer keeps storing into). The callback gets the offset of the word in
+ * the watch and its new value. */
 static napi_value js_watch_start(napi_env env, napi_callback_info info) {
     mapping_t *m = NULL;
     instance_t *inst = NULL;
@@ -229,7 +232,7 @@ static napi_value js_watch_start(napi_env env, napi_callback_info info) {
     void *data = NULL;
     size_t len = 0;
     napi_valuetype t = napi_undefined;
-    ARGS(9, "watchStart");
+    ARGS(10, "watchStart");
     if (!arg_handle(env, FN, argv[0], &MAPPING_TAG, "a mapping handle (from mmap)", (void **)&m)) return NULL;
     if (napi_is_arraybuffer(env, argv[1], &is_ab) != napi_ok || !is_ab)
         return throw_arg(env, false, FN, "arrayBuffer", -1, "an ArrayBuffer", argv[1]), NULL;
@@ -260,6 +263,7 @@ static napi_value js_watch_start(napi_env env, napi_callback_info info) {
     ARG_INT(uint64_t, idle_ns, 7, "idleNs", 0, MAX_SAFE_INT, "an integer >= 0");
     if (napi_typeof(env, argv[8], &t) != napi_ok || t != napi_function)
         return throw_arg(env, false, FN, "callback", -1, "a function", argv[8]), NULL;
+    ARG_BOOL(keep, 9, "keep", true);
     napi_get_instance_data(env, (void **)&inst);
     if (!inst) return throw_errno(env, "watchStart: addon not initialised", EINVAL);
 
@@ -281,7 +285,7 @@ static napi_value js_watch_start(napi_env env, napi_callback_info info) {
     w->idle_ns = idle_ns;
     w->interval_ms = interval_ms;
     for (uint32_t i = 0; i < w->count; i++) {
-        if (rearm) watch_put(w, i, rearm_value);
+        if (rearm && !keep) watch_put(w, i, rearm_value);
         image_set(w, i, rearm ? rearm_value : watch_load(w, i));
     }
     napi_value handle;

@@ -88,6 +88,46 @@ describe('native watch', () => {
     }
   });
 
+  test('a successor\'s take-over: mmapReplace puts another memfd under the same views; keep reports the rearming words no one saw', () => {
+    const own = native.memfd('own', 8192, true);
+    const peer = native.memfd('peer', 4096, true);
+    const short = native.memfd('short', 2048, true);
+    const a = native.mmap(own, 0, 4096, true);
+    const b = native.mmap(peer, 0, 4096, true);
+    if (typeof a === 'number' || typeof b === 'number') throw new Error('mmap failed');
+    const view = new DataView(a[0]);
+    const other = new DataView(b[0]);
+    const seen: [number, number][] = [];
+    try {
+      // The peer's memory: rearmed words, one of them stored into while no one watched, and some bytes.
+      new Uint8Array(b[0], 0, 16).fill(0xff);
+      other.setUint32(4, 9, true);
+      other.setUint32(100, 0xabcd, true);
+      assert.equal(native.mmapReplace(a[1], short), -22, 'a memfd shorter than the mapping is refused');
+      assert.equal(view.getUint32(100, true), 0, 'nothing replaced');
+      assert.equal(native.mmapReplace(a[1], peer), 0);
+      assert.equal(view.getUint32(100, true), 0xabcd, 'the same views read the peer memory');
+      view.setUint32(200, 7, true);
+      assert.equal(other.getUint32(200, true), 7, 'and write it');
+      const h = native.watchStart(a[1], a[0], 0, 16, 4, 0xffffffff, 1000, 0, (off, v) => seen.push([off, v]), true);
+      try {
+        assert.equal(other.getUint32(4, true), 9, 'keep: the word is left as it is');
+        assert.equal(native.watchScan(), 1);
+        assert.deepEqual(seen, [[4, 9]]);
+        assert.equal(other.getUint32(4, true), 0xffffffff, 'then rearmed');
+        other.setUint32(12, 9, true);
+        assert.equal(native.watchScan(), 1);
+      } finally {
+        native.watchStop(h);
+      }
+    } finally {
+      native.munmap(a[1], a[0]);
+      native.munmap(b[1], b[0]);
+      for (const fd of [own, peer, short]) native.close(fd);
+    }
+    assert.equal(native.mmapReplace(a[1], peer), -22, 'an unmapped mapping is refused');
+  });
+
   test('paused: nothing is reported; what was written meanwhile is seen on resume', () => {
     const m = twoMappings();
     const seen: number[] = [];
@@ -149,6 +189,7 @@ describe('native watch', () => {
       ['intervalMs', () => native.watchStart(m.watched[1], m.watched[0], 0, 4, 4, undefined, 0, 0, () => undefined)],
       ['callback', () => native.watchStart(m.watched[1], m.watched[0], 0, 4, 4, undefined, 1, 0, 'f' as never)],
       ['arrayBuffer', () => native.watchStart(m.watched[1], new ArrayBuffer(4096), 0, 4, 4, undefined, 1, 0, () => undefined)],
+      ['keep', () => native.watchStart(m.watched[1], m.watched[0], 0, 4, 4, 0, 1, 0, () => undefined, 'yes' as never)],
       ['handle', () => native.watchStop({} as never)],
     ];
     for (const [name, call] of bad) assert.throws(call, (e: Error) => e.message.includes(name), name);

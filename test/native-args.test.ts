@@ -73,6 +73,8 @@ describe('native arguments', () => {
       ['mmap', [mfd, 0, 4096, 1], /^mmap: shared must be a boolean, got number$/],
       ['mmap', [mfd, 0, 4096, true, '1'], /^mmap: group must be an integer in 0\.\.2\^31-1, got string$/],
       ['mmapRevoke', [poll], /^mmapRevoke: .*mapping handle/],
+      ['mmapReplace', [poll, mfd], /^mmapReplace: .*mapping handle/],
+      ['mmapReplace', [map[1], '3'], /^mmapReplace: fd must be a 32-bit integer, got string$/],
       ['mmapRevokeGroup', ['1'], /^mmapRevokeGroup: group must be/],
       ['setBlocking', ['3', true], /^setBlocking: fd must be a 32-bit integer, got string$/],
       ['setBlocking', [mfd, 1], /^setBlocking: blocking must be a boolean, got number$/],

@@ -7,7 +7,7 @@ import { ConfigSpace, type MsixTable } from '../pci/index.js';
 import { native } from '../native/index.js';
 import { DeviceError, Errno } from './errors.js';
 import { IrqIndex, IrqState, type TriggerResult } from './irqs.js';
-import type { Region } from './regions.js';
+import { adoptMemory, type Region } from './regions.js';
 import type { GatedDmaAccess } from './gated-dma.js';
 import type { DmaTable } from './dma.js';
 import type { DmaAccess } from './dma-access.js';
@@ -83,6 +83,8 @@ export class Device {
    * them when it stops; `device.unmodeled.report()` lists them.
    */
   readonly unmodeled: UnmodeledAccesses;
+  /** Regions whose memfd a predecessor served (adoptRegionMemory), until watching starts. */
+  private adoptedMemory = new Set<number>();
   /** Run first on every reset: per-device machinery (migration) returns to its power-on state. */
   private readonly resetListeners: (() => void)[] = [];
   /** Told when migration stops the device and lets it run again (timers pause and resume). */
@@ -148,7 +150,36 @@ export class Device {
    * with a busy-poll window of `pollIdleMs` after each write (0: never).
    */
   startWatching(pollIdleMs: number, log: Logger): void {
-    for (const r of this.regions) for (const w of r?.watches ?? []) w.start(pollIdleMs, log);
+    const adopted = this.adoptedMemory;
+    this.adoptedMemory = new Set();
+    for (const r of this.regions) for (const w of r?.watches ?? []) w.start(pollIdleMs, log, adopted.has(r!.index));
+  }
+
+  /**
+   * @internal Under `--isolate`, a successor serves the memfd of region
+   * `index` its predecessor served (`fd`, which the client maps and
+   * stores into) instead of its own: mapped over the same addresses, so
+   * every view of the region's memory reaches it. The next client's
+   * watches over it report what no process saw (see MemoryWatch.start).
+   * Takes `fd`.
+   * @throws RangeError when the region has no memory or `fd` is not of its size
+   */
+  adoptRegionMemory(index: number, fd: number): void {
+    const r = this.regions[index];
+    if (!r) throw new RangeError(`${this.name}: no region ${index}`);
+    adoptMemory(r, fd);
+    this.adoptedMemory.add(index);
+  }
+
+  /**
+   * @internal Stops looking at watched memory (true), the words left as
+   * they are, or looks again (false) and scans once now: what was stored
+   * meanwhile is seen. Under `--isolate`: a child handing the device over,
+   * and a successor until it recovered the device's state.
+   */
+  holdWatching(held: boolean): void {
+    for (const r of this.regions) for (const w of r?.watches ?? []) w.hold(held);
+    if (!held) native.watchScan();
   }
 
   /** @internal The client left: watched memory is no longer polled. */

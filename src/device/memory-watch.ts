@@ -18,8 +18,12 @@
  *
  * Watching starts when a client connects (what the words hold then counts
  * as seen), stops when it leaves, and pauses while migration stops the
- * device (writes meanwhile are seen when it runs again). A watch serves
- * one region of one device: list it in the region's `watches`.
+ * device (writes meanwhile are seen when it runs again). Under
+ * `--isolate` a successor serving the memory its predecessor served starts
+ * holding, its rearming watches leaving the words as they are, and looks
+ * once it recovered the device: a word not holding the rearm value is a
+ * store no process saw. A watch serves one region of one device: list it
+ * in the region's `watches`.
  */
 import { native, type MapHandle, type WatchHandle } from '../native/index.js';
 import type { Logger } from './logger.js';
@@ -77,6 +81,8 @@ export class MemoryWatch {
   private region: WatchedRegion | undefined;
   private handle: WatchHandle | undefined;
   private quiesced = false;
+  /** Not scanned while held: a process handing the device to another one (see {@link hold}). */
+  private held = false;
   /** Writes seen since the device was built. */
   private seenCount = 0;
 
@@ -169,12 +175,29 @@ export class MemoryWatch {
     device.addQuiesceListener((quiesced) => {
       if (this.device !== device) return; // detached since, maybe serving another device
       this.quiesced = quiesced;
-      if (this.handle) native.watchPause(this.handle, quiesced);
+      if (this.handle) native.watchPause(this.handle, this.quiesced || this.held);
     });
   }
 
-  /** @internal A client connected: watch from now on, busy-polling for `pollIdleMs` after a write (0: never). */
-  start(pollIdleMs: number, log: Logger): void {
+  /**
+   * @internal Stops looking (true) or looks again (false), the words left
+   * as they are: what the guest stores meanwhile is seen once looking
+   * again. Under `--isolate`: a child handing the device over stops, a
+   * successor looks only once it recovered the device's state.
+   */
+  hold(held: boolean): void {
+    this.held = held;
+    if (this.handle) native.watchPause(this.handle, this.quiesced || this.held);
+  }
+
+  /**
+   * @internal A client connected: watch from now on, busy-polling for
+   * `pollIdleMs` after a write (0: never). `keep`: the memory is one the
+   * client mapped before this process served it (an isolated successor),
+   * so a rearming watch leaves the words as they are and reports each one
+   * not holding the rearm value: a store no process saw.
+   */
+  start(pollIdleMs: number, log: Logger, keep = false): void {
     if (this.handle || !this.device || !this.region?.memory) return;
     const device = this.device;
     const fail = (e: unknown): void => log.error(`${this.name} of region ${this.region!.index}: onWrite failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -187,8 +210,8 @@ export class MemoryWatch {
       } catch (e) {
         fail(e);
       }
-    });
-    if (this.quiesced) native.watchPause(this.handle, true);
+    }, keep);
+    if (this.quiesced || this.held) native.watchPause(this.handle, true);
   }
 
   /** @internal The client left. */
@@ -203,6 +226,7 @@ export class MemoryWatch {
     this.device = undefined;
     this.region = undefined;
     this.quiesced = false;
+    this.held = false;
   }
 
   private wordAt(offset: number, what: string): number {

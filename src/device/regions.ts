@@ -20,6 +20,7 @@ export interface MmapArea {
 
 /** Shared memory behind a region: a memfd mapped into this process. */
 export interface RegionMemory {
+  /** The memfd (another one after {@link adoptMemory}; `bytes` stay the same views). */
   readonly fd: number;
   readonly bytes: Uint8Array;
   /** The mapping behind `bytes` (watched memory reads it natively). */
@@ -96,4 +97,24 @@ export function allocateMemory(name: string, size: number): RegionMemory {
     throw new Error(`cannot map ${name}: errno ${-m}`);
   }
   return { fd, bytes: new Uint8Array(m[0]), map: m[1], buffer: m[0] };
+}
+
+/**
+ * Serves `fd` (a memfd of the region's size: the one a process before
+ * this one served, which the client still maps) instead of the region's
+ * own memory: it is mapped over the same addresses, so `bytes`, `buffer`
+ * and every view taken of them reach it from now on, and the region's
+ * own memfd is closed. Takes `fd`.
+ * @throws RangeError when the region has no memory or `fd` is not of its size
+ */
+export function adoptMemory(region: Region, fd: number): void {
+  const m = region.memory;
+  if (!m) throw new RangeError(`region ${region.index} has no memory to adopt a memfd for`);
+  const size = native.fdSize(fd);
+  if (size !== region.size) throw new RangeError(`region ${region.index}: the memfd to adopt is ${size < 0 ? `unreadable (errno ${-size})` : `${size} bytes`}, the region ${region.size}`);
+  const rc = native.mmapReplace(m.map, fd);
+  if (rc < 0) throw new Error(`region ${region.index}: cannot map the adopted memfd: errno ${-rc}`);
+  native.close(m.fd);
+  // Only the fd changes: the mapping (and every view of it) stays where it is.
+  (m as { fd: number }).fd = fd;
 }

@@ -38,8 +38,14 @@ export function saveNow(device: Device): Uint8Array[] | undefined {
   return undefined;
 }
 
-/** Loads a checkpoint into a fresh device the way a migration's RESUMING would. */
-export async function loadCheckpoint(device: Device, state: Uint8Array): Promise<void> {
+/**
+ * Loads a checkpoint into a fresh device the way a migration's RESUMING
+ * would, except that the memory of `adoptedRegions` (memfds the
+ * predecessor served, which hold newer bytes than the checkpoint) is
+ * left as it is by the default loader; a device's own `load` or `loader`
+ * sees the whole checkpoint.
+ */
+export async function loadCheckpoint(device: Device, state: Uint8Array, adoptedRegions: ReadonlySet<number> = new Set()): Promise<void> {
   const spec = device.spec.migration;
   if (spec && spec.loader) {
     const sink = spec.loader(device);
@@ -48,7 +54,7 @@ export async function loadCheckpoint(device: Device, state: Uint8Array): Promise
   } else if (spec && spec.load) {
     await spec.load(state, device);
   } else {
-    const sink = defaultLoader(device);
+    const sink = defaultLoader(device, adoptedRegions);
     await sink.write(state);
     await sink.end();
   }

@@ -54,6 +54,8 @@ export function runChild(load: DeviceLoader): void {
   const held = new Map<number, number[]>();
   /** Doorbell eventfds the client holds, by region, handed over for a successor to serve. */
   const doorbells = new Map<number, number[]>();
+  /** Region memfds the client maps, by region, handed over for a successor to serve. */
+  const regionMemory = new Map<number, number>();
   /** Bumped by each quiesce and resume: a quiesce overtaken by a resume stops where it is. */
   let quiesceRound = 0;
   /** Tags of frames whose fds the parent holds. */
@@ -99,6 +101,13 @@ export function runChild(load: DeviceLoader): void {
         closeAll(doorbells.get(m.region));
         doorbells.set(m.region, fds);
         return;
+      case 'region-memory': {
+        const old = regionMemory.get(m.region);
+        if (old !== undefined) closeAll([old]);
+        if (fds.length === 1) regionMemory.set(m.region, fds[0]);
+        else closeAll(fds);
+        return;
+      }
       case 'adopt':
         return adopt(fds[0], m.reason);
       case 'quiesce':
@@ -156,6 +165,10 @@ export function runChild(load: DeviceLoader): void {
         if (command === Command.DEVICE_GET_REGION_IO_FDS && !failed && fds && fds.length > 0 && reply && reply.length >= HEADER_SIZE + 16) {
           control.send({ type: 'doorbells', region: reply.readUInt32LE(HEADER_SIZE + 8) }, fds);
         }
+        // The client may map this memory and store into it (doorbells) for the connection's life: the same, so a successor serves it.
+        if (command === Command.DEVICE_GET_REGION_INFO && !failed && fds && fds.length === 1 && reply && reply.length >= HEADER_SIZE + 12) {
+          control.send({ type: 'region-memory', region: reply.readUInt32LE(HEADER_SIZE + 8) }, fds);
+        }
         heldAtParent.delete(tag);
         const free = uncheckpointed.delete(tag);
         if (l.checkpointed && changesState(command) && !failed && !free) checkpoint(tag, reply);
@@ -208,6 +221,27 @@ export function runChild(load: DeviceLoader): void {
 
   async function adopt(fd: number, reason: 'crash' | 'reload'): Promise<void> {
     const l = loaded!;
+    // The memory the client maps, served from now on in place of this process's own: it holds the newest bytes
+    // (the guest's stores since the predecessor died included). Watched only once the device is recovered.
+    const adopted = new Set<number>();
+    for (const [region, memfd] of regionMemory) {
+      regionMemory.delete(region);
+      try {
+        l.device.adoptRegionMemory(region, memfd);
+        adopted.add(region);
+      } catch (e) {
+        closeAll([memfd]);
+        const why = `cannot serve the memory the client maps: ${(e as Error).message}`;
+        // A reload fails (the old code serves on); after a crash the device serves its own memory, which the client's mapping misses.
+        if (reason === 'reload') {
+          closeAll([...regionMemory.values()]);
+          control.send({ type: 'adopt-failed', message: why });
+          process.exit(1);
+        }
+        l.log.error(why);
+      }
+    }
+    l.device.holdWatching(true);
     const s = startSession(fd);
     try {
       for (const r of records.splice(0)) {
@@ -219,7 +253,7 @@ export function runChild(load: DeviceLoader): void {
       const cp = l.checkpointed ? l.journal.readCheckpoint() : undefined;
       if (cp) {
         try {
-          await loadCheckpoint(l.device, cp.state);
+          await loadCheckpoint(l.device, cp.state, adopted);
         } catch (e) {
           if (reason === 'reload') throw e;
           l.log.error(`checkpoint did not load (${(e as Error).message}): the device starts from reset`);
@@ -239,6 +273,8 @@ export function runChild(load: DeviceLoader): void {
       // The doorbells the client holds, watched only now: what was written meanwhile waits in them.
       for (const [region, fds] of doorbells) s.ioEventFds.adopt(region, fds);
       doorbells.clear();
+      // The same for the memory the client maps: a store no process saw (while none watched) is seen now.
+      l.device.holdWatching(false);
     } catch (e) {
       control.send({ type: 'adopt-failed', message: (e as Error).message ?? String(e) });
       transport?.abandon();
@@ -286,8 +322,9 @@ export function runChild(load: DeviceLoader): void {
       }
       if (round !== quiesceRound) return;
       t.freeze(true);
-      // The doorbells too: the successor watches the same eventfds, and a count this process took would be lost to it.
+      // The doorbells too: the successor watches the same eventfds (and memory), and what this process took would be lost to it.
       session?.ioEventFds.pause(true);
+      l.device.holdWatching(true);
       // What is in flight finishes (the parent's watchdog bounds a callback that never does).
       while (t.inFlight > 0 && !t.isClosed) await new Promise((r) => setTimeout(r, 1));
       if (round !== quiesceRound) return;
@@ -303,6 +340,7 @@ export function runChild(load: DeviceLoader): void {
     session?.ioEventFds.pause(false);
     const l = loaded;
     if (!l) return;
+    l.device.holdWatching(false);
     try {
       l.device.spec.onResume?.(l.device);
     } catch (e) {

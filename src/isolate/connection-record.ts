@@ -4,9 +4,12 @@
  * the connection (VERSION, the DMA maps still mapped, SET_IRQS since the
  * last device reset), each with copies of its fds; the fds of frames
  * a child received and had not answered (a successor serves those frames
- * again from the journal, and needs their fds); and the doorbell eventfds
+ * again from the journal, and needs their fds); the doorbell eventfds
  * the client was given (it keeps writing them: a successor must watch
- * those, and counts written meanwhile wait in them).
+ * those, and counts written meanwhile wait in them); and the region
+ * memfds the client was given (it keeps them mapped and stores into
+ * them: a successor must serve that memory, which holds what was stored
+ * meanwhile).
  */
 import { native } from '../native/index.js';
 import { Command, DmaUnmapFlag, HEADER_SIZE } from '../protocol/constants.js';
@@ -29,6 +32,7 @@ export class ConnectionRecord {
   private irqs: RecordedRequest[] = [];
   private readonly held = new Map<number, number[]>();
   private readonly doorbellFds = new Map<number, number[]>();
+  private readonly memoryFds = new Map<number, number[]>();
 
   /** Keeps the fds of frame `tag` (received, not answered). */
   hold(tag: number, fds: number[]): void {
@@ -79,6 +83,17 @@ export class ConnectionRecord {
     return this.doorbellFds;
   }
 
+  /** The client got `fds` (one memfd) to map region `region` (kept until the connection ends). */
+  regionMemory(region: number, fds: number[]): void {
+    closeAll(this.memoryFds.get(region));
+    this.memoryFds.set(region, fds);
+  }
+
+  /** The region memfds the client may have mapped, by region. */
+  regionMemoryByRegion(): ReadonlyMap<number, number[]> {
+    return this.memoryFds;
+  }
+
   /** The device was reset: the client sets its interrupts again. */
   dropIrqs(): void {
     for (const r of this.irqs) this.drop(r);
@@ -98,7 +113,7 @@ export class ConnectionRecord {
   /** Open fds kept (for tests and leak checks). */
   get fdCount(): number {
     const count = (m: ReadonlyMap<number, number[]>): number => [...m.values()].reduce((n, f) => n + f.length, 0);
-    return this.requests().reduce((n, r) => n + r.fds.length, 0) + count(this.held) + count(this.doorbellFds);
+    return this.requests().reduce((n, r) => n + r.fds.length, 0) + count(this.held) + count(this.doorbellFds) + count(this.memoryFds);
   }
 
   /** Forgets everything (the connection ended). */
@@ -112,6 +127,8 @@ export class ConnectionRecord {
     this.held.clear();
     for (const fds of this.doorbellFds.values()) closeAll(fds);
     this.doorbellFds.clear();
+    for (const fds of this.memoryFds.values()) closeAll(fds);
+    this.memoryFds.clear();
   }
 
   private unmap(key: string): void {

@@ -21,6 +21,8 @@ export type ParentMessage =
   | { type: 'held'; tag: number }
   /** The doorbell eventfds of `region` the client holds (they come along): a successor serves those, not new ones. */
   | { type: 'doorbells'; region: number }
+  /** The memfd of `region` the client got to map (it comes along): a successor serves that memory, not its own. */
+  | { type: 'region-memory'; region: number }
   /** Take over the live connection (its fd comes along) from the records and the journal. */
   | { type: 'adopt'; reason: 'crash' | 'reload' }
   | { type: 'ping'; n: number }
@@ -44,6 +46,8 @@ export type ChildMessage =
   | { type: 'release'; tag: number }
   /** The client got the doorbell eventfds of `region` (they come along): keep them for a successor. */
   | { type: 'doorbells'; region: number }
+  /** The client got the memfd of `region` to map (it comes along): keep it for a successor. */
+  | { type: 'region-memory'; region: number }
   /** The device was reset: the client sets its interrupts again, so drop their records. */
   | { type: 'irq-reset' }
   /** The client left and the device is released. */

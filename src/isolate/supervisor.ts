@@ -234,11 +234,12 @@ export class IsolatedServer extends EventEmitter {
     for (const r of this.record.requests()) child.send({ type: 'record', request: r.request.toString('base64') }, r.fds);
     for (const [tag, fds] of this.record.heldFds()) child.send({ type: 'held', tag }, fds);
     for (const [region, fds] of this.record.doorbellsByRegion()) child.send({ type: 'doorbells', region }, fds);
+    for (const [region, fds] of this.record.regionMemoryByRegion()) child.send({ type: 'region-memory', region }, fds);
     child.send({ type: 'adopt', reason }, [this.connection!]);
   }
 
   private onChildMessage(child: ChildHandle, m: ChildMessage, fds: number[]): void {
-    if (child !== this.active && m.type !== 'held' && m.type !== 'commit' && m.type !== 'release' && m.type !== 'doorbells') {
+    if (child !== this.active && m.type !== 'held' && m.type !== 'commit' && m.type !== 'release' && m.type !== 'doorbells' && m.type !== 'region-memory') {
       for (const fd of fds) native.close(fd);
       return;
     }
@@ -251,6 +252,8 @@ export class IsolatedServer extends EventEmitter {
         return this.record.release(m.tag);
       case 'doorbells':
         return this.record.doorbells(m.region, fds);
+      case 'region-memory':
+        return this.record.regionMemory(m.region, fds);
       case 'irq-reset':
         return this.record.dropIrqs();
       case 'ended':

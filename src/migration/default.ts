@@ -163,10 +163,15 @@ function smallSection(device: Device, kind: number, data: Uint8Array): () => voi
 
 /**
  * The default loader: parses the stream as it comes, region bytes straight
- * into region memory, the rest applied at the end.
+ * into region memory, the rest applied at the end. The regions in
+ * `keepRegions` keep the bytes they hold (their sections are checked and
+ * skipped): under `--isolate`, memory a successor adopted holds newer
+ * bytes than any checkpoint, the guest's stores included.
  */
-export function defaultLoader(device: Device): MigrationLoader {
+export function defaultLoader(device: Device, keepRegions: ReadonlySet<number> = new Set()): MigrationLoader {
   let head = Buffer.alloc(0);
+  /** The current section's bytes go nowhere (a region in keepRegions). */
+  let skipping = false;
   /** Sections left in the current image; -1 between images. */
   let sections = -1;
   let images = 0;
@@ -187,6 +192,7 @@ export function defaultLoader(device: Device): MigrationLoader {
     if (small) last.set(small.kind, smallSection(device, small.kind, small.data));
     small = undefined;
     target = undefined;
+    skipping = false;
     if (--sections === 0) sections = -1;
   };
 
@@ -196,7 +202,7 @@ export function defaultLoader(device: Device): MigrationLoader {
       while (at < chunk.length) {
         if (left > 0) {
           const take = Math.min(left, chunk.length - at);
-          (target ?? small!.data).set(chunk.subarray(at, at + take), filled);
+          if (!skipping) (target ?? small!.data).set(chunk.subarray(at, at + take), filled);
           filled += take;
           left -= take;
           at += take;
@@ -225,7 +231,8 @@ export function defaultLoader(device: Device): MigrationLoader {
           const mem = device.regions[id]?.memory;
           if (!mem) bad(`region ${id} has no memory on this device`);
           if (mem.bytes.length !== length) bad(`region ${id} is ${length} bytes, here ${mem.bytes.length}`);
-          target = mem.bytes;
+          if (keepRegions.has(id)) skipping = true;
+          else target = mem.bytes;
         } else {
           if (!SMALL_KINDS.includes(kind)) bad(`unknown section kind ${kind}`);
           if (length > MAX_SMALL_SECTION) bad(`a ${length}-byte section of kind ${kind}`);

@@ -109,8 +109,11 @@ export interface NativeAddon {
    * value is a write (what the words hold now counts as seen); a number:
    * each word is set to it now and swapped back to it after every write,
    * so repeated values are seen too. While watched, munmap returns -EBUSY.
+   * `keep`: a rearming watch leaves the words as they are, and each one
+   * holding anything but `rearm` is reported by the first scan (a write
+   * no process saw: a successor taking over memory a client maps).
    */
-  watchStart(map: MapHandle, buffer: ArrayBuffer, offset: number, length: number, width: 1 | 2 | 4, rearm: number | undefined, intervalMs: number, idleNs: number, callback: (offset: number, value: number) => void): WatchHandle;
+  watchStart(map: MapHandle, buffer: ArrayBuffer, offset: number, length: number, width: 1 | 2 | 4, rearm: number | undefined, intervalMs: number, idleNs: number, callback: (offset: number, value: number) => void, keep?: boolean): WatchHandle;
   /** Stops a watch for good (idempotent). */
   watchStop(h: WatchHandle): void;
   /** A paused watch is not scanned; what was written meanwhile is seen when it resumes. */
@@ -132,6 +135,12 @@ export interface NativeAddon {
    * -errno (-EINVAL for private mappings).
    */
   mmapRevoke(h: MapHandle): [ArrayBuffer, MapHandle] | number;
+  /**
+   * Maps `fd` (shared, from offset 0) over a mapping's addresses in one
+   * step: every view of it reads and writes fd's bytes from now on. 0, or
+   * -errno (-EINVAL: unmapped or revoked, or fd shorter than the mapping).
+   */
+  mmapReplace(h: MapHandle, fd: number): number;
   /**
    * Puts private scratch memory over every live mapping made with `group`
    * (by any thread): for a thread being ended, whose I/O must never write

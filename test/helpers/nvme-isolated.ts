@@ -29,7 +29,7 @@ const SAMPLE = fileURLToPath(new URL('../../src/samples/nvme.js', import.meta.ur
  */
 export type KillPoint = 'taken' | 'half-logged' | 'data-moved' | 'cqe-written' | 'entry-freed' | 'admin-executed' | 'admin-snapshot' | 'reset';
 
-function deviceFile(dir: string, image: string, arm: string, queues: number, workers: number): string {
+function deviceFile(dir: string, image: string, arm: string, queues: number, workers: number, mmapDoorbells: boolean): string {
   const file = join(dir, 'nvme-kill.mjs');
   writeFileSync(
     file,
@@ -46,7 +46,7 @@ function fire(point) {
   process.kill(process.pid, 'SIGKILL');
 }
 export default async function () {
-  const spec = await nvmeFromOptions({ image: ${JSON.stringify(image)}, queues: '${queues}'${workers > 0 ? `, workers: '${workers}'` : ''} });
+  const spec = await nvmeFromOptions({ image: ${JSON.stringify(image)}, queues: '${queues}'${workers > 0 ? `, workers: '${workers}'` : ''}${mmapDoorbells ? `, 'mmap-doorbells': true` : ''} });
   const c = nvmeControllerOf(spec);
   const hook = () => {
     const log = c.log;
@@ -116,8 +116,13 @@ export interface NvmeIsolated {
   close(): void;
 }
 
-/** Starts it: an image of `mib` MiB, `queues` I/O queue pairs of `entries` entries, shadow doorbells or not. */
-export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?: number; shadow?: boolean; memory?: 'shared' | 'private'; workers?: number } = {}): Promise<NvmeIsolated> {
+/**
+ * Starts it: an image of `mib` MiB, `queues` I/O queue pairs of `entries` entries, shadow doorbells or not;
+ * `mmapDoorbells`: the driver rings by stores into the mapped doorbell page, served with a poll window of `pollIdleMs`.
+ */
+export async function nvmeIsolated(
+  o: { mib?: number; queues?: number; entries?: number; shadow?: boolean; memory?: 'shared' | 'private'; workers?: number; mmapDoorbells?: boolean; pollIdleMs?: number } = {},
+): Promise<NvmeIsolated> {
   const dir = tempDir();
   const image = join(dir, 'disk.img');
   const mib = o.mib ?? 8;
@@ -130,9 +135,11 @@ export async function nvmeIsolated(o: { mib?: number; queues?: number; entries?:
   const said: string[] = [];
   // Queue threads' log points are armed through the environment (src/nvme/crash-points.ts), with the same file.
   const env = workers > 0 ? { ...process.env, MUSER_NVME_CRASH_ARM: armFile } : undefined;
-  const server = await IsolatedServer.start({ device: deviceFile(dir, image, armFile, queues, workers), options: {} }, join(dir, 'nvme.sock'), { entry: CHILD_ENTRY, log: { ...quiet, warn: (m: string) => said.push(m), error: (m: string) => said.push(m) }, env });
+  const device = { device: deviceFile(dir, image, armFile, queues, workers, o.mmapDoorbells ?? false), options: {}, pollIdleMs: o.pollIdleMs };
+  const server = await IsolatedServer.start(device, join(dir, 'nvme.sock'), { entry: CHILD_ENTRY, log: { ...quiet, warn: (m: string) => said.push(m), error: (m: string) => said.push(m) }, env });
   const client = await Client.connect(server.path);
   const driver = await NvmeDriver.open(client, { memorySize: 24 * 1024 * 1024, memory: o.memory });
+  if (o.mmapDoorbells) await driver.mapDoorbells();
   await driver.enable();
   await driver.createIoQueues(queues, o.entries ?? 64);
   if (o.shadow ?? true) {
