@@ -33,13 +33,17 @@ const PAGES_UP_FRONT = 1 << 16;
  * slot per page, not per chunk.
  */
 class ChunkTable {
-  private readonly pages: ((Uint8Array | undefined)[] | undefined)[];
+  private pages: ((Uint8Array | undefined)[] | undefined)[];
   /** Chunks held. */
   size = 0;
 
-  constructor(chunks: number) {
+  constructor(private readonly chunks: number) {
+    this.pages = ChunkTable.emptyPages(chunks);
+  }
+
+  private static emptyPages(chunks: number): ((Uint8Array | undefined)[] | undefined)[] {
     const pages = Math.ceil(chunks / PAGE_SLOTS);
-    this.pages = pages <= PAGES_UP_FRONT ? new Array<undefined>(pages).fill(undefined) : [];
+    return pages <= PAGES_UP_FRONT ? new Array<undefined>(pages).fill(undefined) : [];
   }
 
   get(index: number): Uint8Array | undefined {
@@ -62,7 +66,8 @@ class ChunkTable {
   }
 
   clear(): void {
-    this.pages.fill(undefined);
+    // A new list, not fill(): a list grown as written may be millions of slots long (a sparse 4 PiB disk: 2^26).
+    this.pages = ChunkTable.emptyPages(this.chunks);
     this.size = 0;
   }
 }
