@@ -3,8 +3,10 @@
  * e2e/isolate.mjs - `muser vm --isolate` under a real guest:
  *
  *   1. crash: the guest makes ext2 filesystems on a virtio-blk disk and an
- *      NVMe disk (both image files), and writes and fsyncs files on both
- *      while the harness SIGKILLs each device's serving child twice. The
+ *      NVMe disk (both image files; the NVMe doorbell page mapped into the
+ *      guest and shadow doorbells off, so every NVMe doorbell is a store
+ *      into memory a successor must adopt), and writes and fsyncs files on both while the harness
+ *      SIGKILLs each device's serving child twice. The
  *      guest sees no I/O error and no hung task, keeps writing and
  *      unmounts cleanly; on the host e2fsck -fn is clean and every file
  *      the guest acknowledged has its bytes (debugfs).
@@ -132,7 +134,7 @@ async function crashFlow(r, h, dir) {
     "dmesg | grep -i -E 'I/O error|blocked for more than|hung_task|timeout|reset|Buffer I/O|EXT4-fs error' | sed 's/^/KMSG /' || true",
   ].join('\n');
   const t0 = Date.now();
-  const run = startVm(r, h, 'isolate-crash', ['--isolate', '--modules', 'virtio_blk,nvme,ext4', '--memory', '384M', '--run', script, 'virtio-blk', '--image', images.v, 'nvme', '--image', images.n]);
+  const run = startVm(r, h, 'isolate-crash', ['--isolate', '--modules', 'virtio_blk,nvme,ext4', '--memory', '384M', '--run', script, 'virtio-blk', '--image', images.v, 'nvme', '--image', images.n, '--no-shadow-doorbells', '--poll', '--mmap-doorbells']);
   const names = { v: 'virtio-blk', n: 'nvme' };
   const acked = (/** @type {string} */ m) => [...run.stdout.matchAll(new RegExp(`^ACK ${m} f(\\d+) `, 'gm'))].length;
   /** @type {string[]} */
