@@ -64,6 +64,8 @@ export class JournaledTransport implements Transport, StreamTap {
   private txQueued = 0;
   /** While a reply is handed to the channel: where the rx log starts once it is (the answer's note in the tx log). */
   private answering: number | undefined;
+  /** While the predecessor's unsent bytes are handed to the channel: they are in the tx log already. */
+  private resending = false;
 
   constructor(
     private readonly fd: number,
@@ -85,11 +87,17 @@ export class JournaledTransport implements Transport, StreamTap {
     const broken = resyncSocket(this.fd, this.journal);
     if (broken) return this.onClose(new Error(broken));
     const tx = this.journal.tx.read();
-    this.journal.tx.reset(this.txSent);
     const channel = new Channel(this.fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.handlers.onDrain?.() }, this.maxMessageSize, false, this);
     this.channel = channel;
     // The rest of a half-written reply (and replies queued behind it) go out first.
-    if (tx.length > 0) channel.send(tx);
+    // They stay in the tx log until the kernel takes them (sent()), for this process's successor.
+    if (tx.length > 0) {
+      if (crashPointsArmed) crashPoint('resending');
+      this.txQueued = tx.length;
+      this.resending = true;
+      channel.send(tx);
+      this.resending = false;
+    }
     for (const m of this.early.splice(0)) {
       channel.send(m.data, m.fds);
       closeAll(m.fds);
@@ -195,6 +203,7 @@ export class JournaledTransport implements Transport, StreamTap {
   }
 
   queued(data: Buffer): void {
+    if (this.resending) return;
     if (this.txQueued === 0) this.journal.tx.reset(this.txSent);
     this.txQueued += data.length;
     this.journal.queueTx(data, this.answering);
