@@ -1,5 +1,5 @@
 /**
- * Test-only kill points of the isolated child. With MUSER_READ_CRASH_AT set to
+ * Test-only kill points of the isolated child (reading the client, queuing a reply, sending a predecessor's). With MUSER_READ_CRASH_AT set to
  * a file's path, the child reads that file at each named point; when it
  * holds `<point>` or `<point>:<passes>`, the point lets `passes` passes by
  * (counting down in the file), then deletes the file and SIGKILLs its own
@@ -16,9 +16,11 @@ import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
  * - `journaled`: in the journal, the consume not announced;
  * - `consuming`: the consume announced (journal's rxConsuming), not done;
  * - `discarded`: the bytes consumed from the socket, rxConsumedTo not advanced;
- * - `consumed`: rxConsumedTo advanced, rxConsuming not cleared.
+ * - `consumed`: rxConsumedTo advanced, rxConsuming not cleared;
+ * - `reply-queued`: a reply went into the tx log (the kernel did not take it whole), the rx log not yet advanced past its request;
+ * - `resending`: a successor about to send its predecessor's unsent replies (the tx log).
  */
-export type CrashPoint = 'peeked' | 'journaled' | 'consuming' | 'discarded' | 'consumed';
+export type CrashPoint = 'peeked' | 'journaled' | 'consuming' | 'discarded' | 'consumed' | 'reply-queued' | 'resending';
 
 const ARM = process.env.MUSER_READ_CRASH_AT || undefined;
 

@@ -8,7 +8,9 @@
  *    socket was consumed (the child peeks, journals, then consumes:
  *    rx-socket.ts);
  *  - tx: the bytes the child meant to send but the kernel had not taken
- *    yet (a reply half-written, replies queued under backpressure);
+ *    yet (a reply half-written, replies queued under backpressure), and
+ *    with the last reply queued, how far the rx log is answered by it
+ *    (queueTx: one step for a successor);
  *  - two checkpoint slots: the device's migration save, with the tag of
  *    the last request it includes and that request's reply;
  *  - the device's persistent memory (device/persistent.ts): what it took
@@ -49,6 +51,8 @@ const H_REPLAY_TAG = 80; // f64: the first frame a successor served again
 const H_REPLAY_COUNT = 88; // u32: how many successors served it
 const H_RX_CONSUMED = 96; // f64: stream offset up to which the socket was consumed (rx-socket.ts)
 const H_RX_CONSUMING = 104; // f64: bytes being consumed now (0: none)
+const H_QUEUED_TX_END = 112; // f64: the tx log's end once the last queued reply is in it
+const H_QUEUED_ANSWERS_TO = 120; // f64: the rx log's start once that reply's request is answered
 
 /** A byte log in the journal: stream bytes [start, end), stored from `base`. */
 export class ByteLog {
@@ -172,6 +176,7 @@ export class Journal {
     this.view.setUint32(H_REPLAY_COUNT, 0, true);
     this.rxConsumedTo = 0;
     this.rxConsuming = 0;
+    this.noteQueuedReply(-1, 0);
     this.persistent.clear();
   }
 
@@ -189,6 +194,40 @@ export class Journal {
   }
   set rxConsuming(n: number) {
     this.view.setFloat64(H_RX_CONSUMING, n, true);
+  }
+
+  /**
+   * Appends to the tx log bytes that answer the rx log up to `answersTo`
+   * (the request of a reply queued under backpressure; undefined: none, as
+   * for the rest of a predecessor's replies) and notes that in the same
+   * step: the note is written first and counts only once the tx log's end
+   * reaches past the bytes, so a kill at any point leaves either neither
+   * (a successor serves the request again) or both (it sends the queued
+   * reply and does not serve the request again).
+   */
+  queueTx(data: Uint8Array, answersTo: number | undefined): void {
+    this.noteQueuedReply(answersTo === undefined ? -1 : this.tx.end + data.length, answersTo ?? 0);
+    this.tx.append(data);
+  }
+
+  /**
+   * A successor's first step with the rx log, before it reads it: drops the
+   * request whose reply its predecessor queued (queueTx) without having
+   * advanced the rx log past it yet. Then forgets the note: one whose
+   * bytes never made it into the tx log must not count once later bytes
+   * take the log's end past it.
+   */
+  settleQueuedReply(): void {
+    const txEnd = this.view.getFloat64(H_QUEUED_TX_END, true);
+    if (txEnd >= 0 && this.tx.end >= txEnd) this.rx.advance(this.view.getFloat64(H_QUEUED_ANSWERS_TO, true));
+    this.noteQueuedReply(-1, 0);
+  }
+
+  private noteQueuedReply(txEnd: number, answersTo: number): void {
+    // Invalid first: a kill between the two stores leaves no note rather than a mixed one.
+    this.view.setFloat64(H_QUEUED_TX_END, -1, true);
+    this.view.setFloat64(H_QUEUED_ANSWERS_TO, answersTo, true);
+    this.view.setFloat64(H_QUEUED_TX_END, txEnd, true);
   }
 
   /**

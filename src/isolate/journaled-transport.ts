@@ -10,7 +10,9 @@
  *    and a taken-but-unanswered one are both still there for a successor;
  *  - a reply the kernel did not take whole goes into the tx log: a
  *    successor sends the rest before anything else, so the client never
- *    sees half a reply followed by something else.
+ *    sees half a reply followed by something else; queuing it and noting
+ *    its request answered is one step (Journal.queueTx), so a successor
+ *    never both sends it and serves its request again.
  *
  * On the hot path (the kernel takes each reply whole) the cost is a copy
  * of the received bytes into shared memory, a few stores, and a second
@@ -20,6 +22,7 @@ import { native } from '../native/index.js';
 import { Channel, closeAll, type ChannelHandlers, type StreamTap } from '../transport/channel.js';
 import type { Frame } from '../transport/framer.js';
 import type { Transport } from '../transport/transport.js';
+import { crashPoint, crashPointsArmed } from './crash-point.js';
 import type { Journal } from './journal.js';
 import { journalPeeked, resyncSocket } from './rx-socket.js';
 
@@ -59,6 +62,10 @@ export class JournaledTransport implements Transport, StreamTap {
   private txSent: number;
   /** Bytes of the reply stream waiting in the channel's queue (what the tx log holds). */
   private txQueued = 0;
+  /** While a reply is handed to the channel: where the rx log starts once it is (the answer's note in the tx log). */
+  private answering: number | undefined;
+  /** While the predecessor's unsent bytes are handed to the channel: they are in the tx log already. */
+  private resending = false;
 
   constructor(
     private readonly fd: number,
@@ -67,6 +74,8 @@ export class JournaledTransport implements Transport, StreamTap {
     private readonly journal: Journal,
     private readonly hooks: JournalHooks,
   ) {
+    // A reply the predecessor queued answered its request, though it died before dropping it from the rx log.
+    journal.settleQueuedReply();
     this.frameEnd = journal.rx.start;
     this.txSent = journal.tx.start;
   }
@@ -78,11 +87,17 @@ export class JournaledTransport implements Transport, StreamTap {
     const broken = resyncSocket(this.fd, this.journal);
     if (broken) return this.onClose(new Error(broken));
     const tx = this.journal.tx.read();
-    this.journal.tx.reset(this.txSent);
     const channel = new Channel(this.fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.handlers.onDrain?.() }, this.maxMessageSize, false, this);
     this.channel = channel;
     // The rest of a half-written reply (and replies queued behind it) go out first.
-    if (tx.length > 0) channel.send(tx);
+    // They stay in the tx log until the kernel takes them (sent()), for this process's successor.
+    if (tx.length > 0) {
+      if (crashPointsArmed) crashPoint('resending');
+      this.txQueued = tx.length;
+      this.resending = true;
+      channel.send(tx);
+      this.resending = false;
+    }
     for (const m of this.early.splice(0)) {
       channel.send(m.data, m.fds);
       closeAll(m.fds);
@@ -139,10 +154,18 @@ export class JournaledTransport implements Transport, StreamTap {
     }
     const frame = this.unanswered.get(tag);
     if (frame) this.hooks.beforeAnswer(tag, frame[1], reply, fds);
-    if (reply) this.send(reply, fds);
     this.unanswered.delete(tag);
     const first = this.unanswered.values().next();
-    this.journal.rx.advance(first.done ? this.frameEnd : first.value[0]);
+    const answeredTo = first.done ? this.frameEnd : first.value[0];
+    if (reply) {
+      // A reply the kernel does not take whole is queued with this note (queued()): one step in the journal.
+      this.answering = answeredTo;
+      const queuedBefore = this.txQueued;
+      this.send(reply, fds);
+      this.answering = undefined;
+      if (crashPointsArmed && this.txQueued > queuedBefore) crashPoint('reply-queued');
+    }
+    this.journal.rx.advance(answeredTo);
   }
 
   send(data: Buffer, fds?: readonly number[]): boolean {
@@ -180,9 +203,10 @@ export class JournaledTransport implements Transport, StreamTap {
   }
 
   queued(data: Buffer): void {
+    if (this.resending) return;
     if (this.txQueued === 0) this.journal.tx.reset(this.txSent);
     this.txQueued += data.length;
-    this.journal.tx.append(data);
+    this.journal.queueTx(data, this.answering);
   }
 
   private onFrame(frame: Frame): void {

@@ -1,0 +1,122 @@
+// The tx-log window under --isolate: a client that stops reading makes the
+// child queue its replies in the journal's tx log (backpressure). A SIGKILL
+// right after a reply is queued must not make the successor both send the
+// queued reply and answer its request again, and one that kills a successor
+// before it re-sent its predecessor's queued replies must not lose them: the
+// client gets each reply exactly once, in order, and a write takes effect once.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, HeaderFlag } from '../src/protocol/constants.js';
+import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../src/protocol/region-access.js';
+import { encodeMessage } from '../src/protocol/header.js';
+import type { IsolatedServer } from '../src/isolate/index.js';
+import { RawConn } from './helpers/raw.js';
+import { startIsolated, tempDir, u32, until, writeDeviceFile } from './helpers/isolated.js';
+
+/** Reads of 4 KiB: this many replies overfill a UNIX socket's buffer (about 200 KiB), so the later ones are queued. */
+const FILL_READS = 100;
+
+interface Rig {
+  server: IsolatedServer;
+  raw: RawConn;
+  /** Arms a kill point in whichever child reaches it first. */
+  arm(point: string): void;
+  /** msgIds of the requests sent, in order. */
+  expected: number[];
+}
+
+/** An isolated device whose client stops reading (its replies pile up in the child's tx log), with kill points armed. */
+async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const armFile = join(dir, 'crash-at');
+  // Children read it at start (spares too): the kill points exist only in this test's children.
+  process.env.MUSER_READ_CRASH_AT = armFile;
+  const server = await startIsolated(writeDeviceFile(dir, { version: 1 }), dir);
+  const raw = await RawConn.negotiated(server.path);
+  try {
+    raw.channel.pauseReading(true);
+    await body({ server, raw, arm: (point) => writeFileSync(armFile, point), expected: [] });
+    assert.equal(existsSync(armFile), false, 'every armed kill fired');
+  } finally {
+    delete process.env.MUSER_READ_CRASH_AT;
+    raw.close();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Sends the fill reads in one send (the child reads them in one go), so its rx log holds some until it has answered them all. */
+function sendFill(rig: Rig): void {
+  const fill = Array.from({ length: FILL_READS }, (_, i) => 1000 + i);
+  rig.raw.send(Buffer.concat(fill.map((msgId) => encodeMessage({ msgId, command: Command.REGION_READ }, encodeRegionReadRequest({ region: 0, offset: 0, count: 4096 })))));
+  rig.expected.push(...fill);
+}
+
+const countOf = (payload: Buffer): number => Buffer.from(decodeRegionReadReply(payload).data).readUInt32LE(0);
+
+/** Reads again: every expected reply once, in request order (`count`: what the last one, a read of the count, holds); then nothing more. */
+async function assertRepliesOnce(rig: Rig, count: number): Promise<void> {
+  rig.raw.channel.pauseReading(false);
+  for (const [i, id] of rig.expected.entries()) {
+    const f = await rig.raw.next(8000);
+    assert.ok(f !== 'closed', 'the connection lived');
+    assert.equal(f.header.msgId, id, `reply ${i} answers request ${i} (a reply sent twice shifts the rest)`);
+    assert.equal(f.header.flags & HeaderFlag.ERROR, 0, `reply ${i}: errno ${f.header.errno}`);
+    if (i === rig.expected.length - 1 && f.header.command === Command.REGION_READ && f.payload.length <= 64) assert.equal(countOf(f.payload), count, 'the write counted once');
+  }
+  // Nothing more came: the next reply is the next request's.
+  const last = rig.raw.command(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 }));
+  const f = await rig.raw.next(8000);
+  assert.ok(f !== 'closed', 'the connection lived');
+  assert.equal(f.header.msgId, last, 'no reply sent twice');
+  assert.equal(countOf(f.payload), count, 'the count after');
+  assert.equal(rig.raw.pendingFrames(), 0, 'no reply sent twice');
+}
+
+test('isolate: a child killed just after queuing a reply under backpressure: every reply reaches the client exactly once, in order, a write counted once', async () => {
+  await withRig(async (rig) => {
+    const { server, raw } = rig;
+    // Kill 1 lands on the first reply queued: a fill read's (most likely its tail, the kernel having taken its head).
+    await server.standby();
+    rig.arm('reply-queued');
+    sendFill(rig);
+    await until(() => server.restarts === 1, 8000, 'the kill on a queued read reply, and a successor');
+    await until(() => server.unansweredBytes === 0 && server.unsentReplyBytes > 0, 8000, 'every fill read answered, the replies waiting in the tx log');
+
+    // Kill 2 lands on a write's reply: the write has taken effect (and is checkpointed with its reply).
+    await server.standby();
+    rig.arm('reply-queued');
+    const pid = server.childPid;
+    rig.expected.push(raw.command(Command.REGION_WRITE, encodeRegionWriteRequest({ region: 0, offset: 4, count: 4, data: u32(1) })));
+    rig.expected.push(raw.command(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 })));
+    await until(() => server.restarts === 2, 8000, 'the kill on a queued write reply, and a successor');
+    assert.notEqual(server.childPid, pid, 'a successor serves');
+
+    await assertRepliesOnce(rig, 1);
+    assert.equal(server.restarts, 2);
+  });
+});
+
+test("isolate: a successor killed before it re-sent its predecessor's queued replies: the next one sends them, each once, in order", async () => {
+  await withRig(async (rig) => {
+    const { server, raw } = rig;
+    await server.standby();
+    rig.arm('reply-queued');
+    sendFill(rig);
+    await until(() => server.restarts === 1, 8000, 'the kill on a queued read reply, and a successor');
+    await until(() => server.unansweredBytes === 0 && server.unsentReplyBytes > 0, 8000, 'every fill read answered, the replies waiting in the tx log');
+
+    // The serving child dies; its successor dies as it starts, before sending the queued replies; the next one serves.
+    await server.standby();
+    rig.arm('resending');
+    process.kill(server.childPid!, 'SIGKILL');
+    await until(() => server.restarts === 3, 8000, 'two successors, the first killed as it re-sent the tx log');
+
+    rig.expected.push(raw.command(Command.REGION_WRITE, encodeRegionWriteRequest({ region: 0, offset: 4, count: 4, data: u32(1) })));
+    rig.expected.push(raw.command(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 })));
+    await assertRepliesOnce(rig, 1);
+    assert.equal(server.restarts, 3);
+  });
+});
