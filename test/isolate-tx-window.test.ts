@@ -4,16 +4,18 @@
 // queued reply and answer its request again, and one that kills a successor
 // before it re-sent its predecessor's queued replies must not lose them: the
 // client gets each reply exactly once, in order, and a write takes effect once.
+// A reload under backpressure must not make the old child and its successor
+// both send the queued replies: the old one, frozen, sends nothing more.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, HeaderFlag } from '../src/protocol/constants.js';
+import { Command, HEADER_SIZE, HeaderFlag } from '../src/protocol/constants.js';
 import { decodeRegionReadReply, encodeRegionReadRequest, encodeRegionWriteRequest } from '../src/protocol/region-access.js';
 import { encodeMessage } from '../src/protocol/header.js';
 import type { IsolatedServer } from '../src/isolate/index.js';
 import { RawConn } from './helpers/raw.js';
-import { startIsolated, tempDir, u32, until, writeDeviceFile } from './helpers/isolated.js';
+import { alive, startIsolated, tempDir, u32, until, writeDeviceFile } from './helpers/isolated.js';
 
 /** Reads of 4 KiB: this many replies overfill a UNIX socket's buffer (about 200 KiB), so the later ones are queued. */
 const FILL_READS = 100;
@@ -28,7 +30,7 @@ interface Rig {
 }
 
 /** An isolated device whose client stops reading (its replies pile up in the child's tx log), with kill points armed. */
-async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
+async function withRig(body: (rig: Rig, dir: string) => Promise<void>): Promise<void> {
   const dir = tempDir();
   const armFile = join(dir, 'crash-at');
   // Children read it at start (spares too): the kill points exist only in this test's children.
@@ -37,7 +39,7 @@ async function withRig(body: (rig: Rig) => Promise<void>): Promise<void> {
   const raw = await RawConn.negotiated(server.path);
   try {
     raw.channel.pauseReading(true);
-    await body({ server, raw, arm: (point) => writeFileSync(armFile, point), expected: [] });
+    await body({ server, raw, arm: (point) => writeFileSync(armFile, point), expected: [] }, dir);
     assert.equal(existsSync(armFile), false, 'every armed kill fired');
   } finally {
     delete process.env.MUSER_READ_CRASH_AT;
@@ -118,5 +120,91 @@ test("isolate: a successor killed before it re-sent its predecessor's queued rep
     rig.expected.push(raw.command(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 })));
     await assertRepliesOnce(rig, 1);
     assert.equal(server.restarts, 3);
+  });
+});
+
+/**
+ * Reads the client's socket by hand, blocking this (the parent's) event loop: msgIds of the replies
+ * framed, until `count` came, one came out of order, or `timeoutMs` passed; and the bytes left over.
+ */
+function readRepliesBlocking(fd: number, expected: readonly number[], timeoutMs: number): { ids: number[]; leftover: number } {
+  const deadline = Date.now() + timeoutMs;
+  const chunk = Buffer.alloc(64 * 1024);
+  let pending = Buffer.alloc(0);
+  const ids: number[] = [];
+  while (ids.length < expected.length && Date.now() < deadline) {
+    let n = 0;
+    try {
+      n = readSync(fd, chunk, 0, chunk.length, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+    }
+    if (n === 0) continue;
+    pending = Buffer.concat([pending, chunk.subarray(0, n)]);
+    while (pending.length >= HEADER_SIZE && pending.length >= pending.readUInt32LE(4) && ids.length < expected.length) {
+      ids.push(pending.readUInt16LE(0));
+      pending = pending.subarray(pending.readUInt32LE(4));
+      if (ids.at(-1) !== expected[ids.length - 1]) return { ids, leftover: pending.length };
+    }
+  }
+  return { ids, leftover: pending.length };
+}
+
+/** Polls `cond` without yielding to the event loop; throws after `timeoutMs`. */
+function untilBlocking(cond: () => boolean, timeoutMs: number, what: string): void {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+test('isolate: a reload under backpressure: the old child sends none of its queued replies once frozen, the successor sends each once, in order', async () => {
+  await withRig(async (rig, dir) => {
+    const { server, raw } = rig;
+    sendFill(rig);
+    await until(() => server.unansweredBytes === 0 && server.unsentReplyBytes > 0, 8000, 'every fill read answered, the replies waiting in the tx log');
+    const oldPid = server.childPid;
+
+    // The new version's onRecover stops the successor until told (recovering, go); once it started (its tx log
+    // re-send queued) it says so (started). The parent's event loop is held meanwhile, so the old child is not
+    // told to exit: both processes live with the connection while the client reads.
+    const [recovering, go, started] = ['recovering', 'go', 'started'].map((f) => join(dir, f));
+    writeDeviceFile(dir, {
+      version: 2,
+      extra: `async onRecover(d, reason) {
+      if (reason !== 'reload') return;
+      writeFileSync(${JSON.stringify(recovering)}, '');
+      while (!existsSync(${JSON.stringify(go)})) await new Promise((r) => setTimeout(r, 1));
+      setImmediate(() => writeFileSync(${JSON.stringify(started)}, ''));
+    },`,
+    });
+    const reloading = server.reload();
+    try {
+      await until(() => existsSync(recovering), 8000, 'the successor recovering (the old child quiesced)');
+      writeFileSync(go, '');
+      untilBlocking(() => existsSync(started), 8000, 'the successor started');
+      assert.ok(alive(oldPid!), 'the old child still lives');
+      const { ids, leftover } = readRepliesBlocking(raw.fd, rig.expected, 8000);
+      assert.deepEqual(ids, rig.expected, 'every queued reply once, in order (a reply sent by both children repeats)');
+      assert.equal(leftover, 0, 'nothing after them (no reply sent by both children)');
+    } finally {
+      // Settled either way: a reload left running would leave its child behind.
+      await reloading.catch(() => undefined);
+    }
+    await reloading;
+    assert.notEqual(server.childPid, oldPid, 'the successor serves');
+    rig.expected.length = 0;
+    await assertRepliesOnce(rig, 0);
+  });
+});
+
+test('isolate: a reload under backpressure that fails: the old child sends its queued replies again, each once, in order', async () => {
+  await withRig(async (rig, dir) => {
+    const { server } = rig;
+    sendFill(rig);
+    await until(() => server.unansweredBytes === 0 && server.unsentReplyBytes > 0, 8000, 'every fill read answered, the replies waiting in the tx log');
+    const oldPid = server.childPid;
+    writeDeviceFile(dir, { version: 2, extra: `onRecover(d, reason) { if (reason === 'reload') throw new Error('not this one'); },` });
+    await assert.rejects(server.reload(), /failed to take over: not this one/);
+    assert.equal(server.childPid, oldPid, 'the old child serves on');
+    await assertRepliesOnce(rig, 0);
   });
 });

@@ -321,6 +321,7 @@ export function runChild(load: DeviceLoader): void {
         return;
       }
       if (round !== quiesceRound) return;
+      // Nor send: the successor sends what waits (the tx log), and this process sending it too would send it twice.
       t.freeze(true);
       // The doorbells too: the successor watches the same eventfds (and memory), and what this process took would be lost to it.
       session?.ioEventFds.pause(true);

@@ -89,6 +89,7 @@ export class JournaledTransport implements Transport, StreamTap {
     const tx = this.journal.tx.read();
     const channel = new Channel(this.fd, { onFrame: (f) => this.onFrame(f), onClose: (e) => this.onClose(e), onDrain: () => this.handlers.onDrain?.() }, this.maxMessageSize, false, this);
     this.channel = channel;
+    channel.holdWriting(this.frozen);
     // The rest of a half-written reply (and replies queued behind it) go out first.
     // They stay in the tx log until the kernel takes them (sent()), for this process's successor.
     if (tx.length > 0) {
@@ -131,10 +132,15 @@ export class JournaledTransport implements Transport, StreamTap {
     this.channel?.pauseReading(paused || this.frozen);
   }
 
-  /** Stops reading for good (a hand-over), or again (it failed). */
+  /**
+   * Stops reading and sending for good (a hand-over), or again (it failed).
+   * What is not sent yet stays in the tx log, for the successor to send:
+   * this process sending it too would send it twice.
+   */
   freeze(frozen: boolean): void {
     this.frozen = frozen;
     this.channel?.pauseReading(frozen || this.readingPaused);
+    this.channel?.holdWriting(frozen);
   }
 
   busyPoll(idleMs: number): void {

@@ -127,6 +127,7 @@ export class Channel implements Transport {
   private readonly sharedRecv: boolean;
   private queuedBytes = 0;
   private readingPaused = false;
+  private writingHeld = false;
   /** The framer's callback, made once (not per chunk). */
   private readonly emitFrame = (frame: Frame): void => {
     if (this.closed) closeAll(frame.fds);
@@ -181,6 +182,18 @@ export class Channel implements Transport {
   }
 
   /**
+   * Stops (or resumes) sending: while held, what is sent waits in the
+   * queue (through the tap's `queued`) and nothing goes to the socket. An
+   * isolated child handing its connection over: the successor sends the
+   * stream from the journal, and two senders would send bytes twice.
+   */
+  holdWriting(held: boolean): void {
+    if (this.closed || held === this.writingHeld) return;
+    this.writingHeld = held;
+    native.pollWritable(this.poll, !held && this.queue.length > 0);
+  }
+
+  /**
    * Busy-polls this connection: after each message the event loop keeps
    * polling without sleeping for `idleMs` (0 turns it off): the server's
    * `poll` option.
@@ -215,7 +228,7 @@ export class Channel implements Transport {
 
   private write(data: Buffer, fds: readonly number[] | undefined, borrowed: boolean): boolean {
     if (this.closed) return false;
-    if (this.queue.length > 0) {
+    if (this.queue.length > 0 || this.writingHeld) {
       this.enqueue(borrowed ? Buffer.from(data) : data, fds ? dupAll(fds) : undefined);
       return true;
     }
@@ -322,6 +335,7 @@ export class Channel implements Transport {
   }
 
   private flush(): void {
+    if (this.writingHeld) return;
     while (this.queue.length > 0 && !this.closed) {
       const head = this.queue[0];
       const n = native.sendmsg(this.fd, head.data, head.fds as number[] | undefined);

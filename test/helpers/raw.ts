@@ -32,7 +32,10 @@ export class RawConn {
   readonly closed: Promise<void>;
   private nextId = 0;
 
-  private constructor(fd: number) {
+  private constructor(
+    /** The socket (the channel owns it): for a test that reads it by hand while the channel is paused. */
+    readonly fd: number,
+  ) {
     let done!: () => void;
     this.closed = new Promise((r) => (done = r));
     this.channel = new Channel(fd, {
