@@ -3,9 +3,10 @@
 // device over to the code on disk, and a broken new version changes nothing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client } from '../src/client/index.js';
-import { startIsolated, tempDir, u32, writeDeviceFile } from './helpers/isolated.js';
+import { alive, startIsolated, tempDir, u32, until, writeDeviceFile } from './helpers/isolated.js';
 
 test('isolate: a callback in an endless loop is killed by the watchdog; another device answers throughout', async () => {
   const dir = tempDir();
@@ -82,6 +83,36 @@ test('isolate: reload runs the code on disk with the state intact; a version tha
   } finally {
     client.close();
     server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('isolate: close() during a reload ends the child the reload started too', async () => {
+  const dir = tempDir();
+  const server = await startIsolated(writeDeviceFile(dir, { version: 1 }), dir);
+  const client = await Client.connect(server.path);
+  const pidFile = join(dir, 'incoming-pid');
+  let reloading: Promise<unknown> | undefined;
+  try {
+    await client.regionWrite(0, 4, u32(1));
+    // The new version takes over forever: the reload stays under way until close().
+    writeDeviceFile(dir, { version: 2, extra: `async onRecover(d, reason) { if (reason === 'reload') { writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); await new Promise(() => {}); } },` });
+    reloading = server.reload().then(
+      () => assert.fail('the reload cannot have finished: its child never took over'),
+      (e: Error) => e,
+    );
+    await until(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8') !== '', 8000, 'the new child taking over');
+    const incoming = Number(readFileSync(pidFile, 'utf8'));
+    assert.ok(alive(incoming));
+    client.close();
+    server.close();
+    // Well inside the 10 s the reload would wait for the new child before dropping it itself.
+    await until(() => !alive(incoming), 3000, `the reload's child ${incoming} to end with the server`);
+    assert.match(String(await reloading), /failed to take over/);
+  } finally {
+    client.close();
+    server.close();
+    await reloading;
     rmSync(dir, { recursive: true, force: true });
   }
 });

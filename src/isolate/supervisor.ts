@@ -64,6 +64,8 @@ export class IsolatedServer extends EventEmitter {
   private readonly waiting: number[] = [];
   private closing = false;
   private reloading: Promise<void> | undefined;
+  /** The child a reload under way started, until it serves or is dropped (close() ends it too). */
+  private incoming: ChildHandle | undefined;
   private readonly log: Logger;
 
   private constructor(
@@ -124,7 +126,7 @@ export class IsolatedServer extends EventEmitter {
     this.closing = true;
     this.listener?.close();
     for (const fd of this.waiting.splice(0)) native.close(fd);
-    for (const child of [this.active, this.spare]) {
+    for (const child of [this.active, this.spare, this.incoming]) {
       if (!child) continue;
       child.retired = true;
       child.kill();
@@ -147,6 +149,15 @@ export class IsolatedServer extends EventEmitter {
 
   private async doReload(): Promise<void> {
     const next = this.spawn();
+    this.incoming = next;
+    try {
+      await this.handOver(next);
+    } finally {
+      this.incoming = undefined;
+    }
+  }
+
+  private async handOver(next: ChildHandle): Promise<void> {
     try {
       await next.ready;
     } catch (e) {
