@@ -77,22 +77,33 @@ async function assertRepliesOnce(rig: Rig, count: number): Promise<void> {
   assert.equal(rig.raw.pendingFrames(), 0, 'no reply sent twice');
 }
 
+/** Fills the socket with reads while the child dies on the first reply it queues; resolves once a successor answered them all into the tx log. */
+async function killOnFirstQueuedReply(rig: Rig): Promise<void> {
+  const { server } = rig;
+  await server.standby();
+  rig.arm('reply-queued');
+  sendFill(rig);
+  await until(() => server.restarts === 1, 8000, 'the kill on a queued read reply, and a successor');
+  await until(() => server.unansweredBytes === 0 && server.unsentReplyBytes > 0, 8000, 'every fill read answered, the replies waiting in the tx log');
+}
+
+/** Adds 1 to the count (a write), then reads it: two replies expected. */
+function countOnce(rig: Rig): void {
+  rig.expected.push(rig.raw.command(Command.REGION_WRITE, encodeRegionWriteRequest({ region: 0, offset: 4, count: 4, data: u32(1) })));
+  rig.expected.push(rig.raw.command(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 })));
+}
+
 test('isolate: a child killed just after queuing a reply under backpressure: every reply reaches the client exactly once, in order, a write counted once', async () => {
   await withRig(async (rig) => {
-    const { server, raw } = rig;
+    const { server } = rig;
     // Kill 1 lands on the first reply queued: a fill read's (most likely its tail, the kernel having taken its head).
-    await server.standby();
-    rig.arm('reply-queued');
-    sendFill(rig);
-    await until(() => server.restarts === 1, 8000, 'the kill on a queued read reply, and a successor');
-    await until(() => server.unansweredBytes === 0 && server.unsentReplyBytes > 0, 8000, 'every fill read answered, the replies waiting in the tx log');
+    await killOnFirstQueuedReply(rig);
 
     // Kill 2 lands on a write's reply: the write has taken effect (and is checkpointed with its reply).
     await server.standby();
     rig.arm('reply-queued');
     const pid = server.childPid;
-    rig.expected.push(raw.command(Command.REGION_WRITE, encodeRegionWriteRequest({ region: 0, offset: 4, count: 4, data: u32(1) })));
-    rig.expected.push(raw.command(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 })));
+    countOnce(rig);
     await until(() => server.restarts === 2, 8000, 'the kill on a queued write reply, and a successor');
     assert.notEqual(server.childPid, pid, 'a successor serves');
 
@@ -103,12 +114,8 @@ test('isolate: a child killed just after queuing a reply under backpressure: eve
 
 test("isolate: a successor killed before it re-sent its predecessor's queued replies: the next one sends them, each once, in order", async () => {
   await withRig(async (rig) => {
-    const { server, raw } = rig;
-    await server.standby();
-    rig.arm('reply-queued');
-    sendFill(rig);
-    await until(() => server.restarts === 1, 8000, 'the kill on a queued read reply, and a successor');
-    await until(() => server.unansweredBytes === 0 && server.unsentReplyBytes > 0, 8000, 'every fill read answered, the replies waiting in the tx log');
+    const { server } = rig;
+    await killOnFirstQueuedReply(rig);
 
     // The serving child dies; its successor dies as it starts, before sending the queued replies; the next one serves.
     await server.standby();
@@ -116,8 +123,7 @@ test("isolate: a successor killed before it re-sent its predecessor's queued rep
     process.kill(server.childPid!, 'SIGKILL');
     await until(() => server.restarts === 3, 8000, 'two successors, the first killed as it re-sent the tx log');
 
-    rig.expected.push(raw.command(Command.REGION_WRITE, encodeRegionWriteRequest({ region: 0, offset: 4, count: 4, data: u32(1) })));
-    rig.expected.push(raw.command(Command.REGION_READ, encodeRegionReadRequest({ region: 0, offset: 4, count: 4 })));
+    countOnce(rig);
     await assertRepliesOnce(rig, 1);
     assert.equal(server.restarts, 3);
   });
