@@ -80,6 +80,12 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * previous client's disconnect (the CLI logs it at level info) before the
  * next one connects.
  */
+/** Servers still running: whatever ends the bench (a part that throws before its own cleanup) ends them too. */
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export class CliServer {
   private readonly child: ChildProcess;
   private stderr = '';
@@ -100,7 +106,11 @@ export class CliServer {
       this.disconnects += count(d, 'client disconnected');
       this.stderr = (this.stderr + d).slice(-4000);
     });
-    this.child.on('exit', () => (this.exited = true));
+    running.add(this.child);
+    this.child.on('exit', () => {
+      this.exited = true;
+      running.delete(this.child);
+    });
   }
 
   get pid(): number {
