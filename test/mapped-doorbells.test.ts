@@ -29,6 +29,7 @@ import { VirtioProcess } from './helpers/virtio-process.js';
 import { S_OK, T_IN, T_OUT, blk, buildBlk } from './helpers/virtio-blk-driver.js';
 import { pattern } from './helpers/bytes.js';
 import { sleep, until } from './helpers/wait.js';
+import { closeEach } from './helpers/close.js';
 
 describe('NVMe with its doorbell page mapped, in a child process under --poll', () => {
   let p: VirtioProcess;
@@ -279,11 +280,7 @@ describe('NVMe with its doorbell page mapped, migrated', () => {
         assert.deepEqual((await d.rw(1, false, 0, 8)).data, pattern(4096, 1));
         assert.equal(d.doorbellMessages, 0);
       } finally {
-        d.close();
-        a.close();
-        b.close();
-        source.close();
-        destination.close();
+        closeEach(d, a, b, source, destination);
       }
     });
   }

@@ -17,6 +17,7 @@ import { connectClient } from './helpers/raw.js';
 import { NvmeDriver, PAGE, REG } from './helpers/nvme-driver.js';
 import { pattern } from './helpers/bytes.js';
 import { probeRam } from './helpers/probe-backend.js';
+import { closeEach } from './helpers/close.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvmig-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -93,11 +94,7 @@ test('the controller migrates with I/O in flight, shadow doorbells and a held AE
     const ev = await d.reap(0);
     assert.deepEqual([ev.cid, ev.status], [0xae, 0]);
   } finally {
-    d.close();
-    a.close();
-    b.close();
-    source.close();
-    destination.close();
+    closeEach(d, a, b, source, destination);
   }
 });
 

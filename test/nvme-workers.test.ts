@@ -20,6 +20,7 @@ import { connectClient } from './helpers/raw.js';
 import { changedPages, COMPLETED, STARTED, waitUntil } from './helpers/slow-backend.js';
 import { slowShared } from './fixtures/slow-nvme-backend.js';
 import { MAIN, runCli, startServer } from './helpers/timer-process.js';
+import { closeEach } from './helpers/close.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-nvmew-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -216,11 +217,7 @@ describe('nvme I/O queues on worker threads', () => {
       assert.equal(dst.stats.ioCommands, 0);
       assert.ok(dst.counters().ioCommands >= 9, 'the destination\'s threads served them');
     } finally {
-      d.close();
-      a.close();
-      b.close();
-      source.close();
-      destination.close();
+      closeEach(d, a, b, source, destination);
     }
   });
 

@@ -18,6 +18,7 @@ import { VirtioProcess } from './helpers/virtio-process.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { S_OK, T_IN, T_OUT, blk, buildBlk } from './helpers/virtio-blk-driver.js';
 import { pattern } from './helpers/bytes.js';
+import { closeEach } from './helpers/close.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vmig-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -87,11 +88,7 @@ test('virtio-blk migrates with requests in flight and I/O during pre-copy', asyn
     assert.deepEqual((await blk(d, 0, T_IN, 72, { inLen: 4096 })).data, pattern(4096, 3));
     assert.deepEqual((await blk(d, 1, T_IN, 128, { inLen: 8192 })).data, pattern(8192, 4));
   } finally {
-    d.close();
-    a.close();
-    b.close();
-    source.close();
-    destination.close();
+    closeEach(d, a, b, source, destination);
   }
 });
 
@@ -118,11 +115,7 @@ test('a kick that arrives while the source is stopped is served by the destinati
     assert.equal(req.result(used[0].len).status, S_OK);
     assert.deepEqual(await disk.peek(8 * 512, 8 * 512 + 1024), pattern(1024, 6));
   } finally {
-    d.close();
-    a.close();
-    b.close();
-    source.close();
-    destination.close();
+    closeEach(d, a, b, source, destination);
   }
 });
 

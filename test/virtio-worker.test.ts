@@ -24,6 +24,7 @@ import { S_OK, T_GET_ID, T_IN, T_OUT, blk, buildBlk } from './helpers/virtio-blk
 import { pattern } from './helpers/bytes.js';
 import { GUEST_BASE, VirtioDriver } from './helpers/virtio-driver.js';
 import { sleep, until } from './helpers/wait.js';
+import { closeEach } from './helpers/close.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'muser-vworker-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -329,11 +330,7 @@ describe('virtio-blk on worker threads under migration', () => {
       }
       assert.deepEqual((await blk(d, 0, T_IN, 200, { inLen: 4096 })).data, pattern(4096, 9));
     } finally {
-      d.close();
-      a.close();
-      b.close();
-      source.close();
-      destination.close();
+      closeEach(d, a, b, source, destination);
       await disk.close();
       await twin.close();
     }
